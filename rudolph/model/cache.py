@@ -1,0 +1,59 @@
+"""Preallocated key/value cache: one static-shape buffer for all layers, written in place."""
+from typing import Optional
+
+import torch
+
+__all__ = ['KVCache']
+
+
+class KVCache:
+    """Keys and values of every layer for ``batch_size`` sequences of up to ``max_length`` tokens.
+
+    Layout ``[layers, batch, heads, max_length, head_dim]``: a layer's keys for the first ``t``
+    positions are a cheap strided view, and a decode step writes one column in place
+    instead of growing tensors with ``torch.cat``.
+    """
+
+    def __init__(self, num_layers: int, batch_size: int, num_heads: int, max_length: int, head_dim: int,
+                 device: torch.device, dtype: torch.dtype):
+        shape = (num_layers, batch_size, num_heads, max_length, head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.length = 0
+
+    @property
+    def batch_size(self) -> int:
+        return self.k.shape[1]
+
+    @property
+    def max_length(self) -> int:
+        return self.k.shape[3]
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor, start: int):
+        """Store ``k, v`` (``[b, heads, n, d]``) at positions ``start..start+n`` and return all keys/values so far."""
+        end = start + k.shape[2]
+        self.k[layer, :, :, start:end] = k
+        self.v[layer, :, :, start:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def expand_from(self, prefix: 'KVCache', length: Optional[int] = None) -> 'KVCache':
+        """Broadcast a batch-1 prefix cache into every row of this cache (shared-prefix reuse)."""
+        length = prefix.length if length is None else length
+        if prefix.batch_size != 1 and prefix.batch_size != self.batch_size:
+            raise ValueError(f'cannot broadcast a prefix cache of batch {prefix.batch_size} '
+                             f'into a cache of batch {self.batch_size}')
+        self.k[:, :, :, :length] = prefix.k[:, :, :, :length]
+        self.v[:, :, :, :length] = prefix.v[:, :, :, :length]
+        self.length = length
+        return self
+
+    def select(self, index: torch.Tensor) -> 'KVCache':
+        """Keep only the batch rows in ``index`` (a new, smaller cache)."""
+        out = KVCache.__new__(KVCache)
+        out.k, out.v, out.length = self.k[:, index], self.v[:, index], self.length
+        return out
+
+    def __repr__(self) -> str:
+        layers, b, heads, max_length, d = self.k.shape
+        return (f'KVCache(layers={layers}, batch={b}, heads={heads}, length={self.length}/{max_length}, '
+                f'head_dim={d}, dtype={self.k.dtype}, device={self.k.device})')

@@ -1,0 +1,270 @@
+"""ruDolphModel: embeddings of the three sequence parts, the sparse transformer, logits and loss."""
+from typing import Dict, List, Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .cache import KVCache
+from .transformer import SparseTransformer
+
+__all__ = ['ruDolphModel']
+
+ModelOutput = Union[Tuple[torch.Tensor, Optional[KVCache]], Tuple[torch.Tensor, Dict[str, torch.Tensor]], tuple]
+
+
+class ruDolphModel(nn.Module):
+    """RuDOLPH: ``[left text (L) | image tokens (N*N) | right text (R)]`` with one decoder.
+
+    Text ids live in ``[0, V)`` with ``V = vocab_size + text_special_tokens``; image ids
+    ``k`` are logit ``V + k``. See ``SPEC.md`` sections 2-5 for the exact math.
+    """
+
+    def __init__(self,
+                 device: Union[str, torch.device],
+                 num_layers: int,
+                 vocab_size: int,
+                 hidden_size: int,
+                 num_attention_heads: int,
+                 embedding_dropout_prob: float,
+                 attention_dropout_prob: float,
+                 output_dropout_prob: float,
+                 l_text_seq_length: int = 64,
+                 r_text_seq_length: int = 64,
+                 kernel_size: int = 7,
+                 last_kernel_size: int = 9,
+                 image_tokens_per_dim: int = 16,
+                 image_vocab_size: int = 8192,
+                 text_special_tokens: int = 0,
+                 image_special_tokens: int = 0,
+                 cogview_sandwich_layernorm: bool = True,
+                 cogview_pb_relax: bool = True,
+                 is_bool_mask: bool = True,
+                 mlp_activation: str = 'gelu_jit',
+                 gradient_checkpointing: Optional[Union[int, bool]] = None):
+        super().__init__()
+        self.device = device
+        self.num_layers = num_layers
+        self.hidden_size = hidden_size
+        self.num_attention_heads = num_attention_heads
+        self.l_text_seq_length = l_text_seq_length
+        self.r_text_seq_length = r_text_seq_length
+        self.image_tokens_per_dim = image_tokens_per_dim
+        self.image_seq_length = image_tokens_per_dim ** 2
+        self.total_seq_length = l_text_seq_length + self.image_seq_length + r_text_seq_length
+        self.text_special_tokens = text_special_tokens
+        self.image_special_tokens = image_special_tokens
+        self.vocab_size = vocab_size + text_special_tokens
+        self.image_vocab_size = image_vocab_size + image_special_tokens
+        self.plain_image_vocab_size = image_vocab_size
+        self.total_vocab_size = self.vocab_size + self.image_vocab_size
+        self.kernel_size = kernel_size
+        self.last_kernel_size = last_kernel_size
+        # Masks are always boolean buffers; the flag is kept for constructor compatibility.
+        self.is_bool_mask = is_bool_mask
+        self.gradient_checkpointing = gradient_checkpointing
+        if self.vocab_size <= l_text_seq_length:
+            raise ValueError(f'text vocabulary ({self.vocab_size}) must exceed l_text_seq_length ({l_text_seq_length}): '
+                             'its last L ids are the left-text pad positions')
+
+        self.text_embeddings = nn.Embedding(self.vocab_size, hidden_size)
+        self.image_embeddings = nn.Embedding(self.image_vocab_size, hidden_size)
+        self.l_text_pos_embeddings = nn.Embedding(l_text_seq_length + 1, hidden_size)
+        self.r_text_pos_embeddings = nn.Embedding(r_text_seq_length + 1, hidden_size)
+        self.image_row_embeddings = nn.Embedding(image_tokens_per_dim, hidden_size)
+        self.image_col_embeddings = nn.Embedding(image_tokens_per_dim, hidden_size)
+        # Declared but never applied, as in the released training code.
+        self.embedding_dropout = nn.Dropout(embedding_dropout_prob)
+        self.to_logits = nn.Sequential(
+            nn.LayerNorm(hidden_size),
+            nn.Linear(hidden_size, self.total_vocab_size),
+        )
+        self.transformer = SparseTransformer(
+            num_layers, hidden_size, num_attention_heads, attention_dropout_prob, output_dropout_prob,
+            l_text_seq_length=l_text_seq_length, r_text_seq_length=r_text_seq_length,
+            image_tokens_per_dim=image_tokens_per_dim, kernel_size=kernel_size, last_kernel_size=last_kernel_size,
+            cogview_sandwich_layernorm=cogview_sandwich_layernorm, cogview_pb_relax=cogview_pb_relax,
+            mlp_activation=mlp_activation,
+        )
+        if not any(p.is_meta for p in self.parameters()):
+            self.reset_parameters()
+
+    # ------------------------------------------------------------------ setup
+    @torch.no_grad()
+    def reset_parameters(self, std: float = 0.02):
+        """GPT-style random init (normal(0, std) weights, zero biases, unit LayerNorms)."""
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                module.weight.normal_(0.0, std)
+                if getattr(module, 'bias', None) is not None:
+                    module.bias.zero_()
+            elif isinstance(module, nn.LayerNorm):
+                module.weight.fill_(1.0)
+                module.bias.zero_()
+
+    def get_param(self, item: str):
+        """Config values the pipelines read: ``vocab_size``, ``l_text_seq_length``, ``image_seq_length``, ..."""
+        if not hasattr(self, item):
+            raise AttributeError(f'ruDolphModel has no parameter {item!r}')
+        return getattr(self, item)
+
+    def to(self, *args, **kwargs):
+        device = torch._C._nn._parse_to(*args, **kwargs)[0]
+        if device is not None:
+            self.device = device
+        return super().to(*args, **kwargs)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.to_logits[1].weight.dtype
+
+    @property
+    def text_logits_slice(self) -> slice:
+        return slice(0, self.vocab_size)
+
+    @property
+    def image_logits_slice(self) -> slice:
+        """Plain image codes only (image special tokens are never sampled)."""
+        return slice(self.vocab_size, self.vocab_size + self.plain_image_vocab_size)
+
+    def new_cache(self, batch_size: int, max_length: Optional[int] = None,
+                  dtype: Optional[torch.dtype] = None) -> KVCache:
+        """A preallocated key/value cache for ``batch_size`` sequences of up to ``max_length`` tokens."""
+        weight = self.to_logits[1].weight
+        return KVCache(self.num_layers, batch_size, self.num_attention_heads,
+                       max_length or self.total_seq_length, self.hidden_size // self.num_attention_heads,
+                       device=weight.device, dtype=dtype or weight.dtype)
+
+    # ---------------------------------------------------------------- forward
+    def embed(self, input_ids: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """Embeddings of ``input_ids`` placed at absolute positions ``start .. start+n``."""
+        b, n = input_ids.shape
+        L, N, N2 = self.l_text_seq_length, self.image_tokens_per_dim, self.image_seq_length
+        if start < 0 or start + n > self.total_seq_length:
+            raise ValueError(f'positions {start}..{start + n} do not fit the sequence of {self.total_seq_length} '
+                             f'tokens (L={L}, image={N2}, R={self.r_text_seq_length})')
+        pos = torch.arange(start, start + n, device=input_ids.device)
+        image_from = min(max(L - start, 0), n)
+        right_from = min(max(L + N2 - start, 0), n)
+        parts = []
+        if image_from > 0:
+            ids, p = input_ids[:, :image_from], pos[:image_from]
+            # A left pad at position p becomes its own learned token V - L + p.
+            ids = torch.where(ids == 0, self.vocab_size - L + p, ids)
+            parts.append(self.text_embeddings(ids) + self.l_text_pos_embeddings(p))
+        if right_from > image_from:
+            j = pos[image_from:right_from] - L
+            parts.append(self.image_embeddings(input_ids[:, image_from:right_from])
+                         + self.image_row_embeddings(j // N) + self.image_col_embeddings(j % N))
+        if n > right_from:
+            p = pos[right_from:] - L - N2
+            parts.append(self.text_embeddings(input_ids[:, right_from:]) + self.r_text_pos_embeddings(p))
+        e = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        # Same value, gradient scaled by 0.1 (CogView's embedding-gradient shrink).
+        return e * 0.1 + e.detach() * 0.9
+
+    def hidden(self, input_ids: torch.Tensor, start: int = 0, cache: Optional[KVCache] = None,
+               attention_mask: Optional[torch.Tensor] = None,
+               return_hidden_states: bool = False) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        """Final-normalised hidden states of ``input_ids`` at positions ``start..start+n``.
+
+        ``attention_mask`` is a boolean ``[b|1, 1, n, start+n]`` tensor (rows of the new
+        positions); a ``cache`` must already hold positions ``0..start``.
+        """
+        if cache is not None and cache.length != start:
+            raise ValueError(f'cache holds {cache.length} positions but the input starts at position {start}')
+        if cache is not None and cache.batch_size != input_ids.shape[0]:
+            raise ValueError(f'cache batch size {cache.batch_size} != input batch size {input_ids.shape[0]}')
+        x = self.embed(input_ids, start)
+        return self.transformer(x, attention_mask, cache=cache, start=start,
+                                gradient_checkpointing=bool(self.gradient_checkpointing),
+                                return_hidden_states=return_hidden_states)
+
+    def logits(self, hidden: torch.Tensor, vocab: Optional[slice] = None) -> torch.Tensor:
+        """``to_logits`` of ``hidden``, optionally only for the classes in ``vocab`` (a slice)."""
+        norm, linear = self.to_logits
+        x = norm(hidden)
+        if vocab is None:
+            return linear(x)
+        return F.linear(x, linear.weight[vocab], linear.bias[vocab])
+
+    def forward(self,
+                input_ids: torch.Tensor,
+                attention_mask: Optional[torch.Tensor] = None,
+                return_loss: bool = False,
+                use_cache: bool = False,
+                cache: Optional[KVCache] = None,
+                lt_loss_weight: float = 1,
+                img_loss_weight: float = 7,
+                rt_loss_weight: float = 1,
+                return_hidden_states: bool = False) -> ModelOutput:
+        """Reference-compatible forward.
+
+        Returns ``(logits, cache)``, or ``(loss, loss_values)`` with ``return_loss=True``,
+        plus the per-layer hidden states when ``return_hidden_states=True``. With
+        ``use_cache=True`` the positions already in ``cache`` are not recomputed and the
+        returned logits cover only the new positions (``logits[:, -1]`` is the next-token
+        distribution either way).
+        """
+        if input_ids.dim() != 2:
+            raise ValueError(f'input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}')
+        b, s = input_ids.shape
+        start = 0
+        if (use_cache or cache is not None) and not return_loss:
+            if cache is None:
+                cache = self.new_cache(b)
+            start = cache.length
+            if start >= s:
+                raise ValueError(f'input has {s} tokens, all already in the cache ({start}); pass at least one new token')
+        else:
+            cache = None
+        mask = None
+        if attention_mask is not None:
+            if attention_mask.dim() != 4 or attention_mask.shape[-1] < s or attention_mask.shape[-2] < s:
+                raise ValueError(f'attention_mask must be [b, 1, >={s}, >={s}], got {tuple(attention_mask.shape)}')
+            mask = attention_mask[:, :, start:s, :s] != 0
+        hidden, hidden_states = self.hidden(input_ids[:, start:], start, cache, mask, return_hidden_states)
+        logits = self.logits(hidden)
+        if return_loss:
+            outputs = self.loss(input_ids, logits, lt_loss_weight, img_loss_weight, rt_loss_weight)
+        else:
+            outputs = (logits, cache)
+        if return_hidden_states:
+            outputs += (hidden_states,)
+        return outputs
+
+    def loss(self, input_ids: torch.Tensor, logits: torch.Tensor, lt_loss_weight: float = 1,
+             img_loss_weight: float = 7, rt_loss_weight: float = 1) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """Weighted cross-entropy over the parts present in ``input_ids`` (SPEC section 5)."""
+        L, N2, R, V = self.l_text_seq_length, self.image_seq_length, self.r_text_seq_length, self.vocab_size
+        s = input_ids.shape[1]
+        if s not in (L, L + N2, L + N2 + R):
+            raise ValueError(f'the loss needs whole parts: sequence length {L} (left text), {L + N2} (+ image) '
+                             f'or {L + N2 + R} (+ right text), got {s}')
+        has_image, has_right = s > L, s > L + N2
+        lt = input_ids[:, :L]
+        lt = torch.where(lt == 0, V - L + torch.arange(L, device=lt.device), lt)
+        image_ids, r_text = input_ids[:, L:L + N2], input_ids[:, L + N2:]
+        labels = torch.cat((lt[:, 1:], image_ids, r_text), dim=1)
+        logits = logits.transpose(1, 2)
+        l_len = L if has_image else L - 1
+
+        parts = {'l_text_loss': (lt_loss_weight, lambda: F.cross_entropy(
+            logits[:, :V, :l_len].float(), labels[:, :l_len]))}
+        if has_image:
+            parts['image_loss'] = (img_loss_weight, lambda: F.cross_entropy(
+                logits[:, V:, L:L + N2 - 1].float(), image_ids[:, 1:]))
+        if has_right:
+            parts['r_text_loss'] = (rt_loss_weight, lambda: F.cross_entropy(
+                logits[:, :V, -R:-1].float(), r_text[:, 1:], ignore_index=0))
+        if not any(w for w, _ in parts.values()):
+            raise ValueError(f'all loss weights of the present parts {list(parts)} are zero')
+        total, weight_sum = 0.0, 0.0
+        values = {k: torch.zeros((), device=logits.device) for k in ('l_text_loss', 'image_loss', 'r_text_loss')}
+        for name, (weight, compute) in parts.items():
+            value = compute()
+            values[name] = value.detach().float()
+            if weight:
+                total = total + weight * value
+                weight_sum += weight
+        return total / weight_sum, values

@@ -1,0 +1,163 @@
+"""The sparse transformer stack: sandwich-LayerNorm blocks with per-layer sparse masks.
+
+Attention runs through ``F.scaled_dot_product_attention`` with boolean masks. This is
+exactly the reference computation: blocked scores there become ``-10000`` (softmax weight
+0 in any float type) and CogView's pb-relax subtracts a per-head constant, which softmax
+ignores. The one observable difference, a query row with *no* allowed key (only possible
+through a user ``attention_mask``), is reproduced explicitly: the reference averages all
+values uniformly there, while a boolean mask would give NaN.
+"""
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .cache import KVCache
+from .image_attention import MASK_NAMES, get_col_mask, get_conv_mask, get_row_mask, layer_mask_name
+
+__all__ = ['SparseTransformer', 'SparseTransformerLayer', 'DalleSelfAttention', 'DalleMLP', 'gelu']
+
+MAX_FP16 = 65504.0
+
+
+def gelu(x: torch.Tensor) -> torch.Tensor:
+    """OpenAI's tanh-approximated GELU, as the checkpoints were trained with."""
+    return F.gelu(x, approximate='tanh')
+
+
+class DalleSelfAttention(nn.Module):
+    def __init__(self, hidden_size: int, num_attention_heads: int, attention_dropout_prob: float,
+                 output_dropout_prob: float, cogview_pb_relax: bool = True):
+        super().__init__()
+        if hidden_size % num_attention_heads:
+            raise ValueError(f'hidden_size={hidden_size} is not divisible by num_attention_heads={num_attention_heads}')
+        self.num_heads = num_attention_heads
+        self.head_dim = hidden_size // num_attention_heads
+        # pb-relax is a softmax-invariant shift; the fused kernels are stable without it.
+        self.cogview_pb_relax = cogview_pb_relax
+        self.query_key_value = nn.Linear(hidden_size, 3 * hidden_size)
+        self.attention_dropout = nn.Dropout(attention_dropout_prob)
+        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.output_dropout = nn.Dropout(output_dropout_prob)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, cache: Optional[KVCache] = None, layer: int = 0,
+                start: int = 0, blocked: Optional[torch.Tensor] = None) -> torch.Tensor:
+        b, n, h = x.shape
+        q, k, v = self.query_key_value(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        if cache is not None:
+            k, v = cache.update(layer, k, v, start)
+        dropout = self.attention_dropout.p if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        if blocked is not None:
+            out = torch.where(blocked, v.mean(dim=-2, keepdim=True), out)
+        out = self.dense(out.transpose(1, 2).reshape(b, n, h))
+        return self.output_dropout(out.clamp(-MAX_FP16, MAX_FP16))
+
+
+class DalleMLP(nn.Module):
+    def __init__(self, hidden_size: int, output_dropout_prob: float, activation: str = 'gelu_jit'):
+        super().__init__()
+        if activation not in ('gelu', 'gelu_jit'):
+            raise ValueError(f"mlp_activation must be 'gelu' or 'gelu_jit' (both tanh GELU), got {activation!r}")
+        self.dense_h_to_4h = nn.Linear(hidden_size, 4 * hidden_size)
+        self.dense_4h_to_h = nn.Linear(4 * hidden_size, hidden_size)
+        self.dropout = nn.Dropout(output_dropout_prob)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.dense_4h_to_h(gelu(self.dense_h_to_4h(x))))
+
+
+class SparseTransformerLayer(nn.Module):
+    """``x + LN(attn(LN(x)))`` then ``x + LN(mlp(LN(x)))`` (CogView sandwich LayerNorm)."""
+
+    def __init__(self, hidden_size: int, num_attention_heads: int, attention_dropout_prob: float,
+                 output_dropout_prob: float, layernorm_epsilon: float = 1e-5, cogview_sandwich_layernorm: bool = True,
+                 cogview_pb_relax: bool = True, mlp_activation: str = 'gelu_jit'):
+        super().__init__()
+        self.cogview_sandwich_layernorm = cogview_sandwich_layernorm
+        self.input_layernorm = nn.LayerNorm(hidden_size, eps=layernorm_epsilon)
+        if cogview_sandwich_layernorm:
+            self.before_first_addition_layernorm = nn.LayerNorm(hidden_size, eps=layernorm_epsilon)
+            self.before_second_addition_layernorm = nn.LayerNorm(hidden_size, eps=layernorm_epsilon)
+        self.attention = DalleSelfAttention(hidden_size, num_attention_heads, attention_dropout_prob,
+                                            output_dropout_prob, cogview_pb_relax=cogview_pb_relax)
+        self.post_attention_layernorm = nn.LayerNorm(hidden_size, eps=layernorm_epsilon)
+        self.mlp = DalleMLP(hidden_size, output_dropout_prob, activation=mlp_activation)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, cache: Optional[KVCache] = None, layer: int = 0,
+                start: int = 0, blocked: Optional[torch.Tensor] = None) -> torch.Tensor:
+        a = self.attention(self.input_layernorm(x), mask, cache, layer, start, blocked)
+        if self.cogview_sandwich_layernorm:
+            a = self.before_first_addition_layernorm(a)
+        x = x + a
+        m = self.mlp(self.post_attention_layernorm(x))
+        if self.cogview_sandwich_layernorm:
+            m = self.before_second_addition_layernorm(m)
+        return x + m
+
+
+class SparseTransformer(nn.Module):
+    def __init__(self, num_layers: int, hidden_size: int, num_attention_heads: int, attention_dropout_prob: float,
+                 output_dropout_prob: float, l_text_seq_length: int, r_text_seq_length: int,
+                 image_tokens_per_dim: int, kernel_size: int = 7, last_kernel_size: int = 9,
+                 layernorm_epsilon: float = 1e-5, cogview_sandwich_layernorm: bool = True,
+                 cogview_pb_relax: bool = True, mlp_activation: str = 'gelu_jit'):
+        super().__init__()
+        self.num_layers = num_layers
+        self.layers = nn.ModuleList([
+            SparseTransformerLayer(hidden_size, num_attention_heads, attention_dropout_prob, output_dropout_prob,
+                                   layernorm_epsilon, cogview_sandwich_layernorm, cogview_pb_relax, mlp_activation)
+            for _ in range(num_layers)
+        ])
+        self.mask_names = [layer_mask_name(i, num_layers) for i in range(num_layers)]
+        self._mask_args = (l_text_seq_length, image_tokens_per_dim, r_text_seq_length, kernel_size, last_kernel_size)
+        for name, mask in self.build_masks().items():
+            self.register_buffer(name, mask)
+        self.final_layernorm = nn.LayerNorm(hidden_size, eps=layernorm_epsilon)
+
+    def build_masks(self, device: Optional[torch.device] = None) -> Dict[str, torch.Tensor]:
+        """The four boolean ``[S, S]`` masks, fully determined by the config."""
+        l, n, r, kernel, last_kernel = self._mask_args
+        masks = {
+            'row_mask': get_row_mask(l, n, r, is_bool_mask=True),
+            'col_mask': get_col_mask(l, n, r, is_bool_mask=True),
+            'conv_mask': get_conv_mask(l, n, r, kernel=kernel, is_bool_mask=True),
+            'last_conv_mask': get_conv_mask(l, n, r, kernel=last_kernel, is_bool_mask=True),
+        }
+        assert tuple(masks) == MASK_NAMES
+        return {k: v.to(device) for k, v in masks.items()} if device is not None else masks
+
+    def forward(self, x: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                cache: Optional[KVCache] = None, start: int = 0, gradient_checkpointing: bool = False,
+                return_hidden_states: bool = False) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        """Run the layers over ``x`` (``[b, n, h]``, absolute positions ``start..start+n``).
+
+        ``attention_mask``: optional boolean ``[b|1, 1, n, start+n]`` (True = may attend).
+        With a ``cache``, keys/values are written at ``start`` and attention reads all positions
+        before ``start + n`` from it.
+        """
+        end = start + x.shape[1]
+        masks, blocked = {}, {}
+        for name in set(self.mask_names):
+            mask = getattr(self, name)[start:end, :end]
+            if mask.dtype != torch.bool:  # buffers loaded as 0/1 floats from an old checkpoint
+                mask = mask != 0
+            if attention_mask is not None:
+                mask = mask & attention_mask
+                rows = ~mask.any(dim=-1, keepdim=True)
+                blocked[name] = rows if bool(rows.any()) else None
+            masks[name] = mask
+        hidden_states = []
+        for i, layer in enumerate(self.layers):
+            name = self.mask_names[i]
+            if gradient_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(layer, x, masks[name], None, i, start, blocked.get(name), use_reentrant=False)
+            else:
+                x = layer(x, masks[name], cache, i, start, blocked.get(name))
+            if return_hidden_states:
+                hidden_states.append(x)
+        if cache is not None:
+            cache.length = end
+        return self.final_layernorm(x), hidden_states

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs the package with its test dependencies into the active Python and runs the test suite.
+# Extra arguments go to pytest (e.g. `bash scripts/test.sh -k tokenizer`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python -m pip install -q -U pip setuptools wheel
+python -m pip install -q -e ".[test]"
+# youtokentome (test-only: the tokenizer parity oracle) needs Cython<3 and no build isolation.
+if ! python -c 'import youtokentome' 2>/dev/null; then
+    python -m pip install -q "Cython<3"
+    python -m pip install -q --no-build-isolation youtokentome==1.0.6
+fi
+python -m pytest tests -q -n 2 "$@"

@@ -1,0 +1,486 @@
+"""Model core: masks, forward math against a literal SPEC implementation, loss, cache, loading."""
+import math
+import os
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import TINY_PARAMS, TINY_REPO, fill_hub_cache
+from rudolph.model import (MODELS, FP16Module, KVCache, get_col_mask, get_conv_mask, get_row_mask,
+                           get_rudolph_model, ruDolphModel)
+from rudolph.model.image_attention import layer_mask_name
+
+
+# ----------------------------------------------------------------------------- masks
+def loop_mask(l, n, r, rule):
+    """The masks of SPEC section 4, one pair at a time."""
+    total = l + n * n + r
+    mask = torch.zeros(total, total, dtype=torch.bool)
+    for q in range(total):
+        for k in range(q + 1):
+            if l <= q < l + n * n and l <= k < l + n * n:
+                mask[q, k] = rule(q - l, k - l, n)
+            else:
+                mask[q, k] = True
+    return mask
+
+
+def conv_rule(kernel):
+    return lambda qi, ki, n: abs(qi // n - ki // n) <= kernel // 2 and abs(qi % n - ki % n) <= kernel // 2
+
+
+@pytest.mark.parametrize('l,n,r', [(3, 4, 2), (5, 3, 0), (0, 5, 4)])
+def test_masks_match_pairwise_definition(l, n, r):
+    assert torch.equal(get_row_mask(l, n, r, is_bool_mask=True), loop_mask(l, n, r, lambda qi, ki, n: qi - ki <= n))
+    assert torch.equal(get_col_mask(l, n, r, is_bool_mask=True), loop_mask(l, n, r, lambda qi, ki, n: (qi - ki) % n == 0))
+    for kernel in (3, 5, 7):
+        assert torch.equal(get_conv_mask(l, n, r, kernel=kernel, is_bool_mask=True), loop_mask(l, n, r, conv_rule(kernel)))
+
+
+def test_mask_dtype_and_shape():
+    float_mask = get_row_mask(4, 3, 2)
+    assert float_mask.dtype == torch.float32 and float_mask.shape == (15, 15)
+    assert set(float_mask.unique().tolist()) == {0.0, 1.0}
+    assert get_conv_mask(4, 3, 2, kernel=3, is_bool_mask=True).dtype == torch.bool
+    with pytest.raises(ValueError, match='kernel'):
+        get_conv_mask(4, 3, 2, kernel=0)
+
+
+def test_masks_of_2_7b_are_fast():
+    params = MODELS['2.7B']['model_params']
+    args = (params['l_text_seq_length'], params['image_tokens_per_dim'], params['r_text_seq_length'])
+    started = time.perf_counter()
+    masks = [get_row_mask(*args), get_col_mask(*args), get_conv_mask(*args, kernel=7), get_conv_mask(*args, kernel=9)]
+    elapsed = time.perf_counter() - started
+    assert all(m.shape == (1088, 1088) for m in masks)
+    assert elapsed < 1.0, elapsed  # generous bound for a loaded CI machine; typical is a few ms
+
+
+def test_layer_schedule():
+    names = [layer_mask_name(i, 8) for i in range(8)]
+    assert names == ['row_mask', 'col_mask', 'row_mask', 'conv_mask', 'row_mask', 'col_mask', 'row_mask', 'last_conv_mask']
+
+
+# ------------------------------------------------------------------ reference forward
+def reference_forward(model, input_ids, attention_mask):
+    """SPEC section 4 written out literally: -10000 masking, pb-relax, explicit softmax."""
+    p = TINY_PARAMS
+    L, N, V = model.l_text_seq_length, model.image_tokens_per_dim, model.vocab_size
+    N2, sd = N * N, model.state_dict()
+    b, s = input_ids.shape
+    heads, h = p['num_attention_heads'], p['hidden_size']
+    d = h // heads
+    emb = []
+    for pos in range(s):
+        tok = input_ids[:, pos]
+        if pos < L:
+            tok = torch.where(tok == 0, torch.full_like(tok, V - L + pos), tok)
+            e = sd['text_embeddings.weight'][tok] + sd['l_text_pos_embeddings.weight'][pos]
+        elif pos < L + N2:
+            j = pos - L
+            e = (sd['image_embeddings.weight'][tok] + sd['image_row_embeddings.weight'][j // N]
+                 + sd['image_col_embeddings.weight'][j % N])
+        else:
+            e = sd['text_embeddings.weight'][tok] + sd['r_text_pos_embeddings.weight'][pos - L - N2]
+        emb.append(e)
+    x = torch.stack(emb, dim=1)
+
+    def ln(t, name):
+        return F.layer_norm(t, (h,), sd[name + '.weight'], sd[name + '.bias'], 1e-5)
+
+    def lin(t, name):
+        return t @ sd[name + '.weight'].T + sd[name + '.bias']
+
+    def gelu(t):
+        return 0.5 * t * (1 + torch.tanh(0.7978845608028654 * t * (1 + 0.044715 * t * t)))
+
+    for i in range(p['num_layers']):
+        pre = f'transformer.layers.{i}.'
+        mask = attention_mask[:, :, :s, :s] * sd['transformer.' + layer_mask_name(i, p['num_layers'])][:s, :s].float()
+        y = lin(ln(x, pre + 'input_layernorm'), pre + 'attention.query_key_value')
+        q, k, v = (t.view(b, s, heads, d).transpose(1, 2) for t in y.split(h, dim=-1))
+        scores = (q / math.sqrt(d)) @ k.transpose(-1, -2)
+        scores = scores * mask - 10000.0 * (1.0 - mask)
+        scaled = scores / 32
+        scores = (scaled - scaled.amax(dim=(-1, -2), keepdim=True)) * 32
+        a = (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, s, h)
+        a = lin(a, pre + 'attention.dense').clamp(-65504, 65504)
+        x = x + ln(a, pre + 'before_first_addition_layernorm')
+        m = lin(gelu(lin(ln(x, pre + 'post_attention_layernorm'), pre + 'mlp.dense_h_to_4h')), pre + 'mlp.dense_4h_to_h')
+        x = x + ln(m, pre + 'before_second_addition_layernorm')
+    x = ln(ln(x, 'transformer.final_layernorm'), 'to_logits.0')
+    return lin(x, 'to_logits.1')
+
+
+def random_ids(model, b, s, generator=None):
+    """Random valid ids: text ids in the left/right parts (with some left pads), image codes in between."""
+    L, N2, V = model.l_text_seq_length, model.image_seq_length, model.vocab_size
+    ids = torch.randint(4, V - L, (b, s), generator=generator)
+    image = ids[:, L:L + N2]
+    image.copy_(torch.randint(0, model.image_vocab_size, image.shape, generator=generator))
+    left = ids[:, 3:L]
+    left.copy_(torch.where(torch.rand(left.shape, generator=generator) < 0.4, 0, left))
+    return ids
+
+
+@pytest.mark.parametrize('s', [5, 8, 20, 30])
+def test_forward_matches_reference(tiny_model, s):
+    g = torch.Generator().manual_seed(s)
+    ids = random_ids(tiny_model, 3, s, g)
+    mask = torch.tril(torch.ones(3, 1, 30, 30))
+    with torch.no_grad():
+        logits, cache = tiny_model(ids, mask)
+        expected = reference_forward(tiny_model, ids, mask)
+    assert cache is None
+    assert logits.shape == (3, s, tiny_model.total_vocab_size)
+    torch.testing.assert_close(logits, expected, atol=2e-5, rtol=1e-4)
+
+
+def test_attention_mask_with_blocked_rows_matches_reference(tiny_model):
+    ids = random_ids(tiny_model, 2, 30, torch.Generator().manual_seed(1))
+    mask = torch.tril(torch.ones(2, 1, 30, 30))
+    mask[0, :, :, :4] = 0          # sample 0 never sees its first four tokens:
+    mask[1, :, 10:12, :] = 0       # fully blocked rows become a uniform average, not NaN
+    with torch.no_grad():
+        logits, _ = tiny_model(ids, mask)
+        expected = reference_forward(tiny_model, ids, mask)
+    assert torch.isfinite(logits).all()
+    torch.testing.assert_close(logits, expected, atol=2e-5, rtol=1e-4)
+
+
+def test_attention_mask_none_equals_causal_ones(tiny_model):
+    ids = random_ids(tiny_model, 2, 30)
+    with torch.no_grad():
+        a, _ = tiny_model(ids, None)
+        b, _ = tiny_model(ids, torch.tril(torch.ones(2, 1, 30, 30)))
+    torch.testing.assert_close(a, b)
+
+
+def test_hidden_states_returned(tiny_model):
+    ids = random_ids(tiny_model, 1, 30)
+    with torch.no_grad():
+        logits, cache, hidden = tiny_model(ids, None, return_hidden_states=True)
+    assert len(hidden) == TINY_PARAMS['num_layers'] and hidden[-1].shape == (1, 30, TINY_PARAMS['hidden_size'])
+
+
+# ------------------------------------------------------------------------------ loss
+def reference_loss(model, ids, logits, weights):
+    L, N2, R, V = model.l_text_seq_length, model.image_seq_length, model.r_text_seq_length, model.vocab_size
+    s = ids.shape[1]
+    lt = ids[:, :L].clone()
+    for p in range(L):
+        lt[:, p] = torch.where(lt[:, p] == 0, V - L + p, lt[:, p])
+    img, rt = ids[:, L:L + N2], ids[:, L + N2:]
+    labels = torch.cat((lt[:, 1:], img, rt), dim=1)
+    lg = logits.transpose(1, 2)
+    ll = L if s > L else L - 1
+    parts = {'l_text_loss': F.cross_entropy(lg[:, :V, :ll], labels[:, :ll])}
+    if s > L:
+        parts['image_loss'] = F.cross_entropy(lg[:, V:, L:L + N2 - 1], img[:, 1:])
+    if s > L + N2:
+        parts['r_text_loss'] = F.cross_entropy(lg[:, :V, -R:-1], rt[:, 1:], ignore_index=0)
+    w = dict(zip(('l_text_loss', 'image_loss', 'r_text_loss'), weights))
+    total = sum(w[k] * v for k, v in parts.items()) / sum(w[k] for k in parts)
+    return total, parts
+
+
+@pytest.mark.parametrize('s', [8, 24, 30])
+@pytest.mark.parametrize('weights', [(1, 7, 1), (0, 1, 1), (2, 0, 3)])
+def test_loss_matches_spec(tiny_model, s, weights):
+    ids = random_ids(tiny_model, 4, s, torch.Generator().manual_seed(7))
+    ids[:, -2:] = 0  # right-text pads are ignored
+    if s == 8 and weights[0] == 0:
+        with pytest.raises(ValueError, match='zero'):
+            tiny_model(ids, None, return_loss=True, lt_loss_weight=0)
+        return
+    with torch.no_grad():
+        loss, values = tiny_model(ids, None, return_loss=True, lt_loss_weight=weights[0],
+                                  img_loss_weight=weights[1], rt_loss_weight=weights[2])
+        logits, _ = tiny_model(ids, None)
+    expected, parts = reference_loss(tiny_model, ids, logits, weights)
+    torch.testing.assert_close(loss, expected, atol=1e-5, rtol=1e-5)
+    for name, value in parts.items():
+        torch.testing.assert_close(values[name], value, atol=1e-5, rtol=1e-5)
+        assert not values[name].requires_grad
+
+
+def test_loss_errors(tiny_model):
+    with pytest.raises(ValueError, match='whole parts'):
+        tiny_model(random_ids(tiny_model, 1, 12), None, return_loss=True)
+    with pytest.raises(ValueError, match='zero'):
+        tiny_model(random_ids(tiny_model, 1, 8), None, return_loss=True, lt_loss_weight=0)
+
+
+def test_loss_backward_and_embedding_gradient_scale(tiny_params):
+    torch.manual_seed(0)
+    params = {**tiny_params, 'attention_dropout_prob': 0.0, 'output_dropout_prob': 0.0}
+    model = ruDolphModel(device='cpu', **params).train()
+    ids = random_ids(model, 2, 30)
+    loss, _ = model(ids, None, return_loss=True)
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters())
+    # the 0.1 * e + 0.9 * e.detach() trick: embedding gradients are a tenth of the plain ones
+    model.zero_grad()
+    e = model.embed(ids)
+    e.sum().backward()
+    grad = model.l_text_pos_embeddings.weight.grad
+    torch.testing.assert_close(grad[:8], torch.full_like(grad[:8], 0.2))  # batch of 2 * 0.1
+
+
+def test_gradient_checkpointing_same_loss_and_grads(tiny_params):
+    torch.manual_seed(0)
+    base = ruDolphModel(device='cpu', **tiny_params).train()
+    ckpt = ruDolphModel(device='cpu', **{**tiny_params, 'gradient_checkpointing': True}).train()
+    ckpt.load_state_dict(base.state_dict())
+    ids = random_ids(base, 2, 30)
+    results = []
+    for model in (base, ckpt):
+        torch.manual_seed(123)  # same dropout masks: checkpointing replays the RNG state
+        loss, _ = model(ids, None, return_loss=True)
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    torch.testing.assert_close(results[0][0], results[1][0])
+    for name, grad in results[0][1].items():
+        torch.testing.assert_close(results[1][1][name], grad, atol=1e-6, rtol=1e-5, msg=name)
+
+
+# ----------------------------------------------------------------------------- cache
+def test_cached_forward_equals_full(tiny_model):
+    ids = random_ids(tiny_model, 2, 30, torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        full, _ = tiny_model(ids, None)
+        logits, cache = tiny_model(ids[:, :10], None, use_cache=True)
+        steps = [logits]
+        for t in range(11, 31):
+            logits, cache = tiny_model(ids[:, :t], None, use_cache=True, cache=cache)
+            assert logits.shape[1] == 1
+            steps.append(logits)
+    assert isinstance(cache, KVCache) and cache.length == 30
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=2e-5, rtol=1e-4)
+
+
+def test_cache_prefix_broadcast(tiny_model):
+    ids = random_ids(tiny_model, 1, 30)
+    with torch.no_grad():
+        prefix = tiny_model.new_cache(1)
+        tiny_model.hidden(ids[:, :12], 0, prefix)
+        cache = tiny_model.new_cache(3).expand_from(prefix)
+        tail = torch.randint(0, 64, (3, 1))
+        h, _ = tiny_model.hidden(tail, 12, cache)
+        full, _ = tiny_model.hidden(torch.cat([ids[:, :12].expand(3, -1), tail], dim=1))
+    torch.testing.assert_close(h[:, 0], full[:, -1], atol=1e-5, rtol=1e-4)
+
+
+def test_cache_errors(tiny_model):
+    cache = tiny_model.new_cache(2)
+    ids = random_ids(tiny_model, 2, 10)
+    with pytest.raises(ValueError, match='starts at position'):
+        tiny_model.hidden(ids[:, 5:], 5, cache)
+    with pytest.raises(ValueError, match='batch'):
+        tiny_model.hidden(ids[:1], 0, cache)
+    tiny_model(ids, None, use_cache=True, cache=cache)
+    with pytest.raises(ValueError, match='already in the cache'):
+        tiny_model(ids, None, use_cache=True, cache=cache)
+    with pytest.raises(ValueError, match='do not fit'):
+        tiny_model.embed(torch.zeros(1, 31, dtype=torch.long))
+
+
+def test_logits_slices(tiny_model):
+    h = torch.randn(2, 3, TINY_PARAMS['hidden_size'])
+    full = tiny_model.logits(h)
+    torch.testing.assert_close(tiny_model.logits(h, tiny_model.image_logits_slice),
+                               full[..., tiny_model.vocab_size:tiny_model.vocab_size + 64])
+    torch.testing.assert_close(tiny_model.logits(h, tiny_model.text_logits_slice), full[..., :tiny_model.vocab_size])
+
+
+def test_get_param(tiny_model):
+    p = TINY_PARAMS
+    assert tiny_model.get_param('vocab_size') == p['vocab_size'] + p['text_special_tokens']
+    assert tiny_model.get_param('image_seq_length') == 16
+    assert tiny_model.get_param('total_seq_length') == 8 + 16 + 6
+    for name in ('l_text_seq_length', 'r_text_seq_length', 'image_tokens_per_dim', 'text_special_tokens',
+                 'image_special_tokens', 'device'):
+        tiny_model.get_param(name)
+    with pytest.raises(AttributeError, match='nonsense'):
+        tiny_model.get_param('nonsense')
+
+
+# --------------------------------------------------------------------- real configs
+def test_350m_key_layout_on_meta():
+    params = MODELS['350M']['model_params']
+    with torch.device('meta'):
+        model = ruDolphModel(device='cpu', **params)
+    sd = model.state_dict()
+    h, V, I, S = 1024, 16384 + 64 + 384, 8192 + 384, 64 + 256 + 64
+    expected = {
+        'text_embeddings.weight': (V, h), 'image_embeddings.weight': (I, h),
+        'l_text_pos_embeddings.weight': (65, h), 'r_text_pos_embeddings.weight': (65, h),
+        'image_row_embeddings.weight': (16, h), 'image_col_embeddings.weight': (16, h),
+        'to_logits.0.weight': (h,), 'to_logits.0.bias': (h,),
+        'to_logits.1.weight': (V + I, h), 'to_logits.1.bias': (V + I,),
+        'transformer.row_mask': (S, S), 'transformer.col_mask': (S, S), 'transformer.conv_mask': (S, S),
+        'transformer.last_conv_mask': (S, S),
+        'transformer.final_layernorm.weight': (h,), 'transformer.final_layernorm.bias': (h,),
+    }
+    per_layer = {
+        'input_layernorm.weight': (h,), 'input_layernorm.bias': (h,),
+        'before_first_addition_layernorm.weight': (h,), 'before_first_addition_layernorm.bias': (h,),
+        'before_second_addition_layernorm.weight': (h,), 'before_second_addition_layernorm.bias': (h,),
+        'attention.query_key_value.weight': (3 * h, h), 'attention.query_key_value.bias': (3 * h,),
+        'attention.dense.weight': (h, h), 'attention.dense.bias': (h,),
+        'post_attention_layernorm.weight': (h,), 'post_attention_layernorm.bias': (h,),
+        'mlp.dense_h_to_4h.weight': (4 * h, h), 'mlp.dense_h_to_4h.bias': (4 * h,),
+        'mlp.dense_4h_to_h.weight': (h, 4 * h), 'mlp.dense_4h_to_h.bias': (h,),
+    }
+    for i in range(24):
+        expected.update({f'transformer.layers.{i}.{k}': v for k, v in per_layer.items()})
+    assert {k: tuple(v.shape) for k, v in sd.items()} == expected
+    assert all(sd[f'transformer.{m}'].dtype == torch.bool for m in ('row_mask', 'col_mask', 'conv_mask', 'last_conv_mask'))
+
+
+@pytest.mark.parametrize('name', sorted(MODELS))
+def test_every_config_constructs_on_meta(name):
+    with torch.device('meta'):
+        model = ruDolphModel(device='cpu', **MODELS[name]['model_params'])
+    p = MODELS[name]['model_params']
+    assert model.total_seq_length == p['l_text_seq_length'] + p['image_tokens_per_dim'] ** 2 + p['r_text_seq_length']
+    assert model.text_embeddings.weight.shape[0] == p['vocab_size'] + p['text_special_tokens']
+
+
+def test_350m_random_init_forward():
+    model = get_rudolph_model('350M', pretrained=False)
+    assert sum(p.numel() for p in model.parameters()) > 300e6
+    assert not model.training
+    ids = torch.randint(0, 8192, (1, 64 + 4))
+    with torch.no_grad():
+        logits, _ = model(ids, None)
+    assert logits.shape == (1, 68, 16832 + 8576) and torch.isfinite(logits).all()
+
+
+# --------------------------------------------------------------------------- loading
+def save_tiny(path, model, masks='bool'):
+    sd = {k: v.clone() for k, v in model.state_dict().items()}
+    for name in ('row_mask', 'col_mask', 'conv_mask', 'last_conv_mask'):
+        key = f'transformer.{name}'
+        if masks == 'absent':
+            del sd[key]
+        elif masks == 'float':
+            sd[key] = sd[key].float()
+    torch.save(sd, path)
+
+
+@pytest.mark.parametrize('masks', ['bool', 'float', 'absent'])
+def test_load_local_file_and_folder(tmp_path, tiny_model, tiny_registered, masks):
+    save_tiny(tmp_path / 'pytorch_model.bin', tiny_model, masks)
+    ids = random_ids(tiny_model, 1, 30)
+    with torch.no_grad():
+        expected, _ = tiny_model(ids, None)
+    for where in (tmp_path, tmp_path / 'pytorch_model.bin', str(tmp_path)):
+        model = get_rudolph_model(tiny_registered, checkpoint_path=where)
+        assert not model.training
+        with torch.no_grad():
+            got, _ = model(ids, None)
+        torch.testing.assert_close(got, expected)
+        assert model.transformer.row_mask.dtype == torch.bool
+
+
+def test_load_through_hub_cache_offline(tmp_path, tiny_model, tiny_registered):
+    fill_hub_cache(tmp_path, TINY_REPO, 'pytorch_model.bin', lambda p: save_tiny(p, tiny_model))
+    model = get_rudolph_model(tiny_registered, cache_dir=str(tmp_path))
+    for (name, a), b in zip(model.state_dict().items(), tiny_model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_load_through_hf_home(tmp_path, tiny_model, tiny_registered, monkeypatch):
+    fill_hub_cache(tmp_path / 'hub', TINY_REPO, 'pytorch_model.bin', lambda p: save_tiny(p, tiny_model))
+    monkeypatch.setenv('HF_HUB_CACHE', str(tmp_path / 'hub'))
+    import huggingface_hub.constants as constants
+    monkeypatch.setattr(constants, 'HF_HUB_CACHE', str(tmp_path / 'hub'))
+    model = get_rudolph_model(tiny_registered)
+    assert torch.equal(model.text_embeddings.weight, tiny_model.text_embeddings.weight)
+
+
+def test_offline_without_cache_is_a_clear_error(tmp_path, tiny_registered):
+    from huggingface_hub.errors import LocalEntryNotFoundError
+    with pytest.raises(LocalEntryNotFoundError):
+        get_rudolph_model(tiny_registered, cache_dir=str(tmp_path))
+
+
+def test_strict_loading_errors(tmp_path, tiny_model, tiny_registered):
+    sd = tiny_model.state_dict()
+    broken = {k: v for k, v in sd.items() if k != 'transformer.layers.2.mlp.dense_h_to_4h.bias'}
+    broken['extra.weight'] = torch.zeros(1)
+    torch.save(broken, tmp_path / 'a.bin')
+    with pytest.raises(RuntimeError) as info:
+        get_rudolph_model(tiny_registered, checkpoint_path=tmp_path / 'a.bin')
+    message = str(info.value)
+    assert 'transformer.layers.2.mlp.dense_h_to_4h.bias' in message and 'extra.weight' in message
+    assert "'num_layers': 5" in message  # names the config used
+    wrong = dict(sd)
+    wrong['text_embeddings.weight'] = torch.zeros(3, 32)
+    torch.save(wrong, tmp_path / 'b.bin')
+    with pytest.raises(RuntimeError, match=r'text_embeddings.weight: checkpoint \(3, 32\)'):
+        get_rudolph_model(tiny_registered, checkpoint_path=tmp_path / 'b.bin')
+    with pytest.raises(FileNotFoundError, match='nowhere'):
+        get_rudolph_model(tiny_registered, checkpoint_path=tmp_path / 'nowhere.bin')
+    with pytest.raises(ValueError, match='unknown RuDOLPH model'):
+        get_rudolph_model('9000B')
+
+
+def test_module_prefix_is_stripped(tmp_path, tiny_model, tiny_registered):
+    torch.save({'module.' + k: v for k, v in tiny_model.state_dict().items()}, tmp_path / 'm.bin')
+    model = get_rudolph_model(tiny_registered, checkpoint_path=tmp_path / 'm.bin')
+    assert torch.equal(model.image_embeddings.weight, tiny_model.image_embeddings.weight)
+
+
+def test_dtypes_and_fp16_on_cpu(tmp_path, tiny_model, tiny_registered):
+    save_tiny(tmp_path / 'pytorch_model.bin', tiny_model)
+    model = get_rudolph_model(tiny_registered, checkpoint_path=tmp_path, dtype=torch.bfloat16)
+    assert model.dtype == torch.bfloat16 and model.transformer.row_mask.dtype == torch.bool
+    ids = random_ids(tiny_model, 1, 30)
+    with torch.no_grad():
+        logits, _ = model(ids, None)
+        expected, _ = tiny_model(ids, None)
+    assert (logits.float() - expected).abs().max() < 0.1
+    with pytest.warns(UserWarning, match='float32'):
+        model = get_rudolph_model(tiny_registered, checkpoint_path=tmp_path, fp16=True)
+    assert model.dtype == torch.float32
+    with pytest.raises(ValueError, match='contradicts'):
+        get_rudolph_model(tiny_registered, checkpoint_path=tmp_path, fp16=True, dtype=torch.bfloat16)
+
+
+def test_model_kwargs_override_and_pretrained_false(tiny_registered):
+    model = get_rudolph_model(tiny_registered, pretrained=False, gradient_checkpointing=True)
+    assert model.gradient_checkpointing is True
+
+
+def test_fp16_module_wrapper_is_importable_and_delegates(tiny_model):
+    wrapped = FP16Module(tiny_model)
+    assert wrapped.get_param('vocab_size') == tiny_model.vocab_size
+    assert next(wrapped.parameters()).dtype == torch.float16
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_fp16_on_cuda(tmp_path, tiny_model, tiny_registered):
+    save_tiny(tmp_path / 'pytorch_model.bin', tiny_model)
+    model = get_rudolph_model(tiny_registered, checkpoint_path=tmp_path, fp16=True, device='cuda')
+    assert model.dtype == torch.float16
+    ids = random_ids(tiny_model, 2, 30)
+    with torch.no_grad():
+        logits, _ = model(ids.cuda(), None)
+        expected, _ = tiny_model(ids, None)
+    assert (logits.float().cpu() - expected).abs().max() < 0.05
+    wrapped = FP16Module(tiny_model.cuda())
+    with torch.no_grad():
+        out, _ = wrapped(ids.cuda(), torch.tril(torch.ones(2, 1, 30, 30, device='cuda')))
+    assert out.dtype == torch.float32
+
+
+def test_pretrained_load_skips_random_init(tmp_path, tiny_model, tiny_registered, monkeypatch):
+    save_tiny(tmp_path / 'pytorch_model.bin', tiny_model)
+    calls = []
+    monkeypatch.setattr(ruDolphModel, 'reset_parameters', lambda self, std=0.02: calls.append(1))
+    get_rudolph_model(tiny_registered, checkpoint_path=tmp_path)
+    assert calls == []
