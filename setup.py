@@ -39,7 +39,6 @@ setup(
     entry_points={'console_scripts': ['rudolph=rudolph.cli:main']},
     classifiers=[
         'Programming Language :: Python :: 3',
-        'License :: OSI Approved :: Apache Software License',
         'Topic :: Scientific/Engineering :: Artificial Intelligence',
     ],
 )

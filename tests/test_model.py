@@ -48,14 +48,14 @@ def test_mask_dtype_and_shape():
         get_conv_mask(4, 3, 2, kernel=0)
 
 
-def test_masks_of_2_7b_are_fast():
+def test_masks_of_2_7b_shapes():
+    # Timing lives in bench/masks.py; tests never assert a duration.
     params = MODELS['2.7B']['model_params']
     args = (params['l_text_seq_length'], params['image_tokens_per_dim'], params['r_text_seq_length'])
-    started = time.perf_counter()
     masks = [get_row_mask(*args), get_col_mask(*args), get_conv_mask(*args, kernel=7), get_conv_mask(*args, kernel=9)]
-    elapsed = time.perf_counter() - started
     assert all(m.shape == (1088, 1088) for m in masks)
-    assert elapsed < 1.0, elapsed  # generous bound for a loaded CI machine; typical is a few ms
+    text_rows = masks[0][:384]
+    assert torch.equal(text_rows, torch.ones(1088, 1088).tril()[:384])
 
 
 def test_layer_schedule():

@@ -1,0 +1,467 @@
+"""Tests of the plain-PyTorch Gumbel VQGAN (rudolph.vae). No network; tiny models on CPU."""
+import os
+import pickle
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from rudolph import vae as vae_pkg
+from rudolph.vae import (HF_FILENAMES, HF_REPO_ID, CheckpointMismatchError, DWTInverse, VQGanConfig,
+                         VQGanGumbelVAE, get_vae, preprocess_image)
+from rudolph.vae.modules import AttnBlock, Decoder, Encoder
+
+# 4 levels (f = 8) like the real model, at 32 px -> 4x4 tokens
+TINY = dict(ch=32, ch_mult=(1, 1, 1, 1), num_res_blocks=1, attn_resolutions=(4,), resolution=32,
+            z_channels=32, embed_dim=32, n_embed=64)
+
+# taming-transformers GumbelVQ with ruDALL-E's config (checked against taming's Encoder/Decoder)
+FULL_PARAMS = 68_995_971
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _one_thread():
+    """The models here are tiny: one intra-op thread avoids oversubscribing shared CPUs (5x faster)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _tiny(dwt: bool = False, seed: int = 0) -> VQGanGumbelVAE:
+    torch.manual_seed(seed)
+    return VQGanGumbelVAE(TINY, dwt=dwt).eval()
+
+
+def _images(b: int = 2, side: int = 32, seed: int = 1) -> torch.Tensor:
+    return torch.rand(b, 3, side, side, generator=torch.Generator().manual_seed(seed))
+
+
+# ---------------------------------------------------------------- architecture
+
+def _conv(cin: int, cout: int, k: int) -> int:
+    return cin * cout * k * k + cout
+
+
+def _res(cin: int, cout: int) -> int:
+    return 2 * cin + _conv(cin, cout, 3) + 2 * cout + _conv(cout, cout, 3) + (_conv(cin, cout, 1) if cin != cout else 0)
+
+
+def _attn(c: int) -> int:
+    return 2 * c + 4 * _conv(c, c, 1)
+
+
+def _expected_params(ch=128, ch_mult=(1, 1, 2, 4), nrb=2, attn=(32,), res=256, z=256, emb=256, n=8192, out=3):
+    total = _conv(3, ch, 3)  # encoder
+    block_in, cur = ch, res
+    for i, m in enumerate(ch_mult):
+        block_in = ch * ((1,) + tuple(ch_mult))[i]
+        for _ in range(nrb):
+            total += _res(block_in, ch * m) + (_attn(ch * m) if cur in attn else 0)
+            block_in = ch * m
+        if i != len(ch_mult) - 1:
+            total += _conv(block_in, block_in, 3)
+            cur //= 2
+    total += 2 * _res(block_in, block_in) + _attn(block_in) + 2 * block_in + _conv(block_in, z, 3)
+    total += _conv(z, block_in, 3) + 2 * _res(block_in, block_in) + _attn(block_in)  # decoder
+    for i in reversed(range(len(ch_mult))):
+        for _ in range(nrb + 1):
+            total += _res(block_in, ch * ch_mult[i]) + (_attn(ch * ch_mult[i]) if cur in attn else 0)
+            block_in = ch * ch_mult[i]
+        if i != 0:
+            total += _conv(block_in, block_in, 3)
+            cur *= 2
+    total += 2 * block_in + _conv(block_in, out, 3)
+    total += _conv(z, n, 1) + n * emb + _conv(z, emb, 1) + _conv(emb, z, 1)  # quantize, quant convs
+    return total
+
+
+def test_full_size_state_dict_matches_taming_layout():
+    with torch.device('meta'):
+        vae = VQGanGumbelVAE()
+    sd = vae.model.state_dict()
+    expected = {
+        'encoder.conv_in.weight': (128, 3, 3, 3),
+        'encoder.down.0.block.0.norm1.weight': (128,),
+        'encoder.down.2.block.0.nin_shortcut.weight': (256, 128, 1, 1),
+        'encoder.down.3.block.1.conv2.weight': (512, 512, 3, 3),
+        'encoder.down.3.attn.1.q.weight': (512, 512, 1, 1),
+        'encoder.down.3.attn.0.proj_out.bias': (512,),
+        'encoder.down.2.downsample.conv.weight': (256, 256, 3, 3),
+        'encoder.mid.block_1.conv1.weight': (512, 512, 3, 3),
+        'encoder.mid.attn_1.norm.weight': (512,),
+        'encoder.norm_out.bias': (512,),
+        'encoder.conv_out.weight': (256, 512, 3, 3),
+        'decoder.conv_in.weight': (512, 256, 3, 3),
+        'decoder.mid.block_2.norm2.bias': (512,),
+        'decoder.up.3.block.2.conv1.weight': (512, 512, 3, 3),
+        'decoder.up.3.attn.2.v.weight': (512, 512, 1, 1),
+        'decoder.up.3.upsample.conv.weight': (512, 512, 3, 3),
+        'decoder.up.1.block.0.nin_shortcut.weight': (128, 256, 1, 1),
+        'decoder.up.0.block.2.conv2.weight': (128, 128, 3, 3),
+        'decoder.norm_out.weight': (128,),
+        'decoder.conv_out.weight': (3, 128, 3, 3),
+        'quantize.proj.weight': (8192, 256, 1, 1),
+        'quantize.embed.weight': (8192, 256),
+        'quant_conv.weight': (256, 256, 1, 1),
+        'post_quant_conv.bias': (256,),
+    }
+    for key, shape in expected.items():
+        assert tuple(sd[key].shape) == shape, key
+    absent = ['encoder.down.3.downsample.conv.weight', 'decoder.up.0.upsample.conv.weight',
+              'encoder.down.2.attn.0.q.weight', 'encoder.down.0.block.0.nin_shortcut.weight',
+              'encoder.down.0.block.0.temb_proj.weight']
+    assert not any(k in sd for k in absent)
+    assert {k.split('.')[0] for k in sd} == {'encoder', 'decoder', 'quantize', 'quant_conv', 'post_quant_conv'}
+    n_params = sum(p.numel() for p in vae.parameters())
+    assert n_params == _expected_params() == FULL_PARAMS
+    assert vae.num_tokens == 8192 and vae.image_size == 256 and vae.num_layers == 5
+    assert vae.image_tokens_per_side == 32
+
+
+def test_full_size_dwt_layout():
+    with torch.device('meta'):
+        vae = VQGanGumbelVAE(dwt=True)
+    sd = vae.state_dict()
+    assert tuple(sd['model.decoder.decoder.conv_out.weight'].shape) == (12, 128, 3, 3)
+    assert tuple(sd['model.decoder.post_quant_conv.weight'].shape) == (256, 256, 1, 1)
+    assert tuple(sd['model.post_quant_conv.weight'].shape) == (256, 256, 1, 1)
+    assert tuple(sd['model.decoder.idwt.g0_col'].shape) == (1, 1, 2, 1)
+    assert tuple(sd['model.decoder.idwt.g1_row'].shape) == (1, 1, 1, 2)
+    assert all(k.startswith('model.') for k in sd)
+    assert sum(p.numel() for p in vae.parameters()) == FULL_PARAMS + _conv(256, 256, 1) + 128 * 9 * 9 + 9
+    assert vae.image_size == 256
+
+
+def test_attention_matches_explicit_softmax():
+    torch.manual_seed(0)
+    block = AttnBlock(32)
+    x = torch.randn(2, 32, 3, 5)
+    with torch.no_grad():
+        h = block.norm(x)
+        q, k, v = (m(h).flatten(2) for m in (block.q, block.k, block.v))  # [b, c, hw]
+        w = torch.softmax(torch.einsum('bci,bcj->bij', q, k) * 32 ** -0.5, dim=2)
+        ref = x + block.proj_out(torch.einsum('bcj,bij->bci', v, w).reshape_as(x))
+        torch.testing.assert_close(block(x), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_parity_with_taming_modules_if_installed():
+    taming = pytest.importorskip('taming.modules.diffusionmodules.model')
+    dd = dict(ch=32, out_ch=3, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), in_channels=3,
+              resolution=16, z_channels=32, double_z=False, dropout=0.0)
+    torch.manual_seed(0)
+    ref_enc, ref_dec = taming.Encoder(**dd), taming.Decoder(**dd)
+    dd.pop('double_z')
+    enc = Encoder(**{k: v for k, v in dd.items() if k != 'out_ch'})
+    dec = Decoder(**{k: v for k, v in dd.items() if k != 'in_channels'})
+    enc.load_state_dict(ref_enc.state_dict())
+    dec.load_state_dict(ref_dec.state_dict())
+    x, z = torch.randn(1, 3, 16, 16), torch.randn(1, 32, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(enc(x), ref_enc(x), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(dec(z), ref_dec(z), rtol=1e-4, atol=1e-4)
+
+
+def test_config_overrides_and_errors():
+    cfg = VQGanConfig.from_any(dict(ch=32, n_embed=512))
+    assert cfg.ch == 32 and cfg.n_embed == 512 and cfg.ch_mult == (1, 1, 2, 4)
+    with pytest.raises(ValueError, match='unknown VQGAN config keys'):
+        VQGanConfig.from_any(dict(chan=32))
+    with pytest.raises(ValueError, match='divisible by 32'):
+        VQGanConfig(ch=48)
+    with pytest.raises(ValueError, match='double_z'):
+        VQGanConfig(double_z=True)
+    with pytest.raises(ValueError, match='embed_dim == z_channels'):
+        VQGanConfig(embed_dim=128)
+
+
+# ---------------------------------------------------------------- tiny model semantics
+
+def test_tiny_encode_decode_semantics():
+    vae = _tiny()
+    img = _images()
+    ids = vae.get_codebook_indices(img)
+    assert ids.shape == (2, 16) and ids.dtype == torch.long
+    with torch.no_grad():
+        h = vae.model.encoder(2 * img - 1)
+        logits = vae.model.quantize.proj(vae.model.quant_conv(h))
+        assert logits.shape == (2, 64, 4, 4)
+        assert torch.equal(ids, logits.argmax(dim=1).reshape(2, -1))
+        assert torch.equal(vae.get_codebook_indices(img, disable_gumbel_softmax=True), ids)
+
+        out = vae.decode(ids)
+        assert out.shape == (2, 3, 32, 32)
+        assert out.min() >= 0 and out.max() <= 1
+        z = vae.model.quantize.embed.weight[ids].reshape(2, 4, 4, 32).permute(0, 3, 1, 2)
+        ref = (vae.model.decoder(vae.model.post_quant_conv(z)).clamp(-1, 1) + 1) / 2
+        torch.testing.assert_close(out, ref)
+        torch.testing.assert_close(vae.model.decode_code(ids.reshape(2, 4, 4)), vae.model.decode(z))
+
+        # ruDALL-E's one-hot @ codebook is the same lookup
+        one_hot = F.one_hot(ids, num_classes=vae.num_tokens).float()
+        torch.testing.assert_close(one_hot @ vae.model.quantize.embed.weight, vae.model.quantize.embed(ids))
+    with pytest.raises(ValueError, match='perfect square'):
+        vae.decode(ids[:, :15])
+
+
+def test_tiny_encode_interface():
+    vae = _tiny()
+    x = 2 * _images() - 1
+    with torch.no_grad():
+        logits = vae.model.encode_to_logits(x)
+        qy = torch.softmax(logits, dim=1)
+        kl = vae.config.kl_weight * torch.sum(qy * torch.log(qy * 64 + 1e-10), dim=1).mean()
+
+        quant, loss, (a, b, ind) = vae.model.encode(x, disable_gumbel_softmax=True)
+        assert a is None and b is None
+        assert torch.equal(ind, logits.argmax(dim=1))
+        torch.testing.assert_close(quant, vae.model.quantize.embed(ind).permute(0, 3, 1, 2))
+        torch.testing.assert_close(loss, kl)
+
+        # Gumbel path: F.gumbel_softmax(logits, tau=temperature, dim=1, hard=True in eval)
+        torch.manual_seed(5)
+        quant, loss, (_, _, ind) = vae.model.encode(x)
+        torch.manual_seed(5)
+        one_hot = F.gumbel_softmax(logits, tau=1.0, dim=1, hard=True)
+        assert torch.equal(ind, one_hot.argmax(dim=1))
+        torch.testing.assert_close(quant, torch.einsum('bnhw,nd->bdhw', one_hot, vae.model.quantize.embed.weight))
+        torch.testing.assert_close(loss, kl)
+
+        dec, diff = vae.model(x)
+        assert dec.shape == x.shape and diff.dim() == 0
+    # training mode with straight_through: soft samples carry gradients to the logits
+    vae.model.train()
+    quant, loss, _ = vae.model.encode(x)
+    (quant.sum() + loss).backward()
+    assert vae.model.quantize.proj.weight.grad is not None
+
+
+# ---------------------------------------------------------------- wavelets
+
+def _haar_forward(x: torch.Tensor):
+    """Exact one-level Haar analysis in the (LL, [LH, HL, HH]) layout of pytorch_wavelets / pywt."""
+    a, b = x[..., 0::2, 0::2], x[..., 0::2, 1::2]
+    c, d = x[..., 1::2, 0::2], x[..., 1::2, 1::2]
+    ll = (a + b + c + d) / 2
+    lh = (a + b - c - d) / 2  # high-pass along height (pywt cH)
+    hl = (a - b + c - d) / 2  # high-pass along width (pywt cV)
+    hh = (a - b - c + d) / 2
+    return ll, torch.stack([lh, hl, hh], dim=2)
+
+
+def test_inverse_haar_inverts_exact_forward():
+    x = torch.randn(2, 3, 6, 8, dtype=torch.float64)
+    ll, high = _haar_forward(x)
+    idwt = DWTInverse().double()
+    torch.testing.assert_close(idwt((ll, [high])), x, rtol=0, atol=1e-6)
+    # a None band level is zeros
+    torch.testing.assert_close(idwt((ll, [None])), idwt((ll, [torch.zeros_like(high)])))
+
+
+def test_inverse_haar_matches_pywt():
+    try:
+        import pywt
+    except ImportError:
+        if os.environ.get('CI') == 'true':
+            raise
+        pytest.skip('PyWavelets not installed')
+    rng = np.random.default_rng(0)
+    ll = rng.standard_normal((2, 3, 5, 6)).astype(np.float32)
+    high = rng.standard_normal((2, 3, 3, 5, 6)).astype(np.float32)
+    ref = pywt.idwt2((ll, (high[:, :, 0], high[:, :, 1], high[:, :, 2])), 'haar', mode='zero')
+    out = DWTInverse()((torch.from_numpy(ll), [torch.from_numpy(high)]))
+    np.testing.assert_allclose(out.numpy(), ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(DWTInverse().g0_col.flatten().numpy(), pywt.Wavelet('db1').rec_lo, rtol=1e-7)
+    np.testing.assert_allclose(DWTInverse().g1_row.flatten().numpy(), pywt.Wavelet('db1').rec_hi, rtol=1e-7)
+
+
+def test_dwt_decoder_channel_split_and_size():
+    vae = _tiny(dwt=True)
+    ids = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = vae.decode(ids)
+        assert out.shape == (2, 3, 64, 64)  # 2x the f8 size
+        bands = torch.randn(2, 12, 4, 4)
+        img = vae.model.decoder.dwt_to_img(bands)
+        high = torch.stack([bands[:, 3 + 3 * c: 6 + 3 * c] for c in range(3)], dim=1)  # [b, colour, band, h, w]
+        torch.testing.assert_close(img, vae.model.decoder.idwt((bands[:, :3], [high])))
+        # the decoder uses its own post_quant_conv, not the top-level one
+        z = vae.model.quantize.embed(ids).reshape(2, 4, 4, 32).permute(0, 3, 1, 2)
+        ref = vae.model.decoder.dwt_to_img(vae.model.decoder.decoder(vae.model.decoder.post_quant_conv(z)))
+        torch.testing.assert_close(out, (ref.clamp(-1, 1) + 1) / 2)
+        vae.model.post_quant_conv.weight.add_(1.0)
+        torch.testing.assert_close(vae.decode(ids), out)
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def _save_plain(vae: VQGanGumbelVAE, path) -> None:
+    sd = dict(vae.model.state_dict())
+    sd['loss.discriminator.main.0.weight'] = torch.randn(4, 3, 4, 4)
+    torch.save({'state_dict': sd, 'global_step': 10}, path)
+
+
+def _save_dwt(vae: VQGanGumbelVAE, path) -> None:
+    torch.save({'state_dict': dict(vae.state_dict())}, path)
+
+
+def _outputs(vae: VQGanGumbelVAE):
+    img = _images()
+    ids = vae.get_codebook_indices(img)
+    with torch.no_grad():
+        return ids, vae.decode(ids)
+
+
+@pytest.mark.parametrize('dwt', [False, True])
+def test_checkpoint_round_trip_local_path(tmp_path, dwt):
+    src = _tiny(dwt=dwt, seed=3)
+    path = tmp_path / HF_FILENAMES[dwt]
+    (_save_dwt if dwt else _save_plain)(src, path)
+    if dwt:
+        keys = torch.load(path, weights_only=True)['state_dict']
+        for key in ('model.encoder.conv_in.weight', 'model.quantize.embed.weight', 'model.quant_conv.bias',
+                    'model.decoder.post_quant_conv.weight', 'model.decoder.decoder.conv_out.weight',
+                    'model.decoder.idwt.g0_col', 'model.decoder.idwt.g1_col', 'model.decoder.idwt.g0_row',
+                    'model.decoder.idwt.g1_row', 'model.post_quant_conv.weight'):
+            assert key in keys
+    loaded = get_vae(dwt=dwt, path=path, config=TINY)
+    assert not loaded.training
+    for a, b in zip(_outputs(src), _outputs(loaded)):
+        assert torch.equal(a, b)
+    assert not torch.equal(_outputs(_tiny(dwt=dwt, seed=4))[1], _outputs(loaded)[1])
+
+
+def _fill_hub_cache(cache_dir, filename: str, write) -> None:
+    commit = 'a' * 40
+    repo = cache_dir / ('models--' + HF_REPO_ID.replace('/', '--'))
+    snapshot = repo / 'snapshots' / commit
+    snapshot.mkdir(parents=True)
+    (repo / 'refs').mkdir()
+    (repo / 'refs' / 'main').write_text(commit)
+    write(snapshot / filename)
+
+
+@pytest.mark.parametrize('dwt', [False, True])
+def test_checkpoint_round_trip_through_hf_hub_cache(tmp_path, monkeypatch, dwt):
+    import huggingface_hub.constants
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_OFFLINE', True)
+    src = _tiny(dwt=dwt, seed=7)
+    _fill_hub_cache(tmp_path, HF_FILENAMES[dwt], lambda p: (_save_dwt if dwt else _save_plain)(src, p))
+    loaded = get_vae(pretrained=True, dwt=dwt, cache_dir=str(tmp_path), config=TINY)
+    for a, b in zip(_outputs(src), _outputs(loaded)):
+        assert torch.equal(a, b)
+
+
+def test_checkpoint_errors(tmp_path):
+    src = _tiny()
+    sd = dict(src.model.state_dict())
+
+    missing = dict(sd)
+    del missing['decoder.up.1.block.0.conv1.weight']
+    torch.save({'state_dict': missing}, tmp_path / 'missing.ckpt')
+    with pytest.raises(CheckpointMismatchError, match=r'missing keys: decoder\.up\.1\.block\.0\.conv1\.weight'):
+        get_vae(path=tmp_path / 'missing.ckpt', config=TINY)
+
+    wrong = dict(sd)
+    wrong['quantize.embed.weight'] = torch.zeros(65, 32)
+    torch.save({'state_dict': wrong}, tmp_path / 'shape.ckpt')
+    with pytest.raises(CheckpointMismatchError, match=r'quantize\.embed\.weight: checkpoint \(65, 32\)'):
+        get_vae(path=tmp_path / 'shape.ckpt', config=TINY)
+
+    # a checkpoint of another architecture: the error names keys and the config
+    _save_plain(_tiny(), tmp_path / 'tiny.ckpt')
+    pattern = r'(?s)config=VQGanConfig\(ch=64.*wrong shapes: encoder\.conv_in\.weight'
+    with pytest.raises(CheckpointMismatchError, match=pattern):
+        get_vae(path=tmp_path / 'tiny.ckpt', config=dict(TINY, ch=64))
+
+    # extra weights inside the model are an error (here: one more res block), outside (loss.*) ignored
+    extra = dict(sd)
+    extra['encoder.down.0.block.1.conv1.weight'] = torch.zeros(1)
+    torch.save({'state_dict': extra}, tmp_path / 'extra.ckpt')
+    with pytest.raises(CheckpointMismatchError, match=r'unexpected keys: encoder\.down\.0\.block\.1'):
+        get_vae(path=tmp_path / 'extra.ckpt', config=TINY)
+
+    # DWT format loads strictly and format mix-ups get a hint
+    _save_dwt(_tiny(dwt=True), tmp_path / 'dwt.ckpt')
+    with pytest.raises(CheckpointMismatchError, match='pass dwt=True'):
+        get_vae(path=tmp_path / 'dwt.ckpt', config=TINY)
+    with pytest.raises(CheckpointMismatchError, match='pass dwt=False'):
+        get_vae(path=tmp_path / 'tiny.ckpt', dwt=True, config=TINY)
+    dwt_sd = dict(_tiny(dwt=True).state_dict())
+    dwt_sd['loss.x'] = torch.zeros(1)
+    torch.save({'state_dict': dwt_sd}, tmp_path / 'dwt_extra.ckpt')
+    with pytest.raises(CheckpointMismatchError, match=r'unexpected keys: loss\.x'):
+        get_vae(path=tmp_path / 'dwt_extra.ckpt', dwt=True, config=TINY)
+
+    torch.save([1, 2], tmp_path / 'list.ckpt')
+    with pytest.raises(CheckpointMismatchError, match='state_dict'):
+        get_vae(path=tmp_path / 'list.ckpt', config=TINY)
+    with pytest.raises(FileNotFoundError):
+        get_vae(path=tmp_path / 'nope.ckpt', config=TINY)
+
+
+def test_checkpoint_with_unimportable_training_objects(tmp_path, monkeypatch):
+    """Lightning-style checkpoints pickle objects the safe loader refuses and whose classes may be absent."""
+    module = types.ModuleType('fake_lightning_hparams')
+
+    class HParams:
+        def __init__(self):
+            self.lr = 1e-4
+
+    HParams.__module__ = module.__name__
+    HParams.__qualname__ = 'HParams'
+    module.HParams = HParams
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    src = _tiny(seed=11)
+    torch.save({'state_dict': src.model.state_dict(), 'hyper_parameters': HParams()}, tmp_path / 'pl.ckpt')
+    monkeypatch.delitem(sys.modules, module.__name__)
+    with pytest.raises(pickle.UnpicklingError):  # the safe loader refuses it: the fallback path is taken
+        torch.load(tmp_path / 'pl.ckpt', weights_only=True)
+    loaded = get_vae(path=tmp_path / 'pl.ckpt', config=TINY)
+    assert torch.equal(_outputs(src)[1], _outputs(loaded)[1])
+
+
+def test_get_vae_random_and_named(tmp_path, monkeypatch):
+    vae = get_vae(pretrained=False, config=TINY)
+    assert isinstance(vae, VQGanGumbelVAE) and not vae.training
+    assert vae.num_tokens == 64 and vae.image_size == 32 and vae.image_tokens_per_side == 4
+    assert vae.to('cpu') is vae
+
+    src = _tiny(seed=5)
+    _save_plain(src, tmp_path / 'tiny.ckpt')
+    monkeypatch.setitem(vae_pkg.NAMED_VAES, 'tiny-test', (str(tmp_path / 'tiny.ckpt'), TINY))
+    named = get_vae(name='tiny-test')
+    assert torch.equal(_outputs(src)[1], _outputs(named)[1])
+    with pytest.raises(KeyError, match='tiny-test'):
+        get_vae(name='nope')
+    with pytest.raises(ValueError, match='already gives'):
+        get_vae(name='tiny-test', config=TINY)
+    with pytest.raises(ValueError, match='pretrained=False'):
+        get_vae(pretrained=False, path=tmp_path / 'tiny.ckpt', config=TINY)
+
+
+# ---------------------------------------------------------------- preprocessing
+
+@pytest.mark.parametrize('wh', [(40, 30), (30, 47), (33, 33), (64, 20)])
+def test_preprocess_image_matches_torchvision(wh):
+    T = pytest.importorskip('torchvision.transforms')
+    rng = np.random.default_rng(sum(wh))
+    pil = Image.fromarray(rng.integers(0, 256, (wh[1], wh[0], 3), dtype=np.uint8))
+    out = preprocess_image(pil, 16)
+    assert out.shape == (3, 16, 16) and out.dtype == torch.float32
+    assert 0 <= out.min() and out.max() <= 1
+    ref = T.Compose([T.RandomResizedCrop(16, scale=(1., 1.), ratio=(1., 1.)), T.ToTensor()])(pil)
+    assert torch.equal(out, ref)
+
+
+def test_preprocess_image_converts_to_rgb():
+    gray = Image.fromarray(np.full((10, 12), 255, dtype=np.uint8), mode='L')
+    out = preprocess_image(gray, 8)
+    assert out.shape == (3, 8, 8) and torch.all(out == 1)
+    with pytest.raises(ValueError, match='size'):
+        preprocess_image(gray, 0)
