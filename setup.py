@@ -33,7 +33,7 @@ setup(
     package_data={'rudolph': ['demo/weights/*']},
     install_requires=requirements(),
     extras_require={
-        'test': ['pytest>=7', 'pytest-xdist', 'faker>=18', 'accelerate>=0.26'],
+        'test': ['pytest>=7', 'pytest-xdist', 'faker>=18', 'accelerate>=0.26', 'PyWavelets'],
         'finetune': ['accelerate>=0.26'],
     },
     entry_points={'console_scripts': ['rudolph=rudolph.cli:main']},

@@ -10,4 +10,6 @@ if ! python -c 'import youtokentome' 2>/dev/null; then
     python -m pip install -q "Cython<3"
     python -m pip install -q --no-build-isolation youtokentome==1.0.6
 fi
+# taming-transformers (test-only: the VQGAN layout oracle); its own pins are irrelevant to the modules we import.
+python -c 'import taming' 2>/dev/null || python -m pip install -q --no-deps taming-transformers==0.0.1
 python -m pytest tests -q -n 2 "$@"

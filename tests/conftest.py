@@ -6,6 +6,10 @@ import torch
 
 from rudolph.model import MODELS, ruDolphModel
 
+# Tiny models are overhead-bound: one intra-op thread per test process avoids oversubscribing
+# the CPU (pytest-xdist already runs one process per core).
+torch.set_num_threads(1)
+
 TINY_PARAMS = dict(
     num_layers=5, hidden_size=32, num_attention_heads=4,
     embedding_dropout_prob=0.1, attention_dropout_prob=0.1, output_dropout_prob=0.1,

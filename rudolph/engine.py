@@ -1,0 +1,337 @@
+"""The one generation and scoring engine behind ``pipelines.py`` and ``api.py``.
+
+Every RuDOLPH task is "fill positions ``P..length`` after a prefix" or "cross-entropy of
+parts of a sequence", so two functions do all the work:
+
+* :func:`generate`: batches of ``bs`` samples; the prefix shared by all samples (left text
+  for images, template for texts, image + template for captions) is run through the
+  model ONCE with batch 1 and its keys/values are broadcast into each batch's cache
+  (:meth:`KVCache.expand_from`); then one token per step, computing logits only for the
+  last position and only over the vocabulary part being sampled. Fixed positions (image
+  prompts) take their token instead of a sample and are fed to the model together with
+  the next sampled position. ``use_cache=False`` runs the same loop recomputing the whole
+  sequence each step (same tokens for the same seed, up to float rounding).
+  Several prefixes with weights mix their next-token distributions (classifier-free
+  guidance style, ``api.generate_codebooks_cfg``).
+* :func:`cross_entropy`: per-position CE of given parts; the longest prefix common to all
+  rows (the image in zero-shot classification, the template in text scoring) is computed
+  once and reused.
+"""
+import math
+from dataclasses import dataclass
+from typing import List, Mapping, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .sampling import check_sampling_args, filter_logits, make_generator
+
+__all__ = ['Layout', 'ScorePart', 'generate', 'cross_entropy', 'ce_to_ppl', 'common_prefix_length',
+           'encode_image', 'model_device', 'first_eos_cut', 'PAD_ID', 'UNK_ID', 'BOS_ID', 'EOS_ID']
+
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Sequence and vocabulary geometry of a model (SPEC sections 2 and 4)."""
+
+    L: int  # left text length
+    N: int  # image tokens per side
+    R: int  # right text length
+    V: int  # text vocabulary (incl. special tokens and the L left-pad ids)
+    plain_text_vocab: int  # plain BPE ids are [0, plain_text_vocab)
+    image_vocab: int  # plain image codes are [0, image_vocab)
+    image_vocab_total: int  # incl. image special tokens
+
+    @property
+    def N2(self) -> int:
+        return self.N * self.N
+
+    @property
+    def S(self) -> int:
+        return self.L + self.N2 + self.R
+
+    @property
+    def text_sample_slice(self) -> slice:
+        """Logits sampled for text: everything but the left-pad position ids ``V-L..V-1``."""
+        return slice(0, self.V - self.L)
+
+    @property
+    def text_slice(self) -> slice:
+        return slice(0, self.V)
+
+    @property
+    def image_slice(self) -> slice:
+        """Plain image codes (image special tokens are never sampled)."""
+        return slice(self.V, self.V + self.image_vocab)
+
+    @property
+    def image_full_slice(self) -> slice:
+        return slice(self.V, self.V + self.image_vocab_total)
+
+    @classmethod
+    def from_model(cls, model) -> 'Layout':
+        L = model.get_param('l_text_seq_length')
+        V = model.get_param('vocab_size')
+        text_special = model.get_param('text_special_tokens')
+        image_special = model.get_param('image_special_tokens')
+        image_total = getattr(model, 'image_vocab_size', None)
+        if image_total is None:  # fall back to the output width
+            image_total = model.to_logits[1].out_features - V
+        return cls(L=L, N=model.get_param('image_tokens_per_dim'), R=model.get_param('r_text_seq_length'), V=V,
+                   plain_text_vocab=V - L - text_special, image_vocab=image_total - image_special,
+                   image_vocab_total=image_total)
+
+
+def model_device(module) -> torch.device:
+    """Device of a module's parameters (CPU for a parameter-less module)."""
+    for p in module.parameters():
+        return p.device
+    return torch.device('cpu')
+
+
+def _check_positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f'{name} must be a positive int, got {value!r}')
+
+
+def _mix_probs(logits: List[torch.Tensor], weights: Sequence[float], late_softmax: bool,
+               top_k: int, top_p: float, temperature: float) -> torch.Tensor:
+    """Sampling distribution from one or several branches' logits."""
+    filtered = [filter_logits(x, top_k, top_p, temperature) for x in logits]
+    if len(filtered) == 1:
+        return F.softmax(filtered[0], dim=-1)
+    if late_softmax:  # mix filtered logits, then one softmax
+        return F.softmax(sum(w * f for w, f in zip(weights, filtered)), dim=-1)
+    return sum(w * F.softmax(f, dim=-1) for w, f in zip(weights, filtered))
+
+
+def _blank_after_eos(tokens: torch.Tensor) -> torch.Tensor:
+    """Pads after the first eos of each row, so stopping early gives the same tensor."""
+    is_eos = tokens == EOS_ID
+    after = (is_eos.long().cumsum(dim=1) - is_eos.long()) > 0
+    return tokens.masked_fill(after, PAD_ID)
+
+
+@torch.no_grad()
+def generate(model, prefixes: Union[torch.Tensor, Sequence[int]], length: int, num: int, *,
+             vocab: slice, top_k: int, top_p: float, temperature: float = 1.0,
+             seed: Optional[int] = None, generator: Optional[torch.Generator] = None, bs: int = 8,
+             use_cache: bool = True, fixed: Optional[Mapping[int, int]] = None,
+             weights: Optional[Sequence[float]] = None, late_softmax: bool = False,
+             eos_from: Optional[int] = None, allowed_token_ids: Optional[Sequence[int]] = None,
+             stop_at_eos: bool = False, progress: bool = True, desc: str = 'generating') -> torch.Tensor:
+    """Sample positions ``P..length-1`` of ``num`` sequences after a shared prefix.
+
+    Args:
+        prefixes: the prefix ``[P]`` shared by all samples, or ``[K, P]`` for ``K`` guidance
+            branches whose next-token distributions are mixed with ``weights``.
+        length: absolute end position (exclusive), at most the model's total length.
+        vocab: slice of the output classes sampled (``Layout.image_slice``, ``text_sample_slice``);
+            a sampled index ``i`` becomes token ``i`` (ids are relative to the slice start).
+        seed / generator: randomness; a private generator, never the global RNG.
+        fixed: ``{absolute position: token}`` taken instead of a sample (image prompts).
+        eos_from: text only: sampled ids ``>= eos_from`` become eos (3).
+        allowed_token_ids: text only: sample only among these ids (of ``vocab``).
+        stop_at_eos: stop when every row of a batch has produced eos; tokens after each
+            row's first eos are pads (0), so the result does not depend on where it stopped.
+
+    Returns:
+        LongTensor ``[num, length]``: the (first) prefix, then fixed and sampled tokens.
+    """
+    _check_positive_int('num', num)
+    _check_positive_int('bs', bs)
+    check_sampling_args(top_k, top_p, temperature)
+    device = model_device(model)
+    prefixes = torch.as_tensor(prefixes, dtype=torch.long, device=device)
+    if prefixes.dim() == 1:
+        prefixes = prefixes.unsqueeze(0)
+    if prefixes.dim() != 2 or prefixes.shape[1] < 1:
+        raise ValueError(f'prefixes must be a non-empty [P] or [K, P] tensor, got shape {tuple(prefixes.shape)}')
+    K, P = prefixes.shape
+    S = model.get_param('total_seq_length')
+    if not P < length <= S:
+        raise ValueError(f'length must be in ({P}, {S}] (prefix length {P}, model sequence {S}), got {length}')
+    if weights is None:
+        if K != 1:
+            raise ValueError(f'{K} prefixes need {K} weights, got none')
+        weights = [1.0]
+    weights = [float(w) for w in weights]
+    if len(weights) != K or any(not w > 0 or math.isinf(w) for w in weights):
+        raise ValueError(f'weights must be {K} finite positive numbers, got {weights}')
+    n_vocab = len(range(*vocab.indices(model.to_logits[1].out_features)))
+    allowed = None
+    if allowed_token_ids is not None:
+        allowed = torch.as_tensor(list(allowed_token_ids), dtype=torch.long, device=device)
+        if allowed.dim() != 1 or allowed.numel() == 0 or allowed.min() < 0 or allowed.max() >= n_vocab:
+            raise ValueError(f'allowed_token_ids must be a non-empty list of ids in [0, {n_vocab}), '
+                             f'got {list(allowed_token_ids)[:10]}')
+    fixed = {int(p): int(t) for p, t in (fixed or {}).items()}
+    bad = [p for p in fixed if not P <= p < length]
+    if bad:
+        raise ValueError(f'fixed positions must be in [{P}, {length}), got {sorted(bad)[:10]}')
+    if generator is None:
+        generator = make_generator(seed, device)
+
+    # Fixed tokens right after the prefix are the same for every sample: share them too.
+    shared = P
+    while shared < length and shared in fixed:
+        shared += 1
+    tail = torch.tensor([fixed[p] for p in range(P, shared)], dtype=torch.long, device=device)
+    shared_ids = torch.cat((prefixes, tail.expand(K, -1)), dim=1)
+    steps = [t for t in range(shared, length) if t not in fixed]
+
+    prefix_states = []
+    if use_cache and steps:
+        for k in range(K):
+            cache = model.new_cache(1, length)
+            h, _ = model.hidden(shared_ids[k:k + 1], 0, cache)
+            prefix_states.append((cache, h[:, -1]))
+
+    outputs = []
+    n_chunks = math.ceil(num / bs)
+    with tqdm(total=n_chunks * len(steps), disable=not progress, desc=desc, leave=False) as bar:
+        for begin in range(0, num, bs):
+            b = min(bs, num - begin)
+            seq = torch.zeros(b, length, dtype=torch.long, device=device)
+            seq[:, :shared] = shared_ids[0]
+            for p, token in fixed.items():
+                seq[:, p] = token
+            if use_cache:
+                caches = [model.new_cache(b, length).expand_from(cache) for cache, _ in prefix_states]
+                last = [h.expand(b, -1) for _, h in prefix_states]
+            fed = shared
+            done = torch.zeros(b, dtype=torch.bool, device=device)
+            for i, t in enumerate(steps):
+                if use_cache:
+                    if fed < t:  # feed everything since the last step (incl. fixed tokens) at once
+                        last = [model.hidden(seq[:, fed:t], fed, cache)[0][:, -1] for cache in caches]
+                        fed = t
+                    hs = last
+                else:
+                    hs = [model.hidden(torch.cat((shared_ids[k].expand(b, -1), seq[:, shared:t]), dim=1))[0][:, -1]
+                          for k in range(K)]
+                logits = [model.logits(h, vocab) for h in hs]
+                if allowed is not None:
+                    logits = [x[:, allowed] for x in logits]
+                probs = _mix_probs(logits, weights, late_softmax, top_k, top_p, temperature)
+                token = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+                if allowed is not None:
+                    token = allowed[token]
+                if eos_from is not None:
+                    token = torch.where(token >= eos_from, torch.full_like(token, EOS_ID), token)
+                seq[:, t] = token
+                bar.update(1)
+                if stop_at_eos:
+                    done |= token == EOS_ID
+                    if bool(done.all()):
+                        bar.update(len(steps) - i - 1)
+                        break
+            if stop_at_eos:
+                seq[:, P:] = _blank_after_eos(seq[:, P:])
+            outputs.append(seq)
+    return torch.cat(outputs)
+
+
+@dataclass(frozen=True)
+class ScorePart:
+    """Cross-entropy of the logits at positions ``start..stop-1`` against the ids one step later.
+
+    ``vocab`` is the slice of output classes; labels are relative to its start (text ids
+    for ``slice(0, ...)``, image ids for ``slice(V, ...)``).
+    """
+
+    start: int
+    stop: int
+    vocab: slice
+    ignore_index: int = -100
+
+
+def common_prefix_length(ids: torch.Tensor) -> int:
+    """Number of leading columns on which all rows of ``ids`` ``[n, s]`` agree."""
+    same = (ids == ids[:1]).all(dim=0)
+    if bool(same.all()):
+        return ids.shape[1]
+    return int((~same).nonzero()[0])
+
+
+@torch.no_grad()
+def cross_entropy(model, input_ids: torch.Tensor, parts: Sequence[ScorePart], bs: int = 64,
+                  reuse_prefix: bool = True, progress: bool = False, desc: str = 'scoring') -> List[torch.Tensor]:
+    """Per-position cross-entropy ``[n, stop-start]`` (float32) of each part, batched by ``bs``.
+
+    With ``reuse_prefix`` the prefix common to all rows is run once with batch 1 and its
+    keys/values are reused by every batch; results equal the full computation up to
+    float rounding.
+    """
+    _check_positive_int('bs', bs)
+    device = model_device(model)
+    input_ids = torch.as_tensor(input_ids, dtype=torch.long).to(device)
+    if input_ids.dim() != 2 or input_ids.shape[0] == 0:
+        raise ValueError(f'input_ids must be a non-empty [n, s] tensor, got shape {tuple(input_ids.shape)}')
+    n, s = input_ids.shape
+    for part in parts:
+        if not 0 <= part.start < part.stop <= s - 1:
+            raise ValueError(f'{part} does not fit a sequence of {s} tokens (needs 0 <= start < stop <= {s - 1})')
+    end = max(part.stop for part in parts)  # no hidden state at or after `end` is needed (causal)
+    P = min(common_prefix_length(input_ids), end) if reuse_prefix and n > 1 else 0
+    if P > 0:
+        prefix_cache = model.new_cache(1, end)
+        prefix_h, _ = model.hidden(input_ids[:1, :P], 0, prefix_cache)
+    results: List[List[torch.Tensor]] = [[] for _ in parts]
+    for begin in tqdm(range(0, n, bs), disable=not progress, desc=desc, leave=False):
+        ids = input_ids[begin:begin + bs]
+        b = ids.shape[0]
+        if P < end:
+            if P > 0:
+                cache = model.new_cache(b, end).expand_from(prefix_cache)
+                rest, _ = model.hidden(ids[:, P:end], P, cache)
+            else:
+                rest, _ = model.hidden(ids[:, :end])
+        for out, part in zip(results, parts):
+            pieces = []
+            if part.start < P:
+                pieces.append(prefix_h[:, part.start:min(part.stop, P)].expand(b, -1, -1))
+            if part.stop > P:
+                pieces.append(rest[:, max(part.start, P) - P:part.stop - P])
+            h = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
+            logits = model.logits(h, part.vocab).float()
+            labels = ids[:, part.start + 1:part.stop + 1]
+            out.append(F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=part.ignore_index,
+                                       reduction='none'))
+    return [torch.cat(out) for out in results]
+
+
+def ce_to_ppl(ce: torch.Tensor) -> torch.Tensor:
+    """Per row: ``exp(CE)`` averaged over the positions whose CE is non-zero (ignored pads are 0).
+
+    A row without any non-zero position has perplexity 1. ``ce`` is not modified.
+    """
+    if ce.dim() != 2:
+        raise ValueError(f'ce must be [n, positions], got shape {tuple(ce.shape)}')
+    counted = ce != 0
+    total = torch.where(counted, ce.exp(), torch.zeros_like(ce)).sum(dim=1)
+    count = counted.sum(dim=1)
+    return torch.where(count > 0, total / count.clamp(min=1), torch.ones_like(total))
+
+
+def first_eos_cut(tokens: torch.Tensor) -> torch.Tensor:
+    """``tokens`` up to (excluding) the first eos, or all of them."""
+    where = (tokens == EOS_ID).nonzero()
+    return tokens[:int(where[0])] if where.numel() else tokens
+
+
+@torch.no_grad()
+def encode_image(pil_img, vae, model) -> torch.Tensor:
+    """PIL image -> VQGAN ids ``[N*N]`` on the model's device (SPEC 6 preprocessing)."""
+    from .vae.image import preprocess_image
+
+    layout = Layout.from_model(model)
+    img = preprocess_image(pil_img, layout.N * 8).unsqueeze(0)
+    ids = vae.get_codebook_indices(img.to(model_device(vae)))
+    if ids.shape != (1, layout.N2):
+        raise ValueError(f'the VAE returned ids of shape {tuple(ids.shape)} for a {layout.N * 8}px image; '
+                         f'the model expects [1, {layout.N2}]')
+    return ids[0].to(device=model_device(model), dtype=torch.long)

@@ -1,0 +1,261 @@
+"""The reference RuDOLPH pipelines (``rudolph.pipelines`` of the original package), on one engine.
+
+Signatures are the original ones, so notebooks keep working; ``progress`` is new. All
+randomness comes from a private generator seeded by ``seed`` (``None``: fresh entropy),
+never from the global RNG.
+
+Layouts (``L`` left text, ``N2`` image, ``R`` right text):
+
+* images from text: ``[text (L) | sampled image]``;
+* texts: ``[template + sampled text (L)]``;
+* captions: ``[pads (L) | image | template + sampled text (R)]``;
+* reranking by text: ``[pads | codebook | text (R)]``, scoring the image and right text;
+* reranking by image: ``[text (L) | image]``, scoring the left text and the image;
+* zero-shot classification: ``[pads | image | template.format(class) (R)]``.
+"""
+import os
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from . import utils
+from .engine import (EOS_ID, Layout, ScorePart, ce_to_ppl, cross_entropy, encode_image, first_eos_cut, generate,
+                     model_device)
+
+__all__ = ['generate_codebooks', 'generate_captions', 'generate_texts', 'self_reranking_by_text',
+           'self_reranking_by_image', 'zs_clf', 'show', 'ce_to_ppl']
+
+
+def _check_count(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f'{name} must be a positive int, got {value!r}')
+
+
+def _check_text(name: str, value) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f'{name} must be a str, got {type(value).__name__}')
+    return value.lower().strip()
+
+
+def prompt_positions(image_prompts, layout: Layout) -> Dict[int, int]:
+    """``{absolute position: token}`` of an ``ImagePrompts`` (ours or ruDALL-E's)."""
+    tokens = torch.as_tensor(image_prompts.image_prompts).reshape(-1)
+    if tokens.numel() != layout.N2:
+        raise ValueError(f'image prompts hold {tokens.numel()} tokens, the model draws {layout.N2} '
+                         f'({layout.N}x{layout.N}); build them from a {layout.N * 8}px image')
+    tokens = tokens.tolist()
+    return {layout.L + int(i): int(tokens[int(i)]) for i in sorted(image_prompts.image_prompts_idx)}
+
+
+def template_prefix(encoded: torch.Tensor) -> torch.Tensor:
+    """An encoded template without its eos and pads: the prefix generation continues.
+
+    A template cut at the part length has no eos and is kept whole (callers then find
+    nothing left to generate and say so).
+    """
+    size = int((encoded != 0).sum())
+    if size > 1 and int(encoded[size - 1]) == EOS_ID:
+        size -= 1
+    return encoded[:max(size, 1)]
+
+
+def decode_unique(tokenizer, tokens: torch.Tensor) -> List[str]:
+    """Texts up to the first eos, stripped, non-empty, unique, in order of first appearance."""
+    texts: Dict[str, None] = {}
+    for row in tokens:
+        text = tokenizer.decode_text(first_eos_cut(row)).strip()
+        if text:
+            texts.setdefault(text, None)
+    return list(texts)
+
+
+def generate_codebooks(text: str, tokenizer, model, top_k: int, top_p: float, images_num: int,
+                       image_prompts=None, temperature: float = 1.0, bs: int = 8, seed: Optional[int] = None,
+                       use_cache: bool = True, *, progress: bool = True) -> torch.LongTensor:
+    """Sample ``images_num`` image codebooks ``[images_num, N*N]`` for ``text`` (left text).
+
+    ``image_prompts`` (an :class:`~rudolph.image_prompts.ImagePrompts`) fixes some positions.
+    """
+    _check_count('images_num', images_num)
+    layout = Layout.from_model(model)
+    encoded = tokenizer.encode_text(_check_text('text', text), text_seq_length=layout.L)
+    fixed = prompt_positions(image_prompts, layout) if image_prompts is not None else None
+    seq = generate(model, encoded, layout.L + layout.N2, images_num, vocab=layout.image_slice, top_k=top_k,
+                   top_p=top_p, temperature=temperature, seed=seed, bs=bs, use_cache=use_cache, fixed=fixed,
+                   progress=progress, desc='images')
+    return seq[:, layout.L:]
+
+
+def generate_captions(pil_img, tokenizer, model, vae, template: str = '', top_k: int = 32, top_p: float = 0.6,
+                      captions_num: int = 128, temperature: float = 1.0, bs: int = 64, seed: Optional[int] = None,
+                      use_cache: bool = True, limit_eos: bool = True, *, progress: bool = True) -> List[str]:
+    """Unique captions of ``pil_img`` (right text after the image), each starting with ``template``.
+
+    ``limit_eos=True``: sample over the whole text vocabulary (but the left-pad ids) and
+    turn samples outside the plain BPE ids into eos, as the reference does; ``False``:
+    sample only among the plain BPE ids, so a caption ends only on a sampled eos.
+    """
+    _check_count('captions_num', captions_num)
+    layout = Layout.from_model(model)
+    template = template_prefix(tokenizer.encode_text(_check_text('template', template), text_seq_length=layout.R))
+    image = encode_image(pil_img, vae, model)
+    prefix = torch.cat((torch.zeros(layout.L, dtype=torch.long, device=image.device), image, template.to(image.device)))
+    seq = generate(model, prefix, layout.S, captions_num, top_k=top_k, top_p=top_p, temperature=temperature,
+                   seed=seed, bs=bs, use_cache=use_cache, progress=progress, desc='captions', stop_at_eos=True,
+                   **_text_sampling(layout, limit_eos))
+    return decode_unique(tokenizer, seq[:, layout.L + layout.N2:])
+
+
+def _text_sampling(layout: Layout, limit_eos: bool = True) -> Dict[str, Any]:
+    if limit_eos:
+        return dict(vocab=layout.text_sample_slice, eos_from=layout.plain_text_vocab)
+    return dict(vocab=slice(0, layout.plain_text_vocab))
+
+
+def generate_texts(tokenizer, model, template: str = '', top_k: int = 32, top_p: float = 0.8, texts_num: int = 128,
+                   temperature: float = 1.0, bs: int = 64, seed: Optional[int] = None, use_cache: bool = True, *,
+                   progress: bool = True) -> List[Dict[str, Any]]:
+    """Unique texts continuing ``template`` (left text), as ``{'text', 'ppl'}`` sorted by perplexity."""
+    _check_count('texts_num', texts_num)
+    layout = Layout.from_model(model)
+    template = template_prefix(tokenizer.encode_text(_check_text('template', template), text_seq_length=layout.L))
+    if len(template) >= layout.L:
+        raise ValueError(f'the template fills the whole left text ({len(template)} >= {layout.L} tokens); '
+                         'nothing is left to generate')
+    seq = generate(model, template, layout.L, texts_num, top_k=top_k, top_p=top_p, temperature=temperature,
+                   seed=seed, bs=bs, use_cache=use_cache, progress=progress, desc='texts', stop_at_eos=True,
+                   **_text_sampling(layout))
+    texts = decode_unique(tokenizer, seq)
+    if not texts:
+        return []
+    ppl = left_text_ppl(texts, tokenizer, model, bs=bs, progress=progress)
+    return [{'text': texts[i], 'ppl': round(ppl[i].item(), 2)} for i in ppl.argsort().tolist()]
+
+
+def left_text_ppl(texts: Sequence[str], tokenizer, model, bs: int = 64, special_token: Optional[int] = None,
+                  vocab: Optional[slice] = None, progress: bool = False) -> torch.Tensor:
+    """Perplexity of each text placed alone in the left text."""
+    layout = Layout.from_model(model)
+    ids = torch.stack([tokenizer.encode_text(_check_text('text', t), text_seq_length=layout.L) for t in texts])
+    part = ScorePart(0, layout.L - 1, vocab or layout.text_slice, ignore_index=0)
+    return ce_to_ppl(cross_entropy(model, ids, [part], bs=bs, progress=progress)[0])
+
+
+def _stack_codebooks(codebooks, layout: Layout) -> torch.Tensor:
+    if isinstance(codebooks, torch.Tensor):
+        ids = codebooks
+    else:
+        ids = torch.stack([torch.as_tensor(c) for c in codebooks])
+    if ids.dim() != 2 or ids.shape[1] != layout.N2 or ids.shape[0] == 0:
+        raise ValueError(f'codebooks must be [n >= 1, {layout.N2}], got shape {tuple(ids.shape)}')
+    return ids.long()
+
+
+def self_reranking_by_text(text: str, codebooks, tokenizer, model, bs: int = 64, *,
+                           progress: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(ppl_text, ppl_image)`` of each codebook with ``text`` as the right text; lower is better."""
+    layout = Layout.from_model(model)
+    L, N2, R, S = layout.L, layout.N2, layout.R, layout.S
+    device = model_device(model)
+    codes = _stack_codebooks(codebooks, layout).to(device)
+    encoded = tokenizer.encode_text(_check_text('text', text), text_seq_length=R).to(device)
+    n = codes.shape[0]
+    ids = torch.cat((torch.zeros(n, L, dtype=torch.long, device=device), codes, encoded.expand(n, -1)), dim=1)
+    ce_image, ce_text = cross_entropy(model, ids, [
+        ScorePart(L, L + N2 - 1, layout.image_full_slice),
+        ScorePart(S - R, S - 1, layout.text_slice, ignore_index=0),
+    ], bs=bs, progress=progress)
+    return ce_to_ppl(ce_text), ce_to_ppl(ce_image)
+
+
+def self_reranking_by_image(texts: Sequence[str], pil_img, tokenizer, model, vae, bs: int = 64, seed: int = 42, *,
+                            progress: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(ppl_text, ppl_image)`` of each text as the left text before ``pil_img``; lower is better.
+
+    ``seed`` is accepted for compatibility; scoring is deterministic.
+    """
+    if isinstance(texts, str) or len(texts) == 0:
+        raise ValueError(f'texts must be a non-empty list of strings, got {texts!r}')
+    layout = Layout.from_model(model)
+    L, N2 = layout.L, layout.N2
+    image = encode_image(pil_img, vae, model)
+    left = torch.stack([tokenizer.encode_text(_check_text('text', t), text_seq_length=L) for t in texts]).to(image.device)
+    ids = torch.cat((left, image.expand(len(texts), -1)), dim=1)
+    ce_text, ce_image = cross_entropy(model, ids, [
+        ScorePart(0, L - 1, layout.text_slice, ignore_index=0),
+        ScorePart(L, L + N2 - 1, layout.image_full_slice),
+    ], bs=bs, progress=progress)
+    return ce_to_ppl(ce_text), ce_to_ppl(ce_image)
+
+
+def zs_clf(pil_img, classes: Sequence[str], model, tokenizer, vae, bs: int = 8, template: Optional[str] = None, *,
+           progress: bool = False) -> Dict[str, Any]:
+    """Zero-shot classification: the class whose ``template.format(class)`` right text is least perplexing.
+
+    Perplexities are normalised by their L2 norm and softmaxed (``scores``); the label is the argmin.
+    """
+    if isinstance(classes, str) or len(classes) == 0:
+        raise ValueError(f'classes must be a non-empty list of class names, got {classes!r}')
+    template = template or '{}'
+    layout = Layout.from_model(model)
+    L, R, S = layout.L, layout.R, layout.S
+    image = encode_image(pil_img, vae, model)
+    right = torch.stack([tokenizer.encode_text(_check_text('class', template.format(c)), text_seq_length=R)
+                         for c in classes]).to(image.device)
+    n = len(classes)
+    ids = torch.cat((torch.zeros(n, L, dtype=torch.long, device=image.device), image.expand(n, -1), right), dim=1)
+    ce = cross_entropy(model, ids, [ScorePart(S - R, S - 1, layout.text_slice, ignore_index=0)],
+                       bs=bs, progress=progress)[0]
+    return classify(ce_to_ppl(ce), classes)
+
+
+def classify(ppl: torch.Tensor, classes: Sequence[str]) -> Dict[str, Any]:
+    """Reference normalisation: ``softmax(ppl / ||ppl||)``, prediction = argmin."""
+    ppl = ppl / ppl.norm(dim=0, keepdim=True)
+    scores = ppl.softmax(0)
+    pred = int(scores.argmin())
+    return {'label': pred, 'class': classes[pred], 'scores': scores.cpu().numpy()}
+
+
+def show(pil_images, nrow: int = 4, size: int = 14, save_dir: Optional[str] = None, show: bool = True) -> None:
+    """Grid of ``pil_images`` with matplotlib; with ``save_dir`` also save ``img_*.png`` / ``group_*.png``."""
+    from glob import glob
+
+    from PIL import Image
+
+    if not pil_images:
+        raise ValueError('pil_images is empty')
+    if save_dir is not None:
+        os.makedirs(save_dir, exist_ok=True)
+        count = len(glob(os.path.join(save_dir, 'img_*.png')))
+        for i, pil_image in enumerate(pil_images):
+            pil_image.save(os.path.join(save_dir, f'img_{count + i}.png'))
+    images = utils.pil_list_to_torch_tensors([img.convert('RGB') for img in pil_images])
+    grid = _make_grid(images, nrow)
+    grid_img = Image.fromarray(grid.permute(1, 2, 0).numpy())
+    if save_dir is not None:
+        count = len(glob(os.path.join(save_dir, 'group_*.png')))
+        grid_img.save(os.path.join(save_dir, f'group_{count}.png'))
+    if show:
+        try:
+            import matplotlib.pyplot as plt
+        except ImportError as error:
+            raise ImportError('show(..., show=True) needs matplotlib: pip install matplotlib '
+                              '(or pass show=False, save_dir=... to only save the grid)') from error
+        fig, ax = plt.subplots(figsize=(size, size))
+        ax.imshow(np.asarray(grid_img))
+        ax.set(xticklabels=[], yticklabels=[], xticks=[], yticks=[])
+        plt.show()
+
+
+def _make_grid(images: torch.Tensor, nrow: int, padding: int = 2) -> torch.Tensor:
+    """torchvision's ``make_grid`` layout (``nrow`` images per row, 2 px black padding) for uint8 images."""
+    b, c, h, w = images.shape
+    ncol = min(nrow, b)
+    nrows = (b + ncol - 1) // ncol
+    grid = torch.zeros(c, nrows * (h + padding) + padding, ncol * (w + padding) + padding, dtype=images.dtype)
+    for i, img in enumerate(images):
+        y, x = (i // ncol) * (h + padding) + padding, (i % ncol) * (w + padding) + padding
+        grid[:, y:y + h, x:x + w] = img
+    return grid

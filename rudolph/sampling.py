@@ -1,0 +1,85 @@
+"""Top-k / nucleus filtering and seeded multinomial sampling.
+
+``top_k_top_p_filtering`` replaces the function that ``transformers`` removed; it keeps
+the semantics the RuDOLPH pipelines were written against: top-k first, then nucleus
+(top-p) on what is left, always keeping at least ``min_tokens_to_keep`` tokens.
+"""
+import math
+import secrets
+from typing import Optional, Union
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ['top_k_top_p_filtering', 'filter_logits', 'logits_to_probs', 'sample', 'make_generator',
+           'check_sampling_args']
+
+
+def check_sampling_args(top_k: int, top_p: float, temperature: float = 1.0) -> None:
+    """Raise ``ValueError`` naming the bad value if a sampling argument is out of range."""
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+        raise ValueError(f'top_k must be an int >= 0 (0 disables top-k), got {top_k!r}')
+    if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0.0 < top_p <= 1.0:
+        raise ValueError(f'top_p must be in (0, 1] (1 disables nucleus filtering), got {top_p!r}')
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
+            or not temperature > 0 or math.isinf(temperature):
+        raise ValueError(f'temperature must be a finite number > 0, got {temperature!r}')
+
+
+def top_k_top_p_filtering(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0,
+                          filter_value: float = -float('inf'), min_tokens_to_keep: int = 1) -> torch.Tensor:
+    """Logits ``[b, vocab]`` with everything outside the top-k / nucleus set to ``filter_value``.
+
+    Same result as the removed ``transformers.top_k_top_p_filtering`` (which worked in
+    place); this returns a new tensor and leaves ``logits`` untouched.
+    """
+    check_sampling_args(top_k, top_p)
+    logits = logits.clone()
+    if top_k > 0:
+        top_k = min(max(top_k, min_tokens_to_keep), logits.size(-1))
+        kth = torch.topk(logits, top_k, dim=-1)[0][..., -1, None]
+        logits = logits.masked_fill(logits < kth, filter_value)
+    if top_p < 1.0:
+        sorted_logits, sorted_indices = torch.sort(logits, descending=True, dim=-1)
+        cumulative = F.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
+        remove = cumulative > top_p
+        if min_tokens_to_keep > 1:
+            remove[..., :min_tokens_to_keep] = False
+        # Shift right: keep the token that crosses the threshold, so at least one survives.
+        remove[..., 1:] = remove[..., :-1].clone()
+        remove[..., 0] = False
+        remove = remove.scatter(-1, sorted_indices, remove)
+        logits = logits.masked_fill(remove, filter_value)
+    return logits
+
+
+def filter_logits(logits: torch.Tensor, top_k: int, top_p: float, temperature: float = 1.0) -> torch.Tensor:
+    """``top_k_top_p_filtering(logits / temperature)`` in float32."""
+    check_sampling_args(top_k, top_p, temperature)
+    return top_k_top_p_filtering(logits.float() / temperature, top_k=top_k, top_p=top_p)
+
+
+def logits_to_probs(logits: torch.Tensor, top_k: int, top_p: float, temperature: float = 1.0) -> torch.Tensor:
+    """Temperature, top-k, top-p, softmax: the sampling distribution of the reference pipelines."""
+    return F.softmax(filter_logits(logits, top_k, top_p, temperature), dim=-1)
+
+
+def make_generator(seed: Optional[int], device: Union[str, torch.device] = 'cpu') -> torch.Generator:
+    """A private generator: ``seed`` makes results reproducible; ``None`` draws fresh entropy.
+
+    Never touches the global RNG, so results do not depend on what ran before.
+    """
+    if seed is None:
+        seed = secrets.randbits(63)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f'seed must be an int or None, got {seed!r}')
+    generator = torch.Generator(device=torch.device(device))
+    generator.manual_seed(seed % (2 ** 63))
+    return generator
+
+
+def sample(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0, temperature: float = 1.0,
+           generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """One id per row of ``logits`` ``[b, vocab]`` -> LongTensor ``[b]`` (indices into ``vocab``)."""
+    probs = logits_to_probs(logits, top_k, top_p, temperature)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)

@@ -1,0 +1,142 @@
+"""ruDolphApi on the shared engine (tiny model, fake tokenizer and VAE)."""
+import numpy as np
+import pytest
+import torch
+
+from fakes import ALPHABET, FakeTokenizer, FakeVAE, make_image
+from rudolph.api import DEFAULT_SPC_TOKENS, ruDolphApi
+from rudolph.engine import Layout, ce_to_ppl
+from rudolph.sampling import make_generator, top_k_top_p_filtering
+
+# the tiny config has 16 text special tokens at ids 1000..1015
+TINY_SPC = {name: 1000 + i for i, name in enumerate(DEFAULT_SPC_TOKENS)}
+
+
+@pytest.fixture
+def api(tiny_model):
+    return ruDolphApi(tiny_model, FakeTokenizer(), FakeVAE().eval(), spc_tokens=TINY_SPC, quite=True, bs=4)
+
+
+def test_default_special_tokens():
+    assert DEFAULT_SPC_TOKENS['<LT_UNK>'] == 16384 and DEFAULT_SPC_TOKENS['<RT_I2T>'] == 16389
+    assert DEFAULT_SPC_TOKENS['<LT_TQA>'] == 16390 and DEFAULT_SPC_TOKENS['<RT_TQA>'] == 16391
+
+
+def test_encode_decode_with_task_token(api):
+    ids = api.encode_text('кот', 8, '<LT_T2I>')
+    assert ids.tolist()[:6] == [2, TINY_SPC['<LT_T2I>']] + FakeTokenizer().encode_text('кот', 8)[1:5].tolist()
+    assert len(ids) == 8 and api.decode_text(ids) == 'кот'
+    cut = api.encode_text('абвгдежз', 6, '<LT_T2I>')
+    assert cut.tolist() == [2, TINY_SPC['<LT_T2I>']] + FakeTokenizer().encode_text('абвгдежз', 10)[1:5].tolist()
+    with pytest.raises(ValueError, match='unknown special token'):
+        api.encode_text('кот', 8, '<NOPE>')
+
+
+def test_cfg_with_zero_weight_is_plain_generation(api):
+    plain = api.generate_codebooks('кот', 3, top_k=10, top_p=0.9, bs=2, seed=1)
+    cfg = api.generate_codebooks_cfg('кот', 3, template='{text}', top_k=10, top_p=0.9, bs=2, seed=1, weight_cfg=0.0)
+    assert torch.equal(plain, cfg)
+    with pytest.raises(ValueError, match='weight_cfg'):
+        api.generate_codebooks_cfg('кот', 1, weight_cfg=1.5)
+
+
+@pytest.mark.parametrize('late_softmax', [False, True])
+def test_cfg_equals_reference_mix(api, tiny_model, late_softmax):
+    lay = Layout.from_model(tiny_model)
+    got = api.generate_codebooks_cfg('кот', 2, template='рисунок {text}', top_k=10, top_p=0.9, bs=4, seed=2,
+                                     weight_cfg=0.3, late_softmax=late_softmax)
+    main = api.encode_text('кот', lay.L, '<LT_T2I>')
+    guide = api.encode_text('рисунок кот', lay.L, '<LT_UNK>')
+    g = make_generator(2)
+    gen = torch.zeros(2, 0, dtype=torch.long)
+    for _ in range(lay.N2):
+        mixed = 0
+        for pre, w in ((main, 0.7), (guide, 0.3)):
+            logits, _ = tiny_model(torch.cat((pre.expand(2, -1), gen), 1))
+            f = top_k_top_p_filtering(logits[:, -1, lay.image_slice], top_k=10, top_p=0.9)
+            mixed = mixed + w * (f if late_softmax else f.softmax(-1))
+        probs = mixed.softmax(-1) if late_softmax else mixed
+        gen = torch.cat((gen, torch.multinomial(probs, 1, generator=g)), 1)
+    assert torch.equal(got, gen)
+
+
+def test_generate_texts_allowed_ids_and_early_stop(api, tiny_model):
+    allowed = [3] + [4 + ALPHABET.index(c) for c in 'аб ']
+    res = api.generate_texts(template='', texts_num=8, early_stop=6, top_k=0, top_p=1.0, seed=0,
+                             allowed_token_ids=allowed)
+    assert res and all(set(r) == {'text', 'ppl_txt', 'count'} for r in res)
+    assert all(set(r['text']) <= set('аб ') for r in res)
+    assert all(len(r['text']) <= 6 - 2 for r in res)  # bos + task token, then at most 4 tokens
+    assert sum(r['count'] for r in res) <= 8
+    assert [r['ppl_txt'] for r in res] == sorted(r['ppl_txt'] for r in res)
+    with pytest.raises(ValueError, match='allowed_token_ids'):
+        api.generate_texts(texts_num=1, allowed_token_ids=[5000])
+
+
+def test_generate_texts_repeatable(api):
+    a = api.generate_texts(template='кот', texts_num=5, seed=3)
+    b = api.generate_texts(template='кот', texts_num=5, seed=3, use_cache=False)
+    assert a == b and a
+
+
+def test_captions_and_reranking(api, tiny_model):
+    img = make_image()
+    texts, counts = api.generate_captions(img, captions_num=6, r_template='на', top_k=0, top_p=1.0, seed=5,
+                                          temperature=2.0)
+    assert len(texts) == len(counts) and counts.sum() <= 6 and all(t.startswith('на') for t in texts)
+    ppl_txt, ppl_img, scores = api.self_reranking_by_image(texts, img, bs=2)
+    assert ppl_txt.shape == ppl_img.shape == scores.shape == (len(texts),)
+    # scores: (ppl - min) / (quantile_q - min), mixed 0.05 / 0.95
+    def norm(x):
+        x = torch.from_numpy(x)
+        return (x - x.min()) / (x.quantile(api.q) - x.min())
+    if len(texts) > 2:
+        expected = norm(ppl_txt) * 0.05 + norm(ppl_img) * 0.95
+        np.testing.assert_allclose(scores, expected.numpy(), rtol=1e-5)
+    result = api.image_captioning(img, r_template='на', captions_num=2, generations_num=4, seed=1)
+    assert len(result) <= 2 and all({'text', 'score', 'count'} <= set(r) for r in result)
+
+
+def test_self_reranking_by_text_equals_reference(api, tiny_model):
+    lay = Layout.from_model(tiny_model)
+    codes = torch.randint(0, lay.image_vocab, (3, lay.N2), generator=torch.Generator().manual_seed(0))
+    ppl_txt, ppl_img, scores = api.self_reranking_by_text('кот', codes, bs=2)
+    ids = torch.cat((api.encode_text('', lay.L, '<LT_I2T>').expand(3, -1), codes,
+                     api.encode_text('кот', lay.R, '<RT_I2T>').expand(3, -1)), 1)
+    with torch.no_grad():
+        logits, _ = tiny_model(ids)
+    ce_txt = torch.nn.functional.cross_entropy(logits[:, lay.S - lay.R:lay.S - 1, lay.text_sample_slice].transpose(1, 2),
+                                               ids[:, lay.S - lay.R + 1:], ignore_index=0, reduction='none')
+    np.testing.assert_allclose(ppl_txt, ce_to_ppl(ce_txt).numpy(), rtol=1e-4)
+    assert np.isfinite(scores).all() and scores.min() == 0
+
+
+def test_api_zs_clf_with_left_template(api, tiny_model):
+    classes = ['ббб', 'ккк', 'ддд']
+    with torch.no_grad():
+        tiny_model.to_logits[1].bias[4 + ALPHABET.index('д')] = 8.0
+    pred = api.zs_clf(make_image(), classes, bs=2, r_template='{}')
+    assert pred['class'] == 'ддд'
+    pred_l = api.zs_clf(make_image(), classes, bs=2, r_template='{}', l_template='фото {}')
+    assert pred_l['class'] == 'ддд' and pred_l['scores'].shape == (3,)
+    with pytest.raises(ValueError, match='classes'):
+        api.zs_clf(make_image(), [])
+
+
+def test_vqa_returns_answers_without_the_prompt(api):
+    # the tiny right text holds 6 tokens: a short template leaves room for an answer
+    answers = api.vqa(make_image(), 'к', template='{question}:', answers_num=3, generations_num=6, top_k=0,
+                      top_p=1.0, temperature=2.0, seed=0)
+    assert 1 <= len(answers) <= 3
+    assert all(set(a) == {'answer', 'count'} and not a['answer'].startswith('к:') for a in answers)
+    assert [a['count'] for a in answers] == sorted((a['count'] for a in answers), reverse=True)
+    with pytest.raises(ValueError, match='question'):
+        api.vqa(make_image(), '  ')
+
+
+def test_dream_returns_best_images(api):
+    images, result = api.dream('кот', images_num=2, codebooks_num=3, top_k=10, top_p=0.9, seed=0)
+    assert len(images) == len(result) == 2 and images[0].size == (32, 32)
+    assert result[0]['score'] <= result[1]['score']
+    with pytest.raises(ValueError, match='images_num'):
+        api.dream('кот', images_num=4, codebooks_num=3)

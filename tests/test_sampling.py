@@ -1,0 +1,79 @@
+"""top-k / top-p filtering and seeded sampling."""
+import pytest
+import torch
+
+from rudolph.sampling import make_generator, sample, top_k_top_p_filtering
+
+
+def reference_filter(logits, top_k, top_p):
+    """Row by row, in plain Python: keep the top-k, then the smallest top set whose mass reaches top_p."""
+    out = torch.full_like(logits, -float('inf'))
+    for r, row in enumerate(logits):
+        order = sorted(range(len(row)), key=lambda i: -row[i].item())
+        keep = order[:top_k] if top_k else order
+        kth = row[keep[-1]].item()
+        keep = [i for i in order if row[i].item() >= kth]  # ties with the k-th survive, as in transformers
+        probs = torch.softmax(row[keep], 0)
+        kept, mass = [], 0.0
+        for i, p in zip(keep, probs.tolist()):
+            kept.append(i)
+            mass += p
+            if mass > top_p:
+                break
+        out[r, kept] = row[kept]
+    return out
+
+
+@pytest.mark.parametrize('top_k,top_p', [(0, 1.0), (5, 1.0), (0, 0.5), (7, 0.9), (3, 0.3), (50, 0.99)])
+def test_filter_matches_reference(top_k, top_p):
+    torch.manual_seed(1)
+    logits = torch.randn(4, 40) * 2
+    before = logits.clone()
+    got = top_k_top_p_filtering(logits, top_k=top_k, top_p=top_p)
+    assert torch.equal(logits, before), 'the input must not be modified'
+    assert torch.equal(got, reference_filter(logits, top_k, top_p))
+
+
+def test_filter_keeps_at_least_one_token():
+    logits = torch.tensor([[5.0, 1.0, 0.0, -1.0]])
+    got = top_k_top_p_filtering(logits, top_k=0, top_p=1e-6)
+    assert torch.isfinite(got).sum() == 1 and torch.isfinite(got[0, 0])
+
+
+@pytest.mark.parametrize('kwargs', [dict(top_p=0.0), dict(top_p=1.5), dict(top_k=-1), dict(top_k=2.5),
+                                    dict(temperature=0.0), dict(temperature=-1.0)])
+def test_bad_sampling_args(kwargs):
+    args = dict(top_k=5, top_p=0.9, temperature=1.0, **{})
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        sample(torch.randn(2, 10), generator=make_generator(0), **args)
+
+
+def test_sample_is_seeded_and_ignores_global_rng():
+    logits = torch.randn(8, 100)
+    torch.manual_seed(123)
+    a = sample(logits, top_k=20, top_p=0.9, generator=make_generator(7))
+    torch.manual_seed(999)
+    torch.rand(10)
+    b = sample(logits, top_k=20, top_p=0.9, generator=make_generator(7))
+    c = sample(logits, top_k=20, top_p=0.9, generator=make_generator(8))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_top_k_one_is_greedy_and_samples_stay_in_the_filtered_set():
+    logits = torch.randn(16, 50)
+    assert torch.equal(sample(logits, top_k=1, generator=make_generator(0)), logits.argmax(-1))
+    g = make_generator(3)
+    allowed = torch.isfinite(top_k_top_p_filtering(logits, top_k=4, top_p=0.7))
+    for _ in range(20):
+        ids = sample(logits, top_k=4, top_p=0.7, generator=g)
+        assert allowed[torch.arange(16), ids].all()
+
+
+def test_temperature_sharpens():
+    logits = torch.tensor([[2.0, 1.0, 0.0]]).expand(4000, -1)
+    cold = sample(logits, temperature=0.1, generator=make_generator(0))
+    hot = sample(logits, temperature=10.0, generator=make_generator(0))
+    assert (cold == 0).float().mean() > 0.99
+    assert (hot == 0).float().mean() < 0.5
