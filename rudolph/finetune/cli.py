@@ -1,0 +1,153 @@
+"""``rudolph finetune`` / ``python -m rudolph.finetune``: fine-tune a RuDOLPH checkpoint on a JSONL/CSV file.
+
+The main ``rudolph`` CLI registers :func:`add_arguments` and :func:`run` as its ``finetune``
+subcommand. The same command runs on many GPUs with ``accelerate launch -m rudolph.finetune ...``.
+"""
+import argparse
+import logging
+import os
+from typing import List, Optional
+
+__all__ = ['add_arguments', 'run', 'main']
+
+logger = logging.getLogger(__name__)
+
+FREEZE_GROUPS = ('emb', 'ln', 'attn', 'ff', 'other')
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the ``finetune`` options to ``parser``."""
+    g = parser.add_argument_group('model and data')
+    g.add_argument('--model', default='350M', help='RuDOLPH config name (a key of rudolph.MODELS), default 350M')
+    g.add_argument('--checkpoint', default=None,
+                   help='start from this pytorch_model.bin (or folder holding one) instead of the hub weights')
+    g.add_argument('--data', required=True, help='training rows: .jsonl or .csv with image / left_text / right_text / task')
+    g.add_argument('--eval-data', default=None, help='evaluation rows, same format as --data')
+    g.add_argument('--image-root', default=None, help='folder that relative image paths are resolved against '
+                                                      '(default: the folder of the data file)')
+    g.add_argument('--task', default='auto', help="task of rows without a 'task' field: t2i, i2t, vqa, t2t, tqa, "
+                                                  "or auto (inferred from the fields present; default)")
+    g.add_argument('--tokenizer', default=None, help='bpe.model path (default: the published tokenizer)')
+    g.add_argument('--vae', default=None, help='VQGAN checkpoint path (default: the published VQGAN)')
+    g.add_argument('--no-task-tokens', action='store_true', help='encode texts as [2]+bpe+[3] (models without task tokens)')
+    g.add_argument('--missing-images', choices=('skip', 'error'), default='skip',
+                   help='rows whose image is missing or unreadable: skip them (counted warning) or stop')
+    g.add_argument('--bad-rows', choices=('skip', 'error'), default='error',
+                   help='rows lacking a field their task needs (empty text, nothing at all): skip or stop (default)')
+    g.add_argument('--cache-dir', default=None, help='where VAE codes are cached (default: OUT/cache)')
+    g.add_argument('--dropout', type=float, default=None, help='override the model dropout probabilities')
+
+    g = parser.add_argument_group('training')
+    g.add_argument('--out', required=True, help='output folder for checkpoints and metrics.jsonl')
+    g.add_argument('--epochs', type=int, default=1)
+    g.add_argument('--max-steps', type=int, default=None, help='stop after this many optimizer steps (overrides --epochs)')
+    g.add_argument('--bs', type=int, default=4, help='global batch size per forward pass (split across processes)')
+    g.add_argument('--grad-accum', type=int, default=1, help='forward passes per optimizer step')
+    g.add_argument('--lr', type=float, default=2e-5)
+    g.add_argument('--weight-decay', type=float, default=0.0)
+    g.add_argument('--warmup', type=float, default=0.1, help='warm-up: fraction of the steps (<1) or steps (>=1)')
+    g.add_argument('--schedule', choices=('one_cycle', 'cosine', 'linear', 'constant'), default='one_cycle')
+    g.add_argument('--clip', type=float, default=1.0, help='gradient-norm clipping (0: off)')
+    g.add_argument('--optimizer', choices=('adamw', 'adam8bit'), default='adamw')
+    g.add_argument('--precision', choices=('fp32', 'bf16', 'fp16'), default='fp32')
+    g.add_argument('--gradient-checkpointing', action='store_true', help='recompute layers in backward to save memory')
+    g.add_argument('--freeze', nargs='*', choices=FREEZE_GROUPS, default=[], metavar='GROUP',
+                   help=f'parameter groups to freeze: {", ".join(FREEZE_GROUPS)} (e.g. --freeze attn ff)')
+    g.add_argument('--lt-loss-weight', type=float, default=None, help="override every task's left-text loss weight")
+    g.add_argument('--img-loss-weight', type=float, default=None, help="override every task's image loss weight")
+    g.add_argument('--rt-loss-weight', type=float, default=None, help="override every task's right-text loss weight")
+    g.add_argument('--eval-every', type=int, default=None, help='evaluate every N steps (and at the end)')
+    g.add_argument('--save-every', type=int, default=None, help='checkpoint every N steps (the end is always saved)')
+    g.add_argument('--keep-last', type=int, default=None, help='keep only the N newest step checkpoints')
+    g.add_argument('--resume', default=None, help='checkpoint folder, or an output folder to resume from its latest')
+    g.add_argument('--seed', type=int, default=0)
+    g.add_argument('--cpu', action='store_true', help='train on CPU even if CUDA is available')
+    g.add_argument('--quiet', action='store_true', help='no progress bars')
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``finetune`` with parsed ``args``; returns 0 (errors are raised with a message naming the problem)."""
+    from accelerate import PartialState
+
+    from rudolph.model import get_rudolph_model
+
+    from .data import TASKS, prepare_dataset
+    from .freeze import freeze
+    from .trainer import TrainConfig, check_writable, train
+
+    if args.task != 'auto' and args.task not in TASKS:
+        raise ValueError(f'--task {args.task!r}: expected auto or one of {sorted(TASKS)}')
+    # Fail before any download or expensive work on arguments that cannot work.
+    from rudolph.model import MODELS
+
+    if args.model not in MODELS:
+        raise ValueError(f'--model {args.model!r}: expected one of {sorted(MODELS)}')
+    for flag, path in (('--data', args.data), ('--eval-data', args.eval_data), ('--checkpoint', args.checkpoint)):
+        if path is not None and not os.path.exists(path):
+            raise FileNotFoundError(f'{flag} {path!r}: no such file')
+    check_writable(args.out)
+    state = PartialState(cpu=args.cpu)
+    device = state.device
+
+    from rudolph.tokenizer import get_tokenizer
+
+    tokenizer = get_tokenizer(args.tokenizer) if args.tokenizer else get_tokenizer()
+
+    def load_vae():
+        from rudolph.vae import get_vae
+
+        vae = get_vae(path=args.vae) if args.vae else get_vae()
+        return vae.to(device)
+
+    overrides = {}
+    if args.dropout is not None:
+        overrides = dict(embedding_dropout_prob=args.dropout, attention_dropout_prob=args.dropout,
+                         output_dropout_prob=args.dropout)
+    model = get_rudolph_model(args.model, pretrained=args.checkpoint is not None or not args.resume,
+                              checkpoint_path=args.checkpoint, device='cpu', **overrides)
+
+    def data(path: str):
+        return prepare_dataset(
+            path, tokenizer, load_vae, model, task=None if args.task == 'auto' else args.task,
+            image_root=args.image_root or os.path.dirname(os.path.abspath(path)),
+            cache_dir=args.cache_dir or os.path.join(args.out, 'cache'), missing_images=args.missing_images,
+            bad_rows=args.bad_rows, spc_tokens={} if args.no_task_tokens else None,
+            loss_weights=dict(lt_loss_weight=args.lt_loss_weight, img_loss_weight=args.img_loss_weight,
+                              rt_loss_weight=args.rt_loss_weight),
+            device=device, show_progress=not args.quiet and state.is_main_process)
+
+    # The main process encodes the images and fills the cache; the others then read it.
+    with state.main_process_first():
+        train_data = data(args.data)
+        eval_data = data(args.eval_data) if args.eval_data else None
+    if args.freeze:
+        freeze(model, **{f'freeze_{g}': g in args.freeze for g in FREEZE_GROUPS})
+    config = TrainConfig(
+        out_dir=args.out, epochs=args.epochs, max_steps=args.max_steps, batch_size=args.bs, grad_accum=args.grad_accum,
+        lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup, schedule=args.schedule,
+        clip=args.clip or None, optimizer=args.optimizer, precision=args.precision,
+        gradient_checkpointing=args.gradient_checkpointing, eval_every=args.eval_every, save_every=args.save_every,
+        keep_last=args.keep_last, seed=args.seed, resume=args.resume, cpu=args.cpu, show_progress=not args.quiet)
+    result = train(model, train_data, config, eval_data=eval_data)
+    if state.is_main_process:
+        logger.info('done: %d steps, last loss %.4f, weights in %s', result.state.step,
+                    result.history[-1]['loss'] if result.history else float('nan'), result.last_checkpoint)
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Standalone entry point: ``python -m rudolph.finetune --data rows.jsonl --out out``."""
+    from .data import DataError
+    from .trainer import NonFiniteLossError
+
+    parser = add_arguments(argparse.ArgumentParser(prog='rudolph finetune', description=__doc__.splitlines()[0]))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        return 130
+    except (DataError, NonFiniteLossError, FileNotFoundError, OSError, ValueError, ImportError) as error:
+        logger.error('%s', error)
+        return 1

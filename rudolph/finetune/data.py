@@ -1,0 +1,540 @@
+"""Fine-tuning data: rows -> ``[left text | image codes | right text]`` token sequences.
+
+A *row* is a dict with any of ``image`` (a path, a PIL image or a ``[3, H, W]`` tensor in
+``[0, 1]``), ``left_text``, ``right_text`` and ``task``. :func:`prepare_dataset` validates
+the rows, tokenizes the texts exactly as the pipelines do, encodes every image with the
+VAE once (optionally caching the codes on disk, so that later runs and epochs never touch
+the VAE again) and returns an :class:`EncodedDataset` of fixed-length sequences.
+"""
+import csv
+import hashlib
+import json
+import logging
+import os
+import random
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from ..api import DEFAULT_SPC_TOKENS
+
+__all__ = [
+    'DEFAULT_SPC_TOKENS', 'TaskSpec', 'TASKS', 'DataError', 'infer_task', 'read_rows', 'encode_task_text', 'preprocess_image',
+    'ImageCodeCache', 'EncodedDataset', 'prepare_dataset', 'TaskBatchSampler', 'collate',
+]
+
+logger = logging.getLogger(__name__)
+
+class DataError(ValueError):
+    """The fine-tuning data cannot be used as given (the message names the row and the problem)."""
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """How a task lays out a sample and weights the three loss parts.
+
+    ``needs``: the row fields that must be present and non-empty (``image``, ``left_text``,
+    ``right_text``). Parts a task does not use are filled with pads (text) or zeros (image)
+    and get weight 0, as the original text-QA notebook does for its image positions.
+    """
+    name: str
+    needs: Tuple[str, ...]
+    lt_token: Optional[str]
+    rt_token: Optional[str]
+    lt_loss_weight: float
+    img_loss_weight: float
+    rt_loss_weight: float
+
+    @property
+    def weights(self) -> Dict[str, float]:
+        return dict(lt_loss_weight=self.lt_loss_weight, img_loss_weight=self.img_loss_weight,
+                    rt_loss_weight=self.rt_loss_weight)
+
+
+#: Built-in tasks; add your own (with your own task tokens) by passing ``tasks=`` to :func:`prepare_dataset`.
+TASKS: Dict[str, TaskSpec] = {
+    # text -> image: caption on the left, loss on the image codes.
+    't2i': TaskSpec('t2i', ('left_text', 'image'), '<LT_T2I>', None, 0.0, 1.0, 0.0),
+    # image -> text (captioning): loss on the right text; an optional left prompt is kept.
+    'i2t': TaskSpec('i2t', ('image', 'right_text'), '<LT_I2T>', '<RT_I2T>', 0.0, 0.0, 1.0),
+    # visual QA: question on the left, answer on the right after the image.
+    'vqa': TaskSpec('vqa', ('left_text', 'image', 'right_text'), '<LT_I2T>', '<RT_I2T>', 0.0, 0.0, 1.0),
+    # text -> text: language modelling on the left text (how RuDOLPH was pre-trained on texts).
+    't2t': TaskSpec('t2t', ('left_text',), '<LT_T2T>', None, 1.0, 0.0, 0.0),
+    # text QA: context+question left, zero image, answer right (the original 2.7B QA notebook).
+    'tqa': TaskSpec('tqa', ('left_text', 'right_text'), '<LT_TQA>', '<RT_TQA>', 1.0, 0.0, 1.0),
+}
+
+_FIELD_ALIASES = {'left': 'left_text', 'right': 'right_text', 'image_path': 'image'}
+
+
+def infer_task(row: Mapping[str, Any]) -> str:
+    """The built-in task that fits the fields present in ``row``."""
+    has_image = row.get('image') is not None
+    left, right = bool(row.get('left_text')), bool(row.get('right_text'))
+    if has_image:
+        if right:
+            return 'vqa' if left else 'i2t'
+        return 't2i'
+    return 'tqa' if right else 't2t'
+
+
+# ----------------------------------------------------------------------------- reading rows
+def read_rows(path: Union[str, os.PathLike]) -> List[Dict[str, Any]]:
+    """Rows of a ``.jsonl`` (one JSON object a line) or ``.csv`` (with a header) file.
+
+    Recognised fields: ``image`` (path, relative to an ``image_root``), ``left_text``,
+    ``right_text``, ``task`` (aliases ``left``, ``right``, ``image_path``). Empty CSV cells
+    count as absent.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'data file not found: {path!r} (expected a .jsonl or .csv file)')
+    ext = os.path.splitext(path)[1].lower()
+    rows: List[Dict[str, Any]] = []
+    if ext in ('.jsonl', '.json'):
+        with open(path, encoding='utf-8') as f:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise DataError(f'{path}:{number}: not valid JSON ({error.msg}); expected one JSON object a line') from None
+                if not isinstance(row, dict):
+                    raise DataError(f'{path}:{number}: expected a JSON object, got {type(row).__name__}')
+                rows.append(row)
+    elif ext in ('.csv', '.tsv'):
+        with open(path, encoding='utf-8', newline='') as f:
+            reader = csv.DictReader(f, delimiter='\t' if ext == '.tsv' else ',')
+            for row in reader:
+                rows.append({k: v for k, v in row.items() if k is not None and v not in (None, '')})
+    else:
+        raise DataError(f'unsupported data file {path!r}: expected a .jsonl or .csv file')
+    return [_normalise_row(row) for row in rows]
+
+
+def _normalise_row(row: Mapping[str, Any]) -> Dict[str, Any]:
+    return {_FIELD_ALIASES.get(k, k): v for k, v in row.items()}
+
+
+# ----------------------------------------------------------------------------- text
+def encode_task_text(tokenizer: Any, text: str, length: int, task_token_id: Optional[int]) -> Tuple[torch.Tensor, bool]:
+    """``[2, <task token>] + bpe(text) + [3]`` padded with 0 / cut to ``length``; also says whether it was cut.
+
+    ``text`` is lower-cased and stripped first, as the pipelines do. ``task_token_id=None``
+    gives the plain ``[2] + bpe(text) + [3]`` of models without task tokens.
+    """
+    ids = tokenizer.tokenizer.encode([text.lower().strip()])[0]
+    tokens = [2] + ([task_token_id] if task_token_id is not None else []) + list(ids) + [3]
+    truncated = len(tokens) > length
+    tokens = tokens[:length] + [0] * max(0, length - len(tokens))
+    return torch.tensor(tokens, dtype=torch.long), truncated
+
+
+# ----------------------------------------------------------------------------- images
+def preprocess_image(pil_img: Any, size: int) -> torch.Tensor:
+    """RGB, centre crop to the largest square, bilinear resize to ``size``, ``[0, 1]`` tensor ``[3, size, size]``.
+
+    Uses ``rudolph.vae.preprocess_image`` (the pipelines' exact preprocessing) when available.
+    """
+    try:
+        from rudolph.vae import preprocess_image as vae_preprocess
+    except ImportError:  # the VAE package is optional at import time
+        vae_preprocess = None
+    if vae_preprocess is not None:
+        return vae_preprocess(pil_img, size)
+    import numpy as np
+    from PIL import Image
+
+    img = pil_img.convert('RGB')
+    w, h = img.size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    img = img.crop((left, top, left + side, top + side)).resize((size, size), Image.BILINEAR)
+    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float().div(255)
+
+
+def vae_fingerprint(vae: Any) -> str:
+    """A cheap identity of the VAE weights (class, sizes, first and last parameter bytes) for the code cache."""
+    h = hashlib.sha1(type(vae).__name__.encode())
+    for attr in ('image_size', 'num_tokens', 'downsample_factor'):
+        h.update(f'{attr}={getattr(vae, attr, None)};'.encode())
+    params = list(vae.parameters()) if hasattr(vae, 'parameters') else []
+    for p in params[:1] + params[-1:]:
+        h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+class ImageCodeCache:
+    """VAE codes of image files, keyed by file identity (path, size, mtime), pixel size and VAE.
+
+    Stored as one ``torch.save`` dict in ``folder/image_codes.pt``, written atomically.
+    ``folder=None`` keeps the codes in memory only.
+    """
+
+    FILENAME = 'image_codes.pt'
+
+    def __init__(self, folder: Optional[Union[str, os.PathLike]], vae: Any, image_size: int):
+        self.path = os.path.join(os.fspath(folder), self.FILENAME) if folder is not None else None
+        self.prefix = f'{vae_fingerprint(vae)}|{image_size}|'
+        self.codes: Dict[str, torch.Tensor] = {}
+        self.dirty = False
+        if self.path is not None and os.path.isfile(self.path):
+            try:
+                self.codes = torch.load(self.path, map_location='cpu', weights_only=True)
+            except (RuntimeError, OSError, EOFError) as error:
+                logger.warning('ignoring unreadable image-code cache %s (%s); it will be rebuilt', self.path, error)
+                self.codes = {}
+
+    def key(self, path: str) -> str:
+        st = os.stat(path)
+        return f'{self.prefix}{os.path.realpath(path)}|{st.st_size}|{st.st_mtime_ns}'
+
+    def get(self, key: str) -> Optional[torch.Tensor]:
+        return self.codes.get(key)
+
+    def put(self, key: str, codes: torch.Tensor) -> None:
+        self.codes[key] = codes
+        self.dirty = True
+
+    def save(self) -> None:
+        if self.path is None or not self.dirty:
+            return
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        tmp = f'{self.path}.tmp-{os.getpid()}'
+        torch.save(self.codes, tmp)
+        os.replace(tmp, self.path)
+        self.dirty = False
+
+
+# ----------------------------------------------------------------------------- dataset
+class EncodedDataset(Dataset):
+    """Fixed-length token sequences ready for training: items ``{'input_ids': LongTensor[S], 'task': str}``.
+
+    ``weights`` maps each task to its loss weights (``lt_loss_weight``, ``img_loss_weight``,
+    ``rt_loss_weight``); :func:`collate` attaches them to every batch.
+    """
+
+    def __init__(self, input_ids: torch.Tensor, tasks: Sequence[str], weights: Mapping[str, Mapping[str, float]]):
+        if input_ids.dim() != 2 or len(tasks) != input_ids.shape[0]:
+            raise ValueError(f'expected input_ids [n, S] and n tasks, got {tuple(input_ids.shape)} and {len(tasks)} tasks')
+        missing = sorted(set(tasks) - set(weights))
+        if missing:
+            raise ValueError(f'no loss weights for tasks {missing}; weights given for {sorted(weights)}')
+        self.input_ids = input_ids
+        self.tasks = list(tasks)
+        self.weights = {k: dict(v) for k, v in weights.items()}
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        return {'input_ids': self.input_ids[index], 'task': self.tasks[index]}
+
+
+def collate(items: Sequence[Mapping[str, Any]], weights: Optional[Mapping[str, Mapping[str, float]]] = None) -> Dict[str, Any]:
+    """Stack a batch of one task: ``{'input_ids': [b, S], 'task': str, 'weights': {...}}``."""
+    tasks = {item['task'] for item in items}
+    if len(tasks) != 1:
+        raise ValueError(f'a batch must hold a single task (its loss weights apply to the whole batch), got {sorted(tasks)}; '
+                         'use TaskBatchSampler')
+    task = tasks.pop()
+    batch = {'input_ids': torch.stack([item['input_ids'] for item in items]), 'task': task}
+    if weights is not None:
+        batch['weights'] = dict(weights[task])
+    return batch
+
+
+class TaskBatchSampler(Sampler[List[int]]):
+    """Batches that each hold one task, reshuffled every epoch from ``(seed, epoch)``.
+
+    Deterministic, so a resumed run sees exactly the batches the interrupted one would have.
+    The last, smaller batch of each task is kept unless ``drop_last``.
+    """
+
+    def __init__(self, tasks: Sequence[str], batch_size: int, shuffle: bool = True, seed: int = 0,
+                 drop_last: bool = False):
+        if batch_size < 1:
+            raise ValueError(f'batch_size must be >= 1, got {batch_size}')
+        self.tasks = list(tasks)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.drop_last = drop_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def batches(self) -> List[List[int]]:
+        rng = random.Random(self.seed * 1_000_003 + self.epoch)
+        groups: Dict[str, List[int]] = {}
+        for i, task in enumerate(self.tasks):
+            groups.setdefault(task, []).append(i)
+        batches = []
+        for task in sorted(groups):
+            indices = groups[task]
+            if self.shuffle:
+                rng.shuffle(indices)
+            for start in range(0, len(indices), self.batch_size):
+                chunk = indices[start:start + self.batch_size]
+                if len(chunk) == self.batch_size or not self.drop_last:
+                    batches.append(chunk)
+        if self.shuffle:
+            rng.shuffle(batches)
+        return batches
+
+    def __iter__(self) -> Iterator[List[int]]:
+        return iter(self.batches())
+
+    def __len__(self) -> int:
+        return len(self.batches())
+
+
+def _model_sizes(model_or_params: Any) -> Tuple[int, int, int, int, int]:
+    """``(L, N, R, V, image vocab)`` of a ruDolphModel or of its constructor parameters."""
+    if isinstance(model_or_params, Mapping):
+        p = model_or_params
+        return (p['l_text_seq_length'], p['image_tokens_per_dim'], p['r_text_seq_length'],
+                p['vocab_size'] + p.get('text_special_tokens', 0), p.get('image_vocab_size', 8192))
+    m = model_or_params
+    return (m.l_text_seq_length, m.image_tokens_per_dim, m.r_text_seq_length, m.vocab_size, m.plain_image_vocab_size)
+
+
+def _load_image(source: Any, image_root: Optional[str]) -> Tuple[Any, Optional[str]]:
+    """(PIL image or tensor, file path or None); raises FileNotFoundError / OSError for bad files."""
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if image_root is not None and not os.path.isabs(path):
+            path = os.path.join(image_root, path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f'image file not found: {path!r}')
+        return None, path
+    return source, None
+
+
+def _open_image(path: str) -> Any:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.convert('RGB')
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise OSError(f'cannot read image {path!r} ({type(error).__name__}: {error}); expected a valid image file') from None
+
+
+def prepare_dataset(rows: Union[str, os.PathLike, Sequence[Mapping[str, Any]], Dataset],
+                    tokenizer: Any,
+                    vae: Any,
+                    model: Any,
+                    task: Optional[str] = None,
+                    image_root: Optional[Union[str, os.PathLike]] = None,
+                    cache_dir: Optional[Union[str, os.PathLike]] = None,
+                    missing_images: str = 'skip',
+                    bad_rows: str = 'error',
+                    spc_tokens: Optional[Mapping[str, int]] = None,
+                    tasks: Optional[Mapping[str, TaskSpec]] = None,
+                    loss_weights: Optional[Mapping[str, Optional[float]]] = None,
+                    vae_batch_size: int = 16,
+                    device: Union[str, torch.device, None] = None,
+                    show_progress: bool = True) -> EncodedDataset:
+    """Validate, tokenize and VAE-encode ``rows`` into an :class:`EncodedDataset`.
+
+    Args:
+        rows: a ``.jsonl``/``.csv`` path, a list of row dicts, or any ``Dataset`` of row dicts.
+        tokenizer: has ``tokenizer.encode([text]) -> [[ids]]`` (ruDALL-E's tokenizer wrapper).
+        vae: has ``get_codebook_indices(img [b,3,H,W] in [0,1]) -> [b, (H/8)^2]``, or a zero-argument
+            factory returning one (called only if some row has an image); may be ``None`` when no row
+            has an image.
+        model: the ruDolphModel (or its constructor parameters) the data are for.
+        task: task of rows without a ``task`` field; ``None`` infers it from the fields present.
+        image_root: folder that relative image paths are resolved against.
+        cache_dir: where VAE codes of image files are cached (``None``: not on disk).
+        missing_images: ``'skip'`` (drop the row, with one counted warning) or ``'error'`` for
+            image files that are missing or unreadable.
+        bad_rows: ``'error'`` or ``'skip'`` for rows lacking a field their task needs (empty text,
+            no text and no image, unknown task).
+        spc_tokens: task-token ids (default :data:`DEFAULT_SPC_TOKENS`); ``{}`` for a model without
+            task tokens (the texts are then ``[2] + bpe + [3]``).
+        tasks: task definitions (default :data:`TASKS`).
+        loss_weights: ``{'lt_loss_weight': w, ...}`` overriding every task's weights (``None`` entries keep them).
+    """
+    if missing_images not in ('skip', 'error'):
+        raise ValueError(f"missing_images must be 'skip' or 'error', got {missing_images!r}")
+    if bad_rows not in ('skip', 'error'):
+        raise ValueError(f"bad_rows must be 'skip' or 'error', got {bad_rows!r}")
+    tasks = dict(TASKS if tasks is None else tasks)
+    spc_tokens = dict(DEFAULT_SPC_TOKENS if spc_tokens is None else spc_tokens)
+    if task is not None and task not in tasks:
+        raise ValueError(f'unknown task {task!r}; expected one of {sorted(tasks)} (or None to infer it per row)')
+    L, N, R, V, image_vocab = _model_sizes(model)
+    N2 = N * N
+    image_root = os.fspath(image_root) if image_root is not None else None
+    source_name = os.fspath(rows) if isinstance(rows, (str, os.PathLike)) else None
+    if source_name is not None:
+        rows = read_rows(source_name)
+
+    def where(i: int) -> str:
+        return f'{source_name} row {i + 1}' if source_name else f'row {i}'
+
+    def token_id(name: Optional[str]) -> Optional[int]:
+        if name is None or not spc_tokens:
+            return None
+        if name not in spc_tokens:
+            raise ValueError(f'task token {name!r} is not in spc_tokens {sorted(spc_tokens)}')
+        value = int(spc_tokens[name])
+        if not 0 <= value < V - L:
+            raise ValueError(f'task token {name}={value} does not fit the model text vocabulary: expected an id in '
+                             f'[0, {V - L}) (V={V} minus the {L} left pad positions). Pass spc_tokens={{}} for a model '
+                             'without task tokens, or ids of your own added tokens')
+        return value
+
+    # --- pass 1: validate rows and tokenize texts
+    problems: List[str] = []
+    missing: List[str] = []
+    truncated = {'left_text': 0, 'right_text': 0}
+    kept: List[Tuple[int, str, torch.Tensor, torch.Tensor, Any]] = []  # (row, task, left, right, image source)
+    n_rows = len(rows)
+    for i in range(n_rows):
+        row = rows[i]
+        if not isinstance(row, Mapping):
+            raise DataError(f'{where(i)}: expected a dict with image/left_text/right_text, got {type(row).__name__}')
+        row = _normalise_row(row)
+        for field in ('left_text', 'right_text'):
+            if row.get(field) is not None and not isinstance(row[field], str):
+                row[field] = str(row[field])
+        if not (row.get('left_text') or '').strip() and not (row.get('right_text') or '').strip() \
+                and row.get('image') is None:
+            problems.append(f'{where(i)}: has neither text nor image')
+            continue
+        row_task = row.get('task') or task or infer_task(row)
+        if row_task not in tasks:
+            problems.append(f'{where(i)}: unknown task {row_task!r}; expected one of {sorted(tasks)}')
+            continue
+        spec = tasks[row_task]
+        empty = [f for f in spec.needs if (row.get(f) is None if f == 'image' else not (row.get(f) or '').strip())]
+        if empty:
+            problems.append(f'{where(i)}: task {row_task!r} needs non-empty {empty}, got {sorted(k for k in row if row[k] not in (None, ""))}')
+            continue
+        image_source = None
+        if 'image' in spec.needs:
+            try:
+                image_source = _load_image(row['image'], image_root)
+            except FileNotFoundError as error:
+                if missing_images == 'error':
+                    raise FileNotFoundError(f'{where(i)}: {error} (pass missing_images="skip" to drop such rows)') from None
+                missing.append(f'{where(i)}: {error}')
+                continue
+        left, cut = encode_task_text(tokenizer, row.get('left_text') or '', L, token_id(spec.lt_token))
+        truncated['left_text'] += cut
+        right = torch.zeros(R, dtype=torch.long)
+        if 'right_text' in spec.needs or (spec.rt_loss_weight and row.get('right_text')):
+            right, cut = encode_task_text(tokenizer, row['right_text'], R, token_id(spec.rt_token))
+            truncated['right_text'] += cut
+        if int(left.max()) >= V - L or int(right.max()) >= V:
+            raise DataError(f'{where(i)}: the tokenizer produced ids beyond the model text vocabulary ({V}); '
+                            'tokenizer and model do not match')
+        kept.append((i, row_task, left, right, image_source))
+
+    if problems:
+        if bad_rows == 'error':
+            shown = '\n  '.join(problems[:10])
+            more = f'\n  ... and {len(problems) - 10} more' if len(problems) > 10 else ''
+            raise DataError(f'{len(problems)} of {n_rows} rows cannot be used:\n  {shown}{more}\n'
+                            '(pass bad_rows="skip" to drop them)')
+        logger.warning('skipped %d of %d rows that cannot be used (first: %s)', len(problems), n_rows, problems[0])
+    for field, count in truncated.items():
+        if count:
+            limit = L if field == 'left_text' else R
+            logger.warning('%d %s texts were cut to %d tokens (the model length); their end (and eos) is lost',
+                           count, field, limit)
+
+    # --- pass 2: VAE codes of the images (cached)
+    codes_of: Dict[int, torch.Tensor] = {}
+    with_images = [(k, src) for k, (_, _, _, _, src) in enumerate(kept) if src is not None]
+    if with_images:
+        if vae is None:
+            raise ValueError(f'{len(with_images)} rows need an image but no VAE was given')
+        if callable(vae) and not hasattr(vae, 'get_codebook_indices'):
+            vae = vae()  # a factory: the VAE is only loaded when some row has an image
+        size = N * int(getattr(vae, 'downsample_factor', 8))
+        cache = ImageCodeCache(cache_dir, vae, size)
+        todo: List[Tuple[int, Optional[str], torch.Tensor]] = []
+        failed: List[int] = []
+        for k, (obj, path) in with_images:
+            key = cache.key(path) if path is not None else None
+            hit = cache.get(key) if key is not None else None
+            if hit is not None:
+                codes_of[k] = hit.long()
+                continue
+            try:
+                img = _open_image(path) if path is not None else obj
+                tensor = img if torch.is_tensor(img) else preprocess_image(img, size)
+            except OSError as error:
+                if missing_images == 'error':
+                    raise OSError(f'{where(kept[k][0])}: {error} (pass missing_images="skip" to drop such rows)') from None
+                missing.append(f'{where(kept[k][0])}: {error}')
+                failed.append(k)
+                continue
+            if tensor.shape != (3, size, size):
+                raise DataError(f'{where(kept[k][0])}: image tensor has shape {tuple(tensor.shape)}, expected (3, {size}, {size})')
+            todo.append((k, key, tensor))
+        _encode_images(vae, todo, cache, codes_of, N, image_vocab, vae_batch_size, device, show_progress)
+        cache.save()
+        if failed:
+            failed_set = set(failed)
+            codes_of = {new: codes_of[old] for new, old in enumerate(k for k in range(len(kept)) if k not in failed_set)
+                        if old in codes_of}
+            kept = [item for k, item in enumerate(kept) if k not in failed_set]
+    if missing:
+        logger.warning('skipped %d of %d rows whose image is missing or unreadable (first: %s)',
+                       len(missing), n_rows, missing[0])
+    if not kept:
+        raise DataError(f'no usable rows in {source_name or "the data"} ({n_rows} rows read)')
+
+    input_ids = torch.zeros(len(kept), L + N2 + R, dtype=torch.long)
+    for k, (_, _, left, right, _) in enumerate(kept):
+        input_ids[k, :L] = left
+        if k in codes_of:
+            input_ids[k, L:L + N2] = codes_of[k]
+        input_ids[k, L + N2:] = right
+    overrides = {k: v for k, v in (loss_weights or {}).items() if v is not None}
+    weights = {name: {**spec.weights, **overrides} for name, spec in tasks.items()}
+    return EncodedDataset(input_ids, [t for _, t, _, _, _ in kept], weights)
+
+
+@torch.no_grad()
+def _encode_images(vae: Any, todo: List[Tuple[int, Optional[str], torch.Tensor]], cache: ImageCodeCache,
+                   codes_of: Dict[int, torch.Tensor], N: int, image_vocab: int, batch_size: int,
+                   device: Union[str, torch.device, None], show_progress: bool) -> None:
+    if not todo:
+        return
+    from tqdm.auto import tqdm
+
+    if device is None:
+        params = list(vae.parameters()) if hasattr(vae, 'parameters') else []
+        device = params[0].device if params else 'cpu'
+    bar = tqdm(total=len(todo), desc='VAE codes', unit='img', disable=not show_progress, leave=False)
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start:start + batch_size]
+        images = torch.stack([t for _, _, t in chunk]).to(device)
+        codes = vae.get_codebook_indices(images)
+        if codes.dim() != 2 or codes.shape[1] != N * N:
+            size = images.shape[-1]
+            raise ValueError(f'the VAE turned {size}x{size} px images into codes of shape {tuple(codes.shape)}, but the '
+                             f'model expects [b, {N * N}] ({N}x{N} tokens of an 8x-downsampling VAE; VAE image_size='
+                             f'{getattr(vae, "image_size", "?")}). Use the VAE the model was trained with')
+        if int(codes.min()) < 0 or int(codes.max()) >= image_vocab:
+            raise ValueError(f'the VAE produced codes in [{int(codes.min())}, {int(codes.max())}], but the model has '
+                             f'{image_vocab} image codes')
+        codes = codes.to('cpu', torch.int32)
+        for (k, key, _), c in zip(chunk, codes):
+            codes_of[k] = c.long()
+            if key is not None:
+                cache.put(key, c.clone())
+        bar.update(len(chunk))
+    bar.close()

@@ -1,0 +1,561 @@
+"""The fine-tuning loop: one code path for 1 CPU, 1 GPU and ``accelerate launch`` on many (DDP / FSDP)."""
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import signal
+import tempfile
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .data import EncodedDataset, TaskBatchSampler, collate
+
+__all__ = ['TrainConfig', 'TrainResult', 'TrainState', 'NonFiniteLossError', 'train', 'evaluate',
+           'find_checkpoint', 'check_writable', 'WEIGHTS_NAME', 'STATE_NAME']
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS_NAME = 'pytorch_model.bin'
+STATE_NAME = 'training_state.pt'
+LATEST_NAME = 'latest'
+PARTS = ('l_text_loss', 'image_loss', 'r_text_loss')
+_WEIGHT_OF = {'l_text_loss': 'lt_loss_weight', 'image_loss': 'img_loss_weight', 'r_text_loss': 'rt_loss_weight'}
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; training stopped without writing a checkpoint."""
+
+
+@dataclass
+class TrainConfig:
+    """Fine-tuning settings (the CLI flags of ``rudolph finetune`` map onto these fields).
+
+    ``batch_size`` is the *global* batch of one forward pass, split evenly across processes,
+    so the same settings give the same optimisation on 1 or N devices; one optimizer step
+    uses ``batch_size * grad_accum`` samples. ``warmup`` is a fraction of all steps (< 1)
+    or a number of steps (>= 1).
+    """
+    out_dir: str
+    epochs: int = 1
+    max_steps: Optional[int] = None
+    batch_size: int = 4
+    grad_accum: int = 1
+    lr: float = 2e-5
+    weight_decay: float = 0.0
+    warmup: float = 0.1
+    schedule: str = 'one_cycle'  # 'one_cycle' (as the original notebooks), 'cosine', 'linear', 'constant'
+    clip: Optional[float] = 1.0
+    optimizer: str = 'adamw'  # or 'adam8bit' (bitsandbytes)
+    precision: str = 'fp32'  # 'fp32', 'bf16' or 'fp16' (autocast; fp16 with a grad scaler, CUDA only)
+    gradient_checkpointing: bool = False
+    eval_every: Optional[int] = None
+    save_every: Optional[int] = None
+    save_final: bool = True
+    keep_last: Optional[int] = None
+    seed: int = 0
+    resume: Optional[str] = None
+    cpu: bool = False
+    show_progress: bool = True
+    log_every: int = 1
+
+
+@dataclass
+class TrainState:
+    """Where training stands: optimizer steps done, epoch, batches of that epoch consumed."""
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    total_steps: int = 0
+    history: List[Dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    state: TrainState
+    last_checkpoint: Optional[str]
+    eval_history: List[Dict[str, Any]]
+
+    @property
+    def history(self) -> List[Dict[str, Any]]:
+        return self.state.history
+
+
+# ----------------------------------------------------------------------------- filesystem
+def check_writable(out_dir: Union[str, os.PathLike]) -> str:
+    """Create ``out_dir`` if needed and prove it writable; raises ``OSError`` naming the folder otherwise."""
+    out_dir = os.fspath(out_dir)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix='.write-test-', dir=out_dir)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as error:
+        raise OSError(f'output folder {out_dir!r} is not writable ({type(error).__name__}: {error.strerror or error}); '
+                      'expected a folder this process can create files in') from None
+    return out_dir
+
+
+def find_checkpoint(path: Union[str, os.PathLike]) -> str:
+    """The checkpoint folder ``path`` points at: itself, or an output folder's latest checkpoint."""
+    path = os.fspath(path)
+    if os.path.isfile(os.path.join(path, STATE_NAME)):
+        return path
+    latest = os.path.join(path, LATEST_NAME)
+    if os.path.isfile(latest):
+        with open(latest, encoding='utf-8') as f:
+            candidate = os.path.join(path, f.read().strip())
+        if os.path.isfile(os.path.join(candidate, STATE_NAME)):
+            return candidate
+    steps = sorted(d for d in (os.listdir(path) if os.path.isdir(path) else [])
+                   if d.startswith('step-') and os.path.isfile(os.path.join(path, d, STATE_NAME)))
+    if steps:
+        return os.path.join(path, steps[-1])
+    raise FileNotFoundError(f'no checkpoint to resume from at {path!r}: expected a folder with {STATE_NAME} '
+                            'or an output folder holding step-* checkpoints')
+
+
+# ----------------------------------------------------------------------------- building blocks
+def _make_optimizer(params: List[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == 'adamw':
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == 'adam8bit':
+        try:
+            import bitsandbytes as bnb
+        except ImportError:
+            raise ImportError("optimizer='adam8bit' needs bitsandbytes (pip install bitsandbytes, CUDA only); "
+                              "or use optimizer='adamw'") from None
+        return bnb.optim.AdamW8bit(params, lr=config.lr, weight_decay=config.weight_decay)
+    raise ValueError(f"optimizer must be 'adamw' or 'adam8bit', got {config.optimizer!r}")
+
+
+def _warmup_steps(config: TrainConfig, total: int) -> int:
+    if config.warmup < 0:
+        raise ValueError(f'warmup must be >= 0 (a fraction < 1 or a number of steps), got {config.warmup}')
+    return int(round(config.warmup * total)) if config.warmup < 1 else int(config.warmup)
+
+
+def _make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total: int):
+    warmup = min(_warmup_steps(config, total), total)
+    if config.schedule == 'one_cycle' and total >= max(warmup, 2) + 1:
+        # As the original notebooks: max_lr=lr, final_div_factor=500; warm-up fraction = pct_start.
+        # (OneCycleLR needs >= 2 warm-up steps and one more after them; shorter runs use 'constant'.)
+        pct = max(warmup, 2) / total
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=max(total, 1),
+                                                   pct_start=pct, final_div_factor=500, cycle_momentum=False)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = (step - warmup) / max(1, total - warmup)
+        if config.schedule == 'cosine':
+            return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+        if config.schedule == 'linear':
+            return max(0.0, 1 - progress)
+        return 1.0
+
+    if config.schedule not in ('one_cycle', 'cosine', 'linear', 'constant'):
+        raise ValueError(f"schedule must be 'one_cycle', 'cosine', 'linear' or 'constant', got {config.schedule!r}")
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _rng_state() -> Dict[str, Any]:
+    import numpy as np
+
+    state = {'python': random.getstate(), 'numpy': np.random.get_state(), 'torch': torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Dict[str, Any]) -> None:
+    import numpy as np
+
+    random.setstate(state['python'])
+    np.random.set_state(state['numpy'])
+    torch.set_rng_state(state['torch'])
+    if 'cuda' in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state['cuda'])
+
+
+def _seed_everything(seed: int) -> None:
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def _is_fsdp(accelerator) -> bool:
+    return str(accelerator.distributed_type).endswith('FSDP')
+
+
+def _optimizer_state(accelerator, model, optimizer) -> Dict[str, Any]:
+    if _is_fsdp(accelerator):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        return get_optimizer_state_dict(model, optimizer.optimizer,
+                                        options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return optimizer.state_dict()
+
+
+def _load_optimizer_state(accelerator, model, optimizer, state: Dict[str, Any]) -> None:
+    if _is_fsdp(accelerator):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        set_optimizer_state_dict(model, optimizer.optimizer, state,
+                                 options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=False))
+    else:
+        optimizer.load_state_dict(state)
+
+
+def _save_checkpoint(accelerator, model, optimizer, scheduler, state: TrainState, config: TrainConfig,
+                     name: str) -> str:
+    """Write ``out_dir/name`` atomically: everything goes to a temporary folder that is renamed at the end."""
+    out_dir = config.out_dir
+    final = os.path.join(out_dir, name)
+    tmp = os.path.join(out_dir, f'.tmp-{name}')
+    # Collectives first (FSDP gathers full weights / optimizer state on every rank).
+    weights = accelerator.get_state_dict(model)
+    optim_state = _optimizer_state(accelerator, model, optimizer)
+    error: Optional[BaseException] = None
+    if accelerator.is_main_process:
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            os.makedirs(tmp)
+        except OSError as e:
+            error = e
+    accelerator.wait_for_everyone()
+    try:
+        if accelerator.is_main_process and error is None:
+            torch.save({k: v.detach().cpu() for k, v in weights.items()}, os.path.join(tmp, WEIGHTS_NAME))
+            torch.save({
+                'optimizer': optim_state,
+                'scheduler': scheduler.state_dict(),
+                'scaler': accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
+                'step': state.step, 'epoch': state.epoch, 'batch_in_epoch': state.batch_in_epoch,
+                'total_steps': state.total_steps, 'history': state.history,
+                'config': asdict(config), 'num_processes': accelerator.num_processes,
+            }, os.path.join(tmp, STATE_NAME))
+        if error is None and os.path.isdir(tmp):
+            torch.save(_rng_state(), os.path.join(tmp, f'rng_state_{accelerator.process_index}.pt'))
+    except OSError as e:
+        error = e
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if error is None:
+            try:
+                if os.path.isdir(final):
+                    shutil.rmtree(final)
+                os.replace(tmp, final)
+                latest_tmp = os.path.join(out_dir, f'.{LATEST_NAME}.tmp')
+                with open(latest_tmp, 'w', encoding='utf-8') as f:
+                    f.write(name)
+                os.replace(latest_tmp, os.path.join(out_dir, LATEST_NAME))
+            except OSError as e:
+                error = e
+        if error is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise OSError(f'could not write checkpoint {final!r}: {error}; nothing was left behind') from error
+        _prune(out_dir, config.keep_last)
+        logger.info('saved checkpoint %s (step %d)', final, state.step)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _prune(out_dir: str, keep_last: Optional[int]) -> None:
+    if not keep_last:
+        return
+    steps = sorted(d for d in os.listdir(out_dir) if d.startswith('step-'))
+    for old in steps[:-keep_last]:
+        shutil.rmtree(os.path.join(out_dir, old), ignore_errors=True)
+
+
+def _load_resume(path: str, accelerator) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor], Optional[Dict[str, Any]]]:
+    folder = find_checkpoint(path)
+    state = torch.load(os.path.join(folder, STATE_NAME), map_location='cpu', weights_only=False)
+    weights = torch.load(os.path.join(folder, WEIGHTS_NAME), map_location='cpu', weights_only=True)
+    rng_file = os.path.join(folder, f'rng_state_{accelerator.process_index}.pt')
+    rng = torch.load(rng_file, map_location='cpu', weights_only=False) if os.path.isfile(rng_file) else None
+    logger.info('resuming from %s (step %d)', folder, state['step'])
+    return state, weights, rng
+
+
+class _InterruptFlag:
+    """First Ctrl-C sets a flag (the loop saves and stops at the next step); the second one aborts."""
+
+    def __init__(self):
+        self.set = False
+        self.aborted = False
+        self.previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self.previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def _handler(self, signum, frame):
+        if self.set:
+            self.aborted = True
+            raise KeyboardInterrupt
+        self.set = True
+        logger.warning('Ctrl-C: saving a checkpoint after the current step (press again to abort without saving)')
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        return False
+
+
+# ----------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def evaluate(model: nn.Module, dataloader, accelerator=None) -> Dict[str, float]:
+    """Mean weighted loss and loss parts over ``dataloader`` (batches from :func:`collate` with weights)."""
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(1 + 2 * len(PARTS) + 1, dtype=torch.float64)
+    device = next(model.parameters()).device
+    for batch in dataloader:
+        loss, values = model(batch['input_ids'].to(device), return_loss=True, **batch['weights'])
+        b = batch['input_ids'].shape[0]
+        row = [float(loss) * b]
+        for part in PARTS:
+            used = bool(batch['weights'][_WEIGHT_OF[part]])
+            row += [float(values[part]) * b if used else 0.0, b if used else 0.0]
+        row.append(b)
+        sums += torch.tensor(row, dtype=torch.float64)
+    if accelerator is not None:
+        sums = accelerator.reduce(sums.to(accelerator.device), reduction='sum').cpu()
+    model.train(was_training)
+    n = float(sums[-1])
+    out = {'eval_loss': float(sums[0]) / n if n else float('nan')}
+    for i, part in enumerate(PARTS):
+        count = float(sums[2 + 2 * i])
+        out[f'eval_{part}'] = float(sums[1 + 2 * i]) / count if count else float('nan')
+    return out
+
+
+# ----------------------------------------------------------------------------- training
+def _make_loader(dataset: EncodedDataset, batch_size: int, shuffle: bool, seed: int) -> Tuple[DataLoader, TaskBatchSampler]:
+    sampler = TaskBatchSampler(dataset.tasks, batch_size, shuffle=shuffle, seed=seed)
+    # Own generator: creating an iterator must not draw from the global RNG (that would shift
+    # the dropout masks of a resumed run, which re-creates the iterator of its current epoch).
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=lambda items: collate(items, dataset.weights),
+                        generator=torch.Generator().manual_seed(seed))
+    return loader, sampler
+
+
+def train(model: nn.Module, train_data: EncodedDataset, config: TrainConfig,
+          eval_data: Optional[EncodedDataset] = None,
+          step_callback: Optional[Callable[[TrainState, Dict[str, Any]], None]] = None) -> TrainResult:
+    """Fine-tune ``model`` on ``train_data`` (an :class:`EncodedDataset` from ``prepare_dataset``).
+
+    The model is trained in place (parameters with ``requires_grad=False``, e.g. after
+    :func:`freeze`, stay fixed). Checkpoints go to ``config.out_dir/step-XXXXXX`` (and
+    ``final``): ``pytorch_model.bin`` is a plain state dict for
+    ``get_rudolph_model(name, checkpoint_path=...)``; ``training_state.pt`` and
+    ``rng_state_*.pt`` allow an exact resume (``config.resume``). Runs unchanged under
+    ``accelerate launch`` (DDP, FSDP). ``step_callback(state, logs)`` is called after every
+    optimizer step. Ctrl-C saves a checkpoint and re-raises ``KeyboardInterrupt``; a NaN/inf
+    loss raises :class:`NonFiniteLossError` without saving.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration
+
+    if config.precision not in ('fp32', 'bf16', 'fp16'):
+        raise ValueError(f"precision must be 'fp32', 'bf16' or 'fp16', got {config.precision!r}")
+    if config.grad_accum < 1:
+        raise ValueError(f'grad_accum must be >= 1, got {config.grad_accum}')
+    if config.max_steps is None and config.epochs < 1:
+        raise ValueError(f'epochs must be >= 1 (or give max_steps), got {config.epochs}')
+    if not isinstance(train_data, EncodedDataset):
+        raise TypeError(f'train_data must be an EncodedDataset (see prepare_dataset), got {type(train_data).__name__}')
+    check_writable(config.out_dir)
+    cpu = config.cpu or not torch.cuda.is_available()
+    if config.precision == 'fp16' and cpu:
+        raise ValueError("precision='fp16' needs a CUDA device (it trains with a gradient scaler); "
+                         "use precision='bf16' or 'fp32' on CPU")
+    # Accelerate keeps one process-wide state; a new precision in the same process (a notebook
+    # training twice) must reset it. The process group (PartialState) is kept.
+    from accelerate.state import AcceleratorState
+
+    if AcceleratorState._shared_state:
+        AcceleratorState._reset_state(reset_partial_state=False)
+    accelerator = Accelerator(
+        mixed_precision={'fp32': 'no'}.get(config.precision, config.precision), cpu=cpu,
+        gradient_accumulation_steps=config.grad_accum, rng_types=[],
+        # The global batch is split across processes: N devices optimise exactly like one.
+        dataloader_config=DataLoaderConfiguration(split_batches=True))
+    if config.batch_size % accelerator.num_processes:
+        raise ValueError(f'batch_size={config.batch_size} (the global batch) must be divisible by the number of '
+                         f'processes ({accelerator.num_processes})')
+    show = config.show_progress and accelerator.is_main_process
+
+    resume_state, rng = None, None
+    if config.resume:
+        resume_state, weights, rng = _load_resume(config.resume, accelerator)
+        from rudolph.model.loading import check_state_dict
+
+        model.load_state_dict(check_state_dict(model, weights, 'the model being trained'), strict=False)
+        for key in ('batch_size', 'grad_accum'):
+            if resume_state['config'].get(key) != getattr(config, key):
+                logger.warning('resuming with %s=%s but the checkpoint was trained with %s: the continuation will not '
+                               'be exact', key, getattr(config, key), resume_state['config'].get(key))
+    else:
+        _seed_everything(config.seed)
+
+    if any(p.dtype != torch.float32 for p in model.parameters() if p.requires_grad):
+        logger.warning('trainable parameters are not float32; converting the model to float32 (half-precision '
+                       'weights lose small updates; precision=%r sets the compute precision)', config.precision)
+        model.float()
+    model.gradient_checkpointing = bool(config.gradient_checkpointing)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError('every parameter is frozen: nothing to train')
+
+    train_loader, sampler = _make_loader(train_data, config.batch_size, shuffle=True, seed=config.seed)
+    steps_per_epoch = math.ceil(len(sampler) / config.grad_accum)
+    total = config.max_steps if config.max_steps is not None else steps_per_epoch * config.epochs
+    optimizer = _make_optimizer(params, config)
+    scheduler = _make_scheduler(optimizer, config, total)
+    eval_loader = None
+    if eval_data is not None:
+        eval_loader, _ = _make_loader(eval_data, config.batch_size, shuffle=False, seed=0)
+    model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
+    if eval_loader is not None:
+        eval_loader = accelerator.prepare(eval_loader)
+
+    state = TrainState(total_steps=total)
+    if resume_state is not None:
+        _load_optimizer_state(accelerator, model, optimizer, resume_state['optimizer'])
+        scheduler.scheduler.load_state_dict(resume_state['scheduler'])
+        if resume_state.get('scaler') is not None and accelerator.scaler is not None:
+            accelerator.scaler.load_state_dict(resume_state['scaler'])
+        state = TrainState(step=resume_state['step'], epoch=resume_state['epoch'],
+                           batch_in_epoch=resume_state['batch_in_epoch'], total_steps=total,
+                           history=list(resume_state['history']))
+        if rng is not None:
+            _set_rng_state(rng)
+    metrics_path = os.path.join(config.out_dir, 'metrics.jsonl')
+    if accelerator.is_main_process:
+        # Rewrite the log so that a resumed run does not repeat the steps after its checkpoint.
+        with open(metrics_path, 'w', encoding='utf-8') as f:
+            for entry in state.history:
+                f.write(json.dumps(entry) + '\n')
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, initial=state.step, desc='finetune', unit='step', disable=not show, dynamic_ncols=True)
+    eval_history: List[Dict[str, Any]] = []
+    last_checkpoint = None
+    device = accelerator.device
+    # Running sums over the micro-batches of one optimizer step: loss, (part sum, part count) x 3.
+    acc = torch.zeros(1 + 2 * len(PARTS), dtype=torch.float64)
+    micro = 0
+
+    def save(name: str) -> str:
+        nonlocal last_checkpoint
+        optimizer.zero_grad(set_to_none=True)
+        last_checkpoint = _save_checkpoint(accelerator, model, optimizer, scheduler, state, config, name)
+        return last_checkpoint
+
+    def log(entry: Dict[str, Any]) -> None:
+        if accelerator.is_main_process:
+            with open(metrics_path, 'a', encoding='utf-8') as f:
+                f.write(json.dumps(entry) + '\n')
+
+    with _InterruptFlag() as interrupt:
+        try:
+            while state.step < total:
+                sampler.set_epoch(state.epoch)
+                skip = state.batch_in_epoch
+                finished_epoch = True
+                for index, batch in enumerate(train_loader):
+                    if index < skip:  # resumed mid-epoch: these batches were already trained on
+                        continue
+                    weights = batch['weights']
+                    with accelerator.accumulate(model):
+                        loss, values = model(batch['input_ids'], return_loss=True, **weights)
+                        # A part with weight 0 is not trained (its value may be meaningless, e.g. the
+                        # zero image of text QA), so it is left out of the logged averages.
+                        row = [float(loss.detach())]
+                        for part in PARTS:
+                            used = bool(weights[_WEIGHT_OF[part]])
+                            row += [float(values[part]) if used else 0.0, float(used)]
+                        # One all-reduce per micro-step: loss parts for logging, NaN check and Ctrl-C, agreed by all ranks.
+                        stats = torch.tensor(row + [float(interrupt.set)], dtype=torch.float64)
+                        stats = accelerator.reduce(stats.to(device), reduction='mean').cpu()
+                        if not math.isfinite(float(stats[0])):
+                            raise NonFiniteLossError(
+                                f'loss is {float(stats[0])} at step {state.step + 1} (epoch {state.epoch}, task '
+                                f'{batch["task"]!r}, parts { {p: float(values[p]) for p in PARTS} }); stopped without '
+                                f'saving. Last checkpoint: {last_checkpoint or "none"}. Try a lower lr, '
+                                "precision='bf16' instead of 'fp16', or check the data")
+                        accelerator.backward(loss)
+                        if accelerator.sync_gradients and config.clip:
+                            accelerator.clip_grad_norm_(params, config.clip)
+                        optimizer.step()
+                        scheduler.step()
+                        optimizer.zero_grad(set_to_none=True)
+                    acc += stats[:-1]
+                    micro += 1
+                    if not accelerator.sync_gradients:
+                        continue
+                    state.step += 1
+                    state.batch_in_epoch = index + 1
+                    entry: Dict[str, Any] = {'step': state.step, 'epoch': state.epoch, 'loss': float(acc[0]) / micro,
+                                             'lr': scheduler.get_last_lr()[0]}
+                    for i, part in enumerate(PARTS):
+                        count = float(acc[2 + 2 * i])
+                        entry[part] = float(acc[1 + 2 * i]) / count if count else None
+                    acc.zero_()
+                    micro = 0
+                    state.history.append(entry)
+                    if state.step % max(1, config.log_every) == 0 or state.step == total:
+                        log(entry)
+                    bar.update(1)
+                    bar.set_postfix(loss=f'{entry["loss"]:.4f}', **{
+                        k.split('_loss')[0]: f'{entry[k]:.3f}' for k in PARTS if entry[k] is not None})
+                    if eval_loader is not None and config.eval_every and (
+                            state.step % config.eval_every == 0 or state.step == total):
+                        result = {'step': state.step, **evaluate(model, eval_loader, accelerator)}
+                        eval_history.append(result)
+                        log(result)
+                        logger.info('step %d: %s', state.step, ', '.join(f'{k}={v:.4f}' for k, v in result.items()
+                                                                          if k != 'step'))
+                    if step_callback is not None:
+                        step_callback(state, entry)
+                    if float(stats[-1]) > 0:
+                        raise KeyboardInterrupt
+                    if config.save_every and state.step % config.save_every == 0 and state.step < total:
+                        save(f'step-{state.step:06d}')
+                    if state.step >= total:
+                        finished_epoch = index + 1 >= len(train_loader)
+                        break
+                if finished_epoch:
+                    state.epoch += 1
+                    state.batch_in_epoch = 0
+        except KeyboardInterrupt:
+            bar.close()
+            if interrupt.aborted:
+                logger.warning('aborted at step %d without saving', state.step)
+                raise
+            logger.warning('interrupted at step %d: saving a checkpoint before exiting', state.step)
+            path = save(f'step-{state.step:06d}')
+            logger.warning('saved %s; continue with resume=%r', path, config.out_dir)
+            raise
+    bar.close()
+    if config.save_final:
+        save(f'step-{state.step:06d}')
+    unwrapped = accelerator.unwrap_model(model)
+    accelerator.free_memory()
+    return TrainResult(model=unwrapped, state=state, last_checkpoint=last_checkpoint, eval_history=eval_history)
