@@ -273,6 +273,32 @@ def test_cache_prefix_broadcast(tiny_model):
     torch.testing.assert_close(h[:, 0], full[:, -1], atol=1e-5, rtol=1e-4)
 
 
+def test_static_decode_step_equals_full_forward(tiny_model):
+    ids = random_ids(tiny_model, 2, 30, torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        full, _ = tiny_model.hidden(ids)
+        cache = tiny_model.new_cache(2)
+        tiny_model.hidden(ids[:, :3], 0, cache)
+        steps = [tiny_model.decode_step(ids[:, t:t + 1], torch.tensor(t), cache) for t in range(3, 30)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full[:, 3:], atol=2e-5, rtol=1e-4)
+
+
+def test_compiled_decode_routes_single_token_steps(tiny_model):
+    # backend='eager' traces with dynamo (fullgraph: no graph breaks) without the slow C++ codegen.
+    ids = random_ids(tiny_model, 2, 30, torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        full, _ = tiny_model.hidden(ids)
+        tiny_model.compile_decode(backend='eager', fullgraph=True)
+        calls = []
+        compiled = tiny_model._compiled_decode
+        tiny_model._compiled_decode = lambda *a: calls.append(1) or compiled(*a)
+        cache = tiny_model.new_cache(2)
+        tiny_model.hidden(ids[:, :20], 0, cache)
+        steps = [tiny_model.hidden(ids[:, t:t + 1], t, cache)[0] for t in range(20, 30)]
+    assert len(calls) == 10 and cache.length == 30
+    torch.testing.assert_close(torch.cat(steps, dim=1), full[:, 20:], atol=2e-5, rtol=1e-4)
+
+
 def test_cache_errors(tiny_model):
     cache = tiny_model.new_cache(2)
     ids = random_ids(tiny_model, 2, 10)
@@ -453,13 +479,28 @@ def test_dtypes_and_fp16_on_cpu(tmp_path, tiny_model, tiny_registered):
 
 def test_model_kwargs_override_and_pretrained_false(tiny_registered):
     model = get_rudolph_model(tiny_registered, pretrained=False, gradient_checkpointing=True)
-    assert model.gradient_checkpointing is True
+    assert model.gradient_checkpointing is True and model._compiled_decode is None
+    assert get_rudolph_model(tiny_registered, pretrained=False, compile=True)._compiled_decode is not None
 
 
 def test_fp16_module_wrapper_is_importable_and_delegates(tiny_model):
     wrapped = FP16Module(tiny_model)
     assert wrapped.get_param('vocab_size') == tiny_model.vocab_size
     assert next(wrapped.parameters()).dtype == torch.float16
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@pytest.mark.parametrize('mode', [None, 'reduce-overhead'])
+def test_compiled_decode_on_cuda(tiny_model, mode):
+    model = tiny_model.cuda().half()
+    ids = random_ids(tiny_model, 4, 30).cuda()
+    with torch.no_grad():
+        full, _ = model.hidden(ids)
+        model.compile_decode(mode=mode)
+        cache = model.new_cache(4)
+        model.hidden(ids[:, :20], 0, cache)
+        steps = [model.hidden(ids[:, t:t + 1], t, cache)[0].clone() for t in range(20, 30)]
+    assert (torch.cat(steps, dim=1).float() - full[:, 20:].float()).abs().max() < 2e-2
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')

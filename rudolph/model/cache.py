@@ -1,5 +1,5 @@
 """Preallocated key/value cache: one static-shape buffer for all layers, written in place."""
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 
@@ -29,8 +29,16 @@ class KVCache:
     def max_length(self) -> int:
         return self.k.shape[3]
 
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor, start: int):
-        """Store ``k, v`` (``[b, heads, n, d]``) at positions ``start..start+n`` and return all keys/values so far."""
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor, start: Union[int, torch.Tensor]):
+        """Store ``k, v`` (``[b, heads, n, d]``) at positions ``start..start+n`` and return all keys/values so far.
+
+        A tensor ``start`` (one position) is the static-shape decode step: the whole buffer is
+        returned and the attention mask hides the positions not written yet.
+        """
+        if torch.is_tensor(start):
+            self.k[layer].index_copy_(2, start.view(1), k)
+            self.v[layer].index_copy_(2, start.view(1), v)
+            return self.k[layer], self.v[layer]
         end = start + k.shape[2]
         self.k[layer, :, :, start:end] = k
         self.v[layer, :, :, start:end] = v

@@ -89,7 +89,8 @@ def _resolve_dtype(fp16: bool, dtype: Optional[torch.dtype], device: torch.devic
 def get_rudolph_model(name: str, pretrained: bool = True, fp16: bool = False,
                       device: Union[str, torch.device] = 'cpu', cache_dir: Optional[str] = None, *,
                       checkpoint_path: Optional[Union[str, os.PathLike]] = None,
-                      dtype: Optional[torch.dtype] = None, **model_kwargs) -> ruDolphModel:
+                      dtype: Optional[torch.dtype] = None, compile: Union[bool, str] = False,
+                      **model_kwargs) -> ruDolphModel:
     """Build RuDOLPH ``name`` (a key of ``MODELS``) and, if ``pretrained``, load its weights.
 
     Weights come from ``checkpoint_path`` (a ``pytorch_model.bin`` or a folder holding one)
@@ -97,7 +98,9 @@ def get_rudolph_model(name: str, pretrained: bool = True, fp16: bool = False,
     tokens and ``cache_dir``). ``model_kwargs`` override constructor arguments (dropout,
     ``gradient_checkpointing``...). ``fp16=True`` gives float16 weights on CUDA; on CPU it
     warns and keeps float32. ``dtype`` selects any floating type (e.g. ``torch.bfloat16``).
-    The model is returned in eval mode.
+    ``compile=True`` compiles the single-token decode step with ``torch.compile`` (static
+    shapes, one compilation for all positions); a string is passed as the compile ``mode``,
+    e.g. ``'reduce-overhead'`` for CUDA graphs. The model is returned in eval mode.
     """
     if name not in MODELS:
         raise ValueError(f'unknown RuDOLPH model {name!r}; expected one of {sorted(MODELS)}')
@@ -106,8 +109,8 @@ def get_rudolph_model(name: str, pretrained: bool = True, fp16: bool = False,
     device = torch.device(device)
     dtype = _resolve_dtype(fp16, dtype, device)
     if not pretrained:
-        model = ruDolphModel(device=device, **params)
-        return model.to(device=device, dtype=dtype).eval()
+        model = ruDolphModel(device=device, **params).to(device=device, dtype=dtype).eval()
+        return _maybe_compile(model, compile)
 
     path = resolve_checkpoint(name, checkpoint_path, cache_dir)
     # Parameters on 'meta': no time or memory spent on an init the checkpoint overwrites.
@@ -120,4 +123,10 @@ def get_rudolph_model(name: str, pretrained: bool = True, fp16: bool = False,
     model.load_state_dict(state, strict=True, assign=True)
     model.device = device
     logger.info('loaded RuDOLPH %s from %s', name, path)
-    return model.eval()
+    return _maybe_compile(model.eval(), compile)
+
+
+def _maybe_compile(model: ruDolphModel, compile: Union[bool, str]) -> ruDolphModel:
+    if not compile:
+        return model
+    return model.compile_decode(mode=compile if isinstance(compile, str) else None)

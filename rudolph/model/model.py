@@ -86,6 +86,7 @@ class ruDolphModel(nn.Module):
             cogview_sandwich_layernorm=cogview_sandwich_layernorm, cogview_pb_relax=cogview_pb_relax,
             mlp_activation=mlp_activation,
         )
+        self._compiled_decode = None
         if not any(p.is_meta for p in self.parameters()):
             self.reset_parameters()
 
@@ -163,6 +164,40 @@ class ruDolphModel(nn.Module):
         # Same value, gradient scaled by 0.1 (CogView's embedding-gradient shrink).
         return e * 0.1 + e.detach() * 0.9
 
+    def embed_one(self, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Embeddings of ``tokens`` (``[b, 1]``) at position ``pos`` given as a 0-d tensor.
+
+        Branch-free (all three parts looked up, one selected) so that the shapes and the
+        graph do not depend on the position: the static decode step needs that.
+        """
+        L, N, N2, V = self.l_text_seq_length, self.image_tokens_per_dim, self.image_seq_length, self.vocab_size
+        left_ids = torch.where(tokens == 0, V - L + pos.clamp(max=L - 1), tokens).clamp(max=V - 1)
+        left = self.text_embeddings(left_ids) + self.l_text_pos_embeddings(pos.clamp(max=L))
+        j = (pos - L).clamp(0, N2 - 1)
+        image = (self.image_embeddings(tokens.clamp(max=self.image_vocab_size - 1))
+                 + self.image_row_embeddings(j // N) + self.image_col_embeddings(j % N))
+        right = (self.text_embeddings(tokens.clamp(max=V - 1))
+                 + self.r_text_pos_embeddings((pos - L - N2).clamp(0, self.r_text_seq_length)))
+        e = torch.where(pos < L, left, torch.where(pos < L + N2, image, right))
+        return e * 0.1 + e.detach() * 0.9
+
+    def decode_step(self, tokens: torch.Tensor, pos: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Static-shape decode of one token per row at position ``pos`` (0-d long tensor).
+
+        Same result as ``hidden(tokens, int(pos), cache)``; this form is what ``compile_decode``
+        compiles (and, on CUDA, captures as a graph) once for all positions.
+        """
+        return self.transformer.decode_static(self.embed_one(tokens, pos), pos, cache)
+
+    def compile_decode(self, mode: Optional[str] = None, **compile_kwargs) -> 'ruDolphModel':
+        """Route every single-token cached step of :meth:`hidden` through ``torch.compile(decode_step)``.
+
+        ``mode='reduce-overhead'`` adds CUDA graphs on GPU. The first step of each batch size
+        compiles (seconds to minutes); the rest replay. Returns ``self``.
+        """
+        self._compiled_decode = torch.compile(self.decode_step, mode=mode, dynamic=False, **compile_kwargs)
+        return self
+
     def hidden(self, input_ids: torch.Tensor, start: int = 0, cache: Optional[KVCache] = None,
                attention_mask: Optional[torch.Tensor] = None,
                return_hidden_states: bool = False) -> Tuple[torch.Tensor, List[torch.Tensor]]:
@@ -175,6 +210,12 @@ class ruDolphModel(nn.Module):
             raise ValueError(f'cache holds {cache.length} positions but the input starts at position {start}')
         if cache is not None and cache.batch_size != input_ids.shape[0]:
             raise ValueError(f'cache batch size {cache.batch_size} != input batch size {input_ids.shape[0]}')
+        if (self._compiled_decode is not None and cache is not None and input_ids.shape[1] == 1
+                and attention_mask is None and not return_hidden_states and not torch.is_grad_enabled()):
+            pos = torch.tensor(start, device=input_ids.device)
+            h = self._compiled_decode(input_ids, pos, cache)
+            cache.length = start + 1
+            return h, []
         x = self.embed(input_ids, start)
         return self.transformer(x, attention_mask, cache=cache, start=start,
                                 gradient_checkpointing=bool(self.gradient_checkpointing),

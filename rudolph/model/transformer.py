@@ -7,7 +7,7 @@ ignores. The one observable difference, a query row with *no* allowed key (only 
 through a user ``attention_mask``), is reproduced explicitly: the reference averages all
 values uniformly there, while a boolean mask would give NaN.
 """
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +43,7 @@ class DalleSelfAttention(nn.Module):
         self.output_dropout = nn.Dropout(output_dropout_prob)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, cache: Optional[KVCache] = None, layer: int = 0,
-                start: int = 0, blocked: Optional[torch.Tensor] = None) -> torch.Tensor:
+                start: Union[int, torch.Tensor] = 0, blocked: Optional[torch.Tensor] = None) -> torch.Tensor:
         b, n, h = x.shape
         q, k, v = self.query_key_value(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         if cache is not None:
@@ -87,7 +87,7 @@ class SparseTransformerLayer(nn.Module):
         self.mlp = DalleMLP(hidden_size, output_dropout_prob, activation=mlp_activation)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, cache: Optional[KVCache] = None, layer: int = 0,
-                start: int = 0, blocked: Optional[torch.Tensor] = None) -> torch.Tensor:
+                start: Union[int, torch.Tensor] = 0, blocked: Optional[torch.Tensor] = None) -> torch.Tensor:
         a = self.attention(self.input_layernorm(x), mask, cache, layer, start, blocked)
         if self.cogview_sandwich_layernorm:
             a = self.before_first_addition_layernorm(a)
@@ -161,3 +161,18 @@ class SparseTransformer(nn.Module):
         if cache is not None:
             cache.length = end
         return self.final_layernorm(x), hidden_states
+
+    def decode_static(self, x: torch.Tensor, pos: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """One token per row at position ``pos`` (a 0-d tensor), attending over the whole cache buffer.
+
+        Every shape is fixed by the cache, so the step can be compiled or captured in a CUDA
+        graph once and replayed for every position. The causal mask row hides unwritten slots.
+        """
+        width = cache.max_length
+        masks = {}
+        for name in set(self.mask_names):
+            row = getattr(self, name).index_select(0, pos.view(1))[:, :width]
+            masks[name] = row if row.dtype == torch.bool else row != 0
+        for i, layer in enumerate(self.layers):
+            x = layer(x, masks[self.mask_names[i]], cache, i, pos)
+        return self.final_layernorm(x)
