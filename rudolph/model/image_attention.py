@@ -23,9 +23,10 @@ def _build(l_text_tokens: int, image_tokens_per_dim: int, r_text_tokens: int,
             raise ValueError(f'{name} must be a non-negative int, got {value!r}')
     n2 = image_tokens_per_dim ** 2
     total = l_text_tokens + n2 + r_text_tokens
-    mask = torch.ones(total, total, dtype=torch.bool).tril_()
+    # Explicitly on CPU: masks are data, even when the model is being built on 'meta'.
+    mask = torch.ones(total, total, dtype=torch.bool, device='cpu').tril_()
     # Only the image block differs from causal: evaluate the rule on its N2 x N2 grid alone.
-    idx = torch.arange(n2, dtype=torch.int32)
+    idx = torch.arange(n2, dtype=torch.int32, device='cpu')
     block = mask[l_text_tokens:l_text_tokens + n2, l_text_tokens:l_text_tokens + n2]
     block &= image_rule(idx.unsqueeze(1), idx.unsqueeze(0))
     return mask if is_bool_mask else mask.float()

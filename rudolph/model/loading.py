@@ -1,4 +1,5 @@
 """``get_rudolph_model``: build a config, fetch the checkpoint, load it strictly and cheaply."""
+import contextlib
 import logging
 import os
 import warnings
@@ -74,6 +75,24 @@ def check_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], 
     return given
 
 
+@contextlib.contextmanager
+def _skip_init():
+    """Build modules without running ``torch.nn.init`` (the checkpoint overwrites every value).
+
+    On the meta device init is free in principle, but its first call drags in PyTorch's
+    reference-op machinery (seconds of import); skipping it keeps construction instant.
+    """
+    names = ('normal_', 'uniform_', 'kaiming_uniform_', 'ones_', 'zeros_')
+    saved = {name: getattr(torch.nn.init, name) for name in names}
+    try:
+        for name in names:
+            setattr(torch.nn.init, name, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(torch.nn.init, name, fn)
+
+
 def _resolve_dtype(fp16: bool, dtype: Optional[torch.dtype], device: torch.device) -> torch.dtype:
     if dtype is not None and fp16 and dtype != torch.float16:
         raise ValueError(f'fp16=True contradicts dtype={dtype}; pass one of them')
@@ -114,7 +133,7 @@ def get_rudolph_model(name: str, pretrained: bool = True, fp16: bool = False,
 
     path = resolve_checkpoint(name, checkpoint_path, cache_dir)
     # Parameters on 'meta': no time or memory spent on an init the checkpoint overwrites.
-    with torch.device('meta'):
+    with torch.device('meta'), _skip_init():
         model = ruDolphModel(device=device, **params)
     state = check_state_dict(model, load_checkpoint(path), {'name': name, **params})
     state = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in state.items()}
