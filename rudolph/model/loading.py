@@ -1,5 +1,4 @@
 """``get_rudolph_model``: build a config, fetch the checkpoint, load it strictly and cheaply."""
-import contextlib
 import logging
 import os
 import warnings
@@ -9,7 +8,7 @@ import torch
 
 from .configs import MODELS
 from .image_attention import MASK_NAMES
-from .model import ruDolphModel
+from .model import ruDolphModel, skip_init
 
 __all__ = ['get_rudolph_model', 'load_checkpoint', 'resolve_checkpoint', 'check_state_dict']
 
@@ -31,9 +30,11 @@ def resolve_checkpoint(name: str, checkpoint_path: Optional[Union[str, os.PathLi
         if not os.path.isfile(path):
             raise FileNotFoundError(f'checkpoint not found: {path!r} (expected a {WEIGHTS_NAME} file or a folder holding one)')
         return path
+    config = MODELS[name]
+    if config.get('local_path'):  # a model shipped inside the package (e.g. 'tiny-shapes'): no download
+        return resolve_checkpoint(name, config['local_path'])
     from huggingface_hub import hf_hub_download
 
-    config = MODELS[name]
     return hf_hub_download(repo_id=config['repo_id'], filename=config['filename'], cache_dir=cache_dir)
 
 
@@ -73,24 +74,6 @@ def check_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], 
     if problems:
         raise RuntimeError(f'checkpoint does not match config {config}: ' + '; '.join(problems))
     return given
-
-
-@contextlib.contextmanager
-def _skip_init():
-    """Build modules without running ``torch.nn.init`` (the checkpoint overwrites every value).
-
-    On the meta device init is free in principle, but its first call drags in PyTorch's
-    reference-op machinery (seconds of import); skipping it keeps construction instant.
-    """
-    names = ('normal_', 'uniform_', 'kaiming_uniform_', 'ones_', 'zeros_')
-    saved = {name: getattr(torch.nn.init, name) for name in names}
-    try:
-        for name in names:
-            setattr(torch.nn.init, name, lambda tensor, *args, **kwargs: tensor)
-        yield
-    finally:
-        for name, fn in saved.items():
-            setattr(torch.nn.init, name, fn)
 
 
 def _resolve_dtype(fp16: bool, dtype: Optional[torch.dtype], device: torch.device) -> torch.dtype:
@@ -133,7 +116,7 @@ def get_rudolph_model(name: str, pretrained: bool = True, fp16: bool = False,
 
     path = resolve_checkpoint(name, checkpoint_path, cache_dir)
     # Parameters on 'meta': no time or memory spent on an init the checkpoint overwrites.
-    with torch.device('meta'), _skip_init():
+    with torch.device('meta'), skip_init():
         model = ruDolphModel(device=device, **params)
     state = check_state_dict(model, load_checkpoint(path), {'name': name, **params})
     state = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in state.items()}

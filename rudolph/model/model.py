@@ -1,4 +1,5 @@
 """ruDolphModel: embeddings of the three sequence parts, the sparse transformer, logits and loss."""
+import contextlib
 from typing import Dict, List, Optional, Tuple, Union
 
 import torch
@@ -8,7 +9,26 @@ from torch import nn
 from .cache import KVCache
 from .transformer import SparseTransformer
 
-__all__ = ['ruDolphModel']
+__all__ = ['ruDolphModel', 'skip_init']
+
+
+@contextlib.contextmanager
+def skip_init():
+    """Build modules without running ``torch.nn.init``.
+
+    Used while constructing: the model applies its own init once afterwards (instead of
+    PyTorch's default init followed by ours), or a checkpoint overwrites every value. On
+    the meta device it also avoids importing PyTorch's reference ops (seconds) for nothing.
+    """
+    names = ('normal_', 'uniform_', 'kaiming_uniform_', 'ones_', 'zeros_')
+    saved = {name: getattr(nn.init, name) for name in names}
+    try:
+        for name in names:
+            setattr(nn.init, name, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(nn.init, name, fn)
 
 ModelOutput = Union[Tuple[torch.Tensor, Optional[KVCache]], Tuple[torch.Tensor, Dict[str, torch.Tensor]], tuple]
 
@@ -67,25 +87,26 @@ class ruDolphModel(nn.Module):
             raise ValueError(f'text vocabulary ({self.vocab_size}) must exceed l_text_seq_length ({l_text_seq_length}): '
                              'its last L ids are the left-text pad positions')
 
-        self.text_embeddings = nn.Embedding(self.vocab_size, hidden_size)
-        self.image_embeddings = nn.Embedding(self.image_vocab_size, hidden_size)
-        self.l_text_pos_embeddings = nn.Embedding(l_text_seq_length + 1, hidden_size)
-        self.r_text_pos_embeddings = nn.Embedding(r_text_seq_length + 1, hidden_size)
-        self.image_row_embeddings = nn.Embedding(image_tokens_per_dim, hidden_size)
-        self.image_col_embeddings = nn.Embedding(image_tokens_per_dim, hidden_size)
-        # Declared but never applied, as in the released training code.
-        self.embedding_dropout = nn.Dropout(embedding_dropout_prob)
-        self.to_logits = nn.Sequential(
-            nn.LayerNorm(hidden_size),
-            nn.Linear(hidden_size, self.total_vocab_size),
-        )
-        self.transformer = SparseTransformer(
-            num_layers, hidden_size, num_attention_heads, attention_dropout_prob, output_dropout_prob,
-            l_text_seq_length=l_text_seq_length, r_text_seq_length=r_text_seq_length,
-            image_tokens_per_dim=image_tokens_per_dim, kernel_size=kernel_size, last_kernel_size=last_kernel_size,
-            cogview_sandwich_layernorm=cogview_sandwich_layernorm, cogview_pb_relax=cogview_pb_relax,
-            mlp_activation=mlp_activation,
-        )
+        with skip_init():  # reset_parameters() below is the one init
+            self.text_embeddings = nn.Embedding(self.vocab_size, hidden_size)
+            self.image_embeddings = nn.Embedding(self.image_vocab_size, hidden_size)
+            self.l_text_pos_embeddings = nn.Embedding(l_text_seq_length + 1, hidden_size)
+            self.r_text_pos_embeddings = nn.Embedding(r_text_seq_length + 1, hidden_size)
+            self.image_row_embeddings = nn.Embedding(image_tokens_per_dim, hidden_size)
+            self.image_col_embeddings = nn.Embedding(image_tokens_per_dim, hidden_size)
+            # Declared but never applied, as in the released training code.
+            self.embedding_dropout = nn.Dropout(embedding_dropout_prob)
+            self.to_logits = nn.Sequential(
+                nn.LayerNorm(hidden_size),
+                nn.Linear(hidden_size, self.total_vocab_size),
+            )
+            self.transformer = SparseTransformer(
+                num_layers, hidden_size, num_attention_heads, attention_dropout_prob, output_dropout_prob,
+                l_text_seq_length=l_text_seq_length, r_text_seq_length=r_text_seq_length,
+                image_tokens_per_dim=image_tokens_per_dim, kernel_size=kernel_size, last_kernel_size=last_kernel_size,
+                cogview_sandwich_layernorm=cogview_sandwich_layernorm, cogview_pb_relax=cogview_pb_relax,
+                mlp_activation=mlp_activation,
+            )
         self._compiled_decode = None
         if not any(p.is_meta for p in self.parameters()):
             self.reset_parameters()
