@@ -39,6 +39,35 @@ def test_masks_match_pairwise_definition(l, n, r):
         assert torch.equal(get_conv_mask(l, n, r, kernel=kernel, is_bool_mask=True), loop_mask(l, n, r, conv_rule(kernel)))
 
 
+@pytest.mark.parametrize('name', sorted(MODELS))
+def test_masks_of_every_published_config(name):
+    p = MODELS[name]['model_params']
+    l, n, r = p['l_text_seq_length'], p['image_tokens_per_dim'], p['r_text_seq_length']
+    masks = {
+        'row': (get_row_mask(l, n, r, is_bool_mask=True), lambda qi, ki, n: qi - ki <= n),
+        'col': (get_col_mask(l, n, r, is_bool_mask=True), lambda qi, ki, n: (qi - ki) % n == 0),
+        'conv': (get_conv_mask(l, n, r, kernel=p['kernel_size'], is_bool_mask=True), conv_rule(p['kernel_size'])),
+        'last_conv': (get_conv_mask(l, n, r, kernel=p['last_kernel_size'], is_bool_mask=True),
+                      conv_rule(p['last_kernel_size'])),
+    }
+    total = l + n * n + r
+    g = torch.Generator().manual_seed(0)
+    # every text row and column exactly causal; image pairs sampled densely around the diagonal and at random
+    pairs = torch.randint(0, total, (4000, 2), generator=g).tolist()
+    pairs += [(q, q - d) for q in range(l, l + n * n, 7) for d in range(0, 3 * n) if q - d >= 0]
+    for kind, (mask, rule) in masks.items():
+        assert mask.shape == (total, total), kind
+        causal = torch.ones(total, total, dtype=torch.bool).tril()
+        assert torch.equal(mask[:l], causal[:l]) and torch.equal(mask[l + n * n:], causal[l + n * n:]), kind
+        assert torch.equal(mask[:, :l], causal[:, :l]), kind
+        for q, k in pairs:
+            if l <= q < l + n * n and l <= k < l + n * n:
+                expected = k <= q and rule(q - l, k - l, n)
+            else:
+                expected = k <= q
+            assert bool(mask[q, k]) == expected, (kind, q, k)
+
+
 def test_mask_dtype_and_shape():
     float_mask = get_row_mask(4, 3, 2)
     assert float_mask.dtype == torch.float32 and float_mask.shape == (15, 15)
@@ -135,7 +164,7 @@ def test_forward_matches_reference(tiny_model, s):
         expected = reference_forward(tiny_model, ids, mask)
     assert cache is None
     assert logits.shape == (3, s, tiny_model.total_vocab_size)
-    torch.testing.assert_close(logits, expected, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(logits, expected, atol=1e-5, rtol=0)
 
 
 def test_attention_mask_with_blocked_rows_matches_reference(tiny_model):
@@ -147,7 +176,7 @@ def test_attention_mask_with_blocked_rows_matches_reference(tiny_model):
         logits, _ = tiny_model(ids, mask)
         expected = reference_forward(tiny_model, ids, mask)
     assert torch.isfinite(logits).all()
-    torch.testing.assert_close(logits, expected, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(logits, expected, atol=1e-5, rtol=0)
 
 
 def test_attention_mask_none_equals_causal_ones(tiny_model):
@@ -273,6 +302,23 @@ def test_cache_prefix_broadcast(tiny_model):
     torch.testing.assert_close(h[:, 0], full[:, -1], atol=1e-5, rtol=1e-4)
 
 
+def test_prefix_cache_reused_for_several_continuations(tiny_model):
+    """The zero-shot classification pattern: one text+image prefix, many right texts."""
+    prefix = random_ids(tiny_model, 1, 24, torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        _, cache = tiny_model(prefix, None, use_cache=True)
+        saved = cache.clone()
+        for seed in range(3):
+            tail = torch.randint(4, 900, (1, 6), generator=torch.Generator().manual_seed(seed))
+            ids = torch.cat([prefix, tail], dim=1)
+            logits, cache = tiny_model(ids, None, use_cache=True, cache=cache.truncate(24))
+            full, _ = tiny_model(ids, None)
+            torch.testing.assert_close(logits, full[:, 24:], atol=2e-5, rtol=1e-4)
+        torch.testing.assert_close(saved.k[:, :, :, :24], cache.k[:, :, :, :24])
+    with pytest.raises(ValueError, match='truncate'):
+        cache.truncate(31)
+
+
 def test_static_decode_step_equals_full_forward(tiny_model):
     ids = random_ids(tiny_model, 2, 30, torch.Generator().manual_seed(5))
     with torch.no_grad():
@@ -313,6 +359,26 @@ def test_cache_errors(tiny_model):
         tiny_model.embed(torch.zeros(1, 31, dtype=torch.long))
 
 
+def test_bad_input_ids(tiny_model):
+    V, I = tiny_model.vocab_size, tiny_model.image_vocab_size
+    with pytest.raises(TypeError, match='integer'):
+        tiny_model(torch.zeros(1, 5), None)
+    with pytest.raises(TypeError, match='torch.Tensor'):
+        tiny_model([[1, 2, 3]], None)
+    with pytest.raises(ValueError, match='batch, seq'):
+        tiny_model(torch.zeros(5, dtype=torch.long), None)
+    with pytest.raises(ValueError, match='31 positions'):
+        tiny_model(torch.zeros(1, 31, dtype=torch.long), None)
+    ids = random_ids(tiny_model, 1, 30)
+    for start, bad, part in ((0, V, 'left text'), (8, I, 'image'), (25, V, 'right text'), (2, -1, 'left text')):
+        broken = ids.clone()
+        broken[0, start] = bad
+        with pytest.raises(ValueError, match=part):
+            tiny_model(broken, None)
+    with pytest.raises(ValueError, match='attention_mask'):
+        tiny_model(ids, torch.ones(1, 1, 10, 10))
+
+
 def test_logits_slices(tiny_model):
     h = torch.randn(2, 3, TINY_PARAMS['hidden_size'])
     full = tiny_model.logits(h)
@@ -334,16 +400,16 @@ def test_get_param(tiny_model):
 
 
 # --------------------------------------------------------------------- real configs
-def test_350m_key_layout_on_meta():
-    params = MODELS['350M']['model_params']
-    with torch.device('meta'):
-        model = ruDolphModel(device='cpu', **params)
-    sd = model.state_dict()
-    h, V, I, S = 1024, 16384 + 64 + 384, 8192 + 384, 64 + 256 + 64
+def expected_state_dict_shapes(p):
+    """SPEC section 3, written out."""
+    h = p['hidden_size']
+    V, I = p['vocab_size'] + p['text_special_tokens'], p['image_vocab_size'] + p['image_special_tokens']
+    L, N, R = p['l_text_seq_length'], p['image_tokens_per_dim'], p['r_text_seq_length']
+    S = L + N * N + R
     expected = {
         'text_embeddings.weight': (V, h), 'image_embeddings.weight': (I, h),
-        'l_text_pos_embeddings.weight': (65, h), 'r_text_pos_embeddings.weight': (65, h),
-        'image_row_embeddings.weight': (16, h), 'image_col_embeddings.weight': (16, h),
+        'l_text_pos_embeddings.weight': (L + 1, h), 'r_text_pos_embeddings.weight': (R + 1, h),
+        'image_row_embeddings.weight': (N, h), 'image_col_embeddings.weight': (N, h),
         'to_logits.0.weight': (h,), 'to_logits.0.bias': (h,),
         'to_logits.1.weight': (V + I, h), 'to_logits.1.bias': (V + I,),
         'transformer.row_mask': (S, S), 'transformer.col_mask': (S, S), 'transformer.conv_mask': (S, S),
@@ -360,10 +426,27 @@ def test_350m_key_layout_on_meta():
         'mlp.dense_h_to_4h.weight': (4 * h, h), 'mlp.dense_h_to_4h.bias': (4 * h,),
         'mlp.dense_4h_to_h.weight': (h, 4 * h), 'mlp.dense_4h_to_h.bias': (h,),
     }
-    for i in range(24):
+    for i in range(p['num_layers']):
         expected.update({f'transformer.layers.{i}.{k}': v for k, v in per_layer.items()})
-    assert {k: tuple(v.shape) for k, v in sd.items()} == expected
+    return expected
+
+
+@pytest.mark.parametrize('name', sorted(MODELS))
+def test_key_layout_of_every_config_on_meta(name):
+    params = MODELS[name]['model_params']
+    with torch.device('meta'):
+        model = ruDolphModel(device='cpu', **params)
+    sd = model.state_dict()
+    assert {k: tuple(v.shape) for k, v in sd.items()} == expected_state_dict_shapes(params)
     assert all(sd[f'transformer.{m}'].dtype == torch.bool for m in ('row_mask', 'col_mask', 'conv_mask', 'last_conv_mask'))
+
+
+def test_350m_numbers():
+    shapes = expected_state_dict_shapes(MODELS['350M']['model_params'])
+    assert shapes['text_embeddings.weight'] == (16384 + 64 + 384, 1024)
+    assert shapes['image_embeddings.weight'] == (8192 + 384, 1024)
+    assert shapes['transformer.row_mask'] == (384, 384)
+    assert shapes['to_logits.1.bias'] == (16832 + 8576,)
 
 
 @pytest.mark.parametrize('name', sorted(MODELS))
@@ -429,9 +512,11 @@ def test_load_through_hf_home(tmp_path, tiny_model, tiny_registered, monkeypatch
 
 
 def test_offline_without_cache_is_a_clear_error(tmp_path, tiny_registered):
-    from huggingface_hub.errors import LocalEntryNotFoundError
-    with pytest.raises(LocalEntryNotFoundError):
+    with pytest.raises(FileNotFoundError) as info:
         get_rudolph_model(tiny_registered, cache_dir=str(tmp_path))
+    message = str(info.value)
+    assert TINY_REPO in message and 'pytorch_model.bin' in message
+    assert 'huggingface-cli download' in message and 'checkpoint_path' in message
 
 
 def test_strict_loading_errors(tmp_path, tiny_model, tiny_registered):

@@ -55,6 +55,19 @@ class KVCache:
         self.length = length
         return self
 
+    def truncate(self, length: int) -> 'KVCache':
+        """Forget positions ``length..``: the next forward continues a shared prefix differently."""
+        if not 0 <= length <= self.length:
+            raise ValueError(f'can only truncate to 0..{self.length} cached positions, got {length}')
+        self.length = length
+        return self
+
+    def clone(self) -> 'KVCache':
+        """An independent copy (e.g. to keep a prefix while continuing several branches at once)."""
+        out = KVCache.__new__(KVCache)
+        out.k, out.v, out.length = self.k.clone(), self.v.clone(), self.length
+        return out
+
     def select(self, index: torch.Tensor) -> 'KVCache':
         """Keep only the batch rows in ``index`` (a new, smaller cache)."""
         out = KVCache.__new__(KVCache)

@@ -34,8 +34,17 @@ def resolve_checkpoint(name: str, checkpoint_path: Optional[Union[str, os.PathLi
     if config.get('local_path'):  # a model shipped inside the package (e.g. 'tiny-shapes'): no download
         return resolve_checkpoint(name, config['local_path'])
     from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
 
-    return hf_hub_download(repo_id=config['repo_id'], filename=config['filename'], cache_dir=cache_dir)
+    try:
+        return hf_hub_download(repo_id=config['repo_id'], filename=config['filename'], cache_dir=cache_dir)
+    except LocalEntryNotFoundError as error:
+        raise FileNotFoundError(
+            f"weights of RuDOLPH {name!r} ({config['repo_id']}/{config['filename']}) are not in the Hugging Face "
+            f"cache{' ' + repr(cache_dir) if cache_dir else ''} and cannot be downloaded (offline or no network). "
+            f"Pre-download them where the hub is reachable with `huggingface-cli download {config['repo_id']} "
+            f"{config['filename']}` (and copy the cache), or pass checkpoint_path='path/to/pytorch_model.bin'"
+        ) from error
 
 
 def load_checkpoint(path: str) -> Dict[str, torch.Tensor]:

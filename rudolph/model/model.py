@@ -268,8 +268,7 @@ class ruDolphModel(nn.Module):
         returned logits cover only the new positions (``logits[:, -1]`` is the next-token
         distribution either way).
         """
-        if input_ids.dim() != 2:
-            raise ValueError(f'input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}')
+        self.check_input_ids(input_ids)
         b, s = input_ids.shape
         start = 0
         if (use_cache or cache is not None) and not return_loss:
@@ -294,6 +293,25 @@ class ruDolphModel(nn.Module):
         if return_hidden_states:
             outputs += (hidden_states,)
         return outputs
+
+    def check_input_ids(self, input_ids: torch.Tensor) -> None:
+        """Raise a ``ValueError``/``TypeError`` naming the problem if ``input_ids`` cannot be a RuDOLPH sequence."""
+        if not torch.is_tensor(input_ids):
+            raise TypeError(f'input_ids must be a torch.Tensor, got {type(input_ids).__name__}')
+        if input_ids.dtype not in (torch.long, torch.int, torch.int16, torch.uint8):
+            raise TypeError(f'input_ids must hold integer token ids (torch.long), got dtype {input_ids.dtype}')
+        if input_ids.dim() != 2:
+            raise ValueError(f'input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}')
+        L, N2, S = self.l_text_seq_length, self.image_seq_length, self.total_seq_length
+        s = input_ids.shape[1]
+        if not 0 < s <= S:
+            raise ValueError(f'input_ids has {s} positions; expected 1..{S} (L={L} + image {N2} + R={S - L - N2})')
+        for name, part, limit in (('left text', input_ids[:, :L], self.vocab_size),
+                                  ('image', input_ids[:, L:L + N2], self.image_vocab_size),
+                                  ('right text', input_ids[:, L + N2:], self.vocab_size)):
+            if part.numel() and (int(part.min()) < 0 or int(part.max()) >= limit):
+                raise ValueError(f'{name} ids must be in [0, {limit}), got values in '
+                                 f'[{int(part.min())}, {int(part.max())}]')
 
     def loss(self, input_ids: torch.Tensor, logits: torch.Tensor, lt_loss_weight: float = 1,
              img_loss_weight: float = 7, rt_loss_weight: float = 1) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
