@@ -5,6 +5,7 @@
 """
 from . import model, pipelines, utils
 from .api import ruDolphApi
+from .image_prompts import ImagePrompts
 from .model import MODELS, FP16Module, get_rudolph_model, ruDolphModel
 from .tokenizer import get_tokenizer
 from .vae import get_vae
@@ -12,4 +13,4 @@ from .vae import get_vae
 __version__ = '1.0.0'
 
 __all__ = ['MODELS', 'FP16Module', 'get_rudolph_model', 'ruDolphModel', 'get_tokenizer', 'get_vae', 'ruDolphApi',
-           'model', 'pipelines', 'utils']
+           'ImagePrompts', 'model', 'pipelines', 'utils']

@@ -11,7 +11,9 @@ import numpy as np
 import torch
 
 from . import pipelines
-from .engine import Layout, ScorePart, ce_to_ppl, cross_entropy, encode_image, first_eos_cut, generate, model_device
+from .engine import (Layout, ScorePart, ce_to_ppl, check_tokenizer, check_vae, cross_entropy, encode_image,
+                     encode_text, first_eos_cut, generate, model_device, tokenizer_vocab_limit)
+from .sampling import check_sampling_args
 
 __all__ = ['ruDolphApi', 'DEFAULT_SPC_TOKENS', 'VQA_TEMPLATE']
 
@@ -42,11 +44,18 @@ class ruDolphApi:  # noqa: N801 (original name)
     def __init__(self, model, tokenizer, vae, spc_tokens: Optional[Mapping[str, int]] = None, quite: bool = False, *,
                  bs: int = 24, q: float = 0.5, txt_top_k: int = 64, img_top_k: int = 768, txt_top_p: float = 0.8,
                  img_top_p: float = 0.99, txt_temperature: float = 0.9, img_temperature: float = 1.0):
-        if not 0.0 <= q <= 1.0:
+        if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0.0 <= q <= 1.0:
             raise ValueError(f'q must be a quantile in [0, 1], got {q!r}')
+        pipelines._check_count('bs', bs)
+        check_sampling_args(txt_top_k, txt_top_p, txt_temperature)
+        check_sampling_args(img_top_k, img_top_p, img_temperature)
         self.spc_tokens = dict(spc_tokens) if spc_tokens is not None else deepcopy(DEFAULT_SPC_TOKENS)
         self.model, self.tokenizer, self.vae = model, tokenizer, vae
         self.layout = Layout.from_model(model)
+        check_tokenizer(tokenizer, self.layout)
+        self.text_limit = tokenizer_vocab_limit(tokenizer, self.layout)  # sampled ids >= it become eos
+        check_vae(vae, self.layout)
+        self._check_spc_tokens(model.get_param('text_special_tokens'))
         self.vocab_size = self.layout.V
         self.l_text_seq_length, self.r_text_seq_length = self.layout.L, self.layout.R
         self.image_seq_length, self.image_tokens_per_dim = self.layout.N2, self.layout.N
@@ -60,6 +69,18 @@ class ruDolphApi:  # noqa: N801 (original name)
         self.txt_top_k, self.txt_top_p, self.txt_temperature = txt_top_k, txt_top_p, txt_temperature
         self.img_top_k, self.img_top_p, self.img_temperature = img_top_k, img_top_p, img_temperature
 
+    def _check_spc_tokens(self, n_special: int) -> None:
+        """Task tokens must be ids of the model's special-token block ``[plain, plain + n_special)``."""
+        if not n_special:
+            return  # no task tokens in this model (350M v1): special tokens are never inserted
+        low, high = self.layout.plain_text_vocab, self.layout.plain_text_vocab + n_special
+        bad = {k: v for k, v in self.spc_tokens.items()
+               if isinstance(v, bool) or not isinstance(v, int) or not low <= v < high}
+        if bad:
+            raise ValueError(f'task tokens {bad} are outside the model\'s special-token ids [{low}, {high}) '
+                             f'(text vocabulary {self.layout.V}); pass spc_tokens= with the ids this model was '
+                             'trained with (e.g. MODELS[name][\'spc_tokens\'])')
+
     # ------------------------------------------------------------------ text codec
     def _special(self, name: Optional[str]) -> Optional[int]:
         if name is None or not self.text_special_tokens:
@@ -70,12 +91,9 @@ class ruDolphApi:  # noqa: N801 (original name)
 
     def encode_text(self, text: str, text_seq_length: int, special_token: Optional[str] = None) -> torch.Tensor:
         """``[2, <special>] + bpe(text) + [3]`` padded/cut to ``text_seq_length`` (no special on v1 models)."""
-        spc = self._special(special_token)
-        encoded = self.tokenizer.encode_text(text, text_seq_length=text_seq_length)
-        if spc is None:
-            return encoded
-        # Inserting after bos and cutting equals encoding [2, spc] + bpe + [3] at this length.
-        return torch.cat((encoded[:1], encoded.new_tensor([spc]), encoded[1:]))[:text_seq_length]
+        # Inserting after bos and cutting equals encoding [2, spc] + bpe + [3] at this length;
+        # a text that does not fit is cut with a warning.
+        return encode_text(self.tokenizer, text, text_seq_length, 'text', self._special(special_token))
 
     def decode_text(self, encoded: torch.Tensor) -> str:
         """Text of ids, dropping pad/unk/bos/eos and the task tokens."""
@@ -96,9 +114,12 @@ class ruDolphApi:  # noqa: N801 (original name)
     # ------------------------------------------------------------------ helpers
     def _defaults(self, bs, top_k, top_p, temperature, kind: str):
         pre = 'img' if kind == 'img' else 'txt'
-        return (bs or self.bs, getattr(self, f'{pre}_top_k') if top_k is None else top_k,
-                getattr(self, f'{pre}_top_p') if top_p is None else top_p,
-                getattr(self, f'{pre}_temperature') if temperature is None else temperature)
+        out = (self.bs if bs is None else bs, getattr(self, f'{pre}_top_k') if top_k is None else top_k,
+               getattr(self, f'{pre}_top_p') if top_p is None else top_p,
+               getattr(self, f'{pre}_temperature') if temperature is None else temperature)
+        pipelines._check_count('bs', out[0])
+        check_sampling_args(*out[1:])
+        return out
 
     def _scores(self, ppl_txt: torch.Tensor, ppl_img: torch.Tensor, ppl_txt_w: float) -> torch.Tensor:
         def norm(x):
@@ -129,6 +150,7 @@ class ruDolphApi:  # noqa: N801 (original name)
                            seed: Optional[int] = None, use_cache: bool = True,
                            special_token: str = '<LT_T2I>') -> torch.Tensor:
         """``[images_num, N*N]`` image codes for ``text`` (left text with ``special_token``)."""
+        pipelines._check_count('images_num', images_num)
         bs, top_k, top_p, temperature = self._defaults(bs, top_k, top_p, temperature, 'img')
         encoded = self.encode_text(pipelines._check_text('text', text), self.layout.L, special_token)
         return self._codebooks(encoded, images_num, image_prompts, top_k, top_p, temperature, bs, seed, use_cache)
@@ -151,6 +173,7 @@ class ruDolphApi:  # noqa: N801 (original name)
         top-k/top-p; with ``late_softmax`` the filtered logits are mixed before one softmax)."""
         if not 0.0 <= weight_cfg <= 1.0:
             raise ValueError(f'weight_cfg must be in [0, 1], got {weight_cfg!r}')
+        pipelines._check_count('images_num', images_num)
         bs, top_k, top_p, temperature = self._defaults(bs, top_k, top_p, temperature, 'img')
         text = pipelines._check_text('text', text)
         main = self.encode_text(text, self.layout.L, '<LT_T2I>')
@@ -167,7 +190,8 @@ class ruDolphApi:  # noqa: N801 (original name)
                                l_template: str = '', l_special_token: str = '<LT_I2T>',
                                r_special_token: str = '<RT_I2T>', ppl_txt_w: float = 0.95):
         """``(ppl_txt, ppl_img, scores)`` numpy arrays for codebooks with ``text`` as the right text."""
-        bs = bs or self.bs
+        bs = self.bs if bs is None else bs
+        pipelines._check_count('bs', bs)
         L, N2, R, S = self.layout.L, self.layout.N2, self.layout.R, self.layout.S
         codes = pipelines._stack_codebooks(codebooks, self.layout).to(self.device)
         r_encoded = self.encode_text(pipelines._check_text('text', text), R, r_special_token).to(self.device)
@@ -192,6 +216,8 @@ class ruDolphApi:  # noqa: N801 (original name)
         """
         from .utils import torch_tensors_to_pil_list
 
+        pipelines._check_count('images_num', images_num)
+        pipelines._check_count('codebooks_num', codebooks_num)
         if images_num > codebooks_num:
             raise ValueError(f'images_num ({images_num}) cannot exceed codebooks_num ({codebooks_num})')
         template = template or '{text}'
@@ -216,16 +242,19 @@ class ruDolphApi:  # noqa: N801 (original name)
         ``early_stop``: generate only up to this left-text position; ``allowed_token_ids``:
         sample only among these ids. Generation also stops once every text has ended.
         """
+        pipelines._check_count('texts_num', texts_num)
+        if early_stop is not None:
+            pipelines._check_count('early_stop', early_stop)
         bs, top_k, top_p, temperature = self._defaults(bs, top_k, top_p, temperature, 'txt')
         L = self.layout.L
         end = min(early_stop or L, L)
-        prefix = self._template_prefix(pipelines._check_text('template', template), L, special_token)
+        prefix = self._template_prefix(pipelines._check_text('template', template, allow_empty=True), L, special_token)
         if len(prefix) >= end:
             raise ValueError(f'the template takes {len(prefix)} tokens, nothing left to generate before '
                              f'position {end} (early_stop={early_stop}, left text {L})')
         seq = generate(self.model, prefix, end, texts_num, vocab=self.layout.text_sample_slice, top_k=top_k,
                        top_p=top_p, temperature=temperature, seed=seed, bs=bs, use_cache=use_cache,
-                       eos_from=self.layout.plain_text_vocab, allowed_token_ids=allowed_token_ids, stop_at_eos=True,
+                       eos_from=self.text_limit, allowed_token_ids=allowed_token_ids, stop_at_eos=True,
                        progress=not self.quite, desc='texts')
         counts = self._decode_counts(seq)
         if not counts:
@@ -247,19 +276,24 @@ class ruDolphApi:  # noqa: N801 (original name)
 
         ``early_stop``: generate only the first ``early_stop`` right-text positions.
         """
+        pipelines._check_count('captions_num', captions_num)
+        if early_stop is not None:
+            pipelines._check_count('early_stop', early_stop)
         bs, top_k, top_p, temperature = self._defaults(bs, top_k, top_p, temperature, 'txt')
         L, N2, R = self.layout.L, self.layout.N2, self.layout.R
         end = L + N2 + min(early_stop or R, R)
+        r_prefix = self._template_prefix(pipelines._check_text('r_template', r_template, allow_empty=True), R,
+                                         r_special_token)
+        l_encoded = self.encode_text(pipelines._check_text('l_template', l_template, allow_empty=True), L,
+                                     l_special_token)
         image = encode_image(pil_img, self.vae, self.model)
-        r_prefix = self._template_prefix(pipelines._check_text('r_template', r_template), R, r_special_token)
-        l_encoded = self.encode_text(l_template, L, l_special_token)
         prefix = torch.cat((l_encoded.to(image.device), image, r_prefix.to(image.device)))
         if len(prefix) >= end:
             raise ValueError(f'the right template takes {len(r_prefix)} tokens, nothing left to generate '
                              f'(early_stop={early_stop}, right text {R})')
         seq = generate(self.model, prefix, end, captions_num, vocab=self.layout.text_sample_slice, top_k=top_k,
                        top_p=top_p, temperature=temperature, seed=seed, bs=bs, use_cache=use_cache,
-                       eos_from=self.layout.plain_text_vocab, stop_at_eos=True, progress=not self.quite,
+                       eos_from=self.text_limit, stop_at_eos=True, progress=not self.quite,
                        desc='captions')
         counts = self._decode_counts(seq[:, L + N2:])
         return list(counts), np.array(list(counts.values()), dtype=np.int64)
@@ -267,13 +301,13 @@ class ruDolphApi:  # noqa: N801 (original name)
     def self_reranking_by_image(self, texts: Sequence[str], pil_img, bs: Optional[int] = 8, seed: Optional[int] = 42,
                                 l_special_token: str = '<LT_T2I>', ppl_txt_w: float = 0.05):
         """``(ppl_txt, ppl_img, scores)`` numpy arrays of ``texts`` as the left text before the image."""
-        if isinstance(texts, str) or len(texts) == 0:
-            raise ValueError(f'texts must be a non-empty list of strings, got {texts!r}')
-        bs = bs or self.bs
+        texts = pipelines._check_texts('texts', texts)
+        bs = self.bs if bs is None else bs
+        pipelines._check_count('bs', bs)
         L, N2 = self.layout.L, self.layout.N2
+        left = torch.stack([self.encode_text(t, L, l_special_token) for t in texts])
         image = encode_image(pil_img, self.vae, self.model)
-        left = torch.stack([self.encode_text(pipelines._check_text('text', t), L, l_special_token)
-                            for t in texts]).to(image.device)
+        left = left.to(image.device)
         ids = torch.cat((left, image.expand(len(texts), -1)), dim=1)
         ce_txt, ce_img = cross_entropy(self.model, ids, [
             ScorePart(0, L - 1, self.layout.text_sample_slice, ignore_index=0),
@@ -289,6 +323,8 @@ class ruDolphApi:  # noqa: N801 (original name)
                          temperature: Optional[float] = None, ppl_txt_w: float = 0.05,
                          l_special_token: str = '<LT_T2I>', r_special_token: str = '<RT_I2T>') -> List[Dict[str, Any]]:
         """Generate ``generations_num`` captions, rerank by image (score / count), keep ``captions_num``."""
+        pipelines._check_count('captions_num', captions_num)
+        pipelines._check_count('generations_num', generations_num)
         texts, counts = self.generate_captions(pil_img, r_template=r_template, early_stop=early_stop,
                                                captions_num=generations_num, bs=bs, top_k=top_k, top_p=top_p,
                                                temperature=temperature, seed=seed, r_special_token=r_special_token)
@@ -313,6 +349,10 @@ class ruDolphApi:  # noqa: N801 (original name)
         """
         if not isinstance(question, str) or not question.strip():
             raise ValueError(f'question must be a non-empty string, got {question!r}')
+        pipelines._check_count('answers_num', answers_num)
+        pipelines._check_count('generations_num', generations_num)
+        if not isinstance(template, str) or '{question}' not in template:
+            raise ValueError(f"template must contain '{{question}}' where the question goes, got {template!r}")
         prompt = template.format(question=question.strip()).lower().strip()
         texts, counts = self.generate_captions(pil_img, early_stop=early_stop, top_k=top_k, top_p=top_p,
                                                captions_num=generations_num, temperature=temperature, bs=bs,
@@ -337,15 +377,17 @@ class ruDolphApi:  # noqa: N801 (original name)
         ``l_template`` may also mention the class (``'{}'``); when it does not, the left text
         and the image are one shared prefix computed once.
         """
-        if isinstance(classes, str) or len(classes) == 0:
-            raise ValueError(f'classes must be a non-empty list of class names, got {classes!r}')
-        r_template, l_template = r_template or '{}', l_template or ''
+        names = pipelines._check_classes(classes)
+        r_template = pipelines._check_template('r_template', r_template or None)
+        l_template = pipelines._check_text('l_template', l_template or '', allow_empty=True)
+        bs = self.bs if bs is None else bs
+        pipelines._check_count('bs', bs)
         L, R, S = self.layout.L, self.layout.R, self.layout.S
+        right = torch.stack([self.encode_text(r_template.format(c).lower().strip(), R, r_special_token) for c in names])
+        left = torch.stack([self.encode_text(l_template.format(c).lower().strip(), L, l_special_token) for c in names])
         image = encode_image(pil_img, self.vae, self.model)
-        right = torch.stack([self.encode_text(r_template.format(c).lower().strip(), R, r_special_token) for c in classes])
-        left = torch.stack([self.encode_text(l_template.format(c).lower().strip(), L, l_special_token) for c in classes])
-        n = len(classes)
+        n = len(names)
         ids = torch.cat((left.to(image.device), image.expand(n, -1), right.to(image.device)), dim=1)
         ce = cross_entropy(self.model, ids, [ScorePart(S - R, S - 1, self.layout.text_sample_slice, ignore_index=0)],
-                           bs=bs or self.bs, progress=not self.quite)[0]
+                           bs=bs, progress=not self.quite)[0]
         return pipelines.classify(ce_to_ppl(ce), classes)

@@ -15,9 +15,12 @@ parts of a sequence", so two functions do all the work:
   guidance style, ``api.generate_codebooks_cfg``).
 * :func:`cross_entropy`: per-position CE of given parts; the longest prefix common to all
   rows (the image in zero-shot classification, the template in text scoring) is computed
-  once and reused.
+  once and reused, and positions after a batch's last non-ignored label (right-text pads)
+  are not computed at all, so zero-shot classification costs the image once plus about the
+  class tokens per class.
 """
 import math
+import warnings
 from dataclasses import dataclass
 from typing import List, Mapping, Optional, Sequence, Union
 
@@ -28,7 +31,9 @@ from tqdm.auto import tqdm
 from .sampling import check_sampling_args, filter_logits, make_generator
 
 __all__ = ['Layout', 'ScorePart', 'generate', 'cross_entropy', 'ce_to_ppl', 'common_prefix_length',
-           'encode_image', 'model_device', 'first_eos_cut', 'PAD_ID', 'UNK_ID', 'BOS_ID', 'EOS_ID']
+           'encode_image', 'encode_text', 'check_tokenizer', 'check_vae', 'tokenizer_vocab_limit', 'model_device',
+           'first_eos_cut',
+           'PAD_ID', 'UNK_ID', 'BOS_ID', 'EOS_ID']
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 
@@ -257,51 +262,86 @@ def common_prefix_length(ids: torch.Tensor) -> int:
     return int((~same).nonzero()[0])
 
 
+def _needed_ends(ids: torch.Tensor, parts: Sequence[ScorePart]) -> torch.Tensor:
+    """Per row: 1 + the last position whose logits have a non-ignored label in some part (0: none).
+
+    Hidden states at or after that position cannot change the row's cross-entropy (the model
+    is causal and every later label is ignored, giving exactly 0), so they are not computed.
+    """
+    need = torch.zeros(ids.shape[0], dtype=torch.long, device=ids.device)
+    for part in parts:
+        counted = ids[:, part.start + 1:part.stop + 1] != part.ignore_index
+        positions = torch.arange(part.start + 1, part.stop + 1, device=ids.device)
+        last = torch.where(counted, positions, torch.zeros_like(positions)).amax(dim=1)
+        need = torch.maximum(need, last)  # logits at `last - 1` are needed: end (exclusive) = last
+    return need
+
+
 @torch.no_grad()
 def cross_entropy(model, input_ids: torch.Tensor, parts: Sequence[ScorePart], bs: int = 64,
-                  reuse_prefix: bool = True, progress: bool = False, desc: str = 'scoring') -> List[torch.Tensor]:
+                  reuse_prefix: bool = True, truncate: bool = True, progress: bool = False,
+                  desc: str = 'scoring') -> List[torch.Tensor]:
     """Per-position cross-entropy ``[n, stop-start]`` (float32) of each part, batched by ``bs``.
 
     With ``reuse_prefix`` the prefix common to all rows is run once with batch 1 and its
-    keys/values are reused by every batch; results equal the full computation up to
-    float rounding.
+    keys/values are reused by every batch. With ``truncate`` the positions after the last
+    non-ignored label of a batch are not run through the model at all (their cross-entropy
+    is exactly 0 anyway: right-text pads in zero-shot classification and reranking), and
+    rows are batched in order of that length (results come back in the input order). Both
+    give the full computation's result up to float rounding.
     """
     _check_positive_int('bs', bs)
     device = model_device(model)
     input_ids = torch.as_tensor(input_ids, dtype=torch.long).to(device)
     if input_ids.dim() != 2 or input_ids.shape[0] == 0:
         raise ValueError(f'input_ids must be a non-empty [n, s] tensor, got shape {tuple(input_ids.shape)}')
+    if not parts:
+        raise ValueError('parts must name at least one ScorePart')
     n, s = input_ids.shape
     for part in parts:
         if not 0 <= part.start < part.stop <= s - 1:
             raise ValueError(f'{part} does not fit a sequence of {s} tokens (needs 0 <= start < stop <= {s - 1})')
-    end = max(part.stop for part in parts)  # no hidden state at or after `end` is needed (causal)
+    if truncate:
+        row_need = _needed_ends(input_ids, parts)
+        order = torch.argsort(row_need, stable=True)
+    else:
+        row_need = torch.full((n,), max(part.stop for part in parts), dtype=torch.long, device=device)
+        order = torch.arange(n, device=device)
+    end = int(row_need.max())  # no hidden state at or after `end` is needed (causal)
     P = min(common_prefix_length(input_ids), end) if reuse_prefix and n > 1 else 0
     if P > 0:
-        prefix_cache = model.new_cache(1, end)
+        prefix_cache = model.new_cache(1, P)
         prefix_h, _ = model.hidden(input_ids[:1, :P], 0, prefix_cache)
     results: List[List[torch.Tensor]] = [[] for _ in parts]
     for begin in tqdm(range(0, n, bs), disable=not progress, desc=desc, leave=False):
-        ids = input_ids[begin:begin + bs]
+        rows = order[begin:begin + bs]
+        ids = input_ids[rows]
         b = ids.shape[0]
-        if P < end:
+        need = int(row_need[rows].max())  # this batch's end
+        if P < need:
             if P > 0:
-                cache = model.new_cache(b, end).expand_from(prefix_cache)
-                rest, _ = model.hidden(ids[:, P:end], P, cache)
+                cache = model.new_cache(b, need).expand_from(prefix_cache)
+                rest, _ = model.hidden(ids[:, P:need], P, cache)
             else:
-                rest, _ = model.hidden(ids[:, :end])
+                rest, _ = model.hidden(ids[:, :need])
         for out, part in zip(results, parts):
-            pieces = []
-            if part.start < P:
-                pieces.append(prefix_h[:, part.start:min(part.stop, P)].expand(b, -1, -1))
-            if part.stop > P:
-                pieces.append(rest[:, max(part.start, P) - P:part.stop - P])
-            h = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
-            logits = model.logits(h, part.vocab).float()
-            labels = ids[:, part.start + 1:part.stop + 1]
-            out.append(F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=part.ignore_index,
-                                       reduction='none'))
-    return [torch.cat(out) for out in results]
+            stop = min(part.stop, need)
+            ce = torch.zeros(b, part.stop - part.start, dtype=torch.float32, device=device)
+            if stop > part.start:
+                pieces = []
+                if part.start < P:
+                    pieces.append(prefix_h[:, part.start:min(stop, P)].expand(b, -1, -1))
+                if stop > P:
+                    pieces.append(rest[:, max(part.start, P) - P:stop - P])
+                h = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
+                logits = model.logits(h, part.vocab).float()
+                labels = ids[:, part.start + 1:stop + 1]
+                ce[:, :stop - part.start] = F.cross_entropy(logits.transpose(1, 2), labels,
+                                                            ignore_index=part.ignore_index, reduction='none')
+            out.append(ce)
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(n, device=device)
+    return [torch.cat(out)[inverse] for out in results]
 
 
 def ce_to_ppl(ce: torch.Tensor) -> torch.Tensor:
@@ -323,12 +363,68 @@ def first_eos_cut(tokens: torch.Tensor) -> torch.Tensor:
     return tokens[:int(where[0])] if where.numel() else tokens
 
 
+def check_tokenizer(tokenizer, layout: Layout) -> None:
+    """``ValueError`` if the tokenizer produces ids beyond the model's plain text vocabulary."""
+    size = getattr(tokenizer, 'vocab_size', None)
+    if callable(size):
+        size = size()
+    if isinstance(size, int) and size > layout.plain_text_vocab:
+        raise ValueError(f'the tokenizer has {size} ids but the model reads only {layout.plain_text_vocab} plain text '
+                         f'ids (its text vocabulary {layout.V} holds special tokens and {layout.L} left-pad ids too); '
+                         'use the tokenizer the model was trained with')
+
+
+def tokenizer_vocab_limit(tokenizer, layout: Layout) -> int:
+    """Text ids the tokenizer can decode: ``min(plain text vocab, tokenizer vocab)``.
+
+    Sampled text ids at or beyond it become eos, as ids beyond the plain BPE ids do (SPEC 7);
+    for the published models both numbers are 16384.
+    """
+    size = getattr(tokenizer, 'vocab_size', None)
+    if callable(size):
+        size = size()
+    return min(layout.plain_text_vocab, size) if isinstance(size, int) and size > EOS_ID else layout.plain_text_vocab
+
+
+def check_vae(vae, layout: Layout) -> None:
+    """``ValueError`` if the VAE's codes or grid do not fit the model (``N x N`` codes of ``image_vocab``)."""
+    factor = getattr(vae, 'downsample_factor', None)
+    if isinstance(factor, int) and factor != 8:
+        raise ValueError(f'the VAE downsamples images by {factor}, so a {layout.N * 8}px image gives a '
+                         f'{layout.N * 8 // factor}x{layout.N * 8 // factor} code grid; the model draws '
+                         f'{layout.N}x{layout.N} codes (8 px each)')
+    codes = getattr(vae, 'num_tokens', None)
+    if isinstance(codes, int) and codes != layout.image_vocab:
+        raise ValueError(f'the VAE has {codes} codes but the model draws {layout.image_vocab} image codes; '
+                         'use the VAE the model was trained with')
+
+
+def encode_text(tokenizer, text: str, length: int, name: str = 'text', special: Optional[int] = None) -> torch.Tensor:
+    """``[bos, (special), bpe(text)..., eos]`` padded/cut to ``length`` ids (the tokenizer's own rule).
+
+    A text that does not fit is cut, with a warning naming both lengths (the eos is lost then).
+    """
+    if not isinstance(text, str):
+        raise TypeError(f'{name} must be a str, got {type(text).__name__}')
+    extra = 0 if special is None else 1
+    # Every character is at most two ids (itself and a word-start marker), plus bos and eos.
+    full = tokenizer.encode_text(text, text_seq_length=max(length, 2 * len(text) + 3))
+    count = int((full != PAD_ID).sum()) + extra
+    if special is not None:
+        full = torch.cat((full[:1], full.new_tensor([special]), full[1:]))
+    if count > length:
+        warnings.warn(f'{name} takes {count} tokens but its segment holds {length}: it is cut to {length} '
+                      f'tokens (the end of the text and its eos are dropped): {text[:60]!r}', stacklevel=3)
+    return full[:length]
+
+
 @torch.no_grad()
 def encode_image(pil_img, vae, model) -> torch.Tensor:
-    """PIL image -> VQGAN ids ``[N*N]`` on the model's device (SPEC 6 preprocessing)."""
+    """PIL image (any mode and size: converted to RGB, centre-cropped, resized) -> VQGAN ids ``[N*N]``."""
     from .vae.image import preprocess_image
 
     layout = Layout.from_model(model)
+    check_vae(vae, layout)
     img = preprocess_image(pil_img, layout.N * 8).unsqueeze(0)
     ids = vae.get_codebook_indices(img.to(model_device(vae)))
     if ids.shape != (1, layout.N2):

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 
 from . import utils
-from .engine import (EOS_ID, Layout, ScorePart, ce_to_ppl, cross_entropy, encode_image, first_eos_cut, generate,
-                     model_device)
+from .engine import (EOS_ID, Layout, ScorePart, ce_to_ppl, check_tokenizer, cross_entropy, encode_image, encode_text,
+                     first_eos_cut, generate, model_device, tokenizer_vocab_limit)
+from .sampling import check_sampling_args
 
 __all__ = ['generate_codebooks', 'generate_captions', 'generate_texts', 'self_reranking_by_text',
            'self_reranking_by_image', 'zs_clf', 'show', 'ce_to_ppl']
@@ -32,10 +33,56 @@ def _check_count(name: str, value) -> None:
         raise ValueError(f'{name} must be a positive int, got {value!r}')
 
 
-def _check_text(name: str, value) -> str:
+def _check_text(name: str, value, allow_empty: bool = False) -> str:
+    """``value.lower().strip()``; ``TypeError`` for a non-string, ``ValueError`` for an empty one."""
     if not isinstance(value, str):
         raise TypeError(f'{name} must be a str, got {type(value).__name__}')
-    return value.lower().strip()
+    value = value.lower().strip()
+    if not value and not allow_empty:
+        raise ValueError(f'{name} must be a non-empty string, got {value!r}')
+    return value
+
+
+def _check_texts(name: str, values) -> List[str]:
+    if isinstance(values, str) or not isinstance(values, Sequence) or len(values) == 0:
+        raise ValueError(f'{name} must be a non-empty list of strings, got {values!r}')
+    return [_check_text(f'{name}[{i}]', v) for i, v in enumerate(values)]
+
+
+def _check_classes(classes) -> List[str]:
+    """Class names as non-empty, distinct strings (after lower-casing and stripping)."""
+    if isinstance(classes, str) or not isinstance(classes, Sequence) or len(classes) == 0:
+        raise ValueError(f'classes must be a non-empty list of class names, got {classes!r}')
+    names = [_check_text(f'classes[{i}]', c) for i, c in enumerate(classes)]
+    seen: Dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in seen:
+            raise ValueError(f'classes must be distinct: classes[{seen[name]}] and classes[{i}] are both {name!r}')
+        seen[name] = i
+    return names
+
+
+def _check_template(name: str, template, default: str = '{}') -> str:
+    """A template with one ``{}`` slot for the class name."""
+    template = default if template is None else template
+    if not isinstance(template, str):
+        raise TypeError(f'{name} must be a str with a {{}} slot, got {type(template).__name__}')
+    try:
+        a, b = template.format('\x00a'), template.format('\x00b')
+    except (IndexError, KeyError, ValueError) as error:
+        raise ValueError(f'{name} must have exactly one {{}} slot for the class name, got {template!r} '
+                         f'({type(error).__name__}: {error})') from None
+    if a == b:
+        raise ValueError(f"{name} must contain '{{}}' where the class name goes, got {template!r} "
+                         "(e.g. 'на картинке {}')")
+    return template
+
+
+def _encode(tokenizer, text: str, length: int, layout: Layout, name: str = 'text',
+            allow_empty: bool = False) -> torch.Tensor:
+    """Checked, normalised and encoded text (warns if it is cut to ``length``)."""
+    check_tokenizer(tokenizer, layout)
+    return encode_text(tokenizer, _check_text(name, text, allow_empty), length, name)
 
 
 def prompt_positions(image_prompts, layout: Layout) -> Dict[int, int]:
@@ -78,8 +125,10 @@ def generate_codebooks(text: str, tokenizer, model, top_k: int, top_p: float, im
     ``image_prompts`` (an :class:`~rudolph.image_prompts.ImagePrompts`) fixes some positions.
     """
     _check_count('images_num', images_num)
+    _check_count('bs', bs)
+    check_sampling_args(top_k, top_p, temperature)
     layout = Layout.from_model(model)
-    encoded = tokenizer.encode_text(_check_text('text', text), text_seq_length=layout.L)
+    encoded = _encode(tokenizer, text, layout.L, layout)
     fixed = prompt_positions(image_prompts, layout) if image_prompts is not None else None
     seq = generate(model, encoded, layout.L + layout.N2, images_num, vocab=layout.image_slice, top_k=top_k,
                    top_p=top_p, temperature=temperature, seed=seed, bs=bs, use_cache=use_cache, fixed=fixed,
@@ -97,20 +146,23 @@ def generate_captions(pil_img, tokenizer, model, vae, template: str = '', top_k:
     sample only among the plain BPE ids, so a caption ends only on a sampled eos.
     """
     _check_count('captions_num', captions_num)
+    _check_count('bs', bs)
+    check_sampling_args(top_k, top_p, temperature)
     layout = Layout.from_model(model)
-    template = template_prefix(tokenizer.encode_text(_check_text('template', template), text_seq_length=layout.R))
+    template = template_prefix(_encode(tokenizer, template, layout.R, layout, 'template', allow_empty=True))
     image = encode_image(pil_img, vae, model)
     prefix = torch.cat((torch.zeros(layout.L, dtype=torch.long, device=image.device), image, template.to(image.device)))
     seq = generate(model, prefix, layout.S, captions_num, top_k=top_k, top_p=top_p, temperature=temperature,
                    seed=seed, bs=bs, use_cache=use_cache, progress=progress, desc='captions', stop_at_eos=True,
-                   **_text_sampling(layout, limit_eos))
+                   **_text_sampling(layout, limit_eos, tokenizer))
     return decode_unique(tokenizer, seq[:, layout.L + layout.N2:])
 
 
-def _text_sampling(layout: Layout, limit_eos: bool = True) -> Dict[str, Any]:
+def _text_sampling(layout: Layout, limit_eos: bool = True, tokenizer=None) -> Dict[str, Any]:
+    limit = tokenizer_vocab_limit(tokenizer, layout)
     if limit_eos:
-        return dict(vocab=layout.text_sample_slice, eos_from=layout.plain_text_vocab)
-    return dict(vocab=slice(0, layout.plain_text_vocab))
+        return dict(vocab=layout.text_sample_slice, eos_from=limit)
+    return dict(vocab=slice(0, limit))
 
 
 def generate_texts(tokenizer, model, template: str = '', top_k: int = 32, top_p: float = 0.8, texts_num: int = 128,
@@ -118,14 +170,16 @@ def generate_texts(tokenizer, model, template: str = '', top_k: int = 32, top_p:
                    progress: bool = True) -> List[Dict[str, Any]]:
     """Unique texts continuing ``template`` (left text), as ``{'text', 'ppl'}`` sorted by perplexity."""
     _check_count('texts_num', texts_num)
+    _check_count('bs', bs)
+    check_sampling_args(top_k, top_p, temperature)
     layout = Layout.from_model(model)
-    template = template_prefix(tokenizer.encode_text(_check_text('template', template), text_seq_length=layout.L))
+    template = template_prefix(_encode(tokenizer, template, layout.L, layout, 'template', allow_empty=True))
     if len(template) >= layout.L:
         raise ValueError(f'the template fills the whole left text ({len(template)} >= {layout.L} tokens); '
                          'nothing is left to generate')
     seq = generate(model, template, layout.L, texts_num, top_k=top_k, top_p=top_p, temperature=temperature,
                    seed=seed, bs=bs, use_cache=use_cache, progress=progress, desc='texts', stop_at_eos=True,
-                   **_text_sampling(layout))
+                   **_text_sampling(layout, tokenizer=tokenizer))
     texts = decode_unique(tokenizer, seq)
     if not texts:
         return []
@@ -137,7 +191,8 @@ def left_text_ppl(texts: Sequence[str], tokenizer, model, bs: int = 64, special_
                   vocab: Optional[slice] = None, progress: bool = False) -> torch.Tensor:
     """Perplexity of each text placed alone in the left text."""
     layout = Layout.from_model(model)
-    ids = torch.stack([tokenizer.encode_text(_check_text('text', t), text_seq_length=layout.L) for t in texts])
+    texts = _check_texts('texts', texts)
+    ids = torch.stack([_encode(tokenizer, t, layout.L, layout, f'texts[{i}]') for i, t in enumerate(texts)])
     part = ScorePart(0, layout.L - 1, vocab or layout.text_slice, ignore_index=0)
     return ce_to_ppl(cross_entropy(model, ids, [part], bs=bs, progress=progress)[0])
 
@@ -146,9 +201,19 @@ def _stack_codebooks(codebooks, layout: Layout) -> torch.Tensor:
     if isinstance(codebooks, torch.Tensor):
         ids = codebooks
     else:
-        ids = torch.stack([torch.as_tensor(c) for c in codebooks])
+        try:
+            ids = torch.stack([torch.as_tensor(c) for c in codebooks])
+        except (RuntimeError, TypeError, ValueError) as error:
+            raise ValueError(f'codebooks must be a [n, {layout.N2}] tensor or a list of n codebooks of '
+                             f'{layout.N2} codes each ({error})') from None
     if ids.dim() != 2 or ids.shape[1] != layout.N2 or ids.shape[0] == 0:
-        raise ValueError(f'codebooks must be [n >= 1, {layout.N2}], got shape {tuple(ids.shape)}')
+        raise ValueError(f'codebooks must be [n >= 1, {layout.N2}] (N*N = {layout.N}*{layout.N} codes each), '
+                         f'got shape {tuple(ids.shape)}')
+    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        raise TypeError(f'codebooks must hold integer image codes, got dtype {ids.dtype}')
+    if int(ids.min()) < 0 or int(ids.max()) >= layout.image_vocab_total:
+        raise ValueError(f'codebooks must hold image codes in [0, {layout.image_vocab_total}), '
+                         f'got values in [{int(ids.min())}, {int(ids.max())}]')
     return ids.long()
 
 
@@ -159,7 +224,7 @@ def self_reranking_by_text(text: str, codebooks, tokenizer, model, bs: int = 64,
     L, N2, R, S = layout.L, layout.N2, layout.R, layout.S
     device = model_device(model)
     codes = _stack_codebooks(codebooks, layout).to(device)
-    encoded = tokenizer.encode_text(_check_text('text', text), text_seq_length=R).to(device)
+    encoded = _encode(tokenizer, text, R, layout).to(device)
     n = codes.shape[0]
     ids = torch.cat((torch.zeros(n, L, dtype=torch.long, device=device), codes, encoded.expand(n, -1)), dim=1)
     ce_image, ce_text = cross_entropy(model, ids, [
@@ -175,12 +240,13 @@ def self_reranking_by_image(texts: Sequence[str], pil_img, tokenizer, model, vae
 
     ``seed`` is accepted for compatibility; scoring is deterministic.
     """
-    if isinstance(texts, str) or len(texts) == 0:
-        raise ValueError(f'texts must be a non-empty list of strings, got {texts!r}')
+    texts = _check_texts('texts', texts)
+    _check_count('bs', bs)
     layout = Layout.from_model(model)
     L, N2 = layout.L, layout.N2
+    left = torch.stack([_encode(tokenizer, t, L, layout, f'texts[{i}]') for i, t in enumerate(texts)])
     image = encode_image(pil_img, vae, model)
-    left = torch.stack([tokenizer.encode_text(_check_text('text', t), text_seq_length=L) for t in texts]).to(image.device)
+    left = left.to(image.device)
     ids = torch.cat((left, image.expand(len(texts), -1)), dim=1)
     ce_text, ce_image = cross_entropy(model, ids, [
         ScorePart(0, L - 1, layout.text_slice, ignore_index=0),
@@ -195,14 +261,15 @@ def zs_clf(pil_img, classes: Sequence[str], model, tokenizer, vae, bs: int = 8, 
 
     Perplexities are normalised by their L2 norm and softmaxed (``scores``); the label is the argmin.
     """
-    if isinstance(classes, str) or len(classes) == 0:
-        raise ValueError(f'classes must be a non-empty list of class names, got {classes!r}')
-    template = template or '{}'
+    names = _check_classes(classes)
+    template = _check_template('template', template or None)
+    _check_count('bs', bs)
     layout = Layout.from_model(model)
     L, R, S = layout.L, layout.R, layout.S
+    right = torch.stack([_encode(tokenizer, template.format(c), R, layout, f'template.format(classes[{i}])')
+                         for i, c in enumerate(names)])
     image = encode_image(pil_img, vae, model)
-    right = torch.stack([tokenizer.encode_text(_check_text('class', template.format(c)), text_seq_length=R)
-                         for c in classes]).to(image.device)
+    right = right.to(image.device)
     n = len(classes)
     ids = torch.cat((torch.zeros(n, L, dtype=torch.long, device=image.device), image.expand(n, -1), right), dim=1)
     ce = cross_entropy(model, ids, [ScorePart(S - R, S - 1, layout.text_slice, ignore_index=0)],

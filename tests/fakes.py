@@ -10,6 +10,9 @@ class FakeTokenizer:
 
     eos_id, bos_id, unk_id, pad_id = 3, 2, 1, 0
 
+    def vocab_size(self) -> int:
+        return 4 + len(ALPHABET)
+
     def encode_text(self, text: str, text_seq_length: int) -> torch.Tensor:
         ids = [2] + [4 + ALPHABET.index(c) if c in ALPHABET else 1 for c in text] + [3]
         ids = ids[:text_seq_length]
@@ -20,11 +23,20 @@ class FakeTokenizer:
         return ''.join(ALPHABET[i - 4] if i - 4 < len(ALPHABET) else '#' for i in ids if i > 3)
 
 
+class UnsizedTokenizer(FakeTokenizer):
+    """A tokenizer that does not tell its vocabulary size (every plain text id may be sampled)."""
+
+    vocab_size = None
+
+
 class FakeVAE(nn.Module):
     """Each 8x8 patch -> one of ``n_codes`` ids (argmax of a strided conv); ids -> 8x8 colour patches."""
 
+    downsample_factor = 8
+
     def __init__(self, n_codes: int = 64, seed: int = 0):
         super().__init__()
+        self.num_tokens = n_codes
         g = torch.Generator().manual_seed(seed)
         self.encoder = nn.Conv2d(3, n_codes, kernel_size=8, stride=8)
         self.codebook = nn.Embedding(n_codes, 3 * 8 * 8)

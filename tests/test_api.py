@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from fakes import ALPHABET, FakeTokenizer, FakeVAE, make_image
+from fakes import ALPHABET, FakeTokenizer, FakeVAE, UnsizedTokenizer, make_image
 from rudolph.api import DEFAULT_SPC_TOKENS, ruDolphApi
 from rudolph.engine import Layout, ce_to_ppl
 from rudolph.sampling import make_generator, top_k_top_p_filtering
@@ -14,7 +14,8 @@ TINY_SPC = {name: 1000 + i for i, name in enumerate(DEFAULT_SPC_TOKENS)}
 
 @pytest.fixture
 def api(tiny_model):
-    return ruDolphApi(tiny_model, FakeTokenizer(), FakeVAE().eval(), spc_tokens=TINY_SPC, quite=True, bs=4)
+    # unsized: every plain id may be sampled (the random tiny model rarely picks one of the ~80 known ids)
+    return ruDolphApi(tiny_model, UnsizedTokenizer(), FakeVAE().eval(), spc_tokens=TINY_SPC, quite=True, bs=4)
 
 
 def test_default_special_tokens():
@@ -140,3 +141,93 @@ def test_dream_returns_best_images(api):
     assert result[0]['score'] <= result[1]['score']
     with pytest.raises(ValueError, match='images_num'):
         api.dream('кот', images_num=4, codebooks_num=3)
+
+
+# ----------------------------------------------------------------------------- task tokens, checks
+def test_task_tokens_at_position_1_of_generated_sequences(api, tiny_model, monkeypatch):
+    import rudolph.api as api_module
+
+    seen = []
+    real = api_module.generate
+    monkeypatch.setattr(api_module, 'generate', lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
+    lay = Layout.from_model(tiny_model)
+    api.generate_codebooks('кот', 2, top_k=8, top_p=0.9, seed=0)
+    api.generate_texts(template='кот', texts_num=2, seed=0)
+    api.generate_captions(make_image(), captions_num=2, r_template='на', seed=0)
+    api.generate_codebooks('кот', 1, seed=0, special_token='<LT_UNK>')
+    first, texts, captions, unk = seen
+    assert (first[:, 0] == 2).all() and (first[:, 1] == TINY_SPC['<LT_T2I>']).all()
+    assert (texts[:, 1] == TINY_SPC['<LT_T2T>']).all()
+    assert (captions[:, 1] == TINY_SPC['<LT_I2T>']).all()  # the left text
+    r0 = lay.L + lay.N2
+    assert (captions[:, r0] == 2).all() and (captions[:, r0 + 1] == TINY_SPC['<RT_I2T>']).all()  # the right text
+    assert (unk[:, 1] == TINY_SPC['<LT_UNK>']).all()
+    assert api.encode_text('', 5, '<RT_I2T>').tolist() == [2, TINY_SPC['<RT_I2T>'], 3, 0, 0]
+    with pytest.warns(UserWarning, match='takes 7 tokens but its segment holds 6'):
+        api.encode_text('абвг', 6, '<LT_T2I>')
+
+
+def test_api_rejects_components_that_do_not_fit(tiny_model):
+    with pytest.raises(ValueError, match=r"task tokens .*'<LT_UNK>': 16384.* outside .* \[1000, 1016\)"):
+        ruDolphApi(tiny_model, FakeTokenizer(), FakeVAE())  # the default ids 16384+ do not fit a 1000-id text vocab
+    with pytest.raises(ValueError, match='VAE has 8192 codes'):
+        ruDolphApi(tiny_model, FakeTokenizer(), FakeVAE(n_codes=8192), spc_tokens=TINY_SPC)
+    big = FakeTokenizer()
+    big.vocab_size = lambda: 16384
+    with pytest.raises(ValueError, match='tokenizer has 16384 ids'):
+        ruDolphApi(tiny_model, big, FakeVAE(), spc_tokens=TINY_SPC)
+    with pytest.raises(ValueError, match='bs'):
+        ruDolphApi(tiny_model, FakeTokenizer(), FakeVAE(), spc_tokens=TINY_SPC, bs=0)
+    with pytest.raises(ValueError, match='top_p'):
+        ruDolphApi(tiny_model, FakeTokenizer(), FakeVAE(), spc_tokens=TINY_SPC, txt_top_p=0)
+
+
+def test_api_bad_input_messages(api):
+    img = make_image()
+    cases = [
+        (ValueError, 'images_num', lambda: api.generate_codebooks('кот', 0)),
+        (ValueError, 'text', lambda: api.generate_codebooks(' ', 1)),
+        (TypeError, 'text', lambda: api.generate_codebooks(None, 1)),
+        (ValueError, 'bs', lambda: api.generate_codebooks('кот', 1, bs=0)),
+        (ValueError, 'top_k', lambda: api.generate_codebooks('кот', 1, top_k=-3)),
+        (ValueError, 'top_p', lambda: api.generate_texts(top_p=1.5)),
+        (ValueError, 'temperature', lambda: api.generate_captions(img, temperature=0.0)),
+        (ValueError, 'texts_num', lambda: api.generate_texts(texts_num=0)),
+        (ValueError, 'captions_num', lambda: api.generate_captions(img, captions_num=0)),
+        (ValueError, 'codebooks_num', lambda: api.dream('кот', 1, 0)),
+        (ValueError, 'generations_num', lambda: api.image_captioning(img, generations_num=0)),
+        (ValueError, 'answers_num', lambda: api.vqa(img, 'что?', answers_num=0)),
+        (ValueError, 'question', lambda: api.vqa(img, 'что?', template='без вопроса')),
+        (ValueError, 'distinct', lambda: api.zs_clf(img, ['кот', 'кот'])),
+        (ValueError, 'classes', lambda: api.zs_clf(img, 'кот')),
+        (ValueError, r"r_template must contain '\{\}'", lambda: api.zs_clf(img, ['a', 'b'], r_template='фото')),
+        (ValueError, 'texts', lambda: api.self_reranking_by_image([], img)),
+        (ValueError, 'codebooks', lambda: api.self_reranking_by_text('кот', torch.zeros(2, 5, dtype=torch.long))),
+        (ValueError, 'text', lambda: api.self_reranking_by_text('', torch.zeros(2, 16, dtype=torch.long))),
+    ]
+    for error, match, call in cases:
+        with pytest.raises(error, match=match):
+            call()
+
+
+@pytest.mark.parametrize('n_classes,bs', [(1, 3), (4, 3), (7, 2), (5, 5)])
+def test_api_zs_clf_scores_sum_to_one(api, n_classes, bs):
+    classes = ['кот', 'дом', 'лес', 'река', 'небо', 'сад', 'мост'][:n_classes]
+    pred = api.zs_clf(make_image(), classes, bs=bs, r_template='это {}')
+    assert pred['scores'].shape == (n_classes,) and abs(float(pred['scores'].sum()) - 1) < 1e-5
+    assert pred['label'] == int(np.argmin(pred['scores'])) and pred['class'] == classes[pred['label']]
+    whole = api.zs_clf(make_image(), classes, bs=len(classes), r_template='это {}')
+    np.testing.assert_allclose(pred['scores'], whole['scores'], rtol=1e-5)
+
+
+def test_api_return_types(api, tiny_model):
+    lay = Layout.from_model(tiny_model)
+    img = make_image()
+    codes = api.generate_codebooks('кот', 2, top_k=8, top_p=0.9, seed=0)
+    assert codes.dtype == torch.long and codes.shape == (2, lay.N2)
+    for arr in api.self_reranking_by_text('кот', codes):
+        assert isinstance(arr, np.ndarray) and arr.shape == (2,) and np.isfinite(arr).all()
+    texts, counts = api.generate_captions(img, captions_num=3, r_template='на', seed=0)
+    assert all(isinstance(t, str) for t in texts) and counts.dtype == np.int64 and counts.shape == (len(texts),)
+    images, result = api.dream('кот', 1, 2, top_k=8, seed=0)
+    assert images[0].size == (lay.N * 8, lay.N * 8) and set(result[0]) == {'ppl_txt', 'ppl_img', 'score'}

@@ -1,12 +1,11 @@
 """Engine and reference pipelines against straightforward uncached loops (tiny model, fp32, CPU)."""
-import json
-
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from fakes import FakeTokenizer, FakeVAE, make_image
-from rudolph import cli, engine, pipelines, utils
+from fakes import FakeTokenizer, FakeVAE, UnsizedTokenizer, make_image
+from rudolph import engine, pipelines, utils
 from rudolph.engine import Layout, ScorePart, ce_to_ppl, cross_entropy, generate
 from rudolph.image_prompts import ImagePrompts
 from rudolph.sampling import make_generator, top_k_top_p_filtering
@@ -183,7 +182,10 @@ def test_generate_texts_sorted_by_ppl(tiny_model, tok):
     assert again == res
 
 
-def test_generate_captions_equal_reference(tiny_model, tok, vae):
+@pytest.mark.parametrize('sized', [False, True])
+def test_generate_captions_equal_reference(tiny_model, vae, sized):
+    # a tokenizer that tells its size makes sampled ids it cannot decode eos, like ids past the plain vocabulary
+    tok = FakeTokenizer() if sized else UnsizedTokenizer()
     lay = Layout.from_model(tiny_model)
     img = make_image()
     got = pipelines.generate_captions(img, tok, tiny_model, vae, template='на ', top_k=0, top_p=1.0, captions_num=5,
@@ -191,7 +193,8 @@ def test_generate_captions_equal_reference(tiny_model, tok, vae):
     image = vae.get_codebook_indices(preprocess_image(img, 32)[None])[0]
     prefix = torch.cat((torch.zeros(lay.L, dtype=torch.long), image, tok.encode_text('на', lay.R)[:3]))
     ref = reference_generate(tiny_model, prefix, lay.S, 5, 2, lay.text_sample_slice, 0, 1.0, 2.0, 4,
-                             eos_from=lay.plain_text_vocab, stop_at_eos=True)
+                             eos_from=FakeTokenizer().vocab_size() if sized else lay.plain_text_vocab,
+                             stop_at_eos=True)
     texts = []
     for row in ref[:, lay.L + lay.N2:]:
         text = tok.decode_text(engine.first_eos_cut(row)).strip()
@@ -332,7 +335,7 @@ def test_single_image_and_long_template(tiny_model, tok):
         pipelines.generate_texts(tok, tiny_model, template='очень длинный шаблон', texts_num=1, progress=False)
 
 
-# ----------------------------------------------------------------------------- utils, show, cli
+# ----------------------------------------------------------------------------- utils, show
 def test_utils_roundtrip_and_show(tmp_path):
     images = torch.rand(3, 3, 16, 16)
     pil = utils.torch_tensors_to_pil_list(images)
@@ -347,17 +350,239 @@ def test_utils_roundtrip_and_show(tmp_path):
     assert torch.equal(a, torch.rand(2))
 
 
-def test_cli_zs_clf_and_registration(tiny_model, tok, vae, tmp_path, monkeypatch, capsys):
-    path = tmp_path / 'img.png'
-    make_image().save(path)
-    monkeypatch.setattr(cli, 'load', lambda args: (tiny_model, tok, vae))
-    assert cli.main(['zs-clf', '--image', str(path), '--classes', 'кот', 'дом', '--device', 'cpu']) == 0
-    out = json.loads(capsys.readouterr().out)
-    assert out['class'] in ('кот', 'дом') and set(out['scores']) == {'кот', 'дом'}
+# ----------------------------------------------------------------------------- return types
+def test_return_shapes_and_types(tiny_model, tok, vae):
+    lay = Layout.from_model(tiny_model)
+    img = make_image()
+    codes = pipelines.generate_codebooks('кот', tok, tiny_model, top_k=8, top_p=0.9, images_num=3, bs=2, seed=0,
+                                         progress=False)
+    assert isinstance(codes, torch.Tensor) and codes.dtype == torch.long and codes.shape == (3, lay.N2)
+    caps = pipelines.generate_captions(img, tok, tiny_model, vae, captions_num=3, seed=0, progress=False)
+    assert isinstance(caps, list) and all(isinstance(c, str) and c for c in caps)
+    texts = pipelines.generate_texts(UnsizedTokenizer(), tiny_model, texts_num=3, seed=0, progress=False)
+    assert isinstance(texts, list) and all(isinstance(t['text'], str) and isinstance(t['ppl'], float) for t in texts)
+    for ppl in pipelines.self_reranking_by_text('кот', codes, tok, tiny_model, bs=2):
+        assert isinstance(ppl, torch.Tensor) and ppl.shape == (3,) and ppl.dtype == torch.float32
+        assert torch.isfinite(ppl).all() and (ppl >= 1).all()
+    for ppl in pipelines.self_reranking_by_image(['кот', 'дом'], img, tok, tiny_model, vae, bs=1):
+        assert isinstance(ppl, torch.Tensor) and ppl.shape == (2,) and torch.isfinite(ppl).all()
+    pred = pipelines.zs_clf(img, ['кот', 'дом'], tiny_model, tok, vae)
+    assert set(pred) == {'label', 'class', 'scores'} and isinstance(pred['label'], int)
+    assert isinstance(pred['class'], str) and isinstance(pred['scores'], np.ndarray)
+    assert pred['scores'].shape == (2,) and pred['scores'].dtype == np.float32
 
-    seen = []
-    monkeypatch.setitem(cli.COMMANDS, 'hello', cli.Command('say hi', lambda p: p.add_argument('--name'),
-                                                           lambda a: seen.append(a.name) or 0))
-    assert cli.main(['hello', '--name', 'x']) == 0 and seen == ['x']
-    with pytest.raises(SystemExit):
-        cli.main(['no-such-command'])
+
+# ----------------------------------------------------------------------------- truncated scoring
+def _pad_right_texts(ids, lay, lengths):
+    """Right text of row i: bos, lengths[i] ids, eos, then pads."""
+    ids = ids.clone()
+    for i, n in enumerate(lengths):
+        ids[i, lay.S - lay.R:] = 0
+        ids[i, lay.S - lay.R] = 2
+        ids[i, lay.S - lay.R + 1:lay.S - lay.R + 1 + n] = torch.arange(10, 10 + n)
+        ids[i, lay.S - lay.R + 1 + n] = 3
+    return ids
+
+
+@pytest.mark.parametrize('bs', [1, 3, 8])
+def test_truncated_cross_entropy_equals_full(tiny_model, bs):
+    lay = Layout.from_model(tiny_model)
+    g = torch.Generator().manual_seed(1)
+    ids = torch.cat((torch.zeros(7, lay.L, dtype=torch.long), torch.randint(0, lay.image_vocab, (7, lay.N2), generator=g),
+                     torch.zeros(7, lay.R, dtype=torch.long)), 1)
+    ids = _pad_right_texts(ids, lay, [0, 3, 1, 4, 2, 0, 1])
+    parts = [ScorePart(lay.S - lay.R, lay.S - 1, lay.text_slice, ignore_index=0)]
+    fast = cross_entropy(tiny_model, ids, parts, bs=bs)[0]
+    slow = cross_entropy(tiny_model, ids, parts, bs=bs, reuse_prefix=False, truncate=False)[0]
+    full = reference_ce(tiny_model, ids, lay.S - lay.R, lay.S - 1, lay.text_slice, 0)
+    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-5)
+    assert (fast[:, 6:] == 0).all() and (fast[0, 1:] == 0).all()  # pads give exactly 0
+    # with an image part too (reranking by text): nothing is truncated before the image ends
+    parts.append(ScorePart(lay.L, lay.L + lay.N2 - 1, lay.image_full_slice))
+    for a, b in zip(cross_entropy(tiny_model, ids, parts, bs=bs),
+                    cross_entropy(tiny_model, ids, parts, bs=bs, reuse_prefix=False, truncate=False)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_zs_clf_runs_the_image_once_then_only_class_tokens(tiny_model, tok, vae):
+    classes = ['а', 'бб', 'в', 'гггг', 'дд', 'е', 'жжж', 'з', 'ии', 'к']  # 10 classes, 1-4 tokens each
+    calls = []
+    hidden = tiny_model.hidden
+    tiny_model.hidden = lambda ids, start=0, cache=None, *a, **k: calls.append(tuple(ids.shape) + (start,)) or hidden(
+        ids, start, cache, *a, **k)
+    try:
+        pred = pipelines.zs_clf(make_image(), classes, tiny_model, tok, vae, bs=4, template='{}')
+    finally:
+        del tiny_model.hidden
+    lay = Layout.from_model(tiny_model)
+    P = lay.L + lay.N2 + 1  # pads, image and the bos of the right text: shared by every class
+    assert calls[0] == (1, P, 0)
+    rest = calls[1:]
+    assert all(start == P for _, _, start in rest) and sum(b for b, _, _ in rest) == len(classes)
+    # each class needs its own tokens only (the logits at the last one predict eos); batches of similar lengths
+    lengths = sorted(len(c) for c in classes)
+    expected = [max(lengths[i:i + 4]) for i in range(0, len(classes), 4)]
+    assert [width for _, width, _ in rest] == expected
+    assert sum(b * w for b, w, _ in rest) <= sum(lengths) + 4
+    ref = pipelines.zs_clf(make_image(), classes, tiny_model, tok, vae, bs=len(classes), template='{}')
+    np.testing.assert_allclose(pred['scores'], ref['scores'], rtol=1e-5)
+
+
+@pytest.mark.parametrize('n_classes,bs', [(1, 4), (3, 1), (5, 2), (9, 4), (4, 4), (6, 16)])
+def test_zs_clf_scores_for_any_number_of_classes(tiny_model, tok, vae, n_classes, bs):
+    classes = ['кот', 'дом', 'лес', 'река', 'небо', 'сад', 'мост', 'луг', 'дуб'][:n_classes]
+    img = make_image()
+    pred = pipelines.zs_clf(img, classes, tiny_model, tok, vae, bs=bs, template='это {}')
+    assert pred['scores'].shape == (n_classes,) and abs(float(pred['scores'].sum()) - 1) < 1e-5
+    assert pred['label'] == int(np.argmin(pred['scores'])) and pred['class'] == classes[pred['label']]
+    lay = Layout.from_model(tiny_model)
+    image = vae.get_codebook_indices(preprocess_image(img, 32)[None])
+    right = torch.stack([tok.encode_text(f'это {c}', lay.R) for c in classes])
+    ids = torch.cat((torch.zeros(n_classes, lay.L, dtype=torch.long), image.expand(n_classes, -1), right), 1)
+    ppl = ce_to_ppl(reference_ce(tiny_model, ids, lay.S - lay.R, lay.S - 1, lay.text_slice, 0))
+    np.testing.assert_allclose(pred['scores'], (ppl / ppl.norm()).softmax(0).detach().numpy(), rtol=1e-4, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- bad input
+def test_bad_input_messages(tiny_model, tok, vae):
+    img = make_image()
+    codes = torch.zeros(2, 16, dtype=torch.long)
+    gen = dict(top_k=5, top_p=0.9, images_num=1, progress=False)
+    cases = [
+        (TypeError, 'text', lambda: pipelines.generate_codebooks(None, tok, tiny_model, **gen)),
+        (ValueError, 'text', lambda: pipelines.generate_codebooks('  ', tok, tiny_model, **gen)),
+        (ValueError, 'images_num', lambda: pipelines.generate_codebooks('x', tok, tiny_model, top_k=5, top_p=0.9,
+                                                                        images_num=-1)),
+        (ValueError, 'top_k', lambda: pipelines.generate_codebooks('x', tok, tiny_model, top_k=-1, top_p=0.9,
+                                                                   images_num=1)),
+        (ValueError, 'temperature', lambda: pipelines.generate_codebooks('x', tok, tiny_model, temperature=0, **gen)),
+        (ValueError, 'bs', lambda: pipelines.generate_captions(img, tok, tiny_model, vae, bs=0)),
+        (ValueError, 'top_p', lambda: pipelines.generate_captions(img, tok, tiny_model, vae, top_p=-0.5)),
+        (ValueError, 'texts_num', lambda: pipelines.generate_texts(tok, tiny_model, texts_num=0)),
+        (TypeError, 'template', lambda: pipelines.generate_texts(tok, tiny_model, template=5, texts_num=1)),
+        (ValueError, 'classes', lambda: pipelines.zs_clf(img, [], tiny_model, tok, vae)),
+        (ValueError, 'classes', lambda: pipelines.zs_clf(img, 'кот', tiny_model, tok, vae)),
+        (ValueError, 'distinct', lambda: pipelines.zs_clf(img, ['кот', 'Кот'], tiny_model, tok, vae)),
+        (ValueError, r'classes\[1\]', lambda: pipelines.zs_clf(img, ['кот', ' '], tiny_model, tok, vae)),
+        (TypeError, r'classes\[0\]', lambda: pipelines.zs_clf(img, [3, 'кот'], tiny_model, tok, vae)),
+        (ValueError, r"template must contain '\{\}'", lambda: pipelines.zs_clf(img, ['a', 'b'], tiny_model, tok, vae,
+                                                                               template='без слота')),
+        (ValueError, 'template', lambda: pipelines.zs_clf(img, ['a', 'b'], tiny_model, tok, vae, template='{name}')),
+        (ValueError, 'bs', lambda: pipelines.zs_clf(img, ['a', 'b'], tiny_model, tok, vae, bs=0)),
+        (ValueError, 'texts', lambda: pipelines.self_reranking_by_image(['кот', ''], img, tok, tiny_model, vae)),
+        (ValueError, 'codebooks', lambda: pipelines.self_reranking_by_text('x', codes[:, :15], tok, tiny_model)),
+        (ValueError, 'codebooks', lambda: pipelines.self_reranking_by_text('x', [codes[0], codes[0, :3]], tok,
+                                                                           tiny_model)),
+        (ValueError, 'codebooks', lambda: pipelines.self_reranking_by_text('x', codes + 500, tok, tiny_model)),
+        (TypeError, 'codebooks', lambda: pipelines.self_reranking_by_text('x', codes.float(), tok, tiny_model)),
+        (ValueError, 'text', lambda: pipelines.self_reranking_by_text('', codes, tok, tiny_model)),
+        (TypeError, 'pil_img', lambda: pipelines.zs_clf('img.png', ['a', 'b'], tiny_model, tok, vae)),
+    ]
+    for error, match, call in cases:
+        with pytest.raises(error, match=match):
+            call()
+
+
+def test_components_that_do_not_fit_the_model(tiny_model, tok):
+    img = make_image()
+    big = FakeTokenizer()
+    big.vocab_size = lambda: 5000  # more ids than the tiny model's 1000 plain text ids
+    with pytest.raises(ValueError, match='tokenizer has 5000 ids .* 1000 plain text'):
+        pipelines.generate_codebooks('кот', big, tiny_model, top_k=5, top_p=0.9, images_num=1)
+    with pytest.raises(ValueError, match='VAE has 32 codes but the model draws 64'):
+        pipelines.zs_clf(img, ['a', 'b'], tiny_model, tok, FakeVAE(n_codes=32))
+    coarse = FakeVAE()
+    coarse.downsample_factor = 16
+    with pytest.raises(ValueError, match='downsamples images by 16.* 2x2 code grid; the model draws 4x4'):
+        pipelines.generate_captions(img, tok, tiny_model, coarse, captions_num=1)
+
+
+def test_long_text_is_cut_with_a_warning(tiny_model, tok):
+    lay = Layout.from_model(tiny_model)
+    with pytest.warns(UserWarning, match=rf'text takes 22 tokens but its segment holds {lay.L}'):
+        codes = pipelines.generate_codebooks('очень длинный текст!', tok, tiny_model, top_k=5, top_p=0.9,
+                                             images_num=1, seed=0, progress=False)
+    assert codes.shape == (1, lay.N2)
+    with pytest.warns(UserWarning, match=rf'template.format\(classes\[1\]\) takes 16 tokens .* holds {lay.R}'):
+        pipelines.zs_clf(make_image(), ['кот', 'большая собака'], tiny_model, tok, FakeVAE(), template='{}')
+
+
+@pytest.mark.parametrize('mode,size', [('L', (40, 40)), ('RGBA', (32, 50)), ('P', (70, 33)), ('RGB', (8, 13)),
+                                       ('1', (16, 16)), ('I;16', (20, 24)), ('CMYK', (33, 33))])
+def test_images_of_any_mode_and_size(tiny_model, tok, vae, mode, size):
+    from PIL import Image
+
+    rgb = make_image(64).resize(size)
+    img = rgb.convert(mode) if mode != 'I;16' else Image.new('I;16', size, 300)
+    ids = engine.encode_image(img, vae, tiny_model)
+    assert ids.shape == (16,) and ids.dtype == torch.long
+    pred = pipelines.zs_clf(img, ['кот', 'дом'], tiny_model, tok, vae)
+    assert np.isfinite(pred['scores']).all()
+
+
+def test_images_smaller_than_a_token_are_errors(tiny_model, tok, vae):
+    from PIL import Image
+
+    with pytest.raises(ValueError, match='smaller than one token'):
+        pipelines.zs_clf(Image.new('RGB', (3, 5)), ['кот', 'дом'], tiny_model, tok, vae)
+
+
+# ----------------------------------------------------------------------------- image prompts
+class RecordingVAE(FakeVAE):
+    """Codes each call's image with a different code base, and remembers the crops it saw."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def get_codebook_indices(self, img):
+        self.seen.append(tuple(img.shape[-2:]))
+        h, w = img.shape[-2] // 8, img.shape[-1] // 8
+        return (len(self.seen) * 10 + torch.arange(h * w)).unsqueeze(0) % 64
+
+
+@pytest.mark.parametrize('borders', [{'up': 1}, {'down': 2}, {'left': 1}, {'right': 3}, {'up': 1, 'down': 1},
+                                     {'left': 1, 'right': 1}, {'up': 1, 'left': 2}, {'down': 1, 'right': 1},
+                                     {'up': 1, 'down': 1, 'left': 1, 'right': 1}, {'up': 4}])
+def test_image_prompt_positions_per_border(vae, borders):
+    n = 4
+    prompts = ImagePrompts(make_image(32), borders, vae, image_size=32)
+    b = {k: borders.get(k, 0) for k in ('up', 'down', 'left', 'right')}
+    expected = [r * n + c for r in range(n) for c in range(n)
+                if r < b['up'] or r >= n - b['down'] or c < b['left'] or c >= n - b['right']]
+    assert prompts.image_prompts_idx == expected
+    assert prompts.mask.tolist() == [i in expected for i in range(n * n)]
+    assert prompts.image_prompts.shape == (1, n * n) and prompts.image_prompts.dtype == torch.long
+    assert prompts.fixed_positions(5) == {5 + i: int(prompts.image_prompts[0, i]) for i in expected}
+
+
+def test_crop_first_encodes_each_band_from_its_own_crop():
+    vae = RecordingVAE()
+    prompts = ImagePrompts(make_image(32), {'up': 1, 'right': 2}, vae, crop_first=True, image_size=32)
+    assert vae.seen == [(8, 32), (32, 16)]  # the up band (1 row), then the right band (2 columns); no full image
+    grid = prompts.image_prompts[0].reshape(4, 4)
+    right = (20 + torch.arange(8)).reshape(4, 2)  # the second call's codes, row-major over its 4x2 crop
+    assert torch.equal(grid[:, 2:], right)  # the later band wins where they overlap
+    assert torch.equal(grid[0, :2], torch.tensor([10, 11]))  # the first call's codes
+    whole = RecordingVAE()
+    plain = ImagePrompts(make_image(32), {'up': 1, 'right': 2}, whole, image_size=32)
+    assert whole.seen == [(32, 32)] and torch.equal(plain.image_prompts[0], (10 + torch.arange(16)) % 64)
+
+
+def test_image_prompt_tokens_in_pipeline_and_api_outputs(tiny_model, tok, vae):
+    from rudolph import ImagePrompts as exported
+    from rudolph.api import DEFAULT_SPC_TOKENS, ruDolphApi
+
+    assert exported is ImagePrompts
+    prompts = ImagePrompts(make_image(32), {'down': 1, 'right': 1}, vae, image_size=32)
+    idx = prompts.image_prompts_idx
+    got = pipelines.generate_codebooks('кот', tok, tiny_model, top_k=8, top_p=0.9, images_num=3, bs=2, seed=0,
+                                       image_prompts=prompts, progress=False)
+    assert torch.equal(got[:, idx], prompts.image_prompts[0, idx].expand(3, -1))
+    api = ruDolphApi(tiny_model, tok, vae, spc_tokens={k: 1000 + i for i, k in enumerate(DEFAULT_SPC_TOKENS)},
+                     quite=True)
+    got = api.generate_codebooks('кот', 3, image_prompts=prompts, bs=2, seed=0)
+    assert torch.equal(got[:, idx], prompts.image_prompts[0, idx].expand(3, -1))
+    cfg = api.generate_codebooks_cfg('кот', 2, template='рисунок {text}', image_prompts=prompts, seed=0)
+    assert torch.equal(cfg[:, idx], prompts.image_prompts[0, idx].expand(2, -1))
