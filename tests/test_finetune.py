@@ -206,7 +206,7 @@ def test_loss_goes_down_on_memorisation_set(task, tmp_path, tiny_params):
     ds = prepare_dataset(TASK_ROWS[task](make_images(tmp_path / 'img')), FakeTokenizer(), FakeVAE(), model,
                          spc_tokens=SPC, show_progress=False)
     assert set(ds.tasks) == {task}
-    result = train(model, ds, config(tmp_path, max_steps=30, save_final=False, warmup=3), eval_data=ds)
+    result = train(model, ds, config(tmp_path, max_steps=30, save_final=False, warmup=3, lr=3e-3), eval_data=ds)
     first, last = result.history[0]['loss'], result.history[-1]['loss']
     logging.getLogger('measured').info('%s: loss %.4f -> %.4f', task, first, last)
     assert last < 0.6 * first, f'{task}: loss {first:.3f} -> {last:.3f}'

@@ -1,6 +1,8 @@
 """Tests of the plain-PyTorch Gumbel VQGAN (rudolph.vae). No network; tiny models on CPU."""
+import math
 import os
 import pickle
+import re
 import sys
 import types
 
@@ -11,8 +13,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from rudolph import vae as vae_pkg
-from rudolph.vae import (HF_FILENAMES, HF_REPO_ID, CheckpointMismatchError, DWTInverse, VQGanConfig,
-                         VQGanGumbelVAE, get_vae, preprocess_image)
+from rudolph.vae import (HF_FILENAMES, HF_REPO_ID, CheckpointMismatchError, CorruptCheckpointError, DWTInverse,
+                         VQGanConfig, VQGanGumbelVAE, get_vae, preprocess_image)
 from rudolph.vae.modules import AttnBlock, Decoder, Encoder
 
 # 4 levels (f = 8) like the real model, at 32 px -> 4x4 tokens
@@ -149,11 +151,19 @@ def test_attention_matches_explicit_softmax():
         torch.testing.assert_close(block(x), ref, rtol=1e-4, atol=1e-5)
 
 
-def test_parity_with_taming_modules_if_installed():
-    if os.environ.get('CI') == 'true':  # scripts/test.sh installs it: the oracle must run in CI
+def _taming():
+    """taming-transformers' ``Encoder``/``Decoder`` (a test-only dependency, installed with --no-deps).
+
+    scripts/test.sh installs it: under CI=true the oracle must run, so a missing module fails.
+    """
+    if os.environ.get('CI') == 'true':
         import taming.modules.diffusionmodules.model as taming
-    else:
-        taming = pytest.importorskip('taming.modules.diffusionmodules.model')
+        return taming
+    return pytest.importorskip('taming.modules.diffusionmodules.model')
+
+
+def test_parity_with_taming_modules_if_installed():
+    taming = _taming()
     dd = dict(ch=32, out_ch=3, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), in_channels=3,
               resolution=16, z_channels=32, double_z=False, dropout=0.0)
     torch.manual_seed(0)
@@ -167,6 +177,84 @@ def test_parity_with_taming_modules_if_installed():
     with torch.no_grad():
         torch.testing.assert_close(enc(x), ref_enc(x), rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(dec(z), ref_dec(z), rtol=1e-4, atol=1e-4)
+
+
+def _taming_twins(vae: VQGanGumbelVAE):
+    """taming ``Encoder``/``Decoder`` built from ``vae.config``, sharing ``vae``'s weight tensors."""
+    taming = _taming()
+    c = vae.config
+    dd = dict(ch=c.ch, out_ch=c.out_ch, ch_mult=c.ch_mult, num_res_blocks=c.num_res_blocks,
+              attn_resolutions=c.attn_resolutions, in_channels=c.in_channels, resolution=c.resolution,
+              z_channels=c.z_channels, double_z=False, dropout=c.dropout)
+    with torch.device('meta'):  # no second random init: the weights are ours, assigned below
+        enc, dec = taming.Encoder(**dd), taming.Decoder(**dd)
+    # strict: every taming parameter has exactly our name and shape
+    enc.load_state_dict(vae.model.encoder.state_dict(), strict=True, assign=True)
+    dec.load_state_dict(vae.model.decoder.state_dict(), strict=True, assign=True)
+    return enc.eval(), dec.eval()
+
+
+def _taming_ids(vae: VQGanGumbelVAE, enc, img: torch.Tensor) -> torch.Tensor:
+    """ruDALL-E's encoding with taming's encoder: [0, 1] -> [-1, 1], encoder, quant_conv, proj, argmax."""
+    with torch.no_grad():
+        logits = vae.model.quantize.proj(vae.model.quant_conv(enc(2 * img - 1)))
+    return logits.argmax(dim=1).flatten(1)
+
+
+def _taming_decode(vae: VQGanGumbelVAE, dec, ids: torch.Tensor) -> torch.Tensor:
+    """ruDALL-E's decoding with taming's decoder: one-hot @ codebook, post_quant_conv, decoder, clamp, [0, 1]."""
+    b, n = ids.shape[0], math.isqrt(ids.shape[1])
+    with torch.no_grad():
+        z = F.one_hot(ids, num_classes=vae.num_tokens).float() @ vae.model.quantize.embed.weight
+        z = z.reshape(b, n, n, -1).permute(0, 3, 1, 2)
+        return (dec(vae.model.post_quant_conv(z)).clamp(-1.0, 1.0) + 1) * 0.5
+
+
+def _check_against_taming(vae: VQGanGumbelVAE, side: int, b: int) -> None:
+    enc, dec = _taming_twins(vae)
+    img = torch.rand(b, 3, side, side, generator=torch.Generator().manual_seed(side))
+    ids = vae.get_codebook_indices(img)
+    assert ids.shape == (b, (side // 8) ** 2)
+    assert torch.equal(ids, _taming_ids(vae, enc, img))
+    assert len(ids.unique()) > 10  # a real variety of codes, not one repeated id
+    out = vae.decode(ids)
+    ref = _taming_decode(vae, dec, ids)
+    assert out.shape == ref.shape == (b, 3, side, side)
+    assert out.std() > 0.05 and ((out > 0) & (out < 1)).float().mean() > 0.9  # not clamped flat
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
+
+
+# ruDALL-E's architecture (ch_mult=(1, 1, 2, 4), num_res_blocks=2, attention at 32 for resolution=256,
+# one mid attention block) at a quarter of the width: ch=128 -> 32, z_channels=embed_dim 256 -> 32,
+# n_embed 8192 -> 64. Every branch of the forward pass -- the number of levels, of res blocks per level,
+# where nin_shortcut appears (the channel count doubles into levels 2 and 3), where attention blocks are
+# placed (taming compares attn_resolutions with the *configured* feature side: resolution=256 puts them on
+# the last encoder level and the first decoder level, whatever the input size), the asymmetric padding
+# of the downsampling, the upsampling, GroupNorm(32) + swish -- depends on ch_mult, num_res_blocks,
+# attn_resolutions and resolution only; ch just scales the width of every tensor (and GroupNorm's group
+# size: 1 channel per group at level 0 here, 4 in the real model, the same op). Inputs of 128, 192 and
+# 256 px go through that 256-px configuration, as with the real model; 4x smaller channels make each
+# size ~16x cheaper on CPU. test_parity_with_taming_full_size_128px covers the real widths once.
+REAL_SHAPE_NARROW = dict(ch=32, z_channels=32, embed_dim=32, n_embed=64)
+
+
+@pytest.mark.parametrize('side', [128, 192, 256])
+def test_parity_with_taming_real_architecture(side):
+    torch.manual_seed(0)
+    vae = VQGanGumbelVAE(REAL_SHAPE_NARROW).eval()
+    assert (vae.config.ch_mult, vae.config.num_res_blocks, vae.config.attn_resolutions, vae.config.resolution) \
+        == ((1, 1, 2, 4), 2, (32,), 256)
+    assert len(vae.model.encoder.down[3].attn) == 2 and len(vae.model.decoder.up[3].attn) == 3
+    assert not any(len(vae.model.encoder.down[i].attn) for i in range(3))
+    _check_against_taming(vae, side, b=2 if side == 128 else 1)
+
+
+def test_parity_with_taming_full_size_128px():
+    """ruDALL-E's exact configuration (69M random parameters), one 128-px image: ~5 s on one CPU thread."""
+    torch.manual_seed(0)
+    vae = VQGanGumbelVAE().eval()
+    assert vae.config == VQGanConfig()
+    _check_against_taming(vae, 128, b=1)
 
 
 def test_config_overrides_and_errors():
@@ -265,6 +353,43 @@ def test_inverse_haar_inverts_exact_forward():
     torch.testing.assert_close(idwt((ll, [None])), idwt((ll, [torch.zeros_like(high)])))
 
 
+def test_inverse_haar_hand_computed_example():
+    """One level of the orthonormal Haar synthesis, worked out by hand.
+
+    Each 2x2 output block [[a, b], [c, d]] comes from the coefficients at its position:
+    a = (LL + LH + HL + HH) / 2, b = (LL + LH - HL - HH) / 2,
+    c = (LL - LH + HL - HH) / 2, d = (LL - LH - HL + HH) / 2
+    (LH: high-pass along the height, HL: along the width; filters 1/sqrt(2) * (1, 1) and (1, -1)).
+    """
+    # channel 0, two coefficient positions side by side (a 1x2 grid -> a 2x4 image)
+    #   left:  LL=10, LH=2, HL=4, HH=0 -> a=(10+2+4+0)/2=8, b=(10+2-4-0)/2=4, c=(10-2+4-0)/2=6, d=(10-2-4+0)/2=2
+    #   right: LL=1,  LH=0, HL=0, HH=1 -> a=(1+0+0+1)/2=1,  b=(1+0-0-1)/2=0,  c=(1-0+0-1)/2=0,  d=(1-0-0+1)/2=1
+    # channel 1: LL=2 and 6, no details -> flat blocks of 2/2=1 and 6/2=3
+    ll = torch.tensor([[[[10., 1.]], [[2., 6.]]]], dtype=torch.float64)  # [b=1, c=2, h=1, w=2]
+    high = torch.zeros(1, 2, 3, 1, 2, dtype=torch.float64)              # [b, c, (LH, HL, HH), h, w]
+    high[0, 0, :, 0, 0] = torch.tensor([2., 4., 0.])
+    high[0, 0, :, 0, 1] = torch.tensor([0., 0., 1.])
+    expected = torch.tensor([[[[8., 4., 1., 0.],
+                               [6., 2., 0., 1.]],
+                              [[1., 1., 3., 3.],
+                               [1., 1., 3., 3.]]]], dtype=torch.float64)
+    # the filter buffers are float32 (as pytorch_wavelets' in the checkpoint): 1/sqrt(2) ** 2 = 0.5 to ~3e-8
+    torch.testing.assert_close(DWTInverse()((ll.float(), [high.float()])), expected.float(), rtol=0, atol=1e-6)
+    torch.testing.assert_close(DWTInverse().double()((ll, [high])), expected, rtol=0, atol=1e-6)
+
+    # the DWT decoder's channel layout: [low R, G, B | R: LH HL HH | G: LH HL HH | B: LH HL HH]
+    vae = _tiny(dwt=True)
+    bands = torch.zeros(1, 12, 1, 2)
+    bands[0, 0] = torch.tensor([[10., 1.]])   # red low-pass
+    bands[0, 3:6, 0, 0] = torch.tensor([2., 4., 0.])  # red LH, HL, HH at the left position
+    bands[0, 5, 0, 1] = 1.                     # red HH at the right position
+    bands[0, 2] = torch.tensor([[2., 6.]])     # blue low-pass
+    img = vae.model.decoder.dwt_to_img(bands)
+    zeros = torch.zeros(2, 4)
+    torch.testing.assert_close(img[0], torch.stack([expected[0, 0].float(), zeros, expected[0, 1].float()]),
+                               rtol=0, atol=1e-6)
+
+
 def test_inverse_haar_matches_pywt():
     try:
         import pywt
@@ -298,6 +423,87 @@ def test_dwt_decoder_channel_split_and_size():
         torch.testing.assert_close(out, (ref.clamp(-1, 1) + 1) / 2)
         vae.model.post_quant_conv.weight.add_(1.0)
         torch.testing.assert_close(vae.decode(ids), out)
+
+
+# ---------------------------------------------------------------- inference mode, batching, input errors
+
+@pytest.mark.parametrize('dwt', [False, True])
+def test_encode_decode_batched_under_inference_mode(dwt):
+    vae = _tiny(dwt=dwt)
+    assert all(p.requires_grad for p in vae.parameters())  # as get_vae returns it; no no_grad() around calls
+    calls = []
+    record = lambda module, args, out: calls.append((type(module).__name__, args[0].shape[0],  # noqa: E731
+                                                     torch.is_inference_mode_enabled()))
+    vae.model.encoder.register_forward_hook(record)
+    vae.model.decoder.register_forward_hook(record)
+    img = _images(b=3)
+    ids = vae.get_codebook_indices(img)
+    out = vae.decode(ids)
+    # one encoder call and one decoder call for the whole batch, both in inference mode
+    assert calls == [('Encoder', 3, True), (type(vae.model.decoder).__name__, 3, True)]
+    for t in (ids, out):
+        assert not t.requires_grad and t.grad_fn is None
+        assert not t.is_inference()  # an ordinary tensor: in-place edits and autograd use are fine
+    out.mul_(1.0)
+    ids[0, 0] = 1
+
+    ids = vae.get_codebook_indices(img)
+    assert torch.equal(ids, torch.cat([vae.get_codebook_indices(img[i:i + 1]) for i in range(3)]))
+    one_by_one = torch.cat([vae.decode(ids[i:i + 1]) for i in range(3)])
+    # oneDNN may pick another convolution algorithm for another batch size: float32 rounding only
+    torch.testing.assert_close(vae.decode(ids), one_by_one, rtol=0, atol=1e-5)
+    calls.clear()
+    chunked = vae.decode(ids, batch_size=2)
+    assert [c[1] for c in calls] == [2, 1] and all(c[2] for c in calls)
+    torch.testing.assert_close(chunked, one_by_one, rtol=0, atol=1e-5)
+    assert vae.decode(ids[:0]).shape == (0, 3, 64 if dwt else 32, 64 if dwt else 32)
+    with pytest.raises(ValueError, match='batch_size'):
+        vae.decode(ids, batch_size=0)
+
+
+def test_decode_rejects_bad_ids():
+    vae = _tiny()  # n_embed = 64
+    ids = torch.zeros(2, 16, dtype=torch.long)
+    bad = ids.clone()
+    bad[0, 3], bad[1, 7] = 64, -2
+    with pytest.raises(ValueError, match=re.escape('must be in [0, 64)') + r'.*min -2 to max 64'):
+        vae.decode(bad)
+    with pytest.raises(ValueError, match=re.escape('[0, 64)') + r'.*min 8191 to max 8191'):
+        vae.decode(torch.full((1, 16), 8191))
+    with pytest.raises(ValueError, match=r'perfect square.*got 15'):
+        vae.decode(ids[:, :15])
+    with pytest.raises(ValueError, match=r'perfect square.*got 0'):
+        vae.decode(ids[:, :0])
+    with pytest.raises(ValueError, match=r'1-D tensor of shape \(16,\).*unsqueeze\(0\)'):
+        vae.decode(ids[0])
+    with pytest.raises(ValueError, match=r'3-D tensor of shape \(2, 4, 4\)'):
+        vae.decode(ids.reshape(2, 4, 4))
+    with pytest.raises(TypeError, match='integer tensor, got dtype torch.float32'):
+        vae.decode(ids.float())
+    with pytest.raises(TypeError, match='tensor'):
+        vae.decode(ids.tolist())
+    assert vae.decode(torch.full((1, 16), 63, dtype=torch.int32)).shape == (1, 3, 32, 32)  # any int dtype
+
+
+def test_get_codebook_indices_rejects_bad_images():
+    vae = _tiny()  # f = 8
+    with pytest.raises(ValueError, match=r'3 channels.*got 1 channel\(s\) \(grayscale\?\), shape \(2, 1, 32, 32\)'):
+        vae.get_codebook_indices(torch.rand(2, 1, 32, 32))
+    with pytest.raises(ValueError, match=r'3 channels.*got 4 channel\(s\) \(RGBA\?\).*convert them to RGB'):
+        vae.get_codebook_indices(torch.rand(2, 4, 32, 32))
+    with pytest.raises(ValueError, match=r'one image \(3, 32, 32\).*unsqueeze\(0\)'):
+        vae.get_codebook_indices(torch.rand(3, 32, 32))
+    with pytest.raises(TypeError, match=r'float images.*torch.uint8'):
+        vae.get_codebook_indices(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
+    with pytest.raises(ValueError, match=r'4x4 px.*smaller than one token \(8x8 px\)'):
+        vae.get_codebook_indices(torch.rand(1, 3, 4, 4))
+    with pytest.raises(ValueError, match=r'multiples of the downsampling factor 8, got 30x32 px'):
+        vae.get_codebook_indices(torch.rand(1, 3, 30, 32))
+    with pytest.raises(ValueError, match=r'factor 8, got 32x20 px'):
+        vae.get_codebook_indices(torch.rand(1, 3, 32, 20))
+    with pytest.raises(TypeError, match='PIL'):
+        vae.get_codebook_indices(Image.new('RGB', (32, 32)))
+    assert vae.get_codebook_indices(torch.rand(1, 3, 16, 40)).shape == (1, 2 * 5)  # rectangles are fine
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -408,6 +614,25 @@ def test_checkpoint_errors(tmp_path):
         get_vae(path=tmp_path / 'nope.ckpt', config=TINY)
 
 
+def test_truncated_or_corrupt_checkpoint(tmp_path):
+    _save_plain(_tiny(), tmp_path / 'good.ckpt')
+    data = (tmp_path / 'good.ckpt').read_bytes()
+    cases = {
+        'half.ckpt': (data[:len(data) // 2], 'zip central directory'),  # an interrupted download
+        'tail.ckpt': (data[:-20], 'truncated or corrupt'),
+        'empty.ckpt': (b'', 'empty'),
+        'random.ckpt': (bytes(range(256)) * 8, 'truncated or corrupt'),
+        'page.ckpt': (b'<html><body>502 Bad Gateway</body></html>\n', 'truncated or corrupt'),
+    }
+    for name, (blob, what) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(blob)
+        with pytest.raises(CorruptCheckpointError, match=re.escape(str(path)) + '.*' + what) as info:
+            get_vae(path=path, config=TINY)
+        assert isinstance(info.value, ValueError) and 'truncated or corrupt' in str(info.value)
+        assert info.value.__cause__ is not None  # torch.load's own error stays attached
+
+
 def test_checkpoint_with_unimportable_training_objects(tmp_path, monkeypatch):
     """Lightning-style checkpoints pickle objects the safe loader refuses and whose classes may be absent."""
     module = types.ModuleType('fake_lightning_hparams')
@@ -468,3 +693,47 @@ def test_preprocess_image_converts_to_rgb():
     assert out.shape == (3, 8, 8) and torch.all(out == 1)
     with pytest.raises(ValueError, match='size'):
         preprocess_image(gray, 0)
+
+
+def _bands_image(width: int, height: int) -> Image.Image:
+    """Three equal bands, red | blue | green, along the longer side."""
+    array = np.zeros((height, width, 3), dtype=np.uint8)
+    if width >= height:
+        third = width // 3
+        array[:, :third, 0], array[:, third:2 * third, 2], array[:, 2 * third:, 1] = 255, 255, 255
+    else:
+        third = height // 3
+        array[:third, :, 0], array[third:2 * third, :, 2], array[2 * third:, :, 1] = 255, 255, 255
+    return Image.fromarray(array)
+
+
+def test_preprocess_image_crops_non_square_to_the_centre():
+    blue = torch.tensor([0., 0., 1.]).reshape(3, 1, 1).expand(3, 8, 8)
+    for wh in [(36, 12), (12, 36)]:  # the centred 12x12 square is exactly the blue band
+        assert torch.equal(preprocess_image(_bands_image(*wh), 8), blue)
+
+
+def test_preprocess_image_modes_and_errors():
+    rng = np.random.default_rng(0)
+    rgba = Image.fromarray(rng.integers(0, 256, (16, 16, 4), dtype=np.uint8), mode='RGBA')
+    palette = rgba.convert('RGB').quantize(colors=16)
+    assert palette.mode == 'P'
+    gray_alpha = Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8), mode='L').convert('LA')
+    for img in (rgba, palette, gray_alpha):
+        out = preprocess_image(img, 16)
+        assert out.shape == (3, 16, 16)
+        ref = torch.from_numpy(np.asarray(img.convert('RGB'), dtype=np.uint8).copy()).permute(2, 0, 1) / 255
+        assert torch.equal(out, ref)  # PIL's RGB conversion (alpha dropped, palette looked up), then no resize
+
+    with pytest.raises(ValueError, match=r'5x40 px \(W x H\) is smaller than one token \(8x8 px\)'):
+        preprocess_image(Image.new('RGB', (5, 40)), 16)
+    with pytest.raises(ValueError, match=r'size=4 px is smaller than one token'):
+        preprocess_image(Image.new('RGB', (40, 40)), 4)
+    with pytest.raises(TypeError, match=r'PIL image.*Tensor of shape \(1, 16, 16\): 1 channel\(s\) \(grayscale\?\)'):
+        preprocess_image(torch.rand(1, 16, 16), 16)
+    with pytest.raises(TypeError, match=r'PIL image.*\(4, 16, 16\): 4 channel\(s\) \(RGBA\?\)'):
+        preprocess_image(torch.rand(4, 16, 16), 16)
+    with pytest.raises(TypeError, match=r'PIL image.*ndarray of shape \(16, 16, 4\): 4 channel'):
+        preprocess_image(np.zeros((16, 16, 4), dtype=np.uint8), 16)
+    with pytest.raises(TypeError, match='PIL'):
+        preprocess_image('image.png', 16)

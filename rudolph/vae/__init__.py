@@ -10,20 +10,22 @@
 * ``get_vae(pretrained=False)``: random weights.
 
 ``config`` (a :class:`VQGanConfig` or a dict of overrides of ruDALL-E's defaults)
-selects the architecture; a checkpoint that does not fit it is an error.
+selects the architecture; a checkpoint that does not fit it is an error
+(:class:`CheckpointMismatchError`), and so is a file that cannot be read at all
+(:class:`CorruptCheckpointError`: empty, truncated, not a ``torch.save`` file).
 """
 import os
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 from .dwt import DWTInverse
 from .image import preprocess_image
-from .model import (CheckpointMismatchError, DecoderDWT, GumbelQuantize, GumbelVQ, VQGanConfig, VQGanGumbelVAE,
-                    read_checkpoint_state_dict)
+from .model import (CheckpointMismatchError, CorruptCheckpointError, DecoderDWT, GumbelQuantize, GumbelVQ,
+                    VQGanConfig, VQGanGumbelVAE, read_checkpoint_state_dict)
 
 __all__ = [
     'get_vae', 'NAMED_VAES', 'HF_REPO_ID', 'HF_FILENAMES', 'VQGanGumbelVAE', 'VQGanConfig', 'GumbelVQ',
-    'GumbelQuantize', 'DecoderDWT', 'DWTInverse', 'CheckpointMismatchError', 'read_checkpoint_state_dict',
-    'preprocess_image',
+    'GumbelQuantize', 'DecoderDWT', 'DWTInverse', 'CheckpointMismatchError', 'CorruptCheckpointError',
+    'read_checkpoint_state_dict', 'preprocess_image',
 ]
 
 HF_REPO_ID = 'sberbank-ai/rudalle-utils'
@@ -50,6 +52,8 @@ def get_vae(pretrained: bool = True, dwt: bool = False, cache_dir: Optional[str]
         name: a key of :data:`NAMED_VAES`, giving both the checkpoint path and the config.
         config: architecture overrides (default: ruDALL-E's f8 / 8192-code VQGAN).
     """
+    if isinstance(pretrained, str):  # get_vae('tiny-shapes'): a registered name
+        pretrained, name = True, pretrained if name is None else name
     if name is not None:
         if path is not None or config is not None:
             raise ValueError(f'name={name!r} already gives the checkpoint path and the config; '

@@ -7,8 +7,10 @@ published checkpoints ``vqgan.gumbelf8-sber.model.ckpt`` (plain) and
 import dataclasses
 import io
 import math
+import os
 import pickle
 import types
+import zipfile
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
@@ -21,6 +23,7 @@ from .modules import Decoder, Encoder
 
 __all__ = [
     'VQGanConfig', 'GumbelQuantize', 'DecoderDWT', 'GumbelVQ', 'VQGanGumbelVAE', 'CheckpointMismatchError',
+    'CorruptCheckpointError',
     'read_checkpoint_state_dict',
 ]
 
@@ -236,6 +239,10 @@ class CheckpointMismatchError(ValueError):
     """A checkpoint's state dict does not fit the model built from the config."""
 
 
+class CorruptCheckpointError(ValueError):
+    """A checkpoint file cannot be read at all (empty, truncated, corrupt, not a ``torch.save`` file)."""
+
+
 class _UnknownObject:
     """Stand-in for classes a checkpoint pickles but this environment cannot import."""
 
@@ -260,17 +267,51 @@ _lenient_pickle.load = lambda file, **kwargs: _LenientUnpickler(file, **kwargs).
 _lenient_pickle.loads = lambda data, **kwargs: _LenientUnpickler(io.BytesIO(data), **kwargs).load()
 
 
-def read_checkpoint_state_dict(path: str) -> Dict[str, torch.Tensor]:
-    """Load ``path`` on CPU and return its ``'state_dict'`` (or the file itself when it is a bare state dict)."""
+def _describe_unreadable(path: str) -> str:
+    """Why ``path`` is probably not a loadable ``torch.save`` file (for error messages)."""
     try:
-        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError:
-        # PyTorch-Lightning checkpoints (as ruDALL-E's) may pickle training objects besides the
-        # tensors (hyper-parameters, callback states), which the safe loader refuses. Only then
-        # unpickle fully, replacing classes that cannot be imported here (lightning, omegaconf)
-        # by inert placeholders: everything but the state dict is discarded anyway.
-        # Full unpickling runs code from the file: load only checkpoints you trust.
-        checkpoint = torch.load(path, map_location='cpu', weights_only=False, pickle_module=_lenient_pickle)
+        size = os.path.getsize(path)
+        with open(path, 'rb') as file:
+            head = file.read(4)
+    except OSError as err:
+        return f'it cannot be read ({err})'
+    if size == 0:
+        return 'the file is empty (0 bytes): truncated or corrupt'
+    if head == b'PK\x03\x04' and not zipfile.is_zipfile(path):
+        return (f'it starts like a torch.save zip archive but its end (the zip central directory) is missing: '
+                f'the file ({size} bytes) is truncated or corrupt, e.g. an interrupted download')
+    return f'the file ({size} bytes) is truncated or corrupt, or not a torch.save checkpoint'
+
+
+def _load_torch_file(path: str) -> Any:
+    try:
+        try:
+            return torch.load(path, map_location='cpu', weights_only=True)
+        except pickle.UnpicklingError:
+            # PyTorch-Lightning checkpoints (as ruDALL-E's) may pickle training objects besides the
+            # tensors (hyper-parameters, callback states), which the safe loader refuses. Only then
+            # unpickle fully, replacing classes that cannot be imported here (lightning, omegaconf)
+            # by inert placeholders: everything but the state dict is discarded anyway.
+            # Full unpickling runs code from the file: load only checkpoints you trust.
+            return torch.load(path, map_location='cpu', weights_only=False, pickle_module=_lenient_pickle)
+    except (FileNotFoundError, IsADirectoryError, PermissionError, MemoryError):
+        raise
+    except Exception as err:  # noqa: BLE001 -- torch.load reports damaged files with many types
+        detail = str(err).strip().splitlines()[0][:200] if str(err).strip() else ''
+        raise CorruptCheckpointError(
+            f'cannot read the VAE checkpoint {path}: {_describe_unreadable(path)} '
+            f'[{type(err).__name__}{": " + detail if detail else ""}]; '
+            f'expected a torch.save file holding {{"state_dict": ...}} (delete it to download it again)') from err
+
+
+def read_checkpoint_state_dict(path: str) -> Dict[str, torch.Tensor]:
+    """Load ``path`` on CPU and return its ``'state_dict'`` (or the file itself when it is a bare state dict).
+
+    A file that ``torch.load`` cannot read (empty, truncated, random bytes) raises
+    :class:`CorruptCheckpointError` (a ``ValueError``) naming the path.
+    """
+    path = os.fspath(path)
+    checkpoint = _load_torch_file(path)
     if isinstance(checkpoint, Mapping) and 'state_dict' in checkpoint:
         state_dict = checkpoint['state_dict']
     elif isinstance(checkpoint, Mapping) and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
@@ -310,33 +351,92 @@ class VQGanGumbelVAE(nn.Module):
         self.downsample_factor = self.config.downsample_factor
         self.image_tokens_per_side = self.config.tokens_per_side
 
-    @torch.no_grad()
+    def check_images(self, img: torch.Tensor) -> None:
+        """Raise a clear error unless ``img`` is a float batch ``[b, in_channels, H, W]`` whose sides are
+        multiples of the downsampling factor (and at least one token)."""
+        if not isinstance(img, torch.Tensor):
+            raise TypeError(f'expected a float tensor of images [b, 3, H, W] in [0, 1], got {type(img).__name__} '
+                            f'(PIL images: use rudolph.vae.preprocess_image first)')
+        c = self.config.in_channels
+        if img.dim() == 3 and img.shape[0] == c:
+            raise ValueError(f'expected a batch of images [b, {c}, H, W], got one image {tuple(img.shape)}; '
+                             f'add the batch dimension with img.unsqueeze(0)')
+        if img.dim() != 4:
+            raise ValueError(f'expected images [b, {c}, H, W], got a {img.dim()}-D tensor of shape {tuple(img.shape)}')
+        if img.shape[1] != c:
+            kind = {1: ' (grayscale?)', 2: ' (grayscale + alpha?)', 4: ' (RGBA?)'}.get(img.shape[1], '')
+            raise ValueError(f'expected RGB images with {c} channels [b, {c}, H, W], got {img.shape[1]} '
+                             f'channel(s){kind}, shape {tuple(img.shape)}; convert them to RGB first '
+                             f'(preprocess_image converts grayscale, RGBA and palette PIL images)')
+        if not img.is_floating_point():
+            raise TypeError(f'expected float images in [0, 1], got dtype {img.dtype} '
+                            f'(uint8 images: img.float() / 255)')
+        f = self.downsample_factor
+        height, width = img.shape[-2:]
+        if height < f or width < f:
+            raise ValueError(f'image of {height}x{width} px (H x W) is smaller than one token ({f}x{f} px)')
+        if height % f or width % f:
+            raise ValueError(f'image sides must be multiples of the downsampling factor {f}, got {height}x{width} px '
+                             f'(H x W); crop or resize to e.g. {height // f * f}x{width // f * f}')
+
     def get_codebook_indices(self, img: torch.Tensor, disable_gumbel_softmax: bool = False) -> torch.Tensor:
         """Images ``[b, 3, H, W]`` in ``[0, 1]`` -> token ids ``[b, (H/f) * (W/f)]`` (row-major, long).
 
         The ids are always the argmax of the codebook logits (no Gumbel noise);
-        ``disable_gumbel_softmax`` is accepted for ruDALL-E compatibility only.
+        ``disable_gumbel_softmax`` is accepted for ruDALL-E compatibility only. The
+        encoder runs under ``torch.inference_mode()``; the returned tensor is an ordinary
+        one (no grad), free to be modified in place or used in autograd graphs.
         """
-        if img.dim() != 4 or img.shape[1] != self.config.in_channels:
-            raise ValueError(f'expected images [b, {self.config.in_channels}, H, W], got {tuple(img.shape)}')
-        f = self.downsample_factor
-        if img.shape[-1] % f or img.shape[-2] % f:
-            raise ValueError(f'image sides must be multiples of {f}, got {tuple(img.shape[-2:])}')
-        logits = self.model.encode_to_logits(2 * img - 1)
-        return logits.argmax(dim=1).flatten(1)
+        self.check_images(img)
+        with torch.inference_mode():
+            logits = self.model.encode_to_logits(2 * img - 1)
+            ids = logits.argmax(dim=1).flatten(1)
+        return ids.clone()  # clone outside inference mode: a normal tensor, not an inference tensor
 
-    def decode(self, img_seq: torch.Tensor) -> torch.Tensor:
-        """Token ids ``[b, n*n]`` -> images ``[b, 3, n*f, n*f]`` in ``[0, 1]`` (``2*n*f`` for DWT)."""
+    def check_ids(self, img_seq: torch.Tensor) -> int:
+        """Raise a clear error unless ``img_seq`` is ``[b, n*n]`` integer ids in ``[0, num_tokens)``; returns ``n``."""
+        if not isinstance(img_seq, torch.Tensor):
+            raise TypeError(f'expected token ids as a tensor [b, n*n], got {type(img_seq).__name__}')
+        if img_seq.dtype == torch.bool or img_seq.is_floating_point() or img_seq.is_complex():
+            raise TypeError(f'token ids must be an integer tensor, got dtype {img_seq.dtype}')
         if img_seq.dim() != 2:
-            raise ValueError(f'expected token ids [b, n*n], got shape {tuple(img_seq.shape)}')
-        b, length = img_seq.shape
+            hint = '; add the batch dimension with ids.unsqueeze(0)' if img_seq.dim() == 1 else ''
+            raise ValueError(f'expected token ids [b, n*n] (2-D), got a {img_seq.dim()}-D tensor of shape '
+                             f'{tuple(img_seq.shape)}{hint}')
+        length = img_seq.shape[1]
         side = math.isqrt(length)
-        if side * side != length:
-            raise ValueError(f'the number of tokens must be a perfect square, got {length}')
-        z = self.model.quantize.embed(img_seq)  # [b, n*n, embed_dim]
-        z = z.reshape(b, side, side, -1).permute(0, 3, 1, 2)
-        img = self.model.decode(z)
-        return (img.clamp(-1.0, 1.0) + 1) * 0.5
+        if length == 0 or side * side != length:
+            raise ValueError(f'the number of tokens per image must be a perfect square n*n (an n x n grid), '
+                             f'got {length}')
+        if img_seq.numel():
+            low, high = (int(v) for v in torch.aminmax(img_seq))
+            if low < 0 or high >= self.num_tokens:
+                raise ValueError(f'token ids must be in [0, {self.num_tokens}) (the codebook size), got ids from '
+                                 f'min {low} to max {high}')
+        return side
+
+    def decode(self, img_seq: torch.Tensor, batch_size: Optional[int] = None) -> torch.Tensor:
+        """Token ids ``[b, n*n]`` -> images ``[b, 3, n*f, n*f]`` in ``[0, 1]`` (``2*n*f`` for DWT).
+
+        The whole batch goes through the decoder at once, or in chunks of ``batch_size``
+        images (to bound memory), under ``torch.inference_mode()``; the result is an
+        ordinary tensor without grad.
+        """
+        side = self.check_ids(img_seq)
+        b = img_seq.shape[0]
+        if batch_size is None:
+            batch_size = max(b, 1)
+        elif isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+            raise ValueError(f'batch_size must be a positive int or None, got {batch_size!r}')
+        chunks = []
+        with torch.inference_mode():
+            for chunk in img_seq.split(batch_size) if b else [img_seq]:
+                z = self.model.quantize.embed(chunk)  # [b, n*n, embed_dim]
+                z = z.reshape(chunk.shape[0], side, side, self.config.embed_dim).permute(0, 3, 1, 2)
+                img = self.model.decode(z)
+                chunks.append((img.clamp(-1.0, 1.0) + 1) * 0.5)
+            out = chunks[0] if len(chunks) == 1 else torch.cat(chunks)
+        return out.clone()  # clone outside inference mode: a normal tensor, not an inference tensor
 
     def load_checkpoint_state_dict(self, state_dict: Mapping[str, torch.Tensor], source: str = 'checkpoint') -> None:
         """Load a published-format state dict, strictly.
