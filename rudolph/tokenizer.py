@@ -4,8 +4,16 @@ RuDOLPH reads and writes text with ruDALL-E's YTTM BPE model file ``bpe.model``.
 no longer builds on current Python, so this module reads the YTTM model file itself and encodes
 with HF ``tokenizers``' BPE engine, wrapped so that ids, subwords and decoded text are identical to
 youtokentome 1.0.6 for the same model file. Words are split in Python and every distinct word is
-BPE-encoded once (new words of a call go to HF together, joined by a separator character outside
-the alphabet) and then served from a word cache (up to 2**18 words, then cleared).
+BPE-encoded once, by one call of HF's BPE model on that word, and then served from a word cache
+(up to 2**18 words, then cleared).
+
+Why not a whole HF ``tokenizers.Tokenizer`` (pre-tokenizer + model, ``encode``/``encode_batch``)?
+It reproduces YTTM exactly (``Split`` on the separator runs, then ``Metaspace`` with
+``prepend_scheme='always'``), but its pipeline costs about 1.5 us per word (normalized-string
+alignments, offsets, the ``Encoding`` object): 3-4x slower than youtokentome, warm or cold, single
+or batched. ``str.split`` + a dict lookup per known word + ``Model.tokenize`` per new word
+(~3 us) is faster than both. (Joining many new words into one HF call, or ``encode_batch_fast`` on
+them, was slower per word too.)
 
 YTTM's algorithm, as implemented in ``youtokentome/cpp/bpe.cpp`` (1.0.6) and mirrored here:
 
@@ -122,9 +130,11 @@ def parse_yttm_model(text: str, source: str = '<string>') -> YTTMModelData:
     try:
         values = [int(t) for t in tokens]
     except ValueError as err:
-        raise ValueError(f'{source}: a YTTM model file holds only integers: {err}') from None
+        raise ValueError(f'{source}: not a YTTM BPE model: a YTTM model file holds only integers ({err}); '
+                         f'expected {_YTTM_FILE_LAYOUT}') from None
     if len(values) < 2:
-        raise ValueError(f'{source}: expected a header line "n_chars n_rules", got {text[:80]!r}')
+        raise ValueError(f'{source}: not a YTTM BPE model: expected a header line "n_chars n_rules", '
+                         f'got {text[:80]!r}')
     n_chars, n_rules = values[0], values[1]
     if n_chars < 0 or n_rules < 0:
         raise ValueError(f'{source}: header counts must be >= 0, got n_chars={n_chars}, n_rules={n_rules}')
@@ -149,12 +159,25 @@ def parse_yttm_model(text: str, source: str = '<string>') -> YTTMModelData:
     return YTTMModelData(char2id, rules, special)
 
 
+_YTTM_FILE_LAYOUT = ('ASCII text of integers: a header "n_chars n_rules", n_chars lines "code_point id", '
+                     'n_rules lines "left_id right_id merged_id", then the 4 special ids "unk pad bos eos"')
+
+
 def read_yttm_model(path: PathLike) -> YTTMModelData:
-    """Read a YTTM ``bpe.model`` file."""
+    """Read a YTTM ``bpe.model`` file; a file that is not one raises ``ValueError`` naming the path."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f'YTTM model file not found: {str(path)!r}')
-    return parse_yttm_model(path.read_text(encoding='ascii'), source=str(path))
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise ValueError(f'{path}: empty file ({len(raw)} bytes), not a YTTM BPE model; '
+                         f'expected {_YTTM_FILE_LAYOUT}')
+    try:
+        text = raw.decode('ascii')
+    except UnicodeDecodeError as err:
+        raise ValueError(f'{path}: not a YTTM BPE model: binary or non-ASCII data (byte {raw[err.start]:#04x} at '
+                         f'offset {err.start}); expected {_YTTM_FILE_LAYOUT}') from None
+    return parse_yttm_model(text, source=str(path))
 
 
 def _validate_for_writing(data: YTTMModelData) -> None:
@@ -285,10 +308,6 @@ class BPE:
             self._reversed[name] = i
         self._has_duplicates = len(set(recipe.values())) != len(recipe) or _HF_UNK in recipe.values()
         self._hf = None if self._has_duplicates else self._build_hf()
-        # char length of every token (for splitting a joined HF encoding), and the separator
-        self._lens = {i: len(r) for i, r in recipe.items()}
-        self._sep = next((c for c in ('\x00', '\uffff', '\ufffe', '\U0010ffff') if c not in self._char2id), None)
-        self._alphabet_and_sep = frozenset(self._char2id) | {self._sep}
         self._cache: dict[str, tuple[int, ...]] = {}
         self._piece_cache: dict[str, tuple[str, ...]] = {}
 
@@ -307,11 +326,16 @@ class BPE:
     def _build_hf(self):
         from tokenizers.models import BPE as HFBPE
 
-        self._hf_unk_id = max(max(self._recipe), *self.special_ids.present(), 0) + 1
+        unk = self.special_ids.unk
+        if unk >= 0 and unk not in self._recipe:
+            self._hf_unk_id = unk  # HF then returns the final ids as they are
+        else:  # no usable unk id (absent, or clashing with a token): a spare id, mapped afterwards
+            self._hf_unk_id = max(max(self._recipe), *self.special_ids.present(), 0) + 1
         vocab = {s: i for i, s in self._recipe.items()}
         vocab[_HF_UNK] = self._hf_unk_id
         merges = [(self._recipe[x], self._recipe[y]) for x, y, _ in self._rules]
-        return HFBPE(vocab, merges, unk_token=_HF_UNK, fuse_unk=True)
+        # cache_capacity=0: HF's own word cache would only duplicate ours (each word goes to HF once)
+        return HFBPE(vocab, merges, unk_token=_HF_UNK, fuse_unk=True, cache_capacity=0)
 
     # -- YTTM API
     def vocab_size(self) -> int:
@@ -353,6 +377,15 @@ class BPE:
         A single ``str`` gives a single (flat) list, as in youtokentome. ``dropout_prob`` > 0 is
         BPE-dropout drawn from ``rng`` (default: the global :mod:`random` generator).
         """
+        # Hot path, ``encode([text])`` per caption or ``encode(texts)``: ids with default options.
+        # It skips only bookkeeping (~1 us of a ~5 us call); the checks are the ones below.
+        if output_type is OutputType.ID and type(sentences) is list and not dropout_prob \
+                and not (bos or eos or reverse):
+            for s in sentences:
+                if not isinstance(s, str):
+                    break  # the general path raises the TypeError
+            else:
+                return self._encode_ids_batch(sentences)
         kind = _output_kind(output_type)
         dropout_prob = float(dropout_prob)
         if not 0.0 <= dropout_prob <= 1.0:
@@ -379,17 +412,17 @@ class BPE:
                 out = [self._encode_ids_dropout(s, dropout_prob, draw) for s in batch]
             else:
                 out = self._encode_ids_batch(batch)
-            head = [sp.bos] if bos else []
-            tail = [sp.eos] if eos else []
         else:
             if dropout_prob > 0:
                 draw = random.random if rng is None else rng.random
                 out = [self._encode_pieces_dropout(s, dropout_prob, draw) for s in batch]
             else:
                 out = self._encode_pieces_batch(batch)
-            head = [BOS_TOKEN] if bos else []
-            tail = [EOS_TOKEN] if eos else []
         if bos or eos:
+            if kind is OutputType.ID:
+                head, tail = [sp.bos] if bos else [], [sp.eos] if eos else []
+            else:
+                head, tail = [BOS_TOKEN] if bos else [], [EOS_TOKEN] if eos else []
             out = [head + o + tail for o in out]
         if reverse:
             for o in out:
@@ -424,23 +457,21 @@ class BPE:
         if len(cache) > _CACHE_MAX:
             cache.clear()
         words_of = self._words
-        split = [words_of(s) for s in batch]
         out: list[list[int]] = []
-        filled = False
-        for ws in split:
+        for s in batch:
+            ws = words_of(s)
             ids: list[int] = []
-            try:
+            try:  # the common case, every word known: no per-word check (try costs nothing)
                 for w in ws:
                     ids += cache[w]
-            except KeyError:
-                if filled:  # pragma: no cover - the cache was filled for the whole batch
-                    raise
-                # first miss: encode every missing word of the rest of the batch in one go
-                self._fill_cache(w for rest in split[len(out):] for w in rest)
-                filled = True
+            except KeyError:  # some new word: start the sentence again, encoding new words
+                encode_word = self._encode_word
                 ids = []
                 for w in ws:
-                    ids += cache[w]
+                    word_ids = cache.get(w)
+                    if word_ids is None:
+                        word_ids = cache[w] = encode_word(w)
+                    ids += word_ids
             out.append(ids)
         return out
 
@@ -449,7 +480,7 @@ class BPE:
         if len(piece_cache) > _CACHE_MAX:
             piece_cache.clear()
         split = [self._words(s) for s in batch]
-        missing = [w for ws in split for w in ws if w not in piece_cache]
+        missing = {w for ws in split for w in ws if w not in piece_cache}
         if missing:
             self._fill_cache(missing)
             for w in missing:
@@ -465,75 +496,24 @@ class BPE:
     def _fill_cache(self, words: Iterable[str]) -> None:
         """Encode the words not yet in the id cache (without dropout) and cache them."""
         cache = self._cache
-        missing = list({w for w in words if w not in cache})
-        if not missing:
-            return
+        if len(cache) > _CACHE_MAX:
+            cache.clear()
+        for w in words:
+            if w not in cache:
+                cache[w] = self._encode_word(w)
+
+    def _encode_word(self, word: str) -> tuple[int, ...]:
+        """Ids of one word (without dropout; ``'▁'`` is prepended here)."""
         if self._hf is None:
-            for w in missing:
-                w.encode('utf-8')  # YTTM (and HF) reject lone surrogates with UnicodeEncodeError
-                cache[w] = tuple(self._bpe_word(w, 0.0, None)[0])
-            return
-        sep = self._sep
-        if len(missing) <= 2 or sep is None:
-            alone, missing = missing, []
-        else:
-            alone = [w for w in missing if sep in w]
-            if alone:
-                missing = [w for w in missing if sep not in w]
-        hf, hf_unk = self._hf, self._hf_unk_id
-        for w in alone:
-            ids = [t.id for t in hf.tokenize(SPACE_TOKEN + w)]
-            if hf_unk in ids:
-                ids = [self.special_ids.unk if i == hf_unk else i for i in ids]
-            cache[w] = tuple(ids)
-        # ~32 words per HF call was fastest (per-call overhead vs. cost growing with length)
-        for k in range(0, len(missing), 32):
-            chunk = missing[k:k + 32]
-            for w, ids in zip(chunk, self._hf_encode_joined(chunk)):
-                cache[w] = ids
-
-    def _hf_encode_joined(self, words: list[str]) -> list[tuple[int, ...]]:
-        """Encode many words with one HF call: ``▁w1 SEP ▁w2 SEP ...``, SEP outside the alphabet.
-
-        SEP becomes (part of) an unknown token, and unknown tokens never merge, so every word is
-        segmented exactly as alone; each unknown run ends at SEP since '▁' follows it.
-        """
-        sep, chars, lens = self._sep, self._char2id, self._lens
+            word.encode('utf-8')  # YTTM (and HF) reject lone surrogates with UnicodeEncodeError
+            return tuple(self._bpe_word(word, 0.0, None)[0])
+        # one HF call per word: a word is the unit of BPE (merges never cross words), and
+        # per-call overhead (~1.5 us) is lower than any way found of batching words into one call
+        ids = [t.id for t in self._hf.tokenize(SPACE_TOKEN + word)]
         hf_unk, unk = self._hf_unk_id, self.special_ids.unk
-        text = sep.join([SPACE_TOKEN + w for w in words]) + sep
-        ids = [t.id for t in self._hf.tokenize(text)]
-        if self._alphabet_and_sep.issuperset(text):  # no unknown chars: every unk is a separator
-            results = []
-            start = 0
-            find = ids.index
-            for _ in range(len(words)):
-                end = find(hf_unk, start)
-                results.append(tuple(ids[start:end]))
-                start = end + 1
-            return results
-        n = len(text)
-        results = []
-        cur: list[int] = []
-        pos = 0
-        for i in ids:
-            if i != hf_unk:
-                cur.append(i)
-                pos += lens[i]
-                continue
-            end = pos
-            while end < n and text[end] not in chars:
-                end += 1
-            if text[end - 1] == sep:
-                if end - 1 > pos:
-                    cur.append(unk)
-                results.append(tuple(cur))
-                cur = []
-            else:
-                cur.append(unk)
-            pos = end
-        if len(results) != len(words):  # pragma: no cover - defensive
-            raise RuntimeError(f'internal error: joined encoding gave {len(results)} words for {len(words)}')
-        return results
+        if hf_unk != unk and hf_unk in ids:
+            ids = [unk if i == hf_unk else i for i in ids]
+        return tuple(ids)
 
     def _pieces_of(self, word: str, ids: Sequence[int]) -> tuple[str, ...]:
         """Subword strings of an encoded word; an unk covers the maximal run of unknown chars."""
@@ -703,9 +683,12 @@ class YTTMTokenizerWrapper:
         """``[bos] + bpe(text) + [eos]`` as a 1-D ``torch.long`` tensor of ``text_seq_length``."""
         if not isinstance(text, str):
             raise TypeError(f'text must be a str, got {type(text).__name__}')
-        extra = {} if rng is None else {'rng': rng}
-        tokens = self.tokenizer.encode([text], output_type=OutputType.ID, dropout_prob=bpe_dropout, **extra)[0]
-        return self.prepare_tokens([self.bos_id] + tokens + [self.eos_id], text_seq_length)
+        if not bpe_dropout and isinstance(self.tokenizer, BPE):
+            tokens = self.tokenizer._encode_ids_batch([text])[0]  # what encode([text]) returns
+        else:
+            extra = {} if rng is None else {'rng': rng}
+            tokens = self.tokenizer.encode([text], output_type=OutputType.ID, dropout_prob=bpe_dropout, **extra)[0]
+        return self.prepare_tokens([self.bos_id, *tokens, self.eos_id], text_seq_length)
 
     def prepare_tokens(self, tokens: Sequence[int], text_seq_length: int) -> torch.Tensor:
         """Right-pad ``tokens`` with ``pad_id`` (0) or cut them to ``text_seq_length`` (the cut may
@@ -715,12 +698,19 @@ class YTTMTokenizerWrapper:
             raise ValueError(f'text_seq_length must be an integer >= 0, got {text_seq_length!r}')
         if isinstance(tokens, torch.Tensor):
             tokens = tokens.tolist()
-        tokens = list(tokens)[:text_seq_length]
-        tokens += [self.pad_id] * (text_seq_length - len(tokens))
-        if not tokens:
-            return torch.zeros(0, dtype=torch.long)
+        elif not isinstance(tokens, list):
+            tokens = list(tokens)
+        if text_seq_length == 0:
+            return torch.zeros(0, dtype=torch.long)  # frombuffer rejects an empty buffer
+        buf = array.array('q', tokens[:text_seq_length])
+        n_pad = text_seq_length - len(buf)
+        if n_pad:
+            if self.pad_id == 0:  # zero bytes: ~4x faster than converting n_pad Python ints
+                buf.frombytes(bytes(n_pad * buf.itemsize))
+            else:
+                buf.extend([self.pad_id] * n_pad)
         # ~3x faster than torch.tensor(list); the tensor owns (keeps alive) the private array
-        return torch.frombuffer(array.array('q', tokens), dtype=torch.long)
+        return torch.frombuffer(buf, dtype=torch.long)
 
     def decode_text(self, encoded) -> str:
         """Text of a 1-D id tensor or list, dropping pad, unk, bos and eos ids."""

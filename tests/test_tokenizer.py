@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import os
 import random
+import re
 import statistics
 
 import numpy as np
@@ -228,6 +229,36 @@ def test_python_engine_parity(pairs, strings, models, yttm):
             sample, output_type=yttm.OutputType.SUBWORD)
 
 
+def test_hf_engine_spare_unk_id(models, strings):
+    """Without a usable unk id (absent, or equal to a token's id) HF gets a spare id for its unknown
+    token and it is mapped back afterwards: same result as the Python engine."""
+    data = read_yttm_model(models[300])
+    sample = strings[::5]
+    for unk in (-1, data.char2id[ord('a')]):
+        odd = tk.YTTMModelData(data.char2id, data.rules, SpecialIds(unk=unk, pad=0, bos=2, eos=3))
+        hf, py = BPE(odd), BPE(odd)
+        py._hf = None
+        assert hf._hf is not None and hf._hf_unk_id != unk
+        assert hf.encode(sample) == py.encode(sample)
+        assert any(unk in ids for ids in hf.encode(sample))
+        assert hf.encode(sample, output_type=OutputType.SUBWORD) == py.encode(sample, output_type=OutputType.SUBWORD)
+
+
+def test_word_cache_overflow(pairs, strings, monkeypatch, yttm):
+    """The word caches are cleared when full; results stay identical."""
+    ref, _ = pairs[1000]
+    monkeypatch.setattr(tk, '_CACHE_MAX', 20)
+    ours = BPE(pairs[1000][1].model_path)
+    sample = strings[::9]
+    sub = OutputType.SUBWORD
+    assert [ours.encode([s])[0] for s in sample] == ref.encode(sample)
+    # checked (and cleared) at the start of each call: at most one sentence's words beyond the limit
+    assert len(ours._cache) <= 21 + max(len(s.split()) for s in sample)
+    assert ours.encode(sample, output_type=sub) == ref.encode(sample, output_type=yttm.OutputType.SUBWORD)
+    assert [ours.encode([s], output_type=sub)[0] for s in sample[:300]] == \
+        ref.encode(sample[:300], output_type=yttm.OutputType.SUBWORD)
+
+
 def test_duplicate_subwords_model(tmp_path, yttm):
     """Two ids with the same string (possible in YTTM files) cannot be an HF vocab: Python engine."""
     path = save_yttm_model(
@@ -329,6 +360,31 @@ def test_model_file_errors(tmp_path):
         BPE(parse_yttm_model('1 0\n97 4\n1 0 2 3\n'))
 
 
+def test_not_a_yttm_model_file(tmp_path):
+    """Files that are not YTTM models: ValueError naming the path and the expected format."""
+    good = train_bpe(['ab abc abd', 'ab ab bc'], vocab_size=12, path=tmp_path / 'good.model')
+    text = (tmp_path / 'good.model').read_text(encoding='ascii')
+    assert read_yttm_model(tmp_path / 'good.model') == good
+    cases = {
+        'random.model': (bytes(range(256)) * 4, 'binary or non-ASCII data'),
+        'utf8.model': ('привет мир\n'.encode(), 'binary or non-ASCII data'),
+        'garbage.txt': (b'hello, this is not a model\n', 'only integers'),
+        'empty.model': (b'', 'empty file'),
+        'blank.model': (b'\n  \n', 'empty file'),
+        'header.model': (b'7\n', 'header line'),
+        'truncated.model': (text[:len(text) // 2].encode('ascii'), 'truncated YTTM model'),
+        'no_specials.model': (text.rsplit('\n', 2)[0].encode('ascii') + b'\n', 'truncated YTTM model'),
+    }
+    for name, (blob, what) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(blob)
+        for load in (read_yttm_model, BPE, get_tokenizer):
+            with pytest.raises(ValueError, match=re.escape(str(path)) + '.*' + what) as info:
+                load(path)
+            message = str(info.value)
+            assert 'expected' in message and ('YTTM' in message), (name, message)
+
+
 # ----------------------------------------------------------------------------- writer / trainer
 
 def test_writer_roundtrip(models, tmp_path, yttm, strings):
@@ -387,6 +443,15 @@ def test_prepare_tokens_and_errors(own_models):
         wrapper.tokenizer.encode(['x'], output_type='bytes')
     with pytest.raises(UnicodeEncodeError):
         wrapper.tokenizer.encode(['bad \ud800 surrogate'])
+    for bad in ([1], ['ok', None], ('ok', b'x')):
+        with pytest.raises(TypeError, match='every sentence must be a str'):
+            wrapper.tokenizer.encode(bad)
+    with pytest.raises(TypeError, match='list/tuple'):
+        wrapper.tokenizer.encode(iter(['x']))
+    # any sequence of ids; a pad id other than 0 is used as well
+    assert wrapper.prepare_tokens((2, 10, 3), 5).tolist() == [2, 10, 3, 0, 0]
+    wrapper.pad_id = 7
+    assert wrapper.prepare_tokens(iter([2, 10, 3]), 5).tolist() == [2, 10, 3, 7, 7]
 
 
 def test_pickle(own_models):
