@@ -18,30 +18,11 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+# the corpus generator is shared with the tokenizer tests
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'tests'))
 
+from corpus import faker_lines  # noqa: E402
 from rudolph.tokenizer import BPE, YTTMTokenizerWrapper, train_bpe  # noqa: E402
-
-
-def faker_lines(n: int, seed: int) -> list[str]:
-    from faker import Faker
-
-    ru, en = Faker('ru_RU'), Faker('en_US')
-    ru.seed_instance(seed)
-    en.seed_instance(seed + 1)
-    out = []
-    for i in range(n):
-        r = i % 10
-        if r < 6:
-            out.append(ru.sentence(nb_words=12))
-        elif r == 6:
-            out.append(en.sentence(nb_words=10))
-        elif r == 7:
-            out.append(ru.address())
-        elif r == 8:
-            out.append(f'{ru.name()} {ru.phone_number()} {ru.email()}')
-        else:
-            out.append(ru.text(max_nb_chars=200))
-    return out
 
 
 def rudalle_encode_text(bpe, yttm):

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from corpus import faker_lines
 from rudolph import tokenizer as tk
 from rudolph.tokenizer import (
     BPE, NAMED_TOKENIZERS, OutputType, SpecialIds, YTTMTokenizerWrapper, get_tokenizer,
@@ -30,28 +31,6 @@ def _import_yttm():
 
         return youtokentome
     return pytest.importorskip('youtokentome')
-
-
-def _faker_lines(n: int, seed: int) -> list[str]:
-    from faker import Faker
-
-    ru, en = Faker('ru_RU'), Faker('en_US')
-    ru.seed_instance(seed)
-    en.seed_instance(seed + 1)
-    lines = []
-    for i in range(n):
-        r = i % 10
-        if r < 6:
-            lines.append(ru.sentence(nb_words=12))
-        elif r == 6:
-            lines.append(en.sentence(nb_words=10))
-        elif r == 7:
-            lines.append(ru.address())
-        elif r == 8:
-            lines.append(f'{ru.name()} {ru.phone_number()} {ru.email()}')
-        else:
-            lines.append(ru.text(max_nb_chars=200))
-    return lines
 
 
 EDGE_CASES = [
@@ -72,7 +51,7 @@ def yttm():
 
 @pytest.fixture(scope='session')
 def corpus() -> list[str]:
-    return _faker_lines(12000, seed=0)
+    return faker_lines(12000, seed=0)
 
 
 @pytest.fixture(scope='session')
@@ -104,7 +83,7 @@ def own_models(tmp_path_factory, corpus) -> dict[int, str]:
 def strings(corpus) -> list[str]:
     """>= 10,000 test strings: unseen faker text, upper case, char soup and edge cases."""
     rnd = random.Random(1)
-    fresh = _faker_lines(6000, seed=777)
+    fresh = faker_lines(6000, seed=777)
     alphabet = list('абвгдеёжзийклмнопрстуфхцчшщъыьэюяАБВЁЯabcxyzXYZ0123456789 .,!?-—«»()\t\n\r'
                     '\x0b\x0c\u2581\xa0\u3000😀€\x00漢ﬁ') + ['  ', '   ']
     soup = [''.join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 40))) for _ in range(2500)]
