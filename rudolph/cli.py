@@ -58,44 +58,23 @@ def register(name: str, help: str, add_arguments: Callable[[argparse.ArgumentPar
 
 
 # ----------------------------------------------------------------------------- argument types
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'expected a positive integer, got {value!r}') from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f'expected a positive integer, got {value!r}')
-    return number
+def _number(cast: Callable[[str], Any], valid: Callable[[Any], bool], expected: str) -> Callable[[str], Any]:
+    """An argparse ``type=``: ``cast`` the text, then reject values outside ``valid`` naming ``expected``."""
+    def parse(value: str):
+        try:
+            number = cast(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'expected {expected}, got {value!r}') from None
+        if not valid(number):
+            raise argparse.ArgumentTypeError(f'expected {expected}, got {value!r}')
+        return number
+    return parse
 
 
-def _top_k(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'expected an integer >= 0, got {value!r}') from None
-    if number < 0:
-        raise argparse.ArgumentTypeError(f'expected an integer >= 0 (0: no top-k filter), got {value!r}')
-    return number
-
-
-def _top_p(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'expected a number in (0, 1], got {value!r}') from None
-    if not 0.0 < number <= 1.0:
-        raise argparse.ArgumentTypeError(f'expected a number in (0, 1] (1: no nucleus filter), got {value!r}')
-    return number
-
-
-def _temperature(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'expected a number > 0, got {value!r}') from None
-    if not 0.0 < number < float('inf'):
-        raise argparse.ArgumentTypeError(f'expected a finite number > 0, got {value!r}')
-    return number
+_positive_int = _number(int, lambda n: n >= 1, 'a positive integer')
+_top_k = _number(int, lambda n: n >= 0, 'an integer >= 0 (0: no top-k filter)')
+_top_p = _number(float, lambda x: 0.0 < x <= 1.0, 'a number in (0, 1] (1: no nucleus filter)')
+_temperature = _number(float, lambda x: 0.0 < x < float('inf'), 'a finite number > 0')
 
 
 def _sampling(p: argparse.ArgumentParser, top_k: Optional[int], top_p: Optional[float],
