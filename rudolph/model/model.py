@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cache import KVCache
-from .transformer import SparseTransformer
+from .transformer import Linear, SparseTransformer, linear
 
 __all__ = ['ruDolphModel', 'skip_init']
 
@@ -244,11 +244,11 @@ class ruDolphModel(nn.Module):
 
     def logits(self, hidden: torch.Tensor, vocab: Optional[slice] = None) -> torch.Tensor:
         """``to_logits`` of ``hidden``, optionally only for the classes in ``vocab`` (a slice)."""
-        norm, linear = self.to_logits
+        norm, lin = self.to_logits
         x = norm(hidden)
         if vocab is None:
-            return linear(x)
-        return F.linear(x, linear.weight[vocab], linear.bias[vocab])
+            return lin(x)
+        return linear(x, lin.weight[vocab], lin.bias[vocab])
 
     def forward(self,
                 input_ids: torch.Tensor,
