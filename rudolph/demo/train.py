@@ -107,6 +107,29 @@ def target_codes(samples: Sequence[S.Sample], alpha: np.ndarray, patterns: np.nd
 
 
 # ----------------------------------------------------------------------------- VQGAN
+def _reconstruction_weight(alpha: np.ndarray) -> torch.Tensor:
+    """Shape pixels (and a ring around them) weigh more than the plain background in the reconstruction loss."""
+    cover = torch.from_numpy(alpha).unsqueeze(1)
+    return 1 + 4 * F.max_pool2d(cover, 3, stride=1, padding=1)
+
+
+def _weighted_l1_l2(err: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return ((err.abs() + err ** 2) * weight).mean() / weight.mean()
+
+
+def _finish_vqgan(vae, model, path: Optional[str]):
+    """Back to eval/contiguous; save fp16 weights to ``path`` and reload them (what ships is the rounded copy)."""
+    vae.eval()
+    model.to(memory_format=torch.contiguous_format)
+    if path is not None:
+        state = {k: v.detach().to(torch.float16) if v.is_floating_point() else v
+                 for k, v in model.state_dict().items()}
+        os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+        torch.save({'state_dict': state}, path)
+        vae.load_checkpoint(path)
+    return vae
+
+
 def train_vqgan(samples: Sequence[S.Sample], codes: torch.Tensor, alpha: np.ndarray, steps: int = 700,
                 batch_size: int = 12, lr: float = 2e-3, seed: int = 0, path: Optional[str] = VQGAN_PATH):
     from ..vae import VQGanGumbelVAE
@@ -114,9 +137,7 @@ def train_vqgan(samples: Sequence[S.Sample], codes: torch.Tensor, alpha: np.ndar
     t0 = time.time()
     images = images_tensor(samples)
     codes = codes.view(-1, 8, 8)
-    # shape pixels (and a ring around them) weigh more than the plain background in the reconstruction loss
-    cover = torch.from_numpy(alpha).unsqueeze(1)
-    weight = 1 + 4 * F.max_pool2d(cover, 3, stride=1, padding=1)
+    weight = _reconstruction_weight(alpha)
     torch.manual_seed(seed)
     vae = VQGanGumbelVAE(config=VQGAN_CONFIG)
     model = vae.model.to(memory_format=torch.channels_last).train()
@@ -129,9 +150,7 @@ def train_vqgan(samples: Sequence[S.Sample], codes: torch.Tensor, alpha: np.ndar
         x, c, w = x_all[idx], codes[idx], weight[idx]
         logits = model.encode_to_logits(x)
         enc_loss = F.cross_entropy(logits, c)
-        rec = model.decode(model.quantize.embed_code(c))
-        err = rec - x
-        rec_loss = ((err.abs() + err ** 2) * w).mean() / w.mean()
+        rec_loss = _weighted_l1_l2(model.decode(model.quantize.embed_code(c)) - x, w)
         loss = enc_loss + 4 * rec_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -142,15 +161,7 @@ def train_vqgan(samples: Sequence[S.Sample], codes: torch.Tensor, alpha: np.ndar
             acc = (logits.argmax(1) == c).float().mean().item()
             _log(f'vqgan step {step}/{steps}: code CE {enc_loss.item():.3f} (acc {acc:.3f}), '
                  f'weighted L1+L2 {rec_loss.item():.4f} ({time.time() - t0:.0f}s)')
-    vae.eval()
-    model.to(memory_format=torch.contiguous_format)
-    if path is not None:
-        state = {k: v.detach().to(torch.float16) if v.is_floating_point() else v
-                 for k, v in model.state_dict().items()}
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        torch.save({'state_dict': state}, path)
-        vae.load_checkpoint(path)  # what ships: the fp16-rounded weights
-    return vae
+    return _finish_vqgan(vae, model, path)
 
 
 def train_decoder(vae, samples: Sequence[S.Sample], codes: torch.Tensor, alpha: np.ndarray, steps: int = 500,
@@ -159,8 +170,7 @@ def train_decoder(vae, samples: Sequence[S.Sample], codes: torch.Tensor, alpha: 
     t0 = time.time()
     images = images_tensor(samples)
     codes = codes.view(-1, 8, 8)
-    cover = torch.from_numpy(alpha).unsqueeze(1)
-    weight = 1 + 4 * F.max_pool2d(cover, 3, stride=1, padding=1)
+    weight = _reconstruction_weight(alpha)
     model = vae.model.to(memory_format=torch.channels_last).train()
     params = [p for n, p in model.named_parameters() if n.startswith(('decoder.', 'post_quant_conv.', 'quantize.embed.'))]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
@@ -170,8 +180,7 @@ def train_decoder(vae, samples: Sequence[S.Sample], codes: torch.Tensor, alpha: 
     for step in range(1, steps + 1):
         idx = torch.randint(0, len(samples), (batch_size,), generator=gen)
         x, c, w = x_all[idx], codes[idx], weight[idx]
-        err = model.decode(model.quantize.embed_code(c)) - x
-        rec_loss = ((err.abs() + err ** 2) * w).mean() / w.mean()
+        rec_loss = _weighted_l1_l2(model.decode(model.quantize.embed_code(c)) - x, w)
         opt.zero_grad(set_to_none=True)
         rec_loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -179,14 +188,7 @@ def train_decoder(vae, samples: Sequence[S.Sample], codes: torch.Tensor, alpha: 
         sched.step()
         if step % 50 == 0 or step == steps:
             _log(f'vqgan decoder step {step}/{steps}: weighted L1+L2 {rec_loss.item():.4f} ({time.time() - t0:.0f}s)')
-    vae.eval()
-    model.to(memory_format=torch.contiguous_format)
-    if path is not None:
-        state = {k: v.detach().to(torch.float16) if v.is_floating_point() else v
-                 for k, v in model.state_dict().items()}
-        torch.save({'state_dict': state}, path)
-        vae.load_checkpoint(path)
-    return vae
+    return _finish_vqgan(vae, model, path)
 
 
 # ----------------------------------------------------------------------------- tokenizer
