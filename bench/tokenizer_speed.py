@@ -21,25 +21,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 # the corpus generator is shared with the tokenizer tests
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'tests'))
 
-from corpus import faker_lines  # noqa: E402
+from corpus import faker_lines, rudalle_encode_text  # noqa: E402
 from rudolph.tokenizer import BPE, YTTMTokenizerWrapper, train_bpe  # noqa: E402
-
-
-def rudalle_encode_text(bpe, yttm):
-    """ruDALL-E's ``YTTMTokenizerWrapper.encode_text`` on a youtokentome model."""
-    import numpy as np
-    import torch
-
-    def encode_text(text: str, text_seq_length: int):
-        tokens = [2] + bpe.encode([text], output_type=yttm.OutputType.ID, dropout_prob=0.0)[0] + [3]
-        empty_positions = text_seq_length - len(tokens)
-        if empty_positions > 0:
-            tokens = np.hstack((tokens, np.zeros(empty_positions)))
-        if len(tokens) > text_seq_length:
-            tokens = tokens[:text_seq_length]
-        return torch.tensor(tokens).long()
-
-    return encode_text
 
 
 def best_time(fn, repeat: int = 5, make=None) -> float:
@@ -102,7 +85,8 @@ def main() -> None:
             if name.startswith('rudolph'):
                 encode_text = YTTMTokenizerWrapper(make()).encode_text
             else:
-                encode_text = rudalle_encode_text(make(), yttm)
+                ref = make()
+                encode_text = lambda text, length: rudalle_encode_text(ref, yttm, text, length)  # noqa: E731
             enc_s = best_time(lambda: [encode_text(s, 128) for s in train[:5000]])
             rows.append((name, 'encode_text', 5000 / enc_s, float('nan')))
 

@@ -1,5 +1,9 @@
-"""Generated Russian (and some English) text for tokenizer tests and the tokenizer benchmark."""
+"""Shared by the tokenizer tests and benchmark: generated Russian (and some English) text, and
+ruDALL-E's youtokentome-based ``encode_text`` as the reference."""
 from typing import List
+
+import numpy as np
+import torch
 
 
 def faker_lines(n: int, seed: int) -> List[str]:
@@ -23,3 +27,14 @@ def faker_lines(n: int, seed: int) -> List[str]:
         else:
             lines.append(ru.text(max_nb_chars=200))
     return lines
+
+
+def rudalle_encode_text(ref, yttm, text: str, length: int, dropout: float = 0.0) -> torch.Tensor:
+    """ruDALL-E's ``YTTMTokenizerWrapper.encode_text`` on a youtokentome model ``ref``."""
+    tokens = [2] + ref.encode([text], output_type=yttm.OutputType.ID, dropout_prob=dropout)[0] + [3]
+    empty = length - len(tokens)
+    if empty > 0:
+        tokens = np.hstack((tokens, np.zeros(empty)))
+    if len(tokens) > length:
+        tokens = tokens[:length]
+    return torch.tensor(tokens).long()

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from corpus import faker_lines
+from corpus import faker_lines, rudalle_encode_text
 from rudolph import tokenizer as tk
 from rudolph.tokenizer import (
     BPE, NAMED_TOKENIZERS, OutputType, SpecialIds, YTTMTokenizerWrapper, get_tokenizer,
@@ -163,17 +163,6 @@ def test_decode_parity(pairs, strings, vocab):
         ours.decode('not a list')
 
 
-def _rudalle_encode_text(ref, yttm, text, length, dropout=0.0):
-    """ruDALL-E's YTTMTokenizerWrapper.encode_text on youtokentome."""
-    tokens = [2] + ref.encode([text], output_type=yttm.OutputType.ID, dropout_prob=dropout)[0] + [3]
-    empty = length - len(tokens)
-    if empty > 0:
-        tokens = np.hstack((tokens, np.zeros(empty)))
-    if len(tokens) > length:
-        tokens = tokens[:length]
-    return torch.tensor(tokens).long()
-
-
 def _rudalle_decode_text(ref, encoded):
     return ref.decode(encoded.cpu().numpy().tolist(), ignore_ids=[3, 2, 1, 0])[0]
 
@@ -187,7 +176,7 @@ def test_wrapper_parity(pairs, strings, vocab, yttm):
     for text in strings[::10]:
         for length in (1, 8, 64, 128):
             got = wrapper.encode_text(text, length)
-            want = _rudalle_encode_text(ref, yttm, text, length)
+            want = rudalle_encode_text(ref, yttm, text, length)
             assert got.dtype == torch.long and got.shape == (length,)
             assert torch.equal(got, want), (text, length)
             if want.numel() and set(want.tolist()) - {0, 1, 2, 3}:
