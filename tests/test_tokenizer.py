@@ -11,7 +11,6 @@ import random
 import re
 import statistics
 
-import numpy as np
 import pytest
 import torch
 
