@@ -214,6 +214,32 @@ def test_loss_goes_down_on_memorisation_set(task, tmp_path, tiny_params):
     assert {k for k in ('l_text_loss', 'image_loss', 'r_text_loss') if result.history[-1][k] is not None} == used
 
 
+def test_first_image_token_option_trains_the_first_image_token(tmp_path, tiny_params):
+    """The published loss never scores the first image token; ``first_image_token=True`` does."""
+    def first_token_ce(model, ds):
+        ids = torch.stack([ds[i]['input_ids'] for i in range(len(ds))])
+        L, V = model.l_text_seq_length, model.vocab_size
+        with torch.no_grad():
+            logits, _ = model(ids, None)
+        return float(nn.functional.cross_entropy(logits[:, L - 1, V:], ids[:, L]))
+
+    # the first image cell is white, every other cell black: nothing else predicts it
+    image = torch.zeros(3, 32, 32)
+    image[:, :8, :8] = 1
+    rows = [{'image': image, 'left_text': f'картинка {i}'} for i in range(4)]
+    ce = {}
+    for flag in (False, True):
+        model = tiny(tiny_params)
+        ds = prepare_dataset(rows, FakeTokenizer(), FakeVAE(), model, spc_tokens=SPC, show_progress=False)
+        assert ds[0]['input_ids'][model.l_text_seq_length] == 63
+        before = first_token_ce(model, ds)
+        train(model, ds, config(tmp_path, f'out{flag}', max_steps=40, save_final=False, lr=3e-3,
+                                first_image_token=flag))
+        ce[flag] = (before, first_token_ce(model, ds))
+    assert ce[True][1] < 0.5 * ce[True][0], ce
+    assert ce[True][1] < 0.5 * ce[False][1], ce
+
+
 def test_checkpoint_round_trips_through_get_rudolph_model(tmp_path, tiny_params, tiny_registered):
     model = tiny(tiny_params)
     ds = prepare_dataset(text_rows(), FakeTokenizer(), None, model, spc_tokens=SPC)
@@ -294,7 +320,7 @@ def test_cli_end_to_end(tmp_path, tiny_params, tiny_registered, monkeypatch):
         f.write('left_text,right_text,task\nвопрос,ответ,tqa\nтекст,,t2t\n')
     argv = ['--model', tiny_registered, '--checkpoint', str(start), '--data', data, '--out', str(tmp_path / 'out'),
             '--max-steps', '2', '--bs', '2', '--lr', '1e-3', '--freeze', 'attn', 'ff', '--quiet', '--cpu',
-            '--eval-data', str(tmp_path / 'qa.csv'), '--eval-every', '1']
+            '--first-image-token', '--eval-data', str(tmp_path / 'qa.csv'), '--eval-every', '1']
     assert main(argv) == 0
     assert get_rudolph_model(tiny_registered, checkpoint_path=tmp_path / 'out' / 'step-000002') is not None
     logs = [json.loads(line) for line in open(tmp_path / 'out' / 'metrics.jsonl')]

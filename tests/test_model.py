@@ -235,6 +235,25 @@ def test_loss_matches_spec(tiny_model, s, weights):
         assert not values[name].requires_grad
 
 
+def test_first_image_token_loss_adds_exactly_the_first_image_position(tiny_model):
+    """``first_image_token=True``: the image part is the mean over all N2 image ids, the first
+    scored from the last left-text position with image logits; other parts unchanged."""
+    L, N2, V = tiny_model.l_text_seq_length, tiny_model.image_seq_length, tiny_model.vocab_size
+    ids = random_ids(tiny_model, 3, L + N2, torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        logits, _ = tiny_model(ids, None)
+        _, plain = tiny_model(ids, None, return_loss=True)
+        loss, values = tiny_model(ids, None, return_loss=True, first_image_token=True, lt_loss_weight=0)
+    image_logits = logits[:, L - 1:L + N2 - 1, V:]
+    expected = F.cross_entropy(image_logits.reshape(-1, image_logits.shape[-1]), ids[:, L:].reshape(-1))
+    torch.testing.assert_close(values['image_loss'], expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(loss, expected, atol=1e-5, rtol=1e-5)
+    first = F.cross_entropy(image_logits[:, 0], ids[:, L])
+    torch.testing.assert_close(values['image_loss'], (plain['image_loss'] * (N2 - 1) + first) / N2,
+                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(values['l_text_loss'], plain['l_text_loss'])
+
+
 def test_loss_errors(tiny_model):
     with pytest.raises(ValueError, match='whole parts'):
         tiny_model(random_ids(tiny_model, 1, 12), None, return_loss=True)

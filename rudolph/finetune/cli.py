@@ -56,6 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument('--lt-loss-weight', type=float, default=None, help="override every task's left-text loss weight")
     g.add_argument('--img-loss-weight', type=float, default=None, help="override every task's image loss weight")
     g.add_argument('--rt-loss-weight', type=float, default=None, help="override every task's right-text loss weight")
+    g.add_argument('--first-image-token', action='store_true',
+                   help='also train the first image token (the published loss skips it; helps text-to-image)')
     g.add_argument('--eval-every', type=int, default=None, help='evaluate every N steps (and at the end)')
     g.add_argument('--save-every', type=int, default=None, help='checkpoint every N steps (the end is always saved)')
     g.add_argument('--keep-last', type=int, default=None, help='keep only the N newest step checkpoints')
@@ -128,7 +130,8 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup, schedule=args.schedule,
         clip=args.clip or None, optimizer=args.optimizer, precision=args.precision,
         gradient_checkpointing=args.gradient_checkpointing, eval_every=args.eval_every, save_every=args.save_every,
-        keep_last=args.keep_last, seed=args.seed, resume=args.resume, cpu=args.cpu, show_progress=not args.quiet)
+        keep_last=args.keep_last, seed=args.seed, resume=args.resume, cpu=args.cpu, show_progress=not args.quiet,
+        first_image_token=args.first_image_token)
     result = train(model, train_data, config, eval_data=eval_data)
     if state.is_main_process:
         logger.info('done: %d steps, last loss %.4f, weights in %s', result.state.step,

@@ -40,7 +40,8 @@ class TrainConfig:
     ``batch_size`` is the *global* batch of one forward pass, split evenly across processes,
     so the same settings give the same optimisation on 1 or N devices; one optimizer step
     uses ``batch_size * grad_accum`` samples. ``warmup`` is a fraction of all steps (< 1)
-    or a number of steps (>= 1).
+    or a number of steps (>= 1). ``first_image_token`` also trains the first image token
+    (see :meth:`rudolph.model.ruDolphModel.loss`; off by default, as the published loss).
     """
     out_dir: str
     epochs: int = 1
@@ -64,6 +65,7 @@ class TrainConfig:
     cpu: bool = False
     show_progress: bool = True
     log_every: int = 1
+    first_image_token: bool = False
 
 
 @dataclass
@@ -317,14 +319,15 @@ class _InterruptFlag:
 
 # ----------------------------------------------------------------------------- evaluation
 @torch.no_grad()
-def evaluate(model: nn.Module, dataloader, accelerator=None) -> Dict[str, float]:
+def evaluate(model: nn.Module, dataloader, accelerator=None, first_image_token: bool = False) -> Dict[str, float]:
     """Mean weighted loss and loss parts over ``dataloader`` (batches from :func:`collate` with weights)."""
     was_training = model.training
     model.eval()
     sums = torch.zeros(1 + 2 * len(PARTS) + 1, dtype=torch.float64)
     device = next(model.parameters()).device
     for batch in dataloader:
-        loss, values = model(batch['input_ids'].to(device), return_loss=True, **batch['weights'])
+        loss, values = model(batch['input_ids'].to(device), return_loss=True, first_image_token=first_image_token,
+                             **batch['weights'])
         b = batch['input_ids'].shape[0]
         row = [float(loss) * b]
         for part in PARTS:
@@ -484,7 +487,8 @@ def train(model: nn.Module, train_data: EncodedDataset, config: TrainConfig,
                         continue
                     weights = batch['weights']
                     with accelerator.accumulate(model):
-                        loss, values = model(batch['input_ids'], return_loss=True, **weights)
+                        loss, values = model(batch['input_ids'], return_loss=True,
+                                             first_image_token=config.first_image_token, **weights)
                         # A part with weight 0 is not trained (its value may be meaningless, e.g. the
                         # zero image of text QA), so it is left out of the logged averages.
                         row = [float(loss.detach())]
@@ -527,7 +531,7 @@ def train(model: nn.Module, train_data: EncodedDataset, config: TrainConfig,
                         k.split('_loss')[0]: f'{entry[k]:.3f}' for k in PARTS if entry[k] is not None})
                     if eval_loader is not None and config.eval_every and (
                             state.step % config.eval_every == 0 or state.step == total):
-                        result = {'step': state.step, **evaluate(model, eval_loader, accelerator)}
+                        result = {'step': state.step, **evaluate(model, eval_loader, accelerator, config.first_image_token)}
                         eval_history.append(result)
                         log(result)
                         logger.info('step %d: %s', state.step, ', '.join(f'{k}={v:.4f}' for k, v in result.items()

@@ -259,14 +259,15 @@ class ruDolphModel(nn.Module):
                 lt_loss_weight: float = 1,
                 img_loss_weight: float = 7,
                 rt_loss_weight: float = 1,
-                return_hidden_states: bool = False) -> ModelOutput:
+                return_hidden_states: bool = False,
+                first_image_token: bool = False) -> ModelOutput:
         """Reference-compatible forward.
 
         Returns ``(logits, cache)``, or ``(loss, loss_values)`` with ``return_loss=True``,
         plus the per-layer hidden states when ``return_hidden_states=True``. With
         ``use_cache=True`` the positions already in ``cache`` are not recomputed and the
         returned logits cover only the new positions (``logits[:, -1]`` is the next-token
-        distribution either way).
+        distribution either way). ``first_image_token``: see :meth:`loss`.
         """
         self.check_input_ids(input_ids)
         b, s = input_ids.shape
@@ -287,7 +288,7 @@ class ruDolphModel(nn.Module):
         hidden, hidden_states = self.hidden(input_ids[:, start:], start, cache, mask, return_hidden_states)
         logits = self.logits(hidden)
         if return_loss:
-            outputs = self.loss(input_ids, logits, lt_loss_weight, img_loss_weight, rt_loss_weight)
+            outputs = self.loss(input_ids, logits, lt_loss_weight, img_loss_weight, rt_loss_weight, first_image_token)
         else:
             outputs = (logits, cache)
         if return_hidden_states:
@@ -314,8 +315,16 @@ class ruDolphModel(nn.Module):
                                  f'[{int(part.min())}, {int(part.max())}]')
 
     def loss(self, input_ids: torch.Tensor, logits: torch.Tensor, lt_loss_weight: float = 1,
-             img_loss_weight: float = 7, rt_loss_weight: float = 1) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-        """Weighted cross-entropy over the parts present in ``input_ids`` (SPEC section 5)."""
+             img_loss_weight: float = 7, rt_loss_weight: float = 1,
+             first_image_token: bool = False) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """Weighted cross-entropy over the parts present in ``input_ids`` (SPEC section 5).
+
+        The published loss never scores the *first* image token with image logits (its image
+        part starts at the second token), so text-to-image sampling draws that token from an
+        untrained distribution. ``first_image_token=True`` adds it to the image part (scored
+        from the last left-text position, where generation samples it); the default keeps
+        the reference loss exactly.
+        """
         L, N2, R, V = self.l_text_seq_length, self.image_seq_length, self.r_text_seq_length, self.vocab_size
         s = input_ids.shape[1]
         if s not in (L, L + N2, L + N2 + R):
@@ -332,8 +341,9 @@ class ruDolphModel(nn.Module):
         parts = {'l_text_loss': (lt_loss_weight, lambda: F.cross_entropy(
             logits[:, :V, :l_len].float(), labels[:, :l_len]))}
         if has_image:
+            first = L - 1 if first_image_token else L
             parts['image_loss'] = (img_loss_weight, lambda: F.cross_entropy(
-                logits[:, V:, L:L + N2 - 1].float(), image_ids[:, 1:]))
+                logits[:, V:, first:L + N2 - 1].float(), image_ids[:, first - L + 1:]))
         if has_right:
             parts['r_text_loss'] = (rt_loss_weight, lambda: F.cross_entropy(
                 logits[:, :V, -R:-1].float(), r_text[:, 1:], ignore_index=0))
