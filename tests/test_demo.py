@@ -88,10 +88,11 @@ def test_vqgan_reconstructions_keep_colour_and_shape(bundle):
     judged = [S.check_image(img) for img in torch_tensors_to_pil_list(rec)]
     colour = np.mean([j['colour'] == s.colour for j, s in zip(judged, samples)])
     shape = np.mean([j['shape'] == s.shape for j, s in zip(judged, samples)])
-    # Shipped VQGAN (300 joint + 500 decoder-only steps): colours survive (~90% on 300 pictures),
-    # shapes come back as soft blobs (pixel shape check ~20%): guard the colour and the pixel error.
-    assert colour >= 0.8, (colour, shape)
-    assert (rec - x).abs().mean() < 0.035
+    # Shipped VQGAN on 200 held-out pictures: colour 100%, pixel shape check 85% (small shapes
+    # lose their points); 24 pictures here, margins for the sample noise.
+    assert colour >= 0.9, (colour, shape)
+    assert shape >= 0.65, (colour, shape)
+    assert (rec - x).abs().mean() < 0.02
 
 
 def test_cli_registers_demo():
@@ -103,33 +104,18 @@ def test_cli_registers_demo():
 
 
 def test_measured_quality(bundle):
-    """A smaller version of the README numbers: 40 held-out pictures against the recorded 200-picture accuracies.
+    """A smaller version of the README numbers: 40 held-out pictures.
 
-    The issue's targets (``THRESHOLDS``) are not all reached by the shipped weights yet (see the
-    README); what this guards is that nothing in the codecs, masks, cache or pipelines makes the
-    learned model worse than recorded (a margin of 15 points covers 40-sample noise) and that the
-    colour tasks stay far above chance (1/6).
+    Where the shipped weights meet the issue's target (``THRESHOLDS``, 200 pictures), the
+    test requires the target minus 10 points; where they do not (see the README), it requires
+    the recorded 200-picture accuracy minus 15 points (40-sample noise), so that nothing in
+    the codecs, masks, cache or pipelines makes the learned model worse than recorded.
     """
-    from rudolph.demo.evaluate import RECORDED, evaluate, format_table, make_api
+    from rudolph.demo.evaluate import RECORDED, THRESHOLDS, evaluate, format_table, make_api
 
     result = evaluate(make_api(bundle), n=40)
     print(format_table(result))
-    for key, recorded in RECORDED.accuracy.items():
-        if key.startswith('t2i_'):
-            continue
-        assert result.accuracy[key] >= recorded - 0.15, (key, result.accuracy, RECORDED.accuracy)
-    for key in ('zs_colour', 'vqa_colour'):
-        assert result.accuracy[key] > 1 / 6 + 0.4, (key, result.accuracy)
-
-
-def test_plain_import_registers_the_names():
-    """``import rudolph`` alone makes 'tiny-shapes' loadable (fresh interpreter, no network)."""
-    import subprocess
-    import sys
-
-    code = ("import rudolph; m = rudolph.get_rudolph_model('tiny-shapes'); t = rudolph.get_tokenizer('tiny-shapes'); "
-            "v = rudolph.get_vae('tiny-shapes'); print(t.vocab_size(), v.num_tokens)")
-    env = dict(os.environ, HF_HUB_OFFLINE='1')
-    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ['214', '1024']
+    for key, target in THRESHOLDS.items():
+        recorded = RECORDED.accuracy[key]
+        required = target - 0.10 if recorded >= target else recorded - 0.15
+        assert result.accuracy[key] >= required, (key, required, result.accuracy, RECORDED.accuracy)

@@ -23,9 +23,9 @@ TOKENIZER_PATH = os.path.join(WEIGHTS_DIR, 'tiny-shapes-bpe.model')
 VQGAN_PATH = os.path.join(WEIGHTS_DIR, 'tiny-shapes-vqgan.ckpt')
 RUDOLPH_PATH = os.path.join(WEIGHTS_DIR, 'tiny-shapes-rudolph.bin')
 
-#: the tiny VQGAN: same classes as ruDALL-E's, 64 px -> 8x8 codes out of 1024.
+#: the tiny VQGAN: same classes as ruDALL-E's, 64 px -> 8x8 codes out of 2048.
 VQGAN_CONFIG: Dict[str, Any] = dict(ch=64, ch_mult=(1, 1, 1, 1), num_res_blocks=0, attn_resolutions=(),
-                                    z_channels=64, embed_dim=64, n_embed=1024, resolution=64)
+                                    z_channels=128, embed_dim=128, n_embed=2048, resolution=64)
 
 #: plain BPE ids are [0, PLAIN_TEXT_VOCAB) (the tokenizer uses fewer); task tokens follow.
 PLAIN_TEXT_VOCAB = 256
