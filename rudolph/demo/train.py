@@ -299,13 +299,13 @@ class CodeTable:
 def train_rudolph(samples: Sequence[S.Sample], tokenizer, vae, epochs: int = 2, batch_size: int = 32,
                   lr: float = 2e-3, seed: int = 0, path: Optional[str] = RUDOLPH_PATH,
                   max_steps: Optional[int] = None, show_progress: bool = True, work_dir: Optional[str] = None,
-                  save_every: Optional[int] = None, model=None):
+                  save_every: Optional[int] = None, model=None, t2i_rows: int = 2, i2t_rows: int = 2):
     from ..finetune import TrainConfig, prepare_dataset, train
     from ..model import ruDolphModel
 
     t0 = time.time()
     images = images_tensor(samples)
-    rows = rudolph_rows(samples, images, seed=seed)
+    rows = rudolph_rows(samples, images, seed=seed, t2i_per_image=t2i_rows, i2t_per_image=i2t_rows)
     torch.manual_seed(seed)
     if model is None:
         model = ruDolphModel(device='cpu', **MODEL_PARAMS)
@@ -346,6 +346,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('--decoder-steps', type=int, default=700, help='VQGAN decoder steps (batch 16)')
     parser.add_argument('--rudolph-stages', default='3000:2e-3',
                         help='RuDOLPH training stages STEPS:LR,... (batch 32, cosine schedule each)')
+    parser.add_argument('--t2i-rows', type=int, default=2, help='text-to-image rows per picture (caption phrasings)')
+    parser.add_argument('--i2t-rows', type=int, default=2, help='image-to-text rows per picture')
     parser.add_argument('--init-rudolph', default=None, help='start RuDOLPH from these weights instead of random')
     parser.add_argument('--first-stage', type=int, default=0, help='index of the first stage run (with --init-rudolph)')
     parser.add_argument('--work-dir', default=None, help='keep RuDOLPH training checkpoints here (resumable)')
@@ -399,7 +401,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             # each stage: a fresh optimizer and cosine schedule, other batches (seed + k)
             model = train_rudolph(samples, tokenizer, table, max_steps=int(steps), lr=float(lr), seed=args.seed + k,
                                   path=paths['rudolph'], show_progress=not args.quiet, work_dir=args.work_dir,
-                                  save_every=args.save_every, model=model)
+                                  save_every=args.save_every, model=model, t2i_rows=args.t2i_rows,
+                                  i2t_rows=args.i2t_rows)
     sizes = ', '.join(f'{os.path.basename(p)} {os.path.getsize(p) / 1e6:.2f} MB' for p in paths.values()
                       if os.path.exists(p))
     _log(f'done in {(time.time() - t0) / 60:.1f} min: {sizes}')
