@@ -119,3 +119,44 @@ def test_measured_quality(bundle):
         recorded = RECORDED.accuracy[key]
         required = target - 0.10 if recorded >= target else recorded - 0.15
         assert result.accuracy[key] >= required, (key, required, result.accuracy, RECORDED.accuracy)
+
+
+def test_training_codes_name_colour_shape_and_background():
+    from rudolph.demo import train as T
+
+    samples = S.make_samples(120, seed=11)
+    alpha = T.coverage(samples, T.images_tensor(samples))
+    patterns = T.fit_shape_patterns(samples, alpha)
+    assert patterns.shape == (len(S.SHAPES), T.N_PATTERNS, 64)
+    codes = T.target_codes(samples, alpha, patterns)
+    assert codes.shape == (120, 64) and int(codes.max()) < VQGAN_CONFIG['n_embed']
+    feats = T.code_features(patterns)
+    for s, c in zip(samples, codes):
+        f = feats[c]
+        background = f[:, 64 + T.N_COLOURS + T.N_SHAPES:]
+        shape_part = background.sum(1) == 0
+        assert 0 < int(shape_part.sum()) < 64, s
+        assert (background[~shape_part].argmax(1) == list(S.BACKGROUNDS).index(s.background)).all()
+        assert (f[shape_part, 64:64 + T.N_COLOURS].argmax(1) == list(S.COLOURS).index(s.colour)).all()
+        assert (f[shape_part, 64 + T.N_COLOURS:64 + T.N_COLOURS + T.N_SHAPES].argmax(1)
+                == list(S.SHAPES).index(s.shape)).all()
+
+
+def test_training_command_writes_loadable_files(tmp_path):
+    """``python -m rudolph.demo.train`` end to end with a handful of steps: the three files load by path."""
+    from rudolph import get_rudolph_model, get_tokenizer, get_vae
+    from rudolph.demo.train import main
+
+    threads = torch.get_num_threads()
+    try:
+        assert main(['--out', str(tmp_path), '--pictures', '60', '--encoder-steps', '2', '--decoder-steps', '2',
+                     '--rudolph-stages', '2:1e-3', '--t2i-rows', '1', '--i2t-rows', '1', '--threads', '1',
+                     '--quiet']) == 0
+    finally:
+        torch.set_num_threads(threads)
+    tokenizer = get_tokenizer(str(tmp_path / os.path.basename(TOKENIZER_PATH)))
+    assert tokenizer.vocab_size() <= min(TINY_SPC_TOKENS.values())
+    vae = get_vae(path=str(tmp_path / os.path.basename(VQGAN_PATH)), config=VQGAN_CONFIG)
+    assert vae.num_tokens == VQGAN_CONFIG['n_embed']
+    model = get_rudolph_model('tiny-shapes', checkpoint_path=str(tmp_path / os.path.basename(RUDOLPH_PATH)))
+    assert model.get_param('image_vocab_size') == VQGAN_CONFIG['n_embed']
