@@ -188,12 +188,20 @@ class ruDolphApi:  # noqa: N801 (original name)
 
     def self_reranking_by_text(self, text: str, codebooks, bs: Optional[int] = None, seed: Optional[int] = None,
                                l_template: str = '', l_special_token: str = '<LT_I2T>',
-                               r_special_token: str = '<RT_I2T>', ppl_txt_w: float = 0.95):
-        """``(ppl_txt, ppl_img, scores)`` numpy arrays for codebooks with ``text`` as the right text."""
+                               r_special_token: str = '<RT_I2T>', ppl_txt_w: float = 0.95, *,
+                               reencode: bool = False):
+        """``(ppl_txt, ppl_img, scores)`` numpy arrays for codebooks with ``text`` as the right text.
+
+        ``reencode=True`` scores what the pictures show: the codebooks are decoded by the VAE
+        and encoded again, so a sample whose codes do not fit together (and decode to a
+        malformed picture) is judged by its picture, as a real photo would be.
+        """
         bs = self.bs if bs is None else bs
         pipelines._check_count('bs', bs)
         L, N2, R, S = self.layout.L, self.layout.N2, self.layout.R, self.layout.S
         codes = pipelines._stack_codebooks(codebooks, self.layout).to(self.device)
+        if reencode:
+            codes = self._reencode(codes, bs)
         r_encoded = self.encode_text(pipelines._check_text('text', text), R, r_special_token).to(self.device)
         l_encoded = self.encode_text(l_template, L, l_special_token).to(self.device)
         n = codes.shape[0]
@@ -206,11 +214,20 @@ class ruDolphApi:  # noqa: N801 (original name)
         scores = self._scores(ppl_txt, ppl_img, ppl_txt_w)
         return ppl_txt.cpu().numpy(), ppl_img.cpu().numpy(), scores.cpu().numpy()
 
+    @torch.no_grad()
+    def _reencode(self, codes: torch.Tensor, bs: int) -> torch.Tensor:
+        """Codes of the VAE's own decoding of ``codes`` (in chunks of ``bs``)."""
+        if self.vae is None:
+            raise ValueError('reencode=True needs a VAE; this ruDolphApi was built with vae=None')
+        return torch.cat([self.vae.get_codebook_indices(self.vae.decode(chunk)).to(codes)
+                          for chunk in codes.split(bs)])
+
     def dream(self, text: str, images_num: int, codebooks_num: int, image_prompts=None, template: Optional[str] = None,
               top_k: int = 768, top_p: float = 0.99, temperature: float = 1.0, bs: Optional[int] = None,
               seed: Optional[int] = None, use_cache: bool = True, special_token: str = '<LT_T2I>',
-              ppl_txt_w: float = 0.95):
-        """Generate ``codebooks_num`` images, keep the best ``images_num`` by self-reranking.
+              ppl_txt_w: float = 0.95, reencode: bool = False):
+        """Generate ``codebooks_num`` images, keep the best ``images_num`` by self-reranking
+        (``reencode``: see :meth:`self_reranking_by_text`).
 
         Returns ``(pil_images, [{'ppl_txt', 'ppl_img', 'score'}])``, best first.
         """
@@ -224,7 +241,8 @@ class ruDolphApi:  # noqa: N801 (original name)
         codebooks = self.generate_codebooks(template.format(text=text), codebooks_num, image_prompts=image_prompts,
                                             top_k=top_k, top_p=top_p, temperature=temperature, bs=bs, seed=seed,
                                             use_cache=use_cache, special_token=special_token)
-        ppl_txt, ppl_img, scores = self.self_reranking_by_text(text, codebooks, bs=bs, ppl_txt_w=ppl_txt_w)
+        ppl_txt, ppl_img, scores = self.self_reranking_by_text(text, codebooks, bs=bs, ppl_txt_w=ppl_txt_w,
+                                                               reencode=reencode)
         indexes = scores.argsort()[:images_num]
         with torch.no_grad():
             images = self.vae.decode(codebooks[torch.as_tensor(indexes, device=codebooks.device)])

@@ -112,6 +112,23 @@ def test_self_reranking_by_text_equals_reference(api, tiny_model):
     assert np.isfinite(scores).all() and scores.min() == 0
 
 
+def test_self_reranking_reencode_scores_the_decoded_pictures(api, tiny_model):
+    """``reencode=True`` = scoring the codes the VAE gives back for its own decoding."""
+    lay = Layout.from_model(tiny_model)
+    codes = torch.randint(0, lay.image_vocab, (3, lay.N2), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        seen = api.vae.get_codebook_indices(api.vae.decode(codes))
+    assert not torch.equal(seen, codes)  # the fake VAE does not round-trip random codes
+    reencoded = api.self_reranking_by_text('кот', codes, bs=2, reencode=True)
+    direct = api.self_reranking_by_text('кот', seen, bs=2)
+    for a, b in zip(reencoded, direct):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    plain = api.self_reranking_by_text('кот', codes, bs=2)
+    assert not np.allclose(plain[0], reencoded[0])
+    images, scores = api.dream('кот', images_num=1, codebooks_num=2, seed=0, bs=2, reencode=True)
+    assert len(images) == 1 and len(scores) == 1
+
+
 def test_api_zs_clf_with_left_template(api, tiny_model):
     classes = ['ббб', 'ккк', 'ддд']
     with torch.no_grad():

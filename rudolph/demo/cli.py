@@ -55,11 +55,11 @@ def run(args: argparse.Namespace) -> int:
           f'({sum(p.numel() for p in bundle.model.parameters()) / 1e6:.1f}M parameters, offline)\n')
 
     # --- text -> image, reranked by the model itself
-    print('== text-to-image (best of', args.codebooks, 'by self-reranking) ==')
+    print('== text-to-image (best of', args.codebooks, 'by self-reranking of the decoded pictures) ==')
     rows = []
     for i, prompt in enumerate(PROMPTS):
         images, scores = api.dream(prompt, images_num=min(args.images, args.codebooks), codebooks_num=args.codebooks,
-                                   top_k=64, top_p=0.95, seed=args.seed + i, bs=args.codebooks)
+                                   top_k=64, top_p=0.95, seed=args.seed + i, bs=args.codebooks, reencode=True)
         rows.append(images)
         judged = S.check_image(images[0])
         print(f'  {prompt!r}: best ppl_txt={scores[0]["ppl_txt"]:.2f}; pixels say {judged["colour"]} '
