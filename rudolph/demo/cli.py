@@ -42,7 +42,7 @@ def _grid(rows, size: int = 64):
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from . import load_bundle
+    from . import T2I_SAMPLING, load_bundle
     from . import shapes as S
     from .evaluate import EVAL_SEED, RECORDED, evaluate, format_table, make_api
 
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     for i, prompt in enumerate(PROMPTS):
         images, scores = api.dream(prompt, images_num=min(args.images, args.codebooks), codebooks_num=args.codebooks,
-                                   top_k=64, top_p=0.95, seed=args.seed + i, bs=args.codebooks, reencode=True)
+                                   seed=args.seed + i, bs=args.codebooks, reencode=True, **T2I_SAMPLING)
         rows.append(images)
         judged = S.check_image(images[0])
         print(f'  {prompt!r}: best ppl_txt={scores[0]["ppl_txt"]:.2f}; pixels say {judged["colour"]} '

@@ -83,6 +83,11 @@ class Sample:
     def caption(self) -> str:
         return caption(self, 0)
 
+    @property
+    def canonical_image(self) -> Image.Image:
+        """The same picture without the jitter: the shape exactly at its named size and position."""
+        return render(self.shape, self.colour, self.size, self.position, self.background)
+
 
 # ----------------------------------------------------------------------------- rendering
 def _polygon(kind: str, cx: float, cy: float, r: float) -> List[Tuple[float, float]]:

@@ -4,15 +4,20 @@
    of the training pictures, written in YouTokenToMe's file format.
 2. **VQGAN** (:class:`rudolph.vae.VQGanGumbelVAE`, 64 px -> 8x8 codes of 2048): trained with
    a *supervised codebook*, which converges in minutes on a CPU where end-to-end Gumbel
-   training would take hours. Each 8x8 patch gets a target code (:func:`target_codes`): one
-   of 3 background codes when it holds no shape pixel, else ``(colour, shape, edge pattern)``
-   where the edge pattern is the nearest of 56 k-means prototypes of that shape's patch
-   coverage masks (pattern 0 = fully covered). The codebook vectors ``quantize.embed`` are
+   training would take hours. The codes describe each picture's *canonical* render (the
+   shape at its named size and position, without the few pixels of jitter): each 8x8 patch
+   of it gets a target code (:func:`target_codes`): one of 3 background codes when it holds
+   no shape pixel, else ``(colour, shape, edge pattern)`` where the edge pattern is the
+   nearest of 56 k-means prototypes of that shape's patch coverage masks (pattern 0 = fully
+   covered). A caption then fixes the whole code grid, which is what makes text-to-image
+   learnable by a 4-layer model in minutes. The codebook vectors ``quantize.embed`` are
    fixed to what each code stands for (:func:`code_features`). The encoder (+ ``quant_conv``
-   + ``quantize.proj``) learns the codes by cross-entropy on its codebook logits, so
-   ``get_codebook_indices``' argmax returns them (``--encoder-steps``); the decoder learns to
-   redraw the pictures from the target codes (L1 + L2, shape pixels weighted up;
-   ``--decoder-steps``). The weights are a plain ruDALL-E-format checkpoint (fp16).
+   + ``quantize.proj``) learns to map every jittered picture to those codes by cross-entropy
+   on its codebook logits, so ``get_codebook_indices``' argmax returns them
+   (``--encoder-steps``); the decoder learns to draw the canonical pictures from the target
+   codes (L1 + L2, shape pixels weighted up; ``--decoder-steps``), so reconstructions keep
+   colour, shape, size and position but not the jitter. The weights are a plain
+   ruDALL-E-format checkpoint (fp16).
 3. **RuDOLPH** (``MODEL_PARAMS``): trained with :mod:`rudolph.finetune` (``prepare_dataset`` +
    ``train``, with ``first_image_token=True`` so that text-to-image sampling starts from a
    trained distribution) on rows of two tasks: ``t2i`` (caption left -> image codes) and
@@ -54,9 +59,9 @@ def _log(msg: str) -> None:
 
 
 # ----------------------------------------------------------------------------- data
-def images_tensor(samples: Sequence[S.Sample]) -> torch.Tensor:
-    """``[n, 3, 64, 64]`` float in ``[0, 1]``."""
-    arr = np.stack([np.asarray(s.image, dtype=np.uint8) for s in samples])
+def images_tensor(samples: Sequence[S.Sample], canonical: bool = False) -> torch.Tensor:
+    """``[n, 3, 64, 64]`` float in ``[0, 1]`` (``canonical``: the pictures without their jitter)."""
+    arr = np.stack([np.asarray(s.canonical_image if canonical else s.image, dtype=np.uint8) for s in samples])
     return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div(255)
 
 
@@ -182,6 +187,25 @@ def _train_part(vae, params: List[torch.nn.Parameter], loss_fn, n: int, steps: i
     return vae
 
 
+#: parameter prefixes (in ``vae.model``) each VQGAN phase trains; the codebook ``quantize.embed`` stays fixed
+ENCODER_PARTS = ('encoder.', 'quant_conv.', 'quantize.proj.')
+DECODER_PARTS = ('decoder.', 'post_quant_conv.')
+
+
+def reuse_parts(vae, path: str, prefixes: Sequence[str]) -> None:
+    """Load the weights under ``prefixes`` from the VQGAN checkpoint ``path`` (the rest stays as is)."""
+    from ..vae.model import read_checkpoint_state_dict
+
+    state = {k: v for k, v in read_checkpoint_state_dict(path).items() if k.startswith(tuple(prefixes))}
+    if not state:
+        raise ValueError(f'{path} holds no weights under {tuple(prefixes)}')
+    own = vae.model.state_dict()
+    missing = [k for k in own if k.startswith(tuple(prefixes)) and k not in state]
+    if missing:
+        raise ValueError(f'{path} lacks {missing[:3]} (is it a tiny-shapes VQGAN?)')
+    vae.model.load_state_dict(state, strict=False)
+
+
 def new_vqgan(patterns: np.ndarray, seed: int = 0):
     """A fresh tiny VQGAN whose codebook ``quantize.embed`` is the fixed :func:`code_features` table."""
     from ..vae import VQGanGumbelVAE
@@ -193,15 +217,20 @@ def new_vqgan(patterns: np.ndarray, seed: int = 0):
         embed = vae.model.quantize.embed.weight
         embed.zero_()
         embed[:, :table.shape[1]] = table
+        # Each phase saves fp16 weights and reloads them: starting from fp16-exact values makes a
+        # phase's result the same whether or not the other phase ran before it in this process.
+        for t in vae.model.state_dict().values():
+            if t.is_floating_point():
+                t.copy_(t.half())
     return vae
 
 
-def train_encoder(vae, images: torch.Tensor, codes: torch.Tensor, steps: int = 1200, batch_size: int = 32,
+def train_encoder(vae, images: torch.Tensor, codes: torch.Tensor, steps: int = 1000, batch_size: int = 32,
                   lr: float = 3e-3, seed: int = 0, path: Optional[str] = VQGAN_PATH):
     """Encoder (+ ``quant_conv`` + ``quantize.proj``): cross-entropy on the codebook logits against the
     target codes, so that ``get_codebook_indices``' argmax returns them."""
     model = vae.model
-    params = [p for n, p in model.named_parameters() if n.startswith(('encoder.', 'quant_conv.', 'quantize.proj.'))]
+    params = [p for n, p in model.named_parameters() if n.startswith(ENCODER_PARTS)]
     x_all, codes = images.mul(2).sub(1), codes.view(-1, 8, 8)
 
     def loss_fn(idx):
@@ -212,13 +241,13 @@ def train_encoder(vae, images: torch.Tensor, codes: torch.Tensor, steps: int = 1
     return _train_part(vae, params, loss_fn, len(images), steps, batch_size, lr, seed, 'encoder', path)
 
 
-def train_decoder(vae, images: torch.Tensor, codes: torch.Tensor, alpha: np.ndarray, steps: int = 700,
+def train_decoder(vae, images: torch.Tensor, codes: torch.Tensor, alpha: np.ndarray, steps: int = 1400,
                   batch_size: int = 16, lr: float = 2e-3, seed: int = 1, path: Optional[str] = VQGAN_PATH):
-    """Decoder (+ ``post_quant_conv``) redraws the pictures from the target codes' fixed codebook vectors
-    (L1 + L2, shape pixels weighted up). The codebook stays what :func:`code_features` made it: every
+    """Decoder (+ ``post_quant_conv``) draws ``images`` (the canonical pictures) from the target codes'
+    fixed codebook vectors (L1 + L2, shape pixels weighted up). The codebook stays what :func:`code_features` made it: every
     code already says its colour, shape and coverage, so the decoder learns one drawing rule for all."""
     model = vae.model
-    params = [p for n, p in model.named_parameters() if n.startswith(('decoder.', 'post_quant_conv.'))]
+    params = [p for n, p in model.named_parameters() if n.startswith(DECODER_PARTS)]
     x_all, codes, weight = images.mul(2).sub(1), codes.view(-1, 8, 8), _reconstruction_weight(alpha)
 
     def loss_fn(idx):
@@ -342,8 +371,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog='python -m rudolph.demo.train', description=__doc__.split('\n')[0])
     parser.add_argument('--out', default=os.path.dirname(RUDOLPH_PATH), help='folder for the three weight files')
     parser.add_argument('--pictures', type=int, default=6000, help='training pictures')
-    parser.add_argument('--encoder-steps', type=int, default=1200, help='VQGAN encoder steps (batch 32)')
-    parser.add_argument('--decoder-steps', type=int, default=700, help='VQGAN decoder steps (batch 16)')
+    parser.add_argument('--encoder-steps', type=int, default=1000, help='VQGAN encoder steps (batch 32)')
+    parser.add_argument('--decoder-steps', type=int, default=1400, help='VQGAN decoder steps (batch 16)')
     parser.add_argument('--rudolph-stages', default='3000:2e-3',
                         help='RuDOLPH training stages STEPS:LR,... (batch 32, cosine schedule each)')
     parser.add_argument('--t2i-rows', type=int, default=2, help='text-to-image rows per picture (caption phrasings)')
@@ -355,7 +384,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--skip', nargs='*', default=[], choices=['tokenizer', 'encoder', 'decoder', 'rudolph'],
-                        help='reuse the existing file of these parts (encoder/decoder: the VQGAN file)')
+                        help='reuse these parts from the existing files (encoder/decoder: that half of the VQGAN '
+                             'file; a part not skipped is trained from the initial weights of a full run)')
     parser.add_argument('--quiet', action='store_true')
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -366,23 +396,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     samples = S.make_samples(args.pictures, seed=TRAIN_SEED)
     _log(f'{len(samples)} training pictures rendered ({time.time() - t0:.0f}s)')
     from ..tokenizer import get_tokenizer
-    from ..vae import get_vae
 
     tokenizer = get_tokenizer(paths['tokenizer']) if 'tokenizer' in args.skip else \
         train_tokenizer(samples, paths['tokenizer'])
     images = images_tensor(samples)
-    alpha = coverage(samples, images)
+    # The codes describe the canonical picture (named size and position, no jitter): the encoder
+    # maps every jittered variant to them and the decoder draws the canonical picture, so a
+    # caption fixes the whole code grid and text-to-image has nothing left to guess.
+    canonical = images_tensor(samples, canonical=True)
+    alpha = coverage(samples, canonical)
     patterns = fit_shape_patterns(samples, alpha, seed=args.seed)
     codes = target_codes(samples, alpha, patterns)
     _log(f'target codes of {len(samples)} pictures: {int(codes.unique().numel())} distinct ({time.time() - t0:.0f}s)')
-    if 'encoder' in args.skip or 'decoder' in args.skip:
-        vae = get_vae(path=paths['vqgan'], config=VQGAN_CONFIG)
-    else:
-        vae = new_vqgan(patterns, seed=args.seed)
+    # The parts not skipped start from the same initial weights as in a full run, so retraining
+    # one part (say --skip tokenizer encoder rudolph) gives what the full run would.
+    vae = new_vqgan(patterns, seed=args.seed)
+    for part, prefixes in (('encoder', ENCODER_PARTS), ('decoder', DECODER_PARTS)):
+        if part in args.skip:
+            reuse_parts(vae, paths['vqgan'], prefixes)
     if 'encoder' not in args.skip:
         vae = train_encoder(vae, images, codes, steps=args.encoder_steps, seed=args.seed, path=paths['vqgan'])
     if 'decoder' not in args.skip:
-        vae = train_decoder(vae, images, codes, alpha, steps=args.decoder_steps, seed=args.seed + 1,
+        vae = train_decoder(vae, canonical, codes, alpha, steps=args.decoder_steps, seed=args.seed + 1,
                             path=paths['vqgan'])
     if 'rudolph' not in args.skip:
         # RuDOLPH learns on the target codes (what the encoder is trained to output and the decoder
