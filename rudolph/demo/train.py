@@ -244,8 +244,9 @@ def train_encoder(vae, images: torch.Tensor, codes: torch.Tensor, steps: int = 1
 def train_decoder(vae, images: torch.Tensor, codes: torch.Tensor, alpha: np.ndarray, steps: int = 1400,
                   batch_size: int = 16, lr: float = 2e-3, seed: int = 1, path: Optional[str] = VQGAN_PATH):
     """Decoder (+ ``post_quant_conv``) draws ``images`` (the canonical pictures) from the target codes'
-    fixed codebook vectors (L1 + L2, shape pixels weighted up). The codebook stays what :func:`code_features` made it: every
-    code already says its colour, shape and coverage, so the decoder learns one drawing rule for all."""
+    fixed codebook vectors (L1 + L2, shape pixels weighted up). The codebook stays what
+    :func:`code_features` made it: every code already says its colour, shape and coverage, so the
+    decoder learns one drawing rule for all."""
     model = vae.model
     params = [p for n, p in model.named_parameters() if n.startswith(DECODER_PARTS)]
     x_all, codes, weight = images.mul(2).sub(1), codes.view(-1, 8, 8), _reconstruction_weight(alpha)
