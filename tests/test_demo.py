@@ -21,6 +21,27 @@ def bundle():
     return load_bundle()
 
 
+@pytest.fixture(scope='module')
+def code_samples():
+    """120 pictures, their canonical coverage and the edge patterns fitted on them."""
+    from rudolph.demo import train as T
+
+    samples = S.make_samples(120, seed=11)
+    alpha = T.coverage(samples, T.images_tensor(samples, canonical=True))
+    return samples, alpha, T.fit_shape_patterns(samples, alpha)
+
+
+def run_training(*argv: str) -> None:
+    """``python -m rudolph.demo.train ARGV`` in this process (it sets the thread count: restore it)."""
+    from rudolph.demo.train import main
+
+    threads = torch.get_num_threads()
+    try:
+        assert main(list(argv)) == 0
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_weights_are_small_and_shipped():
     total = sum(os.path.getsize(p) for p in WEIGHTS)
     assert total <= 20e6, total
@@ -124,12 +145,10 @@ def test_measured_quality(bundle):
         assert result.accuracy[key] >= required, (key, required, result.accuracy, RECORDED.accuracy)
 
 
-def test_training_codes_name_colour_shape_and_background():
+def test_training_codes_name_colour_shape_and_background(code_samples):
     from rudolph.demo import train as T
 
-    samples = S.make_samples(120, seed=11)
-    alpha = T.coverage(samples, T.images_tensor(samples, canonical=True))
-    patterns = T.fit_shape_patterns(samples, alpha)
+    samples, alpha, patterns = code_samples
     assert patterns.shape == (len(S.SHAPES), T.N_PATTERNS, 64)
     codes = T.target_codes(samples, alpha, patterns)
     assert codes.shape == (120, 64) and int(codes.max()) < VQGAN_CONFIG['n_embed']
@@ -145,7 +164,7 @@ def test_training_codes_name_colour_shape_and_background():
                 == list(S.SHAPES).index(s.shape)).all()
 
 
-def test_training_codes_ignore_the_jitter():
+def test_training_codes_ignore_the_jitter(code_samples):
     """The target codes are a function of the caption's attributes: jittered variants share them."""
     from rudolph.demo import train as T
 
@@ -153,8 +172,7 @@ def test_training_codes_ignore_the_jitter():
     variants = [S.Sample(*attrs, image=S.render(*attrs, jitter), jitter=jitter)
                 for jitter in ((0, 0, 0), (2, -2, 1), (-2, 1, -1))]
     assert len({v.image.tobytes() for v in variants}) == 3
-    samples = S.make_samples(120, seed=11)
-    patterns = T.fit_shape_patterns(samples, T.coverage(samples, T.images_tensor(samples, canonical=True)))
+    patterns = code_samples[2]
     codes = T.target_codes(variants, T.coverage(variants, T.images_tensor(variants, canonical=True)), patterns)
     assert (codes == codes[0]).all()
 
@@ -162,15 +180,9 @@ def test_training_codes_ignore_the_jitter():
 def test_training_command_writes_loadable_files(tmp_path):
     """``python -m rudolph.demo.train`` end to end with a handful of steps: the three files load by path."""
     from rudolph import get_rudolph_model, get_tokenizer, get_vae
-    from rudolph.demo.train import main
 
-    threads = torch.get_num_threads()
-    try:
-        assert main(['--out', str(tmp_path), '--pictures', '60', '--encoder-steps', '2', '--decoder-steps', '2',
-                     '--rudolph-stages', '2:1e-3', '--t2i-rows', '1', '--i2t-rows', '1', '--threads', '1',
-                     '--quiet']) == 0
-    finally:
-        torch.set_num_threads(threads)
+    run_training('--out', str(tmp_path), '--pictures', '60', '--encoder-steps', '2', '--decoder-steps', '2',
+                 '--rudolph-stages', '2:1e-3', '--t2i-rows', '1', '--i2t-rows', '1', '--threads', '1', '--quiet')
     tokenizer = get_tokenizer(str(tmp_path / os.path.basename(TOKENIZER_PATH)))
     assert tokenizer.vocab_size() <= min(TINY_SPC_TOKENS.values())
     vae = get_vae(path=str(tmp_path / os.path.basename(VQGAN_PATH)), config=VQGAN_CONFIG)
@@ -187,19 +199,15 @@ def test_training_command_retrains_one_vqgan_half(tmp_path):
 
     args = ['--out', str(tmp_path), '--pictures', '60', '--encoder-steps', '3', '--decoder-steps', '2',
             '--rudolph-stages', '1:1e-3', '--t2i-rows', '1', '--i2t-rows', '1', '--threads', '1', '--quiet']
-    threads = torch.get_num_threads()
     path = str(tmp_path / os.path.basename(VQGAN_PATH))
-    try:
-        assert T.main(args) == 0
-        full = read_checkpoint_state_dict(path)
-        # encoder only: the file's decoder is kept
-        assert T.main(args + ['--skip', 'tokenizer', 'decoder', 'rudolph', '--encoder-steps', '1']) == 0
-        other_encoder = read_checkpoint_state_dict(path)
-        # decoder only: the encoder of the file, the decoder retrained as in the full run
-        assert T.main(args + ['--skip', 'tokenizer', 'encoder', 'rudolph']) == 0
-        again = read_checkpoint_state_dict(path)
-    finally:
-        torch.set_num_threads(threads)
+    run_training(*args)
+    full = read_checkpoint_state_dict(path)
+    # encoder only: the file's decoder is kept
+    run_training(*args, '--skip', 'tokenizer', 'decoder', 'rudolph', '--encoder-steps', '1')
+    other_encoder = read_checkpoint_state_dict(path)
+    # decoder only: the encoder of the file, the decoder retrained as in the full run
+    run_training(*args, '--skip', 'tokenizer', 'encoder', 'rudolph')
+    again = read_checkpoint_state_dict(path)
     encoder = [k for k in full if k.startswith(T.ENCODER_PARTS)]
     decoder = [k for k in full if k.startswith(T.DECODER_PARTS)]
     assert encoder and decoder
