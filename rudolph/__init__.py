@@ -9,7 +9,6 @@ from .image_prompts import ImagePrompts
 from .model import MODELS, FP16Module, get_rudolph_model, ruDolphModel
 from .tokenizer import get_tokenizer
 from .vae import get_vae
-from . import demo as _demo  # noqa: E402,F401  registers the embedded 'tiny-shapes' model, tokenizer and VQGAN
 
 __version__ = '1.0.0'
 

@@ -13,21 +13,10 @@ import torch
 from . import pipelines
 from .engine import (Layout, ScorePart, ce_to_ppl, check_tokenizer, check_vae, cross_entropy, encode_image,
                      encode_text, first_eos_cut, generate, model_device, tokenizer_vocab_limit)
+from .model.configs import DEFAULT_SPC_TOKENS
 from .sampling import check_sampling_args
 
 __all__ = ['ruDolphApi', 'DEFAULT_SPC_TOKENS', 'VQA_TEMPLATE']
-
-DEFAULT_SPC_TOKENS = {
-    '<LT_UNK>': 16384,
-    '<RT_UNK>': 16385,
-    '<LT_T2I>': 16386,
-    '<LT_I2T>': 16387,
-    '<LT_T2T>': 16388,
-    '<RT_I2T>': 16389,
-    # added by the question-answering fine-tunes (e.g. 2.7B FBC2)
-    '<LT_TQA>': 16390,
-    '<RT_TQA>': 16391,
-}
 
 #: right-text template of :meth:`ruDolphApi.vqa`; the answer is generated after it.
 VQA_TEMPLATE = 'вопрос: {question} ответ:'
@@ -49,7 +38,9 @@ class ruDolphApi:  # noqa: N801 (original name)
         pipelines._check_count('bs', bs)
         check_sampling_args(txt_top_k, txt_top_p, txt_temperature)
         check_sampling_args(img_top_k, img_top_p, img_temperature)
-        self.spc_tokens = dict(spc_tokens) if spc_tokens is not None else deepcopy(DEFAULT_SPC_TOKENS)
+        if spc_tokens is None:  # the task tokens the model was loaded with, else the published ones
+            spc_tokens = getattr(model, 'spc_tokens', None) or DEFAULT_SPC_TOKENS
+        self.spc_tokens = deepcopy(dict(spc_tokens))
         self.model, self.tokenizer, self.vae = model, tokenizer, vae
         self.layout = Layout.from_model(model)
         check_tokenizer(tokenizer, self.layout)

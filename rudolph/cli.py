@@ -14,9 +14,9 @@ Models with task tokens (``350M``, ``1.3B``, ``2.7B``...) run through :class:`ru
 ``350M_v1`` (no task tokens) through :mod:`rudolph.pipelines`. Weights come from the Hugging Face
 cache (``HF_HUB_OFFLINE=1`` works once they are there) or from local files.
 
-Subcommands live in :data:`COMMANDS` (``name -> Command(help, add_arguments, run)``); other
-modules add theirs with :func:`register` (``rudolph demo``, ``rudolph finetune``) and are picked
-up from :data:`PLUGIN_MODULES` when present. A command's ``run`` may raise :class:`CliError` (or
+Subcommands live in :data:`COMMANDS` (``name -> Command(help, add_arguments, run)``); those of
+other modules (``rudolph demo``, ``rudolph finetune``) are named in :data:`SUBCOMMAND_MODULES`
+and imported when the parser is built. A command's ``run`` may raise :class:`CliError` (or
 ``ValueError`` / ``TypeError`` / ``OSError``): :func:`main` prints the message, without a
 traceback, and returns 1 (``rudolph --debug ...`` re-raises instead).
 """
@@ -29,10 +29,12 @@ import random
 import sys
 from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
-__all__ = ['main', 'register', 'build_parser', 'load', 'COMMANDS', 'Command', 'CliError', 'PLUGIN_MODULES']
+from .errors import RudolphError
+
+__all__ = ['main', 'register', 'build_parser', 'load', 'COMMANDS', 'Command', 'CliError', 'SUBCOMMAND_MODULES']
 
 
-class CliError(Exception):
+class CliError(RudolphError):
     """A problem the user can fix (missing weights, bad option): printed without a traceback."""
 
 
@@ -46,8 +48,12 @@ class Command(NamedTuple):
 
 
 COMMANDS: Dict[str, Command] = {}
-#: modules that may register more subcommands on import (missing ones are skipped).
-PLUGIN_MODULES = ('rudolph.demo', 'rudolph.finetune')
+#: subcommands defined in other modules: name -> (module with add_arguments/run, help). Imported only
+#: when the parser is built, so ``import rudolph`` loads neither the demo nor the trainer.
+SUBCOMMAND_MODULES = {
+    'finetune': ('rudolph.finetune.cli', 'fine-tune a RuDOLPH model on your own data'),
+    'demo': ('rudolph.demo.cli', 'run every task with the embedded tiny-shapes model (offline)'),
+}
 
 
 def register(name: str, help: str, add_arguments: Callable[[argparse.ArgumentParser], None],
@@ -522,19 +528,15 @@ register('text', 'write texts continuing a prompt', _text_args, _text_run, commo
 
 
 # ----------------------------------------------------------------------------- entry point
-def _load_plugins() -> None:
-    for name in PLUGIN_MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as error:
-            if error.name == name or name.startswith(f'{error.name}.'):
-                continue  # plugin not installed in this version
-            # The plugin exists but needs an optional extra: the other commands still work.
-            logging.getLogger(__name__).warning('rudolph: %s unavailable (%s)', name, error)
+def _load_subcommands() -> None:
+    for name, (module_name, help) in SUBCOMMAND_MODULES.items():
+        if name not in COMMANDS:
+            module = importlib.import_module(module_name)
+            register(name, help, module.add_arguments, module.run)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    _load_plugins()
+    _load_subcommands()
     parser = argparse.ArgumentParser(
         prog='rudolph', description='RuDOLPH, the Russian text-image-text transformer: draw, caption, answer, '
                                     'classify and write from the command line.',

@@ -57,6 +57,8 @@ from typing import Union
 
 import torch
 
+from .model.configs import MODELS
+
 __all__ = [
     'BPE', 'NAMED_TOKENIZERS', 'OutputType', 'SPACE_TOKEN', 'SpecialIds', 'YTTMModelData',
     'YTTMTokenizerWrapper', 'get_tokenizer', 'parse_yttm_model', 'read_yttm_model',
@@ -70,8 +72,9 @@ UNK_TOKEN, PAD_TOKEN, BOS_TOKEN, EOS_TOKEN = '<UNK>', '<PAD>', '<BOS>', '<EOS>'
 HF_REPO_ID = 'shonenkov/rudalle-utils'
 HF_FILENAME = 'bpe.model'
 
-# Name -> package-local model file; ``get_tokenizer(name)`` loads the file. Filled by other modules.
-NAMED_TOKENIZERS: dict[str, PathLike] = {}
+# Name -> package-local model file; ``get_tokenizer(name)`` loads the file.
+NAMED_TOKENIZERS: dict[str, PathLike] = {name: spec['tokenizer_path'] for name, spec in MODELS.items()
+                                         if spec.get('tokenizer_path')}
 
 # Characters YTTM splits words on: C-locale isspace() below 256, plus the meta symbol itself.
 _YTTM_SPACES = '\t\n\v\f\r \u2581'

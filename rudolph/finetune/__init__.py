@@ -24,11 +24,3 @@ __all__ = [
     'check_writable',
 ]
 
-
-def _register_command() -> None:
-    from .. import cli
-    from .cli import add_arguments, run
-    cli.register('finetune', 'fine-tune a RuDOLPH model on your own data', add_arguments, run)
-
-
-_register_command()

@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from ..api import DEFAULT_SPC_TOKENS
+from ..errors import DataError
 
 __all__ = [
     'DEFAULT_SPC_TOKENS', 'TaskSpec', 'TASKS', 'DataError', 'infer_task', 'read_rows', 'encode_task_text', 'preprocess_image',
@@ -26,9 +27,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-class DataError(ValueError):
-    """The fine-tuning data cannot be used as given (the message names the row and the problem)."""
 
 
 @dataclass(frozen=True)
@@ -358,7 +356,8 @@ def prepare_dataset(rows: Union[str, os.PathLike, Sequence[Mapping[str, Any]], D
             image files that are missing or unreadable.
         bad_rows: ``'error'`` or ``'skip'`` for rows lacking a field their task needs (empty text,
             no text and no image, unknown task).
-        spc_tokens: task-token ids (default :data:`DEFAULT_SPC_TOKENS`); ``{}`` for a model without
+        spc_tokens: task-token ids (default: those of the loaded model, ``model.spc_tokens``, else
+            :data:`DEFAULT_SPC_TOKENS`); ``{}`` for a model without
             task tokens (the texts are then ``[2] + bpe + [3]``).
         tasks: task definitions (default :data:`TASKS`).
         loss_weights: ``{'lt_loss_weight': w, ...}`` overriding every task's weights (``None`` entries keep them).
@@ -368,6 +367,8 @@ def prepare_dataset(rows: Union[str, os.PathLike, Sequence[Mapping[str, Any]], D
     if bad_rows not in ('skip', 'error'):
         raise ValueError(f"bad_rows must be 'skip' or 'error', got {bad_rows!r}")
     tasks = dict(TASKS if tasks is None else tasks)
+    if spc_tokens is None:  # the task tokens the model was loaded with ({} for none), else the published ones
+        spc_tokens = getattr(model, 'spc_tokens', None)
     spc_tokens = dict(DEFAULT_SPC_TOKENS if spc_tokens is None else spc_tokens)
     if task is not None and task not in tasks:
         raise ValueError(f'unknown task {task!r}; expected one of {sorted(tasks)} (or None to infer it per row)')

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..errors import RudolphError
 from .data import EncodedDataset, TaskBatchSampler, collate
 
 __all__ = ['TrainConfig', 'TrainResult', 'TrainState', 'NonFiniteLossError', 'train', 'evaluate',
@@ -29,7 +30,7 @@ PARTS = ('l_text_loss', 'image_loss', 'r_text_loss')
 _WEIGHT_OF = {'l_text_loss': 'lt_loss_weight', 'image_loss': 'img_loss_weight', 'r_text_loss': 'rt_loss_weight'}
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(RudolphError, RuntimeError):
     """The training loss became NaN or infinite; training stopped without writing a checkpoint."""
 
 

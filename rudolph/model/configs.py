@@ -1,7 +1,26 @@
-"""The published RuDOLPH checkpoints: hub location and constructor arguments."""
+"""The RuDOLPH models: hub location (or packaged files), constructor arguments, task tokens, sampling.
+
+Plain data, filled at import and never changed at run time (the embedded ``tiny-shapes``
+model is an entry like the others, pointing at files inside the package).
+"""
+import os
 from typing import Any, Dict
 
-__all__ = ['MODELS']
+__all__ = ['MODELS', 'DEFAULT_SPC_TOKENS', 'TINY_SHAPES', 'TINY_SHAPES_DIR', 'TINY_SHAPES_PARAMS',
+           'TINY_SHAPES_SPC_TOKENS', 'TINY_SHAPES_VQGAN_CONFIG', 'TINY_SHAPES_T2I_SAMPLING']
+
+#: task-token ids of the published task-token checkpoints (350M v2, 2.7B, 2.7B FBC2).
+DEFAULT_SPC_TOKENS: Dict[str, int] = {
+    '<LT_UNK>': 16384,
+    '<RT_UNK>': 16385,
+    '<LT_T2I>': 16386,
+    '<LT_I2T>': 16387,
+    '<LT_T2T>': 16388,
+    '<RT_I2T>': 16389,
+    # added by the question-answering fine-tunes (e.g. 2.7B FBC2)
+    '<LT_TQA>': 16390,
+    '<RT_TQA>': 16391,
+}
 
 _COMMON = dict(
     embedding_dropout_prob=0.1,
@@ -14,13 +33,14 @@ _COMMON = dict(
 )
 
 
-def _config(repo_id: str, description: str, **kwargs: Any) -> Dict[str, Any]:
+def _config(repo_id: str, description: str, spc_tokens: Dict[str, int], **kwargs: Any) -> Dict[str, Any]:
     return dict(
         hf_version='v3',
         description=description,
         model_params={**_COMMON, **kwargs},
         repo_id=repo_id,
         filename='pytorch_model.bin',
+        spc_tokens=dict(spc_tokens),
     )
 
 
@@ -31,23 +51,57 @@ _2_7B = dict(num_layers=32, hidden_size=2560, num_attention_heads=32,
 
 MODELS: Dict[str, Dict[str, Any]] = {
     '350M': _config(
-        'shonenkov-AI/RuDOLPH-350M-v2', 'RuDOLPH 350M v2 with task tokens, 128 px images',
+        'shonenkov-AI/RuDOLPH-350M-v2', 'RuDOLPH 350M v2 with task tokens, 128 px images', DEFAULT_SPC_TOKENS,
         num_layers=24, hidden_size=1024, num_attention_heads=16,
         l_text_seq_length=64, image_tokens_per_dim=16, r_text_seq_length=64,
         kernel_size=7, last_kernel_size=9, vocab_size=16384 + 64,
         text_special_tokens=384, image_special_tokens=384),
     '1.3B': _config(
-        'sberbank-ai/RUDOLPH-1.3B', 'RuDOLPH 1.3B, 256 px images',
+        'sberbank-ai/RUDOLPH-1.3B', 'RuDOLPH 1.3B, 256 px images', DEFAULT_SPC_TOKENS,
         num_layers=24, hidden_size=2048, num_attention_heads=16,
         l_text_seq_length=128, image_tokens_per_dim=32, r_text_seq_length=128,
         kernel_size=9, last_kernel_size=11, vocab_size=16384 + 128,
         text_special_tokens=2048, image_special_tokens=64),
-    '2.7B': _config('sberbank-ai/RUDOLPH-2.7B', 'RuDOLPH 2.7B, 192 px images', **_2_7B),
-    '2.7B_fbc2': _config('sberbank-ai/RUDOLPH-2.7B-FBC2', 'RuDOLPH 2.7B fine-tuned on FBC2 tasks', **_2_7B),
+    '2.7B': _config('sberbank-ai/RUDOLPH-2.7B', 'RuDOLPH 2.7B, 192 px images', DEFAULT_SPC_TOKENS, **_2_7B),
+    '2.7B_fbc2': _config('sberbank-ai/RUDOLPH-2.7B-FBC2', 'RuDOLPH 2.7B fine-tuned on FBC2 tasks', DEFAULT_SPC_TOKENS, **_2_7B),
     '350M_v1': _config(
-        'sberbank-ai/RuDOLPH-350M', 'RuDOLPH 350M, first release without task tokens',
+        'sberbank-ai/RuDOLPH-350M', 'RuDOLPH 350M, first release without task tokens', {},
         num_layers=24, hidden_size=1024, num_attention_heads=16,
         l_text_seq_length=64, image_tokens_per_dim=16, r_text_seq_length=64,
         kernel_size=7, last_kernel_size=9, vocab_size=16384 + 64,
         text_special_tokens=0, image_special_tokens=0),
 }
+
+# ----------------------------------------------------------------------------- the embedded model
+TINY_SHAPES = 'tiny-shapes'
+#: the packaged weight files of 'tiny-shapes' (rebuilt by ``python -m rudolph.demo.train``).
+TINY_SHAPES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'demo', 'weights')
+
+#: the tiny VQGAN: same classes as ruDALL-E's, 64 px -> 8x8 codes out of 2048.
+TINY_SHAPES_VQGAN_CONFIG: Dict[str, Any] = dict(ch=64, ch_mult=(1, 1, 1, 1), num_res_blocks=0, attn_resolutions=(),
+                                                z_channels=128, embed_dim=128, n_embed=2048, resolution=64)
+_TINY_PLAIN_VOCAB = 256  # plain BPE ids are [0, 256) (the tokenizer uses fewer); task tokens follow
+_TINY_TEXT = 12
+TINY_SHAPES_SPC_TOKENS: Dict[str, int] = {
+    name: _TINY_PLAIN_VOCAB + i for i, name in enumerate(
+        ('<LT_UNK>', '<RT_UNK>', '<LT_T2I>', '<LT_I2T>', '<LT_T2T>', '<RT_I2T>', '<LT_TQA>', '<RT_TQA>'))}
+TINY_SHAPES_PARAMS: Dict[str, Any] = dict(
+    num_layers=4, hidden_size=192, num_attention_heads=4,
+    l_text_seq_length=_TINY_TEXT, image_tokens_per_dim=8, r_text_seq_length=_TINY_TEXT,
+    kernel_size=7, last_kernel_size=9, vocab_size=_TINY_PLAIN_VOCAB + _TINY_TEXT,
+    text_special_tokens=16, image_special_tokens=0, image_vocab_size=TINY_SHAPES_VQGAN_CONFIG['n_embed'],
+    embedding_dropout_prob=0.0, attention_dropout_prob=0.0, output_dropout_prob=0.0,
+    cogview_sandwich_layernorm=True, cogview_pb_relax=True, mlp_activation='gelu_jit',
+)
+#: text-to-image sampling of the demo and the evaluation: the codes of a caption are (nearly)
+#: one grid, so a temperature below 1 keeps the samples on it (bench/README.md has the figures).
+TINY_SHAPES_T2I_SAMPLING: Dict[str, Any] = dict(top_k=64, top_p=0.95, temperature=0.7)
+
+MODELS[TINY_SHAPES] = dict(
+    hf_version='v3', description='tiny RuDOLPH trained on synthetic Russian shapes (embedded, offline)',
+    model_params=dict(TINY_SHAPES_PARAMS), repo_id=None, filename='tiny-shapes-rudolph.bin',
+    local_path=os.path.join(TINY_SHAPES_DIR, 'tiny-shapes-rudolph.bin'),
+    tokenizer_path=os.path.join(TINY_SHAPES_DIR, 'tiny-shapes-bpe.model'),
+    vae_path=os.path.join(TINY_SHAPES_DIR, 'tiny-shapes-vqgan.ckpt'), vae_config=dict(TINY_SHAPES_VQGAN_CONFIG),
+    spc_tokens=dict(TINY_SHAPES_SPC_TOKENS), sampling={'text2image': dict(TINY_SHAPES_T2I_SAMPLING)},
+)

@@ -121,6 +121,7 @@ def get_rudolph_model(name: str, pretrained: bool = True, fp16: bool = False,
     dtype = _resolve_dtype(fp16, dtype, device)
     if not pretrained:
         model = ruDolphModel(device=device, **params).to(device=device, dtype=dtype).eval()
+        model.spc_tokens = dict(config.get('spc_tokens') or {})
         return _maybe_compile(model, compile)
 
     path = resolve_checkpoint(name, checkpoint_path, cache_dir)
@@ -133,6 +134,7 @@ def get_rudolph_model(name: str, pretrained: bool = True, fp16: bool = False,
         state[f'transformer.{mask_name}'] = mask
     model.load_state_dict(state, strict=True, assign=True)
     model.device = device
+    model.spc_tokens = dict(config.get('spc_tokens') or {})
     logger.info('loaded RuDOLPH %s from %s', name, path)
     return _maybe_compile(model.eval(), compile)
 

@@ -17,6 +17,7 @@ selects the architecture; a checkpoint that does not fit it is an error
 import os
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
+from ..model.configs import MODELS
 from .dwt import DWTInverse
 from .image import preprocess_image
 from .model import (CheckpointMismatchError, CorruptCheckpointError, DecoderDWT, GumbelQuantize, GumbelVQ,
@@ -33,9 +34,10 @@ HF_FILENAMES = {False: 'vqgan.gumbelf8-sber.model.ckpt', True: 'vqgan.gumbelf8-s
 
 ConfigLike = Union[None, VQGanConfig, Mapping[str, Any]]
 
-#: name -> (local checkpoint path, config). Filled by the project (e.g. a tiny VQGAN
-#: trained for tests/demos); ``get_vae(name=...)`` looks names up here.
-NAMED_VAES: Dict[str, Tuple[str, ConfigLike]] = {}
+#: name -> (local checkpoint path, config) of the VQGANs shipped in the package (the embedded
+#: models' entries in ``MODELS``); ``get_vae(name=...)`` looks names up here.
+NAMED_VAES: Dict[str, Tuple[str, ConfigLike]] = {name: (spec['vae_path'], spec.get('vae_config'))
+                                                 for name, spec in MODELS.items() if spec.get('vae_path')}
 
 
 def get_vae(pretrained: bool = True, dwt: bool = False, cache_dir: Optional[str] = None, *,

@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..errors import CheckpointMismatchError, CorruptCheckpointError
 from .dwt import DWTInverse
 from .modules import Decoder, Encoder
 
@@ -233,14 +234,6 @@ class GumbelVQ(nn.Module):
         """Reconstruction and KL loss, as taming's ``VQModel.forward``."""
         quant, diff, _ = self.encode(x)
         return self.decode(quant), diff
-
-
-class CheckpointMismatchError(ValueError):
-    """A checkpoint's state dict does not fit the model built from the config."""
-
-
-class CorruptCheckpointError(ValueError):
-    """A checkpoint file cannot be read at all (empty, truncated, corrupt, not a ``torch.save`` file)."""
 
 
 class _UnknownObject:
