@@ -338,8 +338,12 @@ class ruDolphModel(nn.Module):
         logits = logits.transpose(1, 2)
         l_len = L if has_image else L - 1
 
+        # The last left position is scored against the first image id with text logits (the
+        # reference loss, kept for parity); an id beyond the text vocabulary (a model with more
+        # image codes than text ids) cannot be a text class, so that position is skipped.
+        l_labels = labels[:, :l_len].masked_fill(labels[:, :l_len] >= V, -100)
         parts = {'l_text_loss': (lt_loss_weight, lambda: F.cross_entropy(
-            logits[:, :V, :l_len].float(), labels[:, :l_len]))}
+            logits[:, :V, :l_len].float(), l_labels, ignore_index=-100))}
         if has_image:
             first = L - 1 if first_image_token else L
             parts['image_loss'] = (img_loss_weight, lambda: F.cross_entropy(
