@@ -3,6 +3,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import random
 import shutil
 import signal
@@ -15,11 +16,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..errors import RudolphError
+from ..errors import (ConfigError, CorruptCheckpointError, MissingDependencyError, RudolphError,
+                      UnsafeCheckpointError)
 from .data import EncodedDataset, TaskBatchSampler, collate
 
 __all__ = ['TrainConfig', 'TrainResult', 'TrainState', 'NonFiniteLossError', 'train', 'evaluate',
-           'find_checkpoint', 'check_writable', 'WEIGHTS_NAME', 'STATE_NAME']
+           'find_checkpoint', 'check_writable', 'safe_load', 'WEIGHTS_NAME', 'STATE_NAME']
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +45,9 @@ class TrainConfig:
     uses ``batch_size * grad_accum`` samples. ``warmup`` is a fraction of all steps (< 1)
     or a number of steps (>= 1). ``first_image_token`` also trains the first image token
     (see :meth:`rudolph.model.ruDolphModel.loss`; off by default, as the published loss).
+    ``keep_last``: how many of the newest ``step-*`` checkpoints to keep (``None`` or ``0``:
+    keep all; the newest complete checkpoint is never deleted). Values that cannot work
+    (``max_steps=0``, ``lr=-1``, ``keep_last=-1``, ...) raise :class:`~rudolph.errors.ConfigError`.
     """
     out_dir: str
     epochs: int = 1
@@ -67,6 +72,43 @@ class TrainConfig:
     show_progress: bool = True
     log_every: int = 1
     first_image_token: bool = False
+
+    def __post_init__(self) -> None:
+        _check_config(self)
+
+
+_CHOICES = {'schedule': ('one_cycle', 'cosine', 'linear', 'constant'), 'optimizer': ('adamw', 'adam8bit'),
+            'precision': ('fp32', 'bf16', 'fp16')}
+# field: (smallest allowed value, may be None, integer only)
+_BOUNDS = {'epochs': (1, False, True), 'max_steps': (1, True, True), 'batch_size': (1, False, True),
+           'grad_accum': (1, False, True), 'weight_decay': (0, False, False), 'warmup': (0, False, False),
+           'eval_every': (1, True, True), 'save_every': (1, True, True), 'keep_last': (0, True, True),
+           'log_every': (1, False, True), 'seed': (-2 ** 63, False, True)}
+
+
+def _check_config(config: 'TrainConfig') -> None:
+    """Reject settings that cannot work, naming the value and what was expected."""
+    if not isinstance(config.out_dir, (str, os.PathLike)) or not os.fspath(config.out_dir):
+        raise ConfigError(f'out_dir must be a folder path, got {config.out_dir!r}')
+    for name, choices in _CHOICES.items():
+        if getattr(config, name) not in choices:
+            raise ConfigError(f'{name} must be one of {list(choices)}, got {getattr(config, name)!r}')
+    for name, (low, optional, integer) in _BOUNDS.items():
+        value = getattr(config, name)
+        if value is None and optional:
+            continue
+        kind = int if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value) or value < low:
+            what = 'an int' if integer else 'a number'
+            extra = ' or None' if optional else ''
+            meaning = ' (0 or None: keep all)' if name == 'keep_last' else ''
+            raise ConfigError(f'{name} must be {what} >= {low}{extra}{meaning}, got {value!r}')
+    if isinstance(config.lr, bool) or not isinstance(config.lr, (int, float)) or not math.isfinite(config.lr) \
+            or config.lr <= 0:
+        raise ConfigError(f'lr must be a finite number > 0, got {config.lr!r}')
+    if config.clip is not None and (isinstance(config.clip, bool) or not isinstance(config.clip, (int, float))
+                                    or not math.isfinite(config.clip) or config.clip <= 0):
+        raise ConfigError(f'clip must be a number > 0 or None (no clipping), got {config.clip!r}')
 
 
 @dataclass
@@ -106,23 +148,105 @@ def check_writable(out_dir: Union[str, os.PathLike]) -> str:
     return out_dir
 
 
-def find_checkpoint(path: Union[str, os.PathLike]) -> str:
-    """The checkpoint folder ``path`` points at: itself, or an output folder's latest checkpoint."""
-    path = os.fspath(path)
-    if os.path.isfile(os.path.join(path, STATE_NAME)):
-        return path
+def _step_number(name: str) -> int:
+    try:
+        return int(name[len('step-'):])
+    except ValueError:
+        return -1
+
+
+def safe_load(path: str, what: str = 'checkpoint file') -> Any:
+    """``torch.load(path, weights_only=True)``; errors name the file (never unpickles arbitrary objects)."""
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as error:
+        if 'global' in str(error).lower():
+            raise UnsafeCheckpointError(f'{what} {path!r} holds Python objects other than tensors and plain data; '
+                                        'refusing to unpickle it (it could run code). Expected a file written by '
+                                        'rudolph.finetune') from None
+        raise CorruptCheckpointError(f'{what} {path!r} is corrupt ({error}); expected a torch.save file') from None
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        raise CorruptCheckpointError(f'{what} {path!r} cannot be read ({type(error).__name__}: {error}); it is '
+                                     'truncated or corrupt') from None
+
+
+def _incomplete_reason(folder: str) -> Optional[str]:
+    """``None`` if ``folder`` is a complete checkpoint, else why not.
+
+    Complete: ``training_state.pt`` (written last) loads and lists every file of the
+    checkpoint with its size, and each file exists with that size.
+    """
+    state_path = os.path.join(folder, STATE_NAME)
+    if not os.path.isfile(state_path):
+        return f'{STATE_NAME} is missing'
+    try:
+        state = safe_load(state_path, 'training state')
+    except RudolphError as error:
+        return str(error)
+    files = state.get('files') if isinstance(state, dict) else None
+    if not isinstance(files, dict) or WEIGHTS_NAME not in files:
+        return f'{STATE_NAME} lists no checkpoint files (written by an older rudolph?)'
+    for name, size in files.items():
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            return f'{name} is missing'
+        if os.path.getsize(path) != size:
+            return f'{name} has {os.path.getsize(path)} bytes, expected {size} (truncated or modified)'
+    return None
+
+
+def _candidates(path: str) -> List[str]:
+    """Checkpoint folders of an output folder, the one ``latest`` names first, then newest first."""
+    steps = sorted((d for d in os.listdir(path) if d.startswith('step-') and os.path.isdir(os.path.join(path, d))),
+                   key=_step_number, reverse=True)
     latest = os.path.join(path, LATEST_NAME)
     if os.path.isfile(latest):
         with open(latest, encoding='utf-8') as f:
-            candidate = os.path.join(path, f.read().strip())
-        if os.path.isfile(os.path.join(candidate, STATE_NAME)):
+            name = f.read().strip()
+        if name in steps:
+            steps.remove(name)
+            steps.insert(0, name)
+    return [os.path.join(path, d) for d in steps]
+
+
+def find_checkpoint(path: Union[str, os.PathLike]) -> str:
+    """The checkpoint folder ``path`` points at: itself, or an output folder's newest complete checkpoint.
+
+    A newer checkpoint that is incomplete (e.g. a truncated ``pytorch_model.bin``) is skipped
+    with a warning naming it and the one used instead.
+    """
+    path = os.fspath(path)
+    if os.path.isfile(os.path.join(path, STATE_NAME)):
+        reason = _incomplete_reason(path)
+        if reason is not None:
+            raise CorruptCheckpointError(f'checkpoint {path!r} is incomplete: {reason}; resume from its output '
+                                         'folder to fall back to the newest complete checkpoint')
+        return path
+    skipped = []
+    for candidate in (_candidates(path) if os.path.isdir(path) else []):
+        reason = _incomplete_reason(candidate)
+        if reason is None:
+            for bad, why in skipped:
+                logger.warning('checkpoint %s is incomplete (%s); using %s instead', bad, why, candidate)
             return candidate
-    steps = sorted(d for d in (os.listdir(path) if os.path.isdir(path) else [])
-                   if d.startswith('step-') and os.path.isfile(os.path.join(path, d, STATE_NAME)))
-    if steps:
-        return os.path.join(path, steps[-1])
+        skipped.append((candidate, reason))
+    if skipped:
+        raise CorruptCheckpointError(f'no complete checkpoint in {path!r}: ' +
+                                     '; '.join(f'{bad}: {why}' for bad, why in skipped))
     raise FileNotFoundError(f'no checkpoint to resume from at {path!r}: expected a folder with {STATE_NAME} '
                             'or an output folder holding step-* checkpoints')
+
+
+def _remove_leftovers(out_dir: str) -> None:
+    """Delete the temporary folders of a checkpoint whose writing was killed (they are never complete)."""
+    for name in os.listdir(out_dir):
+        if name.startswith('.tmp-step-') or name == f'.{LATEST_NAME}.tmp':
+            logger.warning('removing %s, left behind by an interrupted checkpoint write', os.path.join(out_dir, name))
+            target = os.path.join(out_dir, name)
+            if os.path.isdir(target):
+                shutil.rmtree(target, ignore_errors=True)
+            else:
+                os.remove(target)
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -133,10 +257,10 @@ def _make_optimizer(params: List[nn.Parameter], config: TrainConfig) -> torch.op
         try:
             import bitsandbytes as bnb
         except ImportError:
-            raise ImportError("optimizer='adam8bit' needs bitsandbytes (pip install bitsandbytes, CUDA only); "
-                              "or use optimizer='adamw'") from None
+            raise MissingDependencyError("optimizer='adam8bit' needs bitsandbytes: pip install bitsandbytes (CUDA "
+                                         "only); or use optimizer='adamw'") from None
         return bnb.optim.AdamW8bit(params, lr=config.lr, weight_decay=config.weight_decay)
-    raise ValueError(f"optimizer must be 'adamw' or 'adam8bit', got {config.optimizer!r}")
+    raise ConfigError(f"optimizer must be 'adamw' or 'adam8bit', got {config.optimizer!r}")
 
 
 def _warmup_steps(config: TrainConfig, total: int) -> int:
@@ -170,9 +294,14 @@ def _make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total
 
 
 def _rng_state() -> Dict[str, Any]:
+    """Every RNG's state as plain lists and tensors, so that it loads with ``weights_only=True``."""
     import numpy as np
 
-    state = {'python': random.getstate(), 'numpy': np.random.get_state(), 'torch': torch.get_rng_state()}
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {'python': [version, list(internal), gauss],
+             'numpy': [str(kind), torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+             'torch': torch.get_rng_state()}
     if torch.cuda.is_available():
         state['cuda'] = torch.cuda.get_rng_state_all()
     return state
@@ -181,8 +310,10 @@ def _rng_state() -> Dict[str, Any]:
 def _set_rng_state(state: Dict[str, Any]) -> None:
     import numpy as np
 
-    random.setstate(state['python'])
-    np.random.set_state(state['numpy'])
+    version, internal, gauss = state['python']
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state['numpy']
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state['torch'])
     if 'cuda' in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state['cuda'])
@@ -219,6 +350,31 @@ def _load_optimizer_state(accelerator, model, optimizer, state: Dict[str, Any]) 
         optimizer.load_state_dict(state)
 
 
+def _write_state(tmp: str, accelerator, scheduler, optim_state, state: TrainState, config: TrainConfig) -> None:
+    """``training_state.pt``, written last: it lists every file of the checkpoint with its size."""
+    files = {name: os.path.getsize(os.path.join(tmp, name)) for name in sorted(os.listdir(tmp))}
+    torch.save({
+        'optimizer': optim_state,
+        'scheduler': scheduler.state_dict(),
+        'scaler': accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
+        'step': state.step, 'epoch': state.epoch, 'batch_in_epoch': state.batch_in_epoch,
+        'total_steps': state.total_steps, 'history': state.history,
+        'config': {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in asdict(config).items()},
+        'num_processes': accelerator.num_processes, 'files': files,
+    }, os.path.join(tmp, STATE_NAME))
+
+
+def _publish(tmp: str, final: str, out_dir: str, name: str) -> None:
+    """Rename the finished temporary folder into place, then point ``latest`` at it."""
+    if os.path.isdir(final):
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    latest_tmp = os.path.join(out_dir, f'.{LATEST_NAME}.tmp')
+    with open(latest_tmp, 'w', encoding='utf-8') as f:
+        f.write(name)
+    os.replace(latest_tmp, os.path.join(out_dir, LATEST_NAME))
+
+
 def _save_checkpoint(accelerator, model, optimizer, scheduler, state: TrainState, config: TrainConfig,
                      name: str) -> str:
     """Write ``out_dir/name`` atomically: everything goes to a temporary folder that is renamed at the end."""
@@ -237,56 +393,44 @@ def _save_checkpoint(accelerator, model, optimizer, scheduler, state: TrainState
             error = e
     accelerator.wait_for_everyone()
     try:
-        if accelerator.is_main_process and error is None:
-            torch.save({k: v.detach().cpu() for k, v in weights.items()}, os.path.join(tmp, WEIGHTS_NAME))
-            torch.save({
-                'optimizer': optim_state,
-                'scheduler': scheduler.state_dict(),
-                'scaler': accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
-                'step': state.step, 'epoch': state.epoch, 'batch_in_epoch': state.batch_in_epoch,
-                'total_steps': state.total_steps, 'history': state.history,
-                'config': asdict(config), 'num_processes': accelerator.num_processes,
-            }, os.path.join(tmp, STATE_NAME))
         if error is None and os.path.isdir(tmp):
             torch.save(_rng_state(), os.path.join(tmp, f'rng_state_{accelerator.process_index}.pt'))
     except OSError as e:
         error = e
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        if error is None:
-            try:
-                if os.path.isdir(final):
-                    shutil.rmtree(final)
-                os.replace(tmp, final)
-                latest_tmp = os.path.join(out_dir, f'.{LATEST_NAME}.tmp')
-                with open(latest_tmp, 'w', encoding='utf-8') as f:
-                    f.write(name)
-                os.replace(latest_tmp, os.path.join(out_dir, LATEST_NAME))
-            except OSError as e:
-                error = e
+        try:
+            if error is None:
+                torch.save({k: v.detach().cpu() for k, v in weights.items()}, os.path.join(tmp, WEIGHTS_NAME))
+                _write_state(tmp, accelerator, scheduler, optim_state, state, config)
+                _publish(tmp, final, out_dir, name)
+        except OSError as e:
+            error = e
         if error is not None:
             shutil.rmtree(tmp, ignore_errors=True)
             raise OSError(f'could not write checkpoint {final!r}: {error}; nothing was left behind') from error
-        _prune(out_dir, config.keep_last)
+        _prune(out_dir, config.keep_last, name)
         logger.info('saved checkpoint %s (step %d)', final, state.step)
     accelerator.wait_for_everyone()
     return final
 
 
-def _prune(out_dir: str, keep_last: Optional[int]) -> None:
+def _prune(out_dir: str, keep_last: Optional[int], newest: str) -> None:
+    """Keep the ``keep_last`` newest step folders (``None``/``0``: all); ``newest``, just written, always stays."""
     if not keep_last:
         return
-    steps = sorted(d for d in os.listdir(out_dir) if d.startswith('step-'))
+    steps = sorted((d for d in os.listdir(out_dir) if d.startswith('step-')), key=_step_number)
     for old in steps[:-keep_last]:
-        shutil.rmtree(os.path.join(out_dir, old), ignore_errors=True)
+        if old != newest:
+            shutil.rmtree(os.path.join(out_dir, old), ignore_errors=True)
 
 
 def _load_resume(path: str, accelerator) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor], Optional[Dict[str, Any]]]:
     folder = find_checkpoint(path)
-    state = torch.load(os.path.join(folder, STATE_NAME), map_location='cpu', weights_only=False)
-    weights = torch.load(os.path.join(folder, WEIGHTS_NAME), map_location='cpu', weights_only=True)
+    state = safe_load(os.path.join(folder, STATE_NAME), 'training state')
+    weights = safe_load(os.path.join(folder, WEIGHTS_NAME), 'model weights')
     rng_file = os.path.join(folder, f'rng_state_{accelerator.process_index}.pt')
-    rng = torch.load(rng_file, map_location='cpu', weights_only=False) if os.path.isfile(rng_file) else None
+    rng = safe_load(rng_file, 'RNG state') if os.path.isfile(rng_file) else None
     logger.info('resuming from %s (step %d)', folder, state['step'])
     return state, weights, rng
 
@@ -374,19 +518,14 @@ def train(model: nn.Module, train_data: EncodedDataset, config: TrainConfig,
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration
 
-    if config.precision not in ('fp32', 'bf16', 'fp16'):
-        raise ValueError(f"precision must be 'fp32', 'bf16' or 'fp16', got {config.precision!r}")
-    if config.grad_accum < 1:
-        raise ValueError(f'grad_accum must be >= 1, got {config.grad_accum}')
-    if config.max_steps is None and config.epochs < 1:
-        raise ValueError(f'epochs must be >= 1 (or give max_steps), got {config.epochs}')
+    _check_config(config)  # again: fields may have been changed after construction
     if not isinstance(train_data, EncodedDataset):
         raise TypeError(f'train_data must be an EncodedDataset (see prepare_dataset), got {type(train_data).__name__}')
     check_writable(config.out_dir)
     cpu = config.cpu or not torch.cuda.is_available()
     if config.precision == 'fp16' and cpu:
-        raise ValueError("precision='fp16' needs a CUDA device (it trains with a gradient scaler); "
-                         "use precision='bf16' or 'fp32' on CPU")
+        raise ConfigError("precision='fp16' needs a CUDA device (it trains with a gradient scaler); "
+                          "use precision='bf16' or 'fp32' on CPU")
     # Accelerate keeps one process-wide state; a new precision in the same process (a notebook
     # training twice) must reset it. The process group (PartialState) is kept.
     from accelerate.state import AcceleratorState
@@ -399,9 +538,12 @@ def train(model: nn.Module, train_data: EncodedDataset, config: TrainConfig,
         # The global batch is split across processes: N devices optimise exactly like one.
         dataloader_config=DataLoaderConfiguration(split_batches=True))
     if config.batch_size % accelerator.num_processes:
-        raise ValueError(f'batch_size={config.batch_size} (the global batch) must be divisible by the number of '
+        raise ConfigError(f'batch_size={config.batch_size} (the global batch) must be divisible by the number of '
                          f'processes ({accelerator.num_processes})')
     show = config.show_progress and accelerator.is_main_process
+    if accelerator.is_main_process:
+        _remove_leftovers(config.out_dir)
+    accelerator.wait_for_everyone()
 
     resume_state, rng = None, None
     if config.resume:
@@ -424,7 +566,7 @@ def train(model: nn.Module, train_data: EncodedDataset, config: TrainConfig,
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
-        raise ValueError('every parameter is frozen: nothing to train')
+        raise ConfigError('every parameter is frozen: nothing to train')
 
     train_loader, sampler = _make_loader(train_data, config.batch_size, shuffle=True, seed=config.seed)
     steps_per_epoch = math.ceil(len(sampler) / config.grad_accum)
@@ -480,6 +622,9 @@ def train(model: nn.Module, train_data: EncodedDataset, config: TrainConfig,
     with _InterruptFlag() as interrupt:
         try:
             while state.step < total:
+                # The prepared loader re-sets the sampler's epoch from its own counter when it starts
+                # iterating; that counter restarts at 0 in a resumed process, so set it from the state.
+                train_loader.set_epoch(state.epoch)
                 sampler.set_epoch(state.epoch)
                 skip = state.batch_in_epoch
                 finished_epoch = True
