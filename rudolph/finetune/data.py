@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import random
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
@@ -20,6 +21,7 @@ from torch.utils.data import Dataset, Sampler
 
 from ..api import DEFAULT_SPC_TOKENS
 from ..errors import DataError
+from ..vae.image import preprocess_image
 
 __all__ = [
     'DEFAULT_SPC_TOKENS', 'TaskSpec', 'TASKS', 'DataError', 'infer_task', 'read_rows', 'encode_task_text', 'preprocess_image',
@@ -107,11 +109,26 @@ def read_rows(path: Union[str, os.PathLike]) -> List[Dict[str, Any]]:
     elif ext in ('.csv', '.tsv'):
         with open(path, encoding='utf-8', newline='') as f:
             reader = csv.DictReader(f, delimiter='\t' if ext == '.tsv' else ',')
+            _check_columns(path, reader.fieldnames or [])
             for row in reader:
                 rows.append({k: v for k, v in row.items() if k is not None and v not in (None, '')})
     else:
         raise DataError(f'unsupported data file {path!r}: expected a .jsonl or .csv file')
     return [_normalise_row(row) for row in rows]
+
+
+_COLUMNS = ('image', 'left_text', 'right_text', 'task')
+
+
+def _check_columns(path: str, found: Sequence[str]) -> None:
+    """A CSV header must name at least one known column; unknown columns are ignored with a warning."""
+    names = [_FIELD_ALIASES.get(c, c) for c in found]
+    unknown = [c for c, n in zip(found, names) if n not in _COLUMNS]
+    if not any(n in _COLUMNS for n in names):
+        raise DataError(f'{path}: no usable columns; expected a header with some of {list(_COLUMNS)} '
+                        f'(aliases {sorted(_FIELD_ALIASES)}), found {list(found)}')
+    if unknown:
+        logger.warning('%s: ignoring unknown columns %s (expected some of %s)', path, unknown, list(_COLUMNS))
 
 
 def _normalise_row(row: Mapping[str, Any]) -> Dict[str, Any]:
@@ -133,28 +150,6 @@ def encode_task_text(tokenizer: Any, text: str, length: int, task_token_id: Opti
 
 
 # ----------------------------------------------------------------------------- images
-def preprocess_image(pil_img: Any, size: int) -> torch.Tensor:
-    """RGB, centre crop to the largest square, bilinear resize to ``size``, ``[0, 1]`` tensor ``[3, size, size]``.
-
-    Uses ``rudolph.vae.preprocess_image`` (the pipelines' exact preprocessing) when available.
-    """
-    try:
-        from rudolph.vae import preprocess_image as vae_preprocess
-    except ImportError:  # the VAE package is optional at import time
-        vae_preprocess = None
-    if vae_preprocess is not None:
-        return vae_preprocess(pil_img, size)
-    import numpy as np
-    from PIL import Image
-
-    img = pil_img.convert('RGB')
-    w, h = img.size
-    side = min(w, h)
-    left, top = (w - side) // 2, (h - side) // 2
-    img = img.crop((left, top, left + side, top + side)).resize((size, size), Image.BILINEAR)
-    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float().div(255)
-
-
 def vae_fingerprint(vae: Any) -> str:
     """A cheap identity of the VAE weights (class, sizes, first and last parameter bytes) for the code cache."""
     h = hashlib.sha1(type(vae).__name__.encode())
@@ -181,11 +176,22 @@ class ImageCodeCache:
         self.codes: Dict[str, torch.Tensor] = {}
         self.dirty = False
         if self.path is not None and os.path.isfile(self.path):
-            try:
-                self.codes = torch.load(self.path, map_location='cpu', weights_only=True)
-            except (RuntimeError, OSError, EOFError) as error:
-                logger.warning('ignoring unreadable image-code cache %s (%s); it will be rebuilt', self.path, error)
-                self.codes = {}
+            self.codes = self._load(self.path)
+
+    @staticmethod
+    def _load(path: str) -> Dict[str, torch.Tensor]:
+        """The cached codes, or ``{}`` with a warning naming the file if it is corrupt or not plain data."""
+        try:
+            codes = torch.load(path, map_location='cpu', weights_only=True)  # never unpickle objects
+        except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as error:
+            logger.warning('ignoring unreadable image-code cache %s (%s: %s); it will be rebuilt', path,
+                           type(error).__name__, str(error).splitlines()[0] if str(error) else '')
+            return {}
+        if not isinstance(codes, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in codes.items()):
+            logger.warning('ignoring image-code cache %s: expected a dict of str -> tensor, got %s; it will be rebuilt',
+                           path, type(codes).__name__)
+            return {}
+        return codes
 
     def key(self, path: str) -> str:
         st = os.stat(path)
