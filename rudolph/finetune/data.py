@@ -13,6 +13,7 @@ import logging
 import os
 import pickle
 import random
+import re
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -29,6 +30,27 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+# What torch.load raises on a truncated, corrupt or random file (random bytes reach the unpickler).
+LOAD_ERRORS = (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError, LookupError, TypeError,
+               AttributeError)
+
+
+def unpickler_global(error: BaseException) -> Optional[str]:
+    """The Python object a ``weights_only`` load refused (``'builtins.open'``...), or ``None``."""
+    found = re.search(r'Unsupported global: GLOBAL (\S+)', str(error))
+    return found.group(1) if found else None
+
+
+def load_error_reason(error: BaseException) -> str:
+    """One line saying why ``torch.load`` failed (torch's weights-only messages are a page long)."""
+    text = str(error)
+    if unpickler_global(error):
+        return f'it holds a Python object ({unpickler_global(error)}), not only tensors and plain data'
+    if 'WeightsUnpickler error:' in text:
+        text = text.split('WeightsUnpickler error:', 1)[1].split('Check the documentation', 1)[0]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return f'{type(error).__name__}: {lines[0] if lines else "no details"}'
 
 
 @dataclass(frozen=True)
@@ -183,9 +205,9 @@ class ImageCodeCache:
         """The cached codes, or ``{}`` with a warning naming the file if it is corrupt or not plain data."""
         try:
             codes = torch.load(path, map_location='cpu', weights_only=True)  # never unpickle objects
-        except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as error:
-            logger.warning('ignoring unreadable image-code cache %s (%s: %s); it will be rebuilt', path,
-                           type(error).__name__, str(error).splitlines()[0] if str(error) else '')
+        except LOAD_ERRORS as error:
+            logger.warning('ignoring unreadable image-code cache %s (%s); it will be rebuilt', path,
+                           load_error_reason(error))
             return {}
         if not isinstance(codes, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in codes.items()):
             logger.warning('ignoring image-code cache %s: expected a dict of str -> tensor, got %s; it will be rebuilt',

@@ -3,7 +3,6 @@ import json
 import logging
 import math
 import os
-import pickle
 import random
 import shutil
 import signal
@@ -18,7 +17,7 @@ from torch.utils.data import DataLoader
 
 from ..errors import (ConfigError, CorruptCheckpointError, MissingDependencyError, RudolphError,
                       UnsafeCheckpointError)
-from .data import EncodedDataset, TaskBatchSampler, collate
+from .data import LOAD_ERRORS, EncodedDataset, TaskBatchSampler, collate, load_error_reason, unpickler_global
 
 __all__ = ['TrainConfig', 'TrainResult', 'TrainState', 'NonFiniteLossError', 'train', 'evaluate',
            'find_checkpoint', 'check_writable', 'safe_load', 'WEIGHTS_NAME', 'STATE_NAME']
@@ -159,15 +158,12 @@ def safe_load(path: str, what: str = 'checkpoint file') -> Any:
     """``torch.load(path, weights_only=True)``; errors name the file (never unpickles arbitrary objects)."""
     try:
         return torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as error:
-        if 'global' in str(error).lower():
-            raise UnsafeCheckpointError(f'{what} {path!r} holds Python objects other than tensors and plain data; '
-                                        'refusing to unpickle it (it could run code). Expected a file written by '
-                                        'rudolph.finetune') from None
-        raise CorruptCheckpointError(f'{what} {path!r} is corrupt ({error}); expected a torch.save file') from None
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
-        raise CorruptCheckpointError(f'{what} {path!r} cannot be read ({type(error).__name__}: {error}); it is '
-                                     'truncated or corrupt') from None
+    except LOAD_ERRORS as error:
+        if unpickler_global(error):
+            raise UnsafeCheckpointError(f'{what} {path!r}: {load_error_reason(error)}; refusing to unpickle it (that '
+                                        'could run code). Expected a file written by rudolph.finetune') from None
+        raise CorruptCheckpointError(f'{what} {path!r} cannot be read ({load_error_reason(error)}); it is truncated '
+                                     'or corrupt') from None
 
 
 def _incomplete_reason(folder: str) -> Optional[str]:
@@ -181,7 +177,7 @@ def _incomplete_reason(folder: str) -> Optional[str]:
         return f'{STATE_NAME} is missing'
     try:
         state = safe_load(state_path, 'training state')
-    except RudolphError as error:
+    except CorruptCheckpointError as error:  # an unsafe (tampered) file is an error, not a fallback
         return str(error)
     files = state.get('files') if isinstance(state, dict) else None
     if not isinstance(files, dict) or WEIGHTS_NAME not in files:
