@@ -551,3 +551,19 @@ def test_step_folder_loads_for_tiny_shapes(tmp_path):
     loaded = get_rudolph_model('tiny-shapes', checkpoint_path=os.path.join(result.last_checkpoint, 'pytorch_model.bin'))
     for key, value in result.model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
+
+
+def test_cli_rejects_negative_max_steps_and_keep_last(tmp_path, tiny_registered, monkeypatch, caplog):
+    import rudolph.tokenizer
+
+    monkeypatch.setattr(rudolph.tokenizer, 'get_tokenizer', lambda *a, **k: FakeTokenizer())
+    monkeypatch.setattr('rudolph.finetune.data.DEFAULT_SPC_TOKENS', SPC)
+    data = write_jsonl(tmp_path / 'qa.jsonl', text_rows())
+    argv = ['--model', tiny_registered, '--data', data, '--out', str(tmp_path / 'out'), '--quiet', '--cpu', '--resume',
+            str(tmp_path / 'none')]
+    for flag, value in (('--max-steps', '-1'), ('--keep-last', '-1')):
+        caplog.clear()
+        with caplog.at_level(logging.ERROR):
+            assert main(argv + [flag, value]) == 1
+        assert f"{flag[2:].replace('-', '_')} must be an int >= " in caplog.text and 'got -1' in caplog.text
+    assert not [d for d in os.listdir(tmp_path / 'out') if d.startswith('step-')]
