@@ -64,3 +64,12 @@ def make_image(size: int = 40, seed: int = 0):
 
     rng = np.random.default_rng(seed)
     return Image.fromarray(rng.integers(0, 256, (size, size + 6, 3), dtype=np.uint8))
+
+
+def write_malicious_pickle(path, marker) -> None:
+    """A ``torch.save`` file whose unpickling would create the file ``marker`` (proof that a loader ran code)."""
+    class _Marker:
+        def __reduce__(self):
+            return (open, (str(marker), 'w'))
+
+    torch.save({'x': _Marker()}, path)

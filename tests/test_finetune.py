@@ -3,6 +3,7 @@ import json
 import logging
 import os
 import runpy
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -12,7 +13,7 @@ import torch
 from torch import nn
 
 from rudolph.finetune import (DEFAULT_SPC_TOKENS, DataError, EncodedDataset, NonFiniteLossError, TrainConfig,
-                              encode_task_text, freeze, parameter_group, prepare_dataset, train)
+                              encode_task_text, find_checkpoint, freeze, parameter_group, prepare_dataset, train)
 from rudolph.finetune.cli import add_arguments, main
 from rudolph.model import get_rudolph_model, ruDolphModel
 
@@ -378,3 +379,191 @@ def test_two_processes_match_one(tmp_path, monkeypatch):
     logging.getLogger('measured').info('1 process: %s; 2 processes: %s', curves[1], curves[2])
     assert len(curves[1]) == 5
     assert curves[2] == pytest.approx(curves[1], rel=1e-5, abs=1e-6)
+
+
+# ----------------------------------------------------------------------------- issue 11
+def trained_run(tmp_path, tiny_params, name='run', **kwargs):
+    model = tiny(tiny_params)
+    ds = prepare_dataset(text_rows(6), FakeTokenizer(), None, model, spc_tokens=SPC)
+    return train(model, ds, config(tmp_path, name, batch_size=2, **kwargs)), ds
+
+
+def test_state_files_load_weights_only_and_tampered_ones_run_no_code(tmp_path, tiny_params):
+    from fakes import write_malicious_pickle
+    from rudolph.errors import UnsafeCheckpointError
+
+    result, ds = trained_run(tmp_path, tiny_params, max_steps=2)
+    folder = result.last_checkpoint
+    for name in ('pytorch_model.bin', 'training_state.pt', 'rng_state_0.pt'):
+        torch.load(os.path.join(folder, name), weights_only=True)  # plain data only
+    for name in ('rng_state_0.pt', 'training_state.pt'):
+        tampered = tmp_path / f'tampered-{name}'
+        shutil.copytree(folder, tampered)
+        marker = tmp_path / f'marker-{name}'
+        write_malicious_pickle(tampered / name, marker)
+        if name != 'training_state.pt':  # keep the file list consistent: the attacker controls the folder
+            state = torch.load(tampered / 'training_state.pt', weights_only=True)
+            state['files'][name] = os.path.getsize(tampered / name)
+            torch.save(state, tampered / 'training_state.pt')
+        with pytest.raises(UnsafeCheckpointError, match=name):
+            train(tiny(tiny_params), ds, config(tmp_path, f'b-{name}', resume=str(tampered)))
+        assert not marker.exists()
+
+
+def test_image_code_cache_that_is_unsafe_or_corrupt_is_rebuilt(tmp_path, tiny_params, caplog):
+    from fakes import write_malicious_pickle
+
+    paths = make_images(tmp_path / 'img', n=2)
+    rows = [{'image': p, 'right_text': 'кот'} for p in paths]
+    model, vae, cache = tiny(tiny_params), FakeVAE(), tmp_path / 'cache'
+    kw = dict(cache_dir=cache, spc_tokens=SPC, show_progress=False)
+    reference = prepare_dataset(rows, FakeTokenizer(), vae, model, **kw).input_ids
+    marker = tmp_path / 'marker'
+    write_malicious_pickle(cache / 'image_codes.pt', marker)
+    with caplog.at_level(logging.WARNING):
+        assert torch.equal(prepare_dataset(rows, FakeTokenizer(), vae, model, **kw).input_ids, reference)
+    assert not marker.exists() and vae.calls == 4
+    assert f'ignoring unreadable image-code cache {cache / "image_codes.pt"}' in caplog.text
+    assert len(torch.load(cache / 'image_codes.pt', weights_only=True)) == 2, 'the cache must be rebuilt'
+    caplog.clear()
+    (cache / 'image_codes.pt').write_bytes(bytes(range(256)) * 4)  # random bytes
+    with caplog.at_level(logging.WARNING):
+        assert torch.equal(prepare_dataset(rows, FakeTokenizer(), vae, model, **kw).input_ids, reference)
+    assert 'image_codes.pt' in caplog.text and 'rebuilt' in caplog.text and vae.calls == 6
+    assert len(torch.load(cache / 'image_codes.pt', weights_only=True)) == 2
+
+
+@pytest.mark.parametrize('field, value', [
+    ('max_steps', 0), ('max_steps', -1), ('epochs', 0), ('batch_size', 0), ('grad_accum', 0), ('lr', 0.0),
+    ('lr', -1e-3), ('lr', float('nan')), ('keep_last', -1), ('warmup', -0.5), ('weight_decay', -1.0),
+    ('clip', 0.0), ('eval_every', 0), ('save_every', -2), ('log_every', 0), ('batch_size', 2.5),
+    ('schedule', 'step'), ('optimizer', 'sgd'), ('precision', 'fp8')])
+def test_train_config_rejects_nonsense(tmp_path, field, value):
+    from rudolph.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f'{field} must be .*got {value!r}'):
+        config(tmp_path, **{field: value})
+    assert not (tmp_path / 'out').exists()
+
+
+def test_keep_last(tmp_path, tiny_params):
+    with pytest.raises(ValueError, match=r'keep_last must be an int >= 0 or None \(0 or None: keep all\), got -1'):
+        config(tmp_path, keep_last=-1)
+    every = ['step-000001', 'step-000002', 'step-000003']
+    for keep, expected in ((0, every), (None, every), (1, every[2:]), (2, every[1:])):
+        result, _ = trained_run(tmp_path, tiny_params, f'keep{keep}', max_steps=3, save_every=1, keep_last=keep)
+        out = tmp_path / f'keep{keep}'
+        assert sorted(d for d in os.listdir(out) if d.startswith('step-')) == expected
+        assert (out / 'latest').read_text() == 'step-000003'
+        assert find_checkpoint(out) == str(out / 'step-000003') == result.last_checkpoint
+
+
+def test_resume_is_exact_in_any_epoch(tmp_path, tiny_params):
+    """3 epochs of 3 steps; stopped at step 7 (epoch 2, mid-epoch) and resumed in a fresh loader."""
+    def stop_at(step):
+        def callback(state, logs):
+            if state.step == step:
+                raise KeyboardInterrupt
+        return callback
+
+    kw = dict(max_steps=None, epochs=3, schedule='cosine', warmup=2)
+    straight, ds = trained_run(tmp_path, tiny_params, 'a', **kw)
+    assert straight.state.step == 9 and straight.state.epoch == 3
+    model = tiny(tiny_params)
+    with pytest.raises(KeyboardInterrupt):
+        train(model, ds, config(tmp_path, 'b', batch_size=2, **kw), step_callback=stop_at(7))
+    resumed = train(tiny(tiny_params), ds, config(tmp_path, 'b', batch_size=2, resume=str(tmp_path / 'b'), **kw))
+    assert [h['epoch'] for h in resumed.history] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert [h['loss'] for h in resumed.history] == [h['loss'] for h in straight.history]
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[key], value), key
+
+
+def test_leftover_tmp_folder_is_removed_at_start(tmp_path, tiny_params, caplog):
+    out = tmp_path / 'run'
+    (out / '.tmp-step-000004').mkdir(parents=True)
+    (out / '.tmp-step-000004' / 'pytorch_model.bin').write_bytes(b'half a file')
+    (out / '.latest.tmp').write_text('step-000004')
+    with caplog.at_level(logging.WARNING):
+        trained_run(tmp_path, tiny_params, max_steps=1)
+    assert sorted(os.listdir(out)) == ['latest', 'metrics.jsonl', 'step-000001']
+    assert '.tmp-step-000004, left behind by an interrupted checkpoint write' in caplog.text
+
+
+def test_resume_falls_back_from_a_truncated_checkpoint(tmp_path, tiny_params, caplog):
+    from rudolph.errors import CorruptCheckpointError
+
+    straight, ds = trained_run(tmp_path, tiny_params, 'a', max_steps=4, save_every=2)
+    out = tmp_path / 'a'
+    weights = out / 'step-000004' / 'pytorch_model.bin'
+    weights.write_bytes(weights.read_bytes()[:weights.stat().st_size // 2])
+    with pytest.raises(CorruptCheckpointError, match='step-000004.* pytorch_model.bin has .* bytes, expected'):
+        find_checkpoint(out / 'step-000004')
+    with caplog.at_level(logging.WARNING):
+        resumed = train(tiny(tiny_params), ds, config(tmp_path, 'b', max_steps=4, batch_size=2, resume=str(out)))
+    assert f'checkpoint {out / "step-000004"} is incomplete' in caplog.text
+    assert f'using {out / "step-000002"} instead' in caplog.text
+    assert [h['loss'] for h in resumed.history] == [h['loss'] for h in straight.history]
+    for name in ('pytorch_model.bin', 'training_state.pt'):
+        (out / 'step-000002' / name).write_bytes(b'')
+        with pytest.raises(CorruptCheckpointError, match=f'no complete checkpoint in .*step-000002: .*{name}'):
+            find_checkpoint(out)
+
+
+def test_csv_with_wrong_columns(tmp_path, tiny_params):
+    path = tmp_path / 'rows.csv'
+    path.write_text('caption,file\nкот,a.png\n', encoding='utf-8')
+    with pytest.raises(DataError, match=r"rows.csv: no usable columns; expected a header with some of \['image', "
+                                        r"'left_text', 'right_text', 'task'\].* found \['caption', 'file'\]"):
+        prepare_dataset(path, FakeTokenizer(), None, tiny(tiny_params), spc_tokens=SPC)
+
+
+def test_adam8bit_without_bitsandbytes(tmp_path, tiny_params, monkeypatch):
+    from rudolph.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, 'bitsandbytes', None)  # as if not installed: `import` raises ImportError
+    with pytest.raises(MissingDependencyError, match='pip install bitsandbytes'):
+        trained_run(tmp_path, tiny_params, optimizer='adam8bit')
+
+
+def test_accelerate_is_a_dependency_and_preprocess_image_is_the_vae_one():
+    import rudolph.finetune
+    import rudolph.vae.image
+
+    with open(os.path.join(REPO, 'requirements.txt'), encoding='utf-8') as f:
+        assert any(line.strip().startswith('accelerate>=') for line in f)
+    assert rudolph.finetune.preprocess_image is rudolph.vae.image.preprocess_image
+    import rudolph.finetune.data
+    assert not hasattr(rudolph.finetune.data, 'vae_preprocess')
+
+
+def test_step_folder_loads_for_tiny_shapes(tmp_path):
+    model = get_rudolph_model('tiny-shapes')
+    L, N2, R = model.l_text_seq_length, model.image_tokens_per_dim ** 2, model.r_text_seq_length
+    g = torch.Generator().manual_seed(0)
+    # codes < 256: the published loss scores the first image code with the (284-token) text logits
+    x = torch.cat([torch.randint(4, 200, (2, L), generator=g), torch.randint(0, 256, (2, N2), generator=g),
+                   torch.randint(4, 200, (2, R), generator=g)], dim=1)
+    data = EncodedDataset(x, ['t2i'] * 2, {'t2i': dict(lt_loss_weight=0, img_loss_weight=1, rt_loss_weight=0)})
+    result = train(model, data, config(tmp_path, max_steps=1, batch_size=2, lr=1e-3))
+    assert os.path.isfile(os.path.join(result.last_checkpoint, 'pytorch_model.bin'))
+    # The folder form (checkpoint_path=result.last_checkpoint) needs the loaders' folder lookup of pytorch_model.bin.
+    loaded = get_rudolph_model('tiny-shapes', checkpoint_path=os.path.join(result.last_checkpoint, 'pytorch_model.bin'))
+    for key, value in result.model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+
+
+def test_cli_rejects_negative_max_steps_and_keep_last(tmp_path, tiny_registered, monkeypatch, caplog):
+    import rudolph.tokenizer
+
+    monkeypatch.setattr(rudolph.tokenizer, 'get_tokenizer', lambda *a, **k: FakeTokenizer())
+    monkeypatch.setattr('rudolph.finetune.data.DEFAULT_SPC_TOKENS', SPC)
+    data = write_jsonl(tmp_path / 'qa.jsonl', text_rows())
+    argv = ['--model', tiny_registered, '--data', data, '--out', str(tmp_path / 'out'), '--quiet', '--cpu', '--resume',
+            str(tmp_path / 'none')]
+    for flag, value in (('--max-steps', '-1'), ('--keep-last', '-1')):
+        caplog.clear()
+        with caplog.at_level(logging.ERROR):
+            assert main(argv + [flag, value]) == 1
+        assert f"{flag[2:].replace('-', '_')} must be an int >= " in caplog.text and 'got -1' in caplog.text
+    assert not [d for d in os.listdir(tmp_path / 'out') if d.startswith('step-')]

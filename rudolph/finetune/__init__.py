@@ -13,14 +13,14 @@ Command line: ``rudolph finetune --model 350M --data captions.jsonl --out out`` 
 from .data import (DEFAULT_SPC_TOKENS, TASKS, DataError, EncodedDataset, ImageCodeCache, TaskBatchSampler, TaskSpec,
                    collate, encode_task_text, infer_task, prepare_dataset, preprocess_image, read_rows)
 from .freeze import freeze, parameter_group
-from .trainer import (NonFiniteLossError, TrainConfig, TrainResult, TrainState, check_writable, evaluate,
+from .trainer import (NonFiniteLossError, TrainConfig, Trainer, TrainResult, TrainState, check_writable, evaluate,
                       find_checkpoint, train)
 
 __all__ = [
     'DEFAULT_SPC_TOKENS', 'TASKS', 'TaskSpec', 'DataError', 'EncodedDataset', 'ImageCodeCache', 'TaskBatchSampler',
     'collate', 'encode_task_text', 'infer_task', 'prepare_dataset', 'preprocess_image', 'read_rows',
     'freeze', 'parameter_group',
-    'TrainConfig', 'TrainResult', 'TrainState', 'NonFiniteLossError', 'train', 'evaluate', 'find_checkpoint',
+    'TrainConfig', 'Trainer', 'TrainResult', 'TrainState', 'NonFiniteLossError', 'train', 'evaluate', 'find_checkpoint',
     'check_writable',
 ]
 

@@ -11,7 +11,9 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import random
+import re
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -20,6 +22,7 @@ from torch.utils.data import Dataset, Sampler
 
 from ..api import DEFAULT_SPC_TOKENS
 from ..errors import DataError
+from ..vae.image import preprocess_image
 
 __all__ = [
     'DEFAULT_SPC_TOKENS', 'TaskSpec', 'TASKS', 'DataError', 'infer_task', 'read_rows', 'encode_task_text', 'preprocess_image',
@@ -27,6 +30,27 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+# What torch.load raises on a truncated, corrupt or random file (random bytes reach the unpickler).
+LOAD_ERRORS = (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError, LookupError, TypeError,
+               AttributeError)
+
+
+def unpickler_global(error: BaseException) -> Optional[str]:
+    """The Python object a ``weights_only`` load refused (``'builtins.open'``...), or ``None``."""
+    found = re.search(r'Unsupported global: GLOBAL (\S+)', str(error))
+    return found.group(1) if found else None
+
+
+def load_error_reason(error: BaseException) -> str:
+    """One line saying why ``torch.load`` failed (torch's weights-only messages are a page long)."""
+    text = str(error)
+    if unpickler_global(error):
+        return f'it holds a Python object ({unpickler_global(error)}), not only tensors and plain data'
+    if 'WeightsUnpickler error:' in text:
+        text = text.split('WeightsUnpickler error:', 1)[1].split('Check the documentation', 1)[0]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return f'{type(error).__name__}: {lines[0] if lines else "no details"}'
 
 
 @dataclass(frozen=True)
@@ -107,11 +131,26 @@ def read_rows(path: Union[str, os.PathLike]) -> List[Dict[str, Any]]:
     elif ext in ('.csv', '.tsv'):
         with open(path, encoding='utf-8', newline='') as f:
             reader = csv.DictReader(f, delimiter='\t' if ext == '.tsv' else ',')
+            _check_columns(path, reader.fieldnames or [])
             for row in reader:
                 rows.append({k: v for k, v in row.items() if k is not None and v not in (None, '')})
     else:
         raise DataError(f'unsupported data file {path!r}: expected a .jsonl or .csv file')
     return [_normalise_row(row) for row in rows]
+
+
+_COLUMNS = ('image', 'left_text', 'right_text', 'task')
+
+
+def _check_columns(path: str, found: Sequence[str]) -> None:
+    """A CSV header must name at least one known column; unknown columns are ignored with a warning."""
+    names = [_FIELD_ALIASES.get(c, c) for c in found]
+    unknown = [c for c, n in zip(found, names) if n not in _COLUMNS]
+    if not any(n in _COLUMNS for n in names):
+        raise DataError(f'{path}: no usable columns; expected a header with some of {list(_COLUMNS)} '
+                        f'(aliases {sorted(_FIELD_ALIASES)}), found {list(found)}')
+    if unknown:
+        logger.warning('%s: ignoring unknown columns %s (expected some of %s)', path, unknown, list(_COLUMNS))
 
 
 def _normalise_row(row: Mapping[str, Any]) -> Dict[str, Any]:
@@ -133,28 +172,6 @@ def encode_task_text(tokenizer: Any, text: str, length: int, task_token_id: Opti
 
 
 # ----------------------------------------------------------------------------- images
-def preprocess_image(pil_img: Any, size: int) -> torch.Tensor:
-    """RGB, centre crop to the largest square, bilinear resize to ``size``, ``[0, 1]`` tensor ``[3, size, size]``.
-
-    Uses ``rudolph.vae.preprocess_image`` (the pipelines' exact preprocessing) when available.
-    """
-    try:
-        from rudolph.vae import preprocess_image as vae_preprocess
-    except ImportError:  # the VAE package is optional at import time
-        vae_preprocess = None
-    if vae_preprocess is not None:
-        return vae_preprocess(pil_img, size)
-    import numpy as np
-    from PIL import Image
-
-    img = pil_img.convert('RGB')
-    w, h = img.size
-    side = min(w, h)
-    left, top = (w - side) // 2, (h - side) // 2
-    img = img.crop((left, top, left + side, top + side)).resize((size, size), Image.BILINEAR)
-    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float().div(255)
-
-
 def vae_fingerprint(vae: Any) -> str:
     """A cheap identity of the VAE weights (class, sizes, first and last parameter bytes) for the code cache."""
     h = hashlib.sha1(type(vae).__name__.encode())
@@ -181,11 +198,22 @@ class ImageCodeCache:
         self.codes: Dict[str, torch.Tensor] = {}
         self.dirty = False
         if self.path is not None and os.path.isfile(self.path):
-            try:
-                self.codes = torch.load(self.path, map_location='cpu', weights_only=True)
-            except (RuntimeError, OSError, EOFError) as error:
-                logger.warning('ignoring unreadable image-code cache %s (%s); it will be rebuilt', self.path, error)
-                self.codes = {}
+            self.codes = self._load(self.path)
+
+    @staticmethod
+    def _load(path: str) -> Dict[str, torch.Tensor]:
+        """The cached codes, or ``{}`` with a warning naming the file if it is corrupt or not plain data."""
+        try:
+            codes = torch.load(path, map_location='cpu', weights_only=True)  # never unpickle objects
+        except LOAD_ERRORS as error:
+            logger.warning('ignoring unreadable image-code cache %s (%s); it will be rebuilt', path,
+                           load_error_reason(error))
+            return {}
+        if not isinstance(codes, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in codes.items()):
+            logger.warning('ignoring image-code cache %s: expected a dict of str -> tensor, got %s; it will be rebuilt',
+                           path, type(codes).__name__)
+            return {}
+        return codes
 
     def key(self, path: str) -> str:
         st = os.stat(path)
@@ -369,78 +397,121 @@ def prepare_dataset(rows: Union[str, os.PathLike, Sequence[Mapping[str, Any]], D
     tasks = dict(TASKS if tasks is None else tasks)
     if spc_tokens is None:  # the task tokens the model was loaded with ({} for none), else the published ones
         spc_tokens = getattr(model, 'spc_tokens', None)
-    spc_tokens = dict(DEFAULT_SPC_TOKENS if spc_tokens is None else spc_tokens)
     if task is not None and task not in tasks:
         raise ValueError(f'unknown task {task!r}; expected one of {sorted(tasks)} (or None to infer it per row)')
-    L, N, R, V, image_vocab = _model_sizes(model)
-    N2 = N * N
-    image_root = os.fspath(image_root) if image_root is not None else None
     source_name = os.fspath(rows) if isinstance(rows, (str, os.PathLike)) else None
     if source_name is not None:
         rows = read_rows(source_name)
+    ctx = _Context(tokenizer, tasks, task, dict(DEFAULT_SPC_TOKENS if spc_tokens is None else spc_tokens), _model_sizes(model),
+                   os.fspath(image_root) if image_root is not None else None, source_name, missing_images)
+    kept, problems, missing, truncated = _tokenize_rows(rows, ctx)
+    _report_problems(problems, len(rows), bad_rows, truncated, ctx)
+    codes_of, kept = _encode_kept(kept, missing, vae, cache_dir, ctx, vae_batch_size, device, show_progress)
+    if missing:
+        logger.warning('skipped %d of %d rows whose image is missing or unreadable (first: %s)',
+                       len(missing), len(rows), missing[0])
+    if not kept:
+        raise DataError(f'no usable rows in {source_name or "the data"} ({len(rows)} rows read)')
+    return _assemble(kept, codes_of, ctx, loss_weights)
 
-    def where(i: int) -> str:
-        return f'{source_name} row {i + 1}' if source_name else f'row {i}'
 
-    def token_id(name: Optional[str]) -> Optional[int]:
-        if name is None or not spc_tokens:
+# (row index, task, left text ids, right text ids, image: (object, path) or None)
+_Kept = Tuple[int, str, torch.Tensor, torch.Tensor, Any]
+# (index into the kept rows, cache key or None, image tensor [3, size, size])
+_Todo = Tuple[int, Optional[str], torch.Tensor]
+
+
+@dataclass
+class _Context:
+    """What the steps of :func:`prepare_dataset` share."""
+    tokenizer: Any
+    tasks: Dict[str, TaskSpec]
+    task: Optional[str]
+    spc_tokens: Dict[str, int]
+    sizes: Tuple[int, int, int, int, int]  # L, N, R, V, image vocab
+    image_root: Optional[str]
+    source_name: Optional[str]
+    missing_images: str
+
+    def where(self, i: int) -> str:
+        return f'{self.source_name} row {i + 1}' if self.source_name else f'row {i}'
+
+    def token_id(self, name: Optional[str]) -> Optional[int]:
+        """Id of task token ``name`` (``None`` for none or a model without task tokens), checked against the vocab."""
+        if name is None or not self.spc_tokens:
             return None
-        if name not in spc_tokens:
-            raise ValueError(f'task token {name!r} is not in spc_tokens {sorted(spc_tokens)}')
-        value = int(spc_tokens[name])
+        if name not in self.spc_tokens:
+            raise ValueError(f'task token {name!r} is not in spc_tokens {sorted(self.spc_tokens)}')
+        L, _, _, V, _ = self.sizes
+        value = int(self.spc_tokens[name])
         if not 0 <= value < V - L:
             raise ValueError(f'task token {name}={value} does not fit the model text vocabulary: expected an id in '
                              f'[0, {V - L}) (V={V} minus the {L} left pad positions). Pass spc_tokens={{}} for a model '
                              'without task tokens, or ids of your own added tokens')
         return value
 
-    # --- pass 1: validate rows and tokenize texts
+
+def _validate_row(row: Any, i: int, ctx: _Context) -> Tuple[Optional[Dict[str, Any]], Optional[str], str]:
+    """``(normalised row, its task, '')``, or ``(None, None, problem)`` for a row that cannot be used."""
+    if not isinstance(row, Mapping):
+        raise DataError(f'{ctx.where(i)}: expected a dict with image/left_text/right_text, got {type(row).__name__}')
+    row = _normalise_row(row)
+    for field in ('left_text', 'right_text'):
+        if row.get(field) is not None and not isinstance(row[field], str):
+            row[field] = str(row[field])
+    if not (row.get('left_text') or '').strip() and not (row.get('right_text') or '').strip() \
+            and row.get('image') is None:
+        return None, None, f'{ctx.where(i)}: has neither text nor image'
+    row_task = row.get('task') or ctx.task or infer_task(row)
+    if row_task not in ctx.tasks:
+        return None, None, f'{ctx.where(i)}: unknown task {row_task!r}; expected one of {sorted(ctx.tasks)}'
+    spec = ctx.tasks[row_task]
+    empty = [f for f in spec.needs if (row.get(f) is None if f == 'image' else not (row.get(f) or '').strip())]
+    if empty:
+        return None, None, (f'{ctx.where(i)}: task {row_task!r} needs non-empty {empty}, got '
+                            f'{sorted(k for k in row if row[k] not in (None, ""))}')
+    return row, row_task, ''
+
+
+def _tokenize_rows(rows: Sequence[Any], ctx: _Context) -> Tuple[List[_Kept], List[str], List[str], Dict[str, int]]:
+    """Pass 1: validate every row and tokenize its texts; returns kept rows, problems, missing images, cut texts."""
+    L, _, R, V, _ = ctx.sizes
     problems: List[str] = []
     missing: List[str] = []
     truncated = {'left_text': 0, 'right_text': 0}
-    kept: List[Tuple[int, str, torch.Tensor, torch.Tensor, Any]] = []  # (row, task, left, right, image source)
-    n_rows = len(rows)
-    for i in range(n_rows):
-        row = rows[i]
-        if not isinstance(row, Mapping):
-            raise DataError(f'{where(i)}: expected a dict with image/left_text/right_text, got {type(row).__name__}')
-        row = _normalise_row(row)
-        for field in ('left_text', 'right_text'):
-            if row.get(field) is not None and not isinstance(row[field], str):
-                row[field] = str(row[field])
-        if not (row.get('left_text') or '').strip() and not (row.get('right_text') or '').strip() \
-                and row.get('image') is None:
-            problems.append(f'{where(i)}: has neither text nor image')
+    kept: List[_Kept] = []
+    for i in range(len(rows)):
+        row, row_task, problem = _validate_row(rows[i], i, ctx)
+        if row is None:
+            problems.append(problem)
             continue
-        row_task = row.get('task') or task or infer_task(row)
-        if row_task not in tasks:
-            problems.append(f'{where(i)}: unknown task {row_task!r}; expected one of {sorted(tasks)}')
-            continue
-        spec = tasks[row_task]
-        empty = [f for f in spec.needs if (row.get(f) is None if f == 'image' else not (row.get(f) or '').strip())]
-        if empty:
-            problems.append(f'{where(i)}: task {row_task!r} needs non-empty {empty}, got {sorted(k for k in row if row[k] not in (None, ""))}')
-            continue
+        spec = ctx.tasks[row_task]
         image_source = None
         if 'image' in spec.needs:
             try:
-                image_source = _load_image(row['image'], image_root)
+                image_source = _load_image(row['image'], ctx.image_root)
             except FileNotFoundError as error:
-                if missing_images == 'error':
-                    raise FileNotFoundError(f'{where(i)}: {error} (pass missing_images="skip" to drop such rows)') from None
-                missing.append(f'{where(i)}: {error}')
+                if ctx.missing_images == 'error':
+                    raise FileNotFoundError(f'{ctx.where(i)}: {error} (pass missing_images="skip" to drop such '
+                                            'rows)') from None
+                missing.append(f'{ctx.where(i)}: {error}')
                 continue
-        left, cut = encode_task_text(tokenizer, row.get('left_text') or '', L, token_id(spec.lt_token))
+        left, cut = encode_task_text(ctx.tokenizer, row.get('left_text') or '', L, ctx.token_id(spec.lt_token))
         truncated['left_text'] += cut
         right = torch.zeros(R, dtype=torch.long)
         if 'right_text' in spec.needs or (spec.rt_loss_weight and row.get('right_text')):
-            right, cut = encode_task_text(tokenizer, row['right_text'], R, token_id(spec.rt_token))
+            right, cut = encode_task_text(ctx.tokenizer, row['right_text'], R, ctx.token_id(spec.rt_token))
             truncated['right_text'] += cut
         if int(left.max()) >= V - L or int(right.max()) >= V:
-            raise DataError(f'{where(i)}: the tokenizer produced ids beyond the model text vocabulary ({V}); '
+            raise DataError(f'{ctx.where(i)}: the tokenizer produced ids beyond the model text vocabulary ({V}); '
                             'tokenizer and model do not match')
         kept.append((i, row_task, left, right, image_source))
+    return kept, problems, missing, truncated
 
+
+def _report_problems(problems: List[str], n_rows: int, bad_rows: str, truncated: Dict[str, int],
+                     ctx: _Context) -> None:
+    """Raise (``bad_rows='error'``) or warn about unusable rows; warn about texts cut to the model length."""
     if problems:
         if bad_rows == 'error':
             shown = '\n  '.join(problems[:10])
@@ -448,55 +519,72 @@ def prepare_dataset(rows: Union[str, os.PathLike, Sequence[Mapping[str, Any]], D
             raise DataError(f'{len(problems)} of {n_rows} rows cannot be used:\n  {shown}{more}\n'
                             '(pass bad_rows="skip" to drop them)')
         logger.warning('skipped %d of %d rows that cannot be used (first: %s)', len(problems), n_rows, problems[0])
+    L, _, R, _, _ = ctx.sizes
     for field, count in truncated.items():
         if count:
-            limit = L if field == 'left_text' else R
             logger.warning('%d %s texts were cut to %d tokens (the model length); their end (and eos) is lost',
-                           count, field, limit)
+                           count, field, L if field == 'left_text' else R)
 
-    # --- pass 2: VAE codes of the images (cached)
+
+def _image_tensors(kept: List[_Kept], missing: List[str], cache: ImageCodeCache, size: int, ctx: _Context,
+                   codes_of: Dict[int, torch.Tensor]) -> Tuple[List[_Todo], List[int]]:
+    """Cached codes into ``codes_of``; the other images as tensors to encode, and the rows that failed."""
+    todo: List[_Todo] = []
+    failed: List[int] = []
+    for k, (row_index, _, _, _, (obj, path)) in ((k, item) for k, item in enumerate(kept) if item[4] is not None):
+        key = cache.key(path) if path is not None else None
+        hit = cache.get(key) if key is not None else None
+        if hit is not None:
+            codes_of[k] = hit.long()
+            continue
+        try:
+            img = _open_image(path) if path is not None else obj
+            tensor = img if torch.is_tensor(img) else preprocess_image(img, size)
+        except OSError as error:
+            if ctx.missing_images == 'error':
+                raise OSError(f'{ctx.where(row_index)}: {error} (pass missing_images="skip" to drop such '
+                              'rows)') from None
+            missing.append(f'{ctx.where(row_index)}: {error}')
+            failed.append(k)
+            continue
+        if tensor.shape != (3, size, size):
+            raise DataError(f'{ctx.where(row_index)}: image tensor has shape {tuple(tensor.shape)}, expected '
+                            f'(3, {size}, {size})')
+        todo.append((k, key, tensor))
+    return todo, failed
+
+
+def _encode_kept(kept: List[_Kept], missing: List[str], vae: Any, cache_dir: Any, ctx: _Context, vae_batch_size: int,
+                 device: Union[str, torch.device, None],
+                 show_progress: bool) -> Tuple[Dict[int, torch.Tensor], List[_Kept]]:
+    """Pass 2: VAE codes of the kept rows' images (cached); rows whose image failed are dropped."""
     codes_of: Dict[int, torch.Tensor] = {}
-    with_images = [(k, src) for k, (_, _, _, _, src) in enumerate(kept) if src is not None]
-    if with_images:
-        if vae is None:
-            raise ValueError(f'{len(with_images)} rows need an image but no VAE was given')
-        if callable(vae) and not hasattr(vae, 'get_codebook_indices'):
-            vae = vae()  # a factory: the VAE is only loaded when some row has an image
-        size = N * int(getattr(vae, 'downsample_factor', 8))
-        cache = ImageCodeCache(cache_dir, vae, size)
-        todo: List[Tuple[int, Optional[str], torch.Tensor]] = []
-        failed: List[int] = []
-        for k, (obj, path) in with_images:
-            key = cache.key(path) if path is not None else None
-            hit = cache.get(key) if key is not None else None
-            if hit is not None:
-                codes_of[k] = hit.long()
-                continue
-            try:
-                img = _open_image(path) if path is not None else obj
-                tensor = img if torch.is_tensor(img) else preprocess_image(img, size)
-            except OSError as error:
-                if missing_images == 'error':
-                    raise OSError(f'{where(kept[k][0])}: {error} (pass missing_images="skip" to drop such rows)') from None
-                missing.append(f'{where(kept[k][0])}: {error}')
-                failed.append(k)
-                continue
-            if tensor.shape != (3, size, size):
-                raise DataError(f'{where(kept[k][0])}: image tensor has shape {tuple(tensor.shape)}, expected (3, {size}, {size})')
-            todo.append((k, key, tensor))
-        _encode_images(vae, todo, cache, codes_of, N, image_vocab, vae_batch_size, device, show_progress)
-        cache.save()
-        if failed:
-            failed_set = set(failed)
-            codes_of = {new: codes_of[old] for new, old in enumerate(k for k in range(len(kept)) if k not in failed_set)
-                        if old in codes_of}
-            kept = [item for k, item in enumerate(kept) if k not in failed_set]
-    if missing:
-        logger.warning('skipped %d of %d rows whose image is missing or unreadable (first: %s)',
-                       len(missing), n_rows, missing[0])
-    if not kept:
-        raise DataError(f'no usable rows in {source_name or "the data"} ({n_rows} rows read)')
+    n_images = sum(item[4] is not None for item in kept)
+    if not n_images:
+        return codes_of, kept
+    if vae is None:
+        raise ValueError(f'{n_images} rows need an image but no VAE was given')
+    if callable(vae) and not hasattr(vae, 'get_codebook_indices'):
+        vae = vae()  # a factory: the VAE is only loaded when some row has an image
+    _, N, _, _, image_vocab = ctx.sizes
+    size = N * int(getattr(vae, 'downsample_factor', 8))
+    cache = ImageCodeCache(cache_dir, vae, size)
+    todo, failed = _image_tensors(kept, missing, cache, size, ctx, codes_of)
+    _encode_images(vae, todo, cache, codes_of, N, image_vocab, vae_batch_size, device, show_progress)
+    cache.save()
+    if failed:
+        failed_set = set(failed)
+        survivors = [k for k in range(len(kept)) if k not in failed_set]
+        codes_of = {new: codes_of[old] for new, old in enumerate(survivors) if old in codes_of}
+        kept = [kept[k] for k in survivors]
+    return codes_of, kept
 
+
+def _assemble(kept: List[_Kept], codes_of: Dict[int, torch.Tensor], ctx: _Context,
+              loss_weights: Optional[Mapping[str, Optional[float]]]) -> 'EncodedDataset':
+    """``[left text | image codes | right text]`` rows and the loss weights of every task."""
+    L, N, R, _, _ = ctx.sizes
+    N2 = N * N
     input_ids = torch.zeros(len(kept), L + N2 + R, dtype=torch.long)
     for k, (_, _, left, right, _) in enumerate(kept):
         input_ids[k, :L] = left
@@ -504,7 +592,7 @@ def prepare_dataset(rows: Union[str, os.PathLike, Sequence[Mapping[str, Any]], D
             input_ids[k, L:L + N2] = codes_of[k]
         input_ids[k, L + N2:] = right
     overrides = {k: v for k, v in (loss_weights or {}).items() if v is not None}
-    weights = {name: {**spec.weights, **overrides} for name, spec in tasks.items()}
+    weights = {name: {**spec.weights, **overrides} for name, spec in ctx.tasks.items()}
     return EncodedDataset(input_ids, [t for _, t, _, _, _ in kept], weights)
 
 

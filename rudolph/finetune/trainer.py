@@ -15,11 +15,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..errors import RudolphError
-from .data import EncodedDataset, TaskBatchSampler, collate
+from ..errors import (ConfigError, CorruptCheckpointError, MissingDependencyError, RudolphError,
+                      UnsafeCheckpointError)
+from .data import LOAD_ERRORS, EncodedDataset, TaskBatchSampler, collate, load_error_reason, unpickler_global
 
-__all__ = ['TrainConfig', 'TrainResult', 'TrainState', 'NonFiniteLossError', 'train', 'evaluate',
-           'find_checkpoint', 'check_writable', 'WEIGHTS_NAME', 'STATE_NAME']
+__all__ = ['TrainConfig', 'TrainResult', 'TrainState', 'Trainer', 'NonFiniteLossError', 'train', 'evaluate',
+           'find_checkpoint', 'check_writable', 'safe_load', 'WEIGHTS_NAME', 'STATE_NAME']
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,9 @@ class TrainConfig:
     uses ``batch_size * grad_accum`` samples. ``warmup`` is a fraction of all steps (< 1)
     or a number of steps (>= 1). ``first_image_token`` also trains the first image token
     (see :meth:`rudolph.model.ruDolphModel.loss`; off by default, as the published loss).
+    ``keep_last``: how many of the newest ``step-*`` checkpoints to keep (``None`` or ``0``:
+    keep all; the newest complete checkpoint is never deleted). Values that cannot work
+    (``max_steps=0``, ``lr=-1``, ``keep_last=-1``, ...) raise :class:`~rudolph.errors.ConfigError`.
     """
     out_dir: str
     epochs: int = 1
@@ -67,6 +71,43 @@ class TrainConfig:
     show_progress: bool = True
     log_every: int = 1
     first_image_token: bool = False
+
+    def __post_init__(self) -> None:
+        _check_config(self)
+
+
+_CHOICES = {'schedule': ('one_cycle', 'cosine', 'linear', 'constant'), 'optimizer': ('adamw', 'adam8bit'),
+            'precision': ('fp32', 'bf16', 'fp16')}
+# field: (smallest allowed value, may be None, integer only)
+_BOUNDS = {'epochs': (1, False, True), 'max_steps': (1, True, True), 'batch_size': (1, False, True),
+           'grad_accum': (1, False, True), 'weight_decay': (0, False, False), 'warmup': (0, False, False),
+           'eval_every': (1, True, True), 'save_every': (1, True, True), 'keep_last': (0, True, True),
+           'log_every': (1, False, True), 'seed': (-2 ** 63, False, True)}
+
+
+def _check_config(config: 'TrainConfig') -> None:
+    """Reject settings that cannot work, naming the value and what was expected."""
+    if not isinstance(config.out_dir, (str, os.PathLike)) or not os.fspath(config.out_dir):
+        raise ConfigError(f'out_dir must be a folder path, got {config.out_dir!r}')
+    for name, choices in _CHOICES.items():
+        if getattr(config, name) not in choices:
+            raise ConfigError(f'{name} must be one of {list(choices)}, got {getattr(config, name)!r}')
+    for name, (low, optional, integer) in _BOUNDS.items():
+        value = getattr(config, name)
+        if value is None and optional:
+            continue
+        kind = int if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value) or value < low:
+            what = 'an int' if integer else 'a number'
+            extra = ' or None' if optional else ''
+            meaning = ' (0 or None: keep all)' if name == 'keep_last' else ''
+            raise ConfigError(f'{name} must be {what} >= {low}{extra}{meaning}, got {value!r}')
+    if isinstance(config.lr, bool) or not isinstance(config.lr, (int, float)) or not math.isfinite(config.lr) \
+            or config.lr <= 0:
+        raise ConfigError(f'lr must be a finite number > 0, got {config.lr!r}')
+    if config.clip is not None and (isinstance(config.clip, bool) or not isinstance(config.clip, (int, float))
+                                    or not math.isfinite(config.clip) or config.clip <= 0):
+        raise ConfigError(f'clip must be a number > 0 or None (no clipping), got {config.clip!r}')
 
 
 @dataclass
@@ -106,23 +147,102 @@ def check_writable(out_dir: Union[str, os.PathLike]) -> str:
     return out_dir
 
 
-def find_checkpoint(path: Union[str, os.PathLike]) -> str:
-    """The checkpoint folder ``path`` points at: itself, or an output folder's latest checkpoint."""
-    path = os.fspath(path)
-    if os.path.isfile(os.path.join(path, STATE_NAME)):
-        return path
+def _step_number(name: str) -> int:
+    try:
+        return int(name[len('step-'):])
+    except ValueError:
+        return -1
+
+
+def safe_load(path: str, what: str = 'checkpoint file') -> Any:
+    """``torch.load(path, weights_only=True)``; errors name the file (never unpickles arbitrary objects)."""
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except LOAD_ERRORS as error:
+        if unpickler_global(error):
+            raise UnsafeCheckpointError(f'{what} {path!r}: {load_error_reason(error)}; refusing to unpickle it (that '
+                                        'could run code). Expected a file written by rudolph.finetune') from None
+        raise CorruptCheckpointError(f'{what} {path!r} cannot be read ({load_error_reason(error)}); it is truncated '
+                                     'or corrupt') from None
+
+
+def _incomplete_reason(folder: str) -> Optional[str]:
+    """``None`` if ``folder`` is a complete checkpoint, else why not.
+
+    Complete: ``training_state.pt`` (written last) loads and lists every file of the
+    checkpoint with its size, and each file exists with that size.
+    """
+    state_path = os.path.join(folder, STATE_NAME)
+    if not os.path.isfile(state_path):
+        return f'{STATE_NAME} is missing'
+    try:
+        state = safe_load(state_path, 'training state')
+    except CorruptCheckpointError as error:  # an unsafe (tampered) file is an error, not a fallback
+        return str(error)
+    files = state.get('files') if isinstance(state, dict) else None
+    if not isinstance(files, dict) or WEIGHTS_NAME not in files:
+        return f'{STATE_NAME} lists no checkpoint files (written by an older rudolph?)'
+    for name, size in files.items():
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            return f'{name} is missing'
+        if os.path.getsize(path) != size:
+            return f'{name} has {os.path.getsize(path)} bytes, expected {size} (truncated or modified)'
+    return None
+
+
+def _candidates(path: str) -> List[str]:
+    """Checkpoint folders of an output folder, the one ``latest`` names first, then newest first."""
+    steps = sorted((d for d in os.listdir(path) if d.startswith('step-') and os.path.isdir(os.path.join(path, d))),
+                   key=_step_number, reverse=True)
     latest = os.path.join(path, LATEST_NAME)
     if os.path.isfile(latest):
         with open(latest, encoding='utf-8') as f:
-            candidate = os.path.join(path, f.read().strip())
-        if os.path.isfile(os.path.join(candidate, STATE_NAME)):
+            name = f.read().strip()
+        if name in steps:
+            steps.remove(name)
+            steps.insert(0, name)
+    return [os.path.join(path, d) for d in steps]
+
+
+def find_checkpoint(path: Union[str, os.PathLike]) -> str:
+    """The checkpoint folder ``path`` points at: itself, or an output folder's newest complete checkpoint.
+
+    A newer checkpoint that is incomplete (e.g. a truncated ``pytorch_model.bin``) is skipped
+    with a warning naming it and the one used instead.
+    """
+    path = os.fspath(path)
+    if os.path.isfile(os.path.join(path, STATE_NAME)):
+        reason = _incomplete_reason(path)
+        if reason is not None:
+            raise CorruptCheckpointError(f'checkpoint {path!r} is incomplete: {reason}; resume from its output '
+                                         'folder to fall back to the newest complete checkpoint')
+        return path
+    skipped = []
+    for candidate in (_candidates(path) if os.path.isdir(path) else []):
+        reason = _incomplete_reason(candidate)
+        if reason is None:
+            for bad, why in skipped:
+                logger.warning('checkpoint %s is incomplete (%s); using %s instead', bad, why, candidate)
             return candidate
-    steps = sorted(d for d in (os.listdir(path) if os.path.isdir(path) else [])
-                   if d.startswith('step-') and os.path.isfile(os.path.join(path, d, STATE_NAME)))
-    if steps:
-        return os.path.join(path, steps[-1])
+        skipped.append((candidate, reason))
+    if skipped:
+        raise CorruptCheckpointError(f'no complete checkpoint in {path!r}: ' +
+                                     '; '.join(f'{bad}: {why}' for bad, why in skipped))
     raise FileNotFoundError(f'no checkpoint to resume from at {path!r}: expected a folder with {STATE_NAME} '
                             'or an output folder holding step-* checkpoints')
+
+
+def _remove_leftovers(out_dir: str) -> None:
+    """Delete the temporary folders of a checkpoint whose writing was killed (they are never complete)."""
+    for name in os.listdir(out_dir):
+        if name.startswith('.tmp-step-') or name == f'.{LATEST_NAME}.tmp':
+            logger.warning('removing %s, left behind by an interrupted checkpoint write', os.path.join(out_dir, name))
+            target = os.path.join(out_dir, name)
+            if os.path.isdir(target):
+                shutil.rmtree(target, ignore_errors=True)
+            else:
+                os.remove(target)
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -133,10 +253,10 @@ def _make_optimizer(params: List[nn.Parameter], config: TrainConfig) -> torch.op
         try:
             import bitsandbytes as bnb
         except ImportError:
-            raise ImportError("optimizer='adam8bit' needs bitsandbytes (pip install bitsandbytes, CUDA only); "
-                              "or use optimizer='adamw'") from None
+            raise MissingDependencyError("optimizer='adam8bit' needs bitsandbytes: pip install bitsandbytes (CUDA "
+                                         "only); or use optimizer='adamw'") from None
         return bnb.optim.AdamW8bit(params, lr=config.lr, weight_decay=config.weight_decay)
-    raise ValueError(f"optimizer must be 'adamw' or 'adam8bit', got {config.optimizer!r}")
+    raise ConfigError(f"optimizer must be 'adamw' or 'adam8bit', got {config.optimizer!r}")
 
 
 def _warmup_steps(config: TrainConfig, total: int) -> int:
@@ -170,9 +290,14 @@ def _make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total
 
 
 def _rng_state() -> Dict[str, Any]:
+    """Every RNG's state as plain lists and tensors, so that it loads with ``weights_only=True``."""
     import numpy as np
 
-    state = {'python': random.getstate(), 'numpy': np.random.get_state(), 'torch': torch.get_rng_state()}
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {'python': [version, list(internal), gauss],
+             'numpy': [str(kind), torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+             'torch': torch.get_rng_state()}
     if torch.cuda.is_available():
         state['cuda'] = torch.cuda.get_rng_state_all()
     return state
@@ -181,8 +306,10 @@ def _rng_state() -> Dict[str, Any]:
 def _set_rng_state(state: Dict[str, Any]) -> None:
     import numpy as np
 
-    random.setstate(state['python'])
-    np.random.set_state(state['numpy'])
+    version, internal, gauss = state['python']
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state['numpy']
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state['torch'])
     if 'cuda' in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state['cuda'])
@@ -219,6 +346,31 @@ def _load_optimizer_state(accelerator, model, optimizer, state: Dict[str, Any]) 
         optimizer.load_state_dict(state)
 
 
+def _write_state(tmp: str, accelerator, scheduler, optim_state, state: TrainState, config: TrainConfig) -> None:
+    """``training_state.pt``, written last: it lists every file of the checkpoint with its size."""
+    files = {name: os.path.getsize(os.path.join(tmp, name)) for name in sorted(os.listdir(tmp))}
+    torch.save({
+        'optimizer': optim_state,
+        'scheduler': scheduler.state_dict(),
+        'scaler': accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
+        'step': state.step, 'epoch': state.epoch, 'batch_in_epoch': state.batch_in_epoch,
+        'total_steps': state.total_steps, 'history': state.history,
+        'config': {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in asdict(config).items()},
+        'num_processes': accelerator.num_processes, 'files': files,
+    }, os.path.join(tmp, STATE_NAME))
+
+
+def _publish(tmp: str, final: str, out_dir: str, name: str) -> None:
+    """Rename the finished temporary folder into place, then point ``latest`` at it."""
+    if os.path.isdir(final):
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    latest_tmp = os.path.join(out_dir, f'.{LATEST_NAME}.tmp')
+    with open(latest_tmp, 'w', encoding='utf-8') as f:
+        f.write(name)
+    os.replace(latest_tmp, os.path.join(out_dir, LATEST_NAME))
+
+
 def _save_checkpoint(accelerator, model, optimizer, scheduler, state: TrainState, config: TrainConfig,
                      name: str) -> str:
     """Write ``out_dir/name`` atomically: everything goes to a temporary folder that is renamed at the end."""
@@ -237,56 +389,44 @@ def _save_checkpoint(accelerator, model, optimizer, scheduler, state: TrainState
             error = e
     accelerator.wait_for_everyone()
     try:
-        if accelerator.is_main_process and error is None:
-            torch.save({k: v.detach().cpu() for k, v in weights.items()}, os.path.join(tmp, WEIGHTS_NAME))
-            torch.save({
-                'optimizer': optim_state,
-                'scheduler': scheduler.state_dict(),
-                'scaler': accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
-                'step': state.step, 'epoch': state.epoch, 'batch_in_epoch': state.batch_in_epoch,
-                'total_steps': state.total_steps, 'history': state.history,
-                'config': asdict(config), 'num_processes': accelerator.num_processes,
-            }, os.path.join(tmp, STATE_NAME))
         if error is None and os.path.isdir(tmp):
             torch.save(_rng_state(), os.path.join(tmp, f'rng_state_{accelerator.process_index}.pt'))
     except OSError as e:
         error = e
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        if error is None:
-            try:
-                if os.path.isdir(final):
-                    shutil.rmtree(final)
-                os.replace(tmp, final)
-                latest_tmp = os.path.join(out_dir, f'.{LATEST_NAME}.tmp')
-                with open(latest_tmp, 'w', encoding='utf-8') as f:
-                    f.write(name)
-                os.replace(latest_tmp, os.path.join(out_dir, LATEST_NAME))
-            except OSError as e:
-                error = e
+        try:
+            if error is None:
+                torch.save({k: v.detach().cpu() for k, v in weights.items()}, os.path.join(tmp, WEIGHTS_NAME))
+                _write_state(tmp, accelerator, scheduler, optim_state, state, config)
+                _publish(tmp, final, out_dir, name)
+        except OSError as e:
+            error = e
         if error is not None:
             shutil.rmtree(tmp, ignore_errors=True)
             raise OSError(f'could not write checkpoint {final!r}: {error}; nothing was left behind') from error
-        _prune(out_dir, config.keep_last)
+        _prune(out_dir, config.keep_last, name)
         logger.info('saved checkpoint %s (step %d)', final, state.step)
     accelerator.wait_for_everyone()
     return final
 
 
-def _prune(out_dir: str, keep_last: Optional[int]) -> None:
+def _prune(out_dir: str, keep_last: Optional[int], newest: str) -> None:
+    """Keep the ``keep_last`` newest step folders (``None``/``0``: all); ``newest``, just written, always stays."""
     if not keep_last:
         return
-    steps = sorted(d for d in os.listdir(out_dir) if d.startswith('step-'))
+    steps = sorted((d for d in os.listdir(out_dir) if d.startswith('step-')), key=_step_number)
     for old in steps[:-keep_last]:
-        shutil.rmtree(os.path.join(out_dir, old), ignore_errors=True)
+        if old != newest:
+            shutil.rmtree(os.path.join(out_dir, old), ignore_errors=True)
 
 
 def _load_resume(path: str, accelerator) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor], Optional[Dict[str, Any]]]:
     folder = find_checkpoint(path)
-    state = torch.load(os.path.join(folder, STATE_NAME), map_location='cpu', weights_only=False)
-    weights = torch.load(os.path.join(folder, WEIGHTS_NAME), map_location='cpu', weights_only=True)
+    state = safe_load(os.path.join(folder, STATE_NAME), 'training state')
+    weights = safe_load(os.path.join(folder, WEIGHTS_NAME), 'model weights')
     rng_file = os.path.join(folder, f'rng_state_{accelerator.process_index}.pt')
-    rng = torch.load(rng_file, map_location='cpu', weights_only=False) if os.path.isfile(rng_file) else None
+    rng = safe_load(rng_file, 'RNG state') if os.path.isfile(rng_file) else None
     logger.info('resuming from %s (step %d)', folder, state['step'])
     return state, weights, rng
 
@@ -363,204 +503,274 @@ def train(model: nn.Module, train_data: EncodedDataset, config: TrainConfig,
     """Fine-tune ``model`` on ``train_data`` (an :class:`EncodedDataset` from ``prepare_dataset``).
 
     The model is trained in place (parameters with ``requires_grad=False``, e.g. after
-    :func:`freeze`, stay fixed). Checkpoints go to ``config.out_dir/step-XXXXXX`` (and
-    ``final``): ``pytorch_model.bin`` is a plain state dict for
+    :func:`freeze`, stay fixed). Checkpoints go to ``config.out_dir/step-XXXXXX``:
+    ``pytorch_model.bin`` is a plain state dict for
     ``get_rudolph_model(name, checkpoint_path=...)``; ``training_state.pt`` and
-    ``rng_state_*.pt`` allow an exact resume (``config.resume``). Runs unchanged under
+    ``rng_state_*.pt`` (plain data, loaded with ``weights_only=True``) allow a bit-exact
+    resume (``config.resume``) at any step of any epoch. Runs unchanged under
     ``accelerate launch`` (DDP, FSDP). ``step_callback(state, logs)`` is called after every
     optimizer step. Ctrl-C saves a checkpoint and re-raises ``KeyboardInterrupt``; a NaN/inf
     loss raises :class:`NonFiniteLossError` without saving.
     """
-    from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration
+    return Trainer(model, train_data, config, eval_data=eval_data, step_callback=step_callback).run()
 
-    if config.precision not in ('fp32', 'bf16', 'fp16'):
-        raise ValueError(f"precision must be 'fp32', 'bf16' or 'fp16', got {config.precision!r}")
-    if config.grad_accum < 1:
-        raise ValueError(f'grad_accum must be >= 1, got {config.grad_accum}')
-    if config.max_steps is None and config.epochs < 1:
-        raise ValueError(f'epochs must be >= 1 (or give max_steps), got {config.epochs}')
-    if not isinstance(train_data, EncodedDataset):
-        raise TypeError(f'train_data must be an EncodedDataset (see prepare_dataset), got {type(train_data).__name__}')
-    check_writable(config.out_dir)
-    cpu = config.cpu or not torch.cuda.is_available()
-    if config.precision == 'fp16' and cpu:
-        raise ValueError("precision='fp16' needs a CUDA device (it trains with a gradient scaler); "
-                         "use precision='bf16' or 'fp32' on CPU")
-    # Accelerate keeps one process-wide state; a new precision in the same process (a notebook
-    # training twice) must reset it. The process group (PartialState) is kept.
-    from accelerate.state import AcceleratorState
 
-    if AcceleratorState._shared_state:
-        AcceleratorState._reset_state(reset_partial_state=False)
-    accelerator = Accelerator(
-        mixed_precision={'fp32': 'no'}.get(config.precision, config.precision), cpu=cpu,
-        gradient_accumulation_steps=config.grad_accum, rng_types=[],
-        # The global batch is split across processes: N devices optimise exactly like one.
-        dataloader_config=DataLoaderConfiguration(split_batches=True))
-    if config.batch_size % accelerator.num_processes:
-        raise ValueError(f'batch_size={config.batch_size} (the global batch) must be divisible by the number of '
-                         f'processes ({accelerator.num_processes})')
-    show = config.show_progress and accelerator.is_main_process
+class Trainer:
+    """One fine-tuning run of :func:`train`: :meth:`setup`, :meth:`resume`, then :meth:`run` (steps,
+    :meth:`evaluate`, :meth:`save`)."""
 
-    resume_state, rng = None, None
-    if config.resume:
-        resume_state, weights, rng = _load_resume(config.resume, accelerator)
+    def __init__(self, model: nn.Module, train_data: EncodedDataset, config: TrainConfig,
+                 eval_data: Optional[EncodedDataset] = None,
+                 step_callback: Optional[Callable[[TrainState, Dict[str, Any]], None]] = None):
+        _check_config(config)  # again: fields may have been changed after construction
+        if not isinstance(train_data, EncodedDataset):
+            raise TypeError(f'train_data must be an EncodedDataset (see prepare_dataset), got '
+                            f'{type(train_data).__name__}')
+        self.model, self.train_data, self.config, self.eval_data = model, train_data, config, eval_data
+        self.step_callback = step_callback
+        self.state = TrainState()
+        self.last_checkpoint: Optional[str] = None
+        self.eval_history: List[Dict[str, Any]] = []
+        self.metrics_path = os.path.join(config.out_dir, 'metrics.jsonl')
+
+    # ------------------------------------------------------------------ setup
+    def _make_accelerator(self):
+        from accelerate import Accelerator
+        from accelerate.state import AcceleratorState
+        from accelerate.utils import DataLoaderConfiguration
+
+        config = self.config
+        check_writable(config.out_dir)
+        cpu = config.cpu or not torch.cuda.is_available()
+        if config.precision == 'fp16' and cpu:
+            raise ConfigError("precision='fp16' needs a CUDA device (it trains with a gradient scaler); "
+                              "use precision='bf16' or 'fp32' on CPU")
+        # Accelerate keeps one process-wide state; a new precision in the same process (a notebook
+        # training twice) must reset it. The process group (PartialState) is kept.
+        if AcceleratorState._shared_state:
+            AcceleratorState._reset_state(reset_partial_state=False)
+        accelerator = Accelerator(
+            mixed_precision={'fp32': 'no'}.get(config.precision, config.precision), cpu=cpu,
+            gradient_accumulation_steps=config.grad_accum, rng_types=[],
+            # The global batch is split across processes: N devices optimise exactly like one.
+            dataloader_config=DataLoaderConfiguration(split_batches=True))
+        if config.batch_size % accelerator.num_processes:
+            raise ConfigError(f'batch_size={config.batch_size} (the global batch) must be divisible by the number '
+                              f'of processes ({accelerator.num_processes})')
+        return accelerator
+
+    def _load_resume_weights(self) -> Tuple[Optional[Dict[str, Any]], Optional[Dict[str, Any]]]:
+        """Weights of ``config.resume`` into the model; returns its training and RNG state (or seeds)."""
+        config = self.config
+        if not config.resume:
+            _seed_everything(config.seed)
+            return None, None
+        resume_state, weights, rng = _load_resume(config.resume, self.accelerator)
         from rudolph.model.loading import check_state_dict
 
-        model.load_state_dict(check_state_dict(model, weights, 'the model being trained'), strict=False)
+        self.model.load_state_dict(check_state_dict(self.model, weights, 'the model being trained'), strict=False)
         for key in ('batch_size', 'grad_accum'):
             if resume_state['config'].get(key) != getattr(config, key):
-                logger.warning('resuming with %s=%s but the checkpoint was trained with %s: the continuation will not '
-                               'be exact', key, getattr(config, key), resume_state['config'].get(key))
-    else:
-        _seed_everything(config.seed)
+                logger.warning('resuming with %s=%s but the checkpoint was trained with %s: the continuation will '
+                               'not be exact', key, getattr(config, key), resume_state['config'].get(key))
+        return resume_state, rng
 
-    if any(p.dtype != torch.float32 for p in model.parameters() if p.requires_grad):
-        logger.warning('trainable parameters are not float32; converting the model to float32 (half-precision '
-                       'weights lose small updates; precision=%r sets the compute precision)', config.precision)
-        model.float()
-    model.gradient_checkpointing = bool(config.gradient_checkpointing)
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError('every parameter is frozen: nothing to train')
+    def _trainable_parameters(self) -> List[nn.Parameter]:
+        model = self.model
+        if any(p.dtype != torch.float32 for p in model.parameters() if p.requires_grad):
+            logger.warning('trainable parameters are not float32; converting the model to float32 (half-precision '
+                           'weights lose small updates; precision=%r sets the compute precision)',
+                           self.config.precision)
+            model.float()
+        model.gradient_checkpointing = bool(self.config.gradient_checkpointing)
+        model.train()
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise ConfigError('every parameter is frozen: nothing to train')
+        return params
 
-    train_loader, sampler = _make_loader(train_data, config.batch_size, shuffle=True, seed=config.seed)
-    steps_per_epoch = math.ceil(len(sampler) / config.grad_accum)
-    total = config.max_steps if config.max_steps is not None else steps_per_epoch * config.epochs
-    optimizer = _make_optimizer(params, config)
-    scheduler = _make_scheduler(optimizer, config, total)
-    eval_loader = None
-    if eval_data is not None:
-        eval_loader, _ = _make_loader(eval_data, config.batch_size, shuffle=False, seed=0)
-    model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
-    if eval_loader is not None:
-        eval_loader = accelerator.prepare(eval_loader)
+    def setup(self) -> Tuple[Optional[Dict[str, Any]], Optional[Dict[str, Any]]]:
+        """Accelerator, model, loaders, optimizer and schedule; returns the state to :meth:`resume` from."""
+        config = self.config
+        self.accelerator = self._make_accelerator()
+        if self.accelerator.is_main_process:
+            _remove_leftovers(config.out_dir)
+        self.accelerator.wait_for_everyone()
+        resume_state, rng = self._load_resume_weights()
+        self.params = self._trainable_parameters()
+        loader, self.sampler = _make_loader(self.train_data, config.batch_size, shuffle=True, seed=config.seed)
+        steps_per_epoch = math.ceil(len(self.sampler) / config.grad_accum)
+        self.total = config.max_steps if config.max_steps is not None else steps_per_epoch * config.epochs
+        optimizer = _make_optimizer(self.params, config)
+        scheduler = _make_scheduler(optimizer, config, self.total)
+        self.model, self.optimizer, self.train_loader, self.scheduler = self.accelerator.prepare(
+            self.model, optimizer, loader, scheduler)
+        self.eval_loader = None
+        if self.eval_data is not None:
+            eval_loader, _ = _make_loader(self.eval_data, config.batch_size, shuffle=False, seed=0)
+            self.eval_loader = self.accelerator.prepare(eval_loader)
+        self.state = TrainState(total_steps=self.total)
+        return resume_state, rng
 
-    state = TrainState(total_steps=total)
-    if resume_state is not None:
-        _load_optimizer_state(accelerator, model, optimizer, resume_state['optimizer'])
-        scheduler.scheduler.load_state_dict(resume_state['scheduler'])
-        if resume_state.get('scaler') is not None and accelerator.scaler is not None:
-            accelerator.scaler.load_state_dict(resume_state['scaler'])
-        state = TrainState(step=resume_state['step'], epoch=resume_state['epoch'],
-                           batch_in_epoch=resume_state['batch_in_epoch'], total_steps=total,
-                           history=list(resume_state['history']))
-        if rng is not None:
-            _set_rng_state(rng)
-    metrics_path = os.path.join(config.out_dir, 'metrics.jsonl')
-    if accelerator.is_main_process:
-        # Rewrite the log so that a resumed run does not repeat the steps after its checkpoint.
-        with open(metrics_path, 'w', encoding='utf-8') as f:
-            for entry in state.history:
+    def resume(self, resume_state: Optional[Dict[str, Any]], rng: Optional[Dict[str, Any]]) -> None:
+        """Optimizer, schedule, scaler, position and RNG state of the checkpoint (nothing for a fresh run)."""
+        if resume_state is not None:
+            accelerator = self.accelerator
+            _load_optimizer_state(accelerator, self.model, self.optimizer, resume_state['optimizer'])
+            self.scheduler.scheduler.load_state_dict(resume_state['scheduler'])
+            if resume_state.get('scaler') is not None and accelerator.scaler is not None:
+                accelerator.scaler.load_state_dict(resume_state['scaler'])
+            self.state = TrainState(step=resume_state['step'], epoch=resume_state['epoch'],
+                                    batch_in_epoch=resume_state['batch_in_epoch'], total_steps=self.total,
+                                    history=list(resume_state['history']))
+            if rng is not None:
+                _set_rng_state(rng)
+        if self.accelerator.is_main_process:
+            # Rewrite the log so that a resumed run does not repeat the steps after its checkpoint.
+            with open(self.metrics_path, 'w', encoding='utf-8') as f:
+                for entry in self.state.history:
+                    f.write(json.dumps(entry) + '\n')
+
+    # ------------------------------------------------------------------ pieces of a step
+    def log(self, entry: Dict[str, Any]) -> None:
+        if self.accelerator.is_main_process:
+            with open(self.metrics_path, 'a', encoding='utf-8') as f:
                 f.write(json.dumps(entry) + '\n')
 
-    from tqdm.auto import tqdm
+    def save(self, name: Optional[str] = None) -> str:
+        """Checkpoint ``out_dir/name`` (default ``step-XXXXXX`` of the current step)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        name = name or f'step-{self.state.step:06d}'
+        self.last_checkpoint = _save_checkpoint(self.accelerator, self.model, self.optimizer, self.scheduler,
+                                                self.state, self.config, name)
+        return self.last_checkpoint
 
-    bar = tqdm(total=total, initial=state.step, desc='finetune', unit='step', disable=not show, dynamic_ncols=True)
-    eval_history: List[Dict[str, Any]] = []
-    last_checkpoint = None
-    device = accelerator.device
-    # Running sums over the micro-batches of one optimizer step: loss, (part sum, part count) x 3.
-    acc = torch.zeros(1 + 2 * len(PARTS), dtype=torch.float64)
-    micro = 0
+    def evaluate(self) -> Dict[str, Any]:
+        """Evaluate on the eval data, log and record the result."""
+        result = {'step': self.state.step,
+                  **evaluate(self.model, self.eval_loader, self.accelerator, self.config.first_image_token)}
+        self.eval_history.append(result)
+        self.log(result)
+        logger.info('step %d: %s', self.state.step, ', '.join(f'{k}={v:.4f}' for k, v in result.items() if k != 'step'))
+        return result
 
-    def save(name: str) -> str:
-        nonlocal last_checkpoint
-        optimizer.zero_grad(set_to_none=True)
-        last_checkpoint = _save_checkpoint(accelerator, model, optimizer, scheduler, state, config, name)
-        return last_checkpoint
+    def micro_step(self, batch: Dict[str, Any], interrupted: bool) -> torch.Tensor:
+        """Forward/backward of one micro-batch (optimizer step when accumulation is complete).
 
-    def log(entry: Dict[str, Any]) -> None:
-        if accelerator.is_main_process:
-            with open(metrics_path, 'a', encoding='utf-8') as f:
-                f.write(json.dumps(entry) + '\n')
+        Returns the loss parts averaged over processes, and the Ctrl-C flag as the last entry.
+        """
+        weights = batch['weights']
+        with self.accelerator.accumulate(self.model):
+            loss, values = self.model(batch['input_ids'], return_loss=True,
+                                      first_image_token=self.config.first_image_token, **weights)
+            # A part with weight 0 is not trained (its value may be meaningless, e.g. the
+            # zero image of text QA), so it is left out of the logged averages.
+            row = [float(loss.detach())]
+            for part in PARTS:
+                used = bool(weights[_WEIGHT_OF[part]])
+                row += [float(values[part]) if used else 0.0, float(used)]
+            # One all-reduce per micro-step: loss parts for logging, NaN check and Ctrl-C, agreed by all ranks.
+            stats = torch.tensor(row + [float(interrupted)], dtype=torch.float64)
+            stats = self.accelerator.reduce(stats.to(self.accelerator.device), reduction='mean').cpu()
+            if not math.isfinite(float(stats[0])):
+                raise NonFiniteLossError(
+                    f'loss is {float(stats[0])} at step {self.state.step + 1} (epoch {self.state.epoch}, task '
+                    f'{batch["task"]!r}, parts { {p: float(values[p]) for p in PARTS} }); stopped without '
+                    f'saving. Last checkpoint: {self.last_checkpoint or "none"}. Try a lower lr, '
+                    "precision='bf16' instead of 'fp16', or check the data")
+            self.accelerator.backward(loss)
+            if self.accelerator.sync_gradients and self.config.clip:
+                self.accelerator.clip_grad_norm_(self.params, self.config.clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return stats
 
-    with _InterruptFlag() as interrupt:
-        try:
-            while state.step < total:
-                sampler.set_epoch(state.epoch)
-                skip = state.batch_in_epoch
-                finished_epoch = True
-                for index, batch in enumerate(train_loader):
-                    if index < skip:  # resumed mid-epoch: these batches were already trained on
-                        continue
-                    weights = batch['weights']
-                    with accelerator.accumulate(model):
-                        loss, values = model(batch['input_ids'], return_loss=True,
-                                             first_image_token=config.first_image_token, **weights)
-                        # A part with weight 0 is not trained (its value may be meaningless, e.g. the
-                        # zero image of text QA), so it is left out of the logged averages.
-                        row = [float(loss.detach())]
-                        for part in PARTS:
-                            used = bool(weights[_WEIGHT_OF[part]])
-                            row += [float(values[part]) if used else 0.0, float(used)]
-                        # One all-reduce per micro-step: loss parts for logging, NaN check and Ctrl-C, agreed by all ranks.
-                        stats = torch.tensor(row + [float(interrupt.set)], dtype=torch.float64)
-                        stats = accelerator.reduce(stats.to(device), reduction='mean').cpu()
-                        if not math.isfinite(float(stats[0])):
-                            raise NonFiniteLossError(
-                                f'loss is {float(stats[0])} at step {state.step + 1} (epoch {state.epoch}, task '
-                                f'{batch["task"]!r}, parts { {p: float(values[p]) for p in PARTS} }); stopped without '
-                                f'saving. Last checkpoint: {last_checkpoint or "none"}. Try a lower lr, '
-                                "precision='bf16' instead of 'fp16', or check the data")
-                        accelerator.backward(loss)
-                        if accelerator.sync_gradients and config.clip:
-                            accelerator.clip_grad_norm_(params, config.clip)
-                        optimizer.step()
-                        scheduler.step()
-                        optimizer.zero_grad(set_to_none=True)
-                    acc += stats[:-1]
-                    micro += 1
-                    if not accelerator.sync_gradients:
-                        continue
-                    state.step += 1
-                    state.batch_in_epoch = index + 1
-                    entry: Dict[str, Any] = {'step': state.step, 'epoch': state.epoch, 'loss': float(acc[0]) / micro,
-                                             'lr': scheduler.get_last_lr()[0]}
-                    for i, part in enumerate(PARTS):
-                        count = float(acc[2 + 2 * i])
-                        entry[part] = float(acc[1 + 2 * i]) / count if count else None
-                    acc.zero_()
-                    micro = 0
-                    state.history.append(entry)
-                    if state.step % max(1, config.log_every) == 0 or state.step == total:
-                        log(entry)
-                    bar.update(1)
-                    bar.set_postfix(loss=f'{entry["loss"]:.4f}', **{
-                        k.split('_loss')[0]: f'{entry[k]:.3f}' for k in PARTS if entry[k] is not None})
-                    if eval_loader is not None and config.eval_every and (
-                            state.step % config.eval_every == 0 or state.step == total):
-                        result = {'step': state.step, **evaluate(model, eval_loader, accelerator, config.first_image_token)}
-                        eval_history.append(result)
-                        log(result)
-                        logger.info('step %d: %s', state.step, ', '.join(f'{k}={v:.4f}' for k, v in result.items()
-                                                                          if k != 'step'))
-                    if step_callback is not None:
-                        step_callback(state, entry)
-                    if float(stats[-1]) > 0:
-                        raise KeyboardInterrupt
-                    if config.save_every and state.step % config.save_every == 0 and state.step < total:
-                        save(f'step-{state.step:06d}')
-                    if state.step >= total:
-                        finished_epoch = index + 1 >= len(train_loader)
-                        break
-                if finished_epoch:
-                    state.epoch += 1
-                    state.batch_in_epoch = 0
-        except KeyboardInterrupt:
-            bar.close()
-            if interrupt.aborted:
-                logger.warning('aborted at step %d without saving', state.step)
+    def _entry(self, acc: torch.Tensor, micro: int) -> Dict[str, Any]:
+        entry: Dict[str, Any] = {'step': self.state.step, 'epoch': self.state.epoch, 'loss': float(acc[0]) / micro,
+                                 'lr': self.scheduler.get_last_lr()[0]}
+        for i, part in enumerate(PARTS):
+            count = float(acc[2 + 2 * i])
+            entry[part] = float(acc[1 + 2 * i]) / count if count else None
+        return entry
+
+    def after_step(self, entry: Dict[str, Any], bar, interrupted: bool) -> None:
+        """Log, evaluate, call back and checkpoint after an optimizer step; Ctrl-C stops here."""
+        state, config = self.state, self.config
+        state.history.append(entry)
+        if state.step % max(1, config.log_every) == 0 or state.step == self.total:
+            self.log(entry)
+        bar.update(1)
+        bar.set_postfix(loss=f'{entry["loss"]:.4f}', **{
+            k.split('_loss')[0]: f'{entry[k]:.3f}' for k in PARTS if entry[k] is not None})
+        if self.eval_loader is not None and config.eval_every and (
+                state.step % config.eval_every == 0 or state.step == self.total):
+            self.evaluate()
+        if self.step_callback is not None:
+            self.step_callback(state, entry)
+        if interrupted:
+            raise KeyboardInterrupt
+        if config.save_every and state.step % config.save_every == 0 and state.step < self.total:
+            self.save()
+
+    # ------------------------------------------------------------------ the loop
+    def _epoch(self, interrupt: '_InterruptFlag', bar) -> None:
+        """Train on the rest of the current epoch (from ``batch_in_epoch``), or up to the last step."""
+        state = self.state
+        # The prepared loader re-sets the sampler's epoch from its own counter when it starts
+        # iterating; that counter restarts at 0 in a resumed process, so set it from the state.
+        self.train_loader.set_epoch(state.epoch)
+        self.sampler.set_epoch(state.epoch)
+        skip = state.batch_in_epoch
+        # Running sums over the micro-batches of one optimizer step: loss, (part sum, part count) x 3.
+        acc = torch.zeros(1 + 2 * len(PARTS), dtype=torch.float64)
+        micro = 0
+        for index, batch in enumerate(self.train_loader):
+            if index < skip:  # resumed mid-epoch: these batches were already trained on
+                continue
+            stats = self.micro_step(batch, interrupt.set)
+            acc += stats[:-1]
+            micro += 1
+            if not self.accelerator.sync_gradients:
+                continue
+            state.step += 1
+            state.batch_in_epoch = index + 1
+            entry = self._entry(acc, micro)
+            acc.zero_()
+            micro = 0
+            self.after_step(entry, bar, float(stats[-1]) > 0)
+            if state.step >= self.total:
+                if index + 1 < len(self.train_loader):
+                    return
+                break
+        state.epoch += 1
+        state.batch_in_epoch = 0
+
+    def run(self) -> TrainResult:
+        """Set up, resume, train to the last step and save; see :func:`train`."""
+        from tqdm.auto import tqdm
+
+        self.resume(*self.setup())
+        show = self.config.show_progress and self.accelerator.is_main_process
+        bar = tqdm(total=self.total, initial=self.state.step, desc='finetune', unit='step', disable=not show,
+                   dynamic_ncols=True)
+        with _InterruptFlag() as interrupt:
+            try:
+                while self.state.step < self.total:
+                    self._epoch(interrupt, bar)
+            except KeyboardInterrupt:
+                bar.close()
+                if interrupt.aborted:
+                    logger.warning('aborted at step %d without saving', self.state.step)
+                    raise
+                logger.warning('interrupted at step %d: saving a checkpoint before exiting', self.state.step)
+                path = self.save()
+                logger.warning('saved %s; continue with resume=%r', path, self.config.out_dir)
                 raise
-            logger.warning('interrupted at step %d: saving a checkpoint before exiting', state.step)
-            path = save(f'step-{state.step:06d}')
-            logger.warning('saved %s; continue with resume=%r', path, config.out_dir)
-            raise
-    bar.close()
-    if config.save_final:
-        save(f'step-{state.step:06d}')
-    unwrapped = accelerator.unwrap_model(model)
-    accelerator.free_memory()
-    return TrainResult(model=unwrapped, state=state, last_checkpoint=last_checkpoint, eval_history=eval_history)
+        bar.close()
+        if self.config.save_final:
+            self.save()
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        self.accelerator.free_memory()
+        return TrainResult(model=unwrapped, state=self.state, last_checkpoint=self.last_checkpoint,
+                           eval_history=self.eval_history)
