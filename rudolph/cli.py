@@ -16,7 +16,8 @@ cache (``HF_HUB_OFFLINE=1`` works once they are there) or from local files.
 
 Subcommands live in :data:`COMMANDS` (``name -> Command(help, add_arguments, run)``); those of
 other modules (``rudolph demo``, ``rudolph finetune``) are named in :data:`SUBCOMMAND_MODULES`
-and imported when the parser is built. A command's ``run`` may raise :class:`CliError` (or
+and imported only when that command is run or asked for ``--help``: ``import rudolph.cli``,
+``rudolph --help`` and ``rudolph caption --help`` do not import torch. A command's ``run`` may raise :class:`CliError` (or
 ``ValueError`` / ``TypeError`` / ``OSError``): :func:`main` prints the message, without a
 traceback, and returns 1 (``rudolph --debug ...`` re-raises instead).
 """
@@ -27,6 +28,7 @@ import logging
 import os
 import random
 import sys
+import warnings
 from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 from .errors import RudolphError
@@ -45,6 +47,8 @@ class Command(NamedTuple):
     #: add the shared model/device/sampling options (``--model``, ``--checkpoint``, ``--json``...)
     common: bool = False
     description: Optional[str] = None
+    #: its arguments live in another module, imported only when this command is the one run
+    lazy: bool = False
 
 
 COMMANDS: Dict[str, Command] = {}
@@ -548,15 +552,30 @@ register('text', 'write texts continuing a prompt', _text_args, _text_run, commo
 
 
 # ----------------------------------------------------------------------------- entry point
-def _load_subcommands() -> None:
-    for name, (module_name, help) in SUBCOMMAND_MODULES.items():
-        if name not in COMMANDS:
-            module = importlib.import_module(module_name)
-            register(name, help, module.add_arguments, module.run)
+def _lazy_command(module_name: str, help: str) -> Command:
+    """A command of another module, imported only when its arguments are needed (keeps ``--help`` fast)."""
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        importlib.import_module(module_name).add_arguments(parser)
+
+    def run(args: argparse.Namespace) -> int:
+        return importlib.import_module(module_name).run(args)
+
+    return Command(help, add_arguments, run, lazy=True)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    _load_subcommands()
+COMMANDS.update((name, _lazy_command(module, help)) for name, (module, help) in SUBCOMMAND_MODULES.items()
+                if name not in COMMANDS)
+
+
+def _selected(argv: List[str]) -> Optional[str]:
+    """The subcommand named in ``argv`` (the first word that is not an option), if any."""
+    return next((a for a in argv if not a.startswith('-')), None)
+
+
+def build_parser(argv: Optional[List[str]] = None) -> argparse.ArgumentParser:
+    """The ``rudolph`` parser. Given the ``argv`` to parse, lazy commands other than the one it names
+    get no arguments (their modules, and torch, are not imported)."""
+    selected = None if argv is None else _selected(argv)
     parser = argparse.ArgumentParser(
         prog='rudolph', description='RuDOLPH, the Russian text-image-text transformer: draw, caption, answer, '
                                     'classify and write from the command line.',
@@ -573,18 +592,41 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for name, command in COMMANDS.items():
         p = sub.add_parser(name, help=command.help, description=command.description or command.help)
-        command.add_arguments(p)
+        if not command.lazy or argv is None or name == selected:
+            command.add_arguments(p)
         if command.common:
             _add_common(p)
         p.set_defaults(_run=command.run)
     return parser
 
 
+def _summarise_warnings(caught: List[warnings.WarningMessage], quiet: bool) -> None:
+    """One line for all the warnings of a run (e.g. one per generated text that was cut); none if ``quiet``."""
+    if quiet or not caught:
+        return
+    first = str(caught[0].message)
+    if len(caught) == 1:
+        print(f'rudolph: warning: {first}', file=sys.stderr)
+        return
+    print(f'rudolph: warning: {len(caught)} warnings, the first: {first}', file=sys.stderr)
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    """``args._run(args)`` with its warnings gathered into one summary (``--quiet``: none)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        try:
+            return int(args._run(args) or 0)
+        finally:
+            _summarise_warnings(list(caught), getattr(args, 'quiet', False))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Run ``rudolph ARGV``; returns the exit code (0 ok, 1 error, 2 bad usage, 130 interrupted)."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     try:
-        return int(args._run(args) or 0)
+        return _run_command(args)
     except KeyboardInterrupt:
         if args.debug:
             raise

@@ -230,7 +230,7 @@ def test_missing_hub_weights_offline(monkeypatch, tmp_path, capsys):
     Image.new('RGB', (20, 30)).save(img)
     assert cli.main(['caption', str(img), '--device', 'cpu']) == 1
     err = capsys.readouterr().err
-    for needle in ('shonenkov-AI/RuDOLPH-350M-v2', 'pytorch_model.bin', 'huggingface-cli download',
+    for needle in ('shonenkov-AI/RuDOLPH-350M-v2', 'pytorch_model.bin', 'hf download',
                    'shonenkov/rudalle-utils', 'bpe.model', 'sberbank-ai/rudalle-utils', '--checkpoint', '--vae',
                    '--tokenizer'):
         assert needle in err
@@ -260,8 +260,8 @@ def test_python_m_rudolph(assets, tmp_path):
     done = _python_m(['vqa', assets['image'], 'что на картинке?', '--device', 'cpu'], tmp_path)
     assert done.returncode == 1
     assert 'Traceback' not in done.stderr
-    assert 'huggingface-cli download shonenkov-AI/RuDOLPH-350M-v2 pytorch_model.bin' in done.stderr
-    assert 'huggingface-cli download shonenkov/rudalle-utils bpe.model' in done.stderr
+    assert 'hf download shonenkov-AI/RuDOLPH-350M-v2 pytorch_model.bin' in done.stderr
+    assert 'hf download shonenkov/rudalle-utils bpe.model' in done.stderr
 
 
 # ----------------------------------------------------------------------------- the usage notebook
