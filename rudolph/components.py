@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from .errors import CheckpointError, ConfigError, WeightsNotFoundError
 
-__all__ = ['Components', 'check_device', 'DEVICE_PATTERN']
+__all__ = ['Components', 'check_device', 'load_vae', 'describe_missing', 'DEVICE_PATTERN']
 
 #: the device strings accepted: cpu, cuda, cuda:N, mps
 DEVICE_PATTERN = re.compile(r'^(cpu|cuda(:\d+)?|mps)$')
@@ -75,6 +75,7 @@ class _Plan:
     """The files to load, found before anything is read."""
     model_path: Optional[str] = None
     tokenizer_path: Optional[str] = None
+    tokenizer: Any = None  # the published tokenizer, loaded while the files are looked for
     vae_path: Optional[str] = None
     vae_config: Any = None
     problems: Dict[str, str] = field(default_factory=dict)
@@ -91,14 +92,30 @@ def _model_path(name: str, entry: Dict[str, Any], checkpoint: Optional[str], cac
     return _hub_file(f'RuDOLPH {name}', entry['repo_id'], entry['filename'], 'checkpoint', cache_dir)
 
 
-def _tokenizer_path(entry: Dict[str, Any], tokenizer: Optional[str], cache_dir: Optional[str]) -> str:
+def _tokenizer_path(entry: Dict[str, Any], tokenizer: Optional[str]) -> Optional[str]:
     from . import tokenizer as tokenizer_module
 
     if tokenizer is not None:
         return _local_file('the tokenizer', str(tokenizer_module.NAMED_TOKENIZERS.get(tokenizer, tokenizer)), 'tokenizer')
     if entry.get('tokenizer_path'):
         return _local_file('the tokenizer', entry['tokenizer_path'], 'tokenizer')
-    return _hub_file('the tokenizer', tokenizer_module.HF_REPO_ID, tokenizer_module.HF_FILENAME, 'tokenizer', cache_dir)
+    return None  # the published tokenizer: fetched (or found in the cache) by get_tokenizer() itself
+
+
+def _hub_tokenizer(cache_dir: Optional[str]):
+    """ruDALL-E's tokenizer from the hub cache (or a download); a complete message if it is not there."""
+    from . import tokenizer as tokenizer_module
+
+    try:
+        return tokenizer_module.get_tokenizer(cache_dir=cache_dir)
+    except OSError as error:
+        repo, filename = tokenizer_module.HF_REPO_ID, tokenizer_module.HF_FILENAME
+        why = 'HF_HUB_OFFLINE is set' if _offline() else type(error).__name__
+        raise WeightsNotFoundError(
+            f'the tokenizer is not available: file {filename!r} of the hub repo {repo!r} is not in the '
+            f'Hugging Face cache and could not be downloaded ({why}).\n'
+            f'  Pre-download it where the hub is reachable:  hf download {repo} {filename}\n'
+            f'  or pass tokenizer=PATH to a local copy.') from error
 
 
 def _vae_path(entry: Dict[str, Any], vae: Optional[str], vae_config: Any, cache_dir: Optional[str]) -> Tuple[str, Any]:
@@ -116,12 +133,21 @@ def _vae_path(entry: Dict[str, Any], vae: Optional[str], vae_config: Any, cache_
     return path, vae_config
 
 
-def _plan(name: str, entry: Dict[str, Any], checkpoint, tokenizer, vae, vae_config, cache_dir) -> _Plan:
+def _plan(name: str, entry: Dict[str, Any], checkpoint, tokenizer, vae, vae_config, cache_dir, *,
+          pretrained: bool = True, with_vae: bool = True) -> _Plan:
     """Every file located; each one that is missing is recorded in ``problems`` (by part) rather than raised."""
     plan = _Plan(vae_config=vae_config)
-    steps = (('model', lambda: setattr(plan, 'model_path', _model_path(name, entry, checkpoint, cache_dir))),
-             ('tokenizer', lambda: setattr(plan, 'tokenizer_path', _tokenizer_path(entry, tokenizer, cache_dir))),
-             ('vae', lambda: _set_vae(plan, _vae_path(entry, vae, vae_config, cache_dir))))
+
+    def find_tokenizer() -> None:
+        plan.tokenizer_path = _tokenizer_path(entry, tokenizer)
+        if plan.tokenizer_path is None:
+            plan.tokenizer = _hub_tokenizer(cache_dir)
+
+    steps = [('tokenizer', find_tokenizer)]
+    if pretrained:
+        steps.insert(0, ('model', lambda: setattr(plan, 'model_path', _model_path(name, entry, checkpoint, cache_dir))))
+    if with_vae:
+        steps.append(('vae', lambda: _set_vae(plan, _vae_path(entry, vae, vae_config, cache_dir))))
     for part, step in steps:
         try:
             step()
@@ -162,12 +188,15 @@ class Components:
     def from_pretrained(cls, name_or_path: str, *, device: Optional[str] = 'cpu', dtype=None,
                         checkpoint: Optional[str] = None, tokenizer: Optional[str] = None, vae: Optional[str] = None,
                         vae_config: Any = None, config: Optional[Dict[str, Any]] = None,
-                        cache_dir: Optional[str] = None, fp16: bool = False) -> 'Components':
+                        cache_dir: Optional[str] = None, fp16: bool = False, pretrained: bool = True,
+                        with_vae: bool = True, model_kwargs: Optional[Dict[str, Any]] = None) -> 'Components':
         """Load model ``name_or_path`` (a key of ``MODELS``, or a checkpoint file/folder with ``config``).
 
         ``checkpoint``, ``tokenizer``, ``vae`` (+ ``vae_config``) replace the model's own files;
         ``config`` holds the constructor params of an unregistered architecture (needs a
-        checkpoint). ``device=None`` picks cuda when available. Raises
+        checkpoint). ``device=None`` picks cuda when available. ``pretrained=False``: random weights
+        (e.g. before resuming a run); ``with_vae=False``: ``vae`` is ``None`` (see :func:`load_vae`);
+        ``model_kwargs`` override constructor arguments (dropout...). Raises
         :class:`~rudolph.errors.WeightsNotFoundError` naming every missing file at once.
         """
         from .model.configs import MODELS
@@ -175,11 +204,13 @@ class Components:
         name, checkpoint = _name_and_checkpoint(name_or_path, checkpoint, config, MODELS)
         entry = dict(MODELS.get(name, {})) if config is None else {}
         device = check_device(device)
-        plan = _plan(name, entry, checkpoint, tokenizer, vae, vae_config, cache_dir)
+        plan = _plan(name, entry, checkpoint, tokenizer, vae, vae_config, cache_dir, pretrained=pretrained,
+                     with_vae=with_vae)
         if plan.problems:
             raise _missing_error(plan.problems)
-        tok, vqgan = _load_tokenizer(plan.tokenizer_path), _load_vae(plan, device)
-        model = _load_model(name, config, plan.model_path, device, dtype, fp16)
+        tok = plan.tokenizer if plan.tokenizer is not None else _load_tokenizer(plan.tokenizer_path)
+        vqgan = _load_vae(plan, device) if with_vae else None
+        model = _load_model(name, config, plan.model_path, device, dtype, fp16, pretrained, model_kwargs or {})
         spc = dict(getattr(model, 'spc_tokens', None) or {})
         return cls(model, tok, vqgan, spc, name, {k: dict(v) for k, v in (entry.get('sampling') or {}).items()})
 
@@ -218,16 +249,28 @@ def _load_vae(plan: _Plan, device: str):
         raise CheckpointError(f'cannot load the VQGAN {plan.vae_path!r}: {error}{hint}') from None
 
 
-def _load_model(name: str, config: Optional[Dict[str, Any]], path: str, device: str, dtype, fp16: bool):
+def _load_model(name: str, config: Optional[Dict[str, Any]], path: Optional[str], device: str, dtype, fp16: bool,
+                pretrained: bool, model_kwargs: Dict[str, Any]):
     from .model import get_rudolph_model
 
-    extra = {} if config is None else {'model_params': dict(config)}
+    extra = dict(model_kwargs) if config is None else {'model_params': {**config, **model_kwargs}}
     try:
-        return get_rudolph_model(name, fp16=fp16, dtype=dtype, device=device, checkpoint_path=path, **extra)
+        return get_rudolph_model(name, pretrained=pretrained, fp16=fp16, dtype=dtype, device=device,
+                                 checkpoint_path=path, **extra)
     except CheckpointError:
         raise
     except (OSError, ValueError, RuntimeError, TypeError) as error:
         raise CheckpointError(f'cannot load RuDOLPH {name} from {path!r}: {error}') from None
+
+
+def load_vae(name: str, *, vae: Optional[str] = None, vae_config: Any = None, device: str = 'cpu',
+             cache_dir: Optional[str] = None):
+    """The VQGAN of model ``name`` (its own, ruDALL-E's, or ``vae`` with ``vae_config``) on ``device``."""
+    from .model.configs import MODELS
+
+    plan = _Plan(vae_config=vae_config)
+    _set_vae(plan, _vae_path(dict(MODELS.get(name, {})), vae, vae_config, cache_dir))
+    return _load_vae(plan, device)
 
 
 def describe_missing(error: WeightsNotFoundError, options: Dict[str, str]) -> List[str]:
