@@ -72,16 +72,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
+def _components(args: argparse.Namespace):
+    """Model (on CPU) and tokenizer of ``--model`` with its own task tokens; the VQGAN is loaded later, and only
+    if some image is not in the code cache yet."""
+    from rudolph.components import Components
+
+    overrides = {}
+    if args.dropout is not None:
+        overrides = dict(embedding_dropout_prob=args.dropout, attention_dropout_prob=args.dropout,
+                         output_dropout_prob=args.dropout)
+    return Components.from_pretrained(args.model, device='cpu', checkpoint=args.checkpoint, tokenizer=args.tokenizer,
+                                      pretrained=args.checkpoint is not None or not args.resume, with_vae=False,
+                                      model_kwargs=overrides)
+
+
+def _train_config(args: argparse.Namespace):
+    """The :class:`TrainConfig` of the training options."""
+    from .trainer import TrainConfig
+
+    return TrainConfig(
+        out_dir=args.out, epochs=args.epochs, max_steps=args.max_steps, batch_size=args.bs, grad_accum=args.grad_accum,
+        lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup, schedule=args.schedule,
+        clip=args.clip or None, optimizer=args.optimizer, precision=args.precision,
+        gradient_checkpointing=args.gradient_checkpointing, eval_every=args.eval_every, save_every=args.save_every,
+        keep_last=args.keep_last, seed=args.seed, resume=args.resume, cpu=args.cpu, show_progress=not args.quiet,
+        first_image_token=args.first_image_token)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``finetune`` with parsed ``args``; returns 0 (errors are raised with a message naming the problem)."""
     from accelerate import PartialState
 
-    from rudolph.components import Components, load_vae
+    from rudolph.components import load_vae
     from rudolph.model.configs import MODELS
 
     from .data import TASKS, prepare_dataset
     from .freeze import freeze
-    from .trainer import TrainConfig, check_writable, train
+    from .trainer import check_writable, train
 
     if args.task != 'auto' and args.task not in TASKS:
         raise ValueError(f'--task {args.task!r}: expected auto or one of {sorted(TASKS)}')
@@ -96,14 +123,7 @@ def run(args: argparse.Namespace) -> int:
     state = PartialState(cpu=args.cpu)
     device = state.device
 
-    overrides = {}
-    if args.dropout is not None:
-        overrides = dict(embedding_dropout_prob=args.dropout, attention_dropout_prob=args.dropout,
-                         output_dropout_prob=args.dropout)
-    # the VQGAN is loaded only if some image is not in the code cache yet
-    parts = Components.from_pretrained(args.model, device='cpu', checkpoint=args.checkpoint, tokenizer=args.tokenizer,
-                                       pretrained=args.checkpoint is not None or not args.resume, with_vae=False,
-                                       model_kwargs=overrides)
+    parts = _components(args)
     model, tokenizer = parts.model, parts.tokenizer
 
     def load_vae_on_device():
@@ -125,13 +145,7 @@ def run(args: argparse.Namespace) -> int:
         eval_data = data(args.eval_data) if args.eval_data else None
     if args.freeze:
         freeze(model, **{f'freeze_{g}': g in args.freeze for g in FREEZE_GROUPS})
-    config = TrainConfig(
-        out_dir=args.out, epochs=args.epochs, max_steps=args.max_steps, batch_size=args.bs, grad_accum=args.grad_accum,
-        lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup, schedule=args.schedule,
-        clip=args.clip or None, optimizer=args.optimizer, precision=args.precision,
-        gradient_checkpointing=args.gradient_checkpointing, eval_every=args.eval_every, save_every=args.save_every,
-        keep_last=args.keep_last, seed=args.seed, resume=args.resume, cpu=args.cpu, show_progress=not args.quiet,
-        first_image_token=args.first_image_token)
+    config = _train_config(args)
     result = train(model, train_data, config, eval_data=eval_data)
     if state.is_main_process:
         logger.info('done: %d steps, last loss %.4f, weights in %s', result.state.step,
