@@ -24,7 +24,6 @@ traceback, and returns 1 (``rudolph --debug ...`` re-raises instead).
 import argparse
 import importlib
 import json
-import logging
 import os
 import random
 import sys
