@@ -16,17 +16,18 @@ cache (``HF_HUB_OFFLINE=1`` works once they are there) or from local files.
 
 Subcommands live in :data:`COMMANDS` (``name -> Command(help, add_arguments, run)``); those of
 other modules (``rudolph demo``, ``rudolph finetune``) are named in :data:`SUBCOMMAND_MODULES`
-and imported when the parser is built. A command's ``run`` may raise :class:`CliError` (or
+and imported only when that command is run or asked for ``--help``: ``import rudolph.cli``,
+``rudolph --help`` and ``rudolph caption --help`` do not import torch. A command's ``run`` may raise :class:`CliError` (or
 ``ValueError`` / ``TypeError`` / ``OSError``): :func:`main` prints the message, without a
 traceback, and returns 1 (``rudolph --debug ...`` re-raises instead).
 """
 import argparse
 import importlib
 import json
-import logging
 import os
 import random
 import sys
+import warnings
 from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 from .errors import RudolphError
@@ -45,6 +46,8 @@ class Command(NamedTuple):
     #: add the shared model/device/sampling options (``--model``, ``--checkpoint``, ``--json``...)
     common: bool = False
     description: Optional[str] = None
+    #: its arguments live in another module, imported only when this command is the one run
+    lazy: bool = False
 
 
 COMMANDS: Dict[str, Command] = {}
@@ -84,9 +87,9 @@ _temperature = _number(float, lambda x: 0.0 < x < float('inf'), 'a finite number
 
 
 def _sampling(p: argparse.ArgumentParser, top_k: Optional[int], top_p: Optional[float],
-              temperature: Optional[float]) -> None:
+              temperature: Optional[float], unset: str = 'per model kind') -> None:
     def default(value) -> str:
-        return 'per model kind' if value is None else str(value)
+        return unset if value is None else str(value)
 
     g = p.add_argument_group('sampling')
     g.add_argument('--top-k', type=_top_k, default=top_k,
@@ -137,119 +140,61 @@ def _json_arg(value: str, option: str) -> Dict[str, Any]:
     return obj
 
 
-def _default_device() -> str:
-    import torch
-
-    return 'cuda' if torch.cuda.is_available() else 'cpu'
-
-
-def _missing(what: str, repo: Optional[str], filename: Optional[str], option: str, error: BaseException) -> str:
-    """The message for weights that could not be found or fetched."""
-    if repo is None:
-        return f'{what}: {error}. Pass {option} PATH to a local file.'
-    offline = os.environ.get('HF_HUB_OFFLINE', '').strip().lower() in ('1', 'true', 'yes', 'on')
-    why = 'HF_HUB_OFFLINE is set' if offline else f'{type(error).__name__}'
-    return (f'{what} weights are not available: file {filename!r} of the hub repo {repo!r} is not in the '
-            f'Hugging Face cache and could not be downloaded ({why}).\n'
-            f'  Pre-download it where the hub is reachable:  huggingface-cli download {repo} {filename}\n'
-            f'  or pass {option} PATH to a local copy.')
-
-
 class Loaded(NamedTuple):
     model: Any
     tokenizer: Any
     vae: Any
     spc_tokens: Optional[Dict[str, int]]
     name: str
+    sampling: Dict[str, Dict[str, Any]] = {}
 
 
-def load(args: argparse.Namespace) -> Loaded:
-    """Model, tokenizer and VAE from the common options; every missing file is reported at once.
+#: the option that replaces each part of a model on the command line
+PART_OPTIONS = {'model': '--checkpoint', 'tokenizer': '--tokenizer', 'vae': '--vae'}
 
-    Paths are resolved first (cheap: the hub cache or local files) and only then loaded.
-    """
-    import torch
 
-    from rudolph import tokenizer as tokenizer_module
-    from rudolph import vae as vae_module
-    from rudolph.model import MODELS, get_rudolph_model
-    from rudolph.model.loading import resolve_checkpoint
+def _check_model_args(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
+    """The --config params (or ``None``), after the checks that need no file."""
+    from rudolph.model.configs import MODELS
 
-    name = args.model
     params = _json_arg(args.config, '--config') if args.config else None
     if params is not None and not args.checkpoint:
         raise CliError('--config describes the architecture of a local --checkpoint; pass --checkpoint too')
-    if params is None and name not in MODELS:
-        raise CliError(f'unknown --model {name!r}; expected one of {sorted(MODELS)} '
+    if params is None and args.model not in MODELS:
+        raise CliError(f'unknown --model {args.model!r}; expected one of {sorted(MODELS)} '
                        '(or --config params.json with a --checkpoint)')
-    entry = MODELS.get(name, {}) if params is None else {}
-    device = args.device or _default_device()
-    if device.startswith('cuda') and not torch.cuda.is_available():
-        raise CliError(f'--device {device}: CUDA is not available here; use --device cpu')
+    return params
+
+
+def _check_device(args: argparse.Namespace) -> str:
+    """``--device`` validated before any file is read (``None``: cuda when available, else cpu)."""
+    from rudolph.components import check_device
+    from rudolph.errors import ConfigError
+
+    try:
+        return check_device(args.device)
+    except ConfigError as error:
+        raise CliError(f'--{error}') from None
+
+
+def load(args: argparse.Namespace) -> Loaded:
+    """Model, tokenizer and VAE from the common options (:meth:`rudolph.components.Components.from_pretrained`);
+    every missing file is reported at once, with the option that replaces it."""
+    import torch
+
+    from rudolph.components import Components, describe_missing
+    from rudolph.errors import WeightsNotFoundError
+
+    params = _check_model_args(args)
+    device = _check_device(args)
     vae_config = _json_arg(args.vae_config, '--vae-config') if args.vae_config else None
-
-    problems: List[str] = []
-    model_path = tokenizer_path = vae_path = None
     try:
-        model_path = resolve_checkpoint(name if params is None else '', args.checkpoint)
-    except OSError as error:
-        problems.append(f'cannot load --checkpoint: {error}' if args.checkpoint else
-                        _missing(f'RuDOLPH {name}', entry.get('repo_id'), entry.get('filename'), '--checkpoint', error))
-
-    tok_arg = args.tokenizer or (name if name in tokenizer_module.NAMED_TOKENIZERS else None)
-    try:
-        if tok_arg is None:
-            from huggingface_hub import hf_hub_download
-            tokenizer_path = hf_hub_download(repo_id=tokenizer_module.HF_REPO_ID, filename=tokenizer_module.HF_FILENAME)
-        else:
-            tokenizer_path = tokenizer_module.NAMED_TOKENIZERS.get(tok_arg, tok_arg)
-            if not os.path.isfile(tokenizer_path):
-                raise FileNotFoundError(f'no such file: {tokenizer_path!r}')
-    except OSError as error:
-        problems.append(f'cannot load --tokenizer: {error}' if tok_arg else
-                        _missing('the tokenizer', tokenizer_module.HF_REPO_ID, tokenizer_module.HF_FILENAME,
-                                 '--tokenizer', error))
-
-    vae_arg = args.vae or (name if name in vae_module.NAMED_VAES and vae_config is None else None)
-    try:
-        if vae_arg is None:
-            from huggingface_hub import hf_hub_download
-            vae_path = hf_hub_download(repo_id=vae_module.HF_REPO_ID, filename=vae_module.HF_FILENAMES[False])
-        elif vae_arg in vae_module.NAMED_VAES and vae_config is None:
-            vae_path, vae_config = vae_module.NAMED_VAES[vae_arg]
-        else:
-            vae_path = vae_arg
-        if not os.path.isfile(vae_path):
-            raise FileNotFoundError(f'no such file: {vae_path!r}')
-    except OSError as error:
-        problems.append(f'cannot load --vae: {error}' if vae_arg else
-                        _missing('the VQGAN', vae_module.HF_REPO_ID, vae_module.HF_FILENAMES[False], '--vae', error))
-    if problems:
-        raise CliError('\n'.join(problems))
-
-    try:
-        tokenizer = tokenizer_module.get_tokenizer(tokenizer_path)
-    except (OSError, ValueError) as error:
-        raise CliError(f'cannot read the tokenizer {tokenizer_path!r}: {error}') from None
-    try:
-        vae = vae_module.get_vae(path=vae_path, config=vae_config).to(device)
-    except (OSError, ValueError, RuntimeError) as error:
-        raise CliError(f'cannot load the VQGAN {vae_path!r}: {error}' +
-                       ('' if vae_config else ' (pass --vae-config for a VQGAN of another architecture)')) from None
-    dtype = torch.bfloat16 if args.bf16 else None
-    key = name
-    if params is not None:  # an unregistered architecture: a temporary MODELS entry for the loader
-        key = f'{name} (--config)'
-        MODELS[key] = dict(hf_version='v3', description='from --config', model_params=params, repo_id=None,
-                           filename=os.path.basename(model_path))
-    try:
-        model = get_rudolph_model(key, fp16=args.fp16, dtype=dtype, device=device, checkpoint_path=model_path)
-    except (OSError, ValueError, RuntimeError, TypeError) as error:
-        raise CliError(f'cannot load RuDOLPH {name} from {model_path!r}: {error}') from None
-    finally:
-        if params is not None:
-            MODELS.pop(key, None)
-    return Loaded(model, tokenizer, vae, entry.get('spc_tokens'), name)
+        c = Components.from_pretrained(args.model, device=device, dtype=torch.bfloat16 if args.bf16 else None,
+                                       fp16=args.fp16, checkpoint=args.checkpoint, tokenizer=args.tokenizer,
+                                       vae=args.vae, vae_config=vae_config, config=params)
+    except WeightsNotFoundError as error:
+        raise CliError('\n'.join(describe_missing(error, PART_OPTIONS))) from None
+    return Loaded(c.model, c.tokenizer, c.vae, c.spc_tokens, c.name, c.sampling)
 
 
 # ----------------------------------------------------------------------------- backends
@@ -263,33 +208,64 @@ class _Backend:
         if self.task_tokens:
             from rudolph.api import ruDolphApi
 
-            self.api = ruDolphApi(self.model, self.tokenizer, self.vae, spc_tokens=loaded.spc_tokens,
+            # {} (no task tokens recorded): ruDolphApi falls back to the published ids
+            self.api = ruDolphApi(self.model, self.tokenizer, self.vae, spc_tokens=loaded.spc_tokens or None,
                                   quite=args.quiet)
+        self.sampling = loaded.sampling
 
     @property
     def kind(self) -> str:
         return 'ruDolphApi' if self.task_tokens else 'pipelines'
 
 
-def _images(backend: _Backend, text: str, n: int, codebooks_num: int, args) -> List[Dict[str, Any]]:
-    import torch
-
-    from rudolph import pipelines, utils
+def _best_codebooks(backend: _Backend, text: str, n: int, codebooks_num: int, args):
+    """The ``n`` best of ``codebooks_num`` sampled codebooks (best first) and their scores; nothing decoded
+    but what ``--reencode`` rescores."""
+    from rudolph import pipelines
 
     bs = args.bs or 8
-    if backend.task_tokens:
-        images, scores = backend.api.dream(text, images_num=n, codebooks_num=codebooks_num, top_k=args.top_k,
-                                           top_p=args.top_p, temperature=args.temperature, bs=bs, seed=args.seed)
-        return [dict(image=img, ppl_text=float(s['ppl_txt']), ppl_image=float(s['ppl_img']), score=float(s['score']))
-                for img, s in zip(images, scores)]
+    if backend.task_tokens:  # the steps of ruDolphApi.dream, without decoding every picture at once
+        codebooks = backend.api.generate_codebooks(text, codebooks_num, top_k=args.top_k, top_p=args.top_p,
+                                                   temperature=args.temperature, bs=bs, seed=args.seed)
+        ppl_text, ppl_image, scores = backend.api.self_reranking_by_text(text, codebooks, bs=bs,
+                                                                         reencode=args.reencode)
+        best = scores.argsort()[:n].tolist()
+        rows = [dict(ppl_text=float(ppl_text[i]), ppl_image=float(ppl_image[i]), score=float(scores[i])) for i in best]
+        return codebooks[best], rows
+    if args.reencode:
+        raise CliError(f'--reencode needs a model with task tokens (ruDolphApi); --model {args.model} has none')
     codebooks = pipelines.generate_codebooks(text, backend.tokenizer, backend.model, top_k=args.top_k, top_p=args.top_p,
                                              images_num=codebooks_num, temperature=args.temperature, bs=bs,
                                              seed=args.seed, progress=backend.progress)
     ppl_text, ppl_image = pipelines.self_reranking_by_text(text, codebooks, backend.tokenizer, backend.model, bs=bs)
     best = ppl_text.argsort()[:n].tolist()
-    with torch.no_grad():
-        images = utils.torch_tensors_to_pil_list(backend.vae.decode(codebooks[best]))
-    return [dict(image=img, ppl_text=float(ppl_text[i]), ppl_image=float(ppl_image[i])) for img, i in zip(images, best)]
+    return codebooks[best], [dict(ppl_text=float(ppl_text[i]), ppl_image=float(ppl_image[i])) for i in best]
+
+
+def _save_images(backend: _Backend, codebooks, rows: List[Dict[str, Any]], args) -> str:
+    """Decode ``codebooks`` a batch at a time into ``OUT/img_i.png`` and the grid (``pipelines._make_grid``
+    layout); adds each ``path`` to ``rows``; returns the grid path."""
+    import torch
+    from PIL import Image
+
+    from rudolph import utils
+
+    bs, pad, grid = args.bs or 8, 2, None
+    ncol = min(args.nrow, len(rows))
+    for start in range(0, len(rows), bs):
+        with torch.no_grad():
+            batch = utils.torch_tensors_to_pil_list(backend.vae.decode(codebooks[start:start + bs]))
+        for i, img in enumerate(batch, start):
+            rows[i]['path'] = os.path.join(args.out, f'img_{i}.png')
+            img.save(rows[i]['path'])
+            w, h = img.size
+            if grid is None:
+                nrows = (len(rows) + ncol - 1) // ncol
+                grid = Image.new('RGB', (ncol * (w + pad) + pad, nrows * (h + pad) + pad), 'black')
+            grid.paste(img.convert('RGB'), ((i % ncol) * (w + pad) + pad, (i // ncol) * (h + pad) + pad))
+    grid_path = os.path.join(args.out, 'grid.png')
+    grid.save(grid_path)
+    return grid_path
 
 
 # ----------------------------------------------------------------------------- output
@@ -343,28 +319,47 @@ def _text2image_args(p: argparse.ArgumentParser) -> None:
                    help='images to generate before keeping the best n by self-reranking (default: 2n)')
     p.add_argument('-o', '--out', default='rudolph_images', help='output folder (default rudolph_images/)')
     p.add_argument('--nrow', type=_positive_int, default=4, help='images per row of the grid (default 4)')
-    _sampling(p, 768, 0.99, 1.0)
+    p.add_argument('--reencode', action='store_true',
+                   help='rerank by what the decoded pictures show (decode, encode again, score the text)')
+    _sampling(p, None, None, None, "the model's recommended, else 768 / 0.99 / 1.0")
+
+
+#: text-to-image sampling of a model that records none (MODELS[name]['sampling']['text2image'])
+T2I_FALLBACK = dict(top_k=768, top_p=0.99, temperature=1.0)
+
+
+def _apply_sampling(args: argparse.Namespace, backend: _Backend, task: str, fallback: Dict[str, Any]) -> None:
+    """Options the user left out take the model's recommended sampling for ``task``, else ``fallback``."""
+    recommended = {**fallback, **backend.sampling.get(task, {})}
+    for key in ('top_k', 'top_p', 'temperature'):
+        if getattr(args, key) is None and key in recommended:
+            setattr(args, key, recommended[key])
+
+
+def _check_out_dir(path: str) -> None:
+    """Create ``path`` and make sure files can be written there, before any expensive work."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as error:
+        raise CliError(f'-o/--out {path!r}: cannot create the folder ({error.strerror or error})') from None
+    if not os.path.isdir(path) or not os.access(path, os.W_OK | os.X_OK):
+        raise CliError(f'-o/--out {path!r}: not a writable folder')
 
 
 def _text2image_run(args: argparse.Namespace) -> int:
-    from rudolph import pipelines, utils
-
     codebooks_num = args.codebooks_num or 2 * args.images_num
     if args.images_num > codebooks_num:
         raise CliError(f'-n/--images-num ({args.images_num}) cannot exceed --codebooks-num ({codebooks_num})')
+    _check_model_args(args)
+    _check_device(args)
+    _check_out_dir(args.out)
     backend = _prepare(args)
-    results = _images(backend, args.text, args.images_num, codebooks_num, args)
-    os.makedirs(args.out, exist_ok=True)
-    for i, r in enumerate(results):
-        r['path'] = os.path.join(args.out, f'img_{i}.png')
-        r.pop('image').save(r['path'])
-    from PIL import Image
-
-    pil = [Image.open(r['path']) for r in results]
-    grid = pipelines._make_grid(utils.pil_list_to_torch_tensors(pil), args.nrow)
-    grid_path = os.path.join(args.out, 'grid.png')
-    Image.fromarray(grid.permute(1, 2, 0).numpy()).save(grid_path)
-    result = {'text': args.text, **_meta(args, backend), 'images': results, 'grid': grid_path}
+    _apply_sampling(args, backend, 'text2image', T2I_FALLBACK)
+    codebooks, results = _best_codebooks(backend, args.text, args.images_num, codebooks_num, args)
+    grid_path = _save_images(backend, codebooks, results, args)
+    sampling = {k: getattr(args, k) for k in ('top_k', 'top_p', 'temperature')}
+    result = {'text': args.text, **_meta(args, backend), 'sampling': sampling, 'reencode': args.reencode,
+              'images': results, 'grid': grid_path}
     lines = [f"{r['path']}  ppl_text={r['ppl_text']:.2f}" for r in results] + [f'grid: {grid_path}']
     _emit(args, result, lines)
     return 0
@@ -462,23 +457,51 @@ def _classify_args(p: argparse.ArgumentParser) -> None:
                                                     "e.g. 'на картинке {}' (default '{}')")
 
 
+def _class_ce(backend: _Backend, img, classes: List[str], template: str, bs: int):
+    """Per-class right-text cross-entropy ``[n, R]`` of ``template.format(class)``: the scoring of
+    ``ruDolphApi.zs_clf`` / ``pipelines.zs_clf``, keeping the values they only return normalised."""
+    import torch
+
+    from rudolph import pipelines
+    from rudolph.engine import Layout, ScorePart, cross_entropy, encode_image
+
+    layout = Layout.from_model(backend.model)
+    L, R, S = layout.L, layout.R, layout.S
+    image = encode_image(img, backend.vae, backend.model)
+    n = len(classes)
+    if backend.task_tokens:
+        api = backend.api
+        right = torch.stack([api.encode_text(template.format(c).lower().strip(), R, '<RT_I2T>') for c in classes])
+        left = torch.stack([api.encode_text('', L, '<LT_I2T>') for _ in classes]).to(image.device)
+        vocab = layout.text_sample_slice
+    else:
+        right = torch.stack([pipelines._encode(backend.tokenizer, template.format(c), R, layout) for c in classes])
+        left = torch.zeros(n, L, dtype=torch.long, device=image.device)
+        vocab = layout.text_slice
+    ids = torch.cat((left, image.expand(n, -1), right.to(image.device)), dim=1)
+    return cross_entropy(backend.model, ids, [ScorePart(S - R, S - 1, vocab, ignore_index=0)], bs=bs,
+                         progress=backend.progress)[0]
+
+
 def _classify_run(args: argparse.Namespace) -> int:
     from rudolph import pipelines
+    from rudolph.engine import ce_to_ppl
 
     img = _open_image(args.image)
-    pipelines._check_classes(args.classes)
+    classes = pipelines._check_classes(args.classes)
     pipelines._check_template('--template', args.template)
     backend = _prepare(args)
-    bs = args.bs or 16
-    if backend.task_tokens:
-        pred = backend.api.zs_clf(img, args.classes, bs=bs, r_template=args.template)
-    else:
-        pred = pipelines.zs_clf(img, args.classes, backend.model, backend.tokenizer, backend.vae, bs=bs,
-                                template=args.template)
-    scores = {c: float(s) for c, s in zip(args.classes, pred['scores'].tolist())}
-    result = {'image': args.image, **_meta(args, backend), 'class': pred['class'], 'label': int(pred['label']),
-              'scores': scores}
-    lines = [pred['class']] + [f'  {c}: {s:.4f}' for c, s in sorted(scores.items(), key=lambda kv: kv[1])]
+    ppl = ce_to_ppl(_class_ce(backend, img, list(classes), args.template, args.bs or 16))
+    pred = pipelines.classify(ppl, args.classes)  # label and 'scores' exactly as zs_clf returns them
+    # probability of each class: softmax of minus its cross-entropy log(perplexity), i.e. 1/ppl normalised
+    probs = (-ppl.log()).softmax(0).tolist()
+    names, label = list(args.classes), int(pred['label'])
+    result = {'image': args.image, **_meta(args, backend), 'class': pred['class'], 'label': label,
+              'probabilities': dict(zip(names, probs)), 'perplexities': dict(zip(names, ppl.tolist())),
+              'scores': dict(zip(names, pred['scores'].tolist()))}
+    order = sorted(range(len(names)), key=lambda i: -probs[i])
+    lines = [names[label], '  probability (higher is better)  class'] + [
+        f'  {probs[i]:>30.4f}  {names[i]}' for i in order]
     _emit(args, result, lines)
     return 0
 
@@ -528,15 +551,30 @@ register('text', 'write texts continuing a prompt', _text_args, _text_run, commo
 
 
 # ----------------------------------------------------------------------------- entry point
-def _load_subcommands() -> None:
-    for name, (module_name, help) in SUBCOMMAND_MODULES.items():
-        if name not in COMMANDS:
-            module = importlib.import_module(module_name)
-            register(name, help, module.add_arguments, module.run)
+def _lazy_command(module_name: str, help: str) -> Command:
+    """A command of another module, imported only when its arguments are needed (keeps ``--help`` fast)."""
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        importlib.import_module(module_name).add_arguments(parser)
+
+    def run(args: argparse.Namespace) -> int:
+        return importlib.import_module(module_name).run(args)
+
+    return Command(help, add_arguments, run, lazy=True)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    _load_subcommands()
+COMMANDS.update((name, _lazy_command(module, help)) for name, (module, help) in SUBCOMMAND_MODULES.items()
+                if name not in COMMANDS)
+
+
+def _selected(argv: List[str]) -> Optional[str]:
+    """The subcommand named in ``argv`` (the first word that is not an option), if any."""
+    return next((a for a in argv if not a.startswith('-')), None)
+
+
+def build_parser(argv: Optional[List[str]] = None) -> argparse.ArgumentParser:
+    """The ``rudolph`` parser. Given the ``argv`` to parse, lazy commands other than the one it names
+    get no arguments (their modules, and torch, are not imported)."""
+    selected = None if argv is None else _selected(argv)
     parser = argparse.ArgumentParser(
         prog='rudolph', description='RuDOLPH, the Russian text-image-text transformer: draw, caption, answer, '
                                     'classify and write from the command line.',
@@ -553,18 +591,41 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for name, command in COMMANDS.items():
         p = sub.add_parser(name, help=command.help, description=command.description or command.help)
-        command.add_arguments(p)
+        if not command.lazy or argv is None or name == selected:
+            command.add_arguments(p)
         if command.common:
             _add_common(p)
         p.set_defaults(_run=command.run)
     return parser
 
 
+def _summarise_warnings(caught: List[warnings.WarningMessage], quiet: bool) -> None:
+    """One line for all the warnings of a run (e.g. one per generated text that was cut); none if ``quiet``."""
+    if quiet or not caught:
+        return
+    first = str(caught[0].message)
+    if len(caught) == 1:
+        print(f'rudolph: warning: {first}', file=sys.stderr)
+        return
+    print(f'rudolph: warning: {len(caught)} warnings, the first: {first}', file=sys.stderr)
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    """``args._run(args)`` with its warnings gathered into one summary (``--quiet``: none)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        try:
+            return int(args._run(args) or 0)
+        finally:
+            _summarise_warnings(list(caught), getattr(args, 'quiet', False))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Run ``rudolph ARGV``; returns the exit code (0 ok, 1 error, 2 bad usage, 130 interrupted)."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     try:
-        return int(args._run(args) or 0)
+        return _run_command(args)
     except KeyboardInterrupt:
         if args.debug:
             raise

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -230,7 +231,7 @@ def test_missing_hub_weights_offline(monkeypatch, tmp_path, capsys):
     Image.new('RGB', (20, 30)).save(img)
     assert cli.main(['caption', str(img), '--device', 'cpu']) == 1
     err = capsys.readouterr().err
-    for needle in ('shonenkov-AI/RuDOLPH-350M-v2', 'pytorch_model.bin', 'huggingface-cli download',
+    for needle in ('shonenkov-AI/RuDOLPH-350M-v2', 'pytorch_model.bin', 'hf download',
                    'shonenkov/rudalle-utils', 'bpe.model', 'sberbank-ai/rudalle-utils', '--checkpoint', '--vae',
                    '--tokenizer'):
         assert needle in err
@@ -260,8 +261,8 @@ def test_python_m_rudolph(assets, tmp_path):
     done = _python_m(['vqa', assets['image'], 'что на картинке?', '--device', 'cpu'], tmp_path)
     assert done.returncode == 1
     assert 'Traceback' not in done.stderr
-    assert 'huggingface-cli download shonenkov-AI/RuDOLPH-350M-v2 pytorch_model.bin' in done.stderr
-    assert 'huggingface-cli download shonenkov/rudalle-utils bpe.model' in done.stderr
+    assert 'hf download shonenkov-AI/RuDOLPH-350M-v2 pytorch_model.bin' in done.stderr
+    assert 'hf download shonenkov/rudalle-utils bpe.model' in done.stderr
 
 
 # ----------------------------------------------------------------------------- the usage notebook
@@ -293,3 +294,111 @@ def test_usage_notebook_is_valid():
         assert hasattr(pipelines, name), name
     for task in ('dream', 'self_reranking_by_text', 'image_captioning', 'zs_clf', 'vqa', 'generate_texts'):
         assert f'api.{task}(' in source
+
+
+# ----------------------------------------------------------------------------- issue 11
+TINY = ['--model', 'tiny-shapes', '--device', 'cpu', '--quiet']
+
+
+def test_device_is_checked_before_anything_else(assets, registered, capsys):
+    assert cli.main(['caption', assets['image']] + weights(assets, device='tpu')) == 1
+    err = capsys.readouterr().err
+    assert "--device 'tpu'" in err and 'cpu, cuda, cuda:N' in err and 'mps' in err
+    assert 'VQGAN' not in err and 'Traceback' not in err
+
+
+def test_text2image_checks_the_output_folder_first(assets, registered, tmp_path, capsys):
+    blocker = tmp_path / 'a-file'
+    blocker.write_text('x')
+    # the checkpoint is missing too: the folder is checked before any weights are looked at
+    argv = ['text2image', 'кот', '-o', str(blocker / 'sub')] + weights(assets, checkpoint=str(tmp_path / 'none.bin'))
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert '-o/--out' in err and 'none.bin' not in err
+
+
+def test_text2image_uses_the_model_sampling_and_decodes_per_batch(tmp_path, capsys, monkeypatch):
+    from rudolph.api import ruDolphApi
+    from rudolph.components import Components
+    from rudolph.vae import VQGanGumbelVAE
+
+    decoded = []
+    original = VQGanGumbelVAE.decode
+
+    def recording_decode(self, codes):  # records the batch sizes, decodes as before
+        decoded.append(len(codes))
+        return original(self, codes)
+
+    monkeypatch.setattr(VQGanGumbelVAE, 'decode', recording_decode)
+    text = 'маленькая синяя звезда в центре на черном фоне'
+    res = run_json(capsys, ['text2image', text, '-n', '3', '--codebooks-num', '6', '--bs', '2', '--reencode',
+                            '-o', str(tmp_path / 'out'), '--seed', '5'] + TINY)
+    assert res['sampling'] == MODELS['tiny-shapes']['sampling']['text2image'] and res['reencode']
+    assert len(res['images']) == 3 and max(decoded[-2:]) <= 2  # the 3 kept images: batches of 2 and 1
+    # the same pictures and ranking as ruDolphApi.dream with the same options
+    c = Components.from_pretrained('tiny-shapes')
+    api = ruDolphApi(c.model, c.tokenizer, c.vae, quite=True)
+    images, scores = api.dream(text, images_num=3, codebooks_num=6, bs=2, seed=5, reencode=True,
+                               **c.sampling_for('text2image'))
+    assert [r['score'] for r in res['images']] == pytest.approx([float(s['score']) for s in scores])
+    for item, img in zip(res['images'], images):
+        with Image.open(item['path']) as saved:
+            diff = torch.from_numpy(np.asarray(saved.convert('RGB'), dtype=np.float32) - np.asarray(img, np.float32))
+            assert diff.abs().mean() < 1.0
+    # an explicit option wins over the model's recommendation
+    res = run_json(capsys, ['text2image', text, '-n', '1', '-o', str(tmp_path / 'k'), '--top-k', '5'] + TINY)
+    assert res['sampling']['top_k'] == 5 and res['sampling']['top_p'] == 0.95
+
+
+def test_classify_prints_probabilities(capsys, tmp_path):
+    from rudolph.demo import shapes as S
+
+    path = tmp_path / 'red.png'
+    S.make_sample(0, seed=3).image.save(path)
+    argv = ['classify', str(path), '--classes', *S.colour_classes(), '--template', S.ZS_COLOUR_TEMPLATE] + TINY
+    res = run_json(capsys, argv)
+    probs, ppl = res['probabilities'], res['perplexities']
+    assert abs(sum(probs.values()) - 1) < 1e-5 and max(probs, key=probs.get) == res['class']
+    assert min(ppl, key=ppl.get) == res['class']
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert 'higher is better' in out[1]
+    shown = [float(line.split()[0]) for line in out[2:]]
+    assert shown == sorted(shown, reverse=True) and abs(sum(shown) - 1) < 1e-3
+
+
+def test_text_warnings_are_summarised(capsys):
+    import warnings
+
+    argv = ['text', '--json', '--seed', '0', '--generations-num', '16'] + TINY
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        assert cli.main(argv) == 0
+        assert 'warning' not in capsys.readouterr().err and not caught  # --quiet: silent
+        assert cli.main([a for a in argv if a != '--quiet']) == 0
+    err = capsys.readouterr().err
+    assert not caught and err.count('rudolph: warning') == 1 and 'UserWarning' not in err
+
+
+def _python(code, tmp_path):
+    environ = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(os.path.dirname(cli.__file__))]))
+    return subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=environ, timeout=120,
+                          cwd=str(tmp_path))
+
+
+def test_imports_are_lazy(tmp_path):
+    done = _python("import rudolph.cli, sys; assert 'torch' not in sys.modules, 'torch'", tmp_path)
+    assert done.returncode == 0, done.stderr
+    done = _python("import rudolph, sys; bad = [m for m in ('rudolph.demo', 'rudolph.cli', 'rudolph.finetune', "
+                   "'accelerate', 'torch') if m in sys.modules]; assert not bad, bad", tmp_path)
+    assert done.returncode == 0, done.stderr
+    done = _python("from rudolph import get_tokenizer, get_vae, ImagePrompts, get_rudolph_model, ruDolphApi, MODELS; "
+                   "assert 'tiny-shapes' in MODELS", tmp_path)
+    assert done.returncode == 0, done.stderr
+    for argv in (['--help'], ['caption', '--help'], ['caption']):  # help and a usage error: no torch
+        done = _python('import runpy, sys; sys.argv = ["rudolph"] + %r\ntry:\n    runpy.run_module("rudolph", '
+                       'run_name="__main__")\nexcept SystemExit as e:\n    assert "torch" not in sys.modules, "torch"\n'
+                       '    raise' % argv, tmp_path)
+        assert done.returncode == (2 if argv == ['caption'] else 0), done.stderr
+    done = _python_m(['--help'], tmp_path)
+    assert done.returncode == 0 and 'text2image' in done.stdout

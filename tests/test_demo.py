@@ -218,3 +218,33 @@ def test_training_command_retrains_one_vqgan_half(tmp_path):
 
     with pytest.raises(ValueError, match='no weights'):
         T.reuse_parts(T.new_vqgan(np.zeros((len(S.SHAPES), T.N_PATTERNS, 64), np.float32)), path, ('nothing.',))
+
+
+def test_demo_rejects_counts_below_one(capsys):
+    from rudolph import cli
+
+    for argv, needle in ((['--codebooks', '0'], '--codebooks 0'), (['--n', '-5'], '--n -5'),
+                         (['--images', '0'], '--images 0'), (['--threads', '0'], '--threads 0'),
+                         (['--images', '9', '--codebooks', '8'], '--images 9 cannot exceed --codebooks 8')):
+        assert cli.main(['demo'] + argv) == 1, argv
+        err = capsys.readouterr().err
+        assert needle in err and 'images_num' not in err and 'Traceback' not in err, err
+
+
+def test_demo_help_and_default_n_agree(capsys):
+    from rudolph import cli
+    from rudolph.demo.cli import DEFAULT_N
+
+    with pytest.raises(SystemExit):
+        cli.main(['demo', '--help'])
+    assert f'default {DEFAULT_N},' in ' '.join(capsys.readouterr().out.split()) and DEFAULT_N == 20
+
+
+def test_table_shows_sample_size_and_wilson_interval():
+    from rudolph.demo.evaluate import EvalResult, format_table, wilson_interval
+
+    low, high = wilson_interval(0.7, 20)
+    assert 0.48 < low < 0.49 and 0.85 < high < 0.86  # 14/20: the 85% target is inside the interval
+    assert wilson_interval(1.0, 40)[1] == 1.0 and wilson_interval(0.0, 40)[0] == 0.0
+    table = format_table(EvalResult(n=20, accuracy={'t2i': 0.7}, seconds={}))
+    assert '95% CI' in table and '48% - 85%' in table and ' 20 ' in table

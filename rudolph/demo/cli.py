@@ -2,11 +2,17 @@
 
 Text-to-image (a grid PNG of the best reranked images per prompt), captioning, VQA,
 zero-shot classification and self-reranking on held-out pictures, then the measured
-accuracies: the recorded ones and a fresh measurement on ``--n`` pictures (default 20), or on the 200 of the README with ``--eval``.
+accuracies, each with its sample size and 95% interval: the recorded ones and a fresh
+measurement on ``--n`` pictures (default 20), or on the 200 of the README with ``--eval``.
 """
 import argparse
 import os
 import time
+
+#: held-out pictures measured by a plain ``rudolph demo`` / by ``--eval``
+DEFAULT_N, EVAL_N = 20, 200
+#: the count options, each of which must be a positive integer when given
+COUNT_OPTIONS = ('n', 'images', 'codebooks', 'threads')
 
 PROMPTS = (
     'большой красный круг слева на белом фоне',
@@ -20,7 +26,8 @@ PROMPTS = (
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument('--eval', action='store_true', help='measure the accuracies on 200 held-out pictures')
-    p.add_argument('--n', type=int, default=None, help='held-out pictures to measure on (default 40, 200 with --eval)')
+    p.add_argument('--n', type=int, default=None,
+                   help=f'held-out pictures to measure on (default {DEFAULT_N}, {EVAL_N} with --eval)')
     p.add_argument('--out', default='rudolph_demo', help='folder for the text-to-image grid PNG')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--images', type=int, default=4, help='images per prompt in the grid (best by self-reranking)')
@@ -39,7 +46,22 @@ def _grid(rows, size: int = 64):
     return grid
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Reject counts <= 0 (and more images than codebooks) before anything is loaded."""
+    from ..errors import ConfigError
+
+    for name in COUNT_OPTIONS:
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise ConfigError(f'--{name} {value}: expected a positive integer')
+    if args.images > args.codebooks:
+        raise ConfigError(f'--images {args.images} cannot exceed --codebooks {args.codebooks} '
+                          '(the images shown are the best of the codebooks generated)')
+
+
 def run(args: argparse.Namespace) -> int:
+    """``rudolph demo``: every task of tiny-shapes, then the accuracies; returns 0."""
+    check_args(args)
     import torch
 
     from . import T2I_SAMPLING, load_bundle
@@ -58,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     print('== text-to-image (best of', args.codebooks, 'by self-reranking of the decoded pictures) ==')
     rows = []
     for i, prompt in enumerate(PROMPTS):
-        images, scores = api.dream(prompt, images_num=min(args.images, args.codebooks), codebooks_num=args.codebooks,
+        images, scores = api.dream(prompt, images_num=args.images, codebooks_num=args.codebooks,
                                    seed=args.seed + i, bs=args.codebooks, reencode=True, **T2I_SAMPLING)
         rows.append(images)
         judged = S.check_image(images[0])
@@ -87,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     print()
 
     # --- measured quality
-    n = args.n or (200 if args.eval else 20)
+    n = args.n or (EVAL_N if args.eval else DEFAULT_N)
     if not args.eval:
         print('== accuracies recorded on 200 held-out pictures (rudolph demo --eval) ==')
         print(format_table(RECORDED))
@@ -100,6 +122,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv=None) -> int:
+    """``python -m rudolph.demo``: errors the user can fix are printed without a traceback (exit 1)."""
+    import sys
+
+    from ..errors import RudolphError
+
     parser = argparse.ArgumentParser(prog='python -m rudolph.demo', description=__doc__.split('\n')[0])
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    try:
+        return run(parser.parse_args(argv))
+    except RudolphError as error:
+        print(f'rudolph demo: error: {error}', file=sys.stderr)
+        return 1

@@ -16,16 +16,18 @@ generation, reranking), so a regression anywhere in the stack shows up here:
 Held-out pictures come from ``shapes.make_sample(i, seed=EVAL_SEED)``: a seed the
 training never uses.
 """
+import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 from . import T2I_SAMPLING
 from . import shapes as S
 
-__all__ = ['EVAL_SEED', 'RECORDED', 'EvalResult', 'make_api', 'evaluate', 'format_table', 'THRESHOLDS']
+__all__ = ['EVAL_SEED', 'RECORDED', 'EvalResult', 'make_api', 'evaluate', 'format_table', 'THRESHOLDS',
+           'wilson_interval']
 
 EVAL_SEED = 20240
 #: the issue's targets (fractions) for 200 held-out samples
@@ -137,14 +139,28 @@ def evaluate(api=None, n: int = 200, seed: int = EVAL_SEED, tasks: Sequence[str]
     return EvalResult(n, accuracy, seconds, examples, images)
 
 
+def wilson_interval(accuracy: float, n: int, z: float = 1.96) -> Tuple[float, float]:
+    """Wilson score interval of a success rate ``accuracy`` measured on ``n`` trials (95% for ``z=1.96``)."""
+    if n <= 0:
+        return 0.0, 1.0
+    denominator = 1 + z * z / n
+    centre = (accuracy + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def format_table(result: EvalResult, thresholds: Dict[str, float] = THRESHOLDS) -> str:
-    lines = [f'{"task":<34} {"accuracy":>9} {"target":>7}', '-' * 52]
+    """The accuracies with their sample size and 95% Wilson interval, next to the targets."""
+    lines = [f'{"task":<34} {"accuracy":>9} {"95% CI (Wilson)":>16} {"n":>4} {"target":>7}', '-' * 74]
     for key, label in LABELS.items():
         if key not in result.accuracy:
             continue
         target = f'{thresholds[key]:.0%}' if key in thresholds else ''
-        lines.append(f'{label:<34} {result.accuracy[key]:>9.1%} {target:>7}')
-    lines.append(f'({result.n} held-out pictures, seed {EVAL_SEED}; '
+        low, high = wilson_interval(result.accuracy[key], result.n)
+        interval = f'{low:.0%} - {high:.0%}'
+        lines.append(f'{label:<34} {result.accuracy[key]:>9.1%} {interval:>16} {result.n:>4} {target:>7}')
+    lines.append(f'({result.n} held-out pictures, seed {EVAL_SEED}; a target inside the interval is not '
+                 'missed for sure at this sample size; '
                  + ', '.join(f'{k} {v:.0f}s' for k, v in result.seconds.items()) + ')')
     return '\n'.join(lines)
 

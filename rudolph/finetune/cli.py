@@ -27,8 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                                                       '(default: the folder of the data file)')
     g.add_argument('--task', default='auto', help="task of rows without a 'task' field: t2i, i2t, vqa, t2t, tqa, "
                                                   "or auto (inferred from the fields present; default)")
-    g.add_argument('--tokenizer', default=None, help='bpe.model path (default: the published tokenizer)')
-    g.add_argument('--vae', default=None, help='VQGAN checkpoint path (default: the published VQGAN)')
+    g.add_argument('--tokenizer', default=None,
+                   help="bpe.model path or a registered name (default: the model's own, else the published one)")
+    g.add_argument('--vae', default=None,
+                   help="VQGAN checkpoint path or a registered name (default: the model's own, else the published one)")
+    g.add_argument('--vae-config', default=None,
+                   help='JSON file (or JSON text) of VQGAN config overrides for a --vae of another architecture')
     g.add_argument('--no-task-tokens', action='store_true', help='encode texts as [2]+bpe+[3] (models without task tokens)')
     g.add_argument('--missing-images', choices=('skip', 'error'), default='skip',
                    help='rows whose image is missing or unreadable: skip them (counted warning) or stop')
@@ -68,53 +72,69 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run ``finetune`` with parsed ``args``; returns 0 (errors are raised with a message naming the problem)."""
-    from accelerate import PartialState
-
-    from rudolph.model import get_rudolph_model
-
-    from .data import TASKS, prepare_dataset
-    from .freeze import freeze
-    from .trainer import TrainConfig, check_writable, train
-
-    if args.task != 'auto' and args.task not in TASKS:
-        raise ValueError(f'--task {args.task!r}: expected auto or one of {sorted(TASKS)}')
-    # Fail before any download or expensive work on arguments that cannot work.
-    from rudolph.model import MODELS
-
-    if args.model not in MODELS:
-        raise ValueError(f'--model {args.model!r}: expected one of {sorted(MODELS)}')
-    for flag, path in (('--data', args.data), ('--eval-data', args.eval_data), ('--checkpoint', args.checkpoint)):
-        if path is not None and not os.path.exists(path):
-            raise FileNotFoundError(f'{flag} {path!r}: no such file')
-    check_writable(args.out)
-    state = PartialState(cpu=args.cpu)
-    device = state.device
-
-    from rudolph.tokenizer import get_tokenizer
-
-    tokenizer = get_tokenizer(args.tokenizer) if args.tokenizer else get_tokenizer()
-
-    def load_vae():
-        from rudolph.vae import get_vae
-
-        vae = get_vae(path=args.vae) if args.vae else get_vae()
-        return vae.to(device)
+def _components(args: argparse.Namespace):
+    """Model (on CPU) and tokenizer of ``--model`` with its own task tokens; the VQGAN is loaded later, and only
+    if some image is not in the code cache yet."""
+    from rudolph.components import Components
 
     overrides = {}
     if args.dropout is not None:
         overrides = dict(embedding_dropout_prob=args.dropout, attention_dropout_prob=args.dropout,
                          output_dropout_prob=args.dropout)
-    model = get_rudolph_model(args.model, pretrained=args.checkpoint is not None or not args.resume,
-                              checkpoint_path=args.checkpoint, device='cpu', **overrides)
+    return Components.from_pretrained(args.model, device='cpu', checkpoint=args.checkpoint, tokenizer=args.tokenizer,
+                                      pretrained=args.checkpoint is not None or not args.resume, with_vae=False,
+                                      model_kwargs=overrides)
+
+
+def _train_config(args: argparse.Namespace):
+    """The :class:`TrainConfig` of the training options."""
+    from .trainer import TrainConfig
+
+    return TrainConfig(
+        out_dir=args.out, epochs=args.epochs, max_steps=args.max_steps, batch_size=args.bs, grad_accum=args.grad_accum,
+        lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup, schedule=args.schedule,
+        clip=args.clip or None, optimizer=args.optimizer, precision=args.precision,
+        gradient_checkpointing=args.gradient_checkpointing, eval_every=args.eval_every, save_every=args.save_every,
+        keep_last=args.keep_last, seed=args.seed, resume=args.resume, cpu=args.cpu, show_progress=not args.quiet,
+        first_image_token=args.first_image_token)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``finetune`` with parsed ``args``; returns 0 (errors are raised with a message naming the problem)."""
+    from accelerate import PartialState
+
+    from rudolph.components import load_vae
+    from rudolph.model.configs import MODELS
+
+    from .data import TASKS, prepare_dataset
+    from .freeze import freeze
+    from .trainer import check_writable, train
+
+    if args.task != 'auto' and args.task not in TASKS:
+        raise ValueError(f'--task {args.task!r}: expected auto or one of {sorted(TASKS)}')
+    # Fail before any download or expensive work on arguments that cannot work.
+    if args.model not in MODELS:
+        raise ValueError(f'--model {args.model!r}: expected one of {sorted(MODELS)}')
+    for flag, path in (('--data', args.data), ('--eval-data', args.eval_data), ('--checkpoint', args.checkpoint)):
+        if path is not None and not os.path.exists(path):
+            raise FileNotFoundError(f'{flag} {path!r}: no such file')
+    vae_config = _json_arg(args.vae_config) if getattr(args, 'vae_config', None) else None
+    check_writable(args.out)
+    state = PartialState(cpu=args.cpu)
+    device = state.device
+
+    parts = _components(args)
+    model, tokenizer = parts.model, parts.tokenizer
+
+    def load_vae_on_device():
+        return load_vae(args.model, vae=args.vae, vae_config=vae_config, device=str(device))
 
     def data(path: str):
         return prepare_dataset(
-            path, tokenizer, load_vae, model, task=None if args.task == 'auto' else args.task,
+            path, tokenizer, load_vae_on_device, model, task=None if args.task == 'auto' else args.task,
             image_root=args.image_root or os.path.dirname(os.path.abspath(path)),
             cache_dir=args.cache_dir or os.path.join(args.out, 'cache'), missing_images=args.missing_images,
-            bad_rows=args.bad_rows, spc_tokens={} if args.no_task_tokens else None,
+            bad_rows=args.bad_rows, spc_tokens={} if args.no_task_tokens else (parts.spc_tokens or None),
             loss_weights=dict(lt_loss_weight=args.lt_loss_weight, img_loss_weight=args.img_loss_weight,
                               rt_loss_weight=args.rt_loss_weight),
             device=device, show_progress=not args.quiet and state.is_main_process)
@@ -125,18 +145,29 @@ def run(args: argparse.Namespace) -> int:
         eval_data = data(args.eval_data) if args.eval_data else None
     if args.freeze:
         freeze(model, **{f'freeze_{g}': g in args.freeze for g in FREEZE_GROUPS})
-    config = TrainConfig(
-        out_dir=args.out, epochs=args.epochs, max_steps=args.max_steps, batch_size=args.bs, grad_accum=args.grad_accum,
-        lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup, schedule=args.schedule,
-        clip=args.clip or None, optimizer=args.optimizer, precision=args.precision,
-        gradient_checkpointing=args.gradient_checkpointing, eval_every=args.eval_every, save_every=args.save_every,
-        keep_last=args.keep_last, seed=args.seed, resume=args.resume, cpu=args.cpu, show_progress=not args.quiet,
-        first_image_token=args.first_image_token)
+    config = _train_config(args)
     result = train(model, train_data, config, eval_data=eval_data)
     if state.is_main_process:
         logger.info('done: %d steps, last loss %.4f, weights in %s', result.state.step,
                     result.history[-1]['loss'] if result.history else float('nan'), result.last_checkpoint)
     return 0
+
+
+def _json_arg(value: str) -> dict:
+    """A JSON object from a file path or from the option text itself (``--vae-config``)."""
+    import json
+
+    text = value
+    if os.path.isfile(value):
+        with open(value, encoding='utf-8') as f:
+            text = f.read()
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f'--vae-config must be a JSON object or a file holding one, got {value!r} ({error})') from None
+    if not isinstance(obj, dict):
+        raise ValueError(f'--vae-config must be a JSON object, got {type(obj).__name__}')
+    return obj
 
 
 def main(argv: Optional[List[str]] = None) -> int:

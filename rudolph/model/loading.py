@@ -101,7 +101,7 @@ def get_rudolph_model(name: str, pretrained: bool = True, fp16: bool = False,
                       device: Union[str, torch.device] = 'cpu', cache_dir: Optional[str] = None, *,
                       checkpoint_path: Optional[Union[str, os.PathLike]] = None,
                       dtype: Optional[torch.dtype] = None, compile: Union[bool, str] = False,
-                      **model_kwargs) -> ruDolphModel:
+                      model_params: Optional[Mapping[str, Any]] = None, **model_kwargs) -> ruDolphModel:
     """Build RuDOLPH ``name`` (a key of ``MODELS``) and, if ``pretrained``, load its weights.
 
     Weights come from ``checkpoint_path`` (a ``pytorch_model.bin`` or a folder holding one)
@@ -111,11 +111,16 @@ def get_rudolph_model(name: str, pretrained: bool = True, fp16: bool = False,
     warns and keeps float32. ``dtype`` selects any floating type (e.g. ``torch.bfloat16``).
     ``compile=True`` compiles the single-token decode step with ``torch.compile`` (static
     shapes, one compilation for all positions); a string is passed as the compile ``mode``,
-    e.g. ``'reduce-overhead'`` for CUDA graphs. The model is returned in eval mode.
+    e.g. ``'reduce-overhead'`` for CUDA graphs. ``model_params``: the constructor params of an
+    architecture that is not in ``MODELS`` (``name`` then only labels it; needs ``checkpoint_path``
+    when ``pretrained``). The model is returned in eval mode.
     """
-    if name not in MODELS:
+    if model_params is not None:
+        config = {'model_params': dict(model_params)}
+    elif name not in MODELS:
         raise ValueError(f'unknown RuDOLPH model {name!r}; expected one of {sorted(MODELS)}')
-    config = MODELS[name]
+    else:
+        config = MODELS[name]
     params = {**config['model_params'], **model_kwargs}
     device = torch.device(device)
     dtype = _resolve_dtype(fp16, dtype, device)
@@ -124,6 +129,8 @@ def get_rudolph_model(name: str, pretrained: bool = True, fp16: bool = False,
         model.spc_tokens = dict(config.get('spc_tokens') or {})
         return _maybe_compile(model, compile)
 
+    if model_params is not None and checkpoint_path is None:
+        raise ValueError(f'model_params describe an unregistered architecture ({name!r}); pass checkpoint_path too')
     path = resolve_checkpoint(name, checkpoint_path, cache_dir)
     # Parameters on 'meta': no time or memory spent on an init the checkpoint overwrites.
     with torch.device('meta'), skip_init():

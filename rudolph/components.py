@@ -1,0 +1,287 @@
+"""One loader of everything a RuDOLPH model needs: the model, its tokenizer, its VQGAN and task tokens.
+
+    from rudolph.components import Components
+    c = Components.from_pretrained('tiny-shapes')          # offline, from the package files
+    c = Components.from_pretrained('350M', device='cuda')  # ruDALL-E's hub tokenizer and VQGAN
+    api = ruDolphApi(c.model, c.tokenizer, c.vae, spc_tokens=c.spc_tokens)
+
+Every model of :data:`rudolph.model.configs.MODELS` brings its own tokenizer, VAE, task tokens
+and recommended sampling per task (``tokenizer_path``, ``vae_path``, ``vae_config``,
+``spc_tokens``, ``sampling``); entries without them use the published ones. All files are
+located first (local paths or the Hugging Face cache) and every missing one is reported in one
+:class:`~rudolph.errors.WeightsNotFoundError` before anything is loaded. ``MODELS`` is never changed.
+"""
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+from .errors import CheckpointError, ConfigError, WeightsNotFoundError
+
+__all__ = ['Components', 'check_device', 'load_vae', 'describe_missing', 'DEVICE_PATTERN']
+
+#: the device strings accepted: cpu, cuda, cuda:N, mps
+DEVICE_PATTERN = re.compile(r'^(cpu|cuda(:\d+)?|mps)$')
+#: the keyword of :meth:`Components.from_pretrained` that replaces each file (the CLI maps them to options)
+WEIGHTS_NAME = 'pytorch_model.bin'
+PART_KEYWORDS = {'model': 'checkpoint', 'tokenizer': 'tokenizer', 'vae': 'vae'}
+
+
+def check_device(device: Optional[str]) -> str:
+    """``device`` checked (cpu, cuda, cuda:N, mps and available here); ``None``: cuda when available, else cpu."""
+    import torch
+
+    if device is None:
+        return 'cuda' if torch.cuda.is_available() else 'cpu'
+    if not isinstance(device, str) or not DEVICE_PATTERN.match(device):
+        raise ConfigError(f'device {device!r}: expected cpu, cuda, cuda:N (N a GPU index) or mps')
+    if device.startswith('cuda'):
+        if not torch.cuda.is_available():
+            raise ConfigError(f'device {device!r}: CUDA is not available here; use cpu')
+        index = int(device.split(':')[1]) if ':' in device else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f'device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here')
+    if device == 'mps' and not (hasattr(torch.backends, 'mps') and torch.backends.mps.is_available()):
+        raise ConfigError(f"device {device!r}: MPS is not available here; use cpu")
+    return device
+
+
+def _offline() -> bool:
+    return os.environ.get('HF_HUB_OFFLINE', '').strip().lower() in ('1', 'true', 'yes', 'on')
+
+
+def _hub_file(what: str, repo: str, filename: str, keyword: str, cache_dir: Optional[str]) -> str:
+    """Local path of a hub file (cache or download); a message naming repo, file and the fixes if not."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return hf_hub_download(repo_id=repo, filename=filename, cache_dir=cache_dir)
+    except (OSError, ValueError) as error:  # LocalEntryNotFoundError, HTTP errors (OSError subclasses)
+        why = 'HF_HUB_OFFLINE is set' if _offline() else type(error).__name__
+        raise WeightsNotFoundError(
+            f'{what} weights are not available: file {filename!r} of the hub repo {repo!r} is not in the '
+            f'Hugging Face cache and could not be downloaded ({why}).\n'
+            f'  Pre-download it where the hub is reachable:  hf download {repo} {filename}\n'
+            f'  or pass {keyword}=PATH to a local copy.') from error
+
+
+def _local_file(what: str, path: str, keyword: str) -> str:
+    if not os.path.isfile(path):
+        raise WeightsNotFoundError(f'{what}: no such file {path!r} (given as {keyword}=)')
+    return path
+
+
+@dataclass
+class _Plan:
+    """The files to load, found before anything is read."""
+    model_path: Optional[str] = None
+    tokenizer_path: Optional[str] = None
+    tokenizer: Any = None  # the published tokenizer, loaded while the files are looked for
+    vae_path: Optional[str] = None
+    vae_config: Any = None
+    problems: Dict[str, str] = field(default_factory=dict)
+
+
+def _model_path(name: str, entry: Dict[str, Any], checkpoint: Optional[str], cache_dir: Optional[str]) -> str:
+    from .model.loading import resolve_checkpoint
+
+    if checkpoint is not None and os.path.isdir(checkpoint):
+        # a trainer folder holds pytorch_model.bin whatever the model's own weight file is called
+        own = os.path.join(checkpoint, entry.get('filename') or WEIGHTS_NAME)
+        checkpoint = own if os.path.isfile(own) else os.path.join(checkpoint, WEIGHTS_NAME)
+    if checkpoint is not None or entry.get('local_path'):
+        try:
+            return resolve_checkpoint(name if entry else '', checkpoint or entry['local_path'])
+        except FileNotFoundError as error:
+            raise WeightsNotFoundError(f'RuDOLPH {name}: {error}') from None
+    return _hub_file(f'RuDOLPH {name}', entry['repo_id'], entry['filename'], 'checkpoint', cache_dir)
+
+
+def _tokenizer_path(entry: Dict[str, Any], tokenizer: Optional[str]) -> Optional[str]:
+    from . import tokenizer as tokenizer_module
+
+    if tokenizer is not None:
+        return _local_file('the tokenizer', str(tokenizer_module.NAMED_TOKENIZERS.get(tokenizer, tokenizer)), 'tokenizer')
+    if entry.get('tokenizer_path'):
+        return _local_file('the tokenizer', entry['tokenizer_path'], 'tokenizer')
+    return None  # the published tokenizer: fetched (or found in the cache) by get_tokenizer() itself
+
+
+def _hub_tokenizer(cache_dir: Optional[str]):
+    """ruDALL-E's tokenizer from the hub cache (or a download); a complete message if it is not there."""
+    from . import tokenizer as tokenizer_module
+
+    try:
+        return tokenizer_module.get_tokenizer(cache_dir=cache_dir)
+    except OSError as error:
+        repo, filename = tokenizer_module.HF_REPO_ID, tokenizer_module.HF_FILENAME
+        why = 'HF_HUB_OFFLINE is set' if _offline() else type(error).__name__
+        raise WeightsNotFoundError(
+            f'the tokenizer is not available: file {filename!r} of the hub repo {repo!r} is not in the '
+            f'Hugging Face cache and could not be downloaded ({why}).\n'
+            f'  Pre-download it where the hub is reachable:  hf download {repo} {filename}\n'
+            f'  or pass tokenizer=PATH to a local copy.') from error
+
+
+def _vae_path(entry: Dict[str, Any], vae: Optional[str], vae_config: Any, cache_dir: Optional[str]) -> Tuple[str, Any]:
+    from . import vae as vae_module
+
+    if vae is not None:
+        if vae in vae_module.NAMED_VAES and vae_config is None:
+            path, vae_config = vae_module.NAMED_VAES[vae]
+            return _local_file('the VQGAN', str(path), 'vae'), vae_config
+        return _local_file('the VQGAN', str(vae), 'vae'), vae_config
+    if entry.get('vae_path'):
+        config = entry.get('vae_config') if vae_config is None else vae_config
+        return _local_file('the VQGAN', entry['vae_path'], 'vae'), config
+    path = _hub_file('the VQGAN', vae_module.HF_REPO_ID, vae_module.HF_FILENAMES[False], 'vae', cache_dir)
+    return path, vae_config
+
+
+def _plan(name: str, entry: Dict[str, Any], checkpoint, tokenizer, vae, vae_config, cache_dir, *,
+          pretrained: bool = True, with_vae: bool = True) -> _Plan:
+    """Every file located; each one that is missing is recorded in ``problems`` (by part) rather than raised."""
+    plan = _Plan(vae_config=vae_config)
+
+    def find_tokenizer() -> None:
+        plan.tokenizer_path = _tokenizer_path(entry, tokenizer)
+        if plan.tokenizer_path is None:
+            plan.tokenizer = _hub_tokenizer(cache_dir)
+
+    steps = [('tokenizer', find_tokenizer)]
+    if pretrained:
+        steps.insert(0, ('model', lambda: setattr(plan, 'model_path', _model_path(name, entry, checkpoint, cache_dir))))
+    if with_vae:
+        steps.append(('vae', lambda: _set_vae(plan, _vae_path(entry, vae, vae_config, cache_dir))))
+    for part, step in steps:
+        try:
+            step()
+        except WeightsNotFoundError as error:
+            plan.problems[part] = str(error)
+    return plan
+
+
+def _set_vae(plan: _Plan, found: Tuple[str, Any]) -> None:
+    plan.vae_path, plan.vae_config = found
+
+
+def _missing_error(problems: Dict[str, str]) -> WeightsNotFoundError:
+    error = WeightsNotFoundError('\n'.join(problems.values()))
+    error.problems = dict(problems)  # part ('model', 'tokenizer', 'vae') -> message, for callers that add hints
+    return error
+
+
+@dataclass
+class Components:
+    """A loaded model with what it needs: ``model``, ``tokenizer``, ``vae``, ``spc_tokens``, ``name``, ``sampling``.
+
+    ``sampling`` maps a task (e.g. ``'text2image'``) to the model's recommended keyword
+    arguments (``top_k``, ``top_p``, ``temperature``); :meth:`sampling_for` reads it.
+    """
+    model: Any
+    tokenizer: Any
+    vae: Any
+    spc_tokens: Dict[str, int]
+    name: str
+    sampling: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+
+    def sampling_for(self, task: str) -> Dict[str, Any]:
+        """The recommended sampling keywords of ``task`` for this model (``{}`` when none are recorded)."""
+        return dict(self.sampling.get(task, {}))
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, *, device: Optional[str] = 'cpu', dtype=None,
+                        checkpoint: Optional[str] = None, tokenizer: Optional[str] = None, vae: Optional[str] = None,
+                        vae_config: Any = None, config: Optional[Dict[str, Any]] = None,
+                        cache_dir: Optional[str] = None, fp16: bool = False, pretrained: bool = True,
+                        with_vae: bool = True, model_kwargs: Optional[Dict[str, Any]] = None) -> 'Components':
+        """Load model ``name_or_path`` (a key of ``MODELS``, or a checkpoint file/folder with ``config``).
+
+        ``checkpoint``, ``tokenizer``, ``vae`` (+ ``vae_config``) replace the model's own files;
+        ``config`` holds the constructor params of an unregistered architecture (needs a
+        checkpoint). ``device=None`` picks cuda when available. ``pretrained=False``: random weights
+        (e.g. before resuming a run); ``with_vae=False``: ``vae`` is ``None`` (see :func:`load_vae`);
+        ``model_kwargs`` override constructor arguments (dropout...). Raises
+        :class:`~rudolph.errors.WeightsNotFoundError` naming every missing file at once.
+        """
+        from .model.configs import MODELS
+
+        name, checkpoint = _name_and_checkpoint(name_or_path, checkpoint, config, MODELS)
+        entry = dict(MODELS.get(name, {})) if config is None else {}
+        device = check_device(device)
+        plan = _plan(name, entry, checkpoint, tokenizer, vae, vae_config, cache_dir, pretrained=pretrained,
+                     with_vae=with_vae)
+        if plan.problems:
+            raise _missing_error(plan.problems)
+        tok = plan.tokenizer if plan.tokenizer is not None else _load_tokenizer(plan.tokenizer_path)
+        vqgan = _load_vae(plan, device) if with_vae else None
+        model = _load_model(name, config, plan.model_path, device, dtype, fp16, pretrained, model_kwargs or {})
+        spc = dict(getattr(model, 'spc_tokens', None) or {})
+        return cls(model, tok, vqgan, spc, name, {k: dict(v) for k, v in (entry.get('sampling') or {}).items()})
+
+
+def _name_and_checkpoint(name_or_path: str, checkpoint, config, models) -> Tuple[str, Optional[str]]:
+    if config is not None:
+        if not isinstance(config, dict):
+            raise ConfigError(f'config must be a dict of model constructor params, got {type(config).__name__}')
+        if checkpoint is None and name_or_path not in models and os.path.exists(name_or_path):
+            checkpoint = name_or_path  # the path itself is the checkpoint of that architecture
+        if checkpoint is None:
+            raise ConfigError('config describes the architecture of a local checkpoint; pass checkpoint= too')
+        return str(name_or_path), checkpoint
+    if name_or_path not in models:
+        raise ConfigError(f'unknown model {name_or_path!r}; expected one of {sorted(models)} '
+                          '(or config= params with a checkpoint)')
+    return name_or_path, checkpoint
+
+
+def _load_tokenizer(path: str):
+    from .tokenizer import get_tokenizer
+
+    try:
+        return get_tokenizer(path)
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f'cannot read the tokenizer {path!r}: {error}') from None
+
+
+def _load_vae(plan: _Plan, device: str):
+    from .vae import get_vae
+
+    try:
+        return get_vae(path=plan.vae_path, config=plan.vae_config).to(device)
+    except (OSError, ValueError, RuntimeError) as error:
+        hint = '' if plan.vae_config else ' (pass a vae_config for a VQGAN of another architecture)'
+        raise CheckpointError(f'cannot load the VQGAN {plan.vae_path!r}: {error}{hint}') from None
+
+
+def _load_model(name: str, config: Optional[Dict[str, Any]], path: Optional[str], device: str, dtype, fp16: bool,
+                pretrained: bool, model_kwargs: Dict[str, Any]):
+    from .model import get_rudolph_model
+
+    extra = dict(model_kwargs) if config is None else {'model_params': {**config, **model_kwargs}}
+    try:
+        return get_rudolph_model(name, pretrained=pretrained, fp16=fp16, dtype=dtype, device=device,
+                                 checkpoint_path=path, **extra)
+    except CheckpointError:
+        raise
+    except (OSError, ValueError, RuntimeError, TypeError) as error:
+        raise CheckpointError(f'cannot load RuDOLPH {name} from {path!r}: {error}') from None
+
+
+def load_vae(name: str, *, vae: Optional[str] = None, vae_config: Any = None, device: str = 'cpu',
+             cache_dir: Optional[str] = None):
+    """The VQGAN of model ``name`` (its own, ruDALL-E's, or ``vae`` with ``vae_config``) on ``device``."""
+    from .model.configs import MODELS
+
+    plan = _Plan(vae_config=vae_config)
+    _set_vae(plan, _vae_path(dict(MODELS.get(name, {})), vae, vae_config, cache_dir))
+    return _load_vae(plan, device)
+
+
+def describe_missing(error: WeightsNotFoundError, options: Dict[str, str]) -> List[str]:
+    """The lines of ``error`` with the option replacing each part (e.g. ``{'model': '--checkpoint'}``) added."""
+    problems = getattr(error, 'problems', None) or {}
+    if not problems:
+        return [str(error)]
+    return [f'{message}\n  (command line: {options[part]} PATH)' if part in options else message
+            for part, message in problems.items()]
