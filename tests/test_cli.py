@@ -1,6 +1,4 @@
 """The ``rudolph`` command line end to end: tiny local weights (model, BPE, VQGAN) written by the test."""
-import importlib
-import importlib.util
 import json
 import os
 import subprocess

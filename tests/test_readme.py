@@ -117,3 +117,11 @@ def test_readme_snippet_runs(index, user_files, monkeypatch, request):
     used = set(code.co_names)
     namespace.update({k: v for k, v in given_names(**components).items() if k in used and k in GIVEN})
     exec(code, namespace)  # any error fails the test
+
+
+def test_readme_gives_the_cpu_only_install():
+    with open(os.path.join(REPO, 'README.md'), encoding='utf-8') as f:
+        text = f.read()
+    first = re.search(r'^```bash\n(.*?)^```', text, flags=re.M | re.S).group(1)
+    cpu = 'pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu && pip install .'
+    assert 'pip install .' in first and cpu in first
