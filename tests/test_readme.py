@@ -50,12 +50,12 @@ BLOCKS = readme_blocks()
 #: library bugs (rudolph/, owned by other helpers) that stop a block on tiny-shapes; strict, so the
 #: test fails as soon as a fix lands and this entry must go.
 KNOWN_BUGS = {
-    "checkpoint_path='my_finetune/'": 'resolve_checkpoint looks for MODELS[name]["filename"] '
-                                      '(tiny-shapes-rudolph.bin) in a folder, not pytorch_model.bin',
-    'find_checkpoint(': 'resolve_checkpoint looks for tiny-shapes-rudolph.bin in the step-N/ folder '
-                        'that train() wrote as pytorch_model.bin',
-    'return_loss=True': 'the left-text loss scores the first image code against the text logits: '
-                        'IndexError when a code >= vocab_size (tiny-shapes: 268 < 2048 codes)',
+    "checkpoint_path='my_finetune/'": (FileNotFoundError, 'resolve_checkpoint looks for MODELS[name]["filename"] '
+                                      '(tiny-shapes-rudolph.bin) in a folder, not pytorch_model.bin'),
+    'find_checkpoint(': (FileNotFoundError, 'resolve_checkpoint looks for tiny-shapes-rudolph.bin in the step-N/ folder '
+                        'that train() wrote as pytorch_model.bin'),
+    'return_loss=True': (IndexError, 'the left-text loss scores the first image code against the text logits: '
+                        'IndexError when a code >= vocab_size (tiny-shapes: 268 < 2048 codes)'),
 }
 
 
@@ -108,8 +108,9 @@ def test_readme_has_the_snippets():
 @pytest.mark.parametrize('index', range(len(BLOCKS)), ids=[f'{i}-{h}' for i, (h, _) in enumerate(BLOCKS)])
 def test_readme_snippet_runs(index, user_files, monkeypatch, request):
     heading, source = BLOCKS[index]
-    if known_bug(source):
-        request.applymarker(pytest.mark.xfail(reason=known_bug(source), strict=True))
+    bug = known_bug(source)
+    if bug:
+        request.applymarker(pytest.mark.xfail(raises=bug[0], reason=bug[1], strict=True))
     root, components = user_files
     monkeypatch.chdir(root)
     namespace = {'__name__': '__readme__'}
