@@ -5,6 +5,7 @@ import importlib.util
 import json
 import os
 import re
+import sys
 
 import pytest
 
@@ -77,7 +78,19 @@ def test_notebook_runs_on_tiny_shapes(name, tmp_path, monkeypatch):
     monkeypatch.setenv('OMP_NUM_THREADS', '1')
     # the kernel is a fresh process: it must import this checkout, not an installed copy
     monkeypatch.setenv('PYTHONPATH', os.pathsep.join(filter(None, [REPO, os.environ.get('PYTHONPATH')])))
+    # a kernel of this very interpreter, whatever 'python3' kernels the machine has installed
+    spec = tmp_path / 'jupyter' / 'kernels' / 'rudolph-test'
+    spec.mkdir(parents=True)
+    (spec / 'kernel.json').write_text(json.dumps({
+        'argv': [sys.executable, '-m', 'ipykernel_launcher', '-f', '{connection_file}'],
+        'display_name': 'rudolph tests', 'language': 'python'}))
+    monkeypatch.setenv('JUPYTER_PATH', str(tmp_path / 'jupyter'))
+    work = tmp_path / 'work'
+    work.mkdir()
     nb = nbformat.read(os.path.join(REPO, 'jupyters', name), as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=300, kernel_name='python3', resources={'metadata': {'path': str(tmp_path)}})
+    client = nbclient.NotebookClient(nb, timeout=300, kernel_name='rudolph-test',
+                                     resources={'metadata': {'path': str(work)}})
     client.execute()
     assert all(c.get('execution_count') for c in nb.cells if c.cell_type == 'code')
+    if name == 'finetune_captioning.ipynb':  # it trained and saved in the working folder
+        assert list((work / 'captioning_run').glob('step-*/pytorch_model.bin'))
