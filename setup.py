@@ -33,7 +33,8 @@ setup(
     package_data={'rudolph': ['demo/weights/*']},
     install_requires=requirements(),
     extras_require={
-        'test': ['pytest>=7', 'pytest-xdist', 'faker>=18', 'accelerate>=0.26', 'PyWavelets'],
+        'test': ['pytest>=7', 'pytest-xdist', 'faker>=18', 'accelerate>=0.26', 'PyWavelets',
+                 'nbclient', 'nbformat', 'ipykernel'],
         'finetune': ['accelerate>=0.26'],
     },
     entry_points={'console_scripts': ['rudolph=rudolph.cli:main']},

@@ -1,6 +1,4 @@
 """The ``rudolph`` command line end to end: tiny local weights (model, BPE, VQGAN) written by the test."""
-import importlib
-import importlib.util
 import json
 import os
 import subprocess
@@ -263,37 +261,6 @@ def test_python_m_rudolph(assets, tmp_path):
     assert 'Traceback' not in done.stderr
     assert 'hf download shonenkov-AI/RuDOLPH-350M-v2 pytorch_model.bin' in done.stderr
     assert 'hf download shonenkov/rudalle-utils bpe.model' in done.stderr
-
-
-# ----------------------------------------------------------------------------- the usage notebook
-def test_usage_notebook_is_valid():
-    import ast
-    import re
-
-    from rudolph import pipelines
-    from rudolph.api import ruDolphApi
-
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'jupyters', 'usage.ipynb')
-    with open(path, encoding='utf-8') as f:
-        nb = json.load(f)
-    assert nb['nbformat'] == 4 and nb['cells']
-    code = [''.join(c['source']) for c in nb['cells'] if c['cell_type'] == 'code']
-    assert len(code) >= 8
-    for i, source in enumerate(code):
-        compile(source, f'usage.ipynb[code cell {i}]', 'exec')
-        for node in ast.walk(ast.parse(source)):  # every imported name exists
-            if isinstance(node, ast.ImportFrom) and node.module.startswith('rudolph'):
-                module = importlib.import_module(node.module)
-                for alias in node.names:
-                    assert hasattr(module, alias.name) or importlib.util.find_spec(f'{node.module}.{alias.name}'), \
-                        (node.module, alias.name)
-    source = '\n'.join(code)
-    for name in set(re.findall(r'\bapi\.(\w+)\(', source)):
-        assert hasattr(ruDolphApi, name), name
-    for name in set(re.findall(r'\bpipelines\.(\w+)\(', source)):
-        assert hasattr(pipelines, name), name
-    for task in ('dream', 'self_reranking_by_text', 'image_captioning', 'zs_clf', 'vqa', 'generate_texts'):
-        assert f'api.{task}(' in source
 
 
 # ----------------------------------------------------------------------------- issue 11

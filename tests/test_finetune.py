@@ -331,19 +331,6 @@ def test_cli_end_to_end(tmp_path, tiny_params, tiny_registered, monkeypatch):
         add_arguments(__import__('argparse').ArgumentParser()).parse_args(['--help'])
 
 
-def test_notebook_compiles():
-    path = os.path.join(REPO, 'jupyters', 'finetune_captioning.ipynb')
-    with open(path, encoding='utf-8') as f:
-        notebook = json.load(f)
-    cells = [c for c in notebook['cells'] if c['cell_type'] == 'code']
-    assert cells and notebook['nbformat'] == 4
-    for cell in cells:
-        source = ''.join(cell['source'])
-        source = '\n'.join(line for line in source.splitlines() if not line.lstrip().startswith(('!', '%')))
-        compile(source, path, 'exec')
-    assert 'rudolph.finetune' in ''.join(''.join(c['source']) for c in cells)
-
-
 # ----------------------------------------------------------------------------- two processes
 WORKER = textwrap.dedent('''
     import json, os, sys, torch
