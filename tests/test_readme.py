@@ -54,8 +54,6 @@ KNOWN_BUGS = {
                                       '(tiny-shapes-rudolph.bin) in a folder, not pytorch_model.bin'),
     'find_checkpoint(': (FileNotFoundError, 'resolve_checkpoint looks for tiny-shapes-rudolph.bin in the step-N/ folder '
                         'that train() wrote as pytorch_model.bin'),
-    'return_loss=True': (IndexError, 'the left-text loss scores the first image code against the text logits: '
-                        'IndexError when a code >= vocab_size (tiny-shapes: 268 < 2048 codes)'),
 }
 
 
