@@ -57,6 +57,8 @@ from typing import Union
 
 import torch
 
+from .errors import WeightsNotFoundError
+from .hub import hub_download
 from .model.configs import MODELS
 
 __all__ = [
@@ -726,24 +728,25 @@ class YTTMTokenizerWrapper:
 
 
 def get_tokenizer(path: Union[PathLike, None] = None, cache_dir: Union[PathLike, None] = None) -> YTTMTokenizerWrapper:
-    """Load ruDALL-E's tokenizer.
+    """Load ruDALL-E's tokenizer, a model's tokenizer or a local YTTM model file.
 
-    Without ``path``, ``bpe.model`` of ``shonenkov/rudalle-utils`` is fetched with
-    ``huggingface_hub.hf_hub_download`` (normal HF cache, ``HF_HUB_OFFLINE`` and token handling;
-    ``cache_dir`` is passed on). ``path`` may be a model file or a name in :data:`NAMED_TOKENIZERS`.
+    ``path`` may be a model file, a name in :data:`NAMED_TOKENIZERS` (the embedded models' packaged
+    files) or any other key of ``MODELS`` (the published models use ruDALL-E's tokenizer). Without
+    ``path`` (or for a published model), ``bpe.model`` of ``shonenkov/rudalle-utils`` comes from the
+    Hugging Face cache or, if the hub answers at once, is downloaded (:func:`rudolph.hub.hub_download`;
+    ``HF_HUB_OFFLINE`` and ``cache_dir`` are honoured); when neither works a
+    :class:`~rudolph.errors.WeightsNotFoundError` says how to pre-download it.
     """
-    if path is None:
-        from huggingface_hub import hf_hub_download
-
-        path = hf_hub_download(repo_id=HF_REPO_ID, filename=HF_FILENAME,
-                               cache_dir=None if cache_dir is None else os.fspath(cache_dir))
-    elif isinstance(path, str) and path in NAMED_TOKENIZERS:
+    if isinstance(path, str) and path in NAMED_TOKENIZERS:
         path = NAMED_TOKENIZERS[path]
+    elif path is None or (isinstance(path, str) and path in MODELS):
+        path = hub_download(HF_REPO_ID, HF_FILENAME, cache_dir=cache_dir, what="ruDALL-E's tokenizer",
+                            local_arg="get_tokenizer('path/to/bpe.model')")
     if not os.path.isfile(path):
-        names = ', '.join(sorted(NAMED_TOKENIZERS)) or 'none registered'
-        raise FileNotFoundError(
+        names = ', '.join(sorted(MODELS)) or 'none registered'
+        raise WeightsNotFoundError(
             f'tokenizer model file not found: {os.fspath(path)!r} (expected a YTTM bpe.model file '
-            f'or a named tokenizer: {names})')
+            f'or a model name: {names})')
     return YTTMTokenizerWrapper(BPE(path))
 
 

@@ -535,7 +535,7 @@ def test_offline_without_cache_is_a_clear_error(tmp_path, tiny_registered):
         get_rudolph_model(tiny_registered, cache_dir=str(tmp_path))
     message = str(info.value)
     assert TINY_REPO in message and 'pytorch_model.bin' in message
-    assert 'huggingface-cli download' in message and 'checkpoint_path' in message
+    assert f'hf download {TINY_REPO} pytorch_model.bin' in message and 'checkpoint_path' in message  # issue 11: the CLI that exists
 
 
 def test_strict_loading_errors(tmp_path, tiny_model, tiny_registered):

@@ -633,25 +633,44 @@ def test_truncated_or_corrupt_checkpoint(tmp_path):
         assert info.value.__cause__ is not None  # torch.load's own error stays attached
 
 
+def _fake_module(monkeypatch, dotted: str) -> types.ModuleType:
+    """Register ``dotted`` (and its parents) in ``sys.modules`` for the time of a test."""
+    parts = dotted.split('.')
+    for i in range(1, len(parts) + 1):
+        monkeypatch.setitem(sys.modules, '.'.join(parts[:i]), types.ModuleType('.'.join(parts[:i])))
+    return sys.modules[dotted]
+
+
 def test_checkpoint_with_unimportable_training_objects(tmp_path, monkeypatch):
     """Lightning-style checkpoints pickle objects the safe loader refuses and whose classes may be absent."""
-    module = types.ModuleType('fake_lightning_hparams')
+    parsing = _fake_module(monkeypatch, 'pytorch_lightning.utilities.parsing')
+    callbacks = _fake_module(monkeypatch, 'pytorch_lightning.callbacks.model_checkpoint')
 
     class HParams:
         def __init__(self):
             self.lr = 1e-4
 
-    HParams.__module__ = module.__name__
-    HParams.__qualname__ = 'HParams'
-    module.HParams = HParams
-    monkeypatch.setitem(sys.modules, module.__name__, module)
+    class AttributeDict(dict):
+        pass
+
+    class ModelCheckpoint:
+        pass
+
+    for module, cls in ((parsing, HParams), (parsing, AttributeDict), (callbacks, ModelCheckpoint)):
+        cls.__module__, cls.__qualname__ = module.__name__, cls.__name__
+        setattr(module, cls.__name__, cls)
     src = _tiny(seed=11)
-    torch.save({'state_dict': src.model.state_dict(), 'hyper_parameters': HParams()}, tmp_path / 'pl.ckpt')
-    monkeypatch.delitem(sys.modules, module.__name__)
-    with pytest.raises(pickle.UnpicklingError):  # the safe loader refuses it: the fallback path is taken
+    hparams = AttributeDict(lr=1e-4, ddconfig={'ch': 32})
+    torch.save({'state_dict': src.model.state_dict(), 'hparams': HParams(), 'hyper_parameters': hparams,
+                'callbacks': {ModelCheckpoint: {'best_model_score': torch.tensor(0.5)}}}, tmp_path / 'pl.ckpt')
+    for name in ('pytorch_lightning', 'pytorch_lightning.utilities', 'pytorch_lightning.callbacks',
+                 parsing.__name__, callbacks.__name__):
+        monkeypatch.delitem(sys.modules, name)
+    with pytest.raises(pickle.UnpicklingError):  # the plain safe loader refuses it: the stand-in path is taken
         torch.load(tmp_path / 'pl.ckpt', weights_only=True)
     loaded = get_vae(path=tmp_path / 'pl.ckpt', config=TINY)
     assert torch.equal(_outputs(src)[1], _outputs(loaded)[1])
+    assert 'pytorch_lightning' not in sys.modules  # nothing was imported to read it
 
 
 def test_get_vae_random_and_named(tmp_path, monkeypatch):
@@ -719,11 +738,15 @@ def test_preprocess_image_modes_and_errors():
     palette = rgba.convert('RGB').quantize(colors=16)
     assert palette.mode == 'P'
     gray_alpha = Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8), mode='L').convert('LA')
-    for img in (rgba, palette, gray_alpha):
+    out = preprocess_image(palette, 16)
+    ref = torch.from_numpy(np.asarray(palette.convert('RGB'), dtype=np.uint8).copy()).permute(2, 0, 1) / 255
+    assert torch.equal(out, ref)  # the palette looked up, then no resize
+    for img in (rgba, gray_alpha):  # transparency composited on white (issue 11: alpha was dropped)
+        array = np.asarray(img.convert('RGBA'), dtype=np.float64) / 255
+        alpha = array[..., 3:]
+        ref = torch.from_numpy(array[..., :3] * alpha + (1 - alpha)).permute(2, 0, 1).float()
         out = preprocess_image(img, 16)
-        assert out.shape == (3, 16, 16)
-        ref = torch.from_numpy(np.asarray(img.convert('RGB'), dtype=np.uint8).copy()).permute(2, 0, 1) / 255
-        assert torch.equal(out, ref)  # PIL's RGB conversion (alpha dropped, palette looked up), then no resize
+        assert out.shape == (3, 16, 16) and (out - ref).abs().max() <= 1.01 / 255
 
     with pytest.raises(ValueError, match=r'5x40 px \(W x H\) is smaller than one token \(8x8 px\)'):
         preprocess_image(Image.new('RGB', (5, 40)), 16)
