@@ -279,6 +279,9 @@ class BPE:
             raise ValueError(f'{self.model_path or "model"}: the alphabet lacks the word-start symbol '
                              f'{SPACE_TOKEN!r} (U+2581), which every YTTM model has')
         self._space_id = data.char2id[ord(SPACE_TOKEN)]
+        # YTTM never emits id 0 from BPE: with pad_id=-1 the bare '▁' of a word gets id 0, and YTTM
+        # leaves it out (the word's first piece then has no '▁'). Drop it too, to match.
+        self._drop_bare_space = self._space_id == 0
         self._char2id = {chr(c): i for c, i in data.char2id.items()}
         recipe: dict[int, str] = {i: chr(c) for c, i in data.char2id.items()}
         for x, y, z in data.rules:
@@ -518,6 +521,8 @@ class BPE:
         hf_unk, unk = self._hf_unk_id, self.special_ids.unk
         if hf_unk != unk and hf_unk in ids:
             ids = [unk if i == hf_unk else i for i in ids]
+        if self._drop_bare_space and ids[0] == 0:
+            del ids[0]
         return tuple(ids)
 
     def _pieces_of(self, word: str, ids: Sequence[int]) -> tuple[str, ...]:
@@ -525,7 +530,9 @@ class BPE:
         text = SPACE_TOKEN + word
         unk, recipe, chars = self.special_ids.unk, self._recipe, self._char2id
         pieces = []
-        pos = 0
+        # a dropped bare '▁' (see _drop_bare_space): the first piece then lacks it
+        dropped = self._drop_bare_space and (not ids or ids[0] == unk or not recipe[ids[0]].startswith(SPACE_TOKEN))
+        pos = len(SPACE_TOKEN) if dropped else 0
         for i in ids:
             if i == unk:
                 end = pos
@@ -634,6 +641,8 @@ class BPE:
                 ids.append(t)
                 pieces.append(self._recipe[t])
             pos = nxt[pos]
+        if self._drop_bare_space and ids[0] == 0:
+            del ids[0], pieces[0]
         return ids, pieces
 
     # -- decoding internals
