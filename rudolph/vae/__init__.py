@@ -90,8 +90,7 @@ def get_vae(pretrained: bool = True, dwt: bool = False, cache_dir: Optional[str]
     if not pretrained and path is not None:
         raise ConfigError(f'pretrained=False builds random weights, but a checkpoint was given ({path!r})')
 
-    vae = VQGanGumbelVAE(config=config, dwt=dwt)
-    if pretrained:
+    if pretrained:  # the file first: a missing one fails before the model is built
         if path is None:
             path = hub_download(HF_REPO_ID, HF_FILENAMES[bool(dwt)], cache_dir=cache_dir,
                                 what=f"ruDALL-E's VQGAN{' (DWT)' if dwt else ''}",
@@ -100,5 +99,7 @@ def get_vae(pretrained: bool = True, dwt: bool = False, cache_dir: Optional[str]
         if not os.path.isfile(path):
             raise WeightsNotFoundError(f'VAE checkpoint not found: {path!r} (expected a torch.save file holding '
                                        f'{{"state_dict": ...}})')
+    vae = VQGanGumbelVAE(config=config, dwt=dwt)
+    if pretrained:
         vae.load_checkpoint(path)
     return vae.eval()
