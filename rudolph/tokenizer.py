@@ -57,7 +57,7 @@ from typing import Union
 
 import torch
 
-from .errors import WeightsNotFoundError
+from .errors import CorruptCheckpointError, WeightsNotFoundError
 from .hub import hub_download
 from .model.configs import MODELS
 
@@ -130,22 +130,25 @@ def _is_yttm_space(ch: str) -> bool:
 # ----------------------------------------------------------------------------- model file I/O
 
 def parse_yttm_model(text: str, source: str = '<string>') -> YTTMModelData:
-    """Parse the text of a YTTM model file; ``source`` names it in error messages."""
+    """Parse the text of a YTTM model file; ``source`` names it in error messages.
+
+    Text that is not a YTTM model raises :class:`~rudolph.errors.CorruptCheckpointError` (a ``ValueError``).
+    """
     tokens = text.split()
     try:
         values = [int(t) for t in tokens]
     except ValueError as err:
-        raise ValueError(f'{source}: not a YTTM BPE model: a YTTM model file holds only integers ({err}); '
+        raise CorruptCheckpointError(f'{source}: not a YTTM BPE model: a YTTM model file holds only integers ({err}); '
                          f'expected {_YTTM_FILE_LAYOUT}') from None
     if len(values) < 2:
-        raise ValueError(f'{source}: not a YTTM BPE model: expected a header line "n_chars n_rules", '
+        raise CorruptCheckpointError(f'{source}: not a YTTM BPE model: expected a header line "n_chars n_rules", '
                          f'got {text[:80]!r}')
     n_chars, n_rules = values[0], values[1]
     if n_chars < 0 or n_rules < 0:
-        raise ValueError(f'{source}: header counts must be >= 0, got n_chars={n_chars}, n_rules={n_rules}')
+        raise CorruptCheckpointError(f'{source}: header counts must be >= 0, got n_chars={n_chars}, n_rules={n_rules}')
     need = 2 + 2 * n_chars + 3 * n_rules + 4
     if len(values) < need:
-        raise ValueError(
+        raise CorruptCheckpointError(
             f'{source}: truncated YTTM model: header announces {n_chars} chars and {n_rules} rules, '
             f'so at least {need} integers were expected, found {len(values)}')
     pos = 2
@@ -154,7 +157,7 @@ def parse_yttm_model(text: str, source: str = '<string>') -> YTTMModelData:
         code, idx = values[pos], values[pos + 1]
         pos += 2
         if not 0 <= code < 0x110000:
-            raise ValueError(f'{source}: character code {code} is not a Unicode code point')
+            raise CorruptCheckpointError(f'{source}: character code {code} is not a Unicode code point')
         char2id[code] = idx
     rules = []
     for _ in range(n_rules):
@@ -175,13 +178,13 @@ def read_yttm_model(path: PathLike) -> YTTMModelData:
         raise FileNotFoundError(f'YTTM model file not found: {str(path)!r}')
     raw = path.read_bytes()
     if not raw.strip():
-        raise ValueError(f'{path}: empty file ({len(raw)} bytes), not a YTTM BPE model; '
+        raise CorruptCheckpointError(f'{path}: empty file ({len(raw)} bytes), not a YTTM BPE model; '
                          f'expected {_YTTM_FILE_LAYOUT}')
     try:
         text = raw.decode('ascii')
     except UnicodeDecodeError as err:
-        raise ValueError(f'{path}: not a YTTM BPE model: binary or non-ASCII data (byte {raw[err.start]:#04x} at '
-                         f'offset {err.start}); expected {_YTTM_FILE_LAYOUT}') from None
+        raise CorruptCheckpointError(f'{path}: not a YTTM BPE model: binary or non-ASCII data (byte '
+                                     f'{raw[err.start]:#04x} at offset {err.start}); expected {_YTTM_FILE_LAYOUT}') from None
     return parse_yttm_model(text, source=str(path))
 
 

@@ -33,8 +33,9 @@ def test_checkpoint_loaders_never_run_pickled_code(tmp_path, loader, fmt):
 def test_tokenizer_never_unpickles(tmp_path):
     path, marker = tmp_path / 'bpe.model', tmp_path / 'marker'
     write_malicious_pickle(path, marker, 'pickle')
-    with pytest.raises(ValueError, match=re.escape(str(path))):
+    with pytest.raises(RudolphError, match=re.escape(str(path))) as info:
         get_tokenizer(path)
+    assert isinstance(info.value, ValueError)
     assert not marker.exists()
 
 

@@ -642,7 +642,8 @@ def _fake_module(monkeypatch, dotted: str) -> types.ModuleType:
     return sys.modules[dotted]
 
 
-def test_checkpoint_with_unimportable_training_objects(tmp_path, monkeypatch):
+@pytest.mark.parametrize('zip_format', [True, False])
+def test_checkpoint_with_unimportable_training_objects(tmp_path, monkeypatch, zip_format):
     """Lightning-style checkpoints pickle objects the safe loader refuses and whose classes may be absent."""
     parsing = _fake_module(monkeypatch, 'pytorch_lightning.utilities.parsing')
     callbacks = _fake_module(monkeypatch, 'pytorch_lightning.callbacks.model_checkpoint')
@@ -663,7 +664,8 @@ def test_checkpoint_with_unimportable_training_objects(tmp_path, monkeypatch):
     src = _tiny(seed=11)
     hparams = AttributeDict(lr=1e-4, ddconfig={'ch': 32})
     torch.save({'state_dict': src.model.state_dict(), 'hparams': HParams(), 'hyper_parameters': hparams,
-                'callbacks': {ModelCheckpoint: {'best_model_score': torch.tensor(0.5)}}}, tmp_path / 'pl.ckpt')
+                'callbacks': {ModelCheckpoint: {'best_model_score': torch.tensor(0.5)}}}, tmp_path / 'pl.ckpt',
+               _use_new_zipfile_serialization=zip_format)  # legacy files name one refused global at a time
     for name in ('pytorch_lightning', 'pytorch_lightning.utilities', 'pytorch_lightning.callbacks',
                  parsing.__name__, callbacks.__name__):
         monkeypatch.delitem(sys.modules, name)
@@ -818,7 +820,8 @@ def test_get_vae_takes_every_model_name(tmp_path, monkeypatch):
     published = [name for name, spec in MODELS.items() if not spec.get('vae_path')]
     assert '350M' in published
     for name in published:  # ruDALL-E's VQGAN: here the (empty) hub cache is asked for it
-        for call in (lambda: get_vae(name, cache_dir=str(tmp_path)), lambda: get_vae(name=name, cache_dir=str(tmp_path))):
+        for call in (lambda: get_vae(name, cache_dir=str(tmp_path)),
+                     lambda: get_vae(name=name, cache_dir=str(tmp_path))):
             with pytest.raises(WeightsNotFoundError, match=f'{HF_REPO_ID}/{HF_FILENAMES[False]}'):
                 call()
     with pytest.raises(KeyError, match=r"unknown VAE name 'nope'.*350M"):

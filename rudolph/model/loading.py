@@ -116,23 +116,35 @@ def _torch_load(path: str, mmap: bool) -> Any:
         return torch.load(path, map_location='cpu', weights_only=True)  # legacy format: cannot be memory-mapped
 
 
+def _refused_global(error: Exception) -> Optional[str]:
+    found = re.search(r'GLOBAL (\S+)', str(error))
+    return found.group(1) if found else None
+
+
 def _load_with_stand_ins(path: str, what: str, error: pickle.UnpicklingError, mmap: bool) -> Any:
-    """Retry a file the safe loader refused when every refused global is a known training object."""
-    try:
-        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    """Retry a file the safe loader refused while every refused global is a known training object."""
+    try:  # zip checkpoints: all globals at once; legacy files: one per refusal, from the error
+        names = list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
     except (ValueError, RuntimeError, pickle.UnpicklingError):
         names = []
-    found = re.search(r'GLOBAL (\S+)', str(error))
-    if not names and not found:
+    if not names and _refused_global(error) is None:
         raise error  # not a refused global: a damaged or foreign file, reported as corrupt
-    bad = [n for n in names if not _is_training_object(n)] or ([] if names else [found.group(1)])
-    if bad:
-        raise UnsafeCheckpointError(
-            f'refusing to load the {what} {path}: reading it would run code from the file (it pickles {bad[0]}, '
-            f'which is neither a tensor nor a known training object); expected a torch.save file of tensors '
-            f'(a state dict, or a PyTorch-Lightning checkpoint)') from error
-    with torch.serialization.safe_globals([(_stand_in(n), n) for n in names]):
-        return _torch_load(path, mmap)
+    names = names or [_refused_global(error)]
+    while True:
+        bad = [n for n in names if not _is_training_object(n)]
+        if bad:
+            raise UnsafeCheckpointError(
+                f'refusing to load the {what} {path}: reading it would run code from the file (it pickles '
+                f'{bad[0]}, which is neither a tensor nor a known training object); expected a torch.save file '
+                f'of tensors (a state dict, or a PyTorch-Lightning checkpoint)') from error
+        try:
+            with torch.serialization.safe_globals([(_stand_in(n), n) for n in names]):
+                return _torch_load(path, mmap)
+        except pickle.UnpicklingError as again:
+            name = _refused_global(again)
+            if name is None or name in names:
+                raise
+            names.append(name)
 
 
 def safe_torch_load(path: str, what: str = 'checkpoint', mmap: bool = False) -> Any:
@@ -242,7 +254,8 @@ def get_rudolph_model(name: str, pretrained: bool = True, fp16: bool = False,
 
     Weights come from ``checkpoint_path`` (a file, or a folder holding ``pytorch_model.bin``
     or the registry's file name) or from the hub (:func:`rudolph.hub.hub_download`: the cache
-    first, then one short try; honours ``HF_HOME``, ``HF_HUB_OFFLINE``, tokens and ``cache_dir``). ``model_kwargs`` override constructor arguments (dropout,
+    first, then one short try; honours ``HF_HOME``, ``HF_HUB_OFFLINE``, tokens and ``cache_dir``).
+    ``model_kwargs`` override constructor arguments (dropout,
     ``gradient_checkpointing``...). ``fp16=True`` gives float16 weights on CUDA; on CPU it
     warns and keeps float32. ``dtype`` selects float32, float16 or bfloat16 (a torch dtype or a
     name: 'fp32', 'fp16'/'half', 'bf16'...).
