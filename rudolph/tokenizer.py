@@ -517,7 +517,7 @@ class BPE:
         """Ids of one word (without dropout; ``'▁'`` is prepended here)."""
         if self._hf is None:
             word.encode('utf-8')  # YTTM (and HF) reject lone surrogates with UnicodeEncodeError
-            return tuple(self._bpe_word(word, 0.0, None)[0])
+            return tuple(self._bpe(word, 0.0, None)[0])
         # one HF call per word: a word is the unit of BPE (merges never cross words), and
         # per-call overhead (~1.5 us) is lower than any way found of batching words into one call
         ids = [t.id for t in self._hf.tokenize(SPACE_TOKEN + word)]
@@ -552,14 +552,14 @@ class BPE:
         out: list[int] = []
         for w in self._words(sentence):
             w.encode('utf-8')
-            out += self._bpe_word(w, p, draw)[0]
+            out += self._bpe(w, p, draw)[0]
         return out
 
     def _encode_pieces_dropout(self, sentence: str, p: float, draw: Callable[[], float]) -> list[str]:
         out: list[str] = []
         for w in self._words(sentence):
             w.encode('utf-8')
-            out += self._bpe_word(w, p, draw)[1]
+            out += self._bpe(w, p, draw)[1]
         return out
 
     def _bpe_word(self, word: str, p: float,
@@ -644,6 +644,11 @@ class BPE:
                 ids.append(t)
                 pieces.append(self._recipe[t])
             pos = nxt[pos]
+        return ids, pieces
+
+    def _bpe(self, word: str, p: float, draw: Union[Callable[[], float], None]) -> tuple[list[int], list[str]]:
+        """:meth:`_bpe_word` without a bare '▁' of id 0, which YTTM leaves out (see ``_drop_bare_space``)."""
+        ids, pieces = self._bpe_word(word, p, draw)
         if self._drop_bare_space and ids[0] == 0:
             del ids[0], pieces[0]
         return ids, pieces
