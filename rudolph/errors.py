@@ -31,8 +31,8 @@ class CheckpointError(RudolphError, ValueError):
     """A weights file that cannot be loaded (names the file)."""
 
 
-class CheckpointMismatchError(CheckpointError):
-    """A checkpoint's state dict does not fit the model built from the config."""
+class CheckpointMismatchError(CheckpointError, RuntimeError):
+    """A checkpoint's state dict does not fit the model built from the config (also a RuntimeError, like torch's own)."""
 
 
 class CorruptCheckpointError(CheckpointError):

@@ -57,6 +57,8 @@ from typing import Union
 
 import torch
 
+from .errors import CorruptCheckpointError, WeightsNotFoundError
+from .hub import hub_download
 from .model.configs import MODELS
 
 __all__ = [
@@ -128,22 +130,25 @@ def _is_yttm_space(ch: str) -> bool:
 # ----------------------------------------------------------------------------- model file I/O
 
 def parse_yttm_model(text: str, source: str = '<string>') -> YTTMModelData:
-    """Parse the text of a YTTM model file; ``source`` names it in error messages."""
+    """Parse the text of a YTTM model file; ``source`` names it in error messages.
+
+    Text that is not a YTTM model raises :class:`~rudolph.errors.CorruptCheckpointError` (a ``ValueError``).
+    """
     tokens = text.split()
     try:
         values = [int(t) for t in tokens]
     except ValueError as err:
-        raise ValueError(f'{source}: not a YTTM BPE model: a YTTM model file holds only integers ({err}); '
+        raise CorruptCheckpointError(f'{source}: not a YTTM BPE model: a YTTM model file holds only integers ({err}); '
                          f'expected {_YTTM_FILE_LAYOUT}') from None
     if len(values) < 2:
-        raise ValueError(f'{source}: not a YTTM BPE model: expected a header line "n_chars n_rules", '
+        raise CorruptCheckpointError(f'{source}: not a YTTM BPE model: expected a header line "n_chars n_rules", '
                          f'got {text[:80]!r}')
     n_chars, n_rules = values[0], values[1]
     if n_chars < 0 or n_rules < 0:
-        raise ValueError(f'{source}: header counts must be >= 0, got n_chars={n_chars}, n_rules={n_rules}')
+        raise CorruptCheckpointError(f'{source}: header counts must be >= 0, got n_chars={n_chars}, n_rules={n_rules}')
     need = 2 + 2 * n_chars + 3 * n_rules + 4
     if len(values) < need:
-        raise ValueError(
+        raise CorruptCheckpointError(
             f'{source}: truncated YTTM model: header announces {n_chars} chars and {n_rules} rules, '
             f'so at least {need} integers were expected, found {len(values)}')
     pos = 2
@@ -152,7 +157,7 @@ def parse_yttm_model(text: str, source: str = '<string>') -> YTTMModelData:
         code, idx = values[pos], values[pos + 1]
         pos += 2
         if not 0 <= code < 0x110000:
-            raise ValueError(f'{source}: character code {code} is not a Unicode code point')
+            raise CorruptCheckpointError(f'{source}: character code {code} is not a Unicode code point')
         char2id[code] = idx
     rules = []
     for _ in range(n_rules):
@@ -173,13 +178,13 @@ def read_yttm_model(path: PathLike) -> YTTMModelData:
         raise FileNotFoundError(f'YTTM model file not found: {str(path)!r}')
     raw = path.read_bytes()
     if not raw.strip():
-        raise ValueError(f'{path}: empty file ({len(raw)} bytes), not a YTTM BPE model; '
+        raise CorruptCheckpointError(f'{path}: empty file ({len(raw)} bytes), not a YTTM BPE model; '
                          f'expected {_YTTM_FILE_LAYOUT}')
     try:
         text = raw.decode('ascii')
     except UnicodeDecodeError as err:
-        raise ValueError(f'{path}: not a YTTM BPE model: binary or non-ASCII data (byte {raw[err.start]:#04x} at '
-                         f'offset {err.start}); expected {_YTTM_FILE_LAYOUT}') from None
+        raise CorruptCheckpointError(f'{path}: not a YTTM BPE model: binary or non-ASCII data (byte '
+                                     f'{raw[err.start]:#04x} at offset {err.start}); expected {_YTTM_FILE_LAYOUT}') from None
     return parse_yttm_model(text, source=str(path))
 
 
@@ -277,6 +282,9 @@ class BPE:
             raise ValueError(f'{self.model_path or "model"}: the alphabet lacks the word-start symbol '
                              f'{SPACE_TOKEN!r} (U+2581), which every YTTM model has')
         self._space_id = data.char2id[ord(SPACE_TOKEN)]
+        # YTTM never emits id 0 from BPE: with pad_id=-1 the bare '▁' of a word gets id 0, and YTTM
+        # leaves it out (the word's first piece then has no '▁'). Drop it too, to match.
+        self._drop_bare_space = self._space_id == 0
         self._char2id = {chr(c): i for c, i in data.char2id.items()}
         recipe: dict[int, str] = {i: chr(c) for c, i in data.char2id.items()}
         for x, y, z in data.rules:
@@ -509,13 +517,15 @@ class BPE:
         """Ids of one word (without dropout; ``'▁'`` is prepended here)."""
         if self._hf is None:
             word.encode('utf-8')  # YTTM (and HF) reject lone surrogates with UnicodeEncodeError
-            return tuple(self._bpe_word(word, 0.0, None)[0])
+            return tuple(self._bpe(word, 0.0, None)[0])
         # one HF call per word: a word is the unit of BPE (merges never cross words), and
         # per-call overhead (~1.5 us) is lower than any way found of batching words into one call
         ids = [t.id for t in self._hf.tokenize(SPACE_TOKEN + word)]
         hf_unk, unk = self._hf_unk_id, self.special_ids.unk
         if hf_unk != unk and hf_unk in ids:
             ids = [unk if i == hf_unk else i for i in ids]
+        if self._drop_bare_space and ids[0] == 0:
+            del ids[0]
         return tuple(ids)
 
     def _pieces_of(self, word: str, ids: Sequence[int]) -> tuple[str, ...]:
@@ -523,7 +533,9 @@ class BPE:
         text = SPACE_TOKEN + word
         unk, recipe, chars = self.special_ids.unk, self._recipe, self._char2id
         pieces = []
-        pos = 0
+        # a dropped bare '▁' (see _drop_bare_space): the first piece then lacks it
+        dropped = self._drop_bare_space and (not ids or ids[0] == unk or not recipe[ids[0]].startswith(SPACE_TOKEN))
+        pos = len(SPACE_TOKEN) if dropped else 0
         for i in ids:
             if i == unk:
                 end = pos
@@ -540,14 +552,14 @@ class BPE:
         out: list[int] = []
         for w in self._words(sentence):
             w.encode('utf-8')
-            out += self._bpe_word(w, p, draw)[0]
+            out += self._bpe(w, p, draw)[0]
         return out
 
     def _encode_pieces_dropout(self, sentence: str, p: float, draw: Callable[[], float]) -> list[str]:
         out: list[str] = []
         for w in self._words(sentence):
             w.encode('utf-8')
-            out += self._bpe_word(w, p, draw)[1]
+            out += self._bpe(w, p, draw)[1]
         return out
 
     def _bpe_word(self, word: str, p: float,
@@ -632,6 +644,13 @@ class BPE:
                 ids.append(t)
                 pieces.append(self._recipe[t])
             pos = nxt[pos]
+        return ids, pieces
+
+    def _bpe(self, word: str, p: float, draw: Union[Callable[[], float], None]) -> tuple[list[int], list[str]]:
+        """:meth:`_bpe_word` without a bare '▁' of id 0, which YTTM leaves out (see ``_drop_bare_space``)."""
+        ids, pieces = self._bpe_word(word, p, draw)
+        if self._drop_bare_space and ids[0] == 0:
+            del ids[0], pieces[0]
         return ids, pieces
 
     # -- decoding internals
@@ -726,24 +745,25 @@ class YTTMTokenizerWrapper:
 
 
 def get_tokenizer(path: Union[PathLike, None] = None, cache_dir: Union[PathLike, None] = None) -> YTTMTokenizerWrapper:
-    """Load ruDALL-E's tokenizer.
+    """Load ruDALL-E's tokenizer, a model's tokenizer or a local YTTM model file.
 
-    Without ``path``, ``bpe.model`` of ``shonenkov/rudalle-utils`` is fetched with
-    ``huggingface_hub.hf_hub_download`` (normal HF cache, ``HF_HUB_OFFLINE`` and token handling;
-    ``cache_dir`` is passed on). ``path`` may be a model file or a name in :data:`NAMED_TOKENIZERS`.
+    ``path`` may be a model file, a name in :data:`NAMED_TOKENIZERS` (the embedded models' packaged
+    files) or any other key of ``MODELS`` (the published models use ruDALL-E's tokenizer). Without
+    ``path`` (or for a published model), ``bpe.model`` of ``shonenkov/rudalle-utils`` comes from the
+    Hugging Face cache or, if the hub answers at once, is downloaded (:func:`rudolph.hub.hub_download`;
+    ``HF_HUB_OFFLINE`` and ``cache_dir`` are honoured); when neither works a
+    :class:`~rudolph.errors.WeightsNotFoundError` says how to pre-download it.
     """
-    if path is None:
-        from huggingface_hub import hf_hub_download
-
-        path = hf_hub_download(repo_id=HF_REPO_ID, filename=HF_FILENAME,
-                               cache_dir=None if cache_dir is None else os.fspath(cache_dir))
-    elif isinstance(path, str) and path in NAMED_TOKENIZERS:
+    if isinstance(path, str) and path in NAMED_TOKENIZERS:
         path = NAMED_TOKENIZERS[path]
+    elif path is None or (isinstance(path, str) and path in MODELS):
+        path = hub_download(HF_REPO_ID, HF_FILENAME, cache_dir=cache_dir, what="ruDALL-E's tokenizer",
+                            local_arg="get_tokenizer('path/to/bpe.model')")
     if not os.path.isfile(path):
-        names = ', '.join(sorted(NAMED_TOKENIZERS)) or 'none registered'
-        raise FileNotFoundError(
+        names = ', '.join(sorted(MODELS)) or 'none registered'
+        raise WeightsNotFoundError(
             f'tokenizer model file not found: {os.fspath(path)!r} (expected a YTTM bpe.model file '
-            f'or a named tokenizer: {names})')
+            f'or a model name: {names})')
     return YTTMTokenizerWrapper(BPE(path))
 
 

@@ -66,10 +66,23 @@ def make_image(size: int = 40, seed: int = 0):
     return Image.fromarray(rng.integers(0, 256, (size, size + 6, 3), dtype=np.uint8))
 
 
-def write_malicious_pickle(path, marker) -> None:
-    """A ``torch.save`` file whose unpickling would create the file ``marker`` (proof that a loader ran code)."""
-    class _Marker:
-        def __reduce__(self):
-            return (open, (str(marker), 'w'))
+class _CreatesMarker:
+    """Unpickling this object opens (creates) the marker file: a stand-in for arbitrary code in a pickle."""
 
-    torch.save({'x': _Marker()}, path)
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, 'w')
+
+
+def write_malicious_pickle(path, marker, fmt: str = 'torch') -> None:
+    """Write ``path`` whose unpickling would create ``marker`` (``fmt``: 'torch' = ``torch.save``, 'pickle')."""
+    import pickle
+
+    payload = {'state_dict': {'weight': torch.zeros(2)}, 'evil': _CreatesMarker(marker)}
+    if fmt == 'torch':
+        torch.save(payload, str(path))
+    else:
+        with open(path, 'wb') as f:
+            pickle.dump(payload, f)

@@ -1,6 +1,7 @@
 """Model core: masks, forward math against a literal SPEC implementation, loss, cache, loading."""
 import math
 import os
+import re
 import time
 
 import pytest
@@ -535,7 +536,7 @@ def test_offline_without_cache_is_a_clear_error(tmp_path, tiny_registered):
         get_rudolph_model(tiny_registered, cache_dir=str(tmp_path))
     message = str(info.value)
     assert TINY_REPO in message and 'pytorch_model.bin' in message
-    assert 'huggingface-cli download' in message and 'checkpoint_path' in message
+    assert f'hf download {TINY_REPO} pytorch_model.bin' in message and 'checkpoint_path' in message  # issue 11: the CLI that exists
 
 
 def test_strict_loading_errors(tmp_path, tiny_model, tiny_registered):
@@ -629,3 +630,104 @@ def test_pretrained_load_skips_random_init(tmp_path, tiny_model, tiny_registered
     monkeypatch.setattr(ruDolphModel, 'reset_parameters', lambda self, std=0.02: calls.append(1))
     get_rudolph_model(tiny_registered, checkpoint_path=tmp_path)
     assert calls == []
+
+
+# ---------------------------------------------------------------- issue 11: loader errors
+
+def test_mismatch_is_a_checkpoint_mismatch_error_and_still_a_runtime_error(tmp_path, tiny_model, tiny_registered):
+    from rudolph.errors import CheckpointMismatchError
+
+    sd = {k: v for k, v in tiny_model.state_dict().items() if k != 'text_embeddings.weight'}
+    torch.save(sd, tmp_path / 'a.bin')
+    with pytest.raises(CheckpointMismatchError, match='missing keys: text_embeddings.weight') as info:
+        get_rudolph_model(tiny_registered, checkpoint_path=tmp_path / 'a.bin')
+    assert isinstance(info.value, RuntimeError) and str(info.value).startswith('checkpoint does not match config')
+
+
+@pytest.mark.parametrize('bad', [float('nan'), float('inf')])
+def test_non_finite_weights_are_refused(tmp_path, tiny_model, tiny_registered, bad):
+    from rudolph.errors import CheckpointError
+
+    sd = dict(tiny_model.state_dict())
+    sd['transformer.layers.1.mlp.dense_4h_to_h.weight'] = sd['transformer.layers.1.mlp.dense_4h_to_h.weight'].clone()
+    sd['transformer.layers.1.mlp.dense_4h_to_h.weight'][0, 3] = bad
+    path = tmp_path / 'nan.bin'
+    torch.save(sd, path)
+    with pytest.raises(CheckpointError, match=str(path) + r".*'transformer\.layers\.1\.mlp\.dense_4h_to_h\.weight'"):
+        get_rudolph_model(tiny_registered, checkpoint_path=path)
+
+
+def test_unreadable_checkpoints_name_the_file(tmp_path, tiny_model, tiny_registered):
+    from rudolph.errors import CorruptCheckpointError
+
+    save_tiny(tmp_path / 'good.bin', tiny_model)
+    data = (tmp_path / 'good.bin').read_bytes()
+    cases = {'half.bin': (data[:len(data) // 2], 'zip central directory'),
+             'empty.bin': (b'', 'empty'),
+             'notes.bin': ('just some text, not weights\n' * 20).encode(), }
+    for name, blob in cases.items():
+        blob, what = blob if isinstance(blob, tuple) else (blob, 'truncated or corrupt')
+        path = tmp_path / name
+        path.write_bytes(blob)
+        with pytest.raises(CorruptCheckpointError, match=re.escape(str(path)) + '.*' + what):
+            get_rudolph_model(tiny_registered, checkpoint_path=path)
+    torch.save({'weights': 'not tensors'}, tmp_path / 'dict.bin')
+    with pytest.raises(CorruptCheckpointError, match='dict.bin.*expected a state dict of tensors'):
+        get_rudolph_model(tiny_registered, checkpoint_path=tmp_path / 'dict.bin')
+
+
+def test_dtype_names_and_bad_dtypes(tmp_path, tiny_model, tiny_registered):
+    from rudolph.errors import ConfigError
+
+    save_tiny(tmp_path / 'pytorch_model.bin', tiny_model)
+    for name, dtype in (('bf16', torch.bfloat16), ('bfloat16', torch.bfloat16), ('fp32', torch.float32),
+                        ('float32', torch.float32), ('torch.bfloat16', torch.bfloat16)):
+        assert get_rudolph_model(tiny_registered, checkpoint_path=tmp_path, dtype=name).dtype == dtype
+    for name in ('float16', 'fp16', 'half'):
+        with pytest.warns(UserWarning, match='float32'):  # float16 on CPU: kept float32, as for fp16=True
+            assert get_rudolph_model(tiny_registered, checkpoint_path=tmp_path, dtype=name).dtype == torch.float32
+    for bad in (torch.int64, 'int8', 'float64x', 3):
+        with pytest.raises(ConfigError, match=r'(?s)unsupported dtype=.*torch\.bfloat16.*fp16'):
+            get_rudolph_model(tiny_registered, pretrained=False, dtype=bad)
+
+
+def test_trainer_folders_load_for_every_model(tmp_path):
+    from rudolph.errors import WeightsNotFoundError
+
+    reference = get_rudolph_model('tiny-shapes')
+    step = tmp_path / 'step-000010'
+    step.mkdir()
+    torch.save(reference.state_dict(), step / 'pytorch_model.bin')
+    torch.save({'step': 10}, step / 'optimizer.pt')
+    loaded = get_rudolph_model('tiny-shapes', checkpoint_path=step)
+    assert torch.equal(loaded.text_embeddings.weight, reference.text_embeddings.weight)
+    # the registry's file name is looked for next; the error lists both names
+    other = tmp_path / 'registry-name'
+    other.mkdir()
+    torch.save(reference.state_dict(), other / MODELS['tiny-shapes']['filename'])
+    assert torch.equal(get_rudolph_model('tiny-shapes', checkpoint_path=other).text_embeddings.weight,
+                       reference.text_embeddings.weight)
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(WeightsNotFoundError, match=r'empty.*pytorch_model\.bin and tiny-shapes-rudolph\.bin'):
+        get_rudolph_model('tiny-shapes', checkpoint_path=tmp_path / 'empty')
+
+
+def test_offline_hub_fails_fast_with_the_message(tmp_path, tiny_registered, monkeypatch):
+    import socket
+
+    from rudolph.errors import WeightsNotFoundError
+
+    with socket.socket() as sock:  # a localhost port that nothing listens on
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    monkeypatch.delenv('HF_HUB_OFFLINE', raising=False)
+    import huggingface_hub.constants as constants
+    monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', False)
+    monkeypatch.setenv('HF_ENDPOINT', f'http://127.0.0.1:{port}')
+    start = time.monotonic()
+    with pytest.raises(WeightsNotFoundError) as info:
+        get_rudolph_model(tiny_registered, cache_dir=str(tmp_path))
+    assert time.monotonic() - start < 30  # a generous bound: the retry loop took over a minute
+    message = str(info.value)
+    assert f'127.0.0.1:{port}' in message and f'hf download {TINY_REPO} pytorch_model.bin' in message
+    assert 'checkpoint_path=' in message

@@ -47,20 +47,6 @@ def on_tiny(source: str) -> str:
 
 
 BLOCKS = readme_blocks()
-#: library bugs (rudolph/, owned by other helpers) that stop a block on tiny-shapes; strict, so the
-#: test fails as soon as a fix lands and this entry must go.
-KNOWN_BUGS = {
-    "checkpoint_path='my_finetune/'": (FileNotFoundError, 'resolve_checkpoint looks for MODELS[name]["filename"] '
-                                      '(tiny-shapes-rudolph.bin) in a folder, not pytorch_model.bin'),
-    'find_checkpoint(': (FileNotFoundError, 'resolve_checkpoint looks for tiny-shapes-rudolph.bin in the step-N/ folder '
-                        'that train() wrote as pytorch_model.bin'),
-}
-
-
-def known_bug(source: str):
-    return next((why for key, why in KNOWN_BUGS.items() if key in source), None)
-
-
 @pytest.fixture(scope='module')
 def user_files(tmp_path_factory):
     """A working folder with what the snippets expect from a user, and the loaded tiny components."""
@@ -104,11 +90,8 @@ def test_readme_has_the_snippets():
 
 
 @pytest.mark.parametrize('index', range(len(BLOCKS)), ids=[f'{i}-{h}' for i, (h, _) in enumerate(BLOCKS)])
-def test_readme_snippet_runs(index, user_files, monkeypatch, request):
+def test_readme_snippet_runs(index, user_files, monkeypatch):
     heading, source = BLOCKS[index]
-    bug = known_bug(source)
-    if bug:
-        request.applymarker(pytest.mark.xfail(raises=bug[0], reason=bug[1], strict=True))
     root, components = user_files
     monkeypatch.chdir(root)
     namespace = {'__name__': '__readme__'}

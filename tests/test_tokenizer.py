@@ -431,3 +431,62 @@ def test_pickle(own_models):
     assert clone.tokenizer._cache == {}
     assert torch.equal(clone.encode_text(text, 32), wrapper.encode_text(text, 32))
     assert clone.tokenizer.model_path == own_models[1000]
+
+
+# ----------------------------------------------------------------------------- issue 11
+
+def test_pad_id_minus_one_parity(tmp_path, corpus, strings, yttm):
+    """With pad_id=-1, '▁' gets id 0, which youtokentome never emits bare at a word start."""
+    data = tmp_path / 'train.txt'
+    data.write_text('\n'.join(corpus[:3000]), encoding='utf-8')
+    path = tmp_path / 'nopad.model'
+    yttm.BPE.train(data=str(data), model=str(path), vocab_size=500, n_threads=1, pad_id=-1)
+    ref, ours = yttm.BPE(str(path)), BPE(path)
+    assert ref.subword_to_id('▁') == ours.subword_to_id('▁') == 0
+    sample = strings[::4] + ['S S S', 'State', '▁', ' x ', '😀 x']
+    assert ours.encode(sample, output_type=OutputType.ID) == ref.encode(sample, output_type=yttm.OutputType.ID)
+    assert ours.encode(sample, output_type=OutputType.SUBWORD) == ref.encode(sample,
+                                                                           output_type=yttm.OutputType.SUBWORD)
+    assert ours.encode(['State'], bos=True, eos=True) == ref.encode(['State'], bos=True, eos=True)
+    slow = BPE(path)
+    slow._hf = None  # the pure-Python engine (used for models with duplicate subwords) agrees too
+    assert slow.encode(sample[:500], output_type=OutputType.ID) == ref.encode(sample[:500])
+    assert slow.encode(sample[:500], output_type=OutputType.SUBWORD) == ref.encode(
+        sample[:500], output_type=yttm.OutputType.SUBWORD)
+
+
+def _fill_tokenizer_cache(cache, model_file):
+    commit = 'b' * 40
+    repo = cache / 'models--shonenkov--rudalle-utils'
+    (repo / 'snapshots' / commit).mkdir(parents=True)
+    (repo / 'snapshots' / commit / 'bpe.model').write_bytes(open(model_file, 'rb').read())
+    (repo / 'refs').mkdir()
+    (repo / 'refs' / 'main').write_text(commit)
+
+
+def test_get_tokenizer_takes_every_model_name(own_models, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+    from rudolph.model import MODELS
+
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_OFFLINE', True)
+    _fill_tokenizer_cache(tmp_path, own_models[300])
+    for name, spec in MODELS.items():
+        wrapper = get_tokenizer(name, cache_dir=tmp_path)
+        expected = spec.get('tokenizer_path') or own_models[300]  # published models: ruDALL-E's (hub) tokenizer
+        assert wrapper.tokenizer.vocab() == BPE(expected).vocab(), name
+    assert get_tokenizer('tiny-shapes').vocab_size() == BPE(MODELS['tiny-shapes']['tokenizer_path']).vocab_size()
+
+
+def test_offline_empty_cache_says_how_to_get_the_tokenizer(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+    from rudolph.errors import WeightsNotFoundError
+
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_OFFLINE', True)
+    with pytest.raises(WeightsNotFoundError) as info:
+        get_tokenizer(cache_dir=tmp_path)
+    message = str(info.value)
+    assert 'shonenkov/rudalle-utils/bpe.model' in message and 'HF_HUB_OFFLINE' in message
+    assert f'hf download shonenkov/rudalle-utils bpe.model --cache-dir {tmp_path}' in message
+    assert "get_tokenizer('path/to/bpe.model')" in message

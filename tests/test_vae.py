@@ -16,6 +16,7 @@ from rudolph import vae as vae_pkg
 from rudolph.vae import (HF_FILENAMES, HF_REPO_ID, CheckpointMismatchError, CorruptCheckpointError, DWTInverse,
                          VQGanConfig, VQGanGumbelVAE, get_vae, preprocess_image)
 from rudolph.vae.modules import AttnBlock, Decoder, Encoder
+from rudolph.vae.image import to_rgb
 
 # 4 levels (f = 8) like the real model, at 32 px -> 4x4 tokens
 TINY = dict(ch=32, ch_mult=(1, 1, 1, 1), num_res_blocks=1, attn_resolutions=(4,), resolution=32,
@@ -633,25 +634,46 @@ def test_truncated_or_corrupt_checkpoint(tmp_path):
         assert info.value.__cause__ is not None  # torch.load's own error stays attached
 
 
-def test_checkpoint_with_unimportable_training_objects(tmp_path, monkeypatch):
+def _fake_module(monkeypatch, dotted: str) -> types.ModuleType:
+    """Register ``dotted`` (and its parents) in ``sys.modules`` for the time of a test."""
+    parts = dotted.split('.')
+    for i in range(1, len(parts) + 1):
+        monkeypatch.setitem(sys.modules, '.'.join(parts[:i]), types.ModuleType('.'.join(parts[:i])))
+    return sys.modules[dotted]
+
+
+@pytest.mark.parametrize('zip_format', [True, False])
+def test_checkpoint_with_unimportable_training_objects(tmp_path, monkeypatch, zip_format):
     """Lightning-style checkpoints pickle objects the safe loader refuses and whose classes may be absent."""
-    module = types.ModuleType('fake_lightning_hparams')
+    parsing = _fake_module(monkeypatch, 'pytorch_lightning.utilities.parsing')
+    callbacks = _fake_module(monkeypatch, 'pytorch_lightning.callbacks.model_checkpoint')
 
     class HParams:
         def __init__(self):
             self.lr = 1e-4
 
-    HParams.__module__ = module.__name__
-    HParams.__qualname__ = 'HParams'
-    module.HParams = HParams
-    monkeypatch.setitem(sys.modules, module.__name__, module)
+    class AttributeDict(dict):
+        pass
+
+    class ModelCheckpoint:
+        pass
+
+    for module, cls in ((parsing, HParams), (parsing, AttributeDict), (callbacks, ModelCheckpoint)):
+        cls.__module__, cls.__qualname__ = module.__name__, cls.__name__
+        setattr(module, cls.__name__, cls)
     src = _tiny(seed=11)
-    torch.save({'state_dict': src.model.state_dict(), 'hyper_parameters': HParams()}, tmp_path / 'pl.ckpt')
-    monkeypatch.delitem(sys.modules, module.__name__)
-    with pytest.raises(pickle.UnpicklingError):  # the safe loader refuses it: the fallback path is taken
+    hparams = AttributeDict(lr=1e-4, ddconfig={'ch': 32})
+    torch.save({'state_dict': src.model.state_dict(), 'hparams': HParams(), 'hyper_parameters': hparams,
+                'callbacks': {ModelCheckpoint: {'best_model_score': torch.tensor(0.5)}}}, tmp_path / 'pl.ckpt',
+               _use_new_zipfile_serialization=zip_format)  # legacy files name one refused global at a time
+    for name in ('pytorch_lightning', 'pytorch_lightning.utilities', 'pytorch_lightning.callbacks',
+                 parsing.__name__, callbacks.__name__):
+        monkeypatch.delitem(sys.modules, name)
+    with pytest.raises(pickle.UnpicklingError):  # the plain safe loader refuses it: the stand-in path is taken
         torch.load(tmp_path / 'pl.ckpt', weights_only=True)
     loaded = get_vae(path=tmp_path / 'pl.ckpt', config=TINY)
     assert torch.equal(_outputs(src)[1], _outputs(loaded)[1])
+    assert 'pytorch_lightning' not in sys.modules  # nothing was imported to read it
 
 
 def test_get_vae_random_and_named(tmp_path, monkeypatch):
@@ -719,11 +741,15 @@ def test_preprocess_image_modes_and_errors():
     palette = rgba.convert('RGB').quantize(colors=16)
     assert palette.mode == 'P'
     gray_alpha = Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8), mode='L').convert('LA')
-    for img in (rgba, palette, gray_alpha):
+    out = preprocess_image(palette, 16)
+    ref = torch.from_numpy(np.asarray(palette.convert('RGB'), dtype=np.uint8).copy()).permute(2, 0, 1) / 255
+    assert torch.equal(out, ref)  # the palette looked up, then no resize
+    for img in (rgba, gray_alpha):  # transparency composited on white (issue 11: alpha was dropped)
+        array = np.asarray(img.convert('RGBA'), dtype=np.float64) / 255
+        alpha = array[..., 3:]
+        ref = torch.from_numpy(array[..., :3] * alpha + (1 - alpha)).permute(2, 0, 1).float()
         out = preprocess_image(img, 16)
-        assert out.shape == (3, 16, 16)
-        ref = torch.from_numpy(np.asarray(img.convert('RGB'), dtype=np.uint8).copy()).permute(2, 0, 1) / 255
-        assert torch.equal(out, ref)  # PIL's RGB conversion (alpha dropped, palette looked up), then no resize
+        assert out.shape == (3, 16, 16) and (out - ref).abs().max() <= 1.01 / 255
 
     with pytest.raises(ValueError, match=r'5x40 px \(W x H\) is smaller than one token \(8x8 px\)'):
         preprocess_image(Image.new('RGB', (5, 40)), 16)
@@ -737,3 +763,124 @@ def test_preprocess_image_modes_and_errors():
         preprocess_image(np.zeros((16, 16, 4), dtype=np.uint8), 16)
     with pytest.raises(TypeError, match='PIL'):
         preprocess_image('image.png', 16)
+
+
+# ---------------------------------------------------------------- issue 11: loading
+
+def test_non_finite_vae_weights_are_refused(tmp_path):
+    from rudolph.errors import CheckpointError
+
+    sd = {k: v.clone() for k, v in _tiny().model.state_dict().items()}
+    sd['decoder.conv_out.bias'][1] = float('nan')
+    torch.save({'state_dict': sd}, tmp_path / 'nan.ckpt')
+    with pytest.raises(CheckpointError, match=re.escape(str(tmp_path / 'nan.ckpt')) + r".*'decoder\.conv_out\.bias'"):
+        get_vae(path=tmp_path / 'nan.ckpt', config=TINY)
+
+
+def test_lightning_checkpoint_with_other_objects_is_unsafe(tmp_path, monkeypatch):
+    from rudolph.errors import UnsafeCheckpointError
+
+    module = _fake_module(monkeypatch, 'somelib.hooks')
+
+    class Hook:
+        pass
+
+    Hook.__module__, Hook.__qualname__ = module.__name__, 'Hook'
+    module.Hook = Hook
+    torch.save({'state_dict': _tiny().model.state_dict(), 'hook': Hook()}, tmp_path / 'hook.ckpt')
+    with pytest.raises(UnsafeCheckpointError, match=re.escape(str(tmp_path / 'hook.ckpt')) + '.*somelib.hooks.Hook'):
+        get_vae(path=tmp_path / 'hook.ckpt', config=TINY)
+
+
+def _offline(monkeypatch):
+    import huggingface_hub.constants
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_OFFLINE', True)
+
+
+@pytest.mark.parametrize('dwt', [False, True])
+def test_offline_empty_cache_says_how_to_get_the_vqgan(tmp_path, monkeypatch, dwt):
+    from rudolph.errors import WeightsNotFoundError
+
+    _offline(monkeypatch)
+    with pytest.raises(WeightsNotFoundError) as info:
+        get_vae(dwt=dwt, cache_dir=str(tmp_path))
+    message = str(info.value)
+    assert f'hf download {HF_REPO_ID} {HF_FILENAMES[dwt]} --cache-dir {tmp_path}' in message
+    assert 'HF_HUB_OFFLINE' in message and "get_vae(path=" in message
+
+
+def test_get_vae_takes_every_model_name(tmp_path, monkeypatch):
+    from rudolph.errors import WeightsNotFoundError
+    from rudolph.model import MODELS
+
+    _offline(monkeypatch)
+    packaged = get_vae('tiny-shapes')
+    assert torch.equal(get_vae(name='tiny-shapes').model.quantize.embed.weight, packaged.model.quantize.embed.weight)
+    published = [name for name, spec in MODELS.items() if not spec.get('vae_path')]
+    assert '350M' in published
+    for name in published:  # ruDALL-E's VQGAN: here the (empty) hub cache is asked for it
+        for call in (lambda: get_vae(name, cache_dir=str(tmp_path)),
+                     lambda: get_vae(name=name, cache_dir=str(tmp_path))):
+            with pytest.raises(WeightsNotFoundError, match=f'{HF_REPO_ID}/{HF_FILENAMES[False]}'):
+                call()
+    with pytest.raises(KeyError, match=r"unknown VAE name 'nope'.*350M"):
+        get_vae(name='nope')
+
+
+# ---------------------------------------------------------------- issue 11: every PIL mode
+
+def _pixels(img) -> np.ndarray:
+    return (preprocess_image(img, 8).permute(1, 2, 0).numpy() * 255).round().astype(int)
+
+
+def test_preprocess_16_bit_and_float_greyscale_are_scaled():
+    ramp = np.linspace(0, 1, 64).reshape(8, 8)
+    expected = np.repeat(np.rint(ramp * 255).astype(int)[..., None], 3, axis=2)
+    i16 = Image.fromarray((ramp * 65535).round().astype(np.uint16))
+    assert i16.mode == 'I;16'
+    i32 = Image.fromarray((ramp * 65535).round().astype(np.int32))
+    assert i32.mode == 'I'
+    f32 = Image.fromarray(ramp.astype(np.float32))
+    assert f32.mode == 'F'
+    for img in (i16, i32, f32, i16.convert('I')):
+        assert np.abs(_pixels(img) - expected).max() <= 1, img.mode  # was all-white for I;16
+
+
+def test_preprocess_16_bit_png_round_trip(tmp_path):
+    ramp = (np.linspace(0, 1, 64).reshape(8, 8) * 65535).round().astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / 'deep.png')
+    with Image.open(tmp_path / 'deep.png') as img:
+        out = _pixels(img)
+    assert np.abs(out[..., 0] - np.rint(ramp / 65535 * 255)).max() <= 1 and out.min() == 0
+
+
+def test_preprocess_transparency_cmyk_and_exif():
+    # LA: grey 100 at alpha 0 -> white; at alpha 255 -> 100
+    la = np.zeros((8, 8, 2), dtype=np.uint8)
+    la[..., 0], la[:4, :, 1] = 100, 255
+    out = _pixels(Image.fromarray(la, mode='LA'))
+    assert (out[:4] == 100).all() and (out[4:] == 255).all()
+    # P with a transparent palette entry: index 1 (red) opaque, index 0 transparent -> white
+    p = Image.fromarray(np.array([[0, 1] * 4] * 8, dtype=np.uint8), mode='P')
+    p.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    p.info['transparency'] = 0
+    out = _pixels(p)
+    assert (out[:, 0::2] == 255).all() and (out[:, 1::2] == [255, 0, 0]).all()
+    # CMYK: pure cyan -> (0, 255, 255)
+    cmyk = Image.new('CMYK', (8, 8), (255, 0, 0, 0))
+    assert (_pixels(cmyk) == [0, 255, 255]).all()
+    # EXIF orientation 6 (rotate 90 degrees clockwise to view): left half red becomes top half red
+    stored = np.zeros((8, 16, 3), dtype=np.uint8)
+    stored[:, :8] = (255, 0, 0)
+    jpeg = Image.fromarray(stored)
+    exif = jpeg.getexif()
+    exif[0x0112] = 6
+    import io
+    buf = io.BytesIO()
+    jpeg.save(buf, 'JPEG', exif=exif.tobytes(), quality=100)
+    with Image.open(io.BytesIO(buf.getvalue())) as img:
+        img.load()
+        up = np.asarray(to_rgb(img)).astype(int)
+    assert up.shape == (16, 8, 3)  # upright: 8 wide, 16 high
+    assert (up[:6, :, 0] > 200).all() and (up[10:, :, 0] < 60).all()

@@ -1,16 +1,23 @@
 """``get_rudolph_model``: build a config, fetch the checkpoint, load it strictly and cheaply."""
 import logging
 import os
+import pickle
+import re
 import warnings
+import zipfile
 from typing import Any, Dict, Mapping, Optional, Union
 
 import torch
 
+from ..errors import (CheckpointError, CheckpointMismatchError, ConfigError, CorruptCheckpointError,
+                      UnsafeCheckpointError, WeightsNotFoundError)
+from ..hub import hub_download
 from .configs import MODELS
 from .image_attention import MASK_NAMES
 from .model import ruDolphModel, skip_init
 
-__all__ = ['get_rudolph_model', 'load_checkpoint', 'resolve_checkpoint', 'check_state_dict']
+__all__ = ['get_rudolph_model', 'load_checkpoint', 'resolve_checkpoint', 'check_state_dict', 'safe_torch_load',
+           'check_finite', 'describe_unreadable', 'resolve_dtype']
 
 logger = logging.getLogger(__name__)
 WEIGHTS_NAME = 'pytorch_model.bin'
@@ -20,50 +27,170 @@ def _is_mask_key(key: str) -> bool:
     return key.startswith('transformer.') and key.split('.', 1)[1] in MASK_NAMES
 
 
+def _folder_checkpoint(name: str, folder: str) -> str:
+    """The weights file inside ``folder``: ``pytorch_model.bin`` (what the trainer writes), then the registry's name."""
+    candidates = [WEIGHTS_NAME]
+    registered = MODELS.get(name, {}).get('filename')
+    if registered and registered not in candidates:
+        candidates.append(registered)
+    for candidate in candidates:
+        if os.path.isfile(os.path.join(folder, candidate)):
+            return os.path.join(folder, candidate)
+    raise WeightsNotFoundError(f'no checkpoint in the folder {folder!r}: looked for {" and ".join(candidates)}; '
+                               f'expected a folder holding one of them (e.g. a fine-tuning step-*/ folder), '
+                               f'or pass the file itself as checkpoint_path')
+
+
 def resolve_checkpoint(name: str, checkpoint_path: Optional[Union[str, os.PathLike]] = None,
                        cache_dir: Optional[str] = None) -> str:
     """Local path of the weights: ``checkpoint_path`` (file or folder) or the hub file of ``name``."""
     if checkpoint_path is not None:
         path = os.fspath(checkpoint_path)
         if os.path.isdir(path):
-            path = os.path.join(path, MODELS.get(name, {}).get('filename', WEIGHTS_NAME))
+            return _folder_checkpoint(name, path)
         if not os.path.isfile(path):
-            raise FileNotFoundError(f'checkpoint not found: {path!r} (expected a {WEIGHTS_NAME} file or a folder holding one)')
+            raise WeightsNotFoundError(f'checkpoint not found: {path!r} (expected a {WEIGHTS_NAME} file or a '
+                                       f'folder holding one)')
         return path
     config = MODELS[name]
     if config.get('local_path'):  # a model shipped inside the package (e.g. 'tiny-shapes'): no download
         return resolve_checkpoint(name, config['local_path'])
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    return hub_download(config['repo_id'], config['filename'], cache_dir=cache_dir,
+                        what=f'the weights of RuDOLPH {name!r}',
+                        local_arg="checkpoint_path='path/to/pytorch_model.bin'")
 
+
+# Modules and names of the training objects (hyper-parameters, callbacks, numpy scalars in their
+# state) that PyTorch-Lightning checkpoints pickle beside the weights. They are mapped to an inert
+# stand-in: the real class is never imported and nothing from the file runs.
+_TRAINING_OBJECT_PREFIXES = ('pytorch_lightning.', 'lightning.', 'lightning_fabric.', 'omegaconf.', 'numpy.dtypes.')
+_TRAINING_OBJECT_NAMES = frozenset({'argparse.Namespace', 'typing.Any', 'numpy.dtype', 'numpy.core.multiarray.scalar',
+                                    'numpy._core.multiarray.scalar'})
+
+
+class _InertObject:
+    """Stand-in for a training object of a checkpoint: keeps the arguments and state it is given, runs nothing."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> '_InertObject':
+        self = super().__new__(cls)
+        self.args = args
+        return self
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+
+def _is_training_object(name: str) -> bool:
+    return name in _TRAINING_OBJECT_NAMES or name.startswith(_TRAINING_OBJECT_PREFIXES)
+
+
+def _stand_in(name: str) -> Any:
+    # Lightning's AttributeDict is a dict filled by SETITEMS, which the safe unpickler allows on plain dicts only.
+    if name.endswith('.AttributeDict'):
+        return dict
+    return type(name.rsplit('.', 1)[-1], (_InertObject,), {'__module__': 'rudolph.inert'})
+
+
+def describe_unreadable(path: str) -> str:
+    """Why ``path`` is probably not a loadable ``torch.save`` file (for error messages)."""
     try:
-        return hf_hub_download(repo_id=config['repo_id'], filename=config['filename'], cache_dir=cache_dir)
-    except LocalEntryNotFoundError as error:
-        raise FileNotFoundError(
-            f"weights of RuDOLPH {name!r} ({config['repo_id']}/{config['filename']}) are not in the Hugging Face "
-            f"cache{' ' + repr(cache_dir) if cache_dir else ''} and cannot be downloaded (offline or no network). "
-            f"Pre-download them where the hub is reachable with `huggingface-cli download {config['repo_id']} "
-            f"{config['filename']}` (and copy the cache), or pass checkpoint_path='path/to/pytorch_model.bin'"
-        ) from error
+        size = os.path.getsize(path)
+        with open(path, 'rb') as file:
+            head = file.read(4)
+    except OSError as err:
+        return f'it cannot be read ({err})'
+    if size == 0:
+        return 'the file is empty (0 bytes): truncated or corrupt'
+    if head == b'PK\x03\x04' and not zipfile.is_zipfile(path):
+        return (f'it starts like a torch.save zip archive but its end (the zip central directory) is missing: '
+                f'the file ({size} bytes) is truncated or corrupt, e.g. an interrupted download')
+    return f'the file ({size} bytes) is truncated or corrupt, or not a torch.save checkpoint'
+
+
+def _torch_load(path: str, mmap: bool) -> Any:
+    try:
+        return torch.load(path, map_location='cpu', mmap=mmap, weights_only=True)
+    except RuntimeError as error:
+        if not mmap or 'mmap' not in str(error):
+            raise
+        return torch.load(path, map_location='cpu', weights_only=True)  # legacy format: cannot be memory-mapped
+
+
+def _refused_global(error: Exception) -> Optional[str]:
+    found = re.search(r'GLOBAL (\S+)', str(error))
+    return found.group(1) if found else None
+
+
+def _load_with_stand_ins(path: str, what: str, error: pickle.UnpicklingError, mmap: bool) -> Any:
+    """Retry a file the safe loader refused while every refused global is a known training object."""
+    try:  # zip checkpoints: all globals at once; legacy files: one per refusal, from the error
+        names = list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except (ValueError, RuntimeError, pickle.UnpicklingError):
+        names = []
+    if not names and _refused_global(error) is None:
+        raise error  # not a refused global: a damaged or foreign file, reported as corrupt
+    names = names or [_refused_global(error)]
+    while True:
+        bad = [n for n in names if not _is_training_object(n)]
+        if bad:
+            raise UnsafeCheckpointError(
+                f'refusing to load the {what} {path}: reading it would run code from the file (it pickles '
+                f'{bad[0]}, which is neither a tensor nor a known training object); expected a torch.save file '
+                f'of tensors (a state dict, or a PyTorch-Lightning checkpoint)') from error
+        try:
+            with torch.serialization.safe_globals([(_stand_in(n), n) for n in names]):
+                return _torch_load(path, mmap)
+        except pickle.UnpicklingError as again:
+            name = _refused_global(again)
+            if name is None or name in names:
+                raise
+            names.append(name)
+
+
+def safe_torch_load(path: str, what: str = 'checkpoint', mmap: bool = False) -> Any:
+    """``torch.load(path, weights_only=True)`` that never unpickles code, with errors naming ``path``.
+
+    Training objects of PyTorch-Lightning checkpoints (hyper-parameters, callbacks) load as inert
+    stand-ins; any other pickled global is an :class:`UnsafeCheckpointError`; an unreadable file
+    (empty, truncated, not a torch file) is a :class:`CorruptCheckpointError`.
+    """
+    path = os.fspath(path)
+    try:
+        try:
+            return _torch_load(path, mmap)
+        except pickle.UnpicklingError as error:
+            return _load_with_stand_ins(path, what, error, mmap)
+    except (FileNotFoundError, IsADirectoryError, PermissionError, MemoryError, UnsafeCheckpointError):
+        raise
+    except Exception as err:  # noqa: BLE001 -- torch.load reports damaged files with many types
+        detail = str(err).strip().splitlines()[0][:200] if str(err).strip() else ''
+        raise CorruptCheckpointError(
+            f'cannot read the {what} {path}: {describe_unreadable(path)} '
+            f'[{type(err).__name__}{": " + detail if detail else ""}]; expected a torch.save file '
+            f'(delete it to download it again)') from err
+
+
+def check_finite(state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Raise :class:`CheckpointError` naming ``source`` and the first floating tensor holding NaN or inf."""
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise CheckpointError(f'{source}: tensor {key!r} holds non-finite values (NaN or inf); expected '
+                                  f'finite weights (the checkpoint is corrupt or comes from a diverged training)')
 
 
 def load_checkpoint(path: str) -> Dict[str, torch.Tensor]:
     """Read a plain state dict; memory-mapped when the file format allows it (no copy in RAM)."""
-    try:
-        state = torch.load(path, map_location='cpu', mmap=True, weights_only=True)
-    except RuntimeError as error:
-        # Legacy (pre-zipfile) serialisation cannot be memory-mapped.
-        if 'mmap' not in str(error):
-            raise
-        state = torch.load(path, map_location='cpu', weights_only=True)
+    state = safe_torch_load(path, 'RuDOLPH checkpoint', mmap=True)
     if isinstance(state, Mapping) and 'state_dict' in state and isinstance(state['state_dict'], Mapping):
         state = state['state_dict']
-    if not isinstance(state, Mapping):
-        raise ValueError(f'{path!r} holds a {type(state).__name__}, expected a state dict of tensors')
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        kind = type(state).__name__ if not isinstance(state, Mapping) else 'mapping with non-tensor values'
+        raise CorruptCheckpointError(f'{path!r} holds a {kind}, expected a state dict of tensors')
     keys = list(state)
     # Checkpoints saved from DDP / FP16Module wrappers carry a uniform 'module.' prefix.
     if keys and all(k.startswith('module.') for k in keys):
         state = {k[len('module.'):]: v for k, v in state.items()}
+    check_finite(state, path)
     return dict(state)
 
 
@@ -81,13 +208,34 @@ def check_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], 
             shown = ', '.join(items[:5]) + (f' ... (+{len(items) - 5} more)' if len(items) > 5 else '')
             problems.append(f'{len(items)} {label}: {shown}')
     if problems:
-        raise RuntimeError(f'checkpoint does not match config {config}: ' + '; '.join(problems))
+        raise CheckpointMismatchError(f'checkpoint does not match config {config}: ' + '; '.join(problems))
     return given
 
 
-def _resolve_dtype(fp16: bool, dtype: Optional[torch.dtype], device: torch.device) -> torch.dtype:
+_DTYPE_NAMES = {'float32': torch.float32, 'fp32': torch.float32, 'float': torch.float32,
+                'float16': torch.float16, 'fp16': torch.float16, 'half': torch.float16,
+                'bfloat16': torch.bfloat16, 'bf16': torch.bfloat16}
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def resolve_dtype(dtype: Union[None, str, torch.dtype]) -> Optional[torch.dtype]:
+    """``None``, a floating torch dtype or one of its usual names ('fp16', 'bfloat16', ...) -> torch dtype."""
+    if dtype is None:
+        return None
+    if isinstance(dtype, str):
+        key = dtype.strip().lower().removeprefix('torch.')
+        if key in _DTYPE_NAMES:
+            return _DTYPE_NAMES[key]
+    elif isinstance(dtype, torch.dtype) and dtype in _DTYPES:
+        return dtype
+    raise ConfigError(f'unsupported dtype={dtype!r}; expected one of torch.float32, torch.float16, torch.bfloat16 '
+                      f'or their names {sorted(_DTYPE_NAMES)}')
+
+
+def _resolve_dtype(fp16: bool, dtype: Union[None, str, torch.dtype], device: torch.device) -> torch.dtype:
+    dtype = resolve_dtype(dtype)
     if dtype is not None and fp16 and dtype != torch.float16:
-        raise ValueError(f'fp16=True contradicts dtype={dtype}; pass one of them')
+        raise ConfigError(f'fp16=True contradicts dtype={dtype}; pass one of them')
     if fp16 or dtype == torch.float16:
         if device.type == 'cpu':
             warnings.warn('fp16=True on CPU: float16 matmuls there are slow and poorly supported, so the model '
@@ -100,15 +248,17 @@ def _resolve_dtype(fp16: bool, dtype: Optional[torch.dtype], device: torch.devic
 def get_rudolph_model(name: str, pretrained: bool = True, fp16: bool = False,
                       device: Union[str, torch.device] = 'cpu', cache_dir: Optional[str] = None, *,
                       checkpoint_path: Optional[Union[str, os.PathLike]] = None,
-                      dtype: Optional[torch.dtype] = None, compile: Union[bool, str] = False,
+                      dtype: Union[None, str, torch.dtype] = None, compile: Union[bool, str] = False,
                       model_params: Optional[Mapping[str, Any]] = None, **model_kwargs) -> ruDolphModel:
     """Build RuDOLPH ``name`` (a key of ``MODELS``) and, if ``pretrained``, load its weights.
 
-    Weights come from ``checkpoint_path`` (a ``pytorch_model.bin`` or a folder holding one)
-    or from the hub through ``hf_hub_download`` (honours ``HF_HOME``, ``HF_HUB_OFFLINE``,
-    tokens and ``cache_dir``). ``model_kwargs`` override constructor arguments (dropout,
+    Weights come from ``checkpoint_path`` (a file, or a folder holding ``pytorch_model.bin``
+    or the registry's file name) or from the hub (:func:`rudolph.hub.hub_download`: the cache
+    first, then one short try; honours ``HF_HOME``, ``HF_HUB_OFFLINE``, tokens and ``cache_dir``).
+    ``model_kwargs`` override constructor arguments (dropout,
     ``gradient_checkpointing``...). ``fp16=True`` gives float16 weights on CUDA; on CPU it
-    warns and keeps float32. ``dtype`` selects any floating type (e.g. ``torch.bfloat16``).
+    warns and keeps float32. ``dtype`` selects float32, float16 or bfloat16 (a torch dtype or a
+    name: 'fp32', 'fp16'/'half', 'bf16'...).
     ``compile=True`` compiles the single-token decode step with ``torch.compile`` (static
     shapes, one compilation for all positions); a string is passed as the compile ``mode``,
     e.g. ``'reduce-overhead'`` for CUDA graphs. ``model_params``: the constructor params of an
@@ -118,7 +268,7 @@ def get_rudolph_model(name: str, pretrained: bool = True, fp16: bool = False,
     if model_params is not None:
         config = {'model_params': dict(model_params)}
     elif name not in MODELS:
-        raise ValueError(f'unknown RuDOLPH model {name!r}; expected one of {sorted(MODELS)}')
+        raise ConfigError(f'unknown RuDOLPH model {name!r}; expected one of {sorted(MODELS)}')
     else:
         config = MODELS[name]
     params = {**config['model_params'], **model_kwargs}

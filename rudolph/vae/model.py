@@ -5,12 +5,8 @@ published checkpoints ``vqgan.gumbelf8-sber.model.ckpt`` (plain) and
 ``vqgan.gumbelf8-sber-dwt.model.ckpt`` (DWT decoder) load unchanged.
 """
 import dataclasses
-import io
 import math
 import os
-import pickle
-import types
-import zipfile
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
@@ -19,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import CheckpointMismatchError, CorruptCheckpointError
+from ..model.loading import check_finite, safe_torch_load
 from .dwt import DWTInverse
 from .modules import Decoder, Encoder
 
@@ -236,75 +233,17 @@ class GumbelVQ(nn.Module):
         return self.decode(quant), diff
 
 
-class _UnknownObject:
-    """Stand-in for classes a checkpoint pickles but this environment cannot import."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.args = args
-
-    def __setstate__(self, state: Any) -> None:
-        self.state = state
-
-
-class _LenientUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return super().find_class(module, name)
-        except (ImportError, AttributeError):
-            return _UnknownObject
-
-
-_lenient_pickle = types.ModuleType('rudolph_lenient_pickle')
-_lenient_pickle.Unpickler = _LenientUnpickler
-_lenient_pickle.load = lambda file, **kwargs: _LenientUnpickler(file, **kwargs).load()
-_lenient_pickle.loads = lambda data, **kwargs: _LenientUnpickler(io.BytesIO(data), **kwargs).load()
-
-
-def _describe_unreadable(path: str) -> str:
-    """Why ``path`` is probably not a loadable ``torch.save`` file (for error messages)."""
-    try:
-        size = os.path.getsize(path)
-        with open(path, 'rb') as file:
-            head = file.read(4)
-    except OSError as err:
-        return f'it cannot be read ({err})'
-    if size == 0:
-        return 'the file is empty (0 bytes): truncated or corrupt'
-    if head == b'PK\x03\x04' and not zipfile.is_zipfile(path):
-        return (f'it starts like a torch.save zip archive but its end (the zip central directory) is missing: '
-                f'the file ({size} bytes) is truncated or corrupt, e.g. an interrupted download')
-    return f'the file ({size} bytes) is truncated or corrupt, or not a torch.save checkpoint'
-
-
-def _load_torch_file(path: str) -> Any:
-    try:
-        try:
-            return torch.load(path, map_location='cpu', weights_only=True)
-        except pickle.UnpicklingError:
-            # PyTorch-Lightning checkpoints (as ruDALL-E's) may pickle training objects besides the
-            # tensors (hyper-parameters, callback states), which the safe loader refuses. Only then
-            # unpickle fully, replacing classes that cannot be imported here (lightning, omegaconf)
-            # by inert placeholders: everything but the state dict is discarded anyway.
-            # Full unpickling runs code from the file: load only checkpoints you trust.
-            return torch.load(path, map_location='cpu', weights_only=False, pickle_module=_lenient_pickle)
-    except (FileNotFoundError, IsADirectoryError, PermissionError, MemoryError):
-        raise
-    except Exception as err:  # noqa: BLE001 -- torch.load reports damaged files with many types
-        detail = str(err).strip().splitlines()[0][:200] if str(err).strip() else ''
-        raise CorruptCheckpointError(
-            f'cannot read the VAE checkpoint {path}: {_describe_unreadable(path)} '
-            f'[{type(err).__name__}{": " + detail if detail else ""}]; '
-            f'expected a torch.save file holding {{"state_dict": ...}} (delete it to download it again)') from err
-
-
 def read_checkpoint_state_dict(path: str) -> Dict[str, torch.Tensor]:
     """Load ``path`` on CPU and return its ``'state_dict'`` (or the file itself when it is a bare state dict).
 
-    A file that ``torch.load`` cannot read (empty, truncated, random bytes) raises
-    :class:`CorruptCheckpointError` (a ``ValueError``) naming the path.
+    Read with ``weights_only=True`` only (:func:`rudolph.model.loading.safe_torch_load`): the
+    training objects of PyTorch-Lightning checkpoints load as inert stand-ins, any other pickled
+    object raises :class:`UnsafeCheckpointError`. A file that ``torch.load`` cannot read (empty,
+    truncated, random bytes) raises :class:`CorruptCheckpointError` (a ``ValueError``) naming the
+    path; NaN or inf weights raise :class:`CheckpointError` naming the first bad key.
     """
     path = os.fspath(path)
-    checkpoint = _load_torch_file(path)
+    checkpoint = safe_torch_load(path, 'VAE checkpoint')
     if isinstance(checkpoint, Mapping) and 'state_dict' in checkpoint:
         state_dict = checkpoint['state_dict']
     elif isinstance(checkpoint, Mapping) and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
@@ -315,6 +254,7 @@ def read_checkpoint_state_dict(path: str) -> Dict[str, torch.Tensor]:
                                       f'got {keys}')
     if not isinstance(state_dict, Mapping):
         raise CheckpointMismatchError(f"{path}: 'state_dict' must be a mapping, got {type(state_dict).__name__}")
+    check_finite(state_dict, path)
     return dict(state_dict)
 
 
