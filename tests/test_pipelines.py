@@ -367,7 +367,7 @@ def test_return_shapes_and_types(tiny_model, tok, vae):
     for ppl in pipelines.self_reranking_by_image(['кот', 'дом'], img, tok, tiny_model, vae, bs=1):
         assert isinstance(ppl, torch.Tensor) and ppl.shape == (2,) and torch.isfinite(ppl).all()
     pred = pipelines.zs_clf(img, ['кот', 'дом'], tiny_model, tok, vae)
-    assert set(pred) == {'label', 'class', 'scores'} and isinstance(pred['label'], int)
+    assert set(pred) == {'label', 'class', 'scores', 'ties'} and isinstance(pred['label'], int)
     assert isinstance(pred['class'], str) and isinstance(pred['scores'], np.ndarray)
     assert pred['scores'].shape == (2,) and pred['scores'].dtype == np.float32
 
