@@ -135,20 +135,23 @@ class MemoryNeed:
 
 
 def memory_need(model, length: int, *, logit_positions: int, n_vocab: int, held_bytes: int, branches: int = 1,
-                full_attention: bool = False) -> MemoryNeed:
+                full_attention: bool = False, forward_positions: Optional[int] = None) -> MemoryNeed:
     """Estimated memory of one batch of ``generate`` or ``cross_entropy`` (the one estimate of both).
 
     Per row and branch: the preallocated KV cache ``2 x layers x length x hidden x dtype``, the
-    activations of a forward pass (with ``full_attention``, i.e. no cache, the ``heads x length^2``
-    attention scores too) and the float32 logits of ``logit_positions`` positions over ``n_vocab``
-    classes. Fixed: ``held_bytes`` (the results kept until the end) and the batch-1 prefix caches.
+    activations of a forward pass over ``forward_positions`` positions (default ``length``; with
+    ``full_attention``, i.e. no cache, the ``heads x length^2`` attention scores too) and the
+    float32 logits of ``logit_positions`` positions over ``n_vocab`` classes. Fixed: ``held_bytes``
+    (the results kept until the end) and the batch-1 prefix caches.
     """
     size = next(model.parameters()).element_size()
     layers, hidden, heads = model.num_layers, model.hidden_size, model.num_attention_heads
     cache = 2 * layers * length * hidden * size
-    activations = _ACTIVATION_WIDTH * length * hidden * size + (heads * length * length * size if full_attention else 0)
+    width = length if forward_positions is None else forward_positions
+    activations = _ACTIVATION_WIDTH * width * hidden * size + (heads * length * length * size if full_attention else 0)
+    prefix = _ACTIVATION_WIDTH * length * hidden * size  # the batch-1 prefix pass
     per_row = branches * (cache + activations + logit_positions * n_vocab * _LOGIT_BYTES) + length * 8
-    return MemoryNeed(fixed=held_bytes + branches * (cache + activations), per_row=per_row)
+    return MemoryNeed(fixed=held_bytes + branches * (cache + prefix), per_row=per_row)
 
 
 def available_memory(device: Union[str, torch.device]) -> Optional[int]:
@@ -272,9 +275,6 @@ def generate(model, prefixes: Union[torch.Tensor, Sequence[int]], length: int, n
     bad = [p for p in fixed if not P <= p < length]
     if bad:
         raise ConfigError(f'fixed positions must be in [{P}, {length}), got {sorted(bad)[:10]}')
-    need = memory_need(model, length, logit_positions=1, n_vocab=n_vocab if allowed is None else allowed.numel(),
-                       held_bytes=2 * num * length * 8, branches=K, full_attention=not use_cache)
-    check_memory(need, min(bs, num), device, desc, f'num={num}')
     if generator is None:
         generator = make_generator(seed, device)
 
@@ -285,6 +285,12 @@ def generate(model, prefixes: Union[torch.Tensor, Sequence[int]], length: int, n
     tail = torch.tensor([fixed[p] for p in range(P, shared)], dtype=torch.long, device=device)
     shared_ids = torch.cat((prefixes, tail.expand(K, -1)), dim=1)
     steps = [t for t in range(shared, length) if t not in fixed]
+    # A cached step feeds the positions since the previous step (fixed tokens included) at once.
+    fed_at_once = max((t - prev for prev, t in zip(steps, steps[1:])), default=1) if use_cache else length
+    need = memory_need(model, length, logit_positions=1, n_vocab=n_vocab if allowed is None else allowed.numel(),
+                       held_bytes=2 * num * length * 8, branches=K, full_attention=not use_cache,
+                       forward_positions=fed_at_once)
+    check_memory(need, min(bs, num), device, desc, f'num={num}')
 
     prefix_states = []
     if use_cache and steps:

@@ -22,7 +22,8 @@ def _image_prefix(lay):
 def test_generate_refuses_a_batch_that_does_not_fit_and_names_the_bs_that_does(tiny_model, monkeypatch):
     lay = Layout.from_model(tiny_model)
     length, num = lay.L + lay.N2, 40
-    need = memory_need(tiny_model, length, logit_positions=1, n_vocab=lay.image_vocab, held_bytes=2 * num * length * 8)
+    need = memory_need(tiny_model, length, logit_positions=1, n_vocab=lay.image_vocab, held_bytes=2 * num * length * 8,
+                       forward_positions=1)  # cached decoding feeds one position per step
     monkeypatch.setattr(engine, 'available_memory', lambda device: need.total(3) + 1)
     kwargs = dict(vocab=lay.image_slice, top_k=0, top_p=1.0, seed=0, progress=False)
     with pytest.raises(ResourceError, match='largest bs that fits is 3') as info:
