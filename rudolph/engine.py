@@ -200,6 +200,67 @@ def check_memory(need: MemoryNeed, bs: int, device: Union[str, torch.device], wh
                         f'{_gib(need.fixed)}) but {where}; ask for fewer results per call')
 
 
+def _position_limits(model, length: int) -> torch.Tensor:
+    """Per position of a sequence: the number of valid token ids (text vocabulary, or image codes)."""
+    lay = Layout.from_model(model)
+    limits = torch.full((length,), lay.V, dtype=torch.long)
+    limits[lay.L:lay.L + lay.N2] = lay.image_vocab_total
+    return limits
+
+
+def _generation_inputs(model, prefixes, length: int, vocab: slice, weights, allowed_token_ids, fixed, device):
+    """Checked ``generate`` inputs: ``(prefixes [K, P], weights, n_vocab, allowed ids or None, fixed)``."""
+    try:
+        prefixes = torch.as_tensor(prefixes, dtype=torch.long, device=device)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise InputError(f'prefixes must be token ids ([P] or [K, P]), got {prefixes!r} ({error})') from None
+    if prefixes.dim() == 1:
+        prefixes = prefixes.unsqueeze(0)
+    if prefixes.dim() != 2 or prefixes.shape[1] < 1:
+        raise InputError(f'prefixes must be a non-empty [P] or [K, P] tensor, got shape {tuple(prefixes.shape)}')
+    K, P = prefixes.shape
+    S = model.get_param('total_seq_length')
+    if not P < length <= S:
+        raise ConfigError(f'length must be in ({P}, {S}] (prefix length {P}, model sequence {S}), got {length}')
+    if weights is None:
+        if K != 1:
+            raise ConfigError(f'{K} prefixes need {K} weights, got none')
+        weights = [1.0]
+    weights = [float(w) for w in weights]
+    if len(weights) != K or any(not w > 0 or math.isinf(w) for w in weights):
+        raise ConfigError(f'weights must be {K} finite positive numbers, got {weights}')
+    limits = _position_limits(model, length).to(device)
+    bad = ((prefixes < 0) | (prefixes >= limits[:P])).nonzero()
+    if bad.numel():
+        k, p = (int(i) for i in bad[0])
+        raise InputError(f'prefix token {int(prefixes[k, p])} at position {p} is not a valid id there '
+                         f'(expected [0, {int(limits[p])}))')
+    n_vocab = len(range(*vocab.indices(model.to_logits[1].out_features)))
+    if n_vocab < 1:
+        raise ConfigError(f'vocab must be a non-empty slice of the {model.to_logits[1].out_features} output '
+                          f'classes, got {vocab}')
+    allowed = None
+    if allowed_token_ids is not None:
+        try:
+            allowed = torch.as_tensor(list(allowed_token_ids), dtype=torch.long, device=device)
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise ConfigError(f'allowed_token_ids must be a list of int ids, got {allowed_token_ids!r} '
+                              f'({error})') from None
+        if allowed.dim() != 1 or allowed.numel() == 0 or allowed.min() < 0 or allowed.max() >= n_vocab:
+            raise ConfigError(f'allowed_token_ids must be a non-empty list of ids in [0, {n_vocab}), '
+                             f'got {list(allowed_token_ids)[:10]}')
+    fixed = {int(p): int(t) for p, t in (fixed or {}).items()}
+    bad = [p for p in fixed if not P <= p < length]
+    if bad:
+        raise ConfigError(f'fixed positions must be in [{P}, {length}), got {sorted(bad)[:10]}')
+    wrong = {p: t for p, t in fixed.items() if not 0 <= t < int(limits[p])}
+    if wrong:
+        p = min(wrong)
+        raise InputError(f'fixed token {wrong[p]} at position {p} is not a valid id there (expected '
+                         f'[0, {int(limits[p])}))')
+    return prefixes, weights, n_vocab, allowed, fixed
+
+
 def _mix_probs(logits: List[torch.Tensor], weights: Sequence[float], late_softmax: bool,
                top_k: int, top_p: float, temperature: float) -> torch.Tensor:
     """Sampling distribution from one or several branches' logits."""
@@ -248,33 +309,9 @@ def generate(model, prefixes: Union[torch.Tensor, Sequence[int]], length: int, n
     _check_positive_int('bs', bs)
     check_sampling_args(top_k, top_p, temperature)
     device = model_device(model)
-    prefixes = torch.as_tensor(prefixes, dtype=torch.long, device=device)
-    if prefixes.dim() == 1:
-        prefixes = prefixes.unsqueeze(0)
-    if prefixes.dim() != 2 or prefixes.shape[1] < 1:
-        raise InputError(f'prefixes must be a non-empty [P] or [K, P] tensor, got shape {tuple(prefixes.shape)}')
+    prefixes, weights, n_vocab, allowed, fixed = _generation_inputs(model, prefixes, length, vocab, weights,
+                                                                    allowed_token_ids, fixed, device)
     K, P = prefixes.shape
-    S = model.get_param('total_seq_length')
-    if not P < length <= S:
-        raise ConfigError(f'length must be in ({P}, {S}] (prefix length {P}, model sequence {S}), got {length}')
-    if weights is None:
-        if K != 1:
-            raise ConfigError(f'{K} prefixes need {K} weights, got none')
-        weights = [1.0]
-    weights = [float(w) for w in weights]
-    if len(weights) != K or any(not w > 0 or math.isinf(w) for w in weights):
-        raise ConfigError(f'weights must be {K} finite positive numbers, got {weights}')
-    n_vocab = len(range(*vocab.indices(model.to_logits[1].out_features)))
-    allowed = None
-    if allowed_token_ids is not None:
-        allowed = torch.as_tensor(list(allowed_token_ids), dtype=torch.long, device=device)
-        if allowed.dim() != 1 or allowed.numel() == 0 or allowed.min() < 0 or allowed.max() >= n_vocab:
-            raise ConfigError(f'allowed_token_ids must be a non-empty list of ids in [0, {n_vocab}), '
-                             f'got {list(allowed_token_ids)[:10]}')
-    fixed = {int(p): int(t) for p, t in (fixed or {}).items()}
-    bad = [p for p in fixed if not P <= p < length]
-    if bad:
-        raise ConfigError(f'fixed positions must be in [{P}, {length}), got {sorted(bad)[:10]}')
     if generator is None:
         generator = make_generator(seed, device)
 

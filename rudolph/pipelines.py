@@ -319,6 +319,9 @@ def classify(ppl: torch.Tensor, classes: Sequence[str]) -> Dict[str, Any]:
     the best one (up to float rounding), in class order, so ``len(result['ties']) > 1`` says the
     prediction is a tie (e.g. classes the tokenizer cannot encode).
     """
+    if ppl.dim() != 1 or ppl.numel() == 0 or ppl.numel() != len(classes):
+        raise InputError(f'classify needs one perplexity per class, got shape {tuple(ppl.shape)} for '
+                         f'{len(classes)} classes')
     ppl = ppl / ppl.norm(dim=0, keepdim=True)
     scores = ppl.softmax(0)
     pred = int(scores.argmin())
@@ -334,6 +337,7 @@ def show(pil_images, nrow: int = 4, size: int = 14, save_dir: Optional[str] = No
 
     if not pil_images:
         raise InputError('pil_images is empty')
+    _check_count('nrow', nrow)
     if save_dir is not None:
         os.makedirs(save_dir, exist_ok=True)
         count = len(glob(os.path.join(save_dir, 'img_*.png')))

@@ -10,7 +10,7 @@ from fakes import UnsizedTokenizer
 from rudolph import engine, pipelines
 from rudolph.api import DEFAULT_SPC_TOKENS, ruDolphApi
 from rudolph.engine import Layout, ScorePart, cross_entropy, generate, memory_need
-from rudolph.errors import ResourceError
+from rudolph.errors import ResourceError, RudolphError
 
 TINY_SPC = {name: 1000 + i for i, name in enumerate(DEFAULT_SPC_TOKENS)}  # the tiny config's special ids
 
@@ -73,3 +73,21 @@ def test_scoring_checks_its_batches_too(tiny_model, monkeypatch):
         cross_entropy(tiny_model, ids, [ScorePart(0, lay.L - 1, lay.text_slice)], bs=8)
     monkeypatch.setattr(engine, 'available_memory', lambda device: None)  # unknown: nothing is checked
     assert cross_entropy(tiny_model, ids, [ScorePart(0, lay.L - 1, lay.text_slice)], bs=8)[0].shape == (20, lay.L - 1)
+
+
+# ----------------------------------------------------------------------------- input errors (issue 11, item 7)
+@pytest.mark.parametrize('case,match', [
+    (dict(prefixes=[2, 10 ** 6]), 'prefix token 1000000 at position 1'),
+    (dict(prefixes=[2, -5]), 'prefix token -5 at position 1'),
+    (dict(fixed={9: 10 ** 6}), 'fixed token 1000000 at position 9'),
+    (dict(vocab=slice(5, 5)), 'vocab must be a non-empty slice'),
+    (dict(allowed_token_ids=['a'], vocab=slice(0, 10)), 'allowed_token_ids must be a list of int ids'),
+])
+def test_generate_names_bad_ids_instead_of_an_index_error(tiny_model, case, match):
+    lay = Layout.from_model(tiny_model)
+    args = dict(prefixes=_image_prefix(lay), vocab=lay.image_slice)
+    args.update(case)
+    with pytest.raises(ValueError, match=match) as info:
+        generate(tiny_model, args.pop('prefixes'), lay.L + lay.N2, 1, top_k=0, top_p=1.0, seed=0, progress=False,
+                 **args)
+    assert isinstance(info.value, RudolphError)

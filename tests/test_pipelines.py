@@ -650,3 +650,17 @@ def test_image_prompt_positions_out_of_the_grid_are_input_errors(tiny_model):
 def test_class_templates_are_input_errors(tiny_model, tok, vae, template, error):
     with pytest.raises(InputError, match=re.escape(error)):
         pipelines.zs_clf(make_image(), ['кот', 'дом'], tiny_model, tok, vae, template=template)
+
+
+def test_show_classify_and_pil_conversion_name_bad_inputs():
+    with pytest.raises(ConfigError, match='nrow must be a positive int, got 0'):
+        pipelines.show([make_image()], nrow=0, show=False)
+    with pytest.raises(InputError, match='one perplexity per class'):
+        pipelines.classify(torch.tensor([]), [])
+    with pytest.raises(InputError, match=r'\[b, 3, H, W\] tensor .* got \(3, 8, 8\)'):
+        utils.torch_tensors_to_pil_list(torch.rand(3, 8, 8))
+
+
+def test_image_prompt_borders_are_input_errors(vae):
+    with pytest.raises(InputError, match='unknown border names'):
+        ImagePrompts(make_image(32), {'top': 1}, vae)
