@@ -28,7 +28,8 @@ class ruDolphApi:  # noqa: N801 (original name)
 
     ``bs`` and the ``txt_*`` / ``img_*`` sampling defaults apply when a method gets ``None``;
     ``q`` is the quantile that normalises perplexities in reranking scores; ``quite=True``
-    (sic, original name) hides progress bars.
+    (sic, original name) hides progress bars. ``vae`` may be ``None`` for text-only use; the
+    tasks that encode or decode pictures then raise a ``ConfigError``.
     """
 
     def __init__(self, model, tokenizer, vae, spc_tokens: Optional[Mapping[str, int]] = None, quite: bool = False, *,

@@ -272,6 +272,48 @@ def _mix_probs(logits: List[torch.Tensor], weights: Sequence[float], late_softma
     return sum(w * F.softmax(f, dim=-1) for w, f in zip(weights, filtered))
 
 
+def _shared_ids(prefixes: torch.Tensor, fixed: Mapping[int, int], length: int):
+    """``(shared ids [K, shared], positions to sample)``: fixed tokens right after the prefix are
+    the same for every sample, so they join the shared prefix."""
+    K, shared = prefixes.shape
+    while shared < length and shared in fixed:
+        shared += 1
+    tail = torch.tensor([fixed[p] for p in range(prefixes.shape[1], shared)], dtype=torch.long,
+                        device=prefixes.device)
+    return torch.cat((prefixes, tail.expand(K, -1)), dim=1), [t for t in range(shared, length) if t not in fixed]
+
+
+def _prefix_states(model, shared_ids: torch.Tensor, length: int) -> list:
+    """Per branch: the batch-1 cache of its shared prefix and the last hidden state."""
+    states = []
+    for k in range(shared_ids.shape[0]):
+        cache = model.new_cache(1, length)
+        h, _ = model.hidden(shared_ids[k:k + 1], 0, cache)
+        states.append((cache, h[:, -1]))
+    return states
+
+
+def _check_generation_memory(model, length: int, num: int, bs: int, branches: int, n_vocab: int,
+                             steps: Sequence[int], use_cache: bool, desc: str) -> None:
+    """``ResourceError`` if ``generate``'s batches and its ``num`` results would not fit."""
+    # A cached step feeds the positions since the previous step (fixed tokens included) at once.
+    fed_at_once = max((t - prev for prev, t in zip(steps, steps[1:])), default=1) if use_cache else length
+    need = memory_need(model, length, logit_positions=1, n_vocab=n_vocab, held_bytes=2 * num * length * 8,
+                       branches=branches, full_attention=not use_cache, forward_positions=fed_at_once)
+    check_memory(need, min(bs, num), model_device(model), desc, f'num={num}')
+
+
+def _pick(probs: torch.Tensor, generator: torch.Generator, allowed: Optional[torch.Tensor],
+          eos_from: Optional[int]) -> torch.Tensor:
+    """One sampled id per row (mapped back through ``allowed``; ids ``>= eos_from`` become eos)."""
+    token = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    if allowed is not None:
+        token = allowed[token]
+    if eos_from is not None:
+        token = torch.where(token >= eos_from, torch.full_like(token, EOS_ID), token)
+    return token
+
+
 def _blank_after_eos(tokens: torch.Tensor) -> torch.Tensor:
     """Pads after the first eos of each row, so stopping early gives the same tensor."""
     is_eos = tokens == EOS_ID
@@ -315,26 +357,11 @@ def generate(model, prefixes: Union[torch.Tensor, Sequence[int]], length: int, n
     if generator is None:
         generator = make_generator(seed, device)
 
-    # Fixed tokens right after the prefix are the same for every sample: share them too.
-    shared = P
-    while shared < length and shared in fixed:
-        shared += 1
-    tail = torch.tensor([fixed[p] for p in range(P, shared)], dtype=torch.long, device=device)
-    shared_ids = torch.cat((prefixes, tail.expand(K, -1)), dim=1)
-    steps = [t for t in range(shared, length) if t not in fixed]
-    # A cached step feeds the positions since the previous step (fixed tokens included) at once.
-    fed_at_once = max((t - prev for prev, t in zip(steps, steps[1:])), default=1) if use_cache else length
-    need = memory_need(model, length, logit_positions=1, n_vocab=n_vocab if allowed is None else allowed.numel(),
-                       held_bytes=2 * num * length * 8, branches=K, full_attention=not use_cache,
-                       forward_positions=fed_at_once)
-    check_memory(need, min(bs, num), device, desc, f'num={num}')
-
-    prefix_states = []
-    if use_cache and steps:
-        for k in range(K):
-            cache = model.new_cache(1, length)
-            h, _ = model.hidden(shared_ids[k:k + 1], 0, cache)
-            prefix_states.append((cache, h[:, -1]))
+    shared_ids, steps = _shared_ids(prefixes, fixed, length)
+    shared = shared_ids.shape[1]
+    _check_generation_memory(model, length, num, bs, K, n_vocab if allowed is None else allowed.numel(), steps,
+                             use_cache, desc)
+    prefix_states = _prefix_states(model, shared_ids, length) if use_cache and steps else []
 
     outputs = []
     n_chunks = math.ceil(num / bs)
@@ -363,11 +390,7 @@ def generate(model, prefixes: Union[torch.Tensor, Sequence[int]], length: int, n
                 if allowed is not None:
                     logits = [x[:, allowed] for x in logits]
                 probs = _mix_probs(logits, weights, late_softmax, top_k, top_p, temperature)
-                token = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-                if allowed is not None:
-                    token = allowed[token]
-                if eos_from is not None:
-                    token = torch.where(token >= eos_from, torch.full_like(token, EOS_ID), token)
+                token = _pick(probs, generator, allowed, eos_from)
                 seq[:, t] = token
                 bar.update(1)
                 if stop_at_eos:
