@@ -12,7 +12,8 @@ import torch
 
 from . import pipelines
 from .engine import (Layout, ScorePart, ce_to_ppl, check_tokenizer, check_vae, cross_entropy, encode_image,
-                     encode_text, first_eos_cut, generate, model_device, tokenizer_vocab_limit)
+                     encode_text, first_eos_cut, generate, model_device, require_vae, tokenizer_vocab_limit)
+from .errors import ConfigError, InputError
 from .model.configs import DEFAULT_SPC_TOKENS
 from .sampling import check_sampling_args
 
@@ -27,14 +28,15 @@ class ruDolphApi:  # noqa: N801 (original name)
 
     ``bs`` and the ``txt_*`` / ``img_*`` sampling defaults apply when a method gets ``None``;
     ``q`` is the quantile that normalises perplexities in reranking scores; ``quite=True``
-    (sic, original name) hides progress bars.
+    (sic, original name) hides progress bars. ``vae`` may be ``None`` for text-only use; the
+    tasks that encode or decode pictures then raise a ``ConfigError``.
     """
 
     def __init__(self, model, tokenizer, vae, spc_tokens: Optional[Mapping[str, int]] = None, quite: bool = False, *,
                  bs: int = 24, q: float = 0.5, txt_top_k: int = 64, img_top_k: int = 768, txt_top_p: float = 0.8,
                  img_top_p: float = 0.99, txt_temperature: float = 0.9, img_temperature: float = 1.0):
         if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0.0 <= q <= 1.0:
-            raise ValueError(f'q must be a quantile in [0, 1], got {q!r}')
+            raise ConfigError(f'q must be a quantile in [0, 1], got {q!r}')
         pipelines._check_count('bs', bs)
         check_sampling_args(txt_top_k, txt_top_p, txt_temperature)
         check_sampling_args(img_top_k, img_top_p, img_temperature)
@@ -68,7 +70,7 @@ class ruDolphApi:  # noqa: N801 (original name)
         bad = {k: v for k, v in self.spc_tokens.items()
                if isinstance(v, bool) or not isinstance(v, int) or not low <= v < high}
         if bad:
-            raise ValueError(f'task tokens {bad} are outside the model\'s special-token ids [{low}, {high}) '
+            raise ConfigError(f'task tokens {bad} are outside the model\'s special-token ids [{low}, {high}) '
                              f'(text vocabulary {self.layout.V}); pass spc_tokens= with the ids this model was '
                              'trained with (e.g. MODELS[name][\'spc_tokens\'])')
 
@@ -77,7 +79,7 @@ class ruDolphApi:  # noqa: N801 (original name)
         if name is None or not self.text_special_tokens:
             return None  # models without task tokens (350M v1)
         if name not in self.spc_tokens:
-            raise ValueError(f'unknown special token {name!r}; expected one of {sorted(self.spc_tokens)}')
+            raise ConfigError(f'unknown special token {name!r}; expected one of {sorted(self.spc_tokens)}')
         return self.spc_tokens[name]
 
     def encode_text(self, text: str, text_seq_length: int, special_token: Optional[str] = None) -> torch.Tensor:
@@ -162,13 +164,15 @@ class ruDolphApi:  # noqa: N801 (original name)
                                special_token: str = '<LT_UNK>') -> torch.Tensor:
         """Codes sampled from ``(1-w) * p(text) + w * p(template.format(text=text))`` (per-branch
         top-k/top-p; with ``late_softmax`` the filtered logits are mixed before one softmax)."""
-        if not 0.0 <= weight_cfg <= 1.0:
-            raise ValueError(f'weight_cfg must be in [0, 1], got {weight_cfg!r}')
+        if isinstance(weight_cfg, bool) or not isinstance(weight_cfg, (int, float)) or not 0.0 <= weight_cfg <= 1.0:
+            raise ConfigError(f'weight_cfg must be in [0, 1], got {weight_cfg!r}')
         pipelines._check_count('images_num', images_num)
         bs, top_k, top_p, temperature = self._defaults(bs, top_k, top_p, temperature, 'img')
         text = pipelines._check_text('text', text)
         main = self.encode_text(text, self.layout.L, '<LT_T2I>')
-        guide = self.encode_text((template or '').format(text=text), self.layout.L, special_token)
+        # The guide may omit {text} (an unconditional branch: the default is the empty text).
+        template = pipelines._check_template('template', template or '', slot='text', what='prompt', required=False)
+        guide = self.encode_text(template.format(text=text), self.layout.L, special_token)
         # A zero-weight branch changes nothing (and 0 * -inf would be nan with late_softmax).
         branches = [(w, e) for w, e in ((1 - weight_cfg, main), (weight_cfg, guide)) if w > 0]
         prefixes = torch.stack([e for _, e in branches])
@@ -208,8 +212,7 @@ class ruDolphApi:  # noqa: N801 (original name)
     @torch.no_grad()
     def _reencode(self, codes: torch.Tensor, bs: int) -> torch.Tensor:
         """Codes of the VAE's own decoding of ``codes`` (in chunks of ``bs``)."""
-        if self.vae is None:
-            raise ValueError('reencode=True needs a VAE; this ruDolphApi was built with vae=None')
+        require_vae(self.vae, 'reencode=True')
         return torch.cat([self.vae.get_codebook_indices(self.vae.decode(chunk)).to(codes)
                           for chunk in codes.split(bs)])
 
@@ -227,8 +230,10 @@ class ruDolphApi:  # noqa: N801 (original name)
         pipelines._check_count('images_num', images_num)
         pipelines._check_count('codebooks_num', codebooks_num)
         if images_num > codebooks_num:
-            raise ValueError(f'images_num ({images_num}) cannot exceed codebooks_num ({codebooks_num})')
-        template = template or '{text}'
+            raise ConfigError(f'images_num ({images_num}) cannot exceed codebooks_num ({codebooks_num})')
+        template = pipelines._check_template('template', template or None, default='{text}', slot='text',
+                                             what='prompt')
+        require_vae(self.vae, 'dream')
         codebooks = self.generate_codebooks(template.format(text=text), codebooks_num, image_prompts=image_prompts,
                                             top_k=top_k, top_p=top_p, temperature=temperature, bs=bs, seed=seed,
                                             use_cache=use_cache, special_token=special_token)
@@ -259,7 +264,7 @@ class ruDolphApi:  # noqa: N801 (original name)
         end = min(early_stop or L, L)
         prefix = self._template_prefix(pipelines._check_text('template', template, allow_empty=True), L, special_token)
         if len(prefix) >= end:
-            raise ValueError(f'the template takes {len(prefix)} tokens, nothing left to generate before '
+            raise InputError(f'the template takes {len(prefix)} tokens, nothing left to generate before '
                              f'position {end} (early_stop={early_stop}, left text {L})')
         seq = generate(self.model, prefix, end, texts_num, vocab=self.layout.text_sample_slice, top_k=top_k,
                        top_p=top_p, temperature=temperature, seed=seed, bs=bs, use_cache=use_cache,
@@ -289,6 +294,7 @@ class ruDolphApi:  # noqa: N801 (original name)
         if early_stop is not None:
             pipelines._check_count('early_stop', early_stop)
         bs, top_k, top_p, temperature = self._defaults(bs, top_k, top_p, temperature, 'txt')
+        require_vae(self.vae, 'generate_captions')
         L, N2, R = self.layout.L, self.layout.N2, self.layout.R
         end = L + N2 + min(early_stop or R, R)
         r_prefix = self._template_prefix(pipelines._check_text('r_template', r_template, allow_empty=True), R,
@@ -298,7 +304,7 @@ class ruDolphApi:  # noqa: N801 (original name)
         image = encode_image(pil_img, self.vae, self.model)
         prefix = torch.cat((l_encoded.to(image.device), image, r_prefix.to(image.device)))
         if len(prefix) >= end:
-            raise ValueError(f'the right template takes {len(r_prefix)} tokens, nothing left to generate '
+            raise InputError(f'the right template takes {len(r_prefix)} tokens, nothing left to generate '
                              f'(early_stop={early_stop}, right text {R})')
         seq = generate(self.model, prefix, end, captions_num, vocab=self.layout.text_sample_slice, top_k=top_k,
                        top_p=top_p, temperature=temperature, seed=seed, bs=bs, use_cache=use_cache,
@@ -313,6 +319,7 @@ class ruDolphApi:  # noqa: N801 (original name)
         texts = pipelines._check_texts('texts', texts)
         bs = self.bs if bs is None else bs
         pipelines._check_count('bs', bs)
+        require_vae(self.vae, 'self_reranking_by_image')
         L, N2 = self.layout.L, self.layout.N2
         left = torch.stack([self.encode_text(t, L, l_special_token) for t in texts])
         image = encode_image(pil_img, self.vae, self.model)
@@ -334,6 +341,7 @@ class ruDolphApi:  # noqa: N801 (original name)
         """Generate ``generations_num`` captions, rerank by image (score / count), keep ``captions_num``."""
         pipelines._check_count('captions_num', captions_num)
         pipelines._check_count('generations_num', generations_num)
+        require_vae(self.vae, 'image_captioning')
         texts, counts = self.generate_captions(pil_img, r_template=r_template, early_stop=early_stop,
                                                captions_num=generations_num, bs=bs, top_k=top_k, top_p=top_p,
                                                temperature=temperature, seed=seed, r_special_token=r_special_token)
@@ -357,11 +365,11 @@ class ruDolphApi:  # noqa: N801 (original name)
         most frequent first (ties: first generated first).
         """
         if not isinstance(question, str) or not question.strip():
-            raise ValueError(f'question must be a non-empty string, got {question!r}')
+            raise InputError(f'question must be a non-empty string, got {question!r}')
         pipelines._check_count('answers_num', answers_num)
         pipelines._check_count('generations_num', generations_num)
-        if not isinstance(template, str) or '{question}' not in template:
-            raise ValueError(f"template must contain '{{question}}' where the question goes, got {template!r}")
+        template = pipelines._check_template('template', template, slot='question', what='question')
+        require_vae(self.vae, 'vqa')
         prompt = template.format(question=question.strip()).lower().strip()
         texts, counts = self.generate_captions(pil_img, early_stop=early_stop, top_k=top_k, top_p=top_p,
                                                captions_num=generations_num, temperature=temperature, bs=bs,
@@ -381,16 +389,22 @@ class ruDolphApi:  # noqa: N801 (original name)
     def zs_clf(self, pil_img, classes: Sequence[str], bs: int = 10, r_template: Optional[str] = None,
                l_template: Optional[str] = None, seed: Optional[int] = None, r_special_token: str = '<RT_I2T>',
                l_special_token: str = '<LT_I2T>') -> Dict[str, Any]:
-        """Zero-shot classification by right-text perplexity (``{'label', 'class', 'scores'}``).
+        """Zero-shot classification by right-text perplexity (``{'label', 'class', 'scores', 'ties'}``).
+
+        ``'ties'`` lists every class tied for the best score (one class unless it is a tie); a
+        warning names the classes the tokenizer encodes to unknown tokens only (they score alike).
 
         ``l_template`` may also mention the class (``'{}'``); when it does not, the left text
         and the image are one shared prefix computed once.
         """
         names = pipelines._check_classes(classes)
         r_template = pipelines._check_template('r_template', r_template or None)
-        l_template = pipelines._check_text('l_template', l_template or '', allow_empty=True)
+        l_template = pipelines._check_template('l_template', l_template or '', required=False)
+        l_template = pipelines._check_text('l_template', l_template, allow_empty=True)
         bs = self.bs if bs is None else bs
         pipelines._check_count('bs', bs)
+        require_vae(self.vae, 'zs_clf')
+        pipelines.warn_unknown_classes(self.tokenizer, names)
         L, R, S = self.layout.L, self.layout.R, self.layout.S
         right = torch.stack([self.encode_text(r_template.format(c).lower().strip(), R, r_special_token) for c in names])
         left = torch.stack([self.encode_text(l_template.format(c).lower().strip(), L, l_special_token) for c in names])

@@ -20,6 +20,7 @@ parts of a sequence", so two functions do all the work:
   class tokens per class.
 """
 import math
+import os
 import warnings
 from dataclasses import dataclass
 from typing import List, Mapping, Optional, Sequence, Union
@@ -28,11 +29,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .errors import ConfigError, InputError, ResourceError
 from .sampling import check_sampling_args, filter_logits, make_generator
 
 __all__ = ['Layout', 'ScorePart', 'generate', 'cross_entropy', 'ce_to_ppl', 'common_prefix_length',
            'encode_image', 'encode_text', 'check_tokenizer', 'check_vae', 'tokenizer_vocab_limit', 'model_device',
-           'first_eos_cut',
+           'first_eos_cut', 'require_vae', 'MemoryNeed', 'memory_need', 'available_memory', 'check_memory',
            'PAD_ID', 'UNK_ID', 'BOS_ID', 'EOS_ID']
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
@@ -99,7 +101,164 @@ def model_device(module) -> torch.device:
 
 def _check_positive_int(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f'{name} must be a positive int, got {value!r}')
+        raise ConfigError(f'{name} must be a positive int, got {value!r}')
+
+
+def require_vae(vae, task: str) -> None:
+    """``ConfigError`` if a task that encodes or decodes pictures got no VAE."""
+    if vae is None:
+        raise ConfigError(f'{task} needs a VAE to encode or decode pictures, got vae=None; pass one, e.g. '
+                          'vae=get_vae(...) (from rudolph.vae import get_vae)')
+
+
+# Float32 temporaries per sampled logit: the logits, the filtered copy, sort values and int64
+# indices, softmax, cumsum, masks and the final probabilities.
+_LOGIT_BYTES = 40
+# Activations of one forward pass per position, in units of hidden_size elements (residual,
+# attention projections and the 4x MLP), so a batch's transient tensors are counted too.
+_ACTIVATION_WIDTH = 12
+
+
+@dataclass(frozen=True)
+class MemoryNeed:
+    """Bytes an engine call needs: ``fixed`` whatever ``bs`` is, plus ``per_row`` for each batch row."""
+
+    fixed: int
+    per_row: int
+
+    def total(self, bs: int) -> int:
+        return self.fixed + self.per_row * bs
+
+    def largest_bs(self, available: int) -> int:
+        """The largest batch that fits in ``available`` bytes (0: not even one row)."""
+        return max(0, (available - self.fixed) // max(self.per_row, 1))
+
+
+def memory_need(model, length: int, *, logit_positions: int, n_vocab: int, held_bytes: int, branches: int = 1,
+                full_attention: bool = False, forward_positions: Optional[int] = None) -> MemoryNeed:
+    """Estimated memory of one batch of ``generate`` or ``cross_entropy`` (the one estimate of both).
+
+    Per row and branch: the preallocated KV cache ``2 x layers x length x hidden x dtype``, the
+    activations of a forward pass over ``forward_positions`` positions (default ``length``; with
+    ``full_attention``, i.e. no cache, the ``heads x length^2`` attention scores too) and the
+    float32 logits of ``logit_positions`` positions over ``n_vocab`` classes. Fixed: ``held_bytes``
+    (the results kept until the end) and the batch-1 prefix caches.
+    """
+    size = next(model.parameters()).element_size()
+    layers, hidden, heads = model.num_layers, model.hidden_size, model.num_attention_heads
+    cache = 2 * layers * length * hidden * size
+    width = length if forward_positions is None else forward_positions
+    activations = _ACTIVATION_WIDTH * width * hidden * size + (heads * length * length * size if full_attention else 0)
+    prefix = _ACTIVATION_WIDTH * length * hidden * size  # the batch-1 prefix pass
+    per_row = branches * (cache + activations + logit_positions * n_vocab * _LOGIT_BYTES) + length * 8
+    return MemoryNeed(fixed=held_bytes + branches * (cache + prefix), per_row=per_row)
+
+
+def available_memory(device: Union[str, torch.device]) -> Optional[int]:
+    """Bytes that can still be allocated on ``device`` (``None``: unknown, then nothing is checked).
+
+    CPU: ``MemAvailable`` of ``/proc/meminfo`` (Linux), else the free physical pages of
+    ``os.sysconf``; CUDA: the driver's free memory plus what PyTorch's allocator holds unused.
+    """
+    device = torch.device(device)
+    if device.type == 'cuda':
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+    if device.type != 'cpu':
+        return None
+    try:
+        with open('/proc/meminfo', encoding='ascii') as f:
+            for line in f:
+                if line.startswith('MemAvailable:'):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf('SC_AVPHYS_PAGES')) * int(os.sysconf('SC_PAGE_SIZE'))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _gib(n: int) -> str:
+    return f'{n / 2 ** 30:.2f} GiB'
+
+
+def check_memory(need: MemoryNeed, bs: int, device: Union[str, torch.device], what: str, count: str) -> None:
+    """``ResourceError`` before allocating if a batch of ``bs`` rows would not fit (gives the largest ``bs`` that does).
+
+    ``count`` names the number of results (e.g. ``'num=100000'``) for the message.
+    """
+    available = available_memory(device)
+    if available is None or need.total(bs) <= available:
+        return
+    best = need.largest_bs(available)
+    where = f'{_gib(available)} of {torch.device(device).type} memory is available'
+    if best >= 1:
+        raise ResourceError(f'{what} with bs={bs} needs about {_gib(need.total(bs))} but {where}; the largest bs '
+                            f'that fits is {best} (pass bs={best} or less)')
+    raise ResourceError(f'{what} needs about {_gib(need.total(1))} even with bs=1 ({count}: the results alone take '
+                        f'{_gib(need.fixed)}) but {where}; ask for fewer results per call')
+
+
+def _position_limits(model, length: int) -> torch.Tensor:
+    """Per position of a sequence: the number of valid token ids (text vocabulary, or image codes)."""
+    lay = Layout.from_model(model)
+    limits = torch.full((length,), lay.V, dtype=torch.long)
+    limits[lay.L:lay.L + lay.N2] = lay.image_vocab_total
+    return limits
+
+
+def _generation_inputs(model, prefixes, length: int, vocab: slice, weights, allowed_token_ids, fixed, device):
+    """Checked ``generate`` inputs: ``(prefixes [K, P], weights, n_vocab, allowed ids or None, fixed)``."""
+    try:
+        prefixes = torch.as_tensor(prefixes, dtype=torch.long, device=device)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise InputError(f'prefixes must be token ids ([P] or [K, P]), got {prefixes!r} ({error})') from None
+    if prefixes.dim() == 1:
+        prefixes = prefixes.unsqueeze(0)
+    if prefixes.dim() != 2 or prefixes.shape[1] < 1:
+        raise InputError(f'prefixes must be a non-empty [P] or [K, P] tensor, got shape {tuple(prefixes.shape)}')
+    K, P = prefixes.shape
+    S = model.get_param('total_seq_length')
+    if not P < length <= S:
+        raise ConfigError(f'length must be in ({P}, {S}] (prefix length {P}, model sequence {S}), got {length}')
+    if weights is None:
+        if K != 1:
+            raise ConfigError(f'{K} prefixes need {K} weights, got none')
+        weights = [1.0]
+    weights = [float(w) for w in weights]
+    if len(weights) != K or any(not w > 0 or math.isinf(w) for w in weights):
+        raise ConfigError(f'weights must be {K} finite positive numbers, got {weights}')
+    limits = _position_limits(model, length).to(device)
+    bad = ((prefixes < 0) | (prefixes >= limits[:P])).nonzero()
+    if bad.numel():
+        k, p = (int(i) for i in bad[0])
+        raise InputError(f'prefix token {int(prefixes[k, p])} at position {p} is not a valid id there '
+                         f'(expected [0, {int(limits[p])}))')
+    n_vocab = len(range(*vocab.indices(model.to_logits[1].out_features)))
+    if n_vocab < 1:
+        raise ConfigError(f'vocab must be a non-empty slice of the {model.to_logits[1].out_features} output '
+                          f'classes, got {vocab}')
+    allowed = None
+    if allowed_token_ids is not None:
+        try:
+            allowed = torch.as_tensor(list(allowed_token_ids), dtype=torch.long, device=device)
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise ConfigError(f'allowed_token_ids must be a list of int ids, got {allowed_token_ids!r} '
+                              f'({error})') from None
+        if allowed.dim() != 1 or allowed.numel() == 0 or allowed.min() < 0 or allowed.max() >= n_vocab:
+            raise ConfigError(f'allowed_token_ids must be a non-empty list of ids in [0, {n_vocab}), '
+                             f'got {list(allowed_token_ids)[:10]}')
+    fixed = {int(p): int(t) for p, t in (fixed or {}).items()}
+    bad = [p for p in fixed if not P <= p < length]
+    if bad:
+        raise ConfigError(f'fixed positions must be in [{P}, {length}), got {sorted(bad)[:10]}')
+    wrong = {p: t for p, t in fixed.items() if not 0 <= t < int(limits[p])}
+    if wrong:
+        p = min(wrong)
+        raise InputError(f'fixed token {wrong[p]} at position {p} is not a valid id there (expected '
+                         f'[0, {int(limits[p])}))')
+    return prefixes, weights, n_vocab, allowed, fixed
 
 
 def _mix_probs(logits: List[torch.Tensor], weights: Sequence[float], late_softmax: bool,
@@ -111,6 +270,48 @@ def _mix_probs(logits: List[torch.Tensor], weights: Sequence[float], late_softma
     if late_softmax:  # mix filtered logits, then one softmax
         return F.softmax(sum(w * f for w, f in zip(weights, filtered)), dim=-1)
     return sum(w * F.softmax(f, dim=-1) for w, f in zip(weights, filtered))
+
+
+def _shared_ids(prefixes: torch.Tensor, fixed: Mapping[int, int], length: int):
+    """``(shared ids [K, shared], positions to sample)``: fixed tokens right after the prefix are
+    the same for every sample, so they join the shared prefix."""
+    K, shared = prefixes.shape
+    while shared < length and shared in fixed:
+        shared += 1
+    tail = torch.tensor([fixed[p] for p in range(prefixes.shape[1], shared)], dtype=torch.long,
+                        device=prefixes.device)
+    return torch.cat((prefixes, tail.expand(K, -1)), dim=1), [t for t in range(shared, length) if t not in fixed]
+
+
+def _prefix_states(model, shared_ids: torch.Tensor, length: int) -> list:
+    """Per branch: the batch-1 cache of its shared prefix and the last hidden state."""
+    states = []
+    for k in range(shared_ids.shape[0]):
+        cache = model.new_cache(1, length)
+        h, _ = model.hidden(shared_ids[k:k + 1], 0, cache)
+        states.append((cache, h[:, -1]))
+    return states
+
+
+def _check_generation_memory(model, length: int, num: int, bs: int, branches: int, n_vocab: int,
+                             steps: Sequence[int], use_cache: bool, desc: str) -> None:
+    """``ResourceError`` if ``generate``'s batches and its ``num`` results would not fit."""
+    # A cached step feeds the positions since the previous step (fixed tokens included) at once.
+    fed_at_once = max((t - prev for prev, t in zip(steps, steps[1:])), default=1) if use_cache else length
+    need = memory_need(model, length, logit_positions=1, n_vocab=n_vocab, held_bytes=2 * num * length * 8,
+                       branches=branches, full_attention=not use_cache, forward_positions=fed_at_once)
+    check_memory(need, min(bs, num), model_device(model), desc, f'num={num}')
+
+
+def _pick(probs: torch.Tensor, generator: torch.Generator, allowed: Optional[torch.Tensor],
+          eos_from: Optional[int]) -> torch.Tensor:
+    """One sampled id per row (mapped back through ``allowed``; ids ``>= eos_from`` become eos)."""
+    token = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    if allowed is not None:
+        token = allowed[token]
+    if eos_from is not None:
+        token = torch.where(token >= eos_from, torch.full_like(token, EOS_ID), token)
+    return token
 
 
 def _blank_after_eos(tokens: torch.Tensor) -> torch.Tensor:
@@ -150,50 +351,17 @@ def generate(model, prefixes: Union[torch.Tensor, Sequence[int]], length: int, n
     _check_positive_int('bs', bs)
     check_sampling_args(top_k, top_p, temperature)
     device = model_device(model)
-    prefixes = torch.as_tensor(prefixes, dtype=torch.long, device=device)
-    if prefixes.dim() == 1:
-        prefixes = prefixes.unsqueeze(0)
-    if prefixes.dim() != 2 or prefixes.shape[1] < 1:
-        raise ValueError(f'prefixes must be a non-empty [P] or [K, P] tensor, got shape {tuple(prefixes.shape)}')
+    prefixes, weights, n_vocab, allowed, fixed = _generation_inputs(model, prefixes, length, vocab, weights,
+                                                                    allowed_token_ids, fixed, device)
     K, P = prefixes.shape
-    S = model.get_param('total_seq_length')
-    if not P < length <= S:
-        raise ValueError(f'length must be in ({P}, {S}] (prefix length {P}, model sequence {S}), got {length}')
-    if weights is None:
-        if K != 1:
-            raise ValueError(f'{K} prefixes need {K} weights, got none')
-        weights = [1.0]
-    weights = [float(w) for w in weights]
-    if len(weights) != K or any(not w > 0 or math.isinf(w) for w in weights):
-        raise ValueError(f'weights must be {K} finite positive numbers, got {weights}')
-    n_vocab = len(range(*vocab.indices(model.to_logits[1].out_features)))
-    allowed = None
-    if allowed_token_ids is not None:
-        allowed = torch.as_tensor(list(allowed_token_ids), dtype=torch.long, device=device)
-        if allowed.dim() != 1 or allowed.numel() == 0 or allowed.min() < 0 or allowed.max() >= n_vocab:
-            raise ValueError(f'allowed_token_ids must be a non-empty list of ids in [0, {n_vocab}), '
-                             f'got {list(allowed_token_ids)[:10]}')
-    fixed = {int(p): int(t) for p, t in (fixed or {}).items()}
-    bad = [p for p in fixed if not P <= p < length]
-    if bad:
-        raise ValueError(f'fixed positions must be in [{P}, {length}), got {sorted(bad)[:10]}')
     if generator is None:
         generator = make_generator(seed, device)
 
-    # Fixed tokens right after the prefix are the same for every sample: share them too.
-    shared = P
-    while shared < length and shared in fixed:
-        shared += 1
-    tail = torch.tensor([fixed[p] for p in range(P, shared)], dtype=torch.long, device=device)
-    shared_ids = torch.cat((prefixes, tail.expand(K, -1)), dim=1)
-    steps = [t for t in range(shared, length) if t not in fixed]
-
-    prefix_states = []
-    if use_cache and steps:
-        for k in range(K):
-            cache = model.new_cache(1, length)
-            h, _ = model.hidden(shared_ids[k:k + 1], 0, cache)
-            prefix_states.append((cache, h[:, -1]))
+    shared_ids, steps = _shared_ids(prefixes, fixed, length)
+    shared = shared_ids.shape[1]
+    _check_generation_memory(model, length, num, bs, K, n_vocab if allowed is None else allowed.numel(), steps,
+                             use_cache, desc)
+    prefix_states = _prefix_states(model, shared_ids, length) if use_cache and steps else []
 
     outputs = []
     n_chunks = math.ceil(num / bs)
@@ -222,11 +390,7 @@ def generate(model, prefixes: Union[torch.Tensor, Sequence[int]], length: int, n
                 if allowed is not None:
                     logits = [x[:, allowed] for x in logits]
                 probs = _mix_probs(logits, weights, late_softmax, top_k, top_p, temperature)
-                token = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-                if allowed is not None:
-                    token = allowed[token]
-                if eos_from is not None:
-                    token = torch.where(token >= eos_from, torch.full_like(token, EOS_ID), token)
+                token = _pick(probs, generator, allowed, eos_from)
                 seq[:, t] = token
                 bar.update(1)
                 if stop_at_eos:
@@ -294,13 +458,13 @@ def cross_entropy(model, input_ids: torch.Tensor, parts: Sequence[ScorePart], bs
     device = model_device(model)
     input_ids = torch.as_tensor(input_ids, dtype=torch.long).to(device)
     if input_ids.dim() != 2 or input_ids.shape[0] == 0:
-        raise ValueError(f'input_ids must be a non-empty [n, s] tensor, got shape {tuple(input_ids.shape)}')
+        raise InputError(f'input_ids must be a non-empty [n, s] tensor, got shape {tuple(input_ids.shape)}')
     if not parts:
-        raise ValueError('parts must name at least one ScorePart')
+        raise ConfigError('parts must name at least one ScorePart')
     n, s = input_ids.shape
     for part in parts:
         if not 0 <= part.start < part.stop <= s - 1:
-            raise ValueError(f'{part} does not fit a sequence of {s} tokens (needs 0 <= start < stop <= {s - 1})')
+            raise ConfigError(f'{part} does not fit a sequence of {s} tokens (needs 0 <= start < stop <= {s - 1})')
     if truncate:
         row_need = _needed_ends(input_ids, parts)
         order = torch.argsort(row_need, stable=True)
@@ -308,6 +472,11 @@ def cross_entropy(model, input_ids: torch.Tensor, parts: Sequence[ScorePart], bs
         row_need = torch.full((n,), max(part.stop for part in parts), dtype=torch.long, device=device)
         order = torch.arange(n, device=device)
     end = int(row_need.max())  # no hidden state at or after `end` is needed (causal)
+    widths = [part.stop - part.start for part in parts]
+    n_vocab = max(len(range(*part.vocab.indices(model.to_logits[1].out_features))) for part in parts)
+    need = memory_need(model, max(end, 1), logit_positions=max(widths), n_vocab=n_vocab,
+                       held_bytes=2 * n * sum(widths) * 4 + n * s * 8)
+    check_memory(need, min(bs, n), device, desc, f'{n} rows')
     P = min(common_prefix_length(input_ids), end) if reuse_prefix and n > 1 else 0
     if P > 0:
         prefix_cache = model.new_cache(1, P)
@@ -350,7 +519,7 @@ def ce_to_ppl(ce: torch.Tensor) -> torch.Tensor:
     A row without any non-zero position has perplexity 1. ``ce`` is not modified.
     """
     if ce.dim() != 2:
-        raise ValueError(f'ce must be [n, positions], got shape {tuple(ce.shape)}')
+        raise InputError(f'ce must be [n, positions], got shape {tuple(ce.shape)}')
     counted = ce != 0
     total = torch.where(counted, ce.exp(), torch.zeros_like(ce)).sum(dim=1)
     count = counted.sum(dim=1)
@@ -369,7 +538,7 @@ def check_tokenizer(tokenizer, layout: Layout) -> None:
     if callable(size):
         size = size()
     if isinstance(size, int) and size > layout.plain_text_vocab:
-        raise ValueError(f'the tokenizer has {size} ids but the model reads only {layout.plain_text_vocab} plain text '
+        raise ConfigError(f'the tokenizer has {size} ids but the model reads only {layout.plain_text_vocab} plain text '
                          f'ids (its text vocabulary {layout.V} holds special tokens and {layout.L} left-pad ids too); '
                          'use the tokenizer the model was trained with')
 
@@ -390,12 +559,12 @@ def check_vae(vae, layout: Layout) -> None:
     """``ValueError`` if the VAE's codes or grid do not fit the model (``N x N`` codes of ``image_vocab``)."""
     factor = getattr(vae, 'downsample_factor', None)
     if isinstance(factor, int) and factor != 8:
-        raise ValueError(f'the VAE downsamples images by {factor}, so a {layout.N * 8}px image gives a '
+        raise ConfigError(f'the VAE downsamples images by {factor}, so a {layout.N * 8}px image gives a '
                          f'{layout.N * 8 // factor}x{layout.N * 8 // factor} code grid; the model draws '
                          f'{layout.N}x{layout.N} codes (8 px each)')
     codes = getattr(vae, 'num_tokens', None)
     if isinstance(codes, int) and codes != layout.image_vocab:
-        raise ValueError(f'the VAE has {codes} codes but the model draws {layout.image_vocab} image codes; '
+        raise ConfigError(f'the VAE has {codes} codes but the model draws {layout.image_vocab} image codes; '
                          'use the VAE the model was trained with')
 
 
@@ -423,11 +592,12 @@ def encode_image(pil_img, vae, model) -> torch.Tensor:
     """PIL image (any mode and size: converted to RGB, centre-cropped, resized) -> VQGAN ids ``[N*N]``."""
     from .vae.image import preprocess_image
 
+    require_vae(vae, 'encoding a picture')
     layout = Layout.from_model(model)
     check_vae(vae, layout)
     img = preprocess_image(pil_img, layout.N * 8).unsqueeze(0)
     ids = vae.get_codebook_indices(img.to(model_device(vae)))
     if ids.shape != (1, layout.N2):
-        raise ValueError(f'the VAE returned ids of shape {tuple(ids.shape)} for a {layout.N * 8}px image; '
+        raise ConfigError(f'the VAE returned ids of shape {tuple(ids.shape)} for a {layout.N * 8}px image; '
                          f'the model expects [1, {layout.N2}]')
     return ids[0].to(device=model_device(model), dtype=torch.long)

@@ -5,6 +5,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .errors import InputError
+
 __all__ = ['ImagePrompts']
 
 BORDERS = ('up', 'down', 'left', 'right')
@@ -34,25 +36,25 @@ class ImagePrompts:
         img = self.preprocess_img(pil_image, image_size)
         side = img.shape[-1]
         if img.shape[-2] != side or side % 8:
-            raise ValueError(f'the prompt image must be square with sides a multiple of 8 px, got '
+            raise InputError(f'the prompt image must be square with sides a multiple of 8 px, got '
                              f'{img.shape[-1]}x{img.shape[-2]}; pass image_size= to resize it')
         self.tokens_per_side = n = side // 8
         b = self.borders
         if b['up'] + b['down'] > n or b['left'] + b['right'] > n:
-            raise ValueError(f'borders {b} do not fit a {n}x{n} token grid')
+            raise InputError(f'borders {b} do not fit a {n}x{n} token grid')
         self.image_prompts_idx, self.image_prompts, self.mask = self.get_image_prompts(img, crop_first)
 
     @staticmethod
     def _check_borders(borders: Mapping[str, int]) -> Dict[str, int]:
         unknown = set(borders) - set(BORDERS)
         if unknown:
-            raise ValueError(f'unknown border names {sorted(unknown)}; expected some of {list(BORDERS)}')
+            raise InputError(f'unknown border names {sorted(unknown)}; expected some of {list(BORDERS)}')
         out = {k: borders.get(k, 0) for k in BORDERS}
         for k, v in out.items():
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ValueError(f'border {k!r} must be an int >= 0 (tokens), got {v!r}')
+                raise InputError(f'border {k!r} must be an int >= 0 (tokens), got {v!r}')
         if not any(out.values()):
-            raise ValueError(f'all borders are 0: nothing would be fixed ({out})')
+            raise InputError(f'all borders are 0: nothing would be fixed ({out})')
         return out
 
     def preprocess_img(self, pil_img: Image.Image, image_size: Optional[int] = None) -> torch.Tensor:

@@ -14,14 +14,17 @@ Layouts (``L`` left text, ``N2`` image, ``R`` right text):
 * zero-shot classification: ``[pads | image | template.format(class) (R)]``.
 """
 import os
+import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from . import utils
-from .engine import (EOS_ID, Layout, ScorePart, ce_to_ppl, check_tokenizer, cross_entropy, encode_image, encode_text,
-                     first_eos_cut, generate, model_device, tokenizer_vocab_limit)
+from .engine import (BOS_ID, EOS_ID, PAD_ID, UNK_ID, Layout, ScorePart, ce_to_ppl, check_tokenizer, cross_entropy,
+                     encode_image, encode_text, first_eos_cut, generate, model_device, require_vae,
+                     tokenizer_vocab_limit)
+from .errors import ConfigError, InputError
 from .sampling import check_sampling_args
 
 __all__ = ['generate_codebooks', 'generate_captions', 'generate_texts', 'self_reranking_by_text',
@@ -30,7 +33,7 @@ __all__ = ['generate_codebooks', 'generate_captions', 'generate_texts', 'self_re
 
 def _check_count(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f'{name} must be a positive int, got {value!r}')
+        raise ConfigError(f'{name} must be a positive int, got {value!r}')
 
 
 def _check_text(name: str, value, allow_empty: bool = False) -> str:
@@ -39,43 +42,65 @@ def _check_text(name: str, value, allow_empty: bool = False) -> str:
         raise TypeError(f'{name} must be a str, got {type(value).__name__}')
     value = value.lower().strip()
     if not value and not allow_empty:
-        raise ValueError(f'{name} must be a non-empty string, got {value!r}')
+        raise InputError(f'{name} must be a non-empty string, got {value!r}')
     return value
 
 
 def _check_texts(name: str, values) -> List[str]:
     if isinstance(values, str) or not isinstance(values, Sequence) or len(values) == 0:
-        raise ValueError(f'{name} must be a non-empty list of strings, got {values!r}')
+        raise InputError(f'{name} must be a non-empty list of strings, got {values!r}')
     return [_check_text(f'{name}[{i}]', v) for i, v in enumerate(values)]
 
 
 def _check_classes(classes) -> List[str]:
     """Class names as non-empty, distinct strings (after lower-casing and stripping)."""
     if isinstance(classes, str) or not isinstance(classes, Sequence) or len(classes) == 0:
-        raise ValueError(f'classes must be a non-empty list of class names, got {classes!r}')
+        raise InputError(f'classes must be a non-empty list of class names, got {classes!r}')
     names = [_check_text(f'classes[{i}]', c) for i, c in enumerate(classes)]
     seen: Dict[str, int] = {}
     for i, name in enumerate(names):
         if name in seen:
-            raise ValueError(f'classes must be distinct: classes[{seen[name]}] and classes[{i}] are both {name!r}')
+            raise InputError(f'classes must be distinct: classes[{seen[name]}] and classes[{i}] are both {name!r}')
         seen[name] = i
     return names
 
 
-def _check_template(name: str, template, default: str = '{}') -> str:
-    """A template with one ``{}`` slot for the class name."""
+def _check_template(name: str, template, default: str = '{}', slot: Optional[str] = None, what: str = 'class name',
+                    required: bool = True) -> str:
+    """A template whose only replacement field is ``{}`` (``slot=None``) or ``{slot}``; the one check of all templates.
+
+    ``required``: the field must be there (otherwise the template is used as it is).
+    """
     template = default if template is None else template
+    field = '{}' if slot is None else '{' + slot + '}'
     if not isinstance(template, str):
-        raise TypeError(f'{name} must be a str with a {{}} slot, got {type(template).__name__}')
+        raise TypeError(f'{name} must be a str with a {field} slot, got {type(template).__name__}')
     try:
-        a, b = template.format('\x00a'), template.format('\x00b')
-    except (IndexError, KeyError, ValueError) as error:
-        raise ValueError(f'{name} must have exactly one {{}} slot for the class name, got {template!r} '
-                         f'({type(error).__name__}: {error})') from None
-    if a == b:
-        raise ValueError(f"{name} must contain '{{}}' where the class name goes, got {template!r} "
-                         "(e.g. 'на картинке {}')")
+        a, b = (template.format(v) if slot is None else template.format(**{slot: v}) for v in ('\x00a', '\x00b'))
+    except (IndexError, KeyError, ValueError, AttributeError) as error:
+        raise InputError(f'{name} must have exactly one {field} slot for the {what} (and no other braces; write '
+                         f'{{{{ }}}} for a literal brace), got {template!r} ({type(error).__name__}: {error})') from None
+    if required and a == b:
+        example = f"'на картинке {field}'" if slot in (None, 'text') else repr(f'вопрос: {field} ответ:')
+        raise InputError(f"{name} must contain '{field}' where the {what} goes, got {template!r} (e.g. {example})")
     return template
+
+
+def _only_unknown(tokenizer, text: str) -> bool:
+    """Whether ``text`` encodes to unknown ids only (and perhaps ids that decode to nothing but spaces)."""
+    ids = tokenizer.encode_text(text, text_seq_length=2 * len(text) + 3)
+    content = ids[(ids != PAD_ID) & (ids != BOS_ID) & (ids != EOS_ID)]
+    known = content[content != UNK_ID]
+    return content.numel() > 0 and (known.numel() == 0 or not tokenizer.decode_text(known).strip())
+
+
+def warn_unknown_classes(tokenizer, names: Sequence[str]) -> None:
+    """Warn, naming them, about class names the tokenizer can only encode as unknown ids."""
+    unknown = [name for name in names if _only_unknown(tokenizer, name)]
+    if unknown:
+        warnings.warn(f'classes {unknown} encode to unknown tokens only (the tokenizer cannot spell them), so the '
+                      'model sees the same text for each of them and they score alike whatever the picture; '
+                      'write class names the tokenizer knows (Russian for the published models)', stacklevel=3)
 
 
 def _encode(tokenizer, text: str, length: int, layout: Layout, name: str = 'text',
@@ -89,10 +114,13 @@ def prompt_positions(image_prompts, layout: Layout) -> Dict[int, int]:
     """``{absolute position: token}`` of an ``ImagePrompts`` (ours or ruDALL-E's)."""
     tokens = torch.as_tensor(image_prompts.image_prompts).reshape(-1)
     if tokens.numel() != layout.N2:
-        raise ValueError(f'image prompts hold {tokens.numel()} tokens, the model draws {layout.N2} '
+        raise InputError(f'image prompts hold {tokens.numel()} tokens, the model draws {layout.N2} '
                          f'({layout.N}x{layout.N}); build them from a {layout.N * 8}px image')
+    idx = sorted(int(i) for i in image_prompts.image_prompts_idx)
+    if idx and not 0 <= idx[0] <= idx[-1] < layout.N2:
+        raise InputError(f'image prompt positions must be in [0, {layout.N2}), got {idx[0]}..{idx[-1]}')
     tokens = tokens.tolist()
-    return {layout.L + int(i): int(tokens[int(i)]) for i in sorted(image_prompts.image_prompts_idx)}
+    return {layout.L + i: int(tokens[i]) for i in idx}
 
 
 def template_prefix(encoded: torch.Tensor) -> torch.Tensor:
@@ -148,6 +176,7 @@ def generate_captions(pil_img, tokenizer, model, vae, template: str = '', top_k:
     _check_count('captions_num', captions_num)
     _check_count('bs', bs)
     check_sampling_args(top_k, top_p, temperature)
+    require_vae(vae, 'generate_captions')
     layout = Layout.from_model(model)
     template = template_prefix(_encode(tokenizer, template, layout.R, layout, 'template', allow_empty=True))
     image = encode_image(pil_img, vae, model)
@@ -175,7 +204,7 @@ def generate_texts(tokenizer, model, template: str = '', top_k: int = 32, top_p:
     layout = Layout.from_model(model)
     template = template_prefix(_encode(tokenizer, template, layout.L, layout, 'template', allow_empty=True))
     if len(template) >= layout.L:
-        raise ValueError(f'the template fills the whole left text ({len(template)} >= {layout.L} tokens); '
+        raise InputError(f'the template fills the whole left text ({len(template)} >= {layout.L} tokens); '
                          'nothing is left to generate')
     seq = generate(model, template, layout.L, texts_num, top_k=top_k, top_p=top_p, temperature=temperature,
                    seed=seed, bs=bs, use_cache=use_cache, progress=progress, desc='texts', stop_at_eos=True,
@@ -204,15 +233,15 @@ def _stack_codebooks(codebooks, layout: Layout) -> torch.Tensor:
         try:
             ids = torch.stack([torch.as_tensor(c) for c in codebooks])
         except (RuntimeError, TypeError, ValueError) as error:
-            raise ValueError(f'codebooks must be a [n, {layout.N2}] tensor or a list of n codebooks of '
+            raise InputError(f'codebooks must be a [n, {layout.N2}] tensor or a list of n codebooks of '
                              f'{layout.N2} codes each ({error})') from None
     if ids.dim() != 2 or ids.shape[1] != layout.N2 or ids.shape[0] == 0:
-        raise ValueError(f'codebooks must be [n >= 1, {layout.N2}] (N*N = {layout.N}*{layout.N} codes each), '
+        raise InputError(f'codebooks must be [n >= 1, {layout.N2}] (N*N = {layout.N}*{layout.N} codes each), '
                          f'got shape {tuple(ids.shape)}')
     if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
         raise TypeError(f'codebooks must hold integer image codes, got dtype {ids.dtype}')
     if int(ids.min()) < 0 or int(ids.max()) >= layout.image_vocab_total:
-        raise ValueError(f'codebooks must hold image codes in [0, {layout.image_vocab_total}), '
+        raise InputError(f'codebooks must hold image codes in [0, {layout.image_vocab_total}), '
                          f'got values in [{int(ids.min())}, {int(ids.max())}]')
     return ids.long()
 
@@ -242,6 +271,7 @@ def self_reranking_by_image(texts: Sequence[str], pil_img, tokenizer, model, vae
     """
     texts = _check_texts('texts', texts)
     _check_count('bs', bs)
+    require_vae(vae, 'self_reranking_by_image')
     layout = Layout.from_model(model)
     L, N2 = layout.L, layout.N2
     left = torch.stack([_encode(tokenizer, t, L, layout, f'texts[{i}]') for i, t in enumerate(texts)])
@@ -260,11 +290,16 @@ def zs_clf(pil_img, classes: Sequence[str], model, tokenizer, vae, bs: int = 8, 
     """Zero-shot classification: the class whose ``template.format(class)`` right text is least perplexing.
 
     Perplexities are normalised by their L2 norm and softmaxed (``scores``); the label is the argmin.
+    Returns ``{'label', 'class', 'scores', 'ties'}`` (see :func:`classify`); warns about classes
+    the tokenizer encodes to unknown tokens only (they score alike).
     """
     names = _check_classes(classes)
     template = _check_template('template', template or None)
     _check_count('bs', bs)
+    require_vae(vae, 'zs_clf')
     layout = Layout.from_model(model)
+    check_tokenizer(tokenizer, layout)
+    warn_unknown_classes(tokenizer, names)
     L, R, S = layout.L, layout.R, layout.S
     right = torch.stack([_encode(tokenizer, template.format(c), R, layout, f'template.format(classes[{i}])')
                          for i, c in enumerate(names)])
@@ -278,11 +313,20 @@ def zs_clf(pil_img, classes: Sequence[str], model, tokenizer, vae, bs: int = 8, 
 
 
 def classify(ppl: torch.Tensor, classes: Sequence[str]) -> Dict[str, Any]:
-    """Reference normalisation: ``softmax(ppl / ||ppl||)``, prediction = argmin."""
+    """Reference normalisation: ``softmax(ppl / ||ppl||)``, prediction = argmin.
+
+    ``'label'`` / ``'class'``: the first best class; ``'ties'``: every class whose score equals
+    the best one (up to float rounding), in class order, so ``len(result['ties']) > 1`` says the
+    prediction is a tie (e.g. classes the tokenizer cannot encode).
+    """
+    if ppl.dim() != 1 or ppl.numel() == 0 or ppl.numel() != len(classes):
+        raise InputError(f'classify needs one perplexity per class, got shape {tuple(ppl.shape)} for '
+                         f'{len(classes)} classes')
     ppl = ppl / ppl.norm(dim=0, keepdim=True)
     scores = ppl.softmax(0)
     pred = int(scores.argmin())
-    return {'label': pred, 'class': classes[pred], 'scores': scores.cpu().numpy()}
+    tied = torch.isclose(scores, scores[pred], rtol=1e-5, atol=0.0).nonzero().flatten().tolist()
+    return {'label': pred, 'class': classes[pred], 'scores': scores.cpu().numpy(), 'ties': [classes[i] for i in tied]}
 
 
 def show(pil_images, nrow: int = 4, size: int = 14, save_dir: Optional[str] = None, show: bool = True) -> None:
@@ -292,7 +336,8 @@ def show(pil_images, nrow: int = 4, size: int = 14, save_dir: Optional[str] = No
     from PIL import Image
 
     if not pil_images:
-        raise ValueError('pil_images is empty')
+        raise InputError('pil_images is empty')
+    _check_count('nrow', nrow)
     if save_dir is not None:
         os.makedirs(save_dir, exist_ok=True)
         count = len(glob(os.path.join(save_dir, 'img_*.png')))

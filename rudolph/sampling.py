@@ -11,29 +11,35 @@ from typing import Optional, Union
 import torch
 import torch.nn.functional as F
 
+from .errors import ConfigError
+
 __all__ = ['top_k_top_p_filtering', 'filter_logits', 'logits_to_probs', 'sample', 'make_generator',
            'check_sampling_args']
 
 
 def check_sampling_args(top_k: int, top_p: float, temperature: float = 1.0) -> None:
-    """Raise ``ValueError`` naming the bad value if a sampling argument is out of range."""
+    """Raise ``ConfigError`` (a ``ValueError``) naming the bad value if a sampling argument is out of range."""
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
-        raise ValueError(f'top_k must be an int >= 0 (0 disables top-k), got {top_k!r}')
+        raise ConfigError(f'top_k must be an int >= 0 (0 disables top-k), got {top_k!r}')
     if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0.0 < top_p <= 1.0:
-        raise ValueError(f'top_p must be in (0, 1] (1 disables nucleus filtering), got {top_p!r}')
+        raise ConfigError(f'top_p must be in (0, 1] (1 disables nucleus filtering), got {top_p!r}')
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
             or not temperature > 0 or math.isinf(temperature):
-        raise ValueError(f'temperature must be a finite number > 0, got {temperature!r}')
+        raise ConfigError(f'temperature must be a finite number > 0, got {temperature!r}')
 
 
 def top_k_top_p_filtering(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0,
                           filter_value: float = -float('inf'), min_tokens_to_keep: int = 1) -> torch.Tensor:
     """Logits ``[b, vocab]`` with everything outside the top-k / nucleus set to ``filter_value``.
 
-    Same result as the removed ``transformers.top_k_top_p_filtering`` (which worked in
-    place); this returns a new tensor and leaves ``logits`` untouched.
+    Same result as the removed ``transformers.top_k_top_p_filtering`` of 4.10 (which worked
+    in place); this returns a new tensor and leaves ``logits`` untouched. One difference:
+    ``top_p=1.0`` keeps every id, where transformers also dropped the ids after the
+    cumulative probability's float rounding passed 1.0 (see the README).
     """
     check_sampling_args(top_k, top_p)
+    if isinstance(min_tokens_to_keep, bool) or not isinstance(min_tokens_to_keep, int) or min_tokens_to_keep < 1:
+        raise ConfigError(f'min_tokens_to_keep must be a positive int, got {min_tokens_to_keep!r}')
     logits = logits.clone()
     if top_k > 0:
         top_k = min(max(top_k, min_tokens_to_keep), logits.size(-1))
@@ -44,7 +50,8 @@ def top_k_top_p_filtering(logits: torch.Tensor, top_k: int = 0, top_p: float = 1
         cumulative = F.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
         remove = cumulative > top_p
         if min_tokens_to_keep > 1:
-            remove[..., :min_tokens_to_keep] = False
+            # min_tokens_to_keep - 1: the shift below keeps one more (transformers' rule).
+            remove[..., :min_tokens_to_keep - 1] = False
         # Shift right: keep the token that crosses the threshold, so at least one survives.
         remove[..., 1:] = remove[..., :-1].clone()
         remove[..., 0] = False
@@ -72,7 +79,7 @@ def make_generator(seed: Optional[int], device: Union[str, torch.device] = 'cpu'
     if seed is None:
         seed = secrets.randbits(63)
     if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f'seed must be an int or None, got {seed!r}')
+        raise ConfigError(f'seed must be an int or None, got {seed!r}')
     generator = torch.Generator(device=torch.device(device))
     generator.manual_seed(seed % (2 ** 63))
     return generator

@@ -6,6 +6,7 @@ import torch
 from fakes import ALPHABET, FakeTokenizer, FakeVAE, UnsizedTokenizer, make_image
 from rudolph.api import DEFAULT_SPC_TOKENS, ruDolphApi
 from rudolph.engine import Layout, ce_to_ppl
+from rudolph.errors import ConfigError, InputError
 from rudolph.sampling import make_generator, top_k_top_p_filtering
 
 # the tiny config has 16 text special tokens at ids 1000..1015
@@ -248,3 +249,64 @@ def test_api_return_types(api, tiny_model):
     assert all(isinstance(t, str) for t in texts) and counts.dtype == np.int64 and counts.shape == (len(texts),)
     images, result = api.dream('кот', 1, 2, top_k=8, seed=0)
     assert images[0].size == (lay.N * 8, lay.N * 8) and set(result[0]) == {'ppl_txt', 'ppl_img', 'score'}
+
+
+# ----------------------------------------------------------------------------- issue 11
+def test_zs_clf_warns_about_unknown_classes_and_reports_ties(api):
+    with pytest.warns(UserWarning, match=r"classes \['猫', '犬'\] encode to unknown tokens only"):
+        result = api.zs_clf(make_image(), ['猫', '犬'])
+    assert result['ties'] == ['猫', '犬'] and result['scores'][0] == pytest.approx(result['scores'][1])
+    assert {'label', 'class', 'scores'} <= set(result)
+    with pytest.warns(UserWarning, match=r"\['猫'\] encode"):
+        mixed = api.zs_clf(make_image(), ['кот', '猫', 'дом'])
+    assert mixed['class'] in mixed['ties']
+
+
+def test_zs_clf_of_known_classes_has_one_winner(api, recwarn):
+    result = api.zs_clf(make_image(), ['кот', 'дом', 'лес'])
+    assert result['ties'] == [result['class']]
+    assert not [w for w in recwarn if 'unknown tokens' in str(w.message)]
+
+
+def test_dream_template_without_text_slot_is_refused(api):
+    with pytest.raises(InputError, match=r"template must contain '\{text\}'"):
+        api.dream('кот', images_num=1, codebooks_num=2, template='рисунок')
+    with pytest.raises(InputError, match=r'exactly one \{text\} slot'):
+        api.dream('кот', images_num=1, codebooks_num=2, template='рисунок {}')
+    images, _ = api.dream('кот', images_num=1, codebooks_num=2, template='рисунок {text}', top_k=10, seed=0)
+    assert len(images) == 1
+
+
+def test_cfg_template_must_use_the_text_slot(api):
+    with pytest.raises(InputError, match=r"template must have exactly one \{text\} slot .*'рисунок \{\}'"):
+        api.generate_codebooks_cfg('кот', 1, template='рисунок {}')
+    with pytest.raises(ValueError, match='weight_cfg'):
+        api.generate_codebooks_cfg('кот', 1, weight_cfg='0.5')
+    # no slot: an unconditional guide, as the default empty template
+    assert api.generate_codebooks_cfg('кот', 2, template='рисунок', top_k=10, seed=0).shape == (2, api.layout.N2)
+
+
+def test_vqa_template_uses_the_shared_check(api):
+    with pytest.raises(InputError, match=r"must contain '\{question\}'"):
+        api.vqa(make_image(), 'что?', template='ответ:')
+    with pytest.raises(InputError, match=r'exactly one \{question\} slot'):
+        api.vqa(make_image(), 'что?', template='{question} {x}')
+
+
+def test_zs_clf_bad_left_template_is_an_input_error(api):
+    with pytest.raises(InputError, match='l_template'):
+        api.zs_clf(make_image(), ['кот', 'дом'], l_template='{name}')
+
+
+def test_tasks_without_a_vae_say_they_need_one(tiny_model):
+    api = ruDolphApi(tiny_model, UnsizedTokenizer(), None, spc_tokens=TINY_SPC, quite=True, bs=4)
+    assert api.generate_codebooks('кот', 1, top_k=10, seed=0).shape == (1, api.layout.N2)  # text-only use works
+    img = make_image()
+    calls = [lambda: api.image_captioning(img, generations_num=2), lambda: api.zs_clf(img, ['кот', 'дом']),
+             lambda: api.vqa(img, 'что?'), lambda: api.generate_captions(img, captions_num=2),
+             lambda: api.self_reranking_by_image(['кот'], img), lambda: api.dream('кот', 1, 2),
+             lambda: api.self_reranking_by_text('кот', torch.zeros(1, api.layout.N2, dtype=torch.long),
+                                                reencode=True)]
+    for call in calls:
+        with pytest.raises(ConfigError, match=r'needs a VAE .*get_vae'):
+            call()

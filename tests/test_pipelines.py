@@ -1,4 +1,6 @@
 """Engine and reference pipelines against straightforward uncached loops (tiny model, fp32, CPU)."""
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -7,6 +9,7 @@ import torch.nn.functional as F
 from fakes import FakeTokenizer, FakeVAE, UnsizedTokenizer, make_image
 from rudolph import engine, pipelines, utils
 from rudolph.engine import Layout, ScorePart, ce_to_ppl, cross_entropy, generate
+from rudolph.errors import ConfigError, InputError
 from rudolph.image_prompts import ImagePrompts
 from rudolph.sampling import make_generator, top_k_top_p_filtering
 from rudolph.vae.image import preprocess_image
@@ -367,7 +370,7 @@ def test_return_shapes_and_types(tiny_model, tok, vae):
     for ppl in pipelines.self_reranking_by_image(['кот', 'дом'], img, tok, tiny_model, vae, bs=1):
         assert isinstance(ppl, torch.Tensor) and ppl.shape == (2,) and torch.isfinite(ppl).all()
     pred = pipelines.zs_clf(img, ['кот', 'дом'], tiny_model, tok, vae)
-    assert set(pred) == {'label', 'class', 'scores'} and isinstance(pred['label'], int)
+    assert set(pred) == {'label', 'class', 'scores', 'ties'} and isinstance(pred['label'], int)
     assert isinstance(pred['class'], str) and isinstance(pred['scores'], np.ndarray)
     assert pred['scores'].shape == (2,) and pred['scores'].dtype == np.float32
 
@@ -586,3 +589,78 @@ def test_image_prompt_tokens_in_pipeline_and_api_outputs(tiny_model, tok, vae):
     assert torch.equal(got[:, idx], prompts.image_prompts[0, idx].expand(3, -1))
     cfg = api.generate_codebooks_cfg('кот', 2, template='рисунок {text}', image_prompts=prompts, seed=0)
     assert torch.equal(cfg[:, idx], prompts.image_prompts[0, idx].expand(2, -1))
+
+
+# ----------------------------------------------------------------------------- issue 11
+class CyrillicTokenizer(FakeTokenizer):
+    """Knows no Latin letters (as the published tokenizer knows few): they encode to unk (1)."""
+
+    def encode_text(self, text: str, text_seq_length: int) -> torch.Tensor:
+        ids = super().encode_text(text, text_seq_length)
+        latin = torch.tensor([c.isascii() and c.isalpha() for c in text[:text_seq_length - 1]])
+        ids[1:1 + len(latin)][latin] = 1
+        return ids
+
+
+def test_zs_clf_unknown_classes_warn_and_tie(tiny_model, vae):
+    with pytest.warns(UserWarning, match=r"classes \['cat', 'dog'\] encode to unknown tokens only") as record:
+        pred = pipelines.zs_clf(make_image(), ['cat', 'кот', 'dog'], tiny_model, CyrillicTokenizer(), vae)
+    assert len(record) == 1 and 'кот' not in str(record[0].message)
+    assert pred['class'] in pred['ties'] and len(pred['scores']) == 3
+    with pytest.warns(UserWarning, match='unknown tokens only'):
+        tied = pipelines.zs_clf(make_image(), ['cat', 'dog'], tiny_model, CyrillicTokenizer(), vae)
+    assert tied['ties'] == ['cat', 'dog'] and tied['class'] == 'cat'
+
+
+def test_zs_clf_known_classes_do_not_warn(tiny_model, tok, vae, recwarn):
+    pred = pipelines.zs_clf(make_image(), ['cat', 'кот', 'dog'], tiny_model, tok, vae)  # tok knows Latin
+    assert pred['ties'] == [pred['class']]
+    assert not [w for w in recwarn if 'unknown tokens' in str(w.message)]
+
+
+def test_classify_reports_every_tied_class():
+    result = pipelines.classify(torch.tensor([2.0, 1.0, 3.0, 1.0]), ['a', 'b', 'c', 'd'])
+    assert result['label'] == 1 and result['class'] == 'b' and result['ties'] == ['b', 'd']
+    assert pipelines.classify(torch.tensor([2.0, 1.0, 3.0]), ['a', 'b', 'c'])['ties'] == ['b']
+
+
+def test_pipelines_without_a_vae_say_they_need_one(tiny_model, tok):
+    img = make_image()
+    calls = [lambda: pipelines.generate_captions(img, tok, tiny_model, None, captions_num=2, progress=False),
+             lambda: pipelines.zs_clf(img, ['кот', 'дом'], tiny_model, tok, None),
+             lambda: pipelines.self_reranking_by_image(['кот'], img, tok, tiny_model, None)]
+    for call in calls:
+        with pytest.raises(ConfigError, match=r'needs a VAE .*get_vae'):
+            call()
+
+
+def test_image_prompt_positions_out_of_the_grid_are_input_errors(tiny_model):
+    lay = Layout.from_model(tiny_model)
+
+    class Prompts:
+        image_prompts = torch.zeros(lay.N2, dtype=torch.long)
+        image_prompts_idx = [0, lay.N2]
+
+    with pytest.raises(InputError, match=rf'positions must be in \[0, {lay.N2}\), got 0..{lay.N2}'):
+        pipelines.prompt_positions(Prompts(), lay)
+
+
+@pytest.mark.parametrize('template,error', [('{0} {1}', 'exactly one'), ('{name}', 'exactly one'),
+                                            ('{.real}', 'exactly one'), ('на картинке', "must contain '{}'")])
+def test_class_templates_are_input_errors(tiny_model, tok, vae, template, error):
+    with pytest.raises(InputError, match=re.escape(error)):
+        pipelines.zs_clf(make_image(), ['кот', 'дом'], tiny_model, tok, vae, template=template)
+
+
+def test_show_classify_and_pil_conversion_name_bad_inputs():
+    with pytest.raises(ConfigError, match='nrow must be a positive int, got 0'):
+        pipelines.show([make_image()], nrow=0, show=False)
+    with pytest.raises(InputError, match='one perplexity per class'):
+        pipelines.classify(torch.tensor([]), [])
+    with pytest.raises(InputError, match=r'\[b, 3, H, W\] tensor .* got \(3, 8, 8\)'):
+        utils.torch_tensors_to_pil_list(torch.rand(3, 8, 8))
+
+
+def test_image_prompt_borders_are_input_errors(vae):
+    with pytest.raises(InputError, match='unknown border names'):
+        ImagePrompts(make_image(32), {'top': 1}, vae)

@@ -77,3 +77,48 @@ def test_temperature_sharpens():
     hot = sample(logits, temperature=10.0, generator=make_generator(0))
     assert (cold == 0).float().mean() > 0.99
     assert (hot == 0).float().mean() < 0.5
+
+
+def transformers_410_filtering(logits, top_k=0, top_p=1.0, filter_value=-float('Inf'), min_tokens_to_keep=1):
+    """Hand-written copy of transformers 4.10 ``top_k_top_p_filtering`` (TopK then TopP warper, in place)."""
+    if top_k > 0:
+        top_k = min(max(top_k, min_tokens_to_keep), logits.size(-1))
+        indices_to_remove = logits < torch.topk(logits, top_k)[0][..., -1, None]
+        logits = logits.masked_fill(indices_to_remove, filter_value)
+    if 0 <= top_p <= 1.0:
+        sorted_logits, sorted_indices = torch.sort(logits, descending=True)
+        cumulative_probs = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        sorted_indices_to_remove = cumulative_probs > top_p
+        if min_tokens_to_keep > 1:
+            sorted_indices_to_remove[..., :min_tokens_to_keep - 1] = 0
+        sorted_indices_to_remove[..., 1:] = sorted_indices_to_remove[..., :-1].clone()
+        sorted_indices_to_remove[..., 0] = 0
+        indices_to_remove = sorted_indices_to_remove.scatter(1, sorted_indices, sorted_indices_to_remove)
+        logits = logits.masked_fill(indices_to_remove, filter_value)
+    return logits
+
+
+@pytest.mark.parametrize('min_keep', [1, 2, 3, 5])
+@pytest.mark.parametrize('top_k,top_p', [(0, 1e-6), (0, 0.3), (4, 1e-6), (2, 0.5), (0, 0.9)])
+def test_min_tokens_to_keep_matches_transformers_410(top_k, top_p, min_keep):
+    torch.manual_seed(3)
+    logits = torch.randn(3, 30) * 3
+    got = top_k_top_p_filtering(logits, top_k=top_k, top_p=top_p, min_tokens_to_keep=min_keep)
+    assert torch.equal(got, transformers_410_filtering(logits.clone(), top_k, top_p, min_tokens_to_keep=min_keep))
+
+
+def test_min_tokens_to_keep_keeps_exactly_k_for_a_tiny_nucleus():
+    logits = torch.tensor([[9.0, 3.0, 2.0, 1.0, 0.0, -1.0]])
+    got = top_k_top_p_filtering(logits, top_p=1e-6, min_tokens_to_keep=3)
+    assert torch.isfinite(got).sum() == 3 and torch.isfinite(got[0, :3]).all()
+    with pytest.raises(ValueError, match='min_tokens_to_keep'):
+        top_k_top_p_filtering(logits, min_tokens_to_keep=0)
+
+
+def test_top_p_one_keeps_every_id_unlike_the_rounding_tail_of_transformers():
+    # Documented difference (README): transformers 4.10 also ran the nucleus step at top_p=1.0
+    # and dropped ids after the float cumsum passed 1.0; here top_p=1.0 disables it.
+    torch.manual_seed(0)
+    logits = torch.randn(4, 16384) * 2
+    assert torch.equal(top_k_top_p_filtering(logits, top_p=1.0), logits)
+    assert not torch.isfinite(transformers_410_filtering(logits.clone(), 0, 1.0)).all()
