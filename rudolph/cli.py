@@ -631,7 +631,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise
         print('rudolph: interrupted', file=sys.stderr)
         return 130
-    except (CliError, ValueError, TypeError, OSError) as error:
+    except (RudolphError, ValueError, TypeError, OSError) as error:  # ResourceError is a MemoryError
         if args.debug:
             raise
         print(f'rudolph {args.command}: error: {error}', file=sys.stderr)

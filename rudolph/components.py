@@ -46,23 +46,11 @@ def check_device(device: Optional[str]) -> str:
     return device
 
 
-def _offline() -> bool:
-    return os.environ.get('HF_HUB_OFFLINE', '').strip().lower() in ('1', 'true', 'yes', 'on')
-
-
 def _hub_file(what: str, repo: str, filename: str, keyword: str, cache_dir: Optional[str]) -> str:
-    """Local path of a hub file (cache or download); a message naming repo, file and the fixes if not."""
-    from huggingface_hub import hf_hub_download
+    """Local path of a hub file (cache, else one quick download); WeightsNotFoundError naming the fixes if not."""
+    from .hub import hub_download
 
-    try:
-        return hf_hub_download(repo_id=repo, filename=filename, cache_dir=cache_dir)
-    except (OSError, ValueError) as error:  # LocalEntryNotFoundError, HTTP errors (OSError subclasses)
-        why = 'HF_HUB_OFFLINE is set' if _offline() else type(error).__name__
-        raise WeightsNotFoundError(
-            f'{what} weights are not available: file {filename!r} of the hub repo {repo!r} is not in the '
-            f'Hugging Face cache and could not be downloaded ({why}).\n'
-            f'  Pre-download it where the hub is reachable:  hf download {repo} {filename}\n'
-            f'  or pass {keyword}=PATH to a local copy.') from error
+    return hub_download(repo, filename, what=what, local_arg=f'{keyword}=PATH', cache_dir=cache_dir)
 
 
 def _local_file(what: str, path: str, keyword: str) -> str:
@@ -108,19 +96,10 @@ def _tokenizer_path(entry: Dict[str, Any], tokenizer: Optional[str]) -> Optional
 
 
 def _hub_tokenizer(cache_dir: Optional[str]):
-    """ruDALL-E's tokenizer from the hub cache (or a download); a complete message if it is not there."""
-    from . import tokenizer as tokenizer_module
+    """ruDALL-E's tokenizer from the hub cache (or a download); WeightsNotFoundError if it is not there."""
+    from .tokenizer import get_tokenizer
 
-    try:
-        return tokenizer_module.get_tokenizer(cache_dir=cache_dir)
-    except OSError as error:
-        repo, filename = tokenizer_module.HF_REPO_ID, tokenizer_module.HF_FILENAME
-        why = 'HF_HUB_OFFLINE is set' if _offline() else type(error).__name__
-        raise WeightsNotFoundError(
-            f'the tokenizer is not available: file {filename!r} of the hub repo {repo!r} is not in the '
-            f'Hugging Face cache and could not be downloaded ({why}).\n'
-            f'  Pre-download it where the hub is reachable:  hf download {repo} {filename}\n'
-            f'  or pass tokenizer=PATH to a local copy.') from error
+    return get_tokenizer(cache_dir=cache_dir)
 
 
 def _vae_path(entry: Dict[str, Any], vae: Optional[str], vae_config: Any, cache_dir: Optional[str]) -> Tuple[str, Any]:
