@@ -99,7 +99,10 @@ def _hub_tokenizer(cache_dir: Optional[str]):
     """ruDALL-E's tokenizer from the hub cache (or a download); WeightsNotFoundError if it is not there."""
     from .tokenizer import get_tokenizer
 
-    return get_tokenizer(cache_dir=cache_dir)
+    try:
+        return get_tokenizer(cache_dir=cache_dir)
+    except WeightsNotFoundError as error:
+        raise WeightsNotFoundError(f'{error}; here: tokenizer=PATH') from error
 
 
 def _vae_path(entry: Dict[str, Any], vae: Optional[str], vae_config: Any, cache_dir: Optional[str]) -> Tuple[str, Any]:

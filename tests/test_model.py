@@ -731,3 +731,24 @@ def test_offline_hub_fails_fast_with_the_message(tmp_path, tiny_registered, monk
     message = str(info.value)
     assert f'127.0.0.1:{port}' in message and f'hf download {TINY_REPO} pytorch_model.bin' in message
     assert 'checkpoint_path=' in message
+
+
+def test_loss_of_a_first_image_id_beyond_the_text_vocabulary():
+    """tiny-shapes has more image codes (2048) than text ids: the left-text score of that position is skipped."""
+    from rudolph.model.configs import TINY_SHAPES_PARAMS
+
+    torch.manual_seed(0)
+    model = ruDolphModel(device='cpu', **TINY_SHAPES_PARAMS).eval()
+    L, N2, R, V = model.l_text_seq_length, model.image_seq_length, model.r_text_seq_length, model.vocab_size
+    ids = torch.cat([torch.randint(4, 200, (2, L)), torch.randint(0, 2048, (2, N2)), torch.randint(4, 200, (2, R))], 1)
+    ids[0, L], ids[1, L] = 1500, 7  # beyond the text vocabulary / inside it
+    with torch.no_grad():
+        logits, _ = model(ids, None)
+        _, parts = model(ids, None, return_loss=True)
+    lt = torch.where(ids[:, :L] == 0, V - L + torch.arange(L), ids[:, :L])
+    labels = torch.cat((lt[:, 1:], ids[:, L:L + 1]), 1)
+    ce = F.cross_entropy(logits[:, :L, :V].float().reshape(-1, V), labels.clamp(max=V - 1).reshape(-1),
+                         reduction='none').view(2, L)
+    expected = torch.cat((ce[0, :-1], ce[1])).mean()  # row 0's last position is not a text class
+    assert torch.isfinite(parts['l_text_loss'])
+    torch.testing.assert_close(parts['l_text_loss'], expected, rtol=1e-5, atol=1e-6)

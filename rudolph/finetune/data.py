@@ -11,9 +11,7 @@ import hashlib
 import json
 import logging
 import os
-import pickle
 import random
-import re
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -21,7 +19,8 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from ..api import DEFAULT_SPC_TOKENS
-from ..errors import DataError
+from ..errors import CheckpointError, DataError
+from ..serialization import safe_torch_load
 from ..vae.image import preprocess_image
 
 __all__ = [
@@ -30,28 +29,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-# What torch.load raises on a truncated, corrupt or random file (random bytes reach the unpickler).
-LOAD_ERRORS = (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError, LookupError, TypeError,
-               AttributeError)
-
-
-def unpickler_global(error: BaseException) -> Optional[str]:
-    """The Python object a ``weights_only`` load refused (``'builtins.open'``...), or ``None``."""
-    found = re.search(r'Unsupported global: GLOBAL (\S+)', str(error))
-    return found.group(1) if found else None
-
-
-def load_error_reason(error: BaseException) -> str:
-    """One line saying why ``torch.load`` failed (torch's weights-only messages are a page long)."""
-    text = str(error)
-    if unpickler_global(error):
-        return f'it holds a Python object ({unpickler_global(error)}), not only tensors and plain data'
-    if 'WeightsUnpickler error:' in text:
-        text = text.split('WeightsUnpickler error:', 1)[1].split('Check the documentation', 1)[0]
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return f'{type(error).__name__}: {lines[0] if lines else "no details"}'
-
 
 @dataclass(frozen=True)
 class TaskSpec:
@@ -204,10 +181,9 @@ class ImageCodeCache:
     def _load(path: str) -> Dict[str, torch.Tensor]:
         """The cached codes, or ``{}`` with a warning naming the file if it is corrupt or not plain data."""
         try:
-            codes = torch.load(path, map_location='cpu', weights_only=True)  # never unpickle objects
-        except LOAD_ERRORS as error:
-            logger.warning('ignoring unreadable image-code cache %s (%s); it will be rebuilt', path,
-                           load_error_reason(error))
+            codes = safe_torch_load(path, 'image-code cache', training_objects=False)
+        except CheckpointError as error:  # corrupt, or tampered with (never unpickled): rebuilt either way
+            logger.warning('ignoring unreadable image-code cache %s (%s); it will be rebuilt', path, error)
             return {}
         if not isinstance(codes, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in codes.items()):
             logger.warning('ignoring image-code cache %s: expected a dict of str -> tensor, got %s; it will be rebuilt',

@@ -15,9 +15,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..errors import (ConfigError, CorruptCheckpointError, MissingDependencyError, RudolphError,
-                      UnsafeCheckpointError)
-from .data import LOAD_ERRORS, EncodedDataset, TaskBatchSampler, collate, load_error_reason, unpickler_global
+from ..errors import ConfigError, CorruptCheckpointError, MissingDependencyError, RudolphError
+from ..serialization import safe_torch_load
+from .data import EncodedDataset, TaskBatchSampler, collate
 
 __all__ = ['TrainConfig', 'TrainResult', 'TrainState', 'Trainer', 'NonFiniteLossError', 'train', 'evaluate',
            'find_checkpoint', 'check_writable', 'safe_load', 'WEIGHTS_NAME', 'STATE_NAME']
@@ -155,15 +155,8 @@ def _step_number(name: str) -> int:
 
 
 def safe_load(path: str, what: str = 'checkpoint file') -> Any:
-    """``torch.load(path, weights_only=True)``; errors name the file (never unpickles arbitrary objects)."""
-    try:
-        return torch.load(path, map_location='cpu', weights_only=True)
-    except LOAD_ERRORS as error:
-        if unpickler_global(error):
-            raise UnsafeCheckpointError(f'{what} {path!r}: {load_error_reason(error)}; refusing to unpickle it (that '
-                                        'could run code). Expected a file written by rudolph.finetune') from None
-        raise CorruptCheckpointError(f'{what} {path!r} cannot be read ({load_error_reason(error)}); it is truncated '
-                                     'or corrupt') from None
+    """A file of this trainer (tensors and plain data only); errors name the file, nothing is unpickled."""
+    return safe_torch_load(path, what, training_objects=False)
 
 
 def _incomplete_reason(folder: str) -> Optional[str]:

@@ -1,17 +1,14 @@
 """``get_rudolph_model``: build a config, fetch the checkpoint, load it strictly and cheaply."""
 import logging
 import os
-import pickle
-import re
 import warnings
-import zipfile
 from typing import Any, Dict, Mapping, Optional, Union
 
 import torch
 
-from ..errors import (CheckpointError, CheckpointMismatchError, ConfigError, CorruptCheckpointError,
-                      UnsafeCheckpointError, WeightsNotFoundError)
+from ..errors import CheckpointMismatchError, ConfigError, CorruptCheckpointError, WeightsNotFoundError
 from ..hub import hub_download
+from ..serialization import check_finite, describe_unreadable, safe_torch_load  # noqa: F401 (re-exported)
 from .configs import MODELS
 from .image_attention import MASK_NAMES
 from .model import ruDolphModel, skip_init
@@ -58,124 +55,6 @@ def resolve_checkpoint(name: str, checkpoint_path: Optional[Union[str, os.PathLi
     return hub_download(config['repo_id'], config['filename'], cache_dir=cache_dir,
                         what=f'the weights of RuDOLPH {name!r}',
                         local_arg="checkpoint_path='path/to/pytorch_model.bin'")
-
-
-# Modules and names of the training objects (hyper-parameters, callbacks, numpy scalars in their
-# state) that PyTorch-Lightning checkpoints pickle beside the weights. They are mapped to an inert
-# stand-in: the real class is never imported and nothing from the file runs.
-_TRAINING_OBJECT_PREFIXES = ('pytorch_lightning.', 'lightning.', 'lightning_fabric.', 'omegaconf.', 'numpy.dtypes.')
-_TRAINING_OBJECT_NAMES = frozenset({'argparse.Namespace', 'typing.Any', 'numpy.dtype', 'numpy.core.multiarray.scalar',
-                                    'numpy._core.multiarray.scalar'})
-
-
-class _InertObject:
-    """Stand-in for a training object of a checkpoint: keeps the arguments and state it is given, runs nothing."""
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> '_InertObject':
-        self = super().__new__(cls)
-        self.args = args
-        return self
-
-    def __setstate__(self, state: Any) -> None:
-        self.state = state
-
-
-def _is_training_object(name: str) -> bool:
-    return name in _TRAINING_OBJECT_NAMES or name.startswith(_TRAINING_OBJECT_PREFIXES)
-
-
-def _stand_in(name: str) -> Any:
-    # Lightning's AttributeDict is a dict filled by SETITEMS, which the safe unpickler allows on plain dicts only.
-    if name.endswith('.AttributeDict'):
-        return dict
-    return type(name.rsplit('.', 1)[-1], (_InertObject,), {'__module__': 'rudolph.inert'})
-
-
-def describe_unreadable(path: str) -> str:
-    """Why ``path`` is probably not a loadable ``torch.save`` file (for error messages)."""
-    try:
-        size = os.path.getsize(path)
-        with open(path, 'rb') as file:
-            head = file.read(4)
-    except OSError as err:
-        return f'it cannot be read ({err})'
-    if size == 0:
-        return 'the file is empty (0 bytes): truncated or corrupt'
-    if head == b'PK\x03\x04' and not zipfile.is_zipfile(path):
-        return (f'it starts like a torch.save zip archive but its end (the zip central directory) is missing: '
-                f'the file ({size} bytes) is truncated or corrupt, e.g. an interrupted download')
-    return f'the file ({size} bytes) is truncated or corrupt, or not a torch.save checkpoint'
-
-
-def _torch_load(path: str, mmap: bool) -> Any:
-    try:
-        return torch.load(path, map_location='cpu', mmap=mmap, weights_only=True)
-    except RuntimeError as error:
-        if not mmap or 'mmap' not in str(error):
-            raise
-        return torch.load(path, map_location='cpu', weights_only=True)  # legacy format: cannot be memory-mapped
-
-
-def _refused_global(error: Exception) -> Optional[str]:
-    found = re.search(r'GLOBAL (\S+)', str(error))
-    return found.group(1) if found else None
-
-
-def _load_with_stand_ins(path: str, what: str, error: pickle.UnpicklingError, mmap: bool) -> Any:
-    """Retry a file the safe loader refused while every refused global is a known training object."""
-    try:  # zip checkpoints: all globals at once; legacy files: one per refusal, from the error
-        names = list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
-    except (ValueError, RuntimeError, pickle.UnpicklingError):
-        names = []
-    if not names and _refused_global(error) is None:
-        raise error  # not a refused global: a damaged or foreign file, reported as corrupt
-    names = names or [_refused_global(error)]
-    while True:
-        bad = [n for n in names if not _is_training_object(n)]
-        if bad:
-            raise UnsafeCheckpointError(
-                f'refusing to load the {what} {path}: reading it would run code from the file (it pickles '
-                f'{bad[0]}, which is neither a tensor nor a known training object); expected a torch.save file '
-                f'of tensors (a state dict, or a PyTorch-Lightning checkpoint)') from error
-        try:
-            with torch.serialization.safe_globals([(_stand_in(n), n) for n in names]):
-                return _torch_load(path, mmap)
-        except pickle.UnpicklingError as again:
-            name = _refused_global(again)
-            if name is None or name in names:
-                raise
-            names.append(name)
-
-
-def safe_torch_load(path: str, what: str = 'checkpoint', mmap: bool = False) -> Any:
-    """``torch.load(path, weights_only=True)`` that never unpickles code, with errors naming ``path``.
-
-    Training objects of PyTorch-Lightning checkpoints (hyper-parameters, callbacks) load as inert
-    stand-ins; any other pickled global is an :class:`UnsafeCheckpointError`; an unreadable file
-    (empty, truncated, not a torch file) is a :class:`CorruptCheckpointError`.
-    """
-    path = os.fspath(path)
-    try:
-        try:
-            return _torch_load(path, mmap)
-        except pickle.UnpicklingError as error:
-            return _load_with_stand_ins(path, what, error, mmap)
-    except (FileNotFoundError, IsADirectoryError, PermissionError, MemoryError, UnsafeCheckpointError):
-        raise
-    except Exception as err:  # noqa: BLE001 -- torch.load reports damaged files with many types
-        detail = str(err).strip().splitlines()[0][:200] if str(err).strip() else ''
-        raise CorruptCheckpointError(
-            f'cannot read the {what} {path}: {describe_unreadable(path)} '
-            f'[{type(err).__name__}{": " + detail if detail else ""}]; expected a torch.save file '
-            f'(delete it to download it again)') from err
-
-
-def check_finite(state: Mapping[str, torch.Tensor], source: str) -> None:
-    """Raise :class:`CheckpointError` naming ``source`` and the first floating tensor holding NaN or inf."""
-    for key, value in state.items():
-        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            raise CheckpointError(f'{source}: tensor {key!r} holds non-finite values (NaN or inf); expected '
-                                  f'finite weights (the checkpoint is corrupt or comes from a diverged training)')
 
 
 def load_checkpoint(path: str) -> Dict[str, torch.Tensor]:
