@@ -125,7 +125,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     g.add_argument('--quiet', action='store_true', help='no progress bars')
 
 
-def _json_arg(value: str, option: str) -> Dict[str, Any]:
+def json_option(value: str, option: str) -> Dict[str, Any]:
     """A JSON object from a file path or from the option text itself."""
     text = value
     if os.path.isfile(value):
@@ -157,7 +157,7 @@ def _check_model_args(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
     """The --config params (or ``None``), after the checks that need no file."""
     from rudolph.model.configs import MODELS
 
-    params = _json_arg(args.config, '--config') if args.config else None
+    params = json_option(args.config, '--config') if args.config else None
     if params is not None and not args.checkpoint:
         raise CliError('--config describes the architecture of a local --checkpoint; pass --checkpoint too')
     if params is None and args.model not in MODELS:
@@ -187,7 +187,7 @@ def load(args: argparse.Namespace) -> Loaded:
 
     params = _check_model_args(args)
     device = _check_device(args)
-    vae_config = _json_arg(args.vae_config, '--vae-config') if args.vae_config else None
+    vae_config = json_option(args.vae_config, '--vae-config') if args.vae_config else None
     try:
         c = Components.from_pretrained(args.model, device=device, dtype=torch.bfloat16 if args.bf16 else None,
                                        fp16=args.fp16, checkpoint=args.checkpoint, tokenizer=args.tokenizer,

@@ -1,6 +1,5 @@
 """Model core: masks, forward math against a literal SPEC implementation, loss, cache, loading."""
 import math
-import os
 import re
 import time
 

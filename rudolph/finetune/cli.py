@@ -118,7 +118,9 @@ def run(args: argparse.Namespace) -> int:
     for flag, path in (('--data', args.data), ('--eval-data', args.eval_data), ('--checkpoint', args.checkpoint)):
         if path is not None and not os.path.exists(path):
             raise FileNotFoundError(f'{flag} {path!r}: no such file')
-    vae_config = _json_arg(args.vae_config) if getattr(args, 'vae_config', None) else None
+    from rudolph.cli import json_option
+
+    vae_config = json_option(args.vae_config, '--vae-config') if getattr(args, 'vae_config', None) else None
     check_writable(args.out)
     state = PartialState(cpu=args.cpu)
     device = state.device
@@ -153,27 +155,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _json_arg(value: str) -> dict:
-    """A JSON object from a file path or from the option text itself (``--vae-config``)."""
-    import json
-
-    text = value
-    if os.path.isfile(value):
-        with open(value, encoding='utf-8') as f:
-            text = f.read()
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f'--vae-config must be a JSON object or a file holding one, got {value!r} ({error})') from None
-    if not isinstance(obj, dict):
-        raise ValueError(f'--vae-config must be a JSON object, got {type(obj).__name__}')
-    return obj
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     """Standalone entry point: ``python -m rudolph.finetune --data rows.jsonl --out out``."""
-    from .data import DataError
-    from .trainer import NonFiniteLossError
+    from rudolph.errors import RudolphError
 
     parser = add_arguments(argparse.ArgumentParser(prog='rudolph finetune', description=__doc__.splitlines()[0]))
     args = parser.parse_args(argv)
@@ -182,6 +166,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         return run(args)
     except KeyboardInterrupt:
         return 130
-    except (DataError, NonFiniteLossError, FileNotFoundError, OSError, ValueError, ImportError) as error:
+    except (RudolphError, OSError, ValueError, ImportError) as error:
         logger.error('%s', error)
         return 1

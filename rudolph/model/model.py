@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cache import KVCache
-from .transformer import Linear, SparseTransformer, linear
+from .transformer import SparseTransformer, linear
 
 __all__ = ['ruDolphModel', 'skip_init']
 
