@@ -5,8 +5,7 @@
 The exports are imported on first use, so ``import rudolph`` (and ``rudolph --help``) does not
 load torch.
 """
-import importlib
-from typing import Any
+from ._lazy import lazy_exports
 
 __version__ = '1.0.0'
 
@@ -29,15 +28,4 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
-    module_name, attribute = _EXPORTS[name]
-    module = importlib.import_module(module_name, __name__)
-    value = module if attribute is None else getattr(module, attribute)
-    globals()[name] = value  # later look-ups skip __getattr__
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__ = lazy_exports(__name__, globals(), _EXPORTS)

@@ -362,7 +362,8 @@ def test_imports_are_lazy(tmp_path):
     done = _python("from rudolph import get_tokenizer, get_vae, ImagePrompts, get_rudolph_model, ruDolphApi, MODELS; "
                    "assert 'tiny-shapes' in MODELS", tmp_path)
     assert done.returncode == 0, done.stderr
-    for argv in (['--help'], ['caption', '--help'], ['caption']):  # help and a usage error: no torch
+    for argv in (['--help'], ['caption', '--help'], ['demo', '--help'], ['finetune', '--help'],
+                 ['caption']):  # help and a usage error: no torch
         done = _python('import runpy, sys; sys.argv = ["rudolph"] + %r\ntry:\n    runpy.run_module("rudolph", '
                        'run_name="__main__")\nexcept SystemExit as e:\n    assert "torch" not in sys.modules, "torch"\n'
                        '    raise' % argv, tmp_path)

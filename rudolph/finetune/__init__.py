@@ -10,17 +10,33 @@ Python::
 Command line: ``rudolph finetune --model 350M --data captions.jsonl --out out`` (or
 ``python -m rudolph.finetune ...``), and ``accelerate launch -m rudolph.finetune ...`` on many GPUs.
 """
-from .data import (DEFAULT_SPC_TOKENS, TASKS, DataError, EncodedDataset, ImageCodeCache, TaskBatchSampler, TaskSpec,
-                   collate, encode_task_text, infer_task, prepare_dataset, preprocess_image, read_rows)
-from .freeze import freeze, parameter_group
-from .trainer import (NonFiniteLossError, TrainConfig, Trainer, TrainResult, TrainState, check_writable, evaluate,
-                      find_checkpoint, train)
+from .._lazy import lazy_exports
 
-__all__ = [
-    'DEFAULT_SPC_TOKENS', 'TASKS', 'TaskSpec', 'DataError', 'EncodedDataset', 'ImageCodeCache', 'TaskBatchSampler',
-    'collate', 'encode_task_text', 'infer_task', 'prepare_dataset', 'preprocess_image', 'read_rows',
-    'freeze', 'parameter_group',
-    'TrainConfig', 'Trainer', 'TrainResult', 'TrainState', 'NonFiniteLossError', 'train', 'evaluate', 'find_checkpoint',
-    'check_writable',
-]
-
+_EXPORTS = {
+    'DEFAULT_SPC_TOKENS': ('.data', 'DEFAULT_SPC_TOKENS'),
+    'TASKS': ('.data', 'TASKS'),
+    'DataError': ('.data', 'DataError'),
+    'EncodedDataset': ('.data', 'EncodedDataset'),
+    'ImageCodeCache': ('.data', 'ImageCodeCache'),
+    'TaskBatchSampler': ('.data', 'TaskBatchSampler'),
+    'TaskSpec': ('.data', 'TaskSpec'),
+    'collate': ('.data', 'collate'),
+    'encode_task_text': ('.data', 'encode_task_text'),
+    'infer_task': ('.data', 'infer_task'),
+    'prepare_dataset': ('.data', 'prepare_dataset'),
+    'preprocess_image': ('.data', 'preprocess_image'),
+    'read_rows': ('.data', 'read_rows'),
+    'freeze': ('.freeze', 'freeze'),
+    'parameter_group': ('.freeze', 'parameter_group'),
+    'NonFiniteLossError': ('.trainer', 'NonFiniteLossError'),
+    'TrainConfig': ('.trainer', 'TrainConfig'),
+    'Trainer': ('.trainer', 'Trainer'),
+    'TrainResult': ('.trainer', 'TrainResult'),
+    'TrainState': ('.trainer', 'TrainState'),
+    'check_writable': ('.trainer', 'check_writable'),
+    'evaluate': ('.trainer', 'evaluate'),
+    'find_checkpoint': ('.trainer', 'find_checkpoint'),
+    'train': ('.trainer', 'train'),
+}
+__all__ = list(_EXPORTS)
+__getattr__ = lazy_exports(__name__, globals(), _EXPORTS)

@@ -1,10 +1,15 @@
-"""The RuDOLPH transformer, its configs and checkpoint loading."""
-from .cache import KVCache
-from .configs import MODELS
-from .fp16 import FP16Module
-from .image_attention import get_col_mask, get_conv_mask, get_row_mask
-from .loading import get_rudolph_model
-from .model import ruDolphModel
+"""The RuDOLPH transformer, its configs and checkpoint loading (exports imported on first use)."""
+from .._lazy import lazy_exports
 
-__all__ = ['MODELS', 'get_rudolph_model', 'ruDolphModel', 'FP16Module', 'KVCache',
-           'get_row_mask', 'get_col_mask', 'get_conv_mask']
+_EXPORTS = {
+    'KVCache': ('.cache', 'KVCache'),
+    'MODELS': ('.configs', 'MODELS'),
+    'FP16Module': ('.fp16', 'FP16Module'),
+    'get_col_mask': ('.image_attention', 'get_col_mask'),
+    'get_conv_mask': ('.image_attention', 'get_conv_mask'),
+    'get_row_mask': ('.image_attention', 'get_row_mask'),
+    'get_rudolph_model': ('.loading', 'get_rudolph_model'),
+    'ruDolphModel': ('.model', 'ruDolphModel'),
+}
+__all__ = list(_EXPORTS)
+__getattr__ = lazy_exports(__name__, globals(), _EXPORTS)
