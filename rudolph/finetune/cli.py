@@ -88,7 +88,7 @@ def _components(args: argparse.Namespace):
 
 def _train_config(args: argparse.Namespace):
     """The :class:`TrainConfig` of the training options."""
-    from .trainer import TrainConfig
+    from .config import TrainConfig
 
     return TrainConfig(
         out_dir=args.out, epochs=args.epochs, max_steps=args.max_steps, batch_size=args.bs, grad_accum=args.grad_accum,
@@ -108,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
 
     from .data import TASKS, prepare_dataset
     from .freeze import freeze
-    from .trainer import check_writable, train
+    from .checkpoints import check_writable
+    from .trainer import train
 
     if args.task != 'auto' and args.task not in TASKS:
         raise ValueError(f'--task {args.task!r}: expected auto or one of {sorted(TASKS)}')

@@ -1,22 +1,24 @@
-"""The fine-tuning loop: one code path for 1 CPU, 1 GPU and ``accelerate launch`` on many (DDP / FSDP)."""
+"""The fine-tuning loop: one code path for 1 CPU, 1 GPU and ``accelerate launch`` on many (DDP / FSDP).
+
+Settings live in :mod:`.config`, checkpoints on disk in :mod:`.checkpoints`.
+"""
 import json
 import logging
 import math
 import os
 import random
-import shutil
 import signal
-import tempfile
 import threading
-from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..errors import ConfigError, CorruptCheckpointError, MissingDependencyError, RudolphError
-from ..serialization import safe_torch_load
+from ..errors import ConfigError, MissingDependencyError
+from .checkpoints import (STATE_NAME, WEIGHTS_NAME, check_writable, find_checkpoint, load_optimizer_state,
+                          load_resume, remove_leftovers, safe_load, save_checkpoint, set_rng_state)
+from .config import NonFiniteLossError, TrainConfig, TrainResult, TrainState, check_config
 from .data import EncodedDataset, TaskBatchSampler, collate
 
 __all__ = ['TrainConfig', 'TrainResult', 'TrainState', 'Trainer', 'NonFiniteLossError', 'train', 'evaluate',
@@ -24,221 +26,10 @@ __all__ = ['TrainConfig', 'TrainResult', 'TrainState', 'Trainer', 'NonFiniteLoss
 
 logger = logging.getLogger(__name__)
 
-WEIGHTS_NAME = 'pytorch_model.bin'
-STATE_NAME = 'training_state.pt'
-LATEST_NAME = 'latest'
 PARTS = ('l_text_loss', 'image_loss', 'r_text_loss')
 _WEIGHT_OF = {'l_text_loss': 'lt_loss_weight', 'image_loss': 'img_loss_weight', 'r_text_loss': 'rt_loss_weight'}
 
 
-class NonFiniteLossError(RudolphError, RuntimeError):
-    """The training loss became NaN or infinite; training stopped without writing a checkpoint."""
-
-
-@dataclass
-class TrainConfig:
-    """Fine-tuning settings (the CLI flags of ``rudolph finetune`` map onto these fields).
-
-    ``batch_size`` is the *global* batch of one forward pass, split evenly across processes,
-    so the same settings give the same optimisation on 1 or N devices; one optimizer step
-    uses ``batch_size * grad_accum`` samples. ``warmup`` is a fraction of all steps (< 1)
-    or a number of steps (>= 1). ``first_image_token`` also trains the first image token
-    (see :meth:`rudolph.model.ruDolphModel.loss`; off by default, as the published loss).
-    ``keep_last``: how many of the newest ``step-*`` checkpoints to keep (``None`` or ``0``:
-    keep all; the newest complete checkpoint is never deleted). Values that cannot work
-    (``max_steps=0``, ``lr=-1``, ``keep_last=-1``, ...) raise :class:`~rudolph.errors.ConfigError`.
-    """
-    out_dir: str
-    epochs: int = 1
-    max_steps: Optional[int] = None
-    batch_size: int = 4
-    grad_accum: int = 1
-    lr: float = 2e-5
-    weight_decay: float = 0.0
-    warmup: float = 0.1
-    schedule: str = 'one_cycle'  # 'one_cycle' (as the original notebooks), 'cosine', 'linear', 'constant'
-    clip: Optional[float] = 1.0
-    optimizer: str = 'adamw'  # or 'adam8bit' (bitsandbytes)
-    precision: str = 'fp32'  # 'fp32', 'bf16' or 'fp16' (autocast; fp16 with a grad scaler, CUDA only)
-    gradient_checkpointing: bool = False
-    eval_every: Optional[int] = None
-    save_every: Optional[int] = None
-    save_final: bool = True
-    keep_last: Optional[int] = None
-    seed: int = 0
-    resume: Optional[str] = None
-    cpu: bool = False
-    show_progress: bool = True
-    log_every: int = 1
-    first_image_token: bool = False
-
-    def __post_init__(self) -> None:
-        _check_config(self)
-
-
-_CHOICES = {'schedule': ('one_cycle', 'cosine', 'linear', 'constant'), 'optimizer': ('adamw', 'adam8bit'),
-            'precision': ('fp32', 'bf16', 'fp16')}
-# field: (smallest allowed value, may be None, integer only)
-_BOUNDS = {'epochs': (1, False, True), 'max_steps': (1, True, True), 'batch_size': (1, False, True),
-           'grad_accum': (1, False, True), 'weight_decay': (0, False, False), 'warmup': (0, False, False),
-           'eval_every': (1, True, True), 'save_every': (1, True, True), 'keep_last': (0, True, True),
-           'log_every': (1, False, True), 'seed': (-2 ** 63, False, True)}
-
-
-def _check_config(config: 'TrainConfig') -> None:
-    """Reject settings that cannot work, naming the value and what was expected."""
-    if not isinstance(config.out_dir, (str, os.PathLike)) or not os.fspath(config.out_dir):
-        raise ConfigError(f'out_dir must be a folder path, got {config.out_dir!r}')
-    for name, choices in _CHOICES.items():
-        if getattr(config, name) not in choices:
-            raise ConfigError(f'{name} must be one of {list(choices)}, got {getattr(config, name)!r}')
-    for name, (low, optional, integer) in _BOUNDS.items():
-        value = getattr(config, name)
-        if value is None and optional:
-            continue
-        kind = int if integer else (int, float)
-        if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value) or value < low:
-            what = 'an int' if integer else 'a number'
-            extra = ' or None' if optional else ''
-            meaning = ' (0 or None: keep all)' if name == 'keep_last' else ''
-            raise ConfigError(f'{name} must be {what} >= {low}{extra}{meaning}, got {value!r}')
-    if isinstance(config.lr, bool) or not isinstance(config.lr, (int, float)) or not math.isfinite(config.lr) \
-            or config.lr <= 0:
-        raise ConfigError(f'lr must be a finite number > 0, got {config.lr!r}')
-    if config.clip is not None and (isinstance(config.clip, bool) or not isinstance(config.clip, (int, float))
-                                    or not math.isfinite(config.clip) or config.clip <= 0):
-        raise ConfigError(f'clip must be a number > 0 or None (no clipping), got {config.clip!r}')
-
-
-@dataclass
-class TrainState:
-    """Where training stands: optimizer steps done, epoch, batches of that epoch consumed."""
-    step: int = 0
-    epoch: int = 0
-    batch_in_epoch: int = 0
-    total_steps: int = 0
-    history: List[Dict[str, Any]] = field(default_factory=list)
-
-
-@dataclass
-class TrainResult:
-    model: nn.Module
-    state: TrainState
-    last_checkpoint: Optional[str]
-    eval_history: List[Dict[str, Any]]
-
-    @property
-    def history(self) -> List[Dict[str, Any]]:
-        return self.state.history
-
-
-# ----------------------------------------------------------------------------- filesystem
-def check_writable(out_dir: Union[str, os.PathLike]) -> str:
-    """Create ``out_dir`` if needed and prove it writable; raises ``OSError`` naming the folder otherwise."""
-    out_dir = os.fspath(out_dir)
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix='.write-test-', dir=out_dir)
-        os.close(fd)
-        os.remove(probe)
-    except OSError as error:
-        raise OSError(f'output folder {out_dir!r} is not writable ({type(error).__name__}: {error.strerror or error}); '
-                      'expected a folder this process can create files in') from None
-    return out_dir
-
-
-def _step_number(name: str) -> int:
-    try:
-        return int(name[len('step-'):])
-    except ValueError:
-        return -1
-
-
-def safe_load(path: str, what: str = 'checkpoint file') -> Any:
-    """A file of this trainer (tensors and plain data only); errors name the file, nothing is unpickled."""
-    return safe_torch_load(path, what, training_objects=False)
-
-
-def _incomplete_reason(folder: str) -> Optional[str]:
-    """``None`` if ``folder`` is a complete checkpoint, else why not.
-
-    Complete: ``training_state.pt`` (written last) loads and lists every file of the
-    checkpoint with its size, and each file exists with that size.
-    """
-    state_path = os.path.join(folder, STATE_NAME)
-    if not os.path.isfile(state_path):
-        return f'{STATE_NAME} is missing'
-    try:
-        state = safe_load(state_path, 'training state')
-    except CorruptCheckpointError as error:  # an unsafe (tampered) file is an error, not a fallback
-        return str(error)
-    files = state.get('files') if isinstance(state, dict) else None
-    if not isinstance(files, dict) or WEIGHTS_NAME not in files:
-        return f'{STATE_NAME} lists no checkpoint files (written by an older rudolph?)'
-    for name, size in files.items():
-        path = os.path.join(folder, name)
-        if not os.path.isfile(path):
-            return f'{name} is missing'
-        if os.path.getsize(path) != size:
-            return f'{name} has {os.path.getsize(path)} bytes, expected {size} (truncated or modified)'
-    return None
-
-
-def _candidates(path: str) -> List[str]:
-    """Checkpoint folders of an output folder, the one ``latest`` names first, then newest first."""
-    steps = sorted((d for d in os.listdir(path) if d.startswith('step-') and os.path.isdir(os.path.join(path, d))),
-                   key=_step_number, reverse=True)
-    latest = os.path.join(path, LATEST_NAME)
-    if os.path.isfile(latest):
-        with open(latest, encoding='utf-8') as f:
-            name = f.read().strip()
-        if name in steps:
-            steps.remove(name)
-            steps.insert(0, name)
-    return [os.path.join(path, d) for d in steps]
-
-
-def find_checkpoint(path: Union[str, os.PathLike]) -> str:
-    """The checkpoint folder ``path`` points at: itself, or an output folder's newest complete checkpoint.
-
-    A newer checkpoint that is incomplete (e.g. a truncated ``pytorch_model.bin``) is skipped
-    with a warning naming it and the one used instead.
-    """
-    path = os.fspath(path)
-    if os.path.isfile(os.path.join(path, STATE_NAME)):
-        reason = _incomplete_reason(path)
-        if reason is not None:
-            raise CorruptCheckpointError(f'checkpoint {path!r} is incomplete: {reason}; resume from its output '
-                                         'folder to fall back to the newest complete checkpoint')
-        return path
-    skipped = []
-    for candidate in (_candidates(path) if os.path.isdir(path) else []):
-        reason = _incomplete_reason(candidate)
-        if reason is None:
-            for bad, why in skipped:
-                logger.warning('checkpoint %s is incomplete (%s); using %s instead', bad, why, candidate)
-            return candidate
-        skipped.append((candidate, reason))
-    if skipped:
-        raise CorruptCheckpointError(f'no complete checkpoint in {path!r}: ' +
-                                     '; '.join(f'{bad}: {why}' for bad, why in skipped))
-    raise FileNotFoundError(f'no checkpoint to resume from at {path!r}: expected a folder with {STATE_NAME} '
-                            'or an output folder holding step-* checkpoints')
-
-
-def _remove_leftovers(out_dir: str) -> None:
-    """Delete the temporary folders of a checkpoint whose writing was killed (they are never complete)."""
-    for name in os.listdir(out_dir):
-        if name.startswith('.tmp-step-') or name == f'.{LATEST_NAME}.tmp':
-            logger.warning('removing %s, left behind by an interrupted checkpoint write', os.path.join(out_dir, name))
-            target = os.path.join(out_dir, name)
-            if os.path.isdir(target):
-                shutil.rmtree(target, ignore_errors=True)
-            else:
-                os.remove(target)
-
-
-# ----------------------------------------------------------------------------- building blocks
 def _make_optimizer(params: List[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
     if config.optimizer == 'adamw':
         return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -282,146 +73,12 @@ def _make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _rng_state() -> Dict[str, Any]:
-    """Every RNG's state as plain lists and tensors, so that it loads with ``weights_only=True``."""
-    import numpy as np
-
-    version, internal, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {'python': [version, list(internal), gauss],
-             'numpy': [str(kind), torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
-             'torch': torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state['cuda'] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: Dict[str, Any]) -> None:
-    import numpy as np
-
-    version, internal, gauss = state['python']
-    random.setstate((version, tuple(internal), gauss))
-    kind, keys, pos, has_gauss, cached = state['numpy']
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state['torch'])
-    if 'cuda' in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state['cuda'])
-
-
 def _seed_everything(seed: int) -> None:
     import numpy as np
 
     random.seed(seed)
     np.random.seed(seed % 2 ** 32)
     torch.manual_seed(seed)
-
-
-def _is_fsdp(accelerator) -> bool:
-    return str(accelerator.distributed_type).endswith('FSDP')
-
-
-def _optimizer_state(accelerator, model, optimizer) -> Dict[str, Any]:
-    if _is_fsdp(accelerator):
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
-
-        return get_optimizer_state_dict(model, optimizer.optimizer,
-                                        options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    return optimizer.state_dict()
-
-
-def _load_optimizer_state(accelerator, model, optimizer, state: Dict[str, Any]) -> None:
-    if _is_fsdp(accelerator):
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
-        set_optimizer_state_dict(model, optimizer.optimizer, state,
-                                 options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=False))
-    else:
-        optimizer.load_state_dict(state)
-
-
-def _write_state(tmp: str, accelerator, scheduler, optim_state, state: TrainState, config: TrainConfig) -> None:
-    """``training_state.pt``, written last: it lists every file of the checkpoint with its size."""
-    files = {name: os.path.getsize(os.path.join(tmp, name)) for name in sorted(os.listdir(tmp))}
-    torch.save({
-        'optimizer': optim_state,
-        'scheduler': scheduler.state_dict(),
-        'scaler': accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
-        'step': state.step, 'epoch': state.epoch, 'batch_in_epoch': state.batch_in_epoch,
-        'total_steps': state.total_steps, 'history': state.history,
-        'config': {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in asdict(config).items()},
-        'num_processes': accelerator.num_processes, 'files': files,
-    }, os.path.join(tmp, STATE_NAME))
-
-
-def _publish(tmp: str, final: str, out_dir: str, name: str) -> None:
-    """Rename the finished temporary folder into place, then point ``latest`` at it."""
-    if os.path.isdir(final):
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    latest_tmp = os.path.join(out_dir, f'.{LATEST_NAME}.tmp')
-    with open(latest_tmp, 'w', encoding='utf-8') as f:
-        f.write(name)
-    os.replace(latest_tmp, os.path.join(out_dir, LATEST_NAME))
-
-
-def _save_checkpoint(accelerator, model, optimizer, scheduler, state: TrainState, config: TrainConfig,
-                     name: str) -> str:
-    """Write ``out_dir/name`` atomically: everything goes to a temporary folder that is renamed at the end."""
-    out_dir = config.out_dir
-    final = os.path.join(out_dir, name)
-    tmp = os.path.join(out_dir, f'.tmp-{name}')
-    # Collectives first (FSDP gathers full weights / optimizer state on every rank).
-    weights = accelerator.get_state_dict(model)
-    optim_state = _optimizer_state(accelerator, model, optimizer)
-    error: Optional[BaseException] = None
-    if accelerator.is_main_process:
-        try:
-            shutil.rmtree(tmp, ignore_errors=True)
-            os.makedirs(tmp)
-        except OSError as e:
-            error = e
-    accelerator.wait_for_everyone()
-    try:
-        if error is None and os.path.isdir(tmp):
-            torch.save(_rng_state(), os.path.join(tmp, f'rng_state_{accelerator.process_index}.pt'))
-    except OSError as e:
-        error = e
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        try:
-            if error is None:
-                torch.save({k: v.detach().cpu() for k, v in weights.items()}, os.path.join(tmp, WEIGHTS_NAME))
-                _write_state(tmp, accelerator, scheduler, optim_state, state, config)
-                _publish(tmp, final, out_dir, name)
-        except OSError as e:
-            error = e
-        if error is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise OSError(f'could not write checkpoint {final!r}: {error}; nothing was left behind') from error
-        _prune(out_dir, config.keep_last, name)
-        logger.info('saved checkpoint %s (step %d)', final, state.step)
-    accelerator.wait_for_everyone()
-    return final
-
-
-def _prune(out_dir: str, keep_last: Optional[int], newest: str) -> None:
-    """Keep the ``keep_last`` newest step folders (``None``/``0``: all); ``newest``, just written, always stays."""
-    if not keep_last:
-        return
-    steps = sorted((d for d in os.listdir(out_dir) if d.startswith('step-')), key=_step_number)
-    for old in steps[:-keep_last]:
-        if old != newest:
-            shutil.rmtree(os.path.join(out_dir, old), ignore_errors=True)
-
-
-def _load_resume(path: str, accelerator) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor], Optional[Dict[str, Any]]]:
-    folder = find_checkpoint(path)
-    state = safe_load(os.path.join(folder, STATE_NAME), 'training state')
-    weights = safe_load(os.path.join(folder, WEIGHTS_NAME), 'model weights')
-    rng_file = os.path.join(folder, f'rng_state_{accelerator.process_index}.pt')
-    rng = safe_load(rng_file, 'RNG state') if os.path.isfile(rng_file) else None
-    logger.info('resuming from %s (step %d)', folder, state['step'])
-    return state, weights, rng
 
 
 class _InterruptFlag:
@@ -515,7 +172,7 @@ class Trainer:
     def __init__(self, model: nn.Module, train_data: EncodedDataset, config: TrainConfig,
                  eval_data: Optional[EncodedDataset] = None,
                  step_callback: Optional[Callable[[TrainState, Dict[str, Any]], None]] = None):
-        _check_config(config)  # again: fields may have been changed after construction
+        check_config(config)  # again: fields may have been changed after construction
         if not isinstance(train_data, EncodedDataset):
             raise TypeError(f'train_data must be an EncodedDataset (see prepare_dataset), got '
                             f'{type(train_data).__name__}')
@@ -552,13 +209,13 @@ class Trainer:
                               f'of processes ({accelerator.num_processes})')
         return accelerator
 
-    def _load_resume_weights(self) -> Tuple[Optional[Dict[str, Any]], Optional[Dict[str, Any]]]:
+    def load_resume_weights(self) -> Tuple[Optional[Dict[str, Any]], Optional[Dict[str, Any]]]:
         """Weights of ``config.resume`` into the model; returns its training and RNG state (or seeds)."""
         config = self.config
         if not config.resume:
             _seed_everything(config.seed)
             return None, None
-        resume_state, weights, rng = _load_resume(config.resume, self.accelerator)
+        resume_state, weights, rng = load_resume(config.resume, self.accelerator)
         from rudolph.model.loading import check_state_dict
 
         self.model.load_state_dict(check_state_dict(self.model, weights, 'the model being trained'), strict=False)
@@ -587,9 +244,9 @@ class Trainer:
         config = self.config
         self.accelerator = self._make_accelerator()
         if self.accelerator.is_main_process:
-            _remove_leftovers(config.out_dir)
+            remove_leftovers(config.out_dir)
         self.accelerator.wait_for_everyone()
-        resume_state, rng = self._load_resume_weights()
+        resume_state, rng = self.load_resume_weights()
         self.params = self._trainable_parameters()
         loader, self.sampler = _make_loader(self.train_data, config.batch_size, shuffle=True, seed=config.seed)
         steps_per_epoch = math.ceil(len(self.sampler) / config.grad_accum)
@@ -609,7 +266,7 @@ class Trainer:
         """Optimizer, schedule, scaler, position and RNG state of the checkpoint (nothing for a fresh run)."""
         if resume_state is not None:
             accelerator = self.accelerator
-            _load_optimizer_state(accelerator, self.model, self.optimizer, resume_state['optimizer'])
+            load_optimizer_state(accelerator, self.model, self.optimizer, resume_state['optimizer'])
             self.scheduler.scheduler.load_state_dict(resume_state['scheduler'])
             if resume_state.get('scaler') is not None and accelerator.scaler is not None:
                 accelerator.scaler.load_state_dict(resume_state['scaler'])
@@ -617,7 +274,7 @@ class Trainer:
                                     batch_in_epoch=resume_state['batch_in_epoch'], total_steps=self.total,
                                     history=list(resume_state['history']))
             if rng is not None:
-                _set_rng_state(rng)
+                set_rng_state(rng)
         if self.accelerator.is_main_process:
             # Rewrite the log so that a resumed run does not repeat the steps after its checkpoint.
             with open(self.metrics_path, 'w', encoding='utf-8') as f:
@@ -634,7 +291,7 @@ class Trainer:
         """Checkpoint ``out_dir/name`` (default ``step-XXXXXX`` of the current step)."""
         self.optimizer.zero_grad(set_to_none=True)
         name = name or f'step-{self.state.step:06d}'
-        self.last_checkpoint = _save_checkpoint(self.accelerator, self.model, self.optimizer, self.scheduler,
+        self.last_checkpoint = save_checkpoint(self.accelerator, self.model, self.optimizer, self.scheduler,
                                                 self.state, self.config, name)
         return self.last_checkpoint
 

@@ -1,0 +1,268 @@
+"""Fine-tuning checkpoints on disk: written atomically, complete or not, found again, pruned, resumed exactly.
+
+A checkpoint is a ``step-NNNNNN/`` folder: ``pytorch_model.bin`` (loadable by ``get_rudolph_model``),
+``rng_state_<rank>.pt`` and, written last, ``training_state.pt`` (optimizer, scheduler, progress and the
+size of every file of the folder). Everything is tensors and plain data, read with ``weights_only=True``.
+"""
+import logging
+import os
+import random
+import shutil
+import tempfile
+from dataclasses import asdict
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+import torch
+
+from ..errors import CorruptCheckpointError
+from ..serialization import safe_torch_load
+from .config import TrainConfig, TrainState
+
+__all__ = ['WEIGHTS_NAME', 'STATE_NAME', 'LATEST_NAME', 'check_writable', 'find_checkpoint', 'safe_load',
+           'save_checkpoint', 'load_resume', 'load_optimizer_state', 'set_rng_state', 'remove_leftovers']
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS_NAME = 'pytorch_model.bin'
+STATE_NAME = 'training_state.pt'
+LATEST_NAME = 'latest'
+
+
+def check_writable(out_dir: Union[str, os.PathLike]) -> str:
+    """Create ``out_dir`` if needed and prove it writable; raises ``OSError`` naming the folder otherwise."""
+    out_dir = os.fspath(out_dir)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix='.write-test-', dir=out_dir)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as error:
+        raise OSError(f'output folder {out_dir!r} is not writable ({type(error).__name__}: {error.strerror or error}); '
+                      'expected a folder this process can create files in') from None
+    return out_dir
+
+
+def _step_number(name: str) -> int:
+    try:
+        return int(name[len('step-'):])
+    except ValueError:
+        return -1
+
+
+def safe_load(path: str, what: str = 'checkpoint file') -> Any:
+    """A file of this trainer (tensors and plain data only); errors name the file, nothing is unpickled."""
+    return safe_torch_load(path, what, training_objects=False)
+
+
+def _incomplete_reason(folder: str) -> Optional[str]:
+    """``None`` if ``folder`` is a complete checkpoint, else why not.
+
+    Complete: ``training_state.pt`` (written last) loads and lists every file of the
+    checkpoint with its size, and each file exists with that size.
+    """
+    state_path = os.path.join(folder, STATE_NAME)
+    if not os.path.isfile(state_path):
+        return f'{STATE_NAME} is missing'
+    try:
+        state = safe_load(state_path, 'training state')
+    except CorruptCheckpointError as error:  # an unsafe (tampered) file is an error, not a fallback
+        return str(error)
+    files = state.get('files') if isinstance(state, dict) else None
+    if not isinstance(files, dict) or WEIGHTS_NAME not in files:
+        return f'{STATE_NAME} lists no checkpoint files (written by an older rudolph?)'
+    for name, size in files.items():
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            return f'{name} is missing'
+        if os.path.getsize(path) != size:
+            return f'{name} has {os.path.getsize(path)} bytes, expected {size} (truncated or modified)'
+    return None
+
+
+def _candidates(path: str) -> List[str]:
+    """Checkpoint folders of an output folder, the one ``latest`` names first, then newest first."""
+    steps = sorted((d for d in os.listdir(path) if d.startswith('step-') and os.path.isdir(os.path.join(path, d))),
+                   key=_step_number, reverse=True)
+    latest = os.path.join(path, LATEST_NAME)
+    if os.path.isfile(latest):
+        with open(latest, encoding='utf-8') as f:
+            name = f.read().strip()
+        if name in steps:
+            steps.remove(name)
+            steps.insert(0, name)
+    return [os.path.join(path, d) for d in steps]
+
+
+def find_checkpoint(path: Union[str, os.PathLike]) -> str:
+    """The checkpoint folder ``path`` points at: itself, or an output folder's newest complete checkpoint.
+
+    A newer checkpoint that is incomplete (e.g. a truncated ``pytorch_model.bin``) is skipped
+    with a warning naming it and the one used instead.
+    """
+    path = os.fspath(path)
+    if os.path.isfile(os.path.join(path, STATE_NAME)):
+        reason = _incomplete_reason(path)
+        if reason is not None:
+            raise CorruptCheckpointError(f'checkpoint {path!r} is incomplete: {reason}; resume from its output '
+                                         'folder to fall back to the newest complete checkpoint')
+        return path
+    skipped = []
+    for candidate in (_candidates(path) if os.path.isdir(path) else []):
+        reason = _incomplete_reason(candidate)
+        if reason is None:
+            for bad, why in skipped:
+                logger.warning('checkpoint %s is incomplete (%s); using %s instead', bad, why, candidate)
+            return candidate
+        skipped.append((candidate, reason))
+    if skipped:
+        raise CorruptCheckpointError(f'no complete checkpoint in {path!r}: ' +
+                                     '; '.join(f'{bad}: {why}' for bad, why in skipped))
+    raise FileNotFoundError(f'no checkpoint to resume from at {path!r}: expected a folder with {STATE_NAME} '
+                            'or an output folder holding step-* checkpoints')
+
+
+def remove_leftovers(out_dir: str) -> None:
+    """Delete the temporary folders of a checkpoint whose writing was killed (they are never complete)."""
+    for name in os.listdir(out_dir):
+        if name.startswith('.tmp-step-') or name == f'.{LATEST_NAME}.tmp':
+            logger.warning('removing %s, left behind by an interrupted checkpoint write', os.path.join(out_dir, name))
+            target = os.path.join(out_dir, name)
+            if os.path.isdir(target):
+                shutil.rmtree(target, ignore_errors=True)
+            else:
+                os.remove(target)
+
+
+# ----------------------------------------------------------------------------- building blocks
+def _rng_state() -> Dict[str, Any]:
+    """Every RNG's state as plain lists and tensors, so that it loads with ``weights_only=True``."""
+    import numpy as np
+
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {'python': [version, list(internal), gauss],
+             'numpy': [str(kind), torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+             'torch': torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    import numpy as np
+
+    version, internal, gauss = state['python']
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state['numpy']
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state['torch'])
+    if 'cuda' in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state['cuda'])
+
+
+def _is_fsdp(accelerator) -> bool:
+    return str(accelerator.distributed_type).endswith('FSDP')
+
+
+def _optimizer_state(accelerator, model, optimizer) -> Dict[str, Any]:
+    if _is_fsdp(accelerator):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        return get_optimizer_state_dict(model, optimizer.optimizer,
+                                        options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return optimizer.state_dict()
+
+
+def load_optimizer_state(accelerator, model, optimizer, state: Dict[str, Any]) -> None:
+    if _is_fsdp(accelerator):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        set_optimizer_state_dict(model, optimizer.optimizer, state,
+                                 options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=False))
+    else:
+        optimizer.load_state_dict(state)
+
+
+def _write_state(tmp: str, accelerator, scheduler, optim_state, state: TrainState, config: TrainConfig) -> None:
+    """``training_state.pt``, written last: it lists every file of the checkpoint with its size."""
+    files = {name: os.path.getsize(os.path.join(tmp, name)) for name in sorted(os.listdir(tmp))}
+    torch.save({
+        'optimizer': optim_state,
+        'scheduler': scheduler.state_dict(),
+        'scaler': accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
+        'step': state.step, 'epoch': state.epoch, 'batch_in_epoch': state.batch_in_epoch,
+        'total_steps': state.total_steps, 'history': state.history,
+        'config': {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in asdict(config).items()},
+        'num_processes': accelerator.num_processes, 'files': files,
+    }, os.path.join(tmp, STATE_NAME))
+
+
+def _publish(tmp: str, final: str, out_dir: str, name: str) -> None:
+    """Rename the finished temporary folder into place, then point ``latest`` at it."""
+    if os.path.isdir(final):
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    latest_tmp = os.path.join(out_dir, f'.{LATEST_NAME}.tmp')
+    with open(latest_tmp, 'w', encoding='utf-8') as f:
+        f.write(name)
+    os.replace(latest_tmp, os.path.join(out_dir, LATEST_NAME))
+
+
+def save_checkpoint(accelerator, model, optimizer, scheduler, state: TrainState, config: TrainConfig,
+                     name: str) -> str:
+    """Write ``out_dir/name`` atomically: everything goes to a temporary folder that is renamed at the end."""
+    out_dir = config.out_dir
+    final = os.path.join(out_dir, name)
+    tmp = os.path.join(out_dir, f'.tmp-{name}')
+    # Collectives first (FSDP gathers full weights / optimizer state on every rank).
+    weights = accelerator.get_state_dict(model)
+    optim_state = _optimizer_state(accelerator, model, optimizer)
+    error: Optional[BaseException] = None
+    if accelerator.is_main_process:
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            os.makedirs(tmp)
+        except OSError as e:
+            error = e
+    accelerator.wait_for_everyone()
+    try:
+        if error is None and os.path.isdir(tmp):
+            torch.save(_rng_state(), os.path.join(tmp, f'rng_state_{accelerator.process_index}.pt'))
+    except OSError as e:
+        error = e
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        try:
+            if error is None:
+                torch.save({k: v.detach().cpu() for k, v in weights.items()}, os.path.join(tmp, WEIGHTS_NAME))
+                _write_state(tmp, accelerator, scheduler, optim_state, state, config)
+                _publish(tmp, final, out_dir, name)
+        except OSError as e:
+            error = e
+        if error is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise OSError(f'could not write checkpoint {final!r}: {error}; nothing was left behind') from error
+        _prune(out_dir, config.keep_last, name)
+        logger.info('saved checkpoint %s (step %d)', final, state.step)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _prune(out_dir: str, keep_last: Optional[int], newest: str) -> None:
+    """Keep the ``keep_last`` newest step folders (``None``/``0``: all); ``newest``, just written, always stays."""
+    if not keep_last:
+        return
+    steps = sorted((d for d in os.listdir(out_dir) if d.startswith('step-')), key=_step_number)
+    for old in steps[:-keep_last]:
+        if old != newest:
+            shutil.rmtree(os.path.join(out_dir, old), ignore_errors=True)
+
+
+def load_resume(path: str, accelerator) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor], Optional[Dict[str, Any]]]:
+    folder = find_checkpoint(path)
+    state = safe_load(os.path.join(folder, STATE_NAME), 'training state')
+    weights = safe_load(os.path.join(folder, WEIGHTS_NAME), 'model weights')
+    rng_file = os.path.join(folder, f'rng_state_{accelerator.process_index}.pt')
+    rng = safe_load(rng_file, 'RNG state') if os.path.isfile(rng_file) else None
+    logger.info('resuming from %s (step %d)', folder, state['step'])
+    return state, weights, rng
