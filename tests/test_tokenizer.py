@@ -16,6 +16,7 @@ import torch
 
 from corpus import faker_lines, rudalle_encode_text
 from rudolph import tokenizer as tk
+from rudolph.tokenizer import bpe as tk_bpe
 from rudolph.tokenizer import (
     BPE, NAMED_TOKENIZERS, OutputType, SpecialIds, YTTMTokenizerWrapper, get_tokenizer,
     parse_yttm_model, read_yttm_model, save_yttm_model, train_bpe,
@@ -214,7 +215,7 @@ def test_hf_engine_spare_unk_id(models, strings):
 def test_word_cache_overflow(pairs, strings, monkeypatch, yttm):
     """The word caches are cleared when full; results stay identical."""
     ref, _ = pairs[1000]
-    monkeypatch.setattr(tk, '_CACHE_MAX', 20)
+    monkeypatch.setattr(tk_bpe, '_CACHE_MAX', 20)  # the engine's module reads it
     ours = BPE(pairs[1000][1].model_path)
     sample = strings[::9]
     sub = OutputType.SUBWORD
@@ -490,3 +491,35 @@ def test_offline_empty_cache_says_how_to_get_the_tokenizer(tmp_path, monkeypatch
     assert 'shonenkov/rudalle-utils/bpe.model' in message and 'HF_HUB_OFFLINE' in message
     assert f'hf download shonenkov/rudalle-utils bpe.model --cache-dir {tmp_path}' in message
     assert "get_tokenizer('path/to/bpe.model')" in message
+
+
+# ----------------------------------------------------------------------------- package layout
+
+def test_package_exports_the_former_module_names():
+    """rudolph.tokenizer is a package now; every public name of the former single module is still
+    importable from it, as the very object its submodule defines (monkeypatching the package's
+    get_tokenizer is what the CLI and the components see)."""
+    from rudolph.tokenizer import bpe, train, wrapper, yttm_format
+
+    assert tk.__all__ == [
+        'BPE', 'NAMED_TOKENIZERS', 'OutputType', 'SPACE_TOKEN', 'SpecialIds', 'YTTMModelData',
+        'YTTMTokenizerWrapper', 'get_tokenizer', 'parse_yttm_model', 'read_yttm_model',
+        'save_yttm_model', 'train_bpe', 'write_yttm_model',
+    ]
+    homes = {'BPE': bpe, 'OutputType': bpe, 'train_bpe': train, 'NAMED_TOKENIZERS': wrapper,
+             'YTTMTokenizerWrapper': wrapper, 'get_tokenizer': wrapper, 'HF_REPO_ID': wrapper,
+             'HF_FILENAME': wrapper}
+    for name in tk.__all__ + ['HF_REPO_ID', 'HF_FILENAME', 'UNK_TOKEN', 'PAD_TOKEN', 'BOS_TOKEN', 'EOS_TOKEN']:
+        assert getattr(tk, name) is getattr(homes.get(name, yttm_format), name), name
+    assert (tk.HF_REPO_ID, tk.HF_FILENAME) == ('shonenkov/rudalle-utils', 'bpe.model')
+
+
+def test_components_call_the_package_get_tokenizer(monkeypatch):
+    """Components (and so the CLI) load the tokenizer through rudolph.tokenizer.get_tokenizer at
+    call time, so patching the package attribute reaches them."""
+    from rudolph.components import Components
+
+    patched, calls = object(), []
+    monkeypatch.setattr(tk, 'get_tokenizer', lambda *a, **k: calls.append(a) or patched)
+    c = Components.from_pretrained('tiny-shapes', with_vae=False)
+    assert c.tokenizer is patched and len(calls) == 1
