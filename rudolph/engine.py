@@ -444,6 +444,41 @@ def _needed_ends(ids: torch.Tensor, parts: Sequence[ScorePart]) -> torch.Tensor:
     return need
 
 
+def _scoring_order(input_ids: torch.Tensor, parts: Sequence[ScorePart], truncate: bool):
+    """``(per-row end of the needed positions, row order of the batches)`` of ``cross_entropy``."""
+    n = input_ids.shape[0]
+    if truncate:
+        row_need = _needed_ends(input_ids, parts)
+        return row_need, torch.argsort(row_need, stable=True)
+    row_need = torch.full((n,), max(part.stop for part in parts), dtype=torch.long, device=input_ids.device)
+    return row_need, torch.arange(n, device=input_ids.device)
+
+
+def _part_ce(model, ids: torch.Tensor, part: ScorePart, need: int, P: int, prefix_h: Optional[torch.Tensor],
+             rest: Optional[torch.Tensor]) -> torch.Tensor:
+    """One batch's cross-entropy ``[b, stop-start]`` of ``part`` (0 at and after ``need``).
+
+    Hidden states of positions ``< P`` come from the batch-1 prefix ``prefix_h``, the others
+    from ``rest`` (positions ``P..need-1`` of this batch).
+    """
+    b = ids.shape[0]
+    stop = min(part.stop, need)
+    ce = torch.zeros(b, part.stop - part.start, dtype=torch.float32, device=ids.device)
+    if stop <= part.start:
+        return ce
+    pieces = []
+    if part.start < P:
+        pieces.append(prefix_h[:, part.start:min(stop, P)].expand(b, -1, -1))
+    if stop > P:
+        pieces.append(rest[:, max(part.start, P) - P:stop - P])
+    h = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
+    logits = model.logits(h, part.vocab).float()
+    labels = ids[:, part.start + 1:stop + 1]
+    ce[:, :stop - part.start] = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=part.ignore_index,
+                                                reduction='none')
+    return ce
+
+
 @torch.no_grad()
 def cross_entropy(model, input_ids: torch.Tensor, parts: Sequence[ScorePart], bs: int = 64,
                   reuse_prefix: bool = True, truncate: bool = True, progress: bool = False,
@@ -468,12 +503,7 @@ def cross_entropy(model, input_ids: torch.Tensor, parts: Sequence[ScorePart], bs
     for part in parts:
         if not 0 <= part.start < part.stop <= s - 1:
             raise ConfigError(f'{part} does not fit a sequence of {s} tokens (needs 0 <= start < stop <= {s - 1})')
-    if truncate:
-        row_need = _needed_ends(input_ids, parts)
-        order = torch.argsort(row_need, stable=True)
-    else:
-        row_need = torch.full((n,), max(part.stop for part in parts), dtype=torch.long, device=device)
-        order = torch.arange(n, device=device)
+    row_need, order = _scoring_order(input_ids, parts, truncate)
     end = int(row_need.max())  # no hidden state at or after `end` is needed (causal)
     widths = [part.stop - part.start for part in parts]
     n_vocab = max(len(range(*part.vocab.indices(model.to_logits[1].out_features))) for part in parts)
@@ -481,6 +511,7 @@ def cross_entropy(model, input_ids: torch.Tensor, parts: Sequence[ScorePart], bs
                        held_bytes=2 * n * sum(widths) * 4 + n * s * 8)
     check_memory(need, min(bs, n), device, desc, f'{n} rows')
     P = min(common_prefix_length(input_ids), end) if reuse_prefix and n > 1 else 0
+    prefix_h = None
     if P > 0:
         prefix_cache = model.new_cache(1, P)
         prefix_h, _ = model.hidden(input_ids[:1, :P], 0, prefix_cache)
@@ -488,29 +519,16 @@ def cross_entropy(model, input_ids: torch.Tensor, parts: Sequence[ScorePart], bs
     for begin in tqdm(range(0, n, bs), disable=not progress, desc=desc, leave=False):
         rows = order[begin:begin + bs]
         ids = input_ids[rows]
-        b = ids.shape[0]
         need = int(row_need[rows].max())  # this batch's end
+        rest = None
         if P < need:
             if P > 0:
-                cache = model.new_cache(b, need).expand_from(prefix_cache)
+                cache = model.new_cache(ids.shape[0], need).expand_from(prefix_cache)
                 rest, _ = model.hidden(ids[:, P:need], P, cache)
             else:
                 rest, _ = model.hidden(ids[:, :need])
         for out, part in zip(results, parts):
-            stop = min(part.stop, need)
-            ce = torch.zeros(b, part.stop - part.start, dtype=torch.float32, device=device)
-            if stop > part.start:
-                pieces = []
-                if part.start < P:
-                    pieces.append(prefix_h[:, part.start:min(stop, P)].expand(b, -1, -1))
-                if stop > P:
-                    pieces.append(rest[:, max(part.start, P) - P:stop - P])
-                h = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
-                logits = model.logits(h, part.vocab).float()
-                labels = ids[:, part.start + 1:stop + 1]
-                ce[:, :stop - part.start] = F.cross_entropy(logits.transpose(1, 2), labels,
-                                                            ignore_index=part.ignore_index, reduction='none')
-            out.append(ce)
+            out.append(_part_ce(model, ids, part, need, P, prefix_h, rest))
     inverse = torch.empty_like(order)
     inverse[order] = torch.arange(n, device=device)
     return [torch.cat(out)[inverse] for out in results]
