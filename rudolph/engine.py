@@ -3,13 +3,15 @@
 Every RuDOLPH task is "fill positions ``P..length`` after a prefix" or "cross-entropy of
 parts of a sequence", so two functions do all the work:
 
-* :func:`generate`: batches of ``bs`` samples; the prefix shared by all samples (left text
-  for images, template for texts, image + template for captions) is run through the
-  model ONCE with batch 1 and its keys/values are broadcast into each batch's cache
-  (:meth:`KVCache.expand_from`); then one token per step, computing logits only for the
-  last position and only over the vocabulary part being sampled. Fixed positions (image
-  prompts) take their token instead of a sample and are fed to the model together with
-  the next sampled position. ``use_cache=False`` runs the same loop recomputing the whole
+* :func:`generate`: batches of ``bs`` samples, in three parts. Shared-prefix prefill: the
+  prefix shared by all samples (left text for images, template for texts, image + template
+  for captions) is run through the model ONCE with batch 1 and its keys/values are
+  broadcast into each batch's cache (:meth:`KVCache.expand_from`). Per-batch decode: one
+  token per step (``model.prefill`` of the new positions), computing logits only for the
+  last position and only over the vocabulary part being sampled. Sampling: a
+  :class:`~rudolph.sampling.Sampler` (filtering, guidance mixing, allowed ids, eos
+  mapping). Fixed positions (image prompts) take their token instead of a sample and are
+  fed to the model together with the next sampled position. ``use_cache=False`` runs the same loop recomputing the whole
   sequence each step (same tokens for the same seed, up to float rounding).
   Several prefixes with weights mix their next-token distributions (classifier-free
   guidance style, ``api.generate_codebooks_cfg``).
@@ -30,7 +32,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .errors import ConfigError, InputError, ResourceError
-from .sampling import check_sampling_args, filter_logits, make_generator
+from .sampling import Sampler, check_sampling_args, make_generator
 
 __all__ = ['Layout', 'ScorePart', 'generate', 'cross_entropy', 'ce_to_ppl', 'common_prefix_length',
            'encode_image', 'encode_text', 'check_tokenizer', 'check_vae', 'tokenizer_vocab_limit', 'model_device',
@@ -261,17 +263,6 @@ def _generation_inputs(model, prefixes, length: int, vocab: slice, weights, allo
     return prefixes, weights, n_vocab, allowed, fixed
 
 
-def _mix_probs(logits: List[torch.Tensor], weights: Sequence[float], late_softmax: bool,
-               top_k: int, top_p: float, temperature: float) -> torch.Tensor:
-    """Sampling distribution from one or several branches' logits."""
-    filtered = [filter_logits(x, top_k, top_p, temperature) for x in logits]
-    if len(filtered) == 1:
-        return F.softmax(filtered[0], dim=-1)
-    if late_softmax:  # mix filtered logits, then one softmax
-        return F.softmax(sum(w * f for w, f in zip(weights, filtered)), dim=-1)
-    return sum(w * F.softmax(f, dim=-1) for w, f in zip(weights, filtered))
-
-
 def _shared_ids(prefixes: torch.Tensor, fixed: Mapping[int, int], length: int):
     """``(shared ids [K, shared], positions to sample)``: fixed tokens right after the prefix are
     the same for every sample, so they join the shared prefix."""
@@ -283,14 +274,48 @@ def _shared_ids(prefixes: torch.Tensor, fixed: Mapping[int, int], length: int):
     return torch.cat((prefixes, tail.expand(K, -1)), dim=1), [t for t in range(shared, length) if t not in fixed]
 
 
-def _prefix_states(model, shared_ids: torch.Tensor, length: int) -> list:
-    """Per branch: the batch-1 cache of its shared prefix and the last hidden state."""
+def _prefill_prefixes(model, shared_ids: torch.Tensor, length: int) -> list:
+    """Per branch: the batch-1 cache of its shared prefix and the prefix's last hidden state.
+
+    The hidden state, not logits: each batch computes the first logits from it on its own
+    ``b`` broadcast rows (a 1-row and a b-row matrix product differ in the last bits).
+    """
     states = []
     for k in range(shared_ids.shape[0]):
         cache = model.new_cache(1, length)
         h, _ = model.hidden(shared_ids[k:k + 1], 0, cache)
         states.append((cache, h[:, -1]))
     return states
+
+
+class _CachedLogits:
+    """Next-token logits of one batch from its caches (one per branch, the shared prefix broadcast in)."""
+
+    def __init__(self, model, prefix_states: list, b: int, length: int, vocab: slice):
+        self.model, self.vocab = model, vocab
+        self.caches = [model.new_cache(b, length).expand_from(cache) for cache, _ in prefix_states]
+        self.fed = self.caches[0].length
+        self.next = [model.logits(h.expand(b, -1), vocab) for _, h in prefix_states]
+
+    def __call__(self, seq: torch.Tensor, t: int) -> List[torch.Tensor]:
+        """Logits for position ``t``; everything since the last call (fixed tokens too) is fed at once."""
+        if self.fed < t:
+            start, self.fed = self.fed, t
+            self.next = [self.model.prefill(seq[:, start:t], cache, self.vocab) for cache in self.caches]
+        return self.next
+
+
+class _FullLogits:
+    """Next-token logits of one batch recomputing the whole sequence (``use_cache=False``)."""
+
+    def __init__(self, model, shared_ids: torch.Tensor, b: int, vocab: slice):
+        self.model, self.shared_ids, self.b, self.vocab = model, shared_ids, b, vocab
+
+    def __call__(self, seq: torch.Tensor, t: int) -> List[torch.Tensor]:
+        shared = self.shared_ids.shape[1]
+        hs = [self.model.hidden(torch.cat((ids.expand(self.b, -1), seq[:, shared:t]), dim=1))[0][:, -1]
+              for ids in self.shared_ids]
+        return [self.model.logits(h, self.vocab) for h in hs]
 
 
 def _check_generation_memory(model, length: int, num: int, bs: int, branches: int, n_vocab: int,
@@ -301,17 +326,6 @@ def _check_generation_memory(model, length: int, num: int, bs: int, branches: in
     need = memory_need(model, length, logit_positions=1, n_vocab=n_vocab, held_bytes=2 * num * length * 8,
                        branches=branches, full_attention=not use_cache, forward_positions=fed_at_once)
     check_memory(need, min(bs, num), model_device(model), desc, f'num={num}')
-
-
-def _pick(probs: torch.Tensor, generator: torch.Generator, allowed: Optional[torch.Tensor],
-          eos_from: Optional[int]) -> torch.Tensor:
-    """One sampled id per row (mapped back through ``allowed``; ids ``>= eos_from`` become eos)."""
-    token = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-    if allowed is not None:
-        token = allowed[token]
-    if eos_from is not None:
-        token = torch.where(token >= eos_from, torch.full_like(token, EOS_ID), token)
-    return token
 
 
 def _blank_after_eos(tokens: torch.Tensor) -> torch.Tensor:
@@ -353,55 +367,44 @@ def generate(model, prefixes: Union[torch.Tensor, Sequence[int]], length: int, n
     device = model_device(model)
     prefixes, weights, n_vocab, allowed, fixed = _generation_inputs(model, prefixes, length, vocab, weights,
                                                                     allowed_token_ids, fixed, device)
-    K, P = prefixes.shape
     if generator is None:
         generator = make_generator(seed, device)
-
+    sampler = Sampler(top_k, top_p, temperature, weights=weights, late_softmax=late_softmax, allowed=allowed,
+                      eos_from=eos_from, eos_id=EOS_ID, generator=generator)
     shared_ids, steps = _shared_ids(prefixes, fixed, length)
-    shared = shared_ids.shape[1]
-    _check_generation_memory(model, length, num, bs, K, n_vocab if allowed is None else allowed.numel(), steps,
-                             use_cache, desc)
-    prefix_states = _prefix_states(model, shared_ids, length) if use_cache and steps else []
-
+    _check_generation_memory(model, length, num, bs, len(weights), n_vocab if allowed is None else allowed.numel(),
+                             steps, use_cache, desc)
+    prefix_states = _prefill_prefixes(model, shared_ids, length) if use_cache and steps else []
     outputs = []
-    n_chunks = math.ceil(num / bs)
-    with tqdm(total=n_chunks * len(steps), disable=not progress, desc=desc, leave=False) as bar:
+    with tqdm(total=math.ceil(num / bs) * len(steps), disable=not progress, desc=desc, leave=False) as bar:
         for begin in range(0, num, bs):
             b = min(bs, num - begin)
             seq = torch.zeros(b, length, dtype=torch.long, device=device)
-            seq[:, :shared] = shared_ids[0]
+            seq[:, :shared_ids.shape[1]] = shared_ids[0]
             for p, token in fixed.items():
                 seq[:, p] = token
-            if use_cache:
-                caches = [model.new_cache(b, length).expand_from(cache) for cache, _ in prefix_states]
-                last = [h.expand(b, -1) for _, h in prefix_states]
-            fed = shared
-            done = torch.zeros(b, dtype=torch.bool, device=device)
-            for i, t in enumerate(steps):
-                if use_cache:
-                    if fed < t:  # feed everything since the last step (incl. fixed tokens) at once
-                        last = [model.hidden(seq[:, fed:t], fed, cache)[0][:, -1] for cache in caches]
-                        fed = t
-                    hs = last
-                else:
-                    hs = [model.hidden(torch.cat((shared_ids[k].expand(b, -1), seq[:, shared:t]), dim=1))[0][:, -1]
-                          for k in range(K)]
-                logits = [model.logits(h, vocab) for h in hs]
-                if allowed is not None:
-                    logits = [x[:, allowed] for x in logits]
-                probs = _mix_probs(logits, weights, late_softmax, top_k, top_p, temperature)
-                token = _pick(probs, generator, allowed, eos_from)
-                seq[:, t] = token
-                bar.update(1)
-                if stop_at_eos:
-                    done |= token == EOS_ID
-                    if bool(done.all()):
-                        bar.update(len(steps) - i - 1)
-                        break
+            next_logits = (_CachedLogits(model, prefix_states, b, length, vocab) if use_cache
+                           else _FullLogits(model, shared_ids, b, vocab))
+            _decode(seq, steps, next_logits, sampler, stop_at_eos, bar)
             if stop_at_eos:
-                seq[:, P:] = _blank_after_eos(seq[:, P:])
+                seq[:, prefixes.shape[1]:] = _blank_after_eos(seq[:, prefixes.shape[1]:])
             outputs.append(seq)
     return torch.cat(outputs)
+
+
+def _decode(seq: torch.Tensor, steps: Sequence[int], next_logits, sampler: Sampler, stop_at_eos: bool,
+            bar) -> None:
+    """Sample ``seq[:, t]`` for every position ``t`` of ``steps`` in place (stopping once all rows hit eos)."""
+    done = torch.zeros(seq.shape[0], dtype=torch.bool, device=seq.device)
+    for i, t in enumerate(steps):
+        token = sampler(next_logits(seq, t))
+        seq[:, t] = token
+        bar.update(1)
+        if stop_at_eos:
+            done |= token == EOS_ID
+            if bool(done.all()):
+                bar.update(len(steps) - i - 1)
+                return
 
 
 @dataclass(frozen=True)
@@ -441,6 +444,41 @@ def _needed_ends(ids: torch.Tensor, parts: Sequence[ScorePart]) -> torch.Tensor:
     return need
 
 
+def _scoring_order(input_ids: torch.Tensor, parts: Sequence[ScorePart], truncate: bool):
+    """``(per-row end of the needed positions, row order of the batches)`` of ``cross_entropy``."""
+    n = input_ids.shape[0]
+    if truncate:
+        row_need = _needed_ends(input_ids, parts)
+        return row_need, torch.argsort(row_need, stable=True)
+    row_need = torch.full((n,), max(part.stop for part in parts), dtype=torch.long, device=input_ids.device)
+    return row_need, torch.arange(n, device=input_ids.device)
+
+
+def _part_ce(model, ids: torch.Tensor, part: ScorePart, need: int, P: int, prefix_h: Optional[torch.Tensor],
+             rest: Optional[torch.Tensor]) -> torch.Tensor:
+    """One batch's cross-entropy ``[b, stop-start]`` of ``part`` (0 at and after ``need``).
+
+    Hidden states of positions ``< P`` come from the batch-1 prefix ``prefix_h``, the others
+    from ``rest`` (positions ``P..need-1`` of this batch).
+    """
+    b = ids.shape[0]
+    stop = min(part.stop, need)
+    ce = torch.zeros(b, part.stop - part.start, dtype=torch.float32, device=ids.device)
+    if stop <= part.start:
+        return ce
+    pieces = []
+    if part.start < P:
+        pieces.append(prefix_h[:, part.start:min(stop, P)].expand(b, -1, -1))
+    if stop > P:
+        pieces.append(rest[:, max(part.start, P) - P:stop - P])
+    h = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
+    logits = model.logits(h, part.vocab).float()
+    labels = ids[:, part.start + 1:stop + 1]
+    ce[:, :stop - part.start] = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=part.ignore_index,
+                                                reduction='none')
+    return ce
+
+
 @torch.no_grad()
 def cross_entropy(model, input_ids: torch.Tensor, parts: Sequence[ScorePart], bs: int = 64,
                   reuse_prefix: bool = True, truncate: bool = True, progress: bool = False,
@@ -465,12 +503,7 @@ def cross_entropy(model, input_ids: torch.Tensor, parts: Sequence[ScorePart], bs
     for part in parts:
         if not 0 <= part.start < part.stop <= s - 1:
             raise ConfigError(f'{part} does not fit a sequence of {s} tokens (needs 0 <= start < stop <= {s - 1})')
-    if truncate:
-        row_need = _needed_ends(input_ids, parts)
-        order = torch.argsort(row_need, stable=True)
-    else:
-        row_need = torch.full((n,), max(part.stop for part in parts), dtype=torch.long, device=device)
-        order = torch.arange(n, device=device)
+    row_need, order = _scoring_order(input_ids, parts, truncate)
     end = int(row_need.max())  # no hidden state at or after `end` is needed (causal)
     widths = [part.stop - part.start for part in parts]
     n_vocab = max(len(range(*part.vocab.indices(model.to_logits[1].out_features))) for part in parts)
@@ -478,6 +511,7 @@ def cross_entropy(model, input_ids: torch.Tensor, parts: Sequence[ScorePart], bs
                        held_bytes=2 * n * sum(widths) * 4 + n * s * 8)
     check_memory(need, min(bs, n), device, desc, f'{n} rows')
     P = min(common_prefix_length(input_ids), end) if reuse_prefix and n > 1 else 0
+    prefix_h = None
     if P > 0:
         prefix_cache = model.new_cache(1, P)
         prefix_h, _ = model.hidden(input_ids[:1, :P], 0, prefix_cache)
@@ -485,29 +519,16 @@ def cross_entropy(model, input_ids: torch.Tensor, parts: Sequence[ScorePart], bs
     for begin in tqdm(range(0, n, bs), disable=not progress, desc=desc, leave=False):
         rows = order[begin:begin + bs]
         ids = input_ids[rows]
-        b = ids.shape[0]
         need = int(row_need[rows].max())  # this batch's end
+        rest = None
         if P < need:
             if P > 0:
-                cache = model.new_cache(b, need).expand_from(prefix_cache)
+                cache = model.new_cache(ids.shape[0], need).expand_from(prefix_cache)
                 rest, _ = model.hidden(ids[:, P:need], P, cache)
             else:
                 rest, _ = model.hidden(ids[:, :need])
         for out, part in zip(results, parts):
-            stop = min(part.stop, need)
-            ce = torch.zeros(b, part.stop - part.start, dtype=torch.float32, device=device)
-            if stop > part.start:
-                pieces = []
-                if part.start < P:
-                    pieces.append(prefix_h[:, part.start:min(stop, P)].expand(b, -1, -1))
-                if stop > P:
-                    pieces.append(rest[:, max(part.start, P) - P:stop - P])
-                h = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
-                logits = model.logits(h, part.vocab).float()
-                labels = ids[:, part.start + 1:stop + 1]
-                ce[:, :stop - part.start] = F.cross_entropy(logits.transpose(1, 2), labels,
-                                                            ignore_index=part.ignore_index, reduction='none')
-            out.append(ce)
+            out.append(_part_ce(model, ids, part, need, P, prefix_h, rest))
     inverse = torch.empty_like(order)
     inverse[order] = torch.arange(n, device=device)
     return [torch.cat(out)[inverse] for out in results]

@@ -1,4 +1,4 @@
-"""Top-k / nucleus filtering and seeded multinomial sampling.
+"""Top-k / nucleus filtering and seeded multinomial sampling (:class:`Sampler`).
 
 ``top_k_top_p_filtering`` replaces the function that ``transformers`` removed; it keeps
 the semantics the RuDOLPH pipelines were written against: top-k first, then nucleus
@@ -6,14 +6,14 @@ the semantics the RuDOLPH pipelines were written against: top-k first, then nucl
 """
 import math
 import secrets
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 
 from .errors import ConfigError
 
-__all__ = ['top_k_top_p_filtering', 'filter_logits', 'logits_to_probs', 'sample', 'make_generator',
+__all__ = ['top_k_top_p_filtering', 'filter_logits', 'logits_to_probs', 'Sampler', 'make_generator',
            'check_sampling_args']
 
 
@@ -85,8 +85,46 @@ def make_generator(seed: Optional[int], device: Union[str, torch.device] = 'cpu'
     return generator
 
 
-def sample(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0, temperature: float = 1.0,
-           generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """One id per row of ``logits`` ``[b, vocab]`` -> LongTensor ``[b]`` (indices into ``vocab``)."""
-    probs = logits_to_probs(logits, top_k, top_p, temperature)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+class Sampler:
+    """One token id per row from next-token logits: the sampling half of ``engine.generate``.
+
+    Called with the logits ``[b, classes]`` of each guidance branch (one list item per
+    branch, mixed with ``weights``): temperature, top-k and top-p filtering per branch, then
+    one softmax (a single branch), the weighted mixture of the branches' softmaxes, or with
+    ``late_softmax`` the softmax of the weighted filtered logits. ``allowed`` (ids of the
+    classes) restricts sampling to those classes first, and sampled ids ``>= eos_from``
+    become ``eos_id``. Draws come from ``generator`` only, never the global RNG.
+    """
+
+    def __init__(self, top_k: int = 0, top_p: float = 1.0, temperature: float = 1.0, *,
+                 weights: Optional[Sequence[float]] = None, late_softmax: bool = False,
+                 allowed: Optional[torch.Tensor] = None, eos_from: Optional[int] = None, eos_id: int = 3,
+                 generator: Optional[torch.Generator] = None):
+        check_sampling_args(top_k, top_p, temperature)
+        self.top_k, self.top_p, self.temperature = top_k, top_p, temperature
+        self.weights = [1.0] if weights is None else [float(w) for w in weights]
+        self.late_softmax = late_softmax
+        self.allowed, self.eos_from, self.eos_id = allowed, eos_from, eos_id
+        self.generator = generator
+
+    def probs(self, logits: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The sampling distribution ``[b, classes or len(allowed)]`` of the branches' logits."""
+        if len(logits) != len(self.weights):
+            raise ConfigError(f'{len(logits)} branches of logits need {len(logits)} weights, got {self.weights}')
+        if self.allowed is not None:
+            logits = [x[:, self.allowed] for x in logits]
+        if len(logits) == 1:
+            return logits_to_probs(logits[0], self.top_k, self.top_p, self.temperature)
+        filtered = [filter_logits(x, self.top_k, self.top_p, self.temperature) for x in logits]
+        if self.late_softmax:  # mix filtered logits, then one softmax
+            return F.softmax(sum(w * f for w, f in zip(self.weights, filtered)), dim=-1)
+        return sum(w * F.softmax(f, dim=-1) for w, f in zip(self.weights, filtered))
+
+    def __call__(self, logits: Sequence[torch.Tensor]) -> torch.Tensor:
+        """One sampled id per row, LongTensor ``[b]`` (an index into the classes of the logits)."""
+        token = torch.multinomial(self.probs(logits), 1, generator=self.generator).squeeze(1)
+        if self.allowed is not None:
+            token = self.allowed[token]
+        if self.eos_from is not None:
+            token = torch.where(token >= self.eos_from, torch.full_like(token, self.eos_id), token)
+        return token

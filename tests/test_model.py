@@ -344,7 +344,7 @@ def test_static_decode_step_equals_full_forward(tiny_model):
         full, _ = tiny_model.hidden(ids)
         cache = tiny_model.new_cache(2)
         tiny_model.hidden(ids[:, :3], 0, cache)
-        steps = [tiny_model.decode_step(ids[:, t:t + 1], torch.tensor(t), cache) for t in range(3, 30)]
+        steps = [tiny_model.decode_one(ids[:, t:t + 1], torch.tensor(t), cache) for t in range(3, 30)]
     torch.testing.assert_close(torch.cat(steps, dim=1), full[:, 3:], atol=2e-5, rtol=1e-4)
 
 
@@ -362,6 +362,48 @@ def test_compiled_decode_routes_single_token_steps(tiny_model):
         steps = [tiny_model.hidden(ids[:, t:t + 1], t, cache)[0] for t in range(20, 30)]
     assert len(calls) == 10 and cache.length == 30
     torch.testing.assert_close(torch.cat(steps, dim=1), full[:, 20:], atol=2e-5, rtol=1e-4)
+
+
+def test_kv_cache_update_writes_given_positions_and_returns_whole_buffers(tiny_model):
+    cache = tiny_model.new_cache(2, 10)
+    k = torch.randn(2, 4, 3, 8)
+    v = torch.randn(2, 4, 3, 8)
+    keys, values = cache.update(1, torch.tensor([4, 5, 7]), k, v)
+    assert keys.shape == values.shape == (2, 4, 10, 8) and cache.length == 0  # the model advances the length
+    torch.testing.assert_close(cache.k[1, :, :, [4, 5, 7]], k, rtol=0, atol=0)
+    torch.testing.assert_close(cache.v[1, :, :, [4, 5, 7]], v, rtol=0, atol=0)
+    assert not cache.k[1, :, :, [0, 1, 2, 3, 6, 8, 9]].any() and not cache.k[0].any()
+    cache.update(2, torch.tensor(9), k[:, :, :1], v[:, :, :1])  # one token: a 0-d position
+    torch.testing.assert_close(cache.k[2, :, :, 9], k[:, :, 0], rtol=0, atol=0)
+
+
+def test_prefill_returns_last_logits_and_advances_the_cache(tiny_model):
+    ids = random_ids(tiny_model, 2, 30, torch.Generator().manual_seed(9))
+    vocab = slice(5, 40)
+    with torch.no_grad():
+        full, _ = tiny_model(ids, None)
+        cache = tiny_model.new_cache(2)
+        first = tiny_model.prefill(ids[:, :20], cache, vocab)
+        assert cache.length == 20
+        step = tiny_model.prefill(ids[:, 20:21], cache)
+        rest = tiny_model.prefill(ids[:, 21:30], cache, vocab)
+    assert cache.length == 30 and first.shape == (2, 35)
+    torch.testing.assert_close(first, full[:, 19, vocab], atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(step, full[:, 20], atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(rest, full[:, 29, vocab], atol=2e-5, rtol=1e-4)
+
+
+def test_runs_compiled_step_is_the_one_rule(tiny_model):
+    cache = tiny_model.new_cache(2)
+    with torch.no_grad():
+        assert not tiny_model.runs_compiled_step(1, cache)  # nothing compiled
+        tiny_model.compile_decode(backend='eager')
+        assert tiny_model.runs_compiled_step(1, cache)
+        assert not tiny_model.runs_compiled_step(2, cache)
+        assert not tiny_model.runs_compiled_step(1, None)
+        assert not tiny_model.runs_compiled_step(1, cache, attention_mask=torch.ones(1, 1, 1, 1, dtype=torch.bool))
+        assert not tiny_model.runs_compiled_step(1, cache, return_hidden_states=True)
+    assert not tiny_model.runs_compiled_step(1, cache)  # gradients on: eager
 
 
 def test_cache_errors(tiny_model):

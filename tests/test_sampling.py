@@ -2,7 +2,12 @@
 import pytest
 import torch
 
-from rudolph.sampling import make_generator, sample, top_k_top_p_filtering
+from rudolph.sampling import Sampler, make_generator, top_k_top_p_filtering
+
+
+def sample(logits, generator=None, **kwargs):
+    """One id per row of one branch's logits, as the engine samples."""
+    return Sampler(generator=generator, **kwargs)([logits])
 
 
 def reference_filter(logits, top_k, top_p):
@@ -122,3 +127,21 @@ def test_top_p_one_keeps_every_id_unlike_the_rounding_tail_of_transformers():
     logits = torch.randn(4, 16384) * 2
     assert torch.equal(top_k_top_p_filtering(logits, top_p=1.0), logits)
     assert not torch.isfinite(transformers_410_filtering(logits.clone(), 0, 1.0)).all()
+
+
+def test_sampler_maps_allowed_ids_and_eos():
+    logits = torch.full((3, 12), -5.0)
+    logits[:, 11] = 9.0  # not allowed: never drawn
+    logits[0, 5], logits[1, 7], logits[2, 9] = 4.0, 4.0, 4.0
+    sampler = Sampler(top_k=1, allowed=torch.tensor([5, 7, 9]), eos_from=8, eos_id=3, generator=make_generator(0))
+    assert sampler([logits]).tolist() == [5, 7, 3]  # 9 >= eos_from becomes eos
+
+
+def test_sampler_mixes_guidance_branches():
+    a, b = torch.randn(2, 6, generator=make_generator(1)), torch.randn(2, 6, generator=make_generator(2))
+    early = Sampler(weights=[1.5, -0.5]).probs([a, b])
+    torch.testing.assert_close(early, 1.5 * a.softmax(-1) - 0.5 * b.softmax(-1))
+    late = Sampler(temperature=2.0, weights=[1.5, -0.5], late_softmax=True).probs([a, b])
+    torch.testing.assert_close(late, (1.5 * a / 2.0 - 0.5 * b / 2.0).softmax(-1))
+    with pytest.raises(ValueError, match='weights'):
+        Sampler(weights=[1.0, 1.0]).probs([a])

@@ -1,5 +1,5 @@
 """Preallocated key/value cache: one static-shape buffer for all layers, written in place."""
-from typing import Optional, Union
+from typing import Optional, Tuple
 
 import torch
 
@@ -29,20 +29,19 @@ class KVCache:
     def max_length(self) -> int:
         return self.k.shape[3]
 
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor, start: Union[int, torch.Tensor]):
-        """Store ``k, v`` (``[b, heads, n, d]``) at positions ``start..start+n`` and return all keys/values so far.
+    def update(self, layer: int, input_pos: torch.Tensor, k: torch.Tensor,
+               v: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Write ``k, v`` (``[b, heads, n, d]``) of ``layer`` at positions ``input_pos`` and return its buffers.
 
-        A tensor ``start`` (one position) is the static-shape decode step: the whole buffer is
-        returned and the attention mask hides the positions not written yet.
+        ``input_pos`` is a LongTensor of the ``n`` absolute positions (``[n]``, or 0-d for one
+        token). The whole ``[b, heads, max_length, d]`` buffers come back: the caller reads
+        as many positions as its attention mask covers. :attr:`length` is not changed here;
+        the model sets it once a forward is complete.
         """
-        if torch.is_tensor(start):
-            self.k[layer].index_copy_(2, start.view(1), k)
-            self.v[layer].index_copy_(2, start.view(1), v)
-            return self.k[layer], self.v[layer]
-        end = start + k.shape[2]
-        self.k[layer, :, :, start:end] = k
-        self.v[layer, :, :, start:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+        index = input_pos.reshape(-1)
+        self.k[layer].index_copy_(2, index, k)
+        self.v[layer].index_copy_(2, index, v)
+        return self.k[layer], self.v[layer]
 
     def expand_from(self, prefix: 'KVCache', length: Optional[int] = None) -> 'KVCache':
         """Broadcast a batch-1 prefix cache into every row of this cache (shared-prefix reuse)."""
@@ -66,12 +65,6 @@ class KVCache:
         """An independent copy (e.g. to keep a prefix while continuing several branches at once)."""
         out = KVCache.__new__(KVCache)
         out.k, out.v, out.length = self.k.clone(), self.v.clone(), self.length
-        return out
-
-    def select(self, index: torch.Tensor) -> 'KVCache':
-        """Keep only the batch rows in ``index`` (a new, smaller cache)."""
-        out = KVCache.__new__(KVCache)
-        out.k, out.v, out.length = self.k[:, index], self.v[:, index], self.length
         return out
 
     def __repr__(self) -> str:

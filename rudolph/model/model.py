@@ -80,8 +80,7 @@ class ruDolphModel(nn.Module):
         self.total_vocab_size = self.vocab_size + self.image_vocab_size
         self.kernel_size = kernel_size
         self.last_kernel_size = last_kernel_size
-        # Masks are always boolean buffers; the flag is kept for constructor compatibility.
-        self.is_bool_mask = is_bool_mask
+        # is_bool_mask is accepted (and ignored) for constructor compatibility: masks are always boolean.
         self.gradient_checkpointing = gradient_checkpointing
         if self.vocab_size <= l_text_seq_length:
             raise ValueError(f'text vocabulary ({self.vocab_size}) must exceed l_text_seq_length ({l_text_seq_length}): '
@@ -202,22 +201,36 @@ class ruDolphModel(nn.Module):
         e = torch.where(pos < L, left, torch.where(pos < L + N2, image, right))
         return e * 0.1 + e.detach() * 0.9
 
-    def decode_step(self, tokens: torch.Tensor, pos: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        """Static-shape decode of one token per row at position ``pos`` (0-d long tensor).
+    def decode_one(self, tokens: torch.Tensor, input_pos: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Final-normalised hidden state ``[b, 1, h]`` of one token per row at ``input_pos`` (0-d LongTensor).
 
-        Same result as ``hidden(tokens, int(pos), cache)``; this form is what ``compile_decode``
-        compiles (and, on CUDA, captures as a graph) once for all positions.
+        The static-shape step (attention over the whole cache buffer, unwritten slots masked):
+        same result as ``hidden(tokens, int(input_pos), cache)`` up to float rounding, and what
+        :meth:`compile_decode` compiles once for all positions. It writes the keys/values at
+        ``input_pos`` but leaves ``cache.length`` to the caller (:meth:`hidden` advances it).
         """
-        return self.transformer.decode_static(self.embed_one(tokens, pos), pos, cache)
+        return self.transformer.decode_static(self.embed_one(tokens, input_pos), input_pos, cache)
 
     def compile_decode(self, mode: Optional[str] = None, **compile_kwargs) -> 'ruDolphModel':
-        """Route every single-token cached step of :meth:`hidden` through ``torch.compile(decode_step)``.
+        """Compile :meth:`decode_one` with ``torch.compile``; :meth:`hidden` then runs it for decode steps.
 
-        ``mode='reduce-overhead'`` adds CUDA graphs on GPU. The first step of each batch size
-        compiles (seconds to minutes); the rest replay. Returns ``self``.
+        Which calls take the compiled step is :meth:`runs_compiled_step`. ``mode='reduce-overhead'``
+        adds CUDA graphs on GPU. The first step of each batch size compiles (seconds to
+        minutes); the rest replay. Returns ``self``.
         """
-        self._compiled_decode = torch.compile(self.decode_step, mode=mode, dynamic=False, **compile_kwargs)
+        self._compiled_decode = torch.compile(self.decode_one, mode=mode, dynamic=False, **compile_kwargs)
         return self
+
+    def runs_compiled_step(self, n_new: int, cache: Optional[KVCache], attention_mask: Optional[torch.Tensor] = None,
+                           return_hidden_states: bool = False) -> bool:
+        """Whether :meth:`hidden` runs the compiled :meth:`decode_one` for this call (the one rule).
+
+        Only after :meth:`compile_decode`, and only for a decode step: one new token, with a
+        cache, no ``attention_mask``, no per-layer hidden states and no gradient. Every
+        other call runs the eager forward.
+        """
+        return (self._compiled_decode is not None and cache is not None and n_new == 1
+                and attention_mask is None and not return_hidden_states and not torch.is_grad_enabled())
 
     def hidden(self, input_ids: torch.Tensor, start: int = 0, cache: Optional[KVCache] = None,
                attention_mask: Optional[torch.Tensor] = None,
@@ -225,22 +238,32 @@ class ruDolphModel(nn.Module):
         """Final-normalised hidden states of ``input_ids`` at positions ``start..start+n``.
 
         ``attention_mask`` is a boolean ``[b|1, 1, n, start+n]`` tensor (rows of the new
-        positions); a ``cache`` must already hold positions ``0..start``.
+        positions); a ``cache`` must already hold positions ``0..start`` and holds
+        ``0..start+n`` afterwards (this is the one place its length advances). See
+        :meth:`runs_compiled_step` for when the compiled decode step is used.
         """
         if cache is not None and cache.length != start:
             raise ValueError(f'cache holds {cache.length} positions but the input starts at position {start}')
         if cache is not None and cache.batch_size != input_ids.shape[0]:
             raise ValueError(f'cache batch size {cache.batch_size} != input batch size {input_ids.shape[0]}')
-        if (self._compiled_decode is not None and cache is not None and input_ids.shape[1] == 1
-                and attention_mask is None and not return_hidden_states and not torch.is_grad_enabled()):
-            pos = torch.tensor(start, device=input_ids.device)
-            h = self._compiled_decode(input_ids, pos, cache)
-            cache.length = start + 1
-            return h, []
-        x = self.embed(input_ids, start)
-        return self.transformer(x, attention_mask, cache=cache, start=start,
-                                gradient_checkpointing=bool(self.gradient_checkpointing),
-                                return_hidden_states=return_hidden_states)
+        if self.runs_compiled_step(input_ids.shape[1], cache, attention_mask, return_hidden_states):
+            h, hidden_states = self._compiled_decode(input_ids, torch.tensor(start, device=input_ids.device), cache), []
+        else:
+            h, hidden_states = self.transformer(self.embed(input_ids, start), attention_mask, cache=cache, start=start,
+                                                gradient_checkpointing=bool(self.gradient_checkpointing),
+                                                return_hidden_states=return_hidden_states)
+        if cache is not None:
+            cache.length = start + input_ids.shape[1]
+        return h, hidden_states
+
+    def prefill(self, input_ids: torch.Tensor, cache: KVCache, vocab: Optional[slice] = None) -> torch.Tensor:
+        """Run ``input_ids`` (``[b, n]``) into ``cache`` after its ``cache.length`` positions.
+
+        Returns the logits of the last position only (``[b, classes in vocab]``): the
+        next-token distribution. One new token is a decode step (see :meth:`runs_compiled_step`).
+        """
+        h, _ = self.hidden(input_ids, cache.length, cache)
+        return self.logits(h[:, -1], vocab)
 
     def logits(self, hidden: torch.Tensor, vocab: Optional[slice] = None) -> torch.Tensor:
         """``to_logits`` of ``hidden``, optionally only for the classes in ``vocab`` (a slice)."""

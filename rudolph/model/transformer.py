@@ -7,7 +7,7 @@ ignores. The one observable difference, a query row with *no* allowed key (only 
 through a user ``attention_mask``), is reproduced explicitly: the reference averages all
 values uniformly there, while a boolean mask would give NaN.
 """
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -69,11 +69,18 @@ class DalleSelfAttention(nn.Module):
         self.output_dropout = nn.Dropout(output_dropout_prob)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, cache: Optional[KVCache] = None, layer: int = 0,
-                start: Union[int, torch.Tensor] = 0, blocked: Optional[torch.Tensor] = None) -> torch.Tensor:
+                input_pos: Optional[torch.Tensor] = None, blocked: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Attention of ``x`` (``[b, n, h]``); with a ``cache``, ``x`` sits at positions ``input_pos``.
+
+        ``mask``'s last dimension is the number of keys read: the first positions of the cache
+        buffer (the unwritten tail a static decode step reads is hidden by its mask row).
+        """
         b, n, h = x.shape
         q, k, v = self.query_key_value(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         if cache is not None:
-            k, v = cache.update(layer, k, v, start)
+            k, v = cache.update(layer, input_pos, k, v)
+            width = mask.shape[-1]
+            k, v = k[:, :, :width], v[:, :, :width]
         dropout = self.attention_dropout.p if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         if blocked is not None:
@@ -113,8 +120,8 @@ class SparseTransformerLayer(nn.Module):
         self.mlp = DalleMLP(hidden_size, output_dropout_prob, activation=mlp_activation)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, cache: Optional[KVCache] = None, layer: int = 0,
-                start: Union[int, torch.Tensor] = 0, blocked: Optional[torch.Tensor] = None) -> torch.Tensor:
-        a = self.attention(self.input_layernorm(x), mask, cache, layer, start, blocked)
+                input_pos: Optional[torch.Tensor] = None, blocked: Optional[torch.Tensor] = None) -> torch.Tensor:
+        a = self.attention(self.input_layernorm(x), mask, cache, layer, input_pos, blocked)
         if self.cogview_sandwich_layernorm:
             a = self.before_first_addition_layernorm(a)
         x = x + a
@@ -162,9 +169,10 @@ class SparseTransformer(nn.Module):
 
         ``attention_mask``: optional boolean ``[b|1, 1, n, start+n]`` (True = may attend).
         With a ``cache``, keys/values are written at ``start`` and attention reads all positions
-        before ``start + n`` from it.
+        before ``start + n`` from it; the caller advances ``cache.length``.
         """
         end = start + x.shape[1]
+        input_pos = torch.arange(start, end, device=x.device) if cache is not None else None
         masks, blocked = {}, {}
         for name in set(self.mask_names):
             mask = getattr(self, name)[start:end, :end]
@@ -179,13 +187,11 @@ class SparseTransformer(nn.Module):
         for i, layer in enumerate(self.layers):
             name = self.mask_names[i]
             if gradient_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(layer, x, masks[name], None, i, start, blocked.get(name), use_reentrant=False)
+                x = checkpoint(layer, x, masks[name], None, i, None, blocked.get(name), use_reentrant=False)
             else:
-                x = layer(x, masks[name], cache, i, start, blocked.get(name))
+                x = layer(x, masks[name], cache, i, input_pos, blocked.get(name))
             if return_hidden_states:
                 hidden_states.append(x)
-        if cache is not None:
-            cache.length = end
         return self.final_layernorm(x), hidden_states
 
     def decode_static(self, x: torch.Tensor, pos: torch.Tensor, cache: KVCache) -> torch.Tensor:
