@@ -15,6 +15,7 @@ _EXPORTS = {
     'FP16Module': ('.model', 'FP16Module'),
     'get_rudolph_model': ('.model', 'get_rudolph_model'),
     'ruDolphModel': ('.model', 'ruDolphModel'),
+    'RudolphConfig': ('.model.config', 'RudolphConfig'),
     'get_tokenizer': ('.tokenizer', 'get_tokenizer'),
     'get_vae': ('.vae', 'get_vae'),
     'ruDolphApi': ('.api', 'ruDolphApi'),

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .errors import ConfigError, InputError, ResourceError
+from .model.config import RudolphConfig
 from .sampling import Sampler, check_sampling_args, make_generator
 
 __all__ = ['Layout', 'ScorePart', 'generate', 'cross_entropy', 'ce_to_ppl', 'common_prefix_length',
@@ -81,7 +82,11 @@ class Layout:
         return slice(self.V, self.V + self.image_vocab_total)
 
     @classmethod
-    def from_model(cls, model) -> 'Layout':
+    def from_model(cls, model) -> Union['Layout', RudolphConfig]:
+        """The model's :class:`RudolphConfig` (it has every attribute of a layout), else one read from ``get_param``."""
+        config = getattr(model, 'config', None)
+        if isinstance(config, RudolphConfig):
+            return config
         L = model.get_param('l_text_seq_length')
         V = model.get_param('vocab_size')
         text_special = model.get_param('text_special_tokens')

@@ -793,3 +793,42 @@ def test_loss_of_a_first_image_id_beyond_the_text_vocabulary():
     expected = torch.cat((ce[0, :-1], ce[1])).mean()  # row 0's last position is not a text class
     assert torch.isfinite(parts['l_text_loss'])
     torch.testing.assert_close(parts['l_text_loss'], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_rudolph_config_is_the_constructor_and_the_layout(tiny_params):
+    """``ruDolphModel(config)`` equals the keyword constructor; the engine's layout is the model's config."""
+    import dataclasses
+
+    from rudolph.engine import Layout
+    from rudolph.model import RudolphConfig
+
+    config = RudolphConfig.from_params(tiny_params)
+    assert RudolphConfig.from_params(config.to_params()) == config
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.num_layers = 3
+    torch.manual_seed(0)
+    by_config = ruDolphModel(config, device='cpu')
+    torch.manual_seed(0)
+    by_keywords = ruDolphModel(device='cpu', **tiny_params)
+    torch.manual_seed(0)
+    positional = ruDolphModel('cpu', tiny_params['num_layers'], tiny_params['vocab_size'], tiny_params['hidden_size'],
+                              tiny_params['num_attention_heads'], *[tiny_params[k] for k in (
+                                  'embedding_dropout_prob', 'attention_dropout_prob', 'output_dropout_prob')],
+                              **{k: v for k, v in tiny_params.items() if k not in (
+                                  'num_layers', 'vocab_size', 'hidden_size', 'num_attention_heads',
+                                  'embedding_dropout_prob', 'attention_dropout_prob', 'output_dropout_prob')})
+    for other in (by_keywords, positional):
+        assert other.config == config
+        for (k, a), b in zip(by_config.state_dict().items(), other.state_dict().values()):
+            assert torch.equal(a, b), k
+    layout = Layout.from_model(by_config)
+    assert layout is by_config.config
+    assert (layout.L, layout.N, layout.R, layout.V, layout.S) == (
+        by_config.l_text_seq_length, by_config.image_tokens_per_dim, by_config.r_text_seq_length,
+        by_config.vocab_size, by_config.total_seq_length)
+    assert layout.image_slice == slice(by_config.vocab_size, by_config.vocab_size + by_config.plain_image_vocab_size)
+    assert config.replace(attention_dropout_prob=0.0).attention_dropout_prob == 0.0
+    with pytest.raises(TypeError, match='unexpected'):
+        ruDolphModel(device='cpu', **tiny_params, bogus=1)
+    with pytest.raises(ValueError, match='must exceed l_text_seq_length'):
+        config.replace(vocab_size=4, text_special_tokens=0)

@@ -4,6 +4,7 @@ from .._lazy import lazy_exports
 _EXPORTS = {
     'KVCache': ('.cache', 'KVCache'),
     'MODELS': ('.configs', 'MODELS'),
+    'RudolphConfig': ('.config', 'RudolphConfig'),
     'FP16Module': ('.fp16', 'FP16Module'),
     'get_col_mask': ('.image_attention', 'get_col_mask'),
     'get_conv_mask': ('.image_attention', 'get_conv_mask'),

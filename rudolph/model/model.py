@@ -1,12 +1,13 @@
 """ruDolphModel: embeddings of the three sequence parts, the sparse transformer, logits and loss."""
 import contextlib
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .cache import KVCache
+from .config import CONSTRUCTOR_ORDER, RudolphConfig
 from .transformer import SparseTransformer, linear
 
 __all__ = ['ruDolphModel', 'skip_init']
@@ -33,6 +34,28 @@ def skip_init():
 ModelOutput = Union[Tuple[torch.Tensor, Optional[KVCache]], Tuple[torch.Tensor, Dict[str, torch.Tensor]], tuple]
 
 
+def _config_and_device(args: tuple, kwargs: Dict[str, Any]) -> Tuple[RudolphConfig, Any]:
+    """The config and device of either constructor form (a config, or the original arguments)."""
+    if args and isinstance(args[0], RudolphConfig):
+        if len(args) > 2 or set(kwargs) - {'device'}:
+            raise TypeError('ruDolphModel(config, device=...) takes no other arguments; use config.replace(...)')
+        return args[0], args[1] if len(args) > 1 else kwargs.get('device', 'cpu')
+    if len(args) > len(CONSTRUCTOR_ORDER):
+        raise TypeError(f'ruDolphModel takes at most {len(CONSTRUCTOR_ORDER)} positional arguments, got {len(args)}')
+    params = dict(zip(CONSTRUCTOR_ORDER, args))
+    twice = sorted(set(params) & set(kwargs))
+    if twice:
+        raise TypeError(f'ruDolphModel got multiple values for {twice}')
+    params.update(kwargs)
+    unknown = sorted(set(params) - set(CONSTRUCTOR_ORDER))
+    if unknown:
+        raise TypeError(f'ruDolphModel got unexpected keyword arguments {unknown}')
+    if 'device' not in params:
+        raise TypeError("ruDolphModel missing the argument 'device' (or pass a RudolphConfig)")
+    device = params.pop('device')
+    return RudolphConfig.from_params(params), device
+
+
 class ruDolphModel(nn.Module):
     """RuDOLPH: ``[left text (L) | image tokens (N*N) | right text (R)]`` with one decoder.
 
@@ -40,52 +63,32 @@ class ruDolphModel(nn.Module):
     ``k`` are logit ``V + k``. See ``SPEC.md`` sections 2-5 for the exact math.
     """
 
-    def __init__(self,
-                 device: Union[str, torch.device],
-                 num_layers: int,
-                 vocab_size: int,
-                 hidden_size: int,
-                 num_attention_heads: int,
-                 embedding_dropout_prob: float,
-                 attention_dropout_prob: float,
-                 output_dropout_prob: float,
-                 l_text_seq_length: int = 64,
-                 r_text_seq_length: int = 64,
-                 kernel_size: int = 7,
-                 last_kernel_size: int = 9,
-                 image_tokens_per_dim: int = 16,
-                 image_vocab_size: int = 8192,
-                 text_special_tokens: int = 0,
-                 image_special_tokens: int = 0,
-                 cogview_sandwich_layernorm: bool = True,
-                 cogview_pb_relax: bool = True,
-                 is_bool_mask: bool = True,
-                 mlp_activation: str = 'gelu_jit',
-                 gradient_checkpointing: Optional[Union[int, bool]] = None):
+    def __init__(self, *args: Any, **kwargs: Any):
+        """``ruDolphModel(config, device='cpu')`` with a :class:`RudolphConfig`, or the original
+        ``ruDolphModel(device, num_layers, vocab_size, ...)`` with the constructor arguments."""
         super().__init__()
+        config, device = _config_and_device(args, kwargs)
+        self.config = config
         self.device = device
-        self.num_layers = num_layers
-        self.hidden_size = hidden_size
-        self.num_attention_heads = num_attention_heads
-        self.l_text_seq_length = l_text_seq_length
-        self.r_text_seq_length = r_text_seq_length
-        self.image_tokens_per_dim = image_tokens_per_dim
-        self.image_seq_length = image_tokens_per_dim ** 2
-        self.total_seq_length = l_text_seq_length + self.image_seq_length + r_text_seq_length
-        self.text_special_tokens = text_special_tokens
-        self.image_special_tokens = image_special_tokens
-        self.vocab_size = vocab_size + text_special_tokens
-        self.image_vocab_size = image_vocab_size + image_special_tokens
-        self.plain_image_vocab_size = image_vocab_size
+        self.num_layers = config.num_layers
+        self.hidden_size = config.hidden_size
+        self.num_attention_heads = config.num_attention_heads
+        self.l_text_seq_length = config.L
+        self.r_text_seq_length = config.R
+        self.image_tokens_per_dim = config.N
+        self.image_seq_length = config.N2
+        self.total_seq_length = config.S
+        self.text_special_tokens = config.text_special_tokens
+        self.image_special_tokens = config.image_special_tokens
+        self.vocab_size = config.V
+        self.image_vocab_size = config.image_vocab_total
+        self.plain_image_vocab_size = config.image_vocab
         self.total_vocab_size = self.vocab_size + self.image_vocab_size
-        self.kernel_size = kernel_size
-        self.last_kernel_size = last_kernel_size
-        # is_bool_mask is accepted (and ignored) for constructor compatibility: masks are always boolean.
-        self.gradient_checkpointing = gradient_checkpointing
-        if self.vocab_size <= l_text_seq_length:
-            raise ValueError(f'text vocabulary ({self.vocab_size}) must exceed l_text_seq_length ({l_text_seq_length}): '
-                             'its last L ids are the left-text pad positions')
-
+        self.kernel_size = config.kernel_size
+        self.last_kernel_size = config.last_kernel_size
+        self.gradient_checkpointing = config.gradient_checkpointing
+        hidden_size, l_text_seq_length, r_text_seq_length = config.hidden_size, config.L, config.R
+        image_tokens_per_dim = config.N
         with skip_init():  # reset_parameters() below is the one init
             self.text_embeddings = nn.Embedding(self.vocab_size, hidden_size)
             self.image_embeddings = nn.Embedding(self.image_vocab_size, hidden_size)
@@ -94,17 +97,17 @@ class ruDolphModel(nn.Module):
             self.image_row_embeddings = nn.Embedding(image_tokens_per_dim, hidden_size)
             self.image_col_embeddings = nn.Embedding(image_tokens_per_dim, hidden_size)
             # Declared but never applied, as in the released training code.
-            self.embedding_dropout = nn.Dropout(embedding_dropout_prob)
+            self.embedding_dropout = nn.Dropout(config.embedding_dropout_prob)
             self.to_logits = nn.Sequential(
                 nn.LayerNorm(hidden_size),
                 nn.Linear(hidden_size, self.total_vocab_size),
             )
             self.transformer = SparseTransformer(
-                num_layers, hidden_size, num_attention_heads, attention_dropout_prob, output_dropout_prob,
-                l_text_seq_length=l_text_seq_length, r_text_seq_length=r_text_seq_length,
-                image_tokens_per_dim=image_tokens_per_dim, kernel_size=kernel_size, last_kernel_size=last_kernel_size,
-                cogview_sandwich_layernorm=cogview_sandwich_layernorm, cogview_pb_relax=cogview_pb_relax,
-                mlp_activation=mlp_activation,
+                config.num_layers, hidden_size, config.num_attention_heads, config.attention_dropout_prob,
+                config.output_dropout_prob, l_text_seq_length=l_text_seq_length, r_text_seq_length=r_text_seq_length,
+                image_tokens_per_dim=image_tokens_per_dim, kernel_size=config.kernel_size,
+                last_kernel_size=config.last_kernel_size, cogview_sandwich_layernorm=config.cogview_sandwich_layernorm,
+                cogview_pb_relax=config.cogview_pb_relax, mlp_activation=config.mlp_activation,
             )
         self._compiled_decode = None
         if not any(p.is_meta for p in self.parameters()):
