@@ -118,7 +118,7 @@ def main():
         floor = weight_floor(model, device)
         rows = []
         for bs in args.bs:
-            r = decode_loop(model, text, bs, args.steps, model.image_logits_slice, 0, g)
+            r = decode_loop(model, text, bs, args.steps, model.config.image_slice, 0, g)
             rows.append((f'image generation bs={bs}', r))
         for bs in args.bs:
             prefix = torch.cat([text, image], dim=1)

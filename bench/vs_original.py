@@ -275,7 +275,7 @@ def worker_decode_ours(task):
     bs, steps, warmup = task['bs'], task['steps'], task['warmup']
     prefix = torch.load(task['prefix_path'], weights_only=True)
     P = prefix.shape[1]
-    vocab = model.image_logits_slice
+    vocab = model.config.image_slice
     top_k, top_p, temperature = task['top_k'], task['top_p'], task['temperature']
 
     @torch.no_grad()
@@ -311,7 +311,7 @@ def _decode_engine(torch, model, prefix, task):
     except ImportError:
         return {}
     P, bs, steps = prefix.shape[1], task['bs'], task['steps']
-    kwargs = dict(vocab=model.image_logits_slice, top_k=task['top_k'], top_p=task['top_p'],
+    kwargs = dict(vocab=model.config.image_slice, top_k=task['top_k'], top_p=task['top_p'],
                   temperature=task['temperature'], seed=task['seed'], bs=bs, progress=False)
     try:
         generate(model, prefix[0], P + 1 + min(task['warmup'], steps), bs, **kwargs)  # warm-up

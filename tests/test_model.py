@@ -443,9 +443,9 @@ def test_bad_input_ids(tiny_model):
 def test_logits_slices(tiny_model):
     h = torch.randn(2, 3, TINY_PARAMS['hidden_size'])
     full = tiny_model.logits(h)
-    torch.testing.assert_close(tiny_model.logits(h, tiny_model.image_logits_slice),
+    torch.testing.assert_close(tiny_model.logits(h, tiny_model.config.image_slice),
                                full[..., tiny_model.vocab_size:tiny_model.vocab_size + 64])
-    torch.testing.assert_close(tiny_model.logits(h, tiny_model.text_logits_slice), full[..., :tiny_model.vocab_size])
+    torch.testing.assert_close(tiny_model.logits(h, tiny_model.config.text_slice), full[..., :tiny_model.vocab_size])
 
 
 def test_get_param(tiny_model):

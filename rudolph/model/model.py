@@ -142,15 +142,6 @@ class ruDolphModel(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.to_logits[1].weight.dtype
 
-    @property
-    def text_logits_slice(self) -> slice:
-        return slice(0, self.vocab_size)
-
-    @property
-    def image_logits_slice(self) -> slice:
-        """Plain image codes only (image special tokens are never sampled)."""
-        return slice(self.vocab_size, self.vocab_size + self.plain_image_vocab_size)
-
     def new_cache(self, batch_size: int, max_length: Optional[int] = None,
                   dtype: Optional[torch.dtype] = None) -> KVCache:
         """A preallocated key/value cache for ``batch_size`` sequences of up to ``max_length`` tokens."""

@@ -80,9 +80,6 @@ class VQGanConfig:
         """Token-grid side for an image of ``resolution`` pixels."""
         return self.resolution // self.downsample_factor
 
-    def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
-
     @classmethod
     def from_any(cls, config: Union[None, 'VQGanConfig', Mapping[str, Any]]) -> 'VQGanConfig':
         """``None`` -> defaults; a mapping overrides the defaults key by key (unknown keys are an error)."""
