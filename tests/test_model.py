@@ -832,3 +832,24 @@ def test_rudolph_config_is_the_constructor_and_the_layout(tiny_params):
         ruDolphModel(device='cpu', **tiny_params, bogus=1)
     with pytest.raises(ValueError, match='must exceed l_text_seq_length'):
         config.replace(vocab_size=4, text_special_tokens=0)
+
+
+def test_registry_entries_are_frozen_model_specs():
+    import dataclasses
+
+    from rudolph.model.configs import ModelSpec
+
+    for name, spec in MODELS.items():
+        assert isinstance(spec, ModelSpec), name
+        assert spec['model_params'] == spec.config.to_params() and spec['model_params'] is not spec['model_params']
+        with torch.device('meta'):
+            ruDolphModel(spec.config, device='meta')  # every config builds (no memory on meta)
+    spec = MODELS['tiny-shapes']
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.repo_id = 'x'
+    with pytest.raises(TypeError):
+        spec['spc_tokens']['<LT_T2I>'] = 0
+    with pytest.raises(TypeError):
+        spec['sampling']['text2image']['top_k'] = 1
+    spec['model_params']['num_layers'] = 99  # a fresh dict: the registry is unchanged
+    assert spec.config.num_layers == 4 and 'local_path' in spec and 'local_path' not in MODELS['350M']

@@ -4,9 +4,14 @@ Plain data, filled at import and never changed at run time (the embedded ``tiny-
 model is an entry like the others, pointing at files inside the package).
 """
 import os
-from typing import Any, Dict
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from types import MappingProxyType
+from typing import Any, Dict, Iterator, Optional
 
-__all__ = ['MODELS', 'DEFAULT_SPC_TOKENS', 'TINY_SHAPES', 'TINY_SHAPES_DIR', 'TINY_SHAPES_PARAMS',
+from .config import RudolphConfig
+
+__all__ = ['MODELS', 'ModelSpec', 'DEFAULT_SPC_TOKENS', 'TINY_SHAPES', 'TINY_SHAPES_DIR', 'TINY_SHAPES_PARAMS',
            'TINY_SHAPES_SPC_TOKENS', 'TINY_SHAPES_VQGAN_CONFIG', 'TINY_SHAPES_T2I_SAMPLING']
 
 #: task-token ids of the published task-token checkpoints (350M v2, 2.7B, 2.7B FBC2).
@@ -22,6 +27,67 @@ DEFAULT_SPC_TOKENS: Dict[str, int] = {
     '<RT_TQA>': 16391,
 }
 
+def _frozen(mapping: Optional[Mapping]) -> Mapping:
+    """A read-only copy (nested mappings too), so that a registry entry cannot be changed in place."""
+    if mapping is None:
+        return MappingProxyType({})
+    return MappingProxyType({k: _frozen(v) if isinstance(v, Mapping) else v for k, v in mapping.items()})
+
+
+@dataclass(frozen=True)
+class ModelSpec(Mapping):
+    """One model of the registry: its config, where its weights are, what it brings along.
+
+    Also a read-only mapping with the keys of the original ``MODELS`` dicts (``model_params``,
+    ``repo_id``, ``filename``, ``description``...; keys whose value is ``None`` are absent), so
+    ``MODELS[name]['model_params']`` keeps working.
+    """
+    description: str
+    config: RudolphConfig
+    repo_id: Optional[str] = None
+    filename: str = 'pytorch_model.bin'
+    hf_version: str = 'v3'
+    local_path: Optional[str] = None  # a weights file inside the package (no download)
+    tokenizer_path: Optional[str] = None  # None: ruDALL-E's hub tokenizer
+    vae_path: Optional[str] = None  # None: ruDALL-E's hub VQGAN
+    vae_config: Optional[Mapping] = None
+    spc_tokens: Mapping = field(default_factory=lambda: MappingProxyType({}))  # task token -> id ({}: none)
+    sampling: Mapping = field(default_factory=lambda: MappingProxyType({}))  # task -> recommended sampling kwargs
+
+    def __post_init__(self) -> None:
+        for name in ('vae_config', 'spc_tokens', 'sampling'):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, _frozen(value))
+
+    @property
+    def model_params(self) -> Dict[str, Any]:
+        """The constructor keyword arguments (a fresh dict)."""
+        return self.config.to_params()
+
+    def _keys(self) -> list:
+        names = [f.name for f in fields(self) if getattr(self, f.name) is not None]
+        return names + ['model_params']
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._keys():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys())
+
+    def __len__(self) -> int:
+        return len(self._keys())
+
+    def __deepcopy__(self, memo: dict) -> 'ModelSpec':
+        return self  # immutable: a copy would be equal and interchangeable
+
+    def __copy__(self) -> 'ModelSpec':
+        return self
+
+
+
 _COMMON = dict(
     embedding_dropout_prob=0.1,
     attention_dropout_prob=0.1,
@@ -33,15 +99,9 @@ _COMMON = dict(
 )
 
 
-def _config(repo_id: str, description: str, spc_tokens: Dict[str, int], **kwargs: Any) -> Dict[str, Any]:
-    return dict(
-        hf_version='v3',
-        description=description,
-        model_params={**_COMMON, **kwargs},
-        repo_id=repo_id,
-        filename='pytorch_model.bin',
-        spc_tokens=dict(spc_tokens),
-    )
+def _config(repo_id: str, description: str, spc_tokens: Dict[str, int], **kwargs: Any) -> ModelSpec:
+    return ModelSpec(description=description, config=RudolphConfig(**{**_COMMON, **kwargs}), repo_id=repo_id,
+                     spc_tokens=spc_tokens)
 
 
 _2_7B = dict(num_layers=32, hidden_size=2560, num_attention_heads=32,
@@ -49,7 +109,7 @@ _2_7B = dict(num_layers=32, hidden_size=2560, num_attention_heads=32,
              kernel_size=7, last_kernel_size=9, vocab_size=16384 + 384,
              text_special_tokens=1024, image_special_tokens=1024)
 
-MODELS: Dict[str, Dict[str, Any]] = {
+MODELS: Dict[str, ModelSpec] = {
     '350M': _config(
         'shonenkov-AI/RuDOLPH-350M-v2', 'RuDOLPH 350M v2 with task tokens, 128 px images', DEFAULT_SPC_TOKENS,
         num_layers=24, hidden_size=1024, num_attention_heads=16,
@@ -97,11 +157,11 @@ TINY_SHAPES_PARAMS: Dict[str, Any] = dict(
 #: one grid, so a temperature below 1 keeps the samples on it (bench/README.md has the figures).
 TINY_SHAPES_T2I_SAMPLING: Dict[str, Any] = dict(top_k=64, top_p=0.95, temperature=0.7)
 
-MODELS[TINY_SHAPES] = dict(
-    hf_version='v3', description='tiny RuDOLPH trained on synthetic Russian shapes (embedded, offline)',
-    model_params=dict(TINY_SHAPES_PARAMS), repo_id=None, filename='tiny-shapes-rudolph.bin',
+MODELS[TINY_SHAPES] = ModelSpec(
+    description='tiny RuDOLPH trained on synthetic Russian shapes (embedded, offline)',
+    config=RudolphConfig(**TINY_SHAPES_PARAMS), filename='tiny-shapes-rudolph.bin',
     local_path=os.path.join(TINY_SHAPES_DIR, 'tiny-shapes-rudolph.bin'),
     tokenizer_path=os.path.join(TINY_SHAPES_DIR, 'tiny-shapes-bpe.model'),
-    vae_path=os.path.join(TINY_SHAPES_DIR, 'tiny-shapes-vqgan.ckpt'), vae_config=dict(TINY_SHAPES_VQGAN_CONFIG),
-    spc_tokens=dict(TINY_SHAPES_SPC_TOKENS), sampling={'text2image': dict(TINY_SHAPES_T2I_SAMPLING)},
+    vae_path=os.path.join(TINY_SHAPES_DIR, 'tiny-shapes-vqgan.ckpt'), vae_config=TINY_SHAPES_VQGAN_CONFIG,
+    spc_tokens=TINY_SHAPES_SPC_TOKENS, sampling={'text2image': TINY_SHAPES_T2I_SAMPLING},
 )
