@@ -11,8 +11,9 @@ import numpy as np
 import torch
 
 from . import pipelines
-from .engine import (Layout, ScorePart, ce_to_ppl, check_tokenizer, check_vae, cross_entropy, encode_image,
-                     encode_text, first_eos_cut, generate, model_device, require_vae, tokenizer_vocab_limit)
+from .codec import encode_image, encode_text
+from .engine import (Layout, ScorePart, ce_to_ppl, check_tokenizer, check_vae, cross_entropy, first_eos_cut, generate,
+                     model_device, require_vae, tokenizer_vocab_limit)
 from .errors import ConfigError, InputError
 from .model.configs import DEFAULT_SPC_TOKENS
 from .sampling import check_sampling_args

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from . import utils
-from .engine import (BOS_ID, EOS_ID, PAD_ID, UNK_ID, Layout, ScorePart, ce_to_ppl, check_tokenizer, cross_entropy,
-                     encode_image, encode_text, first_eos_cut, generate, model_device, require_vae,
-                     tokenizer_vocab_limit)
+from .codec import BOS_ID, EOS_ID, PAD_ID, UNK_ID, encode_image, encode_text
+from .engine import (Layout, ScorePart, ce_to_ppl, check_tokenizer, cross_entropy, first_eos_cut, generate,
+                     model_device, require_vae, tokenizer_vocab_limit)
 from .errors import ConfigError, InputError
 from .sampling import check_sampling_args
 
