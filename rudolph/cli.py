@@ -197,52 +197,25 @@ def load(args: argparse.Namespace) -> Loaded:
     return Loaded(c.model, c.tokenizer, c.vae, c.spc_tokens, c.name, c.sampling)
 
 
-# ----------------------------------------------------------------------------- backends
-class _Backend:
-    """One task interface over ``ruDolphApi`` (task-token models) or ``rudolph.pipelines`` (350M v1)."""
+# ----------------------------------------------------------------------------- tasks
+def _sampling_of(args: argparse.Namespace, parts, task: str):
+    """The text sampling of ``task``: the options given, the model convention's defaults for the rest."""
+    from rudolph.tasks import text_sampling_for
 
-    def __init__(self, loaded: Loaded, args: argparse.Namespace):
-        self.model, self.tokenizer, self.vae = loaded.model, loaded.tokenizer, loaded.vae
-        self.progress = not args.quiet
-        self.task_tokens = bool(self.model.get_param('text_special_tokens'))
-        if self.task_tokens:
-            from rudolph.api import ruDolphApi
-
-            # {} (no task tokens recorded): ruDolphApi falls back to the published ids
-            self.api = ruDolphApi(self.model, self.tokenizer, self.vae, spc_tokens=loaded.spc_tokens or None,
-                                  quite=args.quiet)
-        self.sampling = loaded.sampling
-
-    @property
-    def kind(self) -> str:
-        return 'ruDolphApi' if self.task_tokens else 'pipelines'
+    return text_sampling_for(parts.reference, task, args.top_k, args.top_p, args.temperature)
 
 
-def _best_codebooks(backend: _Backend, text: str, n: int, codebooks_num: int, args):
+def _best_codebooks(parts, text: str, n: int, codebooks_num: int, args):
     """The ``n`` best of ``codebooks_num`` sampled codebooks (best first) and their scores; nothing decoded
     but what ``--reencode`` rescores."""
-    from rudolph import pipelines
+    from rudolph import tasks
 
-    bs = args.bs or 8
-    if backend.task_tokens:  # the steps of ruDolphApi.dream, without decoding every picture at once
-        codebooks = backend.api.generate_codebooks(text, codebooks_num, top_k=args.top_k, top_p=args.top_p,
-                                                   temperature=args.temperature, bs=bs, seed=args.seed)
-        ppl_text, ppl_image, scores = backend.api.self_reranking_by_text(text, codebooks, bs=bs,
-                                                                         reencode=args.reencode)
-        best = scores.argsort()[:n].tolist()
-        rows = [dict(ppl_text=float(ppl_text[i]), ppl_image=float(ppl_image[i]), score=float(scores[i])) for i in best]
-        return codebooks[best], rows
-    if args.reencode:
-        raise CliError(f'--reencode needs a model with task tokens (ruDolphApi); --model {args.model} has none')
-    codebooks = pipelines.generate_codebooks(text, backend.tokenizer, backend.model, top_k=args.top_k, top_p=args.top_p,
-                                             images_num=codebooks_num, temperature=args.temperature, bs=bs,
-                                             seed=args.seed, progress=backend.progress)
-    ppl_text, ppl_image = pipelines.self_reranking_by_text(text, codebooks, backend.tokenizer, backend.model, bs=bs)
-    best = ppl_text.argsort()[:n].tolist()
-    return codebooks[best], [dict(ppl_text=float(ppl_text[i]), ppl_image=float(ppl_image[i])) for i in best]
+    sampling = tasks.SamplingConfig(args.top_k, args.top_p, args.temperature)
+    return tasks.best_images(parts, text, codebooks_num, n, sampling, args.bs or 8, seed=args.seed,
+                             reencode_codes=args.reencode)
 
 
-def _save_images(backend: _Backend, codebooks, rows: List[Dict[str, Any]], args) -> str:
+def _save_images(parts, codebooks, rows: List[Dict[str, Any]], args) -> str:
     """Decode ``codebooks`` a batch at a time into ``OUT/img_i.png`` and the grid (``pipelines._make_grid``
     layout); adds each ``path`` to ``rows``; returns the grid path."""
     import torch
@@ -254,7 +227,7 @@ def _save_images(backend: _Backend, codebooks, rows: List[Dict[str, Any]], args)
     ncol = min(args.nrow, len(rows))
     for start in range(0, len(rows), bs):
         with torch.no_grad():
-            batch = utils.torch_tensors_to_pil_list(backend.vae.decode(codebooks[start:start + bs]))
+            batch = utils.torch_tensors_to_pil_list(parts.vae.decode(codebooks[start:start + bs]))
         for i, img in enumerate(batch, start):
             rows[i]['path'] = os.path.join(args.out, f'img_{i}.png')
             img.save(rows[i]['path'])
@@ -301,14 +274,19 @@ def _open_image(path: str):
     return img
 
 
-def _prepare(args: argparse.Namespace) -> _Backend:
+def _prepare(args: argparse.Namespace):
+    """The model's :class:`rudolph.tasks.Parts` (and what was loaded); a fresh ``--seed`` if none is given."""
+    from rudolph.tasks import Parts
+
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(2 ** 31)
-    return _Backend(load(args), args)
+    loaded = load(args)
+    return Parts.of(loaded.model, loaded.tokenizer, loaded.vae, loaded.spc_tokens or None,
+                    progress=not args.quiet), loaded
 
 
-def _meta(args: argparse.Namespace, backend: _Backend) -> Dict[str, Any]:
-    return {'model': args.model, 'backend': backend.kind, 'seed': args.seed}
+def _meta(args: argparse.Namespace, parts) -> Dict[str, Any]:
+    return {'model': args.model, 'backend': parts.kind, 'seed': args.seed}
 
 
 # ----------------------------------------------------------------------------- text2image
@@ -328,9 +306,9 @@ def _text2image_args(p: argparse.ArgumentParser) -> None:
 T2I_FALLBACK = dict(top_k=768, top_p=0.99, temperature=1.0)
 
 
-def _apply_sampling(args: argparse.Namespace, backend: _Backend, task: str, fallback: Dict[str, Any]) -> None:
+def _apply_sampling(args: argparse.Namespace, loaded: Loaded, task: str, fallback: Dict[str, Any]) -> None:
     """Options the user left out take the model's recommended sampling for ``task``, else ``fallback``."""
-    recommended = {**fallback, **backend.sampling.get(task, {})}
+    recommended = {**fallback, **loaded.sampling.get(task, {})}
     for key in ('top_k', 'top_p', 'temperature'):
         if getattr(args, key) is None and key in recommended:
             setattr(args, key, recommended[key])
@@ -353,12 +331,12 @@ def _text2image_run(args: argparse.Namespace) -> int:
     _check_model_args(args)
     _check_device(args)
     _check_out_dir(args.out)
-    backend = _prepare(args)
-    _apply_sampling(args, backend, 'text2image', T2I_FALLBACK)
-    codebooks, results = _best_codebooks(backend, args.text, args.images_num, codebooks_num, args)
-    grid_path = _save_images(backend, codebooks, results, args)
+    parts, loaded = _prepare(args)
+    _apply_sampling(args, loaded, 'text2image', T2I_FALLBACK)
+    codebooks, results = _best_codebooks(parts, args.text, args.images_num, codebooks_num, args)
+    grid_path = _save_images(parts, codebooks, results, args)
     sampling = {k: getattr(args, k) for k in ('top_k', 'top_p', 'temperature')}
-    result = {'text': args.text, **_meta(args, backend), 'sampling': sampling, 'reencode': args.reencode,
+    result = {'text': args.text, **_meta(args, parts), 'sampling': sampling, 'reencode': args.reencode,
               'images': results, 'grid': grid_path}
     lines = [f"{r['path']}  ppl_text={r['ppl_text']:.2f}" for r in results] + [f'grid: {grid_path}']
     _emit(args, result, lines)
@@ -376,30 +354,15 @@ def _caption_args(p: argparse.ArgumentParser) -> None:
 
 
 def _caption_run(args: argparse.Namespace) -> int:
-    from rudolph import pipelines
+    from rudolph import tasks
 
     img = _open_image(args.image)
-    backend = _prepare(args)
-    bs = args.bs or 16
-    if backend.task_tokens:
-        caps = backend.api.image_captioning(img, r_template=args.template, captions_num=args.captions_num,
-                                            generations_num=args.generations_num, seed=args.seed, bs=bs,
-                                            top_k=args.top_k, top_p=args.top_p, temperature=args.temperature)
-        captions = [{'text': c['text'], 'score': float(c['score']), 'count': int(c['count']),
-                     'ppl_text': float(c['ppl_txt']), 'ppl_image': float(c['ppl_img'])} for c in caps]
-    else:
-        texts = pipelines.generate_captions(img, backend.tokenizer, backend.model, backend.vae, template=args.template,
-                                            top_k=32 if args.top_k is None else args.top_k,
-                                            top_p=0.6 if args.top_p is None else args.top_p,
-                                            temperature=args.temperature or 1.0, captions_num=args.generations_num,
-                                            bs=bs, seed=args.seed, progress=backend.progress)
-        captions = []
-        if texts:
-            ppl_text, ppl_image = pipelines.self_reranking_by_image(texts, img, backend.tokenizer, backend.model,
-                                                                    backend.vae, bs=bs)
-            captions = [{'text': texts[i], 'score': float(ppl_image[i]), 'ppl_text': float(ppl_text[i]),
-                         'ppl_image': float(ppl_image[i])} for i in ppl_image.argsort()[:args.captions_num].tolist()]
-    result = {'image': args.image, **_meta(args, backend), 'captions': captions}
+    parts, _ = _prepare(args)
+    rows = tasks.captioning(parts, img, args.captions_num, args.generations_num, _sampling_of(args, parts, 'captions'),
+                            args.bs or 16, seed=args.seed, r_template=args.template)
+    captions = [{k: v if k == 'text' else int(v) if k == 'count' else float(v) for k, v in row.items()}
+                for row in rows]
+    result = {'image': args.image, **_meta(args, parts), 'captions': captions}
     _emit(args, result, [c['text'] for c in captions] or ['(no caption)'])
     return 0
 
@@ -415,36 +378,16 @@ def _vqa_args(p: argparse.ArgumentParser) -> None:
 
 
 def _vqa_run(args: argparse.Namespace) -> int:
-    from rudolph import pipelines
-    from rudolph.api import VQA_TEMPLATE
+    from rudolph import tasks
 
     img = _open_image(args.image)
     if not args.question.strip():
         raise CliError('the question is empty')
-    backend = _prepare(args)
-    bs = args.bs or 16
-    if backend.task_tokens:
-        answers = backend.api.vqa(img, args.question, answers_num=args.answers_num,
-                                  generations_num=args.generations_num, seed=args.seed, bs=bs, top_k=args.top_k,
-                                  top_p=args.top_p, temperature=args.temperature)
-    else:  # no task tokens: continue the same right-text prompt as a caption
-        prompt = VQA_TEMPLATE.format(question=args.question.strip()).lower()
-        texts = pipelines.generate_captions(img, backend.tokenizer, backend.model, backend.vae, template=prompt,
-                                            top_k=32 if args.top_k is None else args.top_k,
-                                            top_p=0.6 if args.top_p is None else args.top_p,
-                                            temperature=args.temperature or 1.0, captions_num=args.generations_num,
-                                            bs=bs, seed=args.seed, progress=backend.progress)
-        head = backend.tokenizer.decode_text(pipelines.template_prefix(
-            backend.tokenizer.encode_text(prompt, backend.model.get_param('r_text_seq_length')))).strip()
-        counts: Dict[str, int] = {}
-        for text in texts:
-            answer = text[len(head):].strip() if text.startswith(head) else text
-            if answer:
-                counts[answer] = counts.get(answer, 0) + 1
-        answers = [{'answer': a, 'count': c} for a, c in sorted(counts.items(), key=lambda kv: -kv[1])]
-        answers = answers[:args.answers_num]
+    parts, _ = _prepare(args)
+    answers = tasks.vqa(parts, img, args.question, args.answers_num, args.generations_num,
+                        _sampling_of(args, parts, 'captions'), args.bs or 16, seed=args.seed)
     answers = [{'answer': a['answer'], 'count': int(a['count'])} for a in answers]
-    result = {'image': args.image, 'question': args.question, **_meta(args, backend), 'answers': answers}
+    result = {'image': args.image, 'question': args.question, **_meta(args, parts), 'answers': answers}
     _emit(args, result, [a['answer'] for a in answers] or ['(no answer)'])
     return 0
 
@@ -457,46 +400,20 @@ def _classify_args(p: argparse.ArgumentParser) -> None:
                                                     "e.g. 'на картинке {}' (default '{}')")
 
 
-def _class_ce(backend: _Backend, img, classes: List[str], template: str, bs: int):
-    """Per-class right-text cross-entropy ``[n, R]`` of ``template.format(class)``: the scoring of
-    ``ruDolphApi.zs_clf`` / ``pipelines.zs_clf``, keeping the values they only return normalised."""
-    import torch
-
-    from rudolph import pipelines
-    from rudolph.engine import Layout, ScorePart, cross_entropy, encode_image
-
-    layout = Layout.from_model(backend.model)
-    L, R, S = layout.L, layout.R, layout.S
-    image = encode_image(img, backend.vae, backend.model)
-    n = len(classes)
-    if backend.task_tokens:
-        api = backend.api
-        right = torch.stack([api.encode_text(template.format(c).lower().strip(), R, '<RT_I2T>') for c in classes])
-        left = torch.stack([api.encode_text('', L, '<LT_I2T>') for _ in classes]).to(image.device)
-        vocab = layout.text_sample_slice
-    else:
-        right = torch.stack([pipelines._encode(backend.tokenizer, template.format(c), R, layout) for c in classes])
-        left = torch.zeros(n, L, dtype=torch.long, device=image.device)
-        vocab = layout.text_slice
-    ids = torch.cat((left, image.expand(n, -1), right.to(image.device)), dim=1)
-    return cross_entropy(backend.model, ids, [ScorePart(S - R, S - 1, vocab, ignore_index=0)], bs=bs,
-                         progress=backend.progress)[0]
-
-
 def _classify_run(args: argparse.Namespace) -> int:
-    from rudolph import pipelines
-    from rudolph.engine import ce_to_ppl
+    from rudolph import tasks
+    from rudolph.utils import check_classes, check_template
 
     img = _open_image(args.image)
-    classes = pipelines._check_classes(args.classes)
-    pipelines._check_template('--template', args.template)
-    backend = _prepare(args)
-    ppl = ce_to_ppl(_class_ce(backend, img, list(classes), args.template, args.bs or 16))
-    pred = pipelines.classify(ppl, args.classes)  # label and 'scores' exactly as zs_clf returns them
+    check_classes(args.classes)
+    check_template('--template', args.template)
+    parts, _ = _prepare(args)
+    pred = tasks.zero_shot(parts, img, args.classes, args.template, args.bs or 16)
+    ppl = pred['ppl']
     # probability of each class: softmax of minus its cross-entropy log(perplexity), i.e. 1/ppl normalised
     probs = (-ppl.log()).softmax(0).tolist()
     names, label = list(args.classes), int(pred['label'])
-    result = {'image': args.image, **_meta(args, backend), 'class': pred['class'], 'label': label,
+    result = {'image': args.image, **_meta(args, parts), 'class': pred['class'], 'label': label,
               'probabilities': dict(zip(names, probs)), 'perplexities': dict(zip(names, ppl.tolist())),
               'scores': dict(zip(names, pred['scores'].tolist()))}
     order = sorted(range(len(names)), key=lambda i: -probs[i])
@@ -516,23 +433,13 @@ def _text_args(p: argparse.ArgumentParser) -> None:
 
 
 def _text_run(args: argparse.Namespace) -> int:
-    from rudolph import pipelines
+    from rudolph import tasks
 
-    backend = _prepare(args)
-    bs = args.bs or 16
-    if backend.task_tokens:
-        res = backend.api.generate_texts(template=args.prompt, texts_num=args.generations_num, top_k=args.top_k,
-                                         top_p=args.top_p, temperature=args.temperature, bs=bs, seed=args.seed)
-        texts = [{'text': r['text'], 'ppl': float(r['ppl_txt']), 'count': int(r['count'])} for r in res]
-    else:
-        res = pipelines.generate_texts(backend.tokenizer, backend.model, template=args.prompt,
-                                       top_k=32 if args.top_k is None else args.top_k,
-                                       top_p=0.8 if args.top_p is None else args.top_p,
-                                       temperature=args.temperature or 1.0, texts_num=args.generations_num, bs=bs,
-                                       seed=args.seed, progress=backend.progress)
-        texts = [{'text': r['text'], 'ppl': float(r['ppl'])} for r in res]
-    texts = texts[:args.texts_num]
-    result = {'prompt': args.prompt, **_meta(args, backend), 'texts': texts}
+    parts, _ = _prepare(args)
+    rows = tasks.texts(parts, args.prompt, args.generations_num, _sampling_of(args, parts, 'texts'), args.bs or 16,
+                       seed=args.seed)
+    texts = [{**row, 'ppl': float(row['ppl'])} for row in rows][:args.texts_num]
+    result = {'prompt': args.prompt, **_meta(args, parts), 'texts': texts}
     _emit(args, result, [t['text'] for t in texts] or ['(no text)'])
     return 0
 
