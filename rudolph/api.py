@@ -16,7 +16,7 @@ from .errors import ConfigError
 from .model.configs import DEFAULT_SPC_TOKENS
 from .sampling import check_sampling_args
 from .tasks import VQA_TEMPLATE, Parts, SamplingConfig
-from .utils import check_count, check_template, check_text
+from .utils import check_count, check_template
 
 __all__ = ['ruDolphApi', 'DEFAULT_SPC_TOKENS', 'VQA_TEMPLATE']
 
@@ -74,11 +74,6 @@ class ruDolphApi:  # noqa: N801 (original name)
         return bs, SamplingConfig(*(getattr(self, f'{pre}_{k}') if v is None else v
                                     for k, v in (('top_k', top_k), ('top_p', top_p), ('temperature', temperature))))
 
-    def _bs(self, bs: Optional[int]) -> int:
-        bs = self.bs if bs is None else bs
-        check_count('bs', bs)
-        return bs
-
     def _scores(self, ppl_txt: torch.Tensor, ppl_img: torch.Tensor, ppl_txt_w: float) -> torch.Tensor:
         return tasks.rerank_scores(ppl_txt, ppl_img, ppl_txt_w, self.q)
 
@@ -133,7 +128,7 @@ class ruDolphApi:  # noqa: N801 (original name)
         and encoded again, so a sample whose codes do not fit together (and decode to a
         malformed picture) is judged by its picture, as a real photo would be.
         """
-        ppl_txt, ppl_img = tasks.rerank_by_text(self.parts, text, codebooks, self._bs(bs), l_template=l_template,
+        ppl_txt, ppl_img = tasks.rerank_by_text(self.parts, text, codebooks, self.bs if bs is None else bs, l_template=l_template,
                                                 l_token=l_special_token, r_token=r_special_token,
                                                 reencode_codes=reencode)
         scores = self._scores(ppl_txt, ppl_img, ppl_txt_w)
@@ -207,7 +202,7 @@ class ruDolphApi:  # noqa: N801 (original name)
     def self_reranking_by_image(self, texts: Sequence[str], pil_img, bs: Optional[int] = 8, seed: Optional[int] = 42,
                                 l_special_token: str = '<LT_T2I>', ppl_txt_w: float = 0.05):
         """``(ppl_txt, ppl_img, scores)`` numpy arrays of ``texts`` as the left text before the image."""
-        ppl_txt, ppl_img = tasks.rerank_by_image(self.parts, texts, pil_img, self._bs(bs), token=l_special_token,
+        ppl_txt, ppl_img = tasks.rerank_by_image(self.parts, texts, pil_img, self.bs if bs is None else bs, token=l_special_token,
                                                  name='text')
         scores = self._scores(ppl_txt, ppl_img, ppl_txt_w)
         return ppl_txt.cpu().numpy(), ppl_img.cpu().numpy(), scores.cpu().numpy()

@@ -1,25 +1,16 @@
 """``rudolph`` command line (also ``python -m rudolph``): draw, caption, answer, classify, write.
 
-Examples::
-
     rudolph text2image "рисунок кота" -n 8 -o out/        # out/img_0.png ... and out/grid.png
-    rudolph caption img.jpg
-    rudolph vqa img.jpg "что на картинке?"
-    rudolph classify img.jpg --classes кошка собака --template "на картинке {}"
-    rudolph text "красивый пейзаж"
     rudolph caption img.jpg --json --model 350M --device cuda --fp16 --seed 0
     rudolph caption img.jpg --checkpoint my_finetune/ --tokenizer bpe.model --vae vqgan.ckpt
 
-Models with task tokens (``350M``, ``1.3B``, ``2.7B``...) run through :class:`rudolph.api.ruDolphApi`;
-``350M_v1`` (no task tokens) through :mod:`rudolph.pipelines`. Weights come from the Hugging Face
-cache (``HF_HUB_OFFLINE=1`` works once they are there) or from local files.
-
-Subcommands live in :data:`COMMANDS` (``name -> Command(help, add_arguments, run)``); those of
-other modules (``rudolph demo``, ``rudolph finetune``) are named in :data:`SUBCOMMAND_MODULES`
-and imported only when that command is run or asked for ``--help``: ``import rudolph.cli``,
-``rudolph --help`` and ``rudolph caption --help`` do not import torch. A command's ``run`` may raise :class:`CliError` (or
-``ValueError`` / ``TypeError`` / ``OSError``): :func:`main` prints the message, without a
-traceback, and returns 1 (``rudolph --debug ...`` re-raises instead).
+Every command runs a task of :mod:`rudolph.tasks` (which handles models with and without task
+tokens). Weights come from the Hugging Face cache (``HF_HUB_OFFLINE=1`` works once they are
+there) or from local files. Subcommands live in :data:`COMMANDS`; those of other modules
+(``demo``, ``finetune``, :data:`SUBCOMMAND_MODULES`) are imported only when run or asked for
+``--help``, so ``rudolph --help`` imports no torch. A ``run`` may raise :class:`CliError` (or
+``ValueError`` / ``TypeError`` / ``OSError``): :func:`main` prints the message without a
+traceback and returns 1 (``rudolph --debug ...`` re-raises).
 """
 import argparse
 import importlib
@@ -216,29 +207,13 @@ def _best_codebooks(parts, text: str, n: int, codebooks_num: int, args):
 
 
 def _save_images(parts, codebooks, rows: List[Dict[str, Any]], args) -> str:
-    """Decode ``codebooks`` a batch at a time into ``OUT/img_i.png`` and the grid (``pipelines._make_grid``
-    layout); adds each ``path`` to ``rows``; returns the grid path."""
-    import torch
-    from PIL import Image
+    """``OUT/img_i.png`` (each ``path`` added to ``rows``) and ``OUT/grid.png``; returns the grid path."""
+    from rudolph.utils import save_codebook_images
 
-    from rudolph import utils
-
-    bs, pad, grid = args.bs or 8, 2, None
-    ncol = min(args.nrow, len(rows))
-    for start in range(0, len(rows), bs):
-        with torch.no_grad():
-            batch = utils.torch_tensors_to_pil_list(parts.vae.decode(codebooks[start:start + bs]))
-        for i, img in enumerate(batch, start):
-            rows[i]['path'] = os.path.join(args.out, f'img_{i}.png')
-            img.save(rows[i]['path'])
-            w, h = img.size
-            if grid is None:
-                nrows = (len(rows) + ncol - 1) // ncol
-                grid = Image.new('RGB', (ncol * (w + pad) + pad, nrows * (h + pad) + pad), 'black')
-            grid.paste(img.convert('RGB'), ((i % ncol) * (w + pad) + pad, (i // ncol) * (h + pad) + pad))
-    grid_path = os.path.join(args.out, 'grid.png')
-    grid.save(grid_path)
-    return grid_path
+    paths, grid = save_codebook_images(parts.vae, codebooks, args.out, args.nrow, args.bs or 8)
+    for row, path in zip(rows, paths):
+        row['path'] = path
+    return grid
 
 
 # ----------------------------------------------------------------------------- output

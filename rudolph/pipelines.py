@@ -14,17 +14,15 @@ Layouts (``L`` left text, ``N2`` image, ``R`` right text):
 * reranking by image: ``[text (L) | image]``, scoring the left text and the image;
 * zero-shot classification: ``[pads | image | template.format(class) (R)]``.
 """
-import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 
-from . import tasks, utils
+from . import tasks
 from .engine import ce_to_ppl
-from .errors import InputError
 from .tasks import Parts, SamplingConfig, classify, prompt_positions, template_prefix  # noqa: F401 (re-exported)
-from .utils import check_count, check_texts, warn_unknown_classes  # noqa: F401 (re-exported)
+from .utils import check_count, check_texts, show, warn_unknown_classes  # noqa: F401 (re-exported)
+from .utils import make_grid as _make_grid  # noqa: F401 (re-exported)
 
 __all__ = ['generate_codebooks', 'generate_captions', 'generate_texts', 'self_reranking_by_text',
            'self_reranking_by_image', 'zs_clf', 'show', 'ce_to_ppl']
@@ -109,47 +107,3 @@ def zs_clf(pil_img, classes: Sequence[str], model, tokenizer, vae, bs: int = 8, 
     """
     result = tasks.zero_shot(_parts(model, tokenizer, vae, progress), pil_img, classes, template, bs)
     return {k: result[k] for k in ('label', 'class', 'scores', 'ties')}
-
-
-def show(pil_images, nrow: int = 4, size: int = 14, save_dir: Optional[str] = None, show: bool = True) -> None:
-    """Grid of ``pil_images`` with matplotlib; with ``save_dir`` also save ``img_*.png`` / ``group_*.png``."""
-    from glob import glob
-
-    from PIL import Image
-
-    if not pil_images:
-        raise InputError('pil_images is empty')
-    check_count('nrow', nrow)
-    if save_dir is not None:
-        os.makedirs(save_dir, exist_ok=True)
-        count = len(glob(os.path.join(save_dir, 'img_*.png')))
-        for i, pil_image in enumerate(pil_images):
-            pil_image.save(os.path.join(save_dir, f'img_{count + i}.png'))
-    images = utils.pil_list_to_torch_tensors([img.convert('RGB') for img in pil_images])
-    grid = _make_grid(images, nrow)
-    grid_img = Image.fromarray(grid.permute(1, 2, 0).numpy())
-    if save_dir is not None:
-        count = len(glob(os.path.join(save_dir, 'group_*.png')))
-        grid_img.save(os.path.join(save_dir, f'group_{count}.png'))
-    if show:
-        try:
-            import matplotlib.pyplot as plt
-        except ImportError as error:
-            raise ImportError('show(..., show=True) needs matplotlib: pip install matplotlib '
-                              '(or pass show=False, save_dir=... to only save the grid)') from error
-        fig, ax = plt.subplots(figsize=(size, size))
-        ax.imshow(np.asarray(grid_img))
-        ax.set(xticklabels=[], yticklabels=[], xticks=[], yticks=[])
-        plt.show()
-
-
-def _make_grid(images: torch.Tensor, nrow: int, padding: int = 2) -> torch.Tensor:
-    """torchvision's ``make_grid`` layout (``nrow`` images per row, 2 px black padding) for uint8 images."""
-    b, c, h, w = images.shape
-    ncol = min(nrow, b)
-    nrows = (b + ncol - 1) // ncol
-    grid = torch.zeros(c, nrows * (h + padding) + padding, ncol * (w + padding) + padding, dtype=images.dtype)
-    for i, img in enumerate(images):
-        y, x = (i // ncol) * (h + padding) + padding, (i % ncol) * (w + padding) + padding
-        grid[:, y:y + h, x:x + w] = img
-    return grid

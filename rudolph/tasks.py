@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .codec import EOS_ID, encode_image, encode_text, task_token
+from .codec import encode_image, encode_text, prompt_positions, stack_codebooks, task_token, template_prefix
 from .engine import (Layout, ScorePart, ce_to_ppl, check_tokenizer, check_vae, cross_entropy, first_eos_cut, generate,
                      model_device, require_vae, tokenizer_vocab_limit)
 from .errors import ConfigError, InputError
@@ -143,53 +143,6 @@ class Parts:
         if limit_eos:  # ids beyond the plain BPE ids end the text, as in the reference
             return dict(vocab=self.layout.text_sample_slice, eos_from=limit)
         return dict(vocab=slice(0, limit))
-
-
-# ----------------------------------------------------------------------------- segments
-def template_prefix(encoded: torch.Tensor) -> torch.Tensor:
-    """An encoded template without its eos and pads: the prefix generation continues.
-
-    A template cut at the part length has no eos and is kept whole (callers then find
-    nothing left to generate and say so).
-    """
-    size = int((encoded != 0).sum())
-    if size > 1 and int(encoded[size - 1]) == EOS_ID:
-        size -= 1
-    return encoded[:max(size, 1)]
-
-
-def prompt_positions(image_prompts, layout: Layout) -> Dict[int, int]:
-    """``{absolute position: token}`` of an ``ImagePrompts`` (ours or ruDALL-E's)."""
-    tokens = torch.as_tensor(image_prompts.image_prompts).reshape(-1)
-    if tokens.numel() != layout.N2:
-        raise InputError(f'image prompts hold {tokens.numel()} tokens, the model draws {layout.N2} '
-                         f'({layout.N}x{layout.N}); build them from a {layout.N * 8}px image')
-    idx = sorted(int(i) for i in image_prompts.image_prompts_idx)
-    if idx and not 0 <= idx[0] <= idx[-1] < layout.N2:
-        raise InputError(f'image prompt positions must be in [0, {layout.N2}), got {idx[0]}..{idx[-1]}')
-    tokens = tokens.tolist()
-    return {layout.L + i: int(tokens[i]) for i in idx}
-
-
-def stack_codebooks(codebooks, layout: Layout) -> torch.Tensor:
-    """Codebooks as a checked ``[n, N*N]`` long tensor of plain or special image codes."""
-    if isinstance(codebooks, torch.Tensor):
-        ids = codebooks
-    else:
-        try:
-            ids = torch.stack([torch.as_tensor(c) for c in codebooks])
-        except (RuntimeError, TypeError, ValueError) as error:
-            raise InputError(f'codebooks must be a [n, {layout.N2}] tensor or a list of n codebooks of '
-                             f'{layout.N2} codes each ({error})') from None
-    if ids.dim() != 2 or ids.shape[1] != layout.N2 or ids.shape[0] == 0:
-        raise InputError(f'codebooks must be [n >= 1, {layout.N2}] (N*N = {layout.N}*{layout.N} codes each), '
-                         f'got shape {tuple(ids.shape)}')
-    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
-        raise TypeError(f'codebooks must hold integer image codes, got dtype {ids.dtype}')
-    if int(ids.min()) < 0 or int(ids.max()) >= layout.image_vocab_total:
-        raise InputError(f'codebooks must hold image codes in [0, {layout.image_vocab_total}), '
-                         f'got values in [{int(ids.min())}, {int(ids.max())}]')
-    return ids.long()
 
 
 # ----------------------------------------------------------------------------- images

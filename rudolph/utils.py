@@ -2,7 +2,7 @@
 import os
 import random
 import warnings
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -12,7 +12,8 @@ from .codec import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from .errors import ConfigError, InputError
 
 __all__ = ['seed_everything', 'torch_tensors_to_pil_list', 'pil_list_to_torch_tensors', 'check_count', 'check_text',
-           'check_texts', 'check_classes', 'check_template', 'warn_unknown_classes']
+           'check_texts', 'check_classes', 'check_template', 'warn_unknown_classes', 'show', 'make_grid',
+           'save_codebook_images']
 
 
 def seed_everything(seed: int) -> None:
@@ -122,3 +123,69 @@ def warn_unknown_classes(tokenizer, names: Sequence[str]) -> None:
         warnings.warn(f'classes {unknown} encode to unknown tokens only (the tokenizer cannot spell them), so the '
                       'model sees the same text for each of them and they score alike whatever the picture; '
                       'write class names the tokenizer knows (Russian for the published models)', stacklevel=4)
+
+
+# ----------------------------------------------------------------------------- grids
+def show(pil_images, nrow: int = 4, size: int = 14, save_dir: Optional[str] = None, show: bool = True) -> None:
+    """Grid of ``pil_images`` with matplotlib; with ``save_dir`` also save ``img_*.png`` / ``group_*.png``."""
+    from glob import glob
+
+    from PIL import Image
+
+    if not pil_images:
+        raise InputError('pil_images is empty')
+    check_count('nrow', nrow)
+    if save_dir is not None:
+        os.makedirs(save_dir, exist_ok=True)
+        count = len(glob(os.path.join(save_dir, 'img_*.png')))
+        for i, pil_image in enumerate(pil_images):
+            pil_image.save(os.path.join(save_dir, f'img_{count + i}.png'))
+    images = pil_list_to_torch_tensors([img.convert('RGB') for img in pil_images])
+    grid = make_grid(images, nrow)
+    grid_img = Image.fromarray(grid.permute(1, 2, 0).numpy())
+    if save_dir is not None:
+        count = len(glob(os.path.join(save_dir, 'group_*.png')))
+        grid_img.save(os.path.join(save_dir, f'group_{count}.png'))
+    if show:
+        try:
+            import matplotlib.pyplot as plt
+        except ImportError as error:
+            raise ImportError('show(..., show=True) needs matplotlib: pip install matplotlib '
+                              '(or pass show=False, save_dir=... to only save the grid)') from error
+        fig, ax = plt.subplots(figsize=(size, size))
+        ax.imshow(np.asarray(grid_img))
+        ax.set(xticklabels=[], yticklabels=[], xticks=[], yticks=[])
+        plt.show()
+
+
+def make_grid(images: torch.Tensor, nrow: int, padding: int = 2) -> torch.Tensor:
+    """torchvision's ``make_grid`` layout (``nrow`` images per row, 2 px black padding) for uint8 images."""
+    b, c, h, w = images.shape
+    ncol = min(nrow, b)
+    nrows = (b + ncol - 1) // ncol
+    grid = torch.zeros(c, nrows * (h + padding) + padding, ncol * (w + padding) + padding, dtype=images.dtype)
+    for i, img in enumerate(images):
+        y, x = (i // ncol) * (h + padding) + padding, (i % ncol) * (w + padding) + padding
+        grid[:, y:y + h, x:x + w] = img
+    return grid
+
+
+def save_codebook_images(vae, codebooks: torch.Tensor, out: str, nrow: int, bs: int = 8) -> Tuple[List[str], str]:
+    """Decode ``codebooks`` ``bs`` at a time into ``out/img_i.png`` and one grid ``out/grid.png`` (the
+    :func:`make_grid` layout); returns the image paths and the grid path."""
+    pad, grid, paths = 2, None, []
+    ncol = min(nrow, len(codebooks))
+    for start in range(0, len(codebooks), bs):
+        with torch.no_grad():  # one batch of pictures in memory at a time
+            batch = torch_tensors_to_pil_list(vae.decode(codebooks[start:start + bs]))
+        for i, img in enumerate(batch, start):
+            paths.append(os.path.join(out, f'img_{i}.png'))
+            img.save(paths[-1])
+            w, h = img.size
+            if grid is None:
+                nrows = (len(codebooks) + ncol - 1) // ncol
+                grid = Image.new('RGB', (ncol * (w + pad) + pad, nrows * (h + pad) + pad), 'black')
+            grid.paste(img.convert('RGB'), ((i % ncol) * (w + pad) + pad, (i // ncol) * (h + pad) + pad))
+    grid_path = os.path.join(out, 'grid.png')
+    grid.save(grid_path)
+    return paths, grid_path
