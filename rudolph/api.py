@@ -60,7 +60,8 @@ class ruDolphApi:  # noqa: N801 (original name)
 
     def encode_text(self, text: str, text_seq_length: int, special_token: Optional[str] = None) -> torch.Tensor:
         """``[2, <special>] + bpe(text) + [3]`` padded/cut to ``text_seq_length`` (no special on v1 models)."""
-        return encode_text(self.tokenizer, text, text_seq_length, 'text', task_token(self.parts.spc_tokens, special_token))
+        special = task_token(self.parts.spc_tokens, special_token)
+        return encode_text(self.tokenizer, text, text_seq_length, 'text', special)
 
     def decode_text(self, encoded: torch.Tensor) -> str:
         """Text of ids, dropping pad/unk/bos/eos and the task tokens."""

@@ -77,7 +77,7 @@ def template_prefix(encoded: torch.Tensor) -> torch.Tensor:
     A template cut at the part length has no eos and is kept whole (callers then find
     nothing left to generate and say so).
     """
-    size = int((encoded != 0).sum())
+    size = int((encoded != PAD_ID).sum())
     if size > 1 and int(encoded[size - 1]) == EOS_ID:
         size -= 1
     return encoded[:max(size, 1)]

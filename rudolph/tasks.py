@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .codec import encode_image, encode_text, prompt_positions, stack_codebooks, task_token, template_prefix
+from .codec import PAD_ID, encode_image, encode_text, prompt_positions, stack_codebooks, task_token, template_prefix
 from .engine import (Layout, ScorePart, ce_to_ppl, check_tokenizer, check_vae, cross_entropy, first_eos_cut, generate,
                      model_device, require_vae, tokenizer_vocab_limit)
 from .errors import ConfigError, InputError
@@ -21,7 +21,8 @@ from .sampling import check_sampling_args
 from .utils import check_classes, check_count, check_template, check_text, check_texts, warn_unknown_classes
 
 __all__ = ['Parts', 'SamplingConfig', 'DEFAULT_TEXT_SAMPLING', 'generate_images', 'text_to_image', 'rerank_by_text',
-           'rerank_by_image', 'rerank_scores', 'rank_images', 'best_images', 'text_sampling_for', 'zero_shot', 'classify', 'caption_counts', 'captioning', 'vqa',
+           'rerank_by_image', 'rerank_scores', 'rank_images', 'best_images', 'text_sampling_for', 'zero_shot',
+           'classify', 'caption_counts', 'captioning', 'vqa',
            'texts', 'text_perplexity', 'image_embedding', 'template_prefix', 'prompt_positions', 'stack_codebooks']
 
 
@@ -207,7 +208,7 @@ def rerank_by_text(parts: Parts, text: str, codebooks, bs: int = 64, *, l_templa
     ids = torch.cat((parts.context([l_template], L, l_token).expand(n, -1), codes, right.expand(n, -1)), dim=1)
     ce_image, ce_text = cross_entropy(parts.model, ids, [
         ScorePart(L, L + N2 - 1, parts.image_vocab),
-        ScorePart(S - R, S - 1, parts.text_vocab, ignore_index=0),
+        ScorePart(S - R, S - 1, parts.text_vocab, ignore_index=PAD_ID),
     ], bs=bs, progress=parts.progress)
     return ce_to_ppl(ce_text), ce_to_ppl(ce_image)
 
@@ -223,7 +224,7 @@ def rerank_by_image(parts: Parts, texts_: Sequence[str], pil_img, bs: int = 64, 
     image = parts.image(pil_img)
     ids = torch.cat((left.to(image.device), image.expand(len(texts_), -1)), dim=1)
     ce_text, ce_image = cross_entropy(parts.model, ids, [
-        ScorePart(0, L - 1, parts.text_vocab, ignore_index=0),
+        ScorePart(0, L - 1, parts.text_vocab, ignore_index=PAD_ID),
         ScorePart(L, L + N2 - 1, parts.image_vocab),
     ], bs=bs, progress=parts.progress)
     return ce_to_ppl(ce_text), ce_to_ppl(ce_image)
@@ -275,7 +276,7 @@ def text_perplexity(parts: Parts, texts_: Sequence[str], bs: int = 64, *, token:
     """Perplexity of each text placed alone in the left text."""
     L = parts.layout.L
     ids = torch.stack([parts.text(t, L, token, name.format(i)) for i, t in enumerate(texts_)])
-    part = ScorePart(0, L - 1, vocab or parts.text_vocab, ignore_index=0)
+    part = ScorePart(0, L - 1, vocab or parts.text_vocab, ignore_index=PAD_ID)
     return ce_to_ppl(cross_entropy(parts.model, ids, [part], bs=bs, progress=progress)[0])
 
 
@@ -301,7 +302,7 @@ def zero_shot(parts: Parts, pil_img, classes: Sequence[str], template: Optional[
     image = parts.image(pil_img)
     ids = torch.cat((left.to(image.device), image.expand(len(names), -1), right.to(image.device)), dim=1)
     ce = cross_entropy(parts.model, ids, [ScorePart(layout.S - layout.R, layout.S - 1, parts.text_vocab,
-                                                    ignore_index=0)], bs=bs, progress=parts.progress)[0]
+                                                    ignore_index=PAD_ID)], bs=bs, progress=parts.progress)[0]
     ppl = ce_to_ppl(ce)
     return {**classify(ppl, classes), 'ppl': ppl, 'ce': ce}
 
@@ -435,7 +436,8 @@ def texts(parts: Parts, template: str, texts_num: int, sampling: SamplingConfig,
     found = list(counts)
     ppl = text_perplexity(parts, [t.lower().strip() for t in found], bs, token=token, progress=progress,
                           name='texts[{}]' if parts.reference else 'text')
-    rows = [{'text': found[i], 'ppl': round(ppl[i].item(), 2), 'count': counts[found[i]]} for i in ppl.argsort().tolist()]
+    rows = [{'text': found[i], 'ppl': round(ppl[i].item(), 2), 'count': counts[found[i]]}
+            for i in ppl.argsort().tolist()]
     return [{'text': r['text'], 'ppl': r['ppl']} for r in rows] if parts.reference else rows
 
 
