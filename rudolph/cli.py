@@ -1,25 +1,16 @@
 """``rudolph`` command line (also ``python -m rudolph``): draw, caption, answer, classify, write.
 
-Examples::
-
     rudolph text2image "рисунок кота" -n 8 -o out/        # out/img_0.png ... and out/grid.png
-    rudolph caption img.jpg
-    rudolph vqa img.jpg "что на картинке?"
-    rudolph classify img.jpg --classes кошка собака --template "на картинке {}"
-    rudolph text "красивый пейзаж"
     rudolph caption img.jpg --json --model 350M --device cuda --fp16 --seed 0
     rudolph caption img.jpg --checkpoint my_finetune/ --tokenizer bpe.model --vae vqgan.ckpt
 
-Models with task tokens (``350M``, ``1.3B``, ``2.7B``...) run through :class:`rudolph.api.ruDolphApi`;
-``350M_v1`` (no task tokens) through :mod:`rudolph.pipelines`. Weights come from the Hugging Face
-cache (``HF_HUB_OFFLINE=1`` works once they are there) or from local files.
-
-Subcommands live in :data:`COMMANDS` (``name -> Command(help, add_arguments, run)``); those of
-other modules (``rudolph demo``, ``rudolph finetune``) are named in :data:`SUBCOMMAND_MODULES`
-and imported only when that command is run or asked for ``--help``: ``import rudolph.cli``,
-``rudolph --help`` and ``rudolph caption --help`` do not import torch. A command's ``run`` may raise :class:`CliError` (or
-``ValueError`` / ``TypeError`` / ``OSError``): :func:`main` prints the message, without a
-traceback, and returns 1 (``rudolph --debug ...`` re-raises instead).
+Every command runs a task of :mod:`rudolph.tasks` (which handles models with and without task
+tokens). Weights come from the Hugging Face cache (``HF_HUB_OFFLINE=1`` works once they are
+there) or from local files. Subcommands live in :data:`COMMANDS`; those of other modules
+(``demo``, ``finetune``, :data:`SUBCOMMAND_MODULES`) are imported only when run or asked for
+``--help``, so ``rudolph --help`` imports no torch. A ``run`` may raise :class:`CliError` (or
+``ValueError`` / ``TypeError`` / ``OSError``): :func:`main` prints the message without a
+traceback and returns 1 (``rudolph --debug ...`` re-raises).
 """
 import argparse
 import importlib
@@ -30,13 +21,12 @@ import sys
 import warnings
 from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
+from .cli_options import (PART_OPTIONS, CliError, Loaded, add_common, add_sampling, check_device_option,
+                          check_model_args, json_option, load, positive_int)
 from .errors import RudolphError
 
-__all__ = ['main', 'register', 'build_parser', 'load', 'COMMANDS', 'Command', 'CliError', 'SUBCOMMAND_MODULES']
-
-
-class CliError(RudolphError):
-    """A problem the user can fix (missing weights, bad option): printed without a traceback."""
+__all__ = ['main', 'register', 'build_parser', 'load', 'COMMANDS', 'Command', 'CliError', 'SUBCOMMAND_MODULES',
+           'json_option', 'PART_OPTIONS']
 
 
 class Command(NamedTuple):
@@ -66,206 +56,32 @@ def register(name: str, help: str, add_arguments: Callable[[argparse.ArgumentPar
     COMMANDS[name] = Command(help, add_arguments, run, common, description)
 
 
-# ----------------------------------------------------------------------------- argument types
-def _number(cast: Callable[[str], Any], valid: Callable[[Any], bool], expected: str) -> Callable[[str], Any]:
-    """An argparse ``type=``: ``cast`` the text, then reject values outside ``valid`` naming ``expected``."""
-    def parse(value: str):
-        try:
-            number = cast(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f'expected {expected}, got {value!r}') from None
-        if not valid(number):
-            raise argparse.ArgumentTypeError(f'expected {expected}, got {value!r}')
-        return number
-    return parse
+# ----------------------------------------------------------------------------- tasks
+def _sampling_of(args: argparse.Namespace, parts, task: str):
+    """The text sampling of ``task``: the options given, the model convention's defaults for the rest."""
+    from rudolph.tasks import text_sampling_for
+
+    return text_sampling_for(parts.reference, task, args.top_k, args.top_p, args.temperature)
 
 
-_positive_int = _number(int, lambda n: n >= 1, 'a positive integer')
-_top_k = _number(int, lambda n: n >= 0, 'an integer >= 0 (0: no top-k filter)')
-_top_p = _number(float, lambda x: 0.0 < x <= 1.0, 'a number in (0, 1] (1: no nucleus filter)')
-_temperature = _number(float, lambda x: 0.0 < x < float('inf'), 'a finite number > 0')
-
-
-def _sampling(p: argparse.ArgumentParser, top_k: Optional[int], top_p: Optional[float],
-              temperature: Optional[float], unset: str = 'per model kind') -> None:
-    def default(value) -> str:
-        return unset if value is None else str(value)
-
-    g = p.add_argument_group('sampling')
-    g.add_argument('--top-k', type=_top_k, default=top_k,
-                   help=f'keep the k most likely tokens (0: all; default {default(top_k)})')
-    g.add_argument('--top-p', type=_top_p, default=top_p, help=f'nucleus filter in (0, 1] (default {default(top_p)})')
-    g.add_argument('--temperature', type=_temperature, default=temperature,
-                   help=f'> 0 (default {default(temperature)})')
-
-
-# ----------------------------------------------------------------------------- shared options
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group('model and weights')
-    g.add_argument('--model', default='350M',
-                   help='RuDOLPH config: 350M (default), 1.3B, 2.7B, 2.7B_fbc2, 350M_v1, tiny-shapes, ... '
-                        '(a key of rudolph.MODELS)')
-    g.add_argument('--checkpoint', default=None, help='local pytorch_model.bin (or its folder) instead of the hub')
-    g.add_argument('--config', default=None,
-                   help='JSON file (or JSON text) of model constructor params, for a --checkpoint whose '
-                        'architecture is not a registered --model')
-    g.add_argument('--tokenizer', default=None, help='local YTTM bpe.model (or a registered tokenizer name) '
-                                                     'instead of the hub')
-    g.add_argument('--vae', default=None, help='local VQGAN checkpoint (or a registered VAE name) instead of the hub')
-    g.add_argument('--vae-config', default=None,
-                   help='JSON file (or JSON text) of VQGAN config overrides for a --vae of another architecture')
-    g = parser.add_argument_group('running')
-    g.add_argument('--device', default=None, help='cpu, cuda, cuda:1, ... (default: cuda when available)')
-    precision = g.add_mutually_exclusive_group()
-    precision.add_argument('--fp16', action='store_true', help='float16 weights (CUDA; on CPU the model stays float32)')
-    precision.add_argument('--bf16', action='store_true', help='bfloat16 weights (CUDA or CPU)')
-    g.add_argument('--seed', type=int, default=None, help='random seed (default: a fresh one, printed in --json)')
-    g.add_argument('--bs', type=_positive_int, default=None, help='batch size (default: per command)')
-    g.add_argument('--json', action='store_true', help='print the result as JSON')
-    g.add_argument('--quiet', action='store_true', help='no progress bars')
-
-
-def json_option(value: str, option: str) -> Dict[str, Any]:
-    """A JSON object from a file path or from the option text itself."""
-    text = value
-    if os.path.isfile(value):
-        with open(value, encoding='utf-8') as f:
-            text = f.read()
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise CliError(f'{option} must be a JSON object or a file holding one, got {value!r} ({error})') from None
-    if not isinstance(obj, dict):
-        raise CliError(f'{option} must be a JSON object, got {type(obj).__name__}')
-    return obj
-
-
-class Loaded(NamedTuple):
-    model: Any
-    tokenizer: Any
-    vae: Any
-    spc_tokens: Optional[Dict[str, int]]
-    name: str
-    sampling: Dict[str, Dict[str, Any]] = {}
-
-
-#: the option that replaces each part of a model on the command line
-PART_OPTIONS = {'model': '--checkpoint', 'tokenizer': '--tokenizer', 'vae': '--vae'}
-
-
-def _check_model_args(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
-    """The --config params (or ``None``), after the checks that need no file."""
-    from rudolph.model.configs import MODELS
-
-    params = json_option(args.config, '--config') if args.config else None
-    if params is not None and not args.checkpoint:
-        raise CliError('--config describes the architecture of a local --checkpoint; pass --checkpoint too')
-    if params is None and args.model not in MODELS:
-        raise CliError(f'unknown --model {args.model!r}; expected one of {sorted(MODELS)} '
-                       '(or --config params.json with a --checkpoint)')
-    return params
-
-
-def _check_device(args: argparse.Namespace) -> str:
-    """``--device`` validated before any file is read (``None``: cuda when available, else cpu)."""
-    from rudolph.components import check_device
-    from rudolph.errors import ConfigError
-
-    try:
-        return check_device(args.device)
-    except ConfigError as error:
-        raise CliError(f'--{error}') from None
-
-
-def load(args: argparse.Namespace) -> Loaded:
-    """Model, tokenizer and VAE from the common options (:meth:`rudolph.components.Components.from_pretrained`);
-    every missing file is reported at once, with the option that replaces it."""
-    import torch
-
-    from rudolph.components import Components, describe_missing
-    from rudolph.errors import WeightsNotFoundError
-
-    params = _check_model_args(args)
-    device = _check_device(args)
-    vae_config = json_option(args.vae_config, '--vae-config') if args.vae_config else None
-    try:
-        c = Components.from_pretrained(args.model, device=device, dtype=torch.bfloat16 if args.bf16 else None,
-                                       fp16=args.fp16, checkpoint=args.checkpoint, tokenizer=args.tokenizer,
-                                       vae=args.vae, vae_config=vae_config, config=params)
-    except WeightsNotFoundError as error:
-        raise CliError('\n'.join(describe_missing(error, PART_OPTIONS))) from None
-    return Loaded(c.model, c.tokenizer, c.vae, c.spc_tokens, c.name, c.sampling)
-
-
-# ----------------------------------------------------------------------------- backends
-class _Backend:
-    """One task interface over ``ruDolphApi`` (task-token models) or ``rudolph.pipelines`` (350M v1)."""
-
-    def __init__(self, loaded: Loaded, args: argparse.Namespace):
-        self.model, self.tokenizer, self.vae = loaded.model, loaded.tokenizer, loaded.vae
-        self.progress = not args.quiet
-        self.task_tokens = bool(self.model.get_param('text_special_tokens'))
-        if self.task_tokens:
-            from rudolph.api import ruDolphApi
-
-            # {} (no task tokens recorded): ruDolphApi falls back to the published ids
-            self.api = ruDolphApi(self.model, self.tokenizer, self.vae, spc_tokens=loaded.spc_tokens or None,
-                                  quite=args.quiet)
-        self.sampling = loaded.sampling
-
-    @property
-    def kind(self) -> str:
-        return 'ruDolphApi' if self.task_tokens else 'pipelines'
-
-
-def _best_codebooks(backend: _Backend, text: str, n: int, codebooks_num: int, args):
+def _best_codebooks(parts, text: str, n: int, codebooks_num: int, args):
     """The ``n`` best of ``codebooks_num`` sampled codebooks (best first) and their scores; nothing decoded
     but what ``--reencode`` rescores."""
-    from rudolph import pipelines
+    from rudolph import tasks
 
-    bs = args.bs or 8
-    if backend.task_tokens:  # the steps of ruDolphApi.dream, without decoding every picture at once
-        codebooks = backend.api.generate_codebooks(text, codebooks_num, top_k=args.top_k, top_p=args.top_p,
-                                                   temperature=args.temperature, bs=bs, seed=args.seed)
-        ppl_text, ppl_image, scores = backend.api.self_reranking_by_text(text, codebooks, bs=bs,
-                                                                         reencode=args.reencode)
-        best = scores.argsort()[:n].tolist()
-        rows = [dict(ppl_text=float(ppl_text[i]), ppl_image=float(ppl_image[i]), score=float(scores[i])) for i in best]
-        return codebooks[best], rows
-    if args.reencode:
-        raise CliError(f'--reencode needs a model with task tokens (ruDolphApi); --model {args.model} has none')
-    codebooks = pipelines.generate_codebooks(text, backend.tokenizer, backend.model, top_k=args.top_k, top_p=args.top_p,
-                                             images_num=codebooks_num, temperature=args.temperature, bs=bs,
-                                             seed=args.seed, progress=backend.progress)
-    ppl_text, ppl_image = pipelines.self_reranking_by_text(text, codebooks, backend.tokenizer, backend.model, bs=bs)
-    best = ppl_text.argsort()[:n].tolist()
-    return codebooks[best], [dict(ppl_text=float(ppl_text[i]), ppl_image=float(ppl_image[i])) for i in best]
+    sampling = tasks.SamplingConfig(args.top_k, args.top_p, args.temperature)
+    return tasks.best_images(parts, text, codebooks_num, n, sampling, args.bs or 8, seed=args.seed,
+                             reencode_codes=args.reencode)
 
 
-def _save_images(backend: _Backend, codebooks, rows: List[Dict[str, Any]], args) -> str:
-    """Decode ``codebooks`` a batch at a time into ``OUT/img_i.png`` and the grid (``pipelines._make_grid``
-    layout); adds each ``path`` to ``rows``; returns the grid path."""
-    import torch
-    from PIL import Image
+def _save_images(parts, codebooks, rows: List[Dict[str, Any]], args) -> str:
+    """``OUT/img_i.png`` (each ``path`` added to ``rows``) and ``OUT/grid.png``; returns the grid path."""
+    from rudolph.utils import save_codebook_images
 
-    from rudolph import utils
-
-    bs, pad, grid = args.bs or 8, 2, None
-    ncol = min(args.nrow, len(rows))
-    for start in range(0, len(rows), bs):
-        with torch.no_grad():
-            batch = utils.torch_tensors_to_pil_list(backend.vae.decode(codebooks[start:start + bs]))
-        for i, img in enumerate(batch, start):
-            rows[i]['path'] = os.path.join(args.out, f'img_{i}.png')
-            img.save(rows[i]['path'])
-            w, h = img.size
-            if grid is None:
-                nrows = (len(rows) + ncol - 1) // ncol
-                grid = Image.new('RGB', (ncol * (w + pad) + pad, nrows * (h + pad) + pad), 'black')
-            grid.paste(img.convert('RGB'), ((i % ncol) * (w + pad) + pad, (i // ncol) * (h + pad) + pad))
-    grid_path = os.path.join(args.out, 'grid.png')
-    grid.save(grid_path)
-    return grid_path
+    paths, grid = save_codebook_images(parts.vae, codebooks, args.out, args.nrow, args.bs or 8)
+    for row, path in zip(rows, paths):
+        row['path'] = path
+    return grid
 
 
 # ----------------------------------------------------------------------------- output
@@ -301,36 +117,41 @@ def _open_image(path: str):
     return img
 
 
-def _prepare(args: argparse.Namespace) -> _Backend:
+def _prepare(args: argparse.Namespace):
+    """The model's :class:`rudolph.tasks.Parts` (and what was loaded); a fresh ``--seed`` if none is given."""
+    from rudolph.tasks import Parts
+
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(2 ** 31)
-    return _Backend(load(args), args)
+    loaded = load(args)
+    return Parts.of(loaded.model, loaded.tokenizer, loaded.vae, loaded.spc_tokens or None,
+                    progress=not args.quiet), loaded
 
 
-def _meta(args: argparse.Namespace, backend: _Backend) -> Dict[str, Any]:
-    return {'model': args.model, 'backend': backend.kind, 'seed': args.seed}
+def _meta(args: argparse.Namespace, parts) -> Dict[str, Any]:
+    return {'model': args.model, 'backend': parts.kind, 'seed': args.seed}
 
 
 # ----------------------------------------------------------------------------- text2image
 def _text2image_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('text', help='what to draw (Russian)')
-    p.add_argument('-n', '--images-num', type=_positive_int, default=4, help='images to keep (default 4)')
-    p.add_argument('--codebooks-num', type=_positive_int, default=None,
+    p.add_argument('-n', '--images-num', type=positive_int, default=4, help='images to keep (default 4)')
+    p.add_argument('--codebooks-num', type=positive_int, default=None,
                    help='images to generate before keeping the best n by self-reranking (default: 2n)')
     p.add_argument('-o', '--out', default='rudolph_images', help='output folder (default rudolph_images/)')
-    p.add_argument('--nrow', type=_positive_int, default=4, help='images per row of the grid (default 4)')
+    p.add_argument('--nrow', type=positive_int, default=4, help='images per row of the grid (default 4)')
     p.add_argument('--reencode', action='store_true',
                    help='rerank by what the decoded pictures show (decode, encode again, score the text)')
-    _sampling(p, None, None, None, "the model's recommended, else 768 / 0.99 / 1.0")
+    add_sampling(p, None, None, None, "the model's recommended, else 768 / 0.99 / 1.0")
 
 
 #: text-to-image sampling of a model that records none (MODELS[name]['sampling']['text2image'])
 T2I_FALLBACK = dict(top_k=768, top_p=0.99, temperature=1.0)
 
 
-def _apply_sampling(args: argparse.Namespace, backend: _Backend, task: str, fallback: Dict[str, Any]) -> None:
+def _apply_sampling(args: argparse.Namespace, loaded: Loaded, task: str, fallback: Dict[str, Any]) -> None:
     """Options the user left out take the model's recommended sampling for ``task``, else ``fallback``."""
-    recommended = {**fallback, **backend.sampling.get(task, {})}
+    recommended = {**fallback, **loaded.sampling.get(task, {})}
     for key in ('top_k', 'top_p', 'temperature'):
         if getattr(args, key) is None and key in recommended:
             setattr(args, key, recommended[key])
@@ -350,15 +171,15 @@ def _text2image_run(args: argparse.Namespace) -> int:
     codebooks_num = args.codebooks_num or 2 * args.images_num
     if args.images_num > codebooks_num:
         raise CliError(f'-n/--images-num ({args.images_num}) cannot exceed --codebooks-num ({codebooks_num})')
-    _check_model_args(args)
-    _check_device(args)
+    check_model_args(args)
+    check_device_option(args)
     _check_out_dir(args.out)
-    backend = _prepare(args)
-    _apply_sampling(args, backend, 'text2image', T2I_FALLBACK)
-    codebooks, results = _best_codebooks(backend, args.text, args.images_num, codebooks_num, args)
-    grid_path = _save_images(backend, codebooks, results, args)
+    parts, loaded = _prepare(args)
+    _apply_sampling(args, loaded, 'text2image', T2I_FALLBACK)
+    codebooks, results = _best_codebooks(parts, args.text, args.images_num, codebooks_num, args)
+    grid_path = _save_images(parts, codebooks, results, args)
     sampling = {k: getattr(args, k) for k in ('top_k', 'top_p', 'temperature')}
-    result = {'text': args.text, **_meta(args, backend), 'sampling': sampling, 'reencode': args.reencode,
+    result = {'text': args.text, **_meta(args, parts), 'sampling': sampling, 'reencode': args.reencode,
               'images': results, 'grid': grid_path}
     lines = [f"{r['path']}  ppl_text={r['ppl_text']:.2f}" for r in results] + [f'grid: {grid_path}']
     _emit(args, result, lines)
@@ -368,38 +189,23 @@ def _text2image_run(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- caption
 def _caption_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('image', help='image file (any size and mode; centre-cropped)')
-    p.add_argument('-n', '--captions-num', type=_positive_int, default=5, help='captions to print (default 5)')
-    p.add_argument('--generations-num', type=_positive_int, default=32,
+    p.add_argument('-n', '--captions-num', type=positive_int, default=5, help='captions to print (default 5)')
+    p.add_argument('--generations-num', type=positive_int, default=32,
                    help='captions to sample before self-reranking (default 32)')
     p.add_argument('--template', default='на картинке', help="start of every caption (default 'на картинке')")
-    _sampling(p, None, None, None)
+    add_sampling(p, None, None, None)
 
 
 def _caption_run(args: argparse.Namespace) -> int:
-    from rudolph import pipelines
+    from rudolph import tasks
 
     img = _open_image(args.image)
-    backend = _prepare(args)
-    bs = args.bs or 16
-    if backend.task_tokens:
-        caps = backend.api.image_captioning(img, r_template=args.template, captions_num=args.captions_num,
-                                            generations_num=args.generations_num, seed=args.seed, bs=bs,
-                                            top_k=args.top_k, top_p=args.top_p, temperature=args.temperature)
-        captions = [{'text': c['text'], 'score': float(c['score']), 'count': int(c['count']),
-                     'ppl_text': float(c['ppl_txt']), 'ppl_image': float(c['ppl_img'])} for c in caps]
-    else:
-        texts = pipelines.generate_captions(img, backend.tokenizer, backend.model, backend.vae, template=args.template,
-                                            top_k=32 if args.top_k is None else args.top_k,
-                                            top_p=0.6 if args.top_p is None else args.top_p,
-                                            temperature=args.temperature or 1.0, captions_num=args.generations_num,
-                                            bs=bs, seed=args.seed, progress=backend.progress)
-        captions = []
-        if texts:
-            ppl_text, ppl_image = pipelines.self_reranking_by_image(texts, img, backend.tokenizer, backend.model,
-                                                                    backend.vae, bs=bs)
-            captions = [{'text': texts[i], 'score': float(ppl_image[i]), 'ppl_text': float(ppl_text[i]),
-                         'ppl_image': float(ppl_image[i])} for i in ppl_image.argsort()[:args.captions_num].tolist()]
-    result = {'image': args.image, **_meta(args, backend), 'captions': captions}
+    parts, _ = _prepare(args)
+    rows = tasks.captioning(parts, img, args.captions_num, args.generations_num, _sampling_of(args, parts, 'captions'),
+                            args.bs or 16, seed=args.seed, r_template=args.template)
+    captions = [{k: v if k == 'text' else int(v) if k == 'count' else float(v) for k, v in row.items()}
+                for row in rows]
+    result = {'image': args.image, **_meta(args, parts), 'captions': captions}
     _emit(args, result, [c['text'] for c in captions] or ['(no caption)'])
     return 0
 
@@ -408,43 +214,23 @@ def _caption_run(args: argparse.Namespace) -> int:
 def _vqa_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('image', help='image file')
     p.add_argument('question', help="the question (Russian), e.g. 'что на картинке?'")
-    p.add_argument('-n', '--answers-num', type=_positive_int, default=1, help='answers to print (default 1)')
-    p.add_argument('--generations-num', type=_positive_int, default=16,
+    p.add_argument('-n', '--answers-num', type=positive_int, default=1, help='answers to print (default 1)')
+    p.add_argument('--generations-num', type=positive_int, default=16,
                    help='answers to sample; the most frequent win (default 16)')
-    _sampling(p, None, None, None)
+    add_sampling(p, None, None, None)
 
 
 def _vqa_run(args: argparse.Namespace) -> int:
-    from rudolph import pipelines
-    from rudolph.api import VQA_TEMPLATE
+    from rudolph import tasks
 
     img = _open_image(args.image)
     if not args.question.strip():
         raise CliError('the question is empty')
-    backend = _prepare(args)
-    bs = args.bs or 16
-    if backend.task_tokens:
-        answers = backend.api.vqa(img, args.question, answers_num=args.answers_num,
-                                  generations_num=args.generations_num, seed=args.seed, bs=bs, top_k=args.top_k,
-                                  top_p=args.top_p, temperature=args.temperature)
-    else:  # no task tokens: continue the same right-text prompt as a caption
-        prompt = VQA_TEMPLATE.format(question=args.question.strip()).lower()
-        texts = pipelines.generate_captions(img, backend.tokenizer, backend.model, backend.vae, template=prompt,
-                                            top_k=32 if args.top_k is None else args.top_k,
-                                            top_p=0.6 if args.top_p is None else args.top_p,
-                                            temperature=args.temperature or 1.0, captions_num=args.generations_num,
-                                            bs=bs, seed=args.seed, progress=backend.progress)
-        head = backend.tokenizer.decode_text(pipelines.template_prefix(
-            backend.tokenizer.encode_text(prompt, backend.model.get_param('r_text_seq_length')))).strip()
-        counts: Dict[str, int] = {}
-        for text in texts:
-            answer = text[len(head):].strip() if text.startswith(head) else text
-            if answer:
-                counts[answer] = counts.get(answer, 0) + 1
-        answers = [{'answer': a, 'count': c} for a, c in sorted(counts.items(), key=lambda kv: -kv[1])]
-        answers = answers[:args.answers_num]
+    parts, _ = _prepare(args)
+    answers = tasks.vqa(parts, img, args.question, args.answers_num, args.generations_num,
+                        _sampling_of(args, parts, 'captions'), args.bs or 16, seed=args.seed)
     answers = [{'answer': a['answer'], 'count': int(a['count'])} for a in answers]
-    result = {'image': args.image, 'question': args.question, **_meta(args, backend), 'answers': answers}
+    result = {'image': args.image, 'question': args.question, **_meta(args, parts), 'answers': answers}
     _emit(args, result, [a['answer'] for a in answers] or ['(no answer)'])
     return 0
 
@@ -457,46 +243,20 @@ def _classify_args(p: argparse.ArgumentParser) -> None:
                                                     "e.g. 'на картинке {}' (default '{}')")
 
 
-def _class_ce(backend: _Backend, img, classes: List[str], template: str, bs: int):
-    """Per-class right-text cross-entropy ``[n, R]`` of ``template.format(class)``: the scoring of
-    ``ruDolphApi.zs_clf`` / ``pipelines.zs_clf``, keeping the values they only return normalised."""
-    import torch
-
-    from rudolph import pipelines
-    from rudolph.engine import Layout, ScorePart, cross_entropy, encode_image
-
-    layout = Layout.from_model(backend.model)
-    L, R, S = layout.L, layout.R, layout.S
-    image = encode_image(img, backend.vae, backend.model)
-    n = len(classes)
-    if backend.task_tokens:
-        api = backend.api
-        right = torch.stack([api.encode_text(template.format(c).lower().strip(), R, '<RT_I2T>') for c in classes])
-        left = torch.stack([api.encode_text('', L, '<LT_I2T>') for _ in classes]).to(image.device)
-        vocab = layout.text_sample_slice
-    else:
-        right = torch.stack([pipelines._encode(backend.tokenizer, template.format(c), R, layout) for c in classes])
-        left = torch.zeros(n, L, dtype=torch.long, device=image.device)
-        vocab = layout.text_slice
-    ids = torch.cat((left, image.expand(n, -1), right.to(image.device)), dim=1)
-    return cross_entropy(backend.model, ids, [ScorePart(S - R, S - 1, vocab, ignore_index=0)], bs=bs,
-                         progress=backend.progress)[0]
-
-
 def _classify_run(args: argparse.Namespace) -> int:
-    from rudolph import pipelines
-    from rudolph.engine import ce_to_ppl
+    from rudolph import tasks
+    from rudolph.utils import check_classes, check_template
 
     img = _open_image(args.image)
-    classes = pipelines._check_classes(args.classes)
-    pipelines._check_template('--template', args.template)
-    backend = _prepare(args)
-    ppl = ce_to_ppl(_class_ce(backend, img, list(classes), args.template, args.bs or 16))
-    pred = pipelines.classify(ppl, args.classes)  # label and 'scores' exactly as zs_clf returns them
+    check_classes(args.classes)
+    check_template('--template', args.template)
+    parts, _ = _prepare(args)
+    pred = tasks.zero_shot(parts, img, args.classes, args.template, args.bs or 16)
+    ppl = pred['ppl']
     # probability of each class: softmax of minus its cross-entropy log(perplexity), i.e. 1/ppl normalised
     probs = (-ppl.log()).softmax(0).tolist()
     names, label = list(args.classes), int(pred['label'])
-    result = {'image': args.image, **_meta(args, backend), 'class': pred['class'], 'label': label,
+    result = {'image': args.image, **_meta(args, parts), 'class': pred['class'], 'label': label,
               'probabilities': dict(zip(names, probs)), 'perplexities': dict(zip(names, ppl.tolist())),
               'scores': dict(zip(names, pred['scores'].tolist()))}
     order = sorted(range(len(names)), key=lambda i: -probs[i])
@@ -509,30 +269,20 @@ def _classify_run(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- text
 def _text_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('prompt', nargs='?', default='', help='start of the text (Russian); may be empty')
-    p.add_argument('-n', '--texts-num', type=_positive_int, default=5, help='texts to print (default 5)')
-    p.add_argument('--generations-num', type=_positive_int, default=32,
+    p.add_argument('-n', '--texts-num', type=positive_int, default=5, help='texts to print (default 5)')
+    p.add_argument('--generations-num', type=positive_int, default=32,
                    help='texts to sample; the least perplexing are printed (default 32)')
-    _sampling(p, None, None, None)
+    add_sampling(p, None, None, None)
 
 
 def _text_run(args: argparse.Namespace) -> int:
-    from rudolph import pipelines
+    from rudolph import tasks
 
-    backend = _prepare(args)
-    bs = args.bs or 16
-    if backend.task_tokens:
-        res = backend.api.generate_texts(template=args.prompt, texts_num=args.generations_num, top_k=args.top_k,
-                                         top_p=args.top_p, temperature=args.temperature, bs=bs, seed=args.seed)
-        texts = [{'text': r['text'], 'ppl': float(r['ppl_txt']), 'count': int(r['count'])} for r in res]
-    else:
-        res = pipelines.generate_texts(backend.tokenizer, backend.model, template=args.prompt,
-                                       top_k=32 if args.top_k is None else args.top_k,
-                                       top_p=0.8 if args.top_p is None else args.top_p,
-                                       temperature=args.temperature or 1.0, texts_num=args.generations_num, bs=bs,
-                                       seed=args.seed, progress=backend.progress)
-        texts = [{'text': r['text'], 'ppl': float(r['ppl'])} for r in res]
-    texts = texts[:args.texts_num]
-    result = {'prompt': args.prompt, **_meta(args, backend), 'texts': texts}
+    parts, _ = _prepare(args)
+    rows = tasks.texts(parts, args.prompt, args.generations_num, _sampling_of(args, parts, 'texts'), args.bs or 16,
+                       seed=args.seed)
+    texts = [{**row, 'ppl': float(row['ppl'])} for row in rows][:args.texts_num]
+    result = {'prompt': args.prompt, **_meta(args, parts), 'texts': texts}
     _emit(args, result, [t['text'] for t in texts] or ['(no text)'])
     return 0
 
@@ -594,7 +344,7 @@ def build_parser(argv: Optional[List[str]] = None) -> argparse.ArgumentParser:
         if not command.lazy or argv is None or name == selected:
             command.add_arguments(p)
         if command.common:
-            _add_common(p)
+            add_common(p)
         p.set_defaults(_run=command.run)
     return parser
 

@@ -1,15 +1,19 @@
 """Seeding and PIL <-> tensor helpers (ruDALL-E / RuDOLPH ``utils`` compatible)."""
 import os
 import random
-from typing import List, Sequence
+import warnings
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from PIL import Image
 
+from .codec import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from .errors import ConfigError, InputError
 
-__all__ = ['seed_everything', 'torch_tensors_to_pil_list', 'pil_list_to_torch_tensors']
+__all__ = ['seed_everything', 'torch_tensors_to_pil_list', 'pil_list_to_torch_tensors', 'check_count', 'check_text',
+           'check_texts', 'check_classes', 'check_template', 'warn_unknown_classes', 'show', 'make_grid',
+           'save_codebook_images']
 
 
 def seed_everything(seed: int) -> None:
@@ -46,3 +50,142 @@ def pil_list_to_torch_tensors(pil_images: Sequence[Image.Image]) -> torch.Tensor
     if len(sizes) != 1:
         raise InputError(f'all images must have the same size, got shapes {sorted(sizes)}')
     return torch.stack(tensors)
+
+
+# ----------------------------------------------------------------------------- argument checks
+def check_count(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f'{name} must be a positive int, got {value!r}')
+
+
+def check_text(name: str, value, allow_empty: bool = False) -> str:
+    """``value.lower().strip()``; ``TypeError`` for a non-string, ``ValueError`` for an empty one."""
+    if not isinstance(value, str):
+        raise TypeError(f'{name} must be a str, got {type(value).__name__}')
+    value = value.lower().strip()
+    if not value and not allow_empty:
+        raise InputError(f'{name} must be a non-empty string, got {value!r}')
+    return value
+
+
+def check_texts(name: str, values) -> List[str]:
+    if isinstance(values, str) or not isinstance(values, Sequence) or len(values) == 0:
+        raise InputError(f'{name} must be a non-empty list of strings, got {values!r}')
+    return [check_text(f'{name}[{i}]', v) for i, v in enumerate(values)]
+
+
+def check_classes(classes) -> List[str]:
+    """Class names as non-empty, distinct strings (after lower-casing and stripping)."""
+    if isinstance(classes, str) or not isinstance(classes, Sequence) or len(classes) == 0:
+        raise InputError(f'classes must be a non-empty list of class names, got {classes!r}')
+    names = [check_text(f'classes[{i}]', c) for i, c in enumerate(classes)]
+    seen: Dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in seen:
+            raise InputError(f'classes must be distinct: classes[{seen[name]}] and classes[{i}] are both {name!r}')
+        seen[name] = i
+    return names
+
+
+def check_template(name: str, template, default: str = '{}', slot: Optional[str] = None, what: str = 'class name',
+                    required: bool = True) -> str:
+    """A template whose only replacement field is ``{}`` (``slot=None``) or ``{slot}``; the one check of all templates.
+
+    ``required``: the field must be there (otherwise the template is used as it is).
+    """
+    template = default if template is None else template
+    field = '{}' if slot is None else '{' + slot + '}'
+    if not isinstance(template, str):
+        raise TypeError(f'{name} must be a str with a {field} slot, got {type(template).__name__}')
+    try:
+        a, b = (template.format(v) if slot is None else template.format(**{slot: v}) for v in ('\x00a', '\x00b'))
+    except (IndexError, KeyError, ValueError, AttributeError) as error:
+        raise InputError(f'{name} must have exactly one {field} slot for the {what} (and no other braces; write '
+                         f'{{{{ }}}} for a literal brace), got {template!r} ({type(error).__name__}: {error})') from None
+    if required and a == b:
+        example = f"'на картинке {field}'" if slot in (None, 'text') else repr(f'вопрос: {field} ответ:')
+        raise InputError(f"{name} must contain '{field}' where the {what} goes, got {template!r} (e.g. {example})")
+    return template
+
+
+def _only_unknown(tokenizer, text: str) -> bool:
+    """Whether ``text`` encodes to unknown ids only (and perhaps ids that decode to nothing but spaces)."""
+    ids = tokenizer.encode_text(text, text_seq_length=2 * len(text) + 3)
+    content = ids[(ids != PAD_ID) & (ids != BOS_ID) & (ids != EOS_ID)]
+    known = content[content != UNK_ID]
+    return content.numel() > 0 and (known.numel() == 0 or not tokenizer.decode_text(known).strip())
+
+
+def warn_unknown_classes(tokenizer, names: Sequence[str]) -> None:
+    """Warn, naming them, about class names the tokenizer can only encode as unknown ids."""
+    unknown = [name for name in names if _only_unknown(tokenizer, name)]
+    if unknown:
+        warnings.warn(f'classes {unknown} encode to unknown tokens only (the tokenizer cannot spell them), so the '
+                      'model sees the same text for each of them and they score alike whatever the picture; '
+                      'write class names the tokenizer knows (Russian for the published models)', stacklevel=4)
+
+
+# ----------------------------------------------------------------------------- grids
+def show(pil_images, nrow: int = 4, size: int = 14, save_dir: Optional[str] = None, show: bool = True) -> None:
+    """Grid of ``pil_images`` with matplotlib; with ``save_dir`` also save ``img_*.png`` / ``group_*.png``."""
+    from glob import glob
+
+    from PIL import Image
+
+    if not pil_images:
+        raise InputError('pil_images is empty')
+    check_count('nrow', nrow)
+    if save_dir is not None:
+        os.makedirs(save_dir, exist_ok=True)
+        count = len(glob(os.path.join(save_dir, 'img_*.png')))
+        for i, pil_image in enumerate(pil_images):
+            pil_image.save(os.path.join(save_dir, f'img_{count + i}.png'))
+    images = pil_list_to_torch_tensors([img.convert('RGB') for img in pil_images])
+    grid = make_grid(images, nrow)
+    grid_img = Image.fromarray(grid.permute(1, 2, 0).numpy())
+    if save_dir is not None:
+        count = len(glob(os.path.join(save_dir, 'group_*.png')))
+        grid_img.save(os.path.join(save_dir, f'group_{count}.png'))
+    if show:
+        try:
+            import matplotlib.pyplot as plt
+        except ImportError as error:
+            raise ImportError('show(..., show=True) needs matplotlib: pip install matplotlib '
+                              '(or pass show=False, save_dir=... to only save the grid)') from error
+        fig, ax = plt.subplots(figsize=(size, size))
+        ax.imshow(np.asarray(grid_img))
+        ax.set(xticklabels=[], yticklabels=[], xticks=[], yticks=[])
+        plt.show()
+
+
+def make_grid(images: torch.Tensor, nrow: int, padding: int = 2) -> torch.Tensor:
+    """torchvision's ``make_grid`` layout (``nrow`` images per row, 2 px black padding) for uint8 images."""
+    b, c, h, w = images.shape
+    ncol = min(nrow, b)
+    nrows = (b + ncol - 1) // ncol
+    grid = torch.zeros(c, nrows * (h + padding) + padding, ncol * (w + padding) + padding, dtype=images.dtype)
+    for i, img in enumerate(images):
+        y, x = (i // ncol) * (h + padding) + padding, (i % ncol) * (w + padding) + padding
+        grid[:, y:y + h, x:x + w] = img
+    return grid
+
+
+def save_codebook_images(vae, codebooks: torch.Tensor, out: str, nrow: int, bs: int = 8) -> Tuple[List[str], str]:
+    """Decode ``codebooks`` ``bs`` at a time into ``out/img_i.png`` and one grid ``out/grid.png`` (the
+    :func:`make_grid` layout); returns the image paths and the grid path."""
+    pad, grid, paths = 2, None, []
+    ncol = min(nrow, len(codebooks))
+    for start in range(0, len(codebooks), bs):
+        with torch.no_grad():  # one batch of pictures in memory at a time
+            batch = torch_tensors_to_pil_list(vae.decode(codebooks[start:start + bs]))
+        for i, img in enumerate(batch, start):
+            paths.append(os.path.join(out, f'img_{i}.png'))
+            img.save(paths[-1])
+            w, h = img.size
+            if grid is None:
+                nrows = (len(codebooks) + ncol - 1) // ncol
+                grid = Image.new('RGB', (ncol * (w + pad) + pad, nrows * (h + pad) + pad), 'black')
+            grid.paste(img.convert('RGB'), ((i % ncol) * (w + pad) + pad, (i // ncol) * (h + pad) + pad))
+    grid_path = os.path.join(out, 'grid.png')
+    grid.save(grid_path)
+    return paths, grid_path

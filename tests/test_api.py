@@ -163,11 +163,11 @@ def test_dream_returns_best_images(api):
 
 # ----------------------------------------------------------------------------- task tokens, checks
 def test_task_tokens_at_position_1_of_generated_sequences(api, tiny_model, monkeypatch):
-    import rudolph.api as api_module
+    import rudolph.tasks as tasks_module  # the api's tasks sample through rudolph.tasks
 
     seen = []
-    real = api_module.generate
-    monkeypatch.setattr(api_module, 'generate', lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
+    real = tasks_module.generate
+    monkeypatch.setattr(tasks_module, 'generate', lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
     lay = Layout.from_model(tiny_model)
     api.generate_codebooks('кот', 2, top_k=8, top_p=0.9, seed=0)
     api.generate_texts(template='кот', texts_num=2, seed=0)

@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from ..api import DEFAULT_SPC_TOKENS
+from ..codec import text_segment
 from ..errors import CheckpointError, DataError
 from ..serialization import safe_torch_load
 from ..vae.image import preprocess_image
@@ -141,11 +142,8 @@ def encode_task_text(tokenizer: Any, text: str, length: int, task_token_id: Opti
     ``text`` is lower-cased and stripped first, as the pipelines do. ``task_token_id=None``
     gives the plain ``[2] + bpe(text) + [3]`` of models without task tokens.
     """
-    ids = tokenizer.tokenizer.encode([text.lower().strip()])[0]
-    tokens = [2] + ([task_token_id] if task_token_id is not None else []) + list(ids) + [3]
-    truncated = len(tokens) > length
-    tokens = tokens[:length] + [0] * max(0, length - len(tokens))
-    return torch.tensor(tokens, dtype=torch.long), truncated
+    ids, count = text_segment(tokenizer, text.lower().strip(), length, task_token_id)
+    return ids, count > length
 
 
 # ----------------------------------------------------------------------------- images

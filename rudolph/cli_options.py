@@ -1,0 +1,148 @@
+"""The shared options of the ``rudolph`` commands: argument types, model/device/sampling options, loading.
+
+Nothing here imports torch at import time (``rudolph --help`` stays fast).
+"""
+import argparse
+import json
+import os
+from typing import Any, Callable, Dict, NamedTuple, Optional
+
+from .errors import RudolphError
+
+__all__ = ['CliError', 'json_option', 'load', 'Loaded', 'PART_OPTIONS', 'add_common', 'add_sampling',
+           'positive_int', 'check_model_args', 'check_device_option']
+
+
+class CliError(RudolphError):
+    """A problem the user can fix (missing weights, bad option): printed without a traceback."""
+
+
+# ----------------------------------------------------------------------------- argument types
+def _number(cast: Callable[[str], Any], valid: Callable[[Any], bool], expected: str) -> Callable[[str], Any]:
+    """An argparse ``type=``: ``cast`` the text, then reject values outside ``valid`` naming ``expected``."""
+    def parse(value: str):
+        try:
+            number = cast(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'expected {expected}, got {value!r}') from None
+        if not valid(number):
+            raise argparse.ArgumentTypeError(f'expected {expected}, got {value!r}')
+        return number
+    return parse
+
+
+positive_int = _number(int, lambda n: n >= 1, 'a positive integer')
+_top_k = _number(int, lambda n: n >= 0, 'an integer >= 0 (0: no top-k filter)')
+_top_p = _number(float, lambda x: 0.0 < x <= 1.0, 'a number in (0, 1] (1: no nucleus filter)')
+_temperature = _number(float, lambda x: 0.0 < x < float('inf'), 'a finite number > 0')
+
+
+def add_sampling(p: argparse.ArgumentParser, top_k: Optional[int], top_p: Optional[float],
+              temperature: Optional[float], unset: str = 'per model kind') -> None:
+    def default(value) -> str:
+        return unset if value is None else str(value)
+
+    g = p.add_argument_group('sampling')
+    g.add_argument('--top-k', type=_top_k, default=top_k,
+                   help=f'keep the k most likely tokens (0: all; default {default(top_k)})')
+    g.add_argument('--top-p', type=_top_p, default=top_p, help=f'nucleus filter in (0, 1] (default {default(top_p)})')
+    g.add_argument('--temperature', type=_temperature, default=temperature,
+                   help=f'> 0 (default {default(temperature)})')
+
+
+# ----------------------------------------------------------------------------- shared options
+def add_common(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group('model and weights')
+    g.add_argument('--model', default='350M',
+                   help='RuDOLPH config: 350M (default), 1.3B, 2.7B, 2.7B_fbc2, 350M_v1, tiny-shapes, ... '
+                        '(a key of rudolph.MODELS)')
+    g.add_argument('--checkpoint', default=None, help='local pytorch_model.bin (or its folder) instead of the hub')
+    g.add_argument('--config', default=None,
+                   help='JSON file (or JSON text) of model constructor params, for a --checkpoint whose '
+                        'architecture is not a registered --model')
+    g.add_argument('--tokenizer', default=None, help='local YTTM bpe.model (or a registered tokenizer name) '
+                                                     'instead of the hub')
+    g.add_argument('--vae', default=None, help='local VQGAN checkpoint (or a registered VAE name) instead of the hub')
+    g.add_argument('--vae-config', default=None,
+                   help='JSON file (or JSON text) of VQGAN config overrides for a --vae of another architecture')
+    g = parser.add_argument_group('running')
+    g.add_argument('--device', default=None, help='cpu, cuda, cuda:1, ... (default: cuda when available)')
+    precision = g.add_mutually_exclusive_group()
+    precision.add_argument('--fp16', action='store_true', help='float16 weights (CUDA; on CPU the model stays float32)')
+    precision.add_argument('--bf16', action='store_true', help='bfloat16 weights (CUDA or CPU)')
+    g.add_argument('--seed', type=int, default=None, help='random seed (default: a fresh one, printed in --json)')
+    g.add_argument('--bs', type=positive_int, default=None, help='batch size (default: per command)')
+    g.add_argument('--json', action='store_true', help='print the result as JSON')
+    g.add_argument('--quiet', action='store_true', help='no progress bars')
+
+
+def json_option(value: str, option: str) -> Dict[str, Any]:
+    """A JSON object from a file path or from the option text itself."""
+    text = value
+    if os.path.isfile(value):
+        with open(value, encoding='utf-8') as f:
+            text = f.read()
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise CliError(f'{option} must be a JSON object or a file holding one, got {value!r} ({error})') from None
+    if not isinstance(obj, dict):
+        raise CliError(f'{option} must be a JSON object, got {type(obj).__name__}')
+    return obj
+
+
+class Loaded(NamedTuple):
+    model: Any
+    tokenizer: Any
+    vae: Any
+    spc_tokens: Optional[Dict[str, int]]
+    name: str
+    sampling: Dict[str, Dict[str, Any]] = {}
+
+
+#: the option that replaces each part of a model on the command line
+PART_OPTIONS = {'model': '--checkpoint', 'tokenizer': '--tokenizer', 'vae': '--vae'}
+
+
+def check_model_args(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
+    """The --config params (or ``None``), after the checks that need no file."""
+    from rudolph.model.configs import MODELS
+
+    params = json_option(args.config, '--config') if args.config else None
+    if params is not None and not args.checkpoint:
+        raise CliError('--config describes the architecture of a local --checkpoint; pass --checkpoint too')
+    if params is None and args.model not in MODELS:
+        raise CliError(f'unknown --model {args.model!r}; expected one of {sorted(MODELS)} '
+                       '(or --config params.json with a --checkpoint)')
+    return params
+
+
+def check_device_option(args: argparse.Namespace) -> str:
+    """``--device`` validated before any file is read (``None``: cuda when available, else cpu)."""
+    from rudolph.components import check_device
+    from rudolph.errors import ConfigError
+
+    try:
+        return check_device(args.device)
+    except ConfigError as error:
+        raise CliError(f'--{error}') from None
+
+
+def load(args: argparse.Namespace) -> Loaded:
+    """Model, tokenizer and VAE from the common options (:meth:`rudolph.components.Components.from_pretrained`);
+    every missing file is reported at once, with the option that replaces it."""
+    import torch
+
+    from rudolph.components import Components, describe_missing
+    from rudolph.errors import WeightsNotFoundError
+
+    params = check_model_args(args)
+    device = check_device_option(args)
+    vae_config = json_option(args.vae_config, '--vae-config') if args.vae_config else None
+    try:
+        c = Components.from_pretrained(args.model, device=device, dtype=torch.bfloat16 if args.bf16 else None,
+                                       fp16=args.fp16, checkpoint=args.checkpoint, tokenizer=args.tokenizer,
+                                       vae=args.vae, vae_config=vae_config, config=params)
+    except WeightsNotFoundError as error:
+        raise CliError('\n'.join(describe_missing(error, PART_OPTIONS))) from None
+    return Loaded(c.model, c.tokenizer, c.vae, c.spc_tokens, c.name, c.sampling)

@@ -1,0 +1,117 @@
+"""The one codec of RuDOLPH segments: special ids, task tokens, text and image encoders.
+
+A text segment is ``[bos, <task token>] + bpe(text) + [eos]`` right-padded with ``pad`` (or cut)
+to its length; models without task tokens (``350M_v1``, ``spc_tokens == {}``) get no task
+token. An image segment is the VQGAN's ``N*N`` codes of a picture.
+"""
+import warnings
+from typing import Dict, List, Mapping, Optional, Tuple
+
+import torch
+
+from .engine import Layout, check_vae, model_device, require_vae
+from .errors import ConfigError, InputError
+
+__all__ = ['PAD_ID', 'UNK_ID', 'BOS_ID', 'EOS_ID', 'task_token', 'bpe_ids', 'text_segment', 'encode_text',
+           'encode_image', 'template_prefix', 'prompt_positions', 'stack_codebooks']
+
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+
+
+def task_token(spc_tokens: Mapping[str, int], name: Optional[str]) -> Optional[int]:
+    """Id of the task token ``name``; ``None`` for ``name=None`` or a model without task tokens."""
+    if name is None or not spc_tokens:
+        return None
+    if name not in spc_tokens:
+        raise ConfigError(f'unknown special token {name!r}; expected one of {sorted(spc_tokens)}')
+    return spc_tokens[name]
+
+
+def bpe_ids(tokenizer, text: str) -> List[int]:
+    """The plain BPE ids of ``text`` (no bos/eos/pads)."""
+    if not hasattr(tokenizer, 'encode_text'):  # a bare ruDALL-E-style wrapper: its YTTM model encodes
+        return list(tokenizer.tokenizer.encode([text])[0])
+    # Every character is at most two ids (itself and a word-start marker), plus bos and eos.
+    full = tokenizer.encode_text(text, text_seq_length=2 * len(text) + 3)
+    count = int((full != PAD_ID).sum())
+    return full[1:count - 1].tolist()
+
+
+def text_segment(tokenizer, text: str, length: int, special: Optional[int] = None) -> Tuple[torch.Tensor, int]:
+    """``[bos, (special)] + bpe(text) + [eos]`` padded/cut to ``length``, and its uncut token count."""
+    tokens = [BOS_ID] + ([] if special is None else [special]) + bpe_ids(tokenizer, text) + [EOS_ID]
+    ids = tokens[:length] + [PAD_ID] * max(0, length - len(tokens))
+    return torch.tensor(ids, dtype=torch.long), len(tokens)
+
+
+def encode_text(tokenizer, text: str, length: int, name: str = 'text', special: Optional[int] = None) -> torch.Tensor:
+    """:func:`text_segment` of ``text`` (as it is); a text that does not fit is cut, with one warning."""
+    if not isinstance(text, str):
+        raise TypeError(f'{name} must be a str, got {type(text).__name__}')
+    ids, count = text_segment(tokenizer, text, length, special)
+    if count > length:
+        warnings.warn(f'{name} takes {count} tokens but its segment holds {length}: it is cut to {length} '
+                      f'tokens (the end of the text and its eos are dropped): {text[:60]!r}', stacklevel=3)
+    return ids
+
+
+@torch.no_grad()
+def encode_image(pil_img, vae, model) -> torch.Tensor:
+    """PIL image (any mode and size: converted to RGB, centre-cropped, resized) -> VQGAN ids ``[N*N]``."""
+    from .vae.image import preprocess_image
+
+    require_vae(vae, 'encoding a picture')
+    layout = Layout.from_model(model)
+    check_vae(vae, layout)
+    img = preprocess_image(pil_img, layout.N * 8).unsqueeze(0)
+    ids = vae.get_codebook_indices(img.to(model_device(vae)))
+    if ids.shape != (1, layout.N2):
+        raise ConfigError(f'the VAE returned ids of shape {tuple(ids.shape)} for a {layout.N * 8}px image; '
+                         f'the model expects [1, {layout.N2}]')
+    return ids[0].to(device=model_device(model), dtype=torch.long)
+
+
+def template_prefix(encoded: torch.Tensor) -> torch.Tensor:
+    """An encoded template without its eos and pads: the prefix generation continues.
+
+    A template cut at the part length has no eos and is kept whole (callers then find
+    nothing left to generate and say so).
+    """
+    size = int((encoded != PAD_ID).sum())
+    if size > 1 and int(encoded[size - 1]) == EOS_ID:
+        size -= 1
+    return encoded[:max(size, 1)]
+
+
+def prompt_positions(image_prompts, layout: Layout) -> Dict[int, int]:
+    """``{absolute position: token}`` of an ``ImagePrompts`` (ours or ruDALL-E's)."""
+    tokens = torch.as_tensor(image_prompts.image_prompts).reshape(-1)
+    if tokens.numel() != layout.N2:
+        raise InputError(f'image prompts hold {tokens.numel()} tokens, the model draws {layout.N2} '
+                         f'({layout.N}x{layout.N}); build them from a {layout.N * 8}px image')
+    idx = sorted(int(i) for i in image_prompts.image_prompts_idx)
+    if idx and not 0 <= idx[0] <= idx[-1] < layout.N2:
+        raise InputError(f'image prompt positions must be in [0, {layout.N2}), got {idx[0]}..{idx[-1]}')
+    tokens = tokens.tolist()
+    return {layout.L + i: int(tokens[i]) for i in idx}
+
+
+def stack_codebooks(codebooks, layout: Layout) -> torch.Tensor:
+    """Codebooks as a checked ``[n, N*N]`` long tensor of plain or special image codes."""
+    if isinstance(codebooks, torch.Tensor):
+        ids = codebooks
+    else:
+        try:
+            ids = torch.stack([torch.as_tensor(c) for c in codebooks])
+        except (RuntimeError, TypeError, ValueError) as error:
+            raise InputError(f'codebooks must be a [n, {layout.N2}] tensor or a list of n codebooks of '
+                             f'{layout.N2} codes each ({error})') from None
+    if ids.dim() != 2 or ids.shape[1] != layout.N2 or ids.shape[0] == 0:
+        raise InputError(f'codebooks must be [n >= 1, {layout.N2}] (N*N = {layout.N}*{layout.N} codes each), '
+                         f'got shape {tuple(ids.shape)}')
+    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        raise TypeError(f'codebooks must hold integer image codes, got dtype {ids.dtype}')
+    if int(ids.min()) < 0 or int(ids.max()) >= layout.image_vocab_total:
+        raise InputError(f'codebooks must hold image codes in [0, {layout.image_vocab_total}), '
+                         f'got values in [{int(ids.min())}, {int(ids.max())}]')
+    return ids.long()
