@@ -10,8 +10,9 @@ import numpy as np
 import torch
 
 from . import pipelines, tasks
-from .codec import encode_text, task_token
-from .engine import Layout, ce_to_ppl, model_device, require_vae, tokenizer_vocab_limit
+from .codec import encode_text, model_device, require_vae, task_token, tokenizer_vocab_limit
+from .engine import ce_to_ppl
+from .model.config import Layout
 from .errors import ConfigError
 from .model.configs import DEFAULT_SPC_TOKENS
 from .sampling import check_sampling_args

@@ -1,4 +1,5 @@
-"""The one codec of RuDOLPH segments: special ids, task tokens, text and image encoders.
+"""The one codec of RuDOLPH segments: special ids, task tokens, text and image encoders, and the
+checks that a tokenizer and a VAE fit the model.
 
 A text segment is ``[bos, <task token>] + bpe(text) + [eos]`` right-padded with ``pad`` (or cut)
 to its length; models without task tokens (``350M_v1``, ``spc_tokens == {}``) get no task
@@ -9,13 +10,64 @@ from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
 
-from .engine import Layout, check_vae, model_device, require_vae
 from .errors import ConfigError, InputError
+from .model.config import Layout
 
-__all__ = ['PAD_ID', 'UNK_ID', 'BOS_ID', 'EOS_ID', 'task_token', 'bpe_ids', 'text_segment', 'encode_text',
+__all__ = ['PAD_ID', 'UNK_ID', 'BOS_ID', 'EOS_ID', 'model_device', 'require_vae', 'check_tokenizer',
+           'tokenizer_vocab_limit', 'check_vae', 'task_token', 'bpe_ids', 'text_segment', 'encode_text',
            'encode_image', 'template_prefix', 'prompt_positions', 'stack_codebooks']
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+
+
+def model_device(module) -> torch.device:
+    """Device of a module's parameters (CPU for a parameter-less module)."""
+    for p in module.parameters():
+        return p.device
+    return torch.device('cpu')
+
+
+def require_vae(vae, task: str) -> None:
+    """``ConfigError`` if a task that encodes or decodes pictures got no VAE."""
+    if vae is None:
+        raise ConfigError(f'{task} needs a VAE to encode or decode pictures, got vae=None; pass one, e.g. '
+                          'vae=get_vae(...) (from rudolph.vae import get_vae)')
+
+
+def check_tokenizer(tokenizer, layout: Layout) -> None:
+    """``ValueError`` if the tokenizer produces ids beyond the model's plain text vocabulary."""
+    size = getattr(tokenizer, 'vocab_size', None)
+    if callable(size):
+        size = size()
+    if isinstance(size, int) and size > layout.plain_text_vocab:
+        raise ConfigError(f'the tokenizer has {size} ids but the model reads only {layout.plain_text_vocab} plain text '
+                         f'ids (its text vocabulary {layout.V} holds special tokens and {layout.L} left-pad ids too); '
+                         'use the tokenizer the model was trained with')
+
+
+def tokenizer_vocab_limit(tokenizer, layout: Layout) -> int:
+    """Text ids the tokenizer can decode: ``min(plain text vocab, tokenizer vocab)``.
+
+    Sampled text ids at or beyond it become eos, as ids beyond the plain BPE ids do (SPEC 7);
+    for the published models both numbers are 16384.
+    """
+    size = getattr(tokenizer, 'vocab_size', None)
+    if callable(size):
+        size = size()
+    return min(layout.plain_text_vocab, size) if isinstance(size, int) and size > EOS_ID else layout.plain_text_vocab
+
+
+def check_vae(vae, layout: Layout) -> None:
+    """``ValueError`` if the VAE's codes or grid do not fit the model (``N x N`` codes of ``image_vocab``)."""
+    factor = getattr(vae, 'downsample_factor', None)
+    if isinstance(factor, int) and factor != 8:
+        raise ConfigError(f'the VAE downsamples images by {factor}, so a {layout.N * 8}px image gives a '
+                         f'{layout.N * 8 // factor}x{layout.N * 8 // factor} code grid; the model draws '
+                         f'{layout.N}x{layout.N} codes (8 px each)')
+    codes = getattr(vae, 'num_tokens', None)
+    if isinstance(codes, int) and codes != layout.image_vocab:
+        raise ConfigError(f'the VAE has {codes} codes but the model draws {layout.image_vocab} image codes; '
+                         'use the VAE the model was trained with')
 
 
 def task_token(spc_tokens: Mapping[str, int], name: Optional[str]) -> Optional[int]:

@@ -23,7 +23,6 @@ parts of a sequence", so two functions do all the work:
 """
 import math
 import os
-import warnings
 from dataclasses import dataclass
 from typing import List, Mapping, Optional, Sequence, Union
 
@@ -32,90 +31,17 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .errors import ConfigError, InputError, ResourceError
-from .model.config import RudolphConfig
+from .codec import EOS_ID, PAD_ID, model_device
+from .model.config import Layout
 from .sampling import Sampler, check_sampling_args, make_generator
 
-__all__ = ['Layout', 'ScorePart', 'generate', 'cross_entropy', 'ce_to_ppl', 'common_prefix_length',
-           'encode_image', 'encode_text', 'check_tokenizer', 'check_vae', 'tokenizer_vocab_limit', 'model_device',
-           'first_eos_cut', 'require_vae', 'MemoryNeed', 'memory_need', 'available_memory', 'check_memory',
-           'PAD_ID', 'UNK_ID', 'BOS_ID', 'EOS_ID']
-
-PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Sequence and vocabulary geometry of a model (SPEC sections 2 and 4)."""
-
-    L: int  # left text length
-    N: int  # image tokens per side
-    R: int  # right text length
-    V: int  # text vocabulary (incl. special tokens and the L left-pad ids)
-    plain_text_vocab: int  # plain BPE ids are [0, plain_text_vocab)
-    image_vocab: int  # plain image codes are [0, image_vocab)
-    image_vocab_total: int  # incl. image special tokens
-
-    @property
-    def N2(self) -> int:
-        return self.N * self.N
-
-    @property
-    def S(self) -> int:
-        return self.L + self.N2 + self.R
-
-    @property
-    def text_sample_slice(self) -> slice:
-        """Logits sampled for text: everything but the left-pad position ids ``V-L..V-1``."""
-        return slice(0, self.V - self.L)
-
-    @property
-    def text_slice(self) -> slice:
-        return slice(0, self.V)
-
-    @property
-    def image_slice(self) -> slice:
-        """Plain image codes (image special tokens are never sampled)."""
-        return slice(self.V, self.V + self.image_vocab)
-
-    @property
-    def image_full_slice(self) -> slice:
-        return slice(self.V, self.V + self.image_vocab_total)
-
-    @classmethod
-    def from_model(cls, model) -> Union['Layout', RudolphConfig]:
-        """The model's :class:`RudolphConfig` (it has every attribute of a layout), else one read from ``get_param``."""
-        config = getattr(model, 'config', None)
-        if isinstance(config, RudolphConfig):
-            return config
-        L = model.get_param('l_text_seq_length')
-        V = model.get_param('vocab_size')
-        text_special = model.get_param('text_special_tokens')
-        image_special = model.get_param('image_special_tokens')
-        image_total = getattr(model, 'image_vocab_size', None)
-        if image_total is None:  # fall back to the output width
-            image_total = model.to_logits[1].out_features - V
-        return cls(L=L, N=model.get_param('image_tokens_per_dim'), R=model.get_param('r_text_seq_length'), V=V,
-                   plain_text_vocab=V - L - text_special, image_vocab=image_total - image_special,
-                   image_vocab_total=image_total)
-
-
-def model_device(module) -> torch.device:
-    """Device of a module's parameters (CPU for a parameter-less module)."""
-    for p in module.parameters():
-        return p.device
-    return torch.device('cpu')
+__all__ = ['ScorePart', 'generate', 'cross_entropy', 'ce_to_ppl', 'common_prefix_length', 'first_eos_cut',
+           'MemoryNeed', 'memory_need', 'available_memory', 'check_memory']
 
 
 def _check_positive_int(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f'{name} must be a positive int, got {value!r}')
-
-
-def require_vae(vae, task: str) -> None:
-    """``ConfigError`` if a task that encodes or decodes pictures got no VAE."""
-    if vae is None:
-        raise ConfigError(f'{task} needs a VAE to encode or decode pictures, got vae=None; pass one, e.g. '
-                          'vae=get_vae(...) (from rudolph.vae import get_vae)')
 
 
 # Float32 temporaries per sampled logit: the logits, the filtered copy, sort values and int64
@@ -556,74 +482,3 @@ def first_eos_cut(tokens: torch.Tensor) -> torch.Tensor:
     """``tokens`` up to (excluding) the first eos, or all of them."""
     where = (tokens == EOS_ID).nonzero()
     return tokens[:int(where[0])] if where.numel() else tokens
-
-
-def check_tokenizer(tokenizer, layout: Layout) -> None:
-    """``ValueError`` if the tokenizer produces ids beyond the model's plain text vocabulary."""
-    size = getattr(tokenizer, 'vocab_size', None)
-    if callable(size):
-        size = size()
-    if isinstance(size, int) and size > layout.plain_text_vocab:
-        raise ConfigError(f'the tokenizer has {size} ids but the model reads only {layout.plain_text_vocab} plain text '
-                         f'ids (its text vocabulary {layout.V} holds special tokens and {layout.L} left-pad ids too); '
-                         'use the tokenizer the model was trained with')
-
-
-def tokenizer_vocab_limit(tokenizer, layout: Layout) -> int:
-    """Text ids the tokenizer can decode: ``min(plain text vocab, tokenizer vocab)``.
-
-    Sampled text ids at or beyond it become eos, as ids beyond the plain BPE ids do (SPEC 7);
-    for the published models both numbers are 16384.
-    """
-    size = getattr(tokenizer, 'vocab_size', None)
-    if callable(size):
-        size = size()
-    return min(layout.plain_text_vocab, size) if isinstance(size, int) and size > EOS_ID else layout.plain_text_vocab
-
-
-def check_vae(vae, layout: Layout) -> None:
-    """``ValueError`` if the VAE's codes or grid do not fit the model (``N x N`` codes of ``image_vocab``)."""
-    factor = getattr(vae, 'downsample_factor', None)
-    if isinstance(factor, int) and factor != 8:
-        raise ConfigError(f'the VAE downsamples images by {factor}, so a {layout.N * 8}px image gives a '
-                         f'{layout.N * 8 // factor}x{layout.N * 8 // factor} code grid; the model draws '
-                         f'{layout.N}x{layout.N} codes (8 px each)')
-    codes = getattr(vae, 'num_tokens', None)
-    if isinstance(codes, int) and codes != layout.image_vocab:
-        raise ConfigError(f'the VAE has {codes} codes but the model draws {layout.image_vocab} image codes; '
-                         'use the VAE the model was trained with')
-
-
-def encode_text(tokenizer, text: str, length: int, name: str = 'text', special: Optional[int] = None) -> torch.Tensor:
-    """``[bos, (special), bpe(text)..., eos]`` padded/cut to ``length`` ids (the tokenizer's own rule).
-
-    A text that does not fit is cut, with a warning naming both lengths (the eos is lost then).
-    """
-    if not isinstance(text, str):
-        raise TypeError(f'{name} must be a str, got {type(text).__name__}')
-    extra = 0 if special is None else 1
-    # Every character is at most two ids (itself and a word-start marker), plus bos and eos.
-    full = tokenizer.encode_text(text, text_seq_length=max(length, 2 * len(text) + 3))
-    count = int((full != PAD_ID).sum()) + extra
-    if special is not None:
-        full = torch.cat((full[:1], full.new_tensor([special]), full[1:]))
-    if count > length:
-        warnings.warn(f'{name} takes {count} tokens but its segment holds {length}: it is cut to {length} '
-                      f'tokens (the end of the text and its eos are dropped): {text[:60]!r}', stacklevel=3)
-    return full[:length]
-
-
-@torch.no_grad()
-def encode_image(pil_img, vae, model) -> torch.Tensor:
-    """PIL image (any mode and size: converted to RGB, centre-cropped, resized) -> VQGAN ids ``[N*N]``."""
-    from .vae.image import preprocess_image
-
-    require_vae(vae, 'encoding a picture')
-    layout = Layout.from_model(model)
-    check_vae(vae, layout)
-    img = preprocess_image(pil_img, layout.N * 8).unsqueeze(0)
-    ids = vae.get_codebook_indices(img.to(model_device(vae)))
-    if ids.shape != (1, layout.N2):
-        raise ConfigError(f'the VAE returned ids of shape {tuple(ids.shape)} for a {layout.N * 8}px image; '
-                         f'the model expects [1, {layout.N2}]')
-    return ids[0].to(device=model_device(model), dtype=torch.long)

@@ -13,9 +13,10 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .codec import PAD_ID, encode_image, encode_text, prompt_positions, stack_codebooks, task_token, template_prefix
-from .engine import (Layout, ScorePart, ce_to_ppl, check_tokenizer, check_vae, cross_entropy, first_eos_cut, generate,
-                     model_device, require_vae, tokenizer_vocab_limit)
+from .codec import (PAD_ID, check_tokenizer, check_vae, encode_image, encode_text, model_device, prompt_positions,
+                    require_vae, stack_codebooks, task_token, template_prefix, tokenizer_vocab_limit)
+from .engine import ScorePart, ce_to_ppl, cross_entropy, first_eos_cut, generate
+from .model.config import Layout
 from .errors import ConfigError, InputError
 from .sampling import check_sampling_args
 from .utils import check_classes, check_count, check_template, check_text, check_texts, warn_unknown_classes

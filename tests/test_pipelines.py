@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from fakes import FakeTokenizer, FakeVAE, UnsizedTokenizer, make_image
-from rudolph import engine, pipelines, utils
+from rudolph import codec, engine, pipelines, utils
 from rudolph.engine import Layout, ScorePart, ce_to_ppl, cross_entropy, generate
 from rudolph.errors import ConfigError, InputError
 from rudolph.image_prompts import ImagePrompts
@@ -518,7 +518,7 @@ def test_images_of_any_mode_and_size(tiny_model, tok, vae, mode, size):
 
     rgb = make_image(64).resize(size)
     img = rgb.convert(mode) if mode != 'I;16' else Image.new('I;16', size, 300)
-    ids = engine.encode_image(img, vae, tiny_model)
+    ids = codec.encode_image(img, vae, tiny_model)
     assert ids.shape == (16,) and ids.dtype == torch.long
     pred = pipelines.zs_clf(img, ['кот', 'дом'], tiny_model, tok, vae)
     assert np.isfinite(pred['scores']).all()

@@ -12,7 +12,7 @@ from typing import Any, Dict, Mapping, Optional, Union
 
 from ..errors import ConfigError
 
-__all__ = ['RudolphConfig', 'CONSTRUCTOR_ORDER']
+__all__ = ['RudolphConfig', 'Layout', 'CONSTRUCTOR_ORDER']
 
 
 @dataclass(frozen=True)
@@ -131,3 +131,59 @@ class RudolphConfig:
 
 #: the original ``ruDolphModel(device, num_layers, vocab_size, ...)`` positional order.
 CONSTRUCTOR_ORDER = ('device',) + tuple(f.name for f in dataclasses.fields(RudolphConfig))
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Sequence and vocabulary geometry of a model (SPEC sections 2 and 4)."""
+
+    L: int  # left text length
+    N: int  # image tokens per side
+    R: int  # right text length
+    V: int  # text vocabulary (incl. special tokens and the L left-pad ids)
+    plain_text_vocab: int  # plain BPE ids are [0, plain_text_vocab)
+    image_vocab: int  # plain image codes are [0, image_vocab)
+    image_vocab_total: int  # incl. image special tokens
+
+    @property
+    def N2(self) -> int:
+        return self.N * self.N
+
+    @property
+    def S(self) -> int:
+        return self.L + self.N2 + self.R
+
+    @property
+    def text_sample_slice(self) -> slice:
+        """Logits sampled for text: everything but the left-pad position ids ``V-L..V-1``."""
+        return slice(0, self.V - self.L)
+
+    @property
+    def text_slice(self) -> slice:
+        return slice(0, self.V)
+
+    @property
+    def image_slice(self) -> slice:
+        """Plain image codes (image special tokens are never sampled)."""
+        return slice(self.V, self.V + self.image_vocab)
+
+    @property
+    def image_full_slice(self) -> slice:
+        return slice(self.V, self.V + self.image_vocab_total)
+
+    @classmethod
+    def from_model(cls, model) -> Union['Layout', RudolphConfig]:
+        """The model's :class:`RudolphConfig` (it has every attribute of a layout), else one read from ``get_param``."""
+        config = getattr(model, 'config', None)
+        if isinstance(config, RudolphConfig):
+            return config
+        L = model.get_param('l_text_seq_length')
+        V = model.get_param('vocab_size')
+        text_special = model.get_param('text_special_tokens')
+        image_special = model.get_param('image_special_tokens')
+        image_total = getattr(model, 'image_vocab_size', None)
+        if image_total is None:  # fall back to the output width
+            image_total = model.to_logits[1].out_features - V
+        return cls(L=L, N=model.get_param('image_tokens_per_dim'), R=model.get_param('r_text_seq_length'), V=V,
+                   plain_text_vocab=V - L - text_special, image_vocab=image_total - image_special,
+                   image_vocab_total=image_total)
