@@ -15,8 +15,39 @@ from ..errors import ConfigError
 __all__ = ['RudolphConfig', 'Layout', 'CONSTRUCTOR_ORDER']
 
 
+class _Geometry:
+    """What follows from ``L, N, R, V, image_vocab, image_vocab_total`` (shared by the config and a layout)."""
+
+    @property
+    def N2(self) -> int:  # noqa: N802 (the SPEC's names)
+        return self.N * self.N
+
+    @property
+    def S(self) -> int:  # noqa: N802
+        """Whole sequence: ``L + N2 + R``."""
+        return self.L + self.N2 + self.R
+
+    @property
+    def text_sample_slice(self) -> slice:
+        """Logits sampled for text: everything but the left-pad position ids ``V-L..V-1``."""
+        return slice(0, self.V - self.L)
+
+    @property
+    def text_slice(self) -> slice:
+        return slice(0, self.V)
+
+    @property
+    def image_slice(self) -> slice:
+        """Plain image codes (image special tokens are never sampled)."""
+        return slice(self.V, self.V + self.image_vocab)
+
+    @property
+    def image_full_slice(self) -> slice:
+        return slice(self.V, self.V + self.image_vocab_total)
+
+
 @dataclass(frozen=True)
-class RudolphConfig:
+class RudolphConfig(_Geometry):
     num_layers: int
     vocab_size: int
     hidden_size: int
@@ -77,15 +108,6 @@ class RudolphConfig:
         return self.image_tokens_per_dim
 
     @property
-    def N2(self) -> int:  # noqa: N802
-        return self.N * self.N
-
-    @property
-    def S(self) -> int:  # noqa: N802
-        """Whole sequence: ``L + N2 + R``."""
-        return self.L + self.N2 + self.R
-
-    @property
     def V(self) -> int:  # noqa: N802
         """Text logits: plain ids, the special tokens and the ``L`` left-pad ids."""
         return self.vocab_size + self.text_special_tokens
@@ -110,31 +132,13 @@ class RudolphConfig:
         """Picture side in pixels (the VQGAN downsamples by 8)."""
         return 8 * self.N
 
-    @property
-    def text_sample_slice(self) -> slice:
-        """Logits sampled for text: everything but the left-pad position ids ``V-L..V-1``."""
-        return slice(0, self.V - self.L)
-
-    @property
-    def text_slice(self) -> slice:
-        return slice(0, self.V)
-
-    @property
-    def image_slice(self) -> slice:
-        """Plain image codes (image special tokens are never sampled)."""
-        return slice(self.V, self.V + self.image_vocab)
-
-    @property
-    def image_full_slice(self) -> slice:
-        return slice(self.V, self.V + self.image_vocab_total)
-
 
 #: the original ``ruDolphModel(device, num_layers, vocab_size, ...)`` positional order.
 CONSTRUCTOR_ORDER = ('device',) + tuple(f.name for f in dataclasses.fields(RudolphConfig))
 
 
 @dataclass(frozen=True)
-class Layout:
+class Layout(_Geometry):
     """Sequence and vocabulary geometry of a model (SPEC sections 2 and 4)."""
 
     L: int  # left text length
@@ -144,32 +148,6 @@ class Layout:
     plain_text_vocab: int  # plain BPE ids are [0, plain_text_vocab)
     image_vocab: int  # plain image codes are [0, image_vocab)
     image_vocab_total: int  # incl. image special tokens
-
-    @property
-    def N2(self) -> int:
-        return self.N * self.N
-
-    @property
-    def S(self) -> int:
-        return self.L + self.N2 + self.R
-
-    @property
-    def text_sample_slice(self) -> slice:
-        """Logits sampled for text: everything but the left-pad position ids ``V-L..V-1``."""
-        return slice(0, self.V - self.L)
-
-    @property
-    def text_slice(self) -> slice:
-        return slice(0, self.V)
-
-    @property
-    def image_slice(self) -> slice:
-        """Plain image codes (image special tokens are never sampled)."""
-        return slice(self.V, self.V + self.image_vocab)
-
-    @property
-    def image_full_slice(self) -> slice:
-        return slice(self.V, self.V + self.image_vocab_total)
 
     @classmethod
     def from_model(cls, model) -> Union['Layout', RudolphConfig]:
