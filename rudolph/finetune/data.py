@@ -6,23 +6,22 @@ the rows, tokenizes the texts exactly as the pipelines do, encodes every image w
 VAE once (optionally caching the codes on disk, so that later runs and epochs never touch
 the VAE again) and returns an :class:`EncodedDataset` of fixed-length sequences.
 """
-import csv
 import hashlib
-import json
 import logging
 import os
-import random
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
 from ..api import DEFAULT_SPC_TOKENS
 from ..codec import text_segment
 from ..errors import CheckpointError, DataError
 from ..serialization import safe_torch_load
 from ..vae.image import preprocess_image
+from .batching import EncodedDataset, TaskBatchSampler, collate
+from .rows import TASKS, TaskSpec, _normalise_row, infer_task, read_rows
 
 __all__ = [
     'DEFAULT_SPC_TOKENS', 'TaskSpec', 'TASKS', 'DataError', 'infer_task', 'read_rows', 'encode_task_text', 'preprocess_image',
@@ -31,111 +30,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-@dataclass(frozen=True)
-class TaskSpec:
-    """How a task lays out a sample and weights the three loss parts.
-
-    ``needs``: the row fields that must be present and non-empty (``image``, ``left_text``,
-    ``right_text``). Parts a task does not use are filled with pads (text) or zeros (image)
-    and get weight 0, as the original text-QA notebook does for its image positions.
-    """
-    name: str
-    needs: Tuple[str, ...]
-    lt_token: Optional[str]
-    rt_token: Optional[str]
-    lt_loss_weight: float
-    img_loss_weight: float
-    rt_loss_weight: float
-
-    @property
-    def weights(self) -> Dict[str, float]:
-        return dict(lt_loss_weight=self.lt_loss_weight, img_loss_weight=self.img_loss_weight,
-                    rt_loss_weight=self.rt_loss_weight)
-
-
-#: Built-in tasks; add your own (with your own task tokens) by passing ``tasks=`` to :func:`prepare_dataset`.
-TASKS: Dict[str, TaskSpec] = {
-    # text -> image: caption on the left, loss on the image codes.
-    't2i': TaskSpec('t2i', ('left_text', 'image'), '<LT_T2I>', None, 0.0, 1.0, 0.0),
-    # image -> text (captioning): loss on the right text; an optional left prompt is kept.
-    'i2t': TaskSpec('i2t', ('image', 'right_text'), '<LT_I2T>', '<RT_I2T>', 0.0, 0.0, 1.0),
-    # visual QA: question on the left, answer on the right after the image.
-    'vqa': TaskSpec('vqa', ('left_text', 'image', 'right_text'), '<LT_I2T>', '<RT_I2T>', 0.0, 0.0, 1.0),
-    # text -> text: language modelling on the left text (how RuDOLPH was pre-trained on texts).
-    't2t': TaskSpec('t2t', ('left_text',), '<LT_T2T>', None, 1.0, 0.0, 0.0),
-    # text QA: context+question left, zero image, answer right (the original 2.7B QA notebook).
-    'tqa': TaskSpec('tqa', ('left_text', 'right_text'), '<LT_TQA>', '<RT_TQA>', 1.0, 0.0, 1.0),
-}
-
-_FIELD_ALIASES = {'left': 'left_text', 'right': 'right_text', 'image_path': 'image'}
-
-
-def infer_task(row: Mapping[str, Any]) -> str:
-    """The built-in task that fits the fields present in ``row``."""
-    has_image = row.get('image') is not None
-    left, right = bool(row.get('left_text')), bool(row.get('right_text'))
-    if has_image:
-        if right:
-            return 'vqa' if left else 'i2t'
-        return 't2i'
-    return 'tqa' if right else 't2t'
-
-
-# ----------------------------------------------------------------------------- reading rows
-def read_rows(path: Union[str, os.PathLike]) -> List[Dict[str, Any]]:
-    """Rows of a ``.jsonl`` (one JSON object a line) or ``.csv`` (with a header) file.
-
-    Recognised fields: ``image`` (path, relative to an ``image_root``), ``left_text``,
-    ``right_text``, ``task`` (aliases ``left``, ``right``, ``image_path``). Empty CSV cells
-    count as absent.
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'data file not found: {path!r} (expected a .jsonl or .csv file)')
-    ext = os.path.splitext(path)[1].lower()
-    rows: List[Dict[str, Any]] = []
-    if ext in ('.jsonl', '.json'):
-        with open(path, encoding='utf-8') as f:
-            for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise DataError(f'{path}:{number}: not valid JSON ({error.msg}); expected one JSON object a line') from None
-                if not isinstance(row, dict):
-                    raise DataError(f'{path}:{number}: expected a JSON object, got {type(row).__name__}')
-                rows.append(row)
-    elif ext in ('.csv', '.tsv'):
-        with open(path, encoding='utf-8', newline='') as f:
-            reader = csv.DictReader(f, delimiter='\t' if ext == '.tsv' else ',')
-            _check_columns(path, reader.fieldnames or [])
-            for row in reader:
-                rows.append({k: v for k, v in row.items() if k is not None and v not in (None, '')})
-    else:
-        raise DataError(f'unsupported data file {path!r}: expected a .jsonl or .csv file')
-    return [_normalise_row(row) for row in rows]
-
-
-_COLUMNS = ('image', 'left_text', 'right_text', 'task')
-
-
-def _check_columns(path: str, found: Sequence[str]) -> None:
-    """A CSV header must name at least one known column; unknown columns are ignored with a warning."""
-    names = [_FIELD_ALIASES.get(c, c) for c in found]
-    unknown = [c for c, n in zip(found, names) if n not in _COLUMNS]
-    if not any(n in _COLUMNS for n in names):
-        raise DataError(f'{path}: no usable columns; expected a header with some of {list(_COLUMNS)} '
-                        f'(aliases {sorted(_FIELD_ALIASES)}), found {list(found)}')
-    if unknown:
-        logger.warning('%s: ignoring unknown columns %s (expected some of %s)', path, unknown, list(_COLUMNS))
-
-
-def _normalise_row(row: Mapping[str, Any]) -> Dict[str, Any]:
-    return {_FIELD_ALIASES.get(k, k): v for k, v in row.items()}
-
-
-# ----------------------------------------------------------------------------- text
 def encode_task_text(tokenizer: Any, text: str, length: int, task_token_id: Optional[int]) -> Tuple[torch.Tensor, bool]:
     """``[2, <task token>] + bpe(text) + [3]`` padded with 0 / cut to ``length``; also says whether it was cut.
 
@@ -211,89 +105,6 @@ class ImageCodeCache:
 
 
 # ----------------------------------------------------------------------------- dataset
-class EncodedDataset(Dataset):
-    """Fixed-length token sequences ready for training: items ``{'input_ids': LongTensor[S], 'task': str}``.
-
-    ``weights`` maps each task to its loss weights (``lt_loss_weight``, ``img_loss_weight``,
-    ``rt_loss_weight``); :func:`collate` attaches them to every batch.
-    """
-
-    def __init__(self, input_ids: torch.Tensor, tasks: Sequence[str], weights: Mapping[str, Mapping[str, float]]):
-        if input_ids.dim() != 2 or len(tasks) != input_ids.shape[0]:
-            raise ValueError(f'expected input_ids [n, S] and n tasks, got {tuple(input_ids.shape)} and {len(tasks)} tasks')
-        missing = sorted(set(tasks) - set(weights))
-        if missing:
-            raise ValueError(f'no loss weights for tasks {missing}; weights given for {sorted(weights)}')
-        self.input_ids = input_ids
-        self.tasks = list(tasks)
-        self.weights = {k: dict(v) for k, v in weights.items()}
-
-    def __len__(self) -> int:
-        return self.input_ids.shape[0]
-
-    def __getitem__(self, index: int) -> Dict[str, Any]:
-        return {'input_ids': self.input_ids[index], 'task': self.tasks[index]}
-
-
-def collate(items: Sequence[Mapping[str, Any]], weights: Optional[Mapping[str, Mapping[str, float]]] = None) -> Dict[str, Any]:
-    """Stack a batch of one task: ``{'input_ids': [b, S], 'task': str, 'weights': {...}}``."""
-    tasks = {item['task'] for item in items}
-    if len(tasks) != 1:
-        raise ValueError(f'a batch must hold a single task (its loss weights apply to the whole batch), got {sorted(tasks)}; '
-                         'use TaskBatchSampler')
-    task = tasks.pop()
-    batch = {'input_ids': torch.stack([item['input_ids'] for item in items]), 'task': task}
-    if weights is not None:
-        batch['weights'] = dict(weights[task])
-    return batch
-
-
-class TaskBatchSampler(Sampler[List[int]]):
-    """Batches that each hold one task, reshuffled every epoch from ``(seed, epoch)``.
-
-    Deterministic, so a resumed run sees exactly the batches the interrupted one would have.
-    The last, smaller batch of each task is kept unless ``drop_last``.
-    """
-
-    def __init__(self, tasks: Sequence[str], batch_size: int, shuffle: bool = True, seed: int = 0,
-                 drop_last: bool = False):
-        if batch_size < 1:
-            raise ValueError(f'batch_size must be >= 1, got {batch_size}')
-        self.tasks = list(tasks)
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.seed = seed
-        self.drop_last = drop_last
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def batches(self) -> List[List[int]]:
-        rng = random.Random(self.seed * 1_000_003 + self.epoch)
-        groups: Dict[str, List[int]] = {}
-        for i, task in enumerate(self.tasks):
-            groups.setdefault(task, []).append(i)
-        batches = []
-        for task in sorted(groups):
-            indices = groups[task]
-            if self.shuffle:
-                rng.shuffle(indices)
-            for start in range(0, len(indices), self.batch_size):
-                chunk = indices[start:start + self.batch_size]
-                if len(chunk) == self.batch_size or not self.drop_last:
-                    batches.append(chunk)
-        if self.shuffle:
-            rng.shuffle(batches)
-        return batches
-
-    def __iter__(self) -> Iterator[List[int]]:
-        return iter(self.batches())
-
-    def __len__(self) -> int:
-        return len(self.batches())
-
-
 def _model_sizes(model_or_params: Any) -> Tuple[int, int, int, int, int]:
     """``(L, N, R, V, image vocab)`` of a ruDolphModel or of its constructor parameters."""
     if isinstance(model_or_params, Mapping):
