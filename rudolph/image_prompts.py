@@ -90,8 +90,3 @@ class ImagePrompts:
         mask = mask.reshape(-1)
         idx = torch.nonzero(mask).flatten().tolist()
         return idx, grid.reshape(1, -1).to(self.device), mask
-
-    def fixed_positions(self, offset: int = 0) -> Dict[int, int]:
-        """``{offset + grid position: token}`` for the engine (offset = left text length)."""
-        tokens = self.image_prompts[0].tolist()
-        return {offset + i: tokens[i] for i in self.image_prompts_idx}

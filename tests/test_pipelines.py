@@ -103,23 +103,13 @@ def test_image_prompts_positions_and_generation(tiny_model, tok, vae):
     got = pipelines.generate_codebooks('кот', tok, tiny_model, top_k=20, top_p=0.9, images_num=3, bs=2, seed=5,
                                        image_prompts=prompts, progress=False)
     assert torch.equal(got[:, idx], prompts.image_prompts[0, idx].expand(3, -1))
-    fixed = prompts.fixed_positions(lay.L)
+    fixed = codec.prompt_positions(prompts, lay)
     ref = reference_generate(tiny_model, tok.encode_text('кот', lay.L), lay.L + lay.N2, 3, 2, lay.image_slice,
                              20, 0.9, 1.0, 5, fixed=fixed)
     assert torch.equal(got, ref[:, lay.L:])
     uncached = pipelines.generate_codebooks('кот', tok, tiny_model, top_k=20, top_p=0.9, images_num=3, bs=2, seed=5,
                                             image_prompts=prompts, use_cache=False, progress=False)
     assert torch.equal(got, uncached)
-
-
-def test_image_prompt_errors(vae):
-    img = make_image(32)
-    with pytest.raises(ValueError, match='unknown border'):
-        ImagePrompts(img, {'top': 1}, vae, image_size=32)
-    with pytest.raises(ValueError, match='all borders are 0'):
-        ImagePrompts(img, {'up': 0}, vae, image_size=32)
-    with pytest.raises(ValueError, match='do not fit'):
-        ImagePrompts(img, {'up': 3, 'down': 2}, vae, image_size=32)
 
 
 def test_shared_prefix_is_prefilled_once(tiny_model, tok, monkeypatch):
@@ -532,45 +522,6 @@ def test_images_smaller_than_a_token_are_errors(tiny_model, tok, vae):
 
 
 # ----------------------------------------------------------------------------- image prompts
-class RecordingVAE(FakeVAE):
-    """Codes each call's image with a different code base, and remembers the crops it saw."""
-
-    def __init__(self):
-        super().__init__()
-        self.seen = []
-
-    def get_codebook_indices(self, img):
-        self.seen.append(tuple(img.shape[-2:]))
-        h, w = img.shape[-2] // 8, img.shape[-1] // 8
-        return (len(self.seen) * 10 + torch.arange(h * w)).unsqueeze(0) % 64
-
-
-@pytest.mark.parametrize('borders', [{'up': 1}, {'down': 2}, {'left': 1}, {'right': 3}, {'up': 1, 'down': 1},
-                                     {'left': 1, 'right': 1}, {'up': 1, 'left': 2}, {'down': 1, 'right': 1},
-                                     {'up': 1, 'down': 1, 'left': 1, 'right': 1}, {'up': 4}])
-def test_image_prompt_positions_per_border(vae, borders):
-    n = 4
-    prompts = ImagePrompts(make_image(32), borders, vae, image_size=32)
-    b = {k: borders.get(k, 0) for k in ('up', 'down', 'left', 'right')}
-    expected = [r * n + c for r in range(n) for c in range(n)
-                if r < b['up'] or r >= n - b['down'] or c < b['left'] or c >= n - b['right']]
-    assert prompts.image_prompts_idx == expected
-    assert prompts.mask.tolist() == [i in expected for i in range(n * n)]
-    assert prompts.image_prompts.shape == (1, n * n) and prompts.image_prompts.dtype == torch.long
-    assert prompts.fixed_positions(5) == {5 + i: int(prompts.image_prompts[0, i]) for i in expected}
-
-
-def test_crop_first_encodes_each_band_from_its_own_crop():
-    vae = RecordingVAE()
-    prompts = ImagePrompts(make_image(32), {'up': 1, 'right': 2}, vae, crop_first=True, image_size=32)
-    assert vae.seen == [(8, 32), (32, 16)]  # the up band (1 row), then the right band (2 columns); no full image
-    grid = prompts.image_prompts[0].reshape(4, 4)
-    right = (20 + torch.arange(8)).reshape(4, 2)  # the second call's codes, row-major over its 4x2 crop
-    assert torch.equal(grid[:, 2:], right)  # the later band wins where they overlap
-    assert torch.equal(grid[0, :2], torch.tensor([10, 11]))  # the first call's codes
-    whole = RecordingVAE()
-    plain = ImagePrompts(make_image(32), {'up': 1, 'right': 2}, whole, image_size=32)
-    assert whole.seen == [(32, 32)] and torch.equal(plain.image_prompts[0], (10 + torch.arange(16)) % 64)
 
 
 def test_image_prompt_tokens_in_pipeline_and_api_outputs(tiny_model, tok, vae):
@@ -661,6 +612,3 @@ def test_show_classify_and_pil_conversion_name_bad_inputs():
         utils.torch_tensors_to_pil_list(torch.rand(3, 8, 8))
 
 
-def test_image_prompt_borders_are_input_errors(vae):
-    with pytest.raises(InputError, match='unknown border names'):
-        ImagePrompts(make_image(32), {'top': 1}, vae)
