@@ -23,7 +23,6 @@ __all__ = ['Components', 'check_device', 'load_vae', 'describe_missing', 'DEVICE
 #: the device strings accepted: cpu, cuda, cuda:N, mps
 DEVICE_PATTERN = re.compile(r'^(cpu|cuda(:\d+)?|mps)$')
 #: the keyword of :meth:`Components.from_pretrained` that replaces each file (the CLI maps them to options)
-WEIGHTS_NAME = 'pytorch_model.bin'
 PART_KEYWORDS = {'model': 'checkpoint', 'tokenizer': 'tokenizer', 'vae': 'vae'}
 
 
@@ -73,11 +72,7 @@ class _Plan:
 def _model_path(name: str, entry: Dict[str, Any], checkpoint: Optional[str], cache_dir: Optional[str]) -> str:
     from .model.loading import resolve_checkpoint
 
-    if checkpoint is not None and os.path.isdir(checkpoint):
-        # a trainer folder holds pytorch_model.bin whatever the model's own weight file is called
-        own = os.path.join(checkpoint, entry.get('filename') or WEIGHTS_NAME)
-        checkpoint = own if os.path.isfile(own) else os.path.join(checkpoint, WEIGHTS_NAME)
-    if checkpoint is not None or entry.get('local_path'):
+    if checkpoint is not None or entry.get('local_path'):  # a file, or a folder (e.g. a trainer's step-N/)
         try:
             return resolve_checkpoint(name if entry else '', checkpoint or entry['local_path'])
         except FileNotFoundError as error:
