@@ -21,7 +21,7 @@ import sys
 import warnings
 from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
-from .cli_options import (PART_OPTIONS, CliError, Loaded, add_common, add_sampling, check_device_option,
+from .cli_options import (PART_OPTIONS, CliError, add_common, add_sampling, check_device_option,
                           check_model_args, json_option, load, positive_int)
 from .errors import RudolphError
 
@@ -149,9 +149,9 @@ def _text2image_args(p: argparse.ArgumentParser) -> None:
 T2I_FALLBACK = dict(top_k=768, top_p=0.99, temperature=1.0)
 
 
-def _apply_sampling(args: argparse.Namespace, loaded: Loaded, task: str, fallback: Dict[str, Any]) -> None:
+def _apply_sampling(args: argparse.Namespace, loaded, task: str, fallback: Dict[str, Any]) -> None:
     """Options the user left out take the model's recommended sampling for ``task``, else ``fallback``."""
-    recommended = {**fallback, **loaded.sampling.get(task, {})}
+    recommended = {**fallback, **loaded.sampling_for(task)}
     for key in ('top_k', 'top_p', 'temperature'):
         if getattr(args, key) is None and key in recommended:
             setattr(args, key, recommended[key])

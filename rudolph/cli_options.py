@@ -5,11 +5,14 @@ Nothing here imports torch at import time (``rudolph --help`` stays fast).
 import argparse
 import json
 import os
-from typing import Any, Callable, Dict, NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 
 from .errors import RudolphError
 
-__all__ = ['CliError', 'json_option', 'load', 'Loaded', 'PART_OPTIONS', 'add_common', 'add_sampling',
+if TYPE_CHECKING:  # the loader imports torch: only when a command runs
+    from .components import Components
+
+__all__ = ['CliError', 'json_option', 'load', 'PART_OPTIONS', 'add_common', 'add_sampling',
            'positive_int', 'check_model_args', 'check_device_option']
 
 
@@ -91,15 +94,6 @@ def json_option(value: str, option: str) -> Dict[str, Any]:
     return obj
 
 
-class Loaded(NamedTuple):
-    model: Any
-    tokenizer: Any
-    vae: Any
-    spc_tokens: Optional[Dict[str, int]]
-    name: str
-    sampling: Dict[str, Dict[str, Any]] = {}
-
-
 #: the option that replaces each part of a model on the command line
 PART_OPTIONS = {'model': '--checkpoint', 'tokenizer': '--tokenizer', 'vae': '--vae'}
 
@@ -128,7 +122,7 @@ def check_device_option(args: argparse.Namespace) -> str:
         raise CliError(f'--{error}') from None
 
 
-def load(args: argparse.Namespace) -> Loaded:
+def load(args: argparse.Namespace) -> 'Components':
     """Model, tokenizer and VAE from the common options (:meth:`rudolph.components.Components.from_pretrained`);
     every missing file is reported at once, with the option that replaces it."""
     import torch
@@ -145,4 +139,4 @@ def load(args: argparse.Namespace) -> Loaded:
                                        vae=args.vae, vae_config=vae_config, config=params)
     except WeightsNotFoundError as error:
         raise CliError('\n'.join(describe_missing(error, PART_OPTIONS))) from None
-    return Loaded(c.model, c.tokenizer, c.vae, c.spc_tokens, c.name, c.sampling)
+    return c
