@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 from ..api import DEFAULT_SPC_TOKENS
 from ..codec import text_segment
 from ..errors import CheckpointError, DataError
+from ..model.config import Layout, RudolphConfig
 from ..serialization import safe_torch_load
 from ..vae.image import preprocess_image
 from .batching import EncodedDataset, TaskBatchSampler, collate
@@ -108,11 +109,10 @@ class ImageCodeCache:
 def _model_sizes(model_or_params: Any) -> Tuple[int, int, int, int, int]:
     """``(L, N, R, V, image vocab)`` of a ruDolphModel or of its constructor parameters."""
     if isinstance(model_or_params, Mapping):
-        p = model_or_params
-        return (p['l_text_seq_length'], p['image_tokens_per_dim'], p['r_text_seq_length'],
-                p['vocab_size'] + p.get('text_special_tokens', 0), p.get('image_vocab_size', 8192))
-    m = model_or_params
-    return (m.l_text_seq_length, m.image_tokens_per_dim, m.r_text_seq_length, m.vocab_size, m.plain_image_vocab_size)
+        geometry = RudolphConfig.from_params(model_or_params)
+    else:
+        geometry = Layout.from_model(model_or_params)
+    return geometry.L, geometry.N, geometry.R, geometry.V, geometry.image_vocab
 
 
 def _load_image(source: Any, image_root: Optional[str]) -> Tuple[Any, Optional[str]]:
