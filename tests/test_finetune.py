@@ -554,3 +554,19 @@ def test_cli_rejects_negative_max_steps_and_keep_last(tmp_path, tiny_registered,
             assert main(argv + [flag, value]) == 1
         assert f"{flag[2:].replace('-', '_')} must be an int >= " in caplog.text and 'got -1' in caplog.text
     assert not [d for d in os.listdir(tmp_path / 'out') if d.startswith('step-')]
+
+
+def test_16_bit_training_pictures_are_scaled_not_white(tmp_path, tiny_params):
+    """A 16-bit PNG gives the codes of its 8-bit twin (it went through convert('RGB') before: all white)."""
+    import numpy as np
+    from PIL import Image
+
+    grey = (np.arange(32 * 32).reshape(32, 32) % 200 + 20).astype(np.uint8)
+    Image.fromarray(grey).save(tmp_path / 'eight.png')
+    Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / 'sixteen.png')
+    assert Image.open(tmp_path / 'sixteen.png').mode.startswith('I')
+    rows = [{'image': 'eight.png', 'right_text': 'кот'}, {'image': 'sixteen.png', 'right_text': 'кот'}]
+    ds = prepare_dataset(rows, FakeTokenizer(), FakeVAE(), tiny(tiny_params), image_root=tmp_path, spc_tokens=SPC,
+                         show_progress=False)
+    image = ds.input_ids[:, 8:8 + 16]
+    assert torch.equal(image[0], image[1]) and image[1].lt(63).any()

@@ -20,7 +20,7 @@ from ..codec import text_segment
 from ..errors import CheckpointError, DataError
 from ..model.config import Layout, RudolphConfig
 from ..serialization import safe_torch_load
-from ..vae.image import preprocess_image
+from ..vae.image import preprocess_image, to_rgb
 from .batching import EncodedDataset, TaskBatchSampler, collate
 from .rows import TASKS, TaskSpec, _normalise_row, infer_task, read_rows
 
@@ -133,7 +133,7 @@ def _open_image(path: str) -> Any:
     try:
         with Image.open(path) as img:
             img.load()
-            return img.convert('RGB')
+            return to_rgb(img)  # every mode (16-bit, transparency, EXIF) as at inference
     except (UnidentifiedImageError, OSError, ValueError) as error:
         raise OSError(f'cannot read image {path!r} ({type(error).__name__}: {error}); expected a valid image file') from None
 
