@@ -17,7 +17,7 @@ from .errors import ConfigError
 from .model.configs import DEFAULT_SPC_TOKENS
 from .sampling import check_sampling_args
 from .tasks import VQA_TEMPLATE, Parts, SamplingConfig
-from .utils import check_count, check_template
+from .utils import check_count, check_template, warn_ignored_seed
 
 __all__ = ['ruDolphApi', 'DEFAULT_SPC_TOKENS', 'VQA_TEMPLATE']
 
@@ -128,8 +128,10 @@ class ruDolphApi:  # noqa: N801 (original name)
 
         ``reencode=True`` scores what the pictures show: the codebooks are decoded by the VAE
         and encoded again, so a sample whose codes do not fit together (and decode to a
-        malformed picture) is judged by its picture, as a real photo would be.
+        malformed picture) is judged by its picture, as a real photo would be. ``seed`` has no
+        effect (scoring is deterministic); passing it warns.
         """
+        warn_ignored_seed('self_reranking_by_text', seed)
         ppl_txt, ppl_img = tasks.rerank_by_text(self.parts, text, codebooks, self.bs if bs is None else bs, l_template=l_template,
                                                 l_token=l_special_token, r_token=r_special_token,
                                                 reencode_codes=reencode)
@@ -201,9 +203,13 @@ class ruDolphApi:  # noqa: N801 (original name)
                                       l_token=l_special_token, r_token=r_special_token, early_stop=early_stop)
         return list(counts), np.array(list(counts.values()), dtype=np.int64)
 
-    def self_reranking_by_image(self, texts: Sequence[str], pil_img, bs: Optional[int] = 8, seed: Optional[int] = 42,
+    def self_reranking_by_image(self, texts: Sequence[str], pil_img, bs: Optional[int] = 8, seed: Optional[int] = None,
                                 l_special_token: str = '<LT_T2I>', ppl_txt_w: float = 0.05):
-        """``(ppl_txt, ppl_img, scores)`` numpy arrays of ``texts`` as the left text before the image."""
+        """``(ppl_txt, ppl_img, scores)`` numpy arrays of ``texts`` as the left text before the image.
+
+        ``seed`` (the original's default was 42) has no effect: scoring is deterministic; passing it warns.
+        """
+        warn_ignored_seed('self_reranking_by_image', seed)
         ppl_txt, ppl_img = tasks.rerank_by_image(self.parts, texts, pil_img, self.bs if bs is None else bs, token=l_special_token,
                                                  name='text')
         scores = self._scores(ppl_txt, ppl_img, ppl_txt_w)
@@ -249,8 +255,10 @@ class ruDolphApi:  # noqa: N801 (original name)
         warning names the classes the tokenizer encodes to unknown tokens only (they score alike).
 
         ``l_template`` may also mention the class (``'{}'``); when it does not, the left text
-        and the image are one shared prefix computed once.
+        and the image are one shared prefix computed once. ``seed`` has no effect (scoring is
+        deterministic); passing it warns.
         """
+        warn_ignored_seed('zs_clf', seed)
         result = tasks.zero_shot(self.parts, pil_img, classes, r_template, self.bs if bs is None else bs,
                                  l_template=l_template or '', r_token=r_special_token, l_token=l_special_token,
                                  r_name='r_template')

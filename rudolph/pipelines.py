@@ -21,7 +21,7 @@ import torch
 from . import tasks
 from .engine import ce_to_ppl
 from .tasks import Parts, SamplingConfig, classify, prompt_positions, template_prefix  # noqa: F401 (re-exported)
-from .utils import check_count, check_texts, show, warn_unknown_classes  # noqa: F401 (re-exported)
+from .utils import check_count, check_texts, show, warn_ignored_seed, warn_unknown_classes  # noqa: F401 (re-exported)
 from .utils import make_grid as _make_grid  # noqa: F401 (re-exported)
 
 __all__ = ['generate_codebooks', 'generate_captions', 'generate_texts', 'self_reranking_by_text',
@@ -88,12 +88,13 @@ def self_reranking_by_text(text: str, codebooks, tokenizer, model, bs: int = 64,
     return tasks.rerank_by_text(_parts(model, tokenizer, progress=progress), text, codebooks, bs)
 
 
-def self_reranking_by_image(texts: Sequence[str], pil_img, tokenizer, model, vae, bs: int = 64, seed: int = 42, *,
-                            progress: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+def self_reranking_by_image(texts: Sequence[str], pil_img, tokenizer, model, vae, bs: int = 64,
+                            seed: Optional[int] = None, *, progress: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(ppl_text, ppl_image)`` of each text as the left text before ``pil_img``; lower is better.
 
-    ``seed`` is accepted for compatibility; scoring is deterministic.
+    ``seed`` (the original's default was 42) has no effect: scoring is deterministic; passing it warns.
     """
+    warn_ignored_seed('self_reranking_by_image', seed)
     return tasks.rerank_by_image(_parts(model, tokenizer, vae, progress), texts, pil_img, bs)
 
 

@@ -53,6 +53,13 @@ def pil_list_to_torch_tensors(pil_images: Sequence[Image.Image]) -> torch.Tensor
 
 
 # ----------------------------------------------------------------------------- argument checks
+def warn_ignored_seed(function: str, seed) -> None:
+    """Warn that ``function``'s ``seed`` argument has no effect (kept so that old calls still run)."""
+    if seed is not None:
+        warnings.warn(f'{function}(seed={seed!r}): scoring is deterministic, so seed has no effect; '
+                      'it will be removed, stop passing it', FutureWarning, stacklevel=3)
+
+
 def check_count(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f'{name} must be a positive int, got {value!r}')

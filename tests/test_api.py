@@ -1,4 +1,6 @@
 """ruDolphApi on the shared engine (tiny model, fake tokenizer and VAE)."""
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -310,3 +312,22 @@ def test_tasks_without_a_vae_say_they_need_one(tiny_model):
     for call in calls:
         with pytest.raises(ConfigError, match=r'needs a VAE .*get_vae'):
             call()
+
+
+def test_scoring_seeds_have_no_effect_and_warn(api, tiny_model):
+    """The original accepted ``seed`` on its scoring methods and ignored it: it still runs, warns, changes nothing."""
+    img, texts = make_image(), ['кот', 'дом']
+    codebooks = torch.randint(0, tiny_model.config.image_vocab_size, (2, tiny_model.config.image_tokens_per_dim ** 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # no warning when seed is not passed
+        plain = [api.self_reranking_by_image(texts, img), api.self_reranking_by_text('кот', codebooks),
+                 api.zs_clf(img, ['кот', 'дом'])['scores']]
+    with pytest.warns(FutureWarning, match=r'self_reranking_by_image\(seed=42\).*no effect'):
+        seeded_image = api.self_reranking_by_image(texts, img, seed=42)
+    with pytest.warns(FutureWarning, match=r'self_reranking_by_text\(seed=3\)'):
+        seeded_text = api.self_reranking_by_text('кот', codebooks, seed=3)
+    with pytest.warns(FutureWarning, match=r'zs_clf\(seed=0\)'):
+        seeded_zs = api.zs_clf(img, ['кот', 'дом'], seed=0)['scores']
+    for a, b in zip(plain, [seeded_image, seeded_text, seeded_zs]):
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x, y)

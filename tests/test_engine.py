@@ -1,15 +1,17 @@
-"""The memory estimate of the engine: refused before allocating, with the largest bs that fits.
+"""The engine: generation and scoring, its memory estimate (refused before allocating, with the
+largest bs that fits).
 
-Only the memory probe (``engine.available_memory``) is mocked; the estimate, the check and
+For the memory estimate only the memory probe (``engine.available_memory``) is mocked; the estimate, the check and
 the generation / scoring paths run for real on the tiny model.
 """
 import pytest
 import torch
 
 from fakes import UnsizedTokenizer
+from references import reference_ce
 from rudolph import engine, pipelines
 from rudolph.api import DEFAULT_SPC_TOKENS, ruDolphApi
-from rudolph.engine import Layout, ScorePart, cross_entropy, generate, memory_need
+from rudolph.engine import Layout, ScorePart, ce_to_ppl, cross_entropy, generate, memory_need
 from rudolph.errors import ResourceError, RudolphError
 
 TINY_SPC = {name: 1000 + i for i, name in enumerate(DEFAULT_SPC_TOKENS)}  # the tiny config's special ids
@@ -91,3 +93,58 @@ def test_generate_names_bad_ids_instead_of_an_index_error(tiny_model, case, matc
         generate(tiny_model, args.pop('prefixes'), lay.L + lay.N2, 1, top_k=0, top_p=1.0, seed=0, progress=False,
                  **args)
     assert isinstance(info.value, RudolphError)
+
+
+def test_prefix_reuse_matches_full_computation(tiny_model):
+    lay = Layout.from_model(tiny_model)
+    g = torch.Generator().manual_seed(0)
+    shared = torch.randint(4, 900, (lay.L + 5,), generator=g)
+    ids = torch.cat((shared.expand(6, -1), torch.randint(4, 60, (6, lay.S - lay.L - 5), generator=g)), 1)
+    ids[:, lay.L:lay.L + lay.N2] %= lay.image_vocab
+    parts = [ScorePart(0, lay.L - 1, lay.text_slice), ScorePart(lay.L, lay.L + lay.N2 - 1, lay.image_slice),
+             ScorePart(lay.S - lay.R, lay.S - 1, lay.text_slice, 0)]
+    reused = cross_entropy(tiny_model, ids, parts, bs=4)
+    full = cross_entropy(tiny_model, ids, parts, bs=4, reuse_prefix=False)
+    for a, b in zip(reused, full):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert engine.common_prefix_length(ids) == lay.L + 5
+
+
+def test_ce_to_ppl():
+    ce = torch.tensor([[0.0, 1.0, 2.0], [0.5, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    before = ce.clone()
+    ppl = ce_to_ppl(ce)
+    torch.testing.assert_close(ppl, torch.tensor([(2.718281828 + 7.389056099) / 2, 1.6487212707, 1.0]))
+    assert torch.equal(ce, before)
+
+
+def _pad_right_texts(ids, lay, lengths):
+    """Right text of row i: bos, lengths[i] ids, eos, then pads."""
+    ids = ids.clone()
+    for i, n in enumerate(lengths):
+        ids[i, lay.S - lay.R:] = 0
+        ids[i, lay.S - lay.R] = 2
+        ids[i, lay.S - lay.R + 1:lay.S - lay.R + 1 + n] = torch.arange(10, 10 + n)
+        ids[i, lay.S - lay.R + 1 + n] = 3
+    return ids
+
+
+@pytest.mark.parametrize('bs', [1, 3, 8])
+def test_truncated_cross_entropy_equals_full(tiny_model, bs):
+    lay = Layout.from_model(tiny_model)
+    g = torch.Generator().manual_seed(1)
+    ids = torch.cat((torch.zeros(7, lay.L, dtype=torch.long), torch.randint(0, lay.image_vocab, (7, lay.N2), generator=g),
+                     torch.zeros(7, lay.R, dtype=torch.long)), 1)
+    ids = _pad_right_texts(ids, lay, [0, 3, 1, 4, 2, 0, 1])
+    parts = [ScorePart(lay.S - lay.R, lay.S - 1, lay.text_slice, ignore_index=0)]
+    fast = cross_entropy(tiny_model, ids, parts, bs=bs)[0]
+    slow = cross_entropy(tiny_model, ids, parts, bs=bs, reuse_prefix=False, truncate=False)[0]
+    full = reference_ce(tiny_model, ids, lay.S - lay.R, lay.S - 1, lay.text_slice, 0)
+    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-5)
+    assert (fast[:, 6:] == 0).all() and (fast[0, 1:] == 0).all()  # pads give exactly 0
+    # with an image part too (reranking by text): nothing is truncated before the image ends
+    parts.append(ScorePart(lay.L, lay.L + lay.N2 - 1, lay.image_full_slice))
+    for a, b in zip(cross_entropy(tiny_model, ids, parts, bs=bs),
+                    cross_entropy(tiny_model, ids, parts, bs=bs, reuse_prefix=False, truncate=False)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

@@ -1,17 +1,16 @@
-"""Engine and reference pipelines against straightforward uncached loops (tiny model, fp32, CPU)."""
+"""rudolph.pipelines (the original package's functions) against the original's uncached loops (tiny model, fp32, CPU)."""
 import re
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from fakes import FakeTokenizer, FakeVAE, UnsizedTokenizer, make_image
+from references import reference_ce, reference_generate
 from rudolph import codec, engine, pipelines, utils
-from rudolph.engine import Layout, ScorePart, ce_to_ppl, cross_entropy, generate
+from rudolph.engine import Layout, ce_to_ppl, generate
 from rudolph.errors import ConfigError, InputError
 from rudolph.image_prompts import ImagePrompts
-from rudolph.sampling import make_generator, top_k_top_p_filtering
 from rudolph.vae.image import preprocess_image
 
 
@@ -23,44 +22,6 @@ def tok():
 @pytest.fixture
 def vae():
     return FakeVAE(n_codes=64).eval()
-
-
-def reference_generate(model, prefix, length, num, bs, vocab, top_k, top_p, temperature, seed,
-                       fixed=None, eos_from=None, stop_at_eos=False, prefixes_weights=None, late_softmax=False):
-    """The original pipelines' loop: full forward every step, one multinomial per step."""
-    g = make_generator(seed)
-    fixed = fixed or {}
-    branches = prefixes_weights or [(prefix, 1.0)]
-    P = len(branches[0][0])
-    out = []
-    for begin in range(0, num, bs):
-        b = min(bs, num - begin)
-        gen = torch.zeros(b, 0, dtype=torch.long)
-        for t in range(P, length):
-            if t in fixed:
-                gen = torch.cat((gen, torch.full((b, 1), fixed[t])), 1)
-                continue
-            mixed = 0
-            for pre, w in branches:
-                seq = torch.cat((pre.expand(b, -1), gen), 1)
-                logits, _ = model(seq, return_loss=False)
-                f = top_k_top_p_filtering(logits[:, -1, vocab] / temperature, top_k=top_k, top_p=top_p)
-                mixed = mixed + w * (f if late_softmax else torch.softmax(f, -1))
-            probs = torch.softmax(mixed, -1) if late_softmax else mixed
-            tok = torch.multinomial(probs, 1, generator=g)
-            if eos_from is not None:
-                tok[tok >= eos_from] = 3
-            gen = torch.cat((gen, tok), 1)
-            if stop_at_eos and (gen == 3).any(1).all():
-                break
-        gen = torch.cat((gen, torch.zeros(b, length - P - gen.shape[1], dtype=torch.long)), 1)
-        if stop_at_eos:
-            for row in gen:
-                hits = (row == 3).nonzero()
-                if len(hits):
-                    row[int(hits[0]) + 1:] = 0
-        out.append(torch.cat((branches[0][0].expand(b, -1), gen), 1))
-    return torch.cat(out)
 
 
 # ----------------------------------------------------------------------------- image generation
@@ -200,10 +161,6 @@ def test_generate_captions_equal_reference(tiny_model, vae, sized):
 
 
 # ----------------------------------------------------------------------------- scoring
-def reference_ce(model, ids, start, stop, vocab, ignore_index=-100, mask=None):
-    logits, _ = model(ids, attention_mask=mask, return_loss=False)
-    return F.cross_entropy(logits[:, start:stop, vocab].transpose(1, 2), ids[:, start + 1:stop + 1],
-                           ignore_index=ignore_index, reduction='none')
 
 
 def original_attention_mask(right_masks, L, N, R):
@@ -240,29 +197,6 @@ def test_reranking_by_image_equals_reference(tiny_model, tok, vae):
                                rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(ppl_image, ce_to_ppl(reference_ce(tiny_model, ids, lay.L, lay.L + lay.N2 - 1,
                                                                  lay.image_full_slice)), rtol=1e-4, atol=1e-4)
-
-
-def test_prefix_reuse_matches_full_computation(tiny_model):
-    lay = Layout.from_model(tiny_model)
-    g = torch.Generator().manual_seed(0)
-    shared = torch.randint(4, 900, (lay.L + 5,), generator=g)
-    ids = torch.cat((shared.expand(6, -1), torch.randint(4, 60, (6, lay.S - lay.L - 5), generator=g)), 1)
-    ids[:, lay.L:lay.L + lay.N2] %= lay.image_vocab
-    parts = [ScorePart(0, lay.L - 1, lay.text_slice), ScorePart(lay.L, lay.L + lay.N2 - 1, lay.image_slice),
-             ScorePart(lay.S - lay.R, lay.S - 1, lay.text_slice, 0)]
-    reused = cross_entropy(tiny_model, ids, parts, bs=4)
-    full = cross_entropy(tiny_model, ids, parts, bs=4, reuse_prefix=False)
-    for a, b in zip(reused, full):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-    assert engine.common_prefix_length(ids) == lay.L + 5
-
-
-def test_ce_to_ppl():
-    ce = torch.tensor([[0.0, 1.0, 2.0], [0.5, 0.0, 0.0], [0.0, 0.0, 0.0]])
-    before = ce.clone()
-    ppl = ce_to_ppl(ce)
-    torch.testing.assert_close(ppl, torch.tensor([(2.718281828 + 7.389056099) / 2, 1.6487212707, 1.0]))
-    assert torch.equal(ce, before)
 
 
 # ----------------------------------------------------------------------------- zero-shot classification
@@ -328,21 +262,6 @@ def test_single_image_and_long_template(tiny_model, tok):
         pipelines.generate_texts(tok, tiny_model, template='очень длинный шаблон', texts_num=1, progress=False)
 
 
-# ----------------------------------------------------------------------------- utils, show
-def test_utils_roundtrip_and_show(tmp_path):
-    images = torch.rand(3, 3, 16, 16)
-    pil = utils.torch_tensors_to_pil_list(images)
-    back = utils.pil_list_to_torch_tensors(pil)
-    assert back.shape == (3, 3, 16, 16) and back.dtype == torch.uint8
-    assert (back.float() / 255 - images).abs().max() <= 1 / 255 + 1e-6
-    pipelines.show(pil, nrow=2, save_dir=str(tmp_path), show=False)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ['group_0.png', 'img_0.png', 'img_1.png', 'img_2.png']
-    utils.seed_everything(3)
-    a = torch.rand(2)
-    utils.seed_everything(3)
-    assert torch.equal(a, torch.rand(2))
-
-
 # ----------------------------------------------------------------------------- return types
 def test_return_shapes_and_types(tiny_model, tok, vae):
     lay = Layout.from_model(tiny_model)
@@ -363,39 +282,6 @@ def test_return_shapes_and_types(tiny_model, tok, vae):
     assert set(pred) == {'label', 'class', 'scores', 'ties'} and isinstance(pred['label'], int)
     assert isinstance(pred['class'], str) and isinstance(pred['scores'], np.ndarray)
     assert pred['scores'].shape == (2,) and pred['scores'].dtype == np.float32
-
-
-# ----------------------------------------------------------------------------- truncated scoring
-def _pad_right_texts(ids, lay, lengths):
-    """Right text of row i: bos, lengths[i] ids, eos, then pads."""
-    ids = ids.clone()
-    for i, n in enumerate(lengths):
-        ids[i, lay.S - lay.R:] = 0
-        ids[i, lay.S - lay.R] = 2
-        ids[i, lay.S - lay.R + 1:lay.S - lay.R + 1 + n] = torch.arange(10, 10 + n)
-        ids[i, lay.S - lay.R + 1 + n] = 3
-    return ids
-
-
-@pytest.mark.parametrize('bs', [1, 3, 8])
-def test_truncated_cross_entropy_equals_full(tiny_model, bs):
-    lay = Layout.from_model(tiny_model)
-    g = torch.Generator().manual_seed(1)
-    ids = torch.cat((torch.zeros(7, lay.L, dtype=torch.long), torch.randint(0, lay.image_vocab, (7, lay.N2), generator=g),
-                     torch.zeros(7, lay.R, dtype=torch.long)), 1)
-    ids = _pad_right_texts(ids, lay, [0, 3, 1, 4, 2, 0, 1])
-    parts = [ScorePart(lay.S - lay.R, lay.S - 1, lay.text_slice, ignore_index=0)]
-    fast = cross_entropy(tiny_model, ids, parts, bs=bs)[0]
-    slow = cross_entropy(tiny_model, ids, parts, bs=bs, reuse_prefix=False, truncate=False)[0]
-    full = reference_ce(tiny_model, ids, lay.S - lay.R, lay.S - 1, lay.text_slice, 0)
-    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-5)
-    assert (fast[:, 6:] == 0).all() and (fast[0, 1:] == 0).all()  # pads give exactly 0
-    # with an image part too (reranking by text): nothing is truncated before the image ends
-    parts.append(ScorePart(lay.L, lay.L + lay.N2 - 1, lay.image_full_slice))
-    for a, b in zip(cross_entropy(tiny_model, ids, parts, bs=bs),
-                    cross_entropy(tiny_model, ids, parts, bs=bs, reuse_prefix=False, truncate=False)):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_zs_clf_runs_the_image_once_then_only_class_tokens(tiny_model, tok, vae):
@@ -569,12 +455,6 @@ def test_zs_clf_known_classes_do_not_warn(tiny_model, tok, vae, recwarn):
     assert not [w for w in recwarn if 'unknown tokens' in str(w.message)]
 
 
-def test_classify_reports_every_tied_class():
-    result = pipelines.classify(torch.tensor([2.0, 1.0, 3.0, 1.0]), ['a', 'b', 'c', 'd'])
-    assert result['label'] == 1 and result['class'] == 'b' and result['ties'] == ['b', 'd']
-    assert pipelines.classify(torch.tensor([2.0, 1.0, 3.0]), ['a', 'b', 'c'])['ties'] == ['b']
-
-
 def test_pipelines_without_a_vae_say_they_need_one(tiny_model, tok):
     img = make_image()
     calls = [lambda: pipelines.generate_captions(img, tok, tiny_model, None, captions_num=2, progress=False),
@@ -612,3 +492,12 @@ def test_show_classify_and_pil_conversion_name_bad_inputs():
         utils.torch_tensors_to_pil_list(torch.rand(3, 8, 8))
 
 
+
+
+def test_self_reranking_by_image_seed_warns_and_changes_nothing(tiny_model, tok, vae):
+    img = make_image()
+    plain = pipelines.self_reranking_by_image(['кот', 'дом'], img, tok, tiny_model, vae, bs=2)
+    with pytest.warns(FutureWarning, match=r'self_reranking_by_image\(seed=42\): .*no effect'):
+        seeded = pipelines.self_reranking_by_image(['кот', 'дом'], img, tok, tiny_model, vae, bs=2, seed=42)
+    for a, b in zip(plain, seeded):
+        assert torch.equal(a, b)

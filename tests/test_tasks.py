@@ -102,3 +102,9 @@ def test_reencode_needs_task_tokens(v1_model):
     parts = Parts.of(v1_model, UnsizedTokenizer(), FakeVAE().eval())
     with pytest.raises(ConfigError, match='reencode needs a model with task tokens'):
         tasks.best_images(parts, 'кот', 2, 1, SamplingConfig(8, 0.9), reencode_codes=True)
+
+
+def test_classify_reports_every_tied_class():
+    result = pipelines.classify(torch.tensor([2.0, 1.0, 3.0, 1.0]), ['a', 'b', 'c', 'd'])
+    assert result['label'] == 1 and result['class'] == 'b' and result['ties'] == ['b', 'd']
+    assert pipelines.classify(torch.tensor([2.0, 1.0, 3.0]), ['a', 'b', 'c'])['ties'] == ['b']
