@@ -42,14 +42,14 @@ class Bundle(NamedTuple):
 
 
 def load_bundle(name: str = NAME, device: str = 'cpu') -> Bundle:
-    """``(model, tokenizer, vae, spc_tokens)`` of the embedded model, from the package files only."""
-    if name != NAME:
-        raise ValueError(f'unknown bundle {name!r}; expected {NAME!r}')
-    from ..model import get_rudolph_model
-    from ..tokenizer import get_tokenizer
-    from ..vae import get_vae
+    """``(model, tokenizer, vae, spc_tokens)`` of the embedded model, from the package files only
+    (:meth:`rudolph.components.Components.from_pretrained` as a 4-tuple)."""
+    from ..components import Components
+    from ..errors import ConfigError
 
-    model = get_rudolph_model(NAME, device=device)
-    return Bundle(model, get_tokenizer(NAME), get_vae(name=NAME).to(device), dict(TINY_SPC_TOKENS))
+    if name != NAME:
+        raise ConfigError(f'unknown bundle {name!r}; expected {NAME!r}')
+    parts = Components.from_pretrained(NAME, device=device)
+    return Bundle(parts.model, parts.tokenizer, parts.vae, dict(parts.spc_tokens))
 
 
