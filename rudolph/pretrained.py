@@ -33,7 +33,7 @@ import torch
 
 from .errors import ConfigError, CorruptCheckpointError, WeightsNotFoundError
 
-__all__ = ['save_pretrained', 'write_pretrained', 'load_pretrained', 'convert', 'push_to_hub', 'read_config',
+__all__ = ['save_pretrained', 'write_pretrained', 'write_description', 'load_pretrained', 'convert', 'push_to_hub', 'read_config',
            'model_card', 'resolve_pretrained', 'is_pretrained_folder', 'looks_like_repo_id', 'pretrained_config',
            'FORMAT', 'FORMAT_VERSION', 'CONFIG_NAME', 'WEIGHTS_NAME', 'CARD_NAME', 'TOKENIZER_NAME', 'VAE_NAME']
 
@@ -252,9 +252,14 @@ def write_pretrained(folder: str, state: Mapping[str, torch.Tensor], config: Dic
     if config.get('vae') and 'file' in config['vae']:
         _write_vae(sources['vae'], folder)
         files.append(VAE_NAME)
+    return files + write_description(folder, config, name)
+
+
+def write_description(folder: str, config: Mapping[str, Any], name: Optional[str] = None) -> List[str]:
+    """``config.json`` and the ``README.md`` model card of ``folder`` (``name``: how the card calls the model)."""
     _write_text(os.path.join(folder, CONFIG_NAME), json.dumps(config, indent=2, ensure_ascii=False) + '\n')
     _write_text(os.path.join(folder, CARD_NAME), model_card(config, name or os.path.basename(os.path.abspath(folder))))
-    return files + [CONFIG_NAME, CARD_NAME]
+    return [CONFIG_NAME, CARD_NAME]
 
 
 def _write_text(path: str, text: str) -> None:
