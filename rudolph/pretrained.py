@@ -600,7 +600,11 @@ def convert(name_or_path: Union[str, os.PathLike], out_dir: Union[str, os.PathLi
     if model is not None and model not in MODELS:
         raise ConfigError(f'model {model!r}: expected one of {sorted(MODELS)}')
     if source in MODELS:
-        model, path = source, resolve_checkpoint(source, cache_dir=cache_dir)
+        try:
+            model, path = source, resolve_checkpoint(source, cache_dir=cache_dir)
+        except WeightsNotFoundError as error:
+            raise WeightsNotFoundError(f'{error}; for convert: rudolph convert path/to/pytorch_model.bin OUT_DIR '
+                                       f'--model {source}') from None
     else:
         path = resolve_checkpoint(model or '', source)
     state = load_checkpoint(path)
@@ -640,9 +644,17 @@ def push_to_hub(source: Any, repo_id: str, *, token: Optional[str] = None, priva
         read_config(os.path.join(folder, CONFIG_NAME))
         files = [f for f in PUBLISHED_FILES if os.path.isfile(os.path.join(folder, f))]
         api = HfApi(endpoint=endpoint, token=token)
-        api.create_repo(repo_id, private=private, exist_ok=True)
-        info = api.upload_folder(repo_id=repo_id, folder_path=folder, allow_patterns=files, revision=revision,
-                                 create_pr=create_pr, commit_message=commit_message or f'Upload {", ".join(files)}')
+        try:
+            api.create_repo(repo_id, private=private, exist_ok=True)
+            info = api.upload_folder(repo_id=repo_id, folder_path=folder, allow_patterns=files, revision=revision,
+                                     create_pr=create_pr, commit_message=commit_message or f'Upload {", ".join(files)}')
+        except OSError:
+            raise  # the hub's HTTP errors (HfHubHTTPError) say what the hub answered
+        except Exception as error:  # noqa: BLE001 -- the HTTP client's network errors are not OSErrors
+            if type(error).__module__.split('.')[0] not in ('httpx', 'httpx2', 'requests', 'urllib3'):
+                raise
+            raise ConnectionError(f'cannot reach the hub to push {repo_id}: {type(error).__name__}: '
+                                  f'{str(error)[:200]}') from error
     logger.info('pushed %s to %s', folder, repo_id)
     return str(getattr(info, 'commit_url', info))
 

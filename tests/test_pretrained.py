@@ -213,6 +213,16 @@ def test_resume_reads_checkpoints_of_the_old_format(tmp_path, tiny_params):
 
 
 # ----------------------------------------------------------------------------- convert
+def _random_fp16(shape, seed: int) -> torch.Tensor:
+    """Random finite float16 values, every sign and mantissa bit random (numpy's generator: torch's is slow
+    for 350M values); bit 14 cleared keeps the exponent below inf/NaN."""
+    import numpy as np
+
+    n = int(np.prod(shape))
+    bits = np.frombuffer(np.random.default_rng(seed).bytes(2 * n), dtype=np.uint16) & np.uint16(0xBFFF)
+    return torch.from_numpy(bits.copy()).view(torch.float16).reshape(shape)
+
+
 def test_convert_350m_config_round_trips_bit_exactly(tmp_path):
     """The real 350M config with random weights in the published layout (fp16, mask buffers included);
     the only test on the full-size config (a few seconds)."""
@@ -221,9 +231,8 @@ def test_convert_350m_config_round_trips_bit_exactly(tmp_path):
 
     with torch.device('meta'), skip_init():
         layout = ruDolphModel(device='cpu', **MODELS['350M']['model_params']).state_dict()
-    g = torch.Generator().manual_seed(0)
-    state = {k: torch.ones(v.shape, dtype=torch.bool).tril() if 'mask' in k else
-             torch.randn(v.shape, generator=g, dtype=torch.float16) for k, v in layout.items()}
+    state = {k: torch.ones(v.shape, dtype=torch.bool).tril() if 'mask' in k else _random_fp16(v.shape, i)
+             for i, (k, v) in enumerate(layout.items())}
     source = tmp_path / 'published' / 'pytorch_model.bin'
     source.parent.mkdir()
     torch.save(state, source)
@@ -261,12 +270,15 @@ class FakeHub:
 
     def __init__(self):
         self.requests, self.commits, self.uploads = [], [], {}
+        self.down = False
 
     def __call__(self, request):
         import httpx2
 
         path = request.url.path
         self.requests.append((request.method, path))
+        if self.down:
+            raise httpx2.ConnectError('connection refused', request=request)
         if path == '/api/repos/create':
             return httpx2.Response(200, json={'url': 'https://huggingface.co/me/tiny-caps', 'name': 'me/tiny-caps'})
         if path == '/api/validate-yaml':
@@ -338,3 +350,10 @@ def test_push_to_hub_of_components_saves_first(tmp_path, fake_hub):
     assert sorted(op['value']['path'] for op in commit if op['key'] != 'header') == PUBLISHED
     with pytest.raises(ValueError, match='owner/name'):
         push_to_hub(str(tmp_path), 'no-owner')
+
+
+def test_push_without_a_reachable_hub_is_a_one_line_error(tmp_path, fake_hub, capsys):
+    folder = Components.from_pretrained(TINY).save_pretrained(tmp_path / 'm')
+    fake_hub.down = True
+    assert cli.main(['push', folder, 'me/tiny-caps', '--token', 'hf_test']) == 1
+    assert 'cannot reach the hub to push me/tiny-caps: ConnectError' in capsys.readouterr().err
