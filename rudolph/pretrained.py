@@ -290,7 +290,7 @@ def save_pretrained(obj: Any, save_directory: Union[str, os.PathLike], *, tokeni
     sees half a model; an existing folder of that name is replaced.
     """
     model, parts = _unpack(obj)
-    sources = model_sources(model, tokenizer, vae, base_model, None if (tokenizer or vae) else parts.get('sources'))
+    sources = model_sources(model, tokenizer, vae, base_model, parts.get('sources'))
     if tokenizer is None and sources.get('tokenizer') is None and parts.get('tokenizer') is not None:
         sources['tokenizer'] = _tokenizer_source(parts['tokenizer'])
     if vae is None and sources.get('vae') is None and parts.get('vae') is not None:
@@ -403,7 +403,7 @@ def is_pretrained_folder(path: Union[str, os.PathLike]) -> bool:
 
 def resolve_pretrained(path: Union[str, os.PathLike]) -> str:
     """The saved-model folder a local path names: itself, a trainer's ``latest`` (file or output folder) or step."""
-    from .finetune.checkpoints import LATEST_NAME, find_checkpoint
+    from .finetune.checkpoints import LATEST_NAME, STATE_NAME, find_checkpoint
 
     path = os.fspath(path)
     if os.path.isfile(path):  # the trainer's `latest`: a file holding the name of the newest step folder
@@ -417,6 +417,10 @@ def resolve_pretrained(path: Union[str, os.PathLike]) -> str:
     if is_pretrained_folder(path):
         return path
     if os.path.isdir(path):
+        if not (os.path.isfile(os.path.join(path, LATEST_NAME)) or os.path.isfile(os.path.join(path, STATE_NAME)) or
+                any(name.startswith('step-') for name in os.listdir(path))):
+            raise ConfigError(f'{path!r} has no {CONFIG_NAME} and is no fine-tuning run; a folder of bare weights '
+                              'loads with its model name and checkpoint=, e.g. --model 350M --checkpoint FOLDER')
         folder = find_checkpoint(path)  # an output folder: its newest complete step-*/
         if is_pretrained_folder(folder):
             return folder

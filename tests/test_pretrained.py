@@ -12,7 +12,7 @@ import torch
 from conftest import fill_hub_cache
 from rudolph import cli
 from rudolph.components import Components
-from rudolph.errors import CheckpointError, CorruptCheckpointError, WeightsNotFoundError
+from rudolph.errors import CheckpointError, ConfigError, CorruptCheckpointError, WeightsNotFoundError
 from rudolph.model import MODELS, get_rudolph_model
 from rudolph.pretrained import CARD_NAME, CONFIG_NAME, FORMAT_VERSION, convert, push_to_hub, read_config
 from rudolph.safetensors_io import is_safetensors, read_safetensors, write_safetensors
@@ -178,6 +178,12 @@ def test_a_missing_hub_repo_is_one_clear_error(tmp_path, capsys):
     Image.new('RGB', (64, 64)).save(tmp_path / 'x.png')
     assert cli.main(['caption', str(tmp_path / 'x.png'), '--model', 'not/a/model/at/all']) == 1
     assert "unknown --model 'not/a/model/at/all'" in capsys.readouterr().err
+    bare = tmp_path / 'bare'
+    bare.mkdir()
+    shutil.copy(MODELS[TINY]['local_path'], bare / 'model.safetensors')
+    with pytest.raises(ConfigError, match="bare' has no config.json and is no fine-tuning run.*checkpoint="):
+        Components.from_pretrained(str(bare))
+    assert_same_weights(Components.from_pretrained(TINY, checkpoint=str(bare)).model, get_rudolph_model(TINY))
 
 
 def test_resume_reads_checkpoints_of_the_old_format(tmp_path, tiny_params):

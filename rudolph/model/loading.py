@@ -69,14 +69,13 @@ def load_checkpoint(path: str) -> Dict[str, torch.Tensor]:
 
     if is_safetensors(path):
         state = read_safetensors(path, 'RuDOLPH checkpoint')
-        check_finite(state, path)
-        return state
-    state = safe_torch_load(path, 'RuDOLPH checkpoint', mmap=True)
-    if isinstance(state, Mapping) and 'state_dict' in state and isinstance(state['state_dict'], Mapping):
-        state = state['state_dict']
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        kind = type(state).__name__ if not isinstance(state, Mapping) else 'mapping with non-tensor values'
-        raise CorruptCheckpointError(f'{path!r} holds a {kind}, expected a state dict of tensors')
+    else:
+        state = safe_torch_load(path, 'RuDOLPH checkpoint', mmap=True)
+        if isinstance(state, Mapping) and 'state_dict' in state and isinstance(state['state_dict'], Mapping):
+            state = state['state_dict']
+        if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            kind = type(state).__name__ if not isinstance(state, Mapping) else 'mapping with non-tensor values'
+            raise CorruptCheckpointError(f'{path!r} holds a {kind}, expected a state dict of tensors')
     keys = list(state)
     # Checkpoints saved from DDP / FP16Module wrappers carry a uniform 'module.' prefix.
     if keys and all(k.startswith('module.') for k in keys):
