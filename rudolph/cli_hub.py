@@ -1,6 +1,6 @@
 """``rudolph convert`` and ``rudolph push``: make a self-describing model folder, publish one on the hub.
 
-    rudolph convert 350M out/rudolph-350m             # the published checkpoint -> model.safetensors + config.json + card
+    rudolph convert 350M out/rudolph-350m             # published checkpoint -> model.safetensors, config.json, card
     rudolph convert ft/pytorch_model.bin out/ft --model 350M
     rudolph push runs/caps/latest me/rudolph-captions  # a fine-tune (or any saved-model folder) to the hub
 

@@ -33,9 +33,10 @@ import torch
 
 from .errors import ConfigError, CorruptCheckpointError, WeightsNotFoundError
 
-__all__ = ['save_pretrained', 'write_pretrained', 'write_description', 'load_pretrained', 'convert', 'push_to_hub', 'read_config',
-           'model_card', 'resolve_pretrained', 'is_pretrained_folder', 'looks_like_repo_id', 'pretrained_config',
-           'FORMAT', 'FORMAT_VERSION', 'CONFIG_NAME', 'WEIGHTS_NAME', 'CARD_NAME', 'TOKENIZER_NAME', 'VAE_NAME']
+__all__ = ['save_pretrained', 'write_pretrained', 'write_description', 'load_pretrained', 'convert', 'push_to_hub',
+           'read_config', 'model_card', 'resolve_pretrained', 'is_pretrained_folder', 'looks_like_repo_id',
+           'pretrained_config', 'model_sources', 'registry_sources', 'saved_vae', 'FORMAT', 'FORMAT_VERSION',
+           'CONFIG_NAME', 'WEIGHTS_NAME', 'CARD_NAME', 'TOKENIZER_NAME', 'VAE_NAME']
 
 logger = logging.getLogger(__name__)
 
@@ -358,7 +359,8 @@ def model_card(config: Mapping[str, Any], name: str) -> str:
 def _base_text(base: Optional[str], repo: Optional[str]) -> str:
     if not base:
         return 'unknown'
-    return f'`{base}`' + (f' ([{repo}](https://huggingface.co/{repo}))' if repo else ' (embedded in the rudolph package)')
+    where = f' ([{repo}](https://huggingface.co/{repo}))' if repo else ' (embedded in the rudolph package)'
+    return f'`{base}`{where}'
 
 
 def _tasks_text(spc: Mapping[str, int]) -> str:
@@ -435,7 +437,8 @@ def read_config(path: str) -> Dict[str, Any]:
         with open(path, encoding='utf-8') as f:
             config = json.load(f)
     except (OSError, ValueError) as error:
-        raise CorruptCheckpointError(f'cannot read {path!r}: {error}; expected the JSON config of a saved model') from None
+        raise CorruptCheckpointError(f'cannot read {path!r}: {error}; expected the JSON config of a saved '
+                                     'model') from None
     if not isinstance(config, dict) or config.get('format') != FORMAT or not isinstance(config.get('config'), dict):
         raise CorruptCheckpointError(f'{path!r} is not the config of a saved RuDOLPH model (expected "format": '
                                      f'"{FORMAT}" and a "config" object)')
@@ -589,7 +592,7 @@ def _architecture(name: Optional[str], config: Optional[Mapping[str, Any]],
 
 def convert(name_or_path: Union[str, os.PathLike], out_dir: Union[str, os.PathLike], *, model: Optional[str] = None,
             config: Optional[Mapping[str, Any]] = None, cache_dir: Optional[str] = None) -> str:
-    """Turn a published checkpoint (a ``MODELS`` name, or a ``.bin``/``.ckpt`` file or folder) into a saved-model folder.
+    """A published checkpoint (a ``MODELS`` name, a ``.bin``/``.ckpt`` file or folder) as a saved-model folder.
 
     The checkpoint is memory-mapped and its tensors are written one by one as they are (dtype and
     values bit for bit), so it is never copied whole into memory. ``model`` names the architecture

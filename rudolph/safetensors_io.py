@@ -80,7 +80,8 @@ def _distinct_storages(tensors: Mapping[str, torch.Tensor]) -> Dict[str, torch.T
     return out
 
 
-def write_safetensors(tensors: Mapping[str, torch.Tensor], path: str, metadata: Optional[Mapping[str, str]] = None) -> str:
+def write_safetensors(tensors: Mapping[str, torch.Tensor], path: str,
+                      metadata: Optional[Mapping[str, str]] = None) -> str:
     """Write ``tensors`` to ``path`` atomically (a temporary file beside it, then a rename); returns ``path``.
 
     Tensors are written one after the other from their own memory (memory-mapped ones included);

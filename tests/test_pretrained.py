@@ -24,7 +24,8 @@ PUBLISHED = ['README.md', 'bpe.model', 'config.json', 'model.safetensors', 'vqga
 def logits_of(model, seed: int = 0) -> torch.Tensor:
     c = model.config
     g = torch.Generator().manual_seed(seed)
-    ids = torch.cat([torch.randint(4, 200, (2, c.L), generator=g), torch.randint(0, c.image_vocab, (2, c.N2), generator=g),
+    ids = torch.cat([torch.randint(4, 200, (2, c.L), generator=g),
+                     torch.randint(0, c.image_vocab, (2, c.N2), generator=g),
                      torch.randint(4, 200, (2, c.R), generator=g)], dim=1)
     with torch.no_grad():
         return model(ids)[0]
