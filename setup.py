@@ -30,7 +30,7 @@ setup(
     python_requires='>=3.10',
     packages=find_packages(include=['rudolph', 'rudolph.*']),
     include_package_data=True,
-    package_data={'rudolph': ['demo/weights/*']},
+    package_data={'rudolph': ['demo/weights/tiny-shapes/*']},
     install_requires=requirements(),
     extras_require={
         'test': ['pytest>=7', 'pytest-xdist', 'faker>=18', 'accelerate>=0.26', 'PyWavelets',

@@ -46,6 +46,8 @@ COMMANDS: Dict[str, Command] = {}
 SUBCOMMAND_MODULES = {
     'finetune': ('rudolph.finetune.cli', 'fine-tune a RuDOLPH model on your own data'),
     'demo': ('rudolph.demo.cli', 'run every task with the embedded tiny-shapes model (offline)'),
+    'convert': ('rudolph.cli_hub', 'turn a published checkpoint into a self-describing safetensors model folder'),
+    'push': ('rudolph.cli_hub', 'publish a saved model or fine-tune (folder) on the Hugging Face hub'),
 }
 
 

@@ -57,8 +57,9 @@ def add_sampling(p: argparse.ArgumentParser, top_k: Optional[int], top_p: Option
 def add_common(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group('model and weights')
     g.add_argument('--model', default='350M',
-                   help='RuDOLPH config: 350M (default), 1.3B, 2.7B, 2.7B_fbc2, 350M_v1, tiny-shapes, ... '
-                        '(a key of rudolph.MODELS)')
+                   help='RuDOLPH model: 350M (default), 1.3B, 2.7B, 2.7B_fbc2, 350M_v1, tiny-shapes, ... '
+                        '(a key of rudolph.MODELS), a saved-model folder (a fine-tune: runs/caps/latest) '
+                        'or a hub repo id of one')
     g.add_argument('--checkpoint', default=None, help='local pytorch_model.bin (or its folder) instead of the hub')
     g.add_argument('--config', default=None,
                    help='JSON file (or JSON text) of model constructor params, for a --checkpoint whose '
@@ -105,10 +106,17 @@ def check_model_args(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
     params = json_option(args.config, '--config') if args.config else None
     if params is not None and not args.checkpoint:
         raise CliError('--config describes the architecture of a local --checkpoint; pass --checkpoint too')
-    if params is None and args.model not in MODELS:
-        raise CliError(f'unknown --model {args.model!r}; expected one of {sorted(MODELS)} '
-                       '(or --config params.json with a --checkpoint)')
+    if params is None and args.model not in MODELS and not _saved_model(args.model):
+        raise CliError(f'unknown --model {args.model!r}; expected one of {sorted(MODELS)}, a saved-model folder '
+                       '(save_pretrained, a fine-tuning run or its latest), a hub repo id (owner/name), '
+                       'or --config params.json with a --checkpoint')
     return params
+
+
+def _saved_model(text: str) -> bool:
+    from rudolph.pretrained import looks_like_repo_id
+
+    return os.path.exists(text) or looks_like_repo_id(text)
 
 
 def check_device_option(args: argparse.Namespace) -> str:

@@ -161,6 +161,21 @@ class Components:
     spc_tokens: Dict[str, int]
     name: str
     sampling: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    #: where the parts came from (``base_model``, ``tokenizer``, ``vae``), for :meth:`save_pretrained`
+    sources: Dict[str, Any] = field(default_factory=dict)
+
+    def save_pretrained(self, save_directory: str, **kwargs: Any) -> str:
+        """Save model, task tokens, sampling and tokenizer/VQGAN (copied in unless published) as a folder
+        that :meth:`from_pretrained` loads alone; see :func:`rudolph.pretrained.save_pretrained`."""
+        from .pretrained import save_pretrained
+
+        return save_pretrained(self, save_directory, **kwargs)
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
+        """Save and publish as hub repository ``repo_id``; see :func:`rudolph.pretrained.push_to_hub`."""
+        from .pretrained import push_to_hub
+
+        return push_to_hub(self, repo_id, **kwargs)
 
     def sampling_for(self, task: str) -> Dict[str, Any]:
         """The recommended sampling keywords of ``task`` for this model (``{}`` when none are recorded)."""
@@ -172,7 +187,9 @@ class Components:
                         vae_config: Any = None, config: Optional[Dict[str, Any]] = None,
                         cache_dir: Optional[str] = None, fp16: bool = False, pretrained: bool = True,
                         with_vae: bool = True, model_kwargs: Optional[Dict[str, Any]] = None) -> 'Components':
-        """Load model ``name_or_path`` (a key of ``MODELS``, or a checkpoint file/folder with ``config``).
+        """Load model ``name_or_path``: a key of ``MODELS``, a saved-model folder (``save_pretrained``, a
+        fine-tuning output folder or its ``latest``), a hub repo id of that layout, or a checkpoint
+        file/folder with ``config``.
 
         ``checkpoint``, ``tokenizer``, ``vae`` (+ ``vae_config``) replace the model's own files;
         ``config`` holds the constructor params of an unregistered architecture (needs a
@@ -182,7 +199,12 @@ class Components:
         :class:`~rudolph.errors.WeightsNotFoundError` naming every missing file at once.
         """
         from .model.configs import MODELS
+        from .pretrained import load_pretrained
 
+        if config is None and checkpoint is None and _is_saved_model(name_or_path, MODELS):
+            return load_pretrained(name_or_path, device=device, dtype=dtype, fp16=fp16, cache_dir=cache_dir,
+                                   tokenizer=tokenizer, vae=vae, vae_config=vae_config, pretrained=pretrained,
+                                   with_vae=with_vae, model_kwargs=model_kwargs)
         name, checkpoint = _name_and_checkpoint(name_or_path, checkpoint, config, MODELS)
         entry = dict(MODELS.get(name, {})) if config is None else {}
         device = check_device(device)
@@ -194,7 +216,35 @@ class Components:
         vqgan = _load_vae(plan, device) if with_vae else None
         model = _load_model(name, config, plan.model_path, device, dtype, fp16, pretrained, model_kwargs or {})
         spc = dict(getattr(model, 'spc_tokens', None) or {})
-        return cls(model, tok, vqgan, spc, name, {k: dict(v) for k, v in (entry.get('sampling') or {}).items()})
+        model.pretrained_sources = _sources(name, entry, plan, tokenizer, vae)
+        return cls(model, tok, vqgan, spc, name, {k: dict(v) for k, v in (entry.get('sampling') or {}).items()},
+                   model.pretrained_sources)
+
+
+def _is_saved_model(name_or_path: Any, models) -> bool:
+    """A saved-model folder, a fine-tuning run (folder or its ``latest``) or a hub repo id, not a registry name."""
+    from .pretrained import looks_like_repo_id
+
+    text = os.fspath(name_or_path)
+    return text not in models and (os.path.exists(text) or looks_like_repo_id(text))
+
+
+def _sources(name: str, entry: Dict[str, Any], plan: _Plan, tokenizer, vae) -> Dict[str, Any]:
+    """Where the tokenizer and VQGAN of a registry model came from (what ``save_pretrained`` records)."""
+    from .pretrained import published_tokenizer, published_vae, registry_sources
+
+    found = registry_sources(name) if entry else {'base_model': None, 'tokenizer': None, 'vae': None}
+    if tokenizer is not None or (plan.tokenizer_path and not entry.get('tokenizer_path')):
+        found['tokenizer'] = {'path': plan.tokenizer_path}
+    elif plan.tokenizer is not None:
+        found['tokenizer'] = published_tokenizer()
+    if vae is not None:
+        config = plan.vae_config
+        found['vae'] = {'path': plan.vae_path, 'config': dict(config) if isinstance(config, dict) else config,
+                        'dwt': False}
+    elif not entry:
+        found['vae'] = published_vae()
+    return found
 
 
 def _name_and_checkpoint(name_or_path: str, checkpoint, config, models) -> Tuple[str, Optional[str]]:
@@ -247,9 +297,16 @@ def _load_model(name: str, config: Optional[Dict[str, Any]], path: Optional[str]
 
 def load_vae(name: str, *, vae: Optional[str] = None, vae_config: Any = None, device: str = 'cpu',
              cache_dir: Optional[str] = None):
-    """The VQGAN of model ``name`` (its own, ruDALL-E's, or ``vae`` with ``vae_config``) on ``device``."""
+    """The VQGAN of model ``name`` (a ``MODELS`` key or a saved model: its own VQGAN, ruDALL-E's, or ``vae`` with
+    ``vae_config``) on ``device``."""
     from .model.configs import MODELS
 
+    if vae is None and _is_saved_model(name, MODELS):  # a saved model's own VQGAN (or the hub one it names)
+        from .pretrained import saved_vae
+        from .vae import get_vae
+
+        path, config, dwt = saved_vae(name, cache_dir)
+        return get_vae(path=path, config=config if vae_config is None else vae_config, dwt=dwt).to(device)
     plan = _Plan(vae_config=vae_config)
     _set_vae(plan, _vae_path(dict(MODELS.get(name, {})), vae, vae_config, cache_dir))
     return _load_vae(plan, device)

@@ -89,7 +89,7 @@ def test_finetune_tiny_shapes_on_images_then_caption(tmp_path, capsys):
                      '--bs', '2', '--lr', '1e-4', '--cpu', '--quiet', '--save-every', '1'])
     assert code == 0, capsys.readouterr().err
     folder = out / 'step-000002'
-    assert (folder / 'pytorch_model.bin').is_file()
+    assert (folder / 'model.safetensors').is_file()
     # the images were encoded by tiny-shapes' own VQGAN (8x8 = 64 codes each), not ruDALL-E's
     assert os.listdir(out / 'cache')
     tuned = Components.from_pretrained('tiny-shapes', checkpoint=str(folder))

@@ -9,6 +9,7 @@ import sys
 import textwrap
 
 import pytest
+import safetensors.torch
 import torch
 from torch import nn
 
@@ -300,8 +301,8 @@ def test_ctrl_c_saves_and_nan_stops_without_checkpoint(tmp_path, tiny_params):
     with pytest.raises(KeyboardInterrupt):
         train(model, ds, config(tmp_path, 'int', max_steps=5), step_callback=interrupt)
     assert sorted(os.listdir(tmp_path / 'int')) == ['latest', 'metrics.jsonl', 'step-000002']
-    assert sorted(os.listdir(tmp_path / 'int' / 'step-000002')) == ['pytorch_model.bin', 'rng_state_0.pt',
-                                                                    'training_state.pt']
+    assert sorted(os.listdir(tmp_path / 'int' / 'step-000002')) == ['README.md', 'config.json', 'model.safetensors',
+                                                                    'rng_state_0.pt', 'training_state.pt']
     with torch.no_grad():
         model.to_logits[1].bias[5] = float('nan')
     with pytest.raises(NonFiniteLossError, match='loss is nan at step 1 .* stopped without saving'):
@@ -381,8 +382,9 @@ def test_state_files_load_weights_only_and_tampered_ones_run_no_code(tmp_path, t
 
     result, ds = trained_run(tmp_path, tiny_params, max_steps=2)
     folder = result.last_checkpoint
-    for name in ('pytorch_model.bin', 'training_state.pt', 'rng_state_0.pt'):
+    for name in ('training_state.pt', 'rng_state_0.pt'):
         torch.load(os.path.join(folder, name), weights_only=True)  # plain data only
+    safetensors.torch.load_file(os.path.join(folder, 'model.safetensors'))  # no pickle at all
     for name in ('rng_state_0.pt', 'training_state.pt'):
         tampered = tmp_path / f'tampered-{name}'
         shutil.copytree(folder, tampered)
@@ -482,16 +484,16 @@ def test_resume_falls_back_from_a_truncated_checkpoint(tmp_path, tiny_params, ca
 
     straight, ds = trained_run(tmp_path, tiny_params, 'a', max_steps=4, save_every=2)
     out = tmp_path / 'a'
-    weights = out / 'step-000004' / 'pytorch_model.bin'
+    weights = out / 'step-000004' / 'model.safetensors'
     weights.write_bytes(weights.read_bytes()[:weights.stat().st_size // 2])
-    with pytest.raises(CorruptCheckpointError, match='step-000004.* pytorch_model.bin has .* bytes, expected'):
+    with pytest.raises(CorruptCheckpointError, match='step-000004.* model.safetensors has .* bytes, expected'):
         find_checkpoint(out / 'step-000004')
     with caplog.at_level(logging.WARNING):
         resumed = train(tiny(tiny_params), ds, config(tmp_path, 'b', max_steps=4, batch_size=2, resume=str(out)))
     assert f'checkpoint {out / "step-000004"} is incomplete' in caplog.text
     assert f'using {out / "step-000002"} instead' in caplog.text
     assert [h['loss'] for h in resumed.history] == [h['loss'] for h in straight.history]
-    for name in ('pytorch_model.bin', 'training_state.pt'):
+    for name in ('model.safetensors', 'training_state.pt'):
         (out / 'step-000002' / name).write_bytes(b'')
         with pytest.raises(CorruptCheckpointError, match=f'no complete checkpoint in .*step-000002: .*{name}'):
             find_checkpoint(out)
@@ -533,9 +535,9 @@ def test_step_folder_loads_for_tiny_shapes(tmp_path):
                    torch.randint(4, 200, (2, R), generator=g)], dim=1)
     data = EncodedDataset(x, ['t2i'] * 2, {'t2i': dict(lt_loss_weight=0, img_loss_weight=1, rt_loss_weight=0)})
     result = train(model, data, config(tmp_path, max_steps=1, batch_size=2, lr=1e-3))
-    assert os.path.isfile(os.path.join(result.last_checkpoint, 'pytorch_model.bin'))
-    # The folder form (checkpoint_path=result.last_checkpoint) needs the loaders' folder lookup of pytorch_model.bin.
-    loaded = get_rudolph_model('tiny-shapes', checkpoint_path=os.path.join(result.last_checkpoint, 'pytorch_model.bin'))
+    assert os.path.isfile(os.path.join(result.last_checkpoint, 'model.safetensors'))
+    # The folder form (checkpoint_path=result.last_checkpoint) needs the loaders' folder lookup of model.safetensors.
+    loaded = get_rudolph_model('tiny-shapes', checkpoint_path=os.path.join(result.last_checkpoint, 'model.safetensors'))
     for key, value in result.model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
 

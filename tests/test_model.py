@@ -1,6 +1,7 @@
 """Model core: masks, forward math against a literal SPEC implementation, loss, cache, loading."""
 import math
 import re
+import shutil
 import time
 
 import pytest
@@ -742,14 +743,14 @@ def test_trainer_folders_load_for_every_model(tmp_path):
     torch.save({'step': 10}, step / 'optimizer.pt')
     loaded = get_rudolph_model('tiny-shapes', checkpoint_path=step)
     assert torch.equal(loaded.text_embeddings.weight, reference.text_embeddings.weight)
-    # the registry's file name is looked for next; the error lists both names
+    # the registry's file name is looked for too; the error lists every name
     other = tmp_path / 'registry-name'
     other.mkdir()
-    torch.save(reference.state_dict(), other / MODELS['tiny-shapes']['filename'])
+    shutil.copy(MODELS['tiny-shapes']['local_path'], other / MODELS['tiny-shapes']['filename'])
     assert torch.equal(get_rudolph_model('tiny-shapes', checkpoint_path=other).text_embeddings.weight,
                        reference.text_embeddings.weight)
     (tmp_path / 'empty').mkdir()
-    with pytest.raises(WeightsNotFoundError, match=r'empty.*pytorch_model\.bin and tiny-shapes-rudolph\.bin'):
+    with pytest.raises(WeightsNotFoundError, match=r'empty.*model\.safetensors and pytorch_model\.bin'):
         get_rudolph_model('tiny-shapes', checkpoint_path=tmp_path / 'empty')
 
 

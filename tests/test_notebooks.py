@@ -93,4 +93,4 @@ def test_notebook_runs_on_tiny_shapes(name, tmp_path, monkeypatch):
     client.execute()
     assert all(c.get('execution_count') for c in nb.cells if c.cell_type == 'code')
     if name == 'finetune_captioning.ipynb':  # it trained and saved in the working folder
-        assert list((work / 'captioning_run').glob('step-*/pytorch_model.bin'))
+        assert list((work / 'captioning_run').glob('step-*/model.safetensors'))

@@ -33,6 +33,7 @@ when another process shares the two cores; oversubscribed OpenMP threads make th
 convolutions many times slower).
 """
 import argparse
+import json
 import os
 import shutil
 import tempfile
@@ -43,7 +44,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import MODEL_PARAMS, PLAIN_TEXT_VOCAB, RUDOLPH_PATH, TINY_SPC_TOKENS, TOKENIZER_PATH, VQGAN_CONFIG, VQGAN_PATH
+from . import (MODEL_PARAMS, NAME, PLAIN_TEXT_VOCAB, RUDOLPH_PATH, T2I_SAMPLING, TINY_SPC_TOKENS, TOKENIZER_PATH,
+               VQGAN_CONFIG, VQGAN_PATH)
 from . import shapes as S
 
 TRAIN_SEED = 0  # the dataset seed of training pictures (evaluation uses EVAL_SEED, see evaluate.py)
@@ -182,9 +184,34 @@ def _train_part(vae, params: List[torch.nn.Parameter], loss_fn, n: int, steps: i
         state = {k: v.detach().to(torch.float16) if v.is_floating_point() else v
                  for k, v in model.state_dict().items()}
         os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-        torch.save({'state_dict': state}, path)
+        save_weights(state, path, vqgan=True)
         vae.load_checkpoint(path)
     return vae
+
+
+def save_weights(state: Dict[str, torch.Tensor], path: str, vqgan: bool = False) -> None:
+    """A weights file of the shipped folder: safetensors (the VQGAN's header records its architecture)."""
+    from ..safetensors_io import write_safetensors
+
+    meta = {'vqgan_config': json.dumps(VQGAN_CONFIG), 'dwt': 'false'} if vqgan else {}
+    write_safetensors(state, path, meta)
+
+
+def describe_folder(out: str, pictures: int, stages: str, seed: int) -> None:
+    """``config.json`` and the model card beside the three files: the folder loads like any saved model."""
+    from ..model.config import RudolphConfig
+    from ..pretrained import pretrained_config, write_description
+
+    sources = {'base_model': NAME, 'tokenizer': {'path': 'bpe.model'},
+               'vae': {'path': 'vqgan.safetensors', 'config': dict(VQGAN_CONFIG), 'dwt': False}}
+    steps = sum(int(stage.split(':')[0]) for stage in stages.split(','))
+    training = {'data': f'{pictures} synthetic pictures of rudolph.demo.shapes (seed {TRAIN_SEED}), captions, '
+                        'questions and zero-shot templates', 'steps': steps,
+                'schedule': f'stages STEPS:LR {stages} (cosine each), batch 32', 'seed': seed,
+                'recipe': 'python -m rudolph.demo.train'}
+    config = pretrained_config(RudolphConfig(**MODEL_PARAMS), TINY_SPC_TOKENS, sources,
+                               sampling={'text2image': dict(T2I_SAMPLING)}, training=training, dtype=torch.float16)
+    write_description(out, config, NAME)
 
 
 #: parameter prefixes (in ``vae.model``) each VQGAN phase trains; the codebook ``quantize.embed`` stays fixed
@@ -364,13 +391,14 @@ def train_rudolph(samples: Sequence[S.Sample], tokenizer, vae, epochs: int = 2, 
     if path is not None:
         state = {k: v.detach().to(torch.float16) if v.is_floating_point() else v
                  for k, v in model.state_dict().items() if not k.startswith('transformer.') or 'mask' not in k}
-        torch.save(state, path)
+        save_weights(state, path)
     return model
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog='python -m rudolph.demo.train', description=__doc__.split('\n')[0])
-    parser.add_argument('--out', default=os.path.dirname(RUDOLPH_PATH), help='folder for the three weight files')
+    parser.add_argument('--out', default=os.path.dirname(RUDOLPH_PATH),
+                        help='the model folder: three weight files, config.json and the model card')
     parser.add_argument('--pictures', type=int, default=6000, help='training pictures')
     parser.add_argument('--encoder-steps', type=int, default=1000, help='VQGAN encoder steps (batch 32)')
     parser.add_argument('--decoder-steps', type=int, default=1400, help='VQGAN decoder steps (batch 16)')
@@ -439,6 +467,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                   path=paths['rudolph'], show_progress=not args.quiet, work_dir=args.work_dir,
                                   save_every=args.save_every, model=model, t2i_rows=args.t2i_rows,
                                   i2t_rows=args.i2t_rows)
+    describe_folder(args.out, args.pictures, args.rudolph_stages, args.seed)
     sizes = ', '.join(f'{os.path.basename(p)} {os.path.getsize(p) / 1e6:.2f} MB' for p in paths.values()
                       if os.path.exists(p))
     _log(f'done in {(time.time() - t0) / 60:.1f} min: {sizes}')

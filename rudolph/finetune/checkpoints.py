@@ -1,8 +1,12 @@
 """Fine-tuning checkpoints on disk: written atomically, complete or not, found again, pruned, resumed exactly.
 
-A checkpoint is a ``step-NNNNNN/`` folder: ``pytorch_model.bin`` (loadable by ``get_rudolph_model``),
-``rng_state_<rank>.pt`` and, written last, ``training_state.pt`` (optimizer, scheduler, progress and the
-size of every file of the folder). Everything is tensors and plain data, read with ``weights_only=True``.
+A checkpoint is a ``step-NNNNNN/`` folder in the layout of :func:`rudolph.pretrained.save_pretrained`
+(``model.safetensors``, ``config.json``, a ``README.md`` model card, the tokenizer/VQGAN when they are
+not published ones), so ``Components.from_pretrained(folder)`` and ``--model OUT/latest`` load it with
+nothing else given; beside it for resuming, ``rng_state_<rank>.pt`` and, written last,
+``training_state.pt`` (optimizer, scheduler, progress and the size of every file of the folder).
+Everything is tensors and plain data, read with ``weights_only=True``. Checkpoints of older versions
+(``pytorch_model.bin`` instead of the first three files) still resume.
 """
 import logging
 import os
@@ -18,12 +22,14 @@ from ..errors import CorruptCheckpointError
 from ..serialization import safe_torch_load
 from .config import TrainConfig, TrainState
 
-__all__ = ['WEIGHTS_NAME', 'STATE_NAME', 'LATEST_NAME', 'check_writable', 'find_checkpoint', 'safe_load',
-           'save_checkpoint', 'load_resume', 'load_optimizer_state', 'set_rng_state', 'remove_leftovers']
+__all__ = ['WEIGHTS_NAME', 'LEGACY_WEIGHTS_NAME', 'STATE_NAME', 'LATEST_NAME', 'check_writable', 'find_checkpoint',
+           'safe_load', 'save_checkpoint', 'load_resume', 'load_optimizer_state', 'set_rng_state', 'remove_leftovers']
 
 logger = logging.getLogger(__name__)
 
-WEIGHTS_NAME = 'pytorch_model.bin'
+WEIGHTS_NAME = 'model.safetensors'
+#: the weights file of checkpoints written before the self-describing format (still resumed)
+LEGACY_WEIGHTS_NAME = 'pytorch_model.bin'
 STATE_NAME = 'training_state.pt'
 LATEST_NAME = 'latest'
 
@@ -68,7 +74,7 @@ def _incomplete_reason(folder: str) -> Optional[str]:
     except CorruptCheckpointError as error:  # an unsafe (tampered) file is an error, not a fallback
         return str(error)
     files = state.get('files') if isinstance(state, dict) else None
-    if not isinstance(files, dict) or WEIGHTS_NAME not in files:
+    if not isinstance(files, dict) or not (WEIGHTS_NAME in files or LEGACY_WEIGHTS_NAME in files):
         return f'{STATE_NAME} lists no checkpoint files (written by an older rudolph?)'
     for name, size in files.items():
         path = os.path.join(folder, name)
@@ -96,7 +102,7 @@ def _candidates(path: str) -> List[str]:
 def find_checkpoint(path: Union[str, os.PathLike]) -> str:
     """The checkpoint folder ``path`` points at: itself, or an output folder's newest complete checkpoint.
 
-    A newer checkpoint that is incomplete (e.g. a truncated ``pytorch_model.bin``) is skipped
+    A newer checkpoint that is incomplete (e.g. a truncated ``model.safetensors``) is skipped
     with a warning naming it and the one used instead.
     """
     path = os.fspath(path)
@@ -208,9 +214,26 @@ def _publish(tmp: str, final: str, out_dir: str, name: str) -> None:
     os.replace(latest_tmp, os.path.join(out_dir, LATEST_NAME))
 
 
+def _write_model(tmp: str, accelerator, model, weights: Dict[str, torch.Tensor],
+                 training: Optional[Dict[str, Any]], out_dir: str) -> None:
+    """The saved-model files (weights, config.json, card, tokenizer/VQGAN when unpublished) of the checkpoint."""
+    from ..pretrained import model_sources, pretrained_config, write_pretrained
+
+    unwrapped = accelerator.unwrap_model(model)
+    sources = model_sources(unwrapped)
+    dtype = next((v.dtype for v in weights.values() if v.is_floating_point()), None)
+    meta = pretrained_config(unwrapped.config, getattr(unwrapped, 'spc_tokens', None) or {}, sources,
+                             training=training, dtype=dtype)
+    write_pretrained(tmp, {k: v.detach().cpu() for k, v in weights.items()}, meta, sources,
+                     name=os.path.join(os.path.basename(os.path.abspath(out_dir)), LATEST_NAME))
+
+
 def save_checkpoint(accelerator, model, optimizer, scheduler, state: TrainState, config: TrainConfig,
-                     name: str) -> str:
-    """Write ``out_dir/name`` atomically: everything goes to a temporary folder that is renamed at the end."""
+                    name: str, training: Optional[Dict[str, Any]] = None) -> str:
+    """Write ``out_dir/name`` atomically: everything goes to a temporary folder that is renamed at the end.
+
+    ``training`` (data, rows, steps...) goes into ``config.json`` and the model card.
+    """
     out_dir = config.out_dir
     final = os.path.join(out_dir, name)
     tmp = os.path.join(out_dir, f'.tmp-{name}')
@@ -234,7 +257,7 @@ def save_checkpoint(accelerator, model, optimizer, scheduler, state: TrainState,
     if accelerator.is_main_process:
         try:
             if error is None:
-                torch.save({k: v.detach().cpu() for k, v in weights.items()}, os.path.join(tmp, WEIGHTS_NAME))
+                _write_model(tmp, accelerator, model, weights, training, out_dir)
                 _write_state(tmp, accelerator, scheduler, optim_state, state, config)
                 _publish(tmp, final, out_dir, name)
         except OSError as e:
@@ -261,8 +284,18 @@ def _prune(out_dir: str, keep_last: Optional[int], newest: str) -> None:
 def load_resume(path: str, accelerator) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor], Optional[Dict[str, Any]]]:
     folder = find_checkpoint(path)
     state = safe_load(os.path.join(folder, STATE_NAME), 'training state')
-    weights = safe_load(os.path.join(folder, WEIGHTS_NAME), 'model weights')
+    weights = _load_weights(folder)
     rng_file = os.path.join(folder, f'rng_state_{accelerator.process_index}.pt')
     rng = safe_load(rng_file, 'RNG state') if os.path.isfile(rng_file) else None
     logger.info('resuming from %s (step %d)', folder, state['step'])
     return state, weights, rng
+
+
+def _load_weights(folder: str) -> Dict[str, torch.Tensor]:
+    """The weights of a checkpoint: ``model.safetensors``, or the ``pytorch_model.bin`` of older versions."""
+    from ..safetensors_io import read_safetensors
+
+    path = os.path.join(folder, WEIGHTS_NAME)
+    if os.path.isfile(path):
+        return read_safetensors(path, 'model weights')
+    return safe_load(os.path.join(folder, LEGACY_WEIGHTS_NAME), 'model weights')

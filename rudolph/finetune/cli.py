@@ -18,9 +18,11 @@ FREEZE_GROUPS = ('emb', 'ln', 'attn', 'ff', 'other')
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the ``finetune`` options to ``parser``."""
     g = parser.add_argument_group('model and data')
-    g.add_argument('--model', default='350M', help='RuDOLPH config name (a key of rudolph.MODELS), default 350M')
+    g.add_argument('--model', default='350M', help='RuDOLPH model: a key of rudolph.MODELS (default 350M), a saved-model '
+                                                   'folder (e.g. an earlier run\'s OUT/latest) or a hub repo id')
     g.add_argument('--checkpoint', default=None,
-                   help='start from this pytorch_model.bin (or folder holding one) instead of the hub weights')
+                   help='start from this checkpoint file (model.safetensors, pytorch_model.bin) or a folder holding '
+                        'one, instead of the hub weights')
     g.add_argument('--data', required=True, help='training rows: .jsonl or .csv with image / left_text / right_text / task')
     g.add_argument('--eval-data', default=None, help='evaluation rows, same format as --data')
     g.add_argument('--image-root', default=None, help='folder that relative image paths are resolved against '
@@ -114,8 +116,11 @@ def run(args: argparse.Namespace) -> int:
     if args.task != 'auto' and args.task not in TASKS:
         raise ValueError(f'--task {args.task!r}: expected auto or one of {sorted(TASKS)}')
     # Fail before any download or expensive work on arguments that cannot work.
-    if args.model not in MODELS:
-        raise ValueError(f'--model {args.model!r}: expected one of {sorted(MODELS)}')
+    from rudolph.pretrained import looks_like_repo_id
+
+    if args.model not in MODELS and not os.path.exists(args.model) and not looks_like_repo_id(args.model):
+        raise ValueError(f'--model {args.model!r}: expected one of {sorted(MODELS)}, a saved-model folder or a hub '
+                         'repo id')
     for flag, path in (('--data', args.data), ('--eval-data', args.eval_data), ('--checkpoint', args.checkpoint)):
         if path is not None and not os.path.exists(path):
             raise FileNotFoundError(f'{flag} {path!r}: no such file')
@@ -145,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
     # The main process encodes the images and fills the cache; the others then read it.
     with state.main_process_first():
         train_data = data(args.data)
+        train_data.source = os.path.basename(args.data)  # named in the checkpoints' model card
         eval_data = data(args.eval_data) if args.eval_data else None
     if args.freeze:
         freeze(model, **{f'freeze_{g}': g in args.freeze for g in FREEZE_GROUPS})

@@ -154,8 +154,9 @@ def train(model: nn.Module, train_data: EncodedDataset, config: TrainConfig,
 
     The model is trained in place (parameters with ``requires_grad=False``, e.g. after
     :func:`freeze`, stay fixed). Checkpoints go to ``config.out_dir/step-XXXXXX``:
-    ``pytorch_model.bin`` is a plain state dict for
-    ``get_rudolph_model(name, checkpoint_path=...)``; ``training_state.pt`` and
+    a self-describing model folder (``model.safetensors``, ``config.json``, a model card:
+    ``Components.from_pretrained(folder)`` loads it alone, and so does ``config.out_dir`` or its
+    ``latest``; also ``get_rudolph_model(name, checkpoint_path=folder)``); ``training_state.pt`` and
     ``rng_state_*.pt`` (plain data, loaded with ``weights_only=True``) allow a bit-exact
     resume (``config.resume``) at any step of any epoch. Runs unchanged under
     ``accelerate launch`` (DDP, FSDP). ``step_callback(state, logs)`` is called after every
@@ -292,8 +293,22 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         name = name or f'step-{self.state.step:06d}'
         self.last_checkpoint = save_checkpoint(self.accelerator, self.model, self.optimizer, self.scheduler,
-                                                self.state, self.config, name)
+                                               self.state, self.config, name, training=self.training_summary())
         return self.last_checkpoint
+
+    def training_summary(self) -> Dict[str, Any]:
+        """What the model card and ``config.json`` of a checkpoint say about this run."""
+        from collections import Counter
+
+        config, state = self.config, self.state
+        last = state.history[-1]['loss'] if state.history else None
+        return {'data': getattr(self.train_data, 'source', None), 'rows': len(self.train_data),
+                'tasks': dict(Counter(self.train_data.tasks)), 'steps': state.step, 'total_steps': self.total,
+                'epochs': state.epoch, 'batch_size': config.batch_size, 'grad_accum': config.grad_accum,
+                'lr': config.lr, 'schedule': config.schedule, 'precision': config.precision,
+                'first_image_token': config.first_image_token,
+                'last_loss': round(float(last), 4) if last is not None else None,
+                'eval': self.eval_history[-1] if self.eval_history else None}
 
     def evaluate(self) -> Dict[str, Any]:
         """Evaluate on the eval data, log and record the result."""

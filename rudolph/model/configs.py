@@ -134,8 +134,10 @@ MODELS: Dict[str, ModelSpec] = {
 
 # ----------------------------------------------------------------------------- the embedded model
 TINY_SHAPES = 'tiny-shapes'
-#: the packaged weight files of 'tiny-shapes' (rebuilt by ``python -m rudolph.demo.train``).
-TINY_SHAPES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'demo', 'weights')
+#: the packaged 'tiny-shapes' folder, in the layout of ``save_pretrained`` (model.safetensors, config.json,
+#: README.md, bpe.model, vqgan.safetensors; rebuilt by ``python -m rudolph.demo.train``).
+TINY_SHAPES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'demo', 'weights',
+                               'tiny-shapes')
 
 #: the tiny VQGAN: same classes as ruDALL-E's, 64 px -> 8x8 codes out of 2048.
 TINY_SHAPES_VQGAN_CONFIG: Dict[str, Any] = dict(ch=64, ch_mult=(1, 1, 1, 1), num_res_blocks=0, attn_resolutions=(),
@@ -159,9 +161,9 @@ TINY_SHAPES_T2I_SAMPLING: Dict[str, Any] = dict(top_k=64, top_p=0.95, temperatur
 
 MODELS[TINY_SHAPES] = ModelSpec(
     description='tiny RuDOLPH trained on synthetic Russian shapes (embedded, offline)',
-    config=RudolphConfig(**TINY_SHAPES_PARAMS), filename='tiny-shapes-rudolph.bin',
-    local_path=os.path.join(TINY_SHAPES_DIR, 'tiny-shapes-rudolph.bin'),
-    tokenizer_path=os.path.join(TINY_SHAPES_DIR, 'tiny-shapes-bpe.model'),
-    vae_path=os.path.join(TINY_SHAPES_DIR, 'tiny-shapes-vqgan.ckpt'), vae_config=TINY_SHAPES_VQGAN_CONFIG,
+    config=RudolphConfig(**TINY_SHAPES_PARAMS), filename='model.safetensors',
+    local_path=os.path.join(TINY_SHAPES_DIR, 'model.safetensors'),
+    tokenizer_path=os.path.join(TINY_SHAPES_DIR, 'bpe.model'),
+    vae_path=os.path.join(TINY_SHAPES_DIR, 'vqgan.safetensors'), vae_config=TINY_SHAPES_VQGAN_CONFIG,
     spc_tokens=TINY_SHAPES_SPC_TOKENS, sampling={'text2image': TINY_SHAPES_T2I_SAMPLING},
 )

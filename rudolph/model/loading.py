@@ -18,6 +18,7 @@ __all__ = ['get_rudolph_model', 'load_checkpoint', 'resolve_checkpoint', 'check_
 
 logger = logging.getLogger(__name__)
 WEIGHTS_NAME = 'pytorch_model.bin'
+SAFE_WEIGHTS_NAME = 'model.safetensors'
 
 
 def _is_mask_key(key: str) -> bool:
@@ -25,15 +26,17 @@ def _is_mask_key(key: str) -> bool:
 
 
 def _folder_checkpoint(name: str, folder: str) -> str:
-    """The weights file inside ``folder``: ``pytorch_model.bin`` (what the trainer writes), then the registry's name."""
-    candidates = [WEIGHTS_NAME]
+    """The weights file inside ``folder``: ``model.safetensors`` (what ``save_pretrained`` and the trainer write),
+    ``pytorch_model.bin`` (older fine-tunes), then the registry's name."""
+    candidates = [SAFE_WEIGHTS_NAME, WEIGHTS_NAME]
     registered = MODELS.get(name, {}).get('filename')
     if registered and registered not in candidates:
         candidates.append(registered)
     for candidate in candidates:
         if os.path.isfile(os.path.join(folder, candidate)):
             return os.path.join(folder, candidate)
-    raise WeightsNotFoundError(f'no checkpoint in the folder {folder!r}: looked for {" and ".join(candidates)}; '
+    names = ', '.join(candidates[:-1]) + ' and ' + candidates[-1]
+    raise WeightsNotFoundError(f'no checkpoint in the folder {folder!r}: looked for {names}; '
                                f'expected a folder holding one of them (e.g. a fine-tuning step-*/ folder), '
                                f'or pass the file itself as checkpoint_path')
 
@@ -58,13 +61,21 @@ def resolve_checkpoint(name: str, checkpoint_path: Optional[Union[str, os.PathLi
 
 
 def load_checkpoint(path: str) -> Dict[str, torch.Tensor]:
-    """Read a plain state dict; memory-mapped when the file format allows it (no copy in RAM)."""
-    state = safe_torch_load(path, 'RuDOLPH checkpoint', mmap=True)
-    if isinstance(state, Mapping) and 'state_dict' in state and isinstance(state['state_dict'], Mapping):
-        state = state['state_dict']
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        kind = type(state).__name__ if not isinstance(state, Mapping) else 'mapping with non-tensor values'
-        raise CorruptCheckpointError(f'{path!r} holds a {kind}, expected a state dict of tensors')
+    """Read a plain state dict (``.safetensors``, or a ``torch.save`` file memory-mapped when its format allows it).
+
+    The format is recognised by the file's content, not its name.
+    """
+    from ..safetensors_io import is_safetensors, read_safetensors
+
+    if is_safetensors(path):
+        state = read_safetensors(path, 'RuDOLPH checkpoint')
+    else:
+        state = safe_torch_load(path, 'RuDOLPH checkpoint', mmap=True)
+        if isinstance(state, Mapping) and 'state_dict' in state and isinstance(state['state_dict'], Mapping):
+            state = state['state_dict']
+        if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            kind = type(state).__name__ if not isinstance(state, Mapping) else 'mapping with non-tensor values'
+            raise CorruptCheckpointError(f'{path!r} holds a {kind}, expected a state dict of tensors')
     keys = list(state)
     # Checkpoints saved from DDP / FP16Module wrappers carry a uniform 'module.' prefix.
     if keys and all(k.startswith('module.') for k in keys):

@@ -205,6 +205,12 @@ class ruDolphModel(nn.Module):
         """
         return self.transformer.decode_static(self.embed_one(tokens, input_pos), input_pos, cache)
 
+    def save_pretrained(self, save_directory: str, **kwargs: Any) -> str:
+        """Save as a self-describing folder (weights, config, task tokens, card); see :func:`rudolph.pretrained.save_pretrained`."""
+        from ..pretrained import save_pretrained
+
+        return save_pretrained(self, save_directory, **kwargs)
+
     def compile_decode(self, mode: Optional[str] = None, **compile_kwargs) -> 'ruDolphModel':
         """Compile :meth:`decode_one` with ``torch.compile``; :meth:`hidden` then runs it for decode steps.
 

@@ -5,7 +5,8 @@
 * ``get_vae()`` / ``get_vae(dwt=True)``: download the published checkpoint from
   ``sberbank-ai/rudalle-utils`` through ``huggingface_hub`` (``cache_dir=None``: the
   standard Hugging Face cache) and load it;
-* ``get_vae(path='vqgan.ckpt')``: load a local checkpoint in the published format;
+* ``get_vae(path='vqgan.ckpt')``: load a local checkpoint in the published format, or a
+  ``.safetensors`` state dict (whose header may record the architecture: then no ``config`` is needed);
 * ``get_vae(name='tiny-shapes')`` / ``get_vae('350M')``: a model of ``MODELS`` (the embedded ones
   load their packaged VQGAN, registered in :data:`NAMED_VAES`; the published ones ruDALL-E's);
 * ``get_vae(pretrained=False)``: random weights.
@@ -64,6 +65,19 @@ def _named(name: str, path: Any, config: ConfigLike) -> Tuple[Optional[str], Con
     raise UnknownNameError(f'unknown VAE name {name!r}; expected one of {sorted(set(NAMED_VAES) | set(MODELS))}')
 
 
+def _stored_config(path: str, dwt: bool) -> Tuple[ConfigLike, bool]:
+    """The architecture a safetensors VQGAN file records (``save_pretrained`` writes it), else the defaults."""
+    import json
+
+    from ..safetensors_io import is_safetensors, read_safetensors_metadata
+
+    if not is_safetensors(path):
+        return None, dwt
+    meta = read_safetensors_metadata(path)
+    config = json.loads(meta['vqgan_config']) if meta.get('vqgan_config') else None
+    return config, json.loads(meta['dwt']) if 'dwt' in meta else dwt
+
+
 def get_vae(pretrained: bool = True, dwt: bool = False, cache_dir: Optional[str] = None, *,
             path: Optional[Union[str, os.PathLike]] = None, name: Optional[str] = None,
             config: ConfigLike = None) -> VQGanGumbelVAE:
@@ -99,6 +113,8 @@ def get_vae(pretrained: bool = True, dwt: bool = False, cache_dir: Optional[str]
         if not os.path.isfile(path):
             raise WeightsNotFoundError(f'VAE checkpoint not found: {path!r} (expected a torch.save file holding '
                                        f'{{"state_dict": ...}})')
+    if pretrained and config is None:
+        config, dwt = _stored_config(path, dwt)
     vae = VQGanGumbelVAE(config=config, dwt=dwt)
     if pretrained:
         vae.load_checkpoint(path)

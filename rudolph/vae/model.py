@@ -239,7 +239,13 @@ def read_checkpoint_state_dict(path: str) -> Dict[str, torch.Tensor]:
     truncated, random bytes) raises :class:`CorruptCheckpointError` (a ``ValueError``) naming the
     path; NaN or inf weights raise :class:`CheckpointError` naming the first bad key.
     """
+    from ..safetensors_io import is_safetensors, read_safetensors
+
     path = os.fspath(path)
+    if is_safetensors(path):  # a bare state dict (what save_pretrained writes), no pickle
+        state_dict = read_safetensors(path, 'VAE checkpoint')
+        check_finite(state_dict, path)
+        return state_dict
     checkpoint = safe_torch_load(path, 'VAE checkpoint')
     if isinstance(checkpoint, Mapping) and 'state_dict' in checkpoint:
         state_dict = checkpoint['state_dict']

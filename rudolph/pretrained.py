@@ -1,0 +1,673 @@
+"""Self-describing model folders: ``save_pretrained``, ``load_pretrained``, ``convert``, ``push_to_hub``.
+
+A saved model is a folder (or a hub repository holding the same files)::
+
+    model.safetensors   the weights (the four mask buffers are left out: they follow from the config)
+    config.json         format and version, the full RudolphConfig, task tokens, where the tokenizer and the
+                        VQGAN come from, recommended sampling per task, base model, training run
+    README.md           a model card: hub metadata, base model, tasks, training data and steps, how to load
+    bpe.model           the tokenizer, when it is not a published one
+    vqgan.safetensors   the VQGAN, when it is not a published one (its header records its architecture)
+
+``Components.from_pretrained(folder_or_repo_id)`` loads it with nothing else given.
+
+Why the hub's file conventions by hand rather than ``PyTorchModelHubMixin``: the mixin stores the
+constructor arguments of *one* ``nn.Module``, whereas a RuDOLPH model is only usable with its tokenizer,
+its VQGAN and its task-token ids, which live outside the module; the mixin's loader would also bypass
+this package's loading rules (strict key and shape checks, mask buffers rebuilt, no pickle, the
+offline cache first and one error naming every missing file, :mod:`rudolph.hub`) and make
+``ruDolphModel.__init__``'s signature the file format. So the layout is the one the mixin and
+``transformers`` use (``model.safetensors`` + ``config.json`` + ``README.md`` with YAML metadata,
+published with ``HfApi.upload_folder``), written and read by this module.
+"""
+import dataclasses
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+
+import torch
+
+from .errors import ConfigError, CorruptCheckpointError, WeightsNotFoundError
+
+__all__ = ['save_pretrained', 'write_pretrained', 'write_description', 'load_pretrained', 'convert', 'push_to_hub',
+           'read_config', 'model_card', 'resolve_pretrained', 'is_pretrained_folder', 'looks_like_repo_id',
+           'pretrained_config', 'model_sources', 'registry_sources', 'saved_vae', 'FORMAT', 'FORMAT_VERSION',
+           'CONFIG_NAME', 'WEIGHTS_NAME', 'CARD_NAME', 'TOKENIZER_NAME', 'VAE_NAME']
+
+logger = logging.getLogger(__name__)
+
+FORMAT = 'rudolph'
+FORMAT_VERSION = 1
+CONFIG_NAME = 'config.json'
+WEIGHTS_NAME = 'model.safetensors'
+CARD_NAME = 'README.md'
+TOKENIZER_NAME = 'bpe.model'
+VAE_NAME = 'vqgan.safetensors'
+#: the files of a saved model that are published (a trainer checkpoint also holds optimizer and RNG state)
+PUBLISHED_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, TOKENIZER_NAME, VAE_NAME)
+#: config fields that change how a model trains, not what it computes
+_TRAINING_ONLY = ('embedding_dropout_prob', 'attention_dropout_prob', 'output_dropout_prob', 'gradient_checkpointing',
+                  'is_bool_mask')
+_REPO_ID = re.compile(r'^[A-Za-z0-9][\w.-]*/[\w.-]+$')
+Source = Dict[str, Any]
+
+
+# ----------------------------------------------------------------------------- where the parts come from
+def published_tokenizer() -> Source:
+    from .tokenizer.wrapper import HF_FILENAME, HF_REPO_ID
+
+    return {'repo_id': HF_REPO_ID, 'filename': HF_FILENAME}
+
+
+def published_vae() -> Source:
+    from .vae import HF_FILENAMES, HF_REPO_ID
+
+    return {'repo_id': HF_REPO_ID, 'filename': HF_FILENAMES[False], 'config': None, 'dwt': False}
+
+
+def registry_sources(name: str) -> Dict[str, Any]:
+    """``{'base_model', 'tokenizer', 'vae'}`` of a model of ``MODELS``: its packaged files or the published ones."""
+    from .model.configs import MODELS
+
+    entry = MODELS[name]
+    tokenizer = {'path': entry['tokenizer_path']} if entry.get('tokenizer_path') else published_tokenizer()
+    vae = published_vae()
+    if entry.get('vae_path'):
+        config = entry.get('vae_config')
+        vae = {'path': entry['vae_path'], 'config': _plain(config) if config is not None else None, 'dwt': False}
+    return {'base_model': name, 'tokenizer': tokenizer, 'vae': vae}
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready copy of configs (mappings, tuples, dataclasses)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def infer_base_model(config: Any, spc_tokens: Mapping[str, int]) -> Optional[str]:
+    """The first model of ``MODELS`` with this architecture and these task tokens (dropout aside), if any."""
+    from .model.configs import MODELS
+
+    def key(params: Mapping[str, Any]) -> Dict[str, Any]:
+        return {k: v for k, v in params.items() if k not in _TRAINING_ONLY}
+
+    mine = key(config.to_params())
+    for name, spec in MODELS.items():
+        if key(spec['model_params']) == mine and dict(spec.get('spc_tokens') or {}) == dict(spc_tokens):
+            return name
+    return None
+
+
+def _tokenizer_source(tokenizer: Any) -> Source:
+    """A source from a path, a registered name, a loaded tokenizer or a source dict."""
+    if isinstance(tokenizer, Mapping):
+        return dict(tokenizer)
+    if isinstance(tokenizer, (str, os.PathLike)):
+        from .tokenizer import NAMED_TOKENIZERS
+
+        return {'path': os.fspath(NAMED_TOKENIZERS.get(tokenizer, tokenizer))}
+    bpe = getattr(tokenizer, 'tokenizer', tokenizer)
+    if getattr(bpe, 'model_path', None):
+        return {'path': bpe.model_path}
+    if getattr(bpe, 'data', None) is not None:
+        return {'data': bpe.data}  # trained in memory: written out when saved
+    raise ConfigError(f'tokenizer={type(tokenizer).__name__}: expected a bpe.model path, a loaded YTTM tokenizer or '
+                      'a source dict')
+
+
+def _vae_source(vae: Any) -> Source:
+    if isinstance(vae, Mapping):
+        return dict(vae)
+    if isinstance(vae, (str, os.PathLike)):
+        from .vae import NAMED_VAES
+
+        if vae in NAMED_VAES:
+            path, config = NAMED_VAES[vae]
+            return {'path': path, 'config': _plain(config), 'dwt': False}
+        return {'path': os.fspath(vae), 'config': None, 'dwt': False}
+    if hasattr(vae, 'config') and hasattr(vae, 'model'):
+        return {'object': vae, 'config': _plain(vae.config), 'dwt': bool(getattr(vae, 'dwt', False))}
+    raise ConfigError(f'vae={type(vae).__name__}: expected a VQGAN checkpoint path, a loaded VQGAN or a source dict')
+
+
+def model_sources(model: Any, tokenizer: Any = None, vae: Any = None, base_model: Optional[str] = None,
+                  sources: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """Base model and tokenizer/VQGAN sources: those given, those the model was loaded with, or the registry's."""
+    found = dict(sources or getattr(model, 'pretrained_sources', None) or {})
+    if not found:
+        name = base_model or infer_base_model(model.config, getattr(model, 'spc_tokens', None) or {})
+        found = registry_sources(name) if name else {'base_model': None, 'tokenizer': None, 'vae': None}
+    if base_model is not None:
+        found['base_model'] = base_model
+    if tokenizer is not None:
+        found['tokenizer'] = _tokenizer_source(tokenizer)
+    if vae is not None:
+        found['vae'] = _vae_source(vae)
+    return found
+
+
+# ----------------------------------------------------------------------------- writing
+def pretrained_config(config: Any, spc_tokens: Mapping[str, int], sources: Mapping[str, Any],
+                      sampling: Optional[Mapping[str, Any]] = None, training: Optional[Mapping[str, Any]] = None,
+                      dtype: Optional[torch.dtype] = None) -> Dict[str, Any]:
+    """The ``config.json`` of a saved model (sources as they will be stored: ``file`` or ``repo_id``)."""
+    from . import __version__
+
+    base = sources.get('base_model')
+    if sampling is None and base:
+        from .model.configs import MODELS
+
+        sampling = MODELS[base].get('sampling') if base in MODELS else None
+    return {'format': FORMAT, 'format_version': FORMAT_VERSION, 'library': 'rudolph', 'library_version': __version__,
+            'model_type': 'rudolph', 'base_model': base, 'base_model_repo': _base_repo(base),
+            'config': _plain(config.to_params()), 'spc_tokens': dict(spc_tokens or {}),
+            'tokenizer': _stored(sources.get('tokenizer'), TOKENIZER_NAME),
+            'vae': _stored(sources.get('vae'), VAE_NAME), 'sampling': _plain(sampling or {}),
+            'weights': WEIGHTS_NAME, 'torch_dtype': str(dtype or torch.float32).replace('torch.', ''),
+            'training': _plain(training) if training else None}
+
+
+def _base_repo(base: Optional[str]) -> Optional[str]:
+    from .model.configs import MODELS
+
+    return MODELS[base].get('repo_id') if base in MODELS else None
+
+
+def _stored(source: Optional[Source], filename: str) -> Optional[Source]:
+    """How ``config.json`` names a part: in the folder (``file``) or on the hub (``repo_id`` + ``filename``)."""
+    if source is None:
+        return None
+    extra = {k: source[k] for k in ('config', 'dwt') if k in source}
+    if 'repo_id' in source:
+        return {'repo_id': source['repo_id'], 'filename': source['filename'], **extra}
+    return {'file': filename, **extra}
+
+
+def _write_tokenizer(source: Source, folder: str) -> None:
+    target = os.path.join(folder, TOKENIZER_NAME)
+    if 'path' in source:
+        if os.path.abspath(source['path']) != os.path.abspath(target):
+            shutil.copyfile(source['path'], target)
+    elif 'data' in source:
+        from .tokenizer.yttm_format import write_yttm_model
+
+        write_yttm_model(target, source['data'])
+    else:
+        raise ConfigError(f'tokenizer source {sorted(source)}: expected a path, a tokenizer or a hub file')
+
+
+def _vae_state(source: Source) -> Dict[str, torch.Tensor]:
+    """The VQGAN weights to store: the file's own tensors (dtype kept), or a loaded VQGAN's."""
+    if 'object' in source:
+        vae = source['object']
+        return dict((vae if vae.dwt else vae.model).state_dict())
+    from .vae.model import read_checkpoint_state_dict
+
+    state = read_checkpoint_state_dict(source['path'])
+    if source.get('dwt'):
+        return state
+    keep = ('encoder.', 'decoder.', 'quantize.', 'quant_conv.', 'post_quant_conv.')
+    return {k: v for k, v in state.items() if k.startswith(keep)}  # training-only parts (loss.*) stay behind
+
+
+def _write_vae(source: Source, folder: str) -> None:
+    from .safetensors_io import write_safetensors
+
+    meta = {'dwt': json.dumps(bool(source.get('dwt')))}
+    if source.get('config') is not None:
+        meta['vqgan_config'] = json.dumps(_plain(source['config']))
+    write_safetensors(_vae_state(source), os.path.join(folder, VAE_NAME), meta)
+
+
+def model_weights(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """The tensors to store: everything but the mask buffers (rebuilt from the config at load)."""
+    from .model.loading import _is_mask_key
+
+    return {k: v for k, v in state.items() if not _is_mask_key(k)}
+
+
+def write_pretrained(folder: str, state: Mapping[str, torch.Tensor], config: Dict[str, Any],
+                     sources: Mapping[str, Any], name: Optional[str] = None) -> List[str]:
+    """Write the files of a saved model into the existing ``folder``; returns their names.
+
+    ``state`` is the model's state dict (mask buffers are dropped), ``config`` the
+    :func:`pretrained_config`, ``sources`` the tokenizer/VQGAN sources it was made from.
+    """
+    from .safetensors_io import write_safetensors
+
+    write_safetensors(model_weights(state), os.path.join(folder, WEIGHTS_NAME),
+                      {'format_version': str(FORMAT_VERSION), 'library': 'rudolph'})
+    files = [WEIGHTS_NAME]
+    if config.get('tokenizer') and 'file' in config['tokenizer']:
+        _write_tokenizer(sources['tokenizer'], folder)
+        files.append(TOKENIZER_NAME)
+    if config.get('vae') and 'file' in config['vae']:
+        _write_vae(sources['vae'], folder)
+        files.append(VAE_NAME)
+    return files + write_description(folder, config, name)
+
+
+def write_description(folder: str, config: Mapping[str, Any], name: Optional[str] = None) -> List[str]:
+    """``config.json`` and the ``README.md`` model card of ``folder`` (``name``: how the card calls the model)."""
+    _write_text(os.path.join(folder, CONFIG_NAME), json.dumps(config, indent=2, ensure_ascii=False) + '\n')
+    _write_text(os.path.join(folder, CARD_NAME), model_card(config, name or os.path.basename(os.path.abspath(folder))))
+    return [CONFIG_NAME, CARD_NAME]
+
+
+def _write_text(path: str, text: str) -> None:
+    tmp = f'{path}.tmp'
+    with open(tmp, 'w', encoding='utf-8') as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _unpack(obj: Any) -> Tuple[Any, Dict[str, Any]]:
+    """(model, what a Components adds: tokenizer, vae, sources, sampling) of a model or a Components."""
+    if hasattr(obj, 'model') and hasattr(obj, 'spc_tokens') and hasattr(obj, 'tokenizer'):
+        return obj.model, {'tokenizer': obj.tokenizer, 'vae': obj.vae, 'sampling': getattr(obj, 'sampling', None),
+                           'sources': getattr(obj, 'sources', None)}
+    if isinstance(obj, torch.nn.Module) and hasattr(obj, 'config'):
+        return obj, {}
+    raise ConfigError(f'save_pretrained: expected a ruDolphModel or Components, got {type(obj).__name__}')
+
+
+def save_pretrained(obj: Any, save_directory: Union[str, os.PathLike], *, tokenizer: Any = None, vae: Any = None,
+                    base_model: Optional[str] = None, sampling: Optional[Mapping[str, Any]] = None,
+                    training: Optional[Mapping[str, Any]] = None) -> str:
+    """Save a model (or :class:`~rudolph.components.Components`) as a self-describing folder; returns its path.
+
+    ``tokenizer`` / ``vae`` (paths, loaded objects) and ``base_model`` (a key of ``MODELS``) override
+    what the model was loaded with; unpublished tokenizers and VQGANs are copied into the folder.
+    The folder is written in full beside its target and renamed into place, so a reader never
+    sees half a model; an existing folder of that name is replaced.
+    """
+    model, parts = _unpack(obj)
+    sources = model_sources(model, tokenizer, vae, base_model, parts.get('sources'))
+    if tokenizer is None and sources.get('tokenizer') is None and parts.get('tokenizer') is not None:
+        sources['tokenizer'] = _tokenizer_source(parts['tokenizer'])
+    if vae is None and sources.get('vae') is None and parts.get('vae') is not None:
+        sources['vae'] = _vae_source(parts['vae'])
+    for part in ('tokenizer', 'vae'):
+        if sources.get(part) is None:
+            logger.warning('save_pretrained: the %s of this model is unknown; loading the folder will need %s=PATH',
+                           part, part)
+    config = pretrained_config(model.config, getattr(model, 'spc_tokens', None) or {}, sources,
+                               sampling if sampling is not None else parts.get('sampling') or None, training,
+                               next(model.parameters()).dtype)
+    target = os.fspath(save_directory)
+    return _atomic_folder(target, lambda tmp: write_pretrained(tmp, model.state_dict(), config, sources,
+                                                               os.path.basename(os.path.abspath(target))))
+
+
+def _atomic_folder(target: str, fill: Callable[[str], Any]) -> str:
+    """Fill a temporary folder beside ``target``, then rename it into place (replacing an old ``target``)."""
+    target = os.path.abspath(target)
+    parent = os.path.dirname(target)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f'.tmp-{os.path.basename(target)}-', dir=parent)
+    try:
+        fill(tmp)
+        if os.path.isdir(target):
+            old = tempfile.mkdtemp(prefix=f'.old-{os.path.basename(target)}-', dir=parent)
+            os.replace(target, os.path.join(old, 'x'))
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def model_card(config: Mapping[str, Any], name: str) -> str:
+    """The ``README.md`` of a saved model: hub metadata, base model, tasks, training, how to load it."""
+    base, repo = config.get('base_model'), config.get('base_model_repo')
+    tags = ['rudolph', 'text-to-image', 'image-to-text', 'visual-question-answering', 'safetensors']
+    meta = ['---', 'library_name: rudolph', 'language:', '- ru', 'tags:'] + [f'- {t}' for t in tags]
+    if repo:
+        meta.append(f'base_model: {repo}')
+    meta.append('---')
+    c = config['config']
+    lines = meta + ['', f'# {name}', '',
+                    f'A [RuDOLPH](https://github.com/ai-forever/ru-dolph) model saved by `rudolph` '
+                    f'{config.get("library_version", "")} (format version {config["format_version"]}).', '',
+                    f'- base model: {_base_text(base, repo)}',
+                    f'- architecture: {c["num_layers"]} layers, hidden {c["hidden_size"]}, left text '
+                    f'{c["l_text_seq_length"]}, image {c["image_tokens_per_dim"]}x{c["image_tokens_per_dim"]} codes '
+                    f'({8 * c["image_tokens_per_dim"]} px), right text {c["r_text_seq_length"]}',
+                    f'- tasks: {_tasks_text(config.get("spc_tokens") or {})}',
+                    f'- tokenizer: {_part_text(config.get("tokenizer"))}',
+                    f'- VQGAN: {_part_text(config.get("vae"))}']
+    lines += _training_lines(config.get('training'))
+    lines += ['', '## How to load', '', '```python', 'from rudolph.components import Components',
+              '', f"c = Components.from_pretrained('{name}')   # this folder or hub repo id: nothing else needed",
+              'from rudolph.api import ruDolphApi', 'api = ruDolphApi(c.model, c.tokenizer, c.vae)', '```', '',
+              '```bash', f'rudolph caption img.png --model {name}', '```', '']
+    return '\n'.join(lines)
+
+
+def _base_text(base: Optional[str], repo: Optional[str]) -> str:
+    if not base:
+        return 'unknown'
+    where = f' ([{repo}](https://huggingface.co/{repo}))' if repo else ' (embedded in the rudolph package)'
+    return f'`{base}`{where}'
+
+
+def _tasks_text(spc: Mapping[str, int]) -> str:
+    if not spc:
+        return 'text-to-image, image-to-text, text (no task tokens: the `rudolph.pipelines` convention)'
+    names = {'T2I': 'text-to-image', 'I2T': 'image captioning', 'T2T': 'text', 'TQA': 'text QA'}
+    found = sorted({names[k[4:-1]] for k in spc if k[4:-1] in names})
+    return ', '.join(found) + ', VQA, zero-shot classification (task tokens: `ruDolphApi`)'
+
+
+def _part_text(part: Optional[Mapping[str, Any]]) -> str:
+    if not part:
+        return 'not recorded (pass it when loading)'
+    if 'repo_id' in part:
+        return f'`{part["filename"]}` of [{part["repo_id"]}](https://huggingface.co/{part["repo_id"]})'
+    return f'`{part["file"]}` (in this folder)'
+
+
+def _training_lines(training: Optional[Mapping[str, Any]]) -> List[str]:
+    if not training:
+        return []
+    lines = ['', '## Training', '']
+    labels = (('data', 'data'), ('rows', 'training rows'), ('tasks', 'rows per task'), ('steps', 'optimizer steps'),
+              ('epochs', 'epochs'), ('batch_size', 'batch size'), ('grad_accum', 'gradient accumulation'),
+              ('lr', 'learning rate'), ('schedule', 'schedule'), ('precision', 'precision'),
+              ('last_loss', 'last training loss'), ('eval', 'last evaluation'))
+    for key, label in labels:
+        if training.get(key) is not None:
+            lines.append(f'- {label}: {training[key]}')
+    return lines
+
+
+# ----------------------------------------------------------------------------- reading
+def looks_like_repo_id(text: str) -> bool:
+    """``owner/name`` that is not an existing local path."""
+    return bool(_REPO_ID.match(str(text))) and not os.path.exists(str(text))
+
+
+def is_pretrained_folder(path: Union[str, os.PathLike]) -> bool:
+    return os.path.isfile(os.path.join(os.fspath(path), CONFIG_NAME))
+
+
+def resolve_pretrained(path: Union[str, os.PathLike]) -> str:
+    """The saved-model folder a local path names: itself, a trainer's ``latest`` (file or output folder) or step."""
+    from .finetune.checkpoints import LATEST_NAME, STATE_NAME, find_checkpoint
+
+    path = os.fspath(path)
+    if os.path.isfile(path):  # the trainer's `latest`: a file holding the name of the newest step folder
+        with open(path, encoding='utf-8') as f:
+            step = f.read(256).strip()
+        target = os.path.join(os.path.dirname(path), step)
+        if os.path.basename(path) != LATEST_NAME or not step or not os.path.isdir(target):
+            raise ConfigError(f'{path!r} is a file; expected a saved-model folder (with {CONFIG_NAME}), a fine-tuning '
+                              f'output folder or its {LATEST_NAME!r} file')
+        path = target
+    if is_pretrained_folder(path):
+        return path
+    if os.path.isdir(path):
+        if not (os.path.isfile(os.path.join(path, LATEST_NAME)) or os.path.isfile(os.path.join(path, STATE_NAME)) or
+                any(name.startswith('step-') for name in os.listdir(path))):
+            raise ConfigError(f'{path!r} has no {CONFIG_NAME} and is no fine-tuning run; a folder of bare weights '
+                              'loads with its model name and checkpoint=, e.g. --model 350M --checkpoint FOLDER')
+        folder = find_checkpoint(path)  # an output folder: its newest complete step-*/
+        if is_pretrained_folder(folder):
+            return folder
+        raise ConfigError(f'{folder!r} has no {CONFIG_NAME} (a checkpoint of an older rudolph); load it with its '
+                          'model name and checkpoint=, e.g. --model 350M --checkpoint FOLDER')
+    raise WeightsNotFoundError(f'no such model folder {path!r}')
+
+
+def read_config(path: str) -> Dict[str, Any]:
+    """A ``config.json`` of this format, checked; errors name the file and what was expected."""
+    try:
+        with open(path, encoding='utf-8') as f:
+            config = json.load(f)
+    except (OSError, ValueError) as error:
+        raise CorruptCheckpointError(f'cannot read {path!r}: {error}; expected the JSON config of a saved '
+                                     'model') from None
+    if not isinstance(config, dict) or config.get('format') != FORMAT or not isinstance(config.get('config'), dict):
+        raise CorruptCheckpointError(f'{path!r} is not the config of a saved RuDOLPH model (expected "format": '
+                                     f'"{FORMAT}" and a "config" object)')
+    if int(config.get('format_version', 0)) > FORMAT_VERSION:
+        raise CorruptCheckpointError(f'{path!r} has format version {config["format_version"]}; this rudolph reads '
+                                     f'up to {FORMAT_VERSION}: upgrade rudolph')
+    return config
+
+
+def _fetcher(name_or_path: str, cache_dir: Optional[str]) -> Tuple[str, Callable[[str], str]]:
+    """(label, filename -> local path) for a local folder or a hub repository of this layout."""
+    from .hub import hub_download
+
+    if os.path.exists(os.fspath(name_or_path)):
+        folder = resolve_pretrained(name_or_path)
+
+        def local(filename: str) -> str:
+            path = os.path.join(folder, filename)
+            if not os.path.isfile(path):
+                raise WeightsNotFoundError(f'{filename} is missing from the model folder {folder!r}')
+            return path
+        return folder, local
+    if not looks_like_repo_id(name_or_path):
+        raise WeightsNotFoundError(f'{name_or_path!r}: no such folder, and not a hub repo id (owner/name)')
+
+    def remote(filename: str) -> str:
+        return hub_download(name_or_path, filename, what=f'{filename} of the model {name_or_path}',
+                            local_arg='a local copy of the folder: from_pretrained(PATH)', cache_dir=cache_dir)
+    return name_or_path, remote
+
+
+def _part_path(part: str, stored: Optional[Source], override: Any, fetch: Callable[[str], str],
+               cache_dir: Optional[str]) -> Optional[str]:
+    """Local path of the tokenizer or VQGAN: ``override``, the folder's file, or the hub file it names."""
+    from .hub import hub_download
+
+    keyword = {'tokenizer': 'tokenizer', 'vae': 'vae'}[part]
+    if override is not None:
+        path = os.fspath(override)
+        if not os.path.isfile(path):
+            raise WeightsNotFoundError(f'the {part}: no such file {path!r} (given as {keyword}=)')
+        return path
+    if not stored:
+        if part == 'vae':
+            return None  # published VQGAN, as for the registry's models without one
+        raise WeightsNotFoundError(f'the saved model records no {part}; pass {keyword}=PATH')
+    if 'file' in stored:
+        return fetch(stored['file'])
+    return hub_download(stored['repo_id'], stored['filename'], what=f'the {part} ({stored["filename"]})',
+                        local_arg=f'{keyword}=PATH', cache_dir=cache_dir)
+
+
+def _locate(config: Dict[str, Any], fetch: Callable[[str], str], tokenizer: Any, vae: Any, cache_dir: Optional[str],
+            pretrained: bool, with_vae: bool) -> Dict[str, Optional[str]]:
+    """Every file found first; all the missing ones are reported in one ``WeightsNotFoundError``."""
+    from .components import _missing_error
+
+    steps = {'tokenizer': lambda: _part_path('tokenizer', config.get('tokenizer'), tokenizer, fetch, cache_dir)}
+    if pretrained:
+        steps = {'model': lambda: fetch(config.get('weights') or WEIGHTS_NAME), **steps}
+    stored_vae = config.get('vae') or published_vae()
+    if with_vae or (vae is None and 'file' in stored_vae):  # a VQGAN of the folder travels with the model
+        steps['vae'] = lambda: _part_path('vae', stored_vae, vae, fetch, cache_dir)
+    paths: Dict[str, Optional[str]] = {}
+    problems: Dict[str, str] = {}
+    for part, step in steps.items():
+        try:
+            paths[part] = step()
+        except WeightsNotFoundError as error:
+            problems[part] = str(error)
+    if problems:
+        raise _missing_error(problems)
+    return paths
+
+
+def load_pretrained(name_or_path: Union[str, os.PathLike], *, device: Optional[str] = 'cpu', dtype=None,
+                    fp16: bool = False, cache_dir: Optional[str] = None, tokenizer: Any = None, vae: Any = None,
+                    vae_config: Any = None, pretrained: bool = True, with_vae: bool = True,
+                    model_kwargs: Optional[Mapping[str, Any]] = None):
+    """A saved model (folder, fine-tuning output folder or its ``latest``, or hub repo id) as ``Components``.
+
+    The hub files come through :func:`rudolph.hub.hub_download` (the cache first, ``HF_HUB_OFFLINE``
+    honoured). ``tokenizer`` / ``vae`` (+ ``vae_config``) replace the stored ones.
+    """
+    from .components import Components, _load_tokenizer, check_device
+    from .model import get_rudolph_model
+    from .vae import get_vae
+
+    device = check_device(device)
+    label, fetch = _fetcher(os.fspath(name_or_path), cache_dir)
+    config = read_config(fetch(CONFIG_NAME))
+    paths = _locate(config, fetch, tokenizer, vae, cache_dir, pretrained, with_vae)
+    params = {**config['config'], **(model_kwargs or {})}
+    model = get_rudolph_model(str(label), pretrained=pretrained, fp16=fp16, dtype=dtype, device=device,
+                              checkpoint_path=paths.get('model'), model_params=params)
+    model.spc_tokens = {str(k): int(v) for k, v in (config.get('spc_tokens') or {}).items()}
+    tokenizer_source, vae_source = _loaded_sources(config, paths, tokenizer, vae, vae_config)
+    vqgan = None
+    if with_vae:
+        vqgan = get_vae(path=paths['vae'], config=vae_source.get('config'), dwt=bool(vae_source.get('dwt'))).to(device)
+    model.pretrained_sources = {'base_model': config.get('base_model'), 'tokenizer': tokenizer_source,
+                                'vae': vae_source}
+    return Components(model, _load_tokenizer(paths['tokenizer']), vqgan, dict(model.spc_tokens), str(label),
+                      {k: dict(v) for k, v in (config.get('sampling') or {}).items()}, model.pretrained_sources)
+
+
+def _loaded_sources(config: Dict[str, Any], paths: Mapping[str, Optional[str]], tokenizer: Any, vae: Any,
+                    vae_config: Any) -> Tuple[Source, Source]:
+    """Where the tokenizer and VQGAN came from, so that saving again keeps hub references as references."""
+    stored_tok = config.get('tokenizer') or {}
+    tok = dict(stored_tok) if tokenizer is None and 'repo_id' in stored_tok else {'path': paths['tokenizer']}
+    stored_vae = config.get('vae') or published_vae()
+    if vae is not None:
+        return tok, {'path': paths['vae'], 'config': _plain(vae_config), 'dwt': False}
+    if 'repo_id' in stored_vae:
+        return tok, {'config': None, 'dwt': False, **stored_vae}
+    return tok, {'path': paths['vae'], 'config': stored_vae.get('config'), 'dwt': bool(stored_vae.get('dwt'))}
+
+
+# ----------------------------------------------------------------------------- convert
+def _shapes_match(params: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -> bool:
+    from .model.loading import check_state_dict
+    from .model.model import ruDolphModel, skip_init
+
+    from .errors import CheckpointMismatchError
+
+    with torch.device('meta'), skip_init():
+        model = ruDolphModel(device='cpu', **params)
+    try:
+        check_state_dict(model, state, params)
+    except CheckpointMismatchError:
+        return False
+    return True
+
+
+def _architecture(name: Optional[str], config: Optional[Mapping[str, Any]],
+                  state: Mapping[str, torch.Tensor], path: str) -> Tuple[Optional[str], Dict[str, Any]]:
+    """(registry name or ``None``, constructor params) of a checkpoint: given, or the one model it fits."""
+    from .model.configs import MODELS
+
+    if config is not None:
+        return name if name in MODELS else None, dict(config)
+    if name is not None:
+        return name, MODELS[name]['model_params']
+    fits = [n for n, spec in MODELS.items() if _shapes_match(spec['model_params'], state)]
+    if len({json.dumps(MODELS[n]['model_params'], sort_keys=True) for n in fits}) != 1:
+        raise ConfigError(f'{path!r}: cannot tell which model this checkpoint is (it fits {fits or "none"} of '
+                          f'{sorted(MODELS)}); pass the model name (--model) or its params (--config)')
+    return fits[0], MODELS[fits[0]]['model_params']
+
+
+def convert(name_or_path: Union[str, os.PathLike], out_dir: Union[str, os.PathLike], *, model: Optional[str] = None,
+            config: Optional[Mapping[str, Any]] = None, cache_dir: Optional[str] = None) -> str:
+    """A published checkpoint (a ``MODELS`` name, a ``.bin``/``.ckpt`` file or folder) as a saved-model folder.
+
+    The checkpoint is memory-mapped and its tensors are written one by one as they are (dtype and
+    values bit for bit), so it is never copied whole into memory. ``model`` names the architecture
+    of a local file (found from its shapes when it fits exactly one registered model), ``config``
+    gives the params of an unregistered one. Returns the folder.
+    """
+    from .model.configs import MODELS
+    from .model.config import RudolphConfig
+    from .model.loading import load_checkpoint, resolve_checkpoint
+
+    source = os.fspath(name_or_path)
+    if model is not None and model not in MODELS:
+        raise ConfigError(f'model {model!r}: expected one of {sorted(MODELS)}')
+    if source in MODELS:
+        try:
+            model, path = source, resolve_checkpoint(source, cache_dir=cache_dir)
+        except WeightsNotFoundError as error:
+            raise WeightsNotFoundError(f'{error}; for convert: rudolph convert path/to/pytorch_model.bin OUT_DIR '
+                                       f'--model {source}') from None
+    else:
+        path = resolve_checkpoint(model or '', source)
+    state = load_checkpoint(path)
+    name, params = _architecture(model, config, state, path)
+    if not _shapes_match(params, state):
+        raise ConfigError(f'{path!r} does not fit the architecture {params}; pass the right model name or --config')
+    sources = registry_sources(name) if name else {'base_model': None, 'tokenizer': None, 'vae': None}
+    dtypes = {v.dtype for v in state.values() if v.is_floating_point()}
+    meta = pretrained_config(RudolphConfig.from_params(params), MODELS[name].get('spc_tokens') if name else {}, sources,
+                             dtype=dtypes.pop() if len(dtypes) == 1 else None)
+    meta['converted_from'] = os.path.basename(path) if source not in MODELS else \
+        f'{MODELS[source]["repo_id"]}/{MODELS[source]["filename"]}' if MODELS[source].get('repo_id') else source
+    target = os.fspath(out_dir)
+    return _atomic_folder(target, lambda tmp: write_pretrained(tmp, state, meta, sources,
+                                                               os.path.basename(os.path.abspath(target))))
+
+
+# ----------------------------------------------------------------------------- publish
+def push_to_hub(source: Any, repo_id: str, *, token: Optional[str] = None, private: Optional[bool] = None,
+                commit_message: Optional[str] = None, revision: Optional[str] = None, create_pr: bool = False,
+                endpoint: Optional[str] = None) -> str:
+    """Publish a saved model (folder, fine-tuning output folder / ``latest``, model or Components) as ``repo_id``.
+
+    Creates the repository if needed (``HfApi.create_repo(exist_ok=True)``) and uploads the model's
+    files in one commit (``upload_folder``); optimizer and RNG state of a trainer checkpoint stay
+    behind. Returns the commit URL.
+    """
+    from huggingface_hub import HfApi
+
+    if not _REPO_ID.match(str(repo_id)):
+        raise ConfigError(f'repo_id {repo_id!r}: expected owner/name')
+    with tempfile.TemporaryDirectory(prefix='rudolph-push-') as tmp:
+        if isinstance(source, (str, os.PathLike)):
+            folder = resolve_pretrained(source)
+        else:
+            folder = save_pretrained(source, os.path.join(tmp, repo_id.split('/')[-1]))
+        read_config(os.path.join(folder, CONFIG_NAME))
+        files = [f for f in PUBLISHED_FILES if os.path.isfile(os.path.join(folder, f))]
+        api = HfApi(endpoint=endpoint, token=token)
+        try:
+            api.create_repo(repo_id, private=private, exist_ok=True)
+            info = api.upload_folder(repo_id=repo_id, folder_path=folder, allow_patterns=files, revision=revision,
+                                     create_pr=create_pr, commit_message=commit_message or f'Upload {", ".join(files)}')
+        except OSError:
+            raise  # the hub's HTTP errors (HfHubHTTPError) say what the hub answered
+        except Exception as error:  # noqa: BLE001 -- the HTTP client's network errors are not OSErrors
+            if type(error).__module__.split('.')[0] not in ('httpx', 'httpx2', 'requests', 'urllib3'):
+                raise
+            raise ConnectionError(f'cannot reach the hub to push {repo_id}: {type(error).__name__}: '
+                                  f'{str(error)[:200]}') from error
+    logger.info('pushed %s to %s', folder, repo_id)
+    return str(getattr(info, 'commit_url', info))
+
+
+def saved_vae(name_or_path: Union[str, os.PathLike], cache_dir: Optional[str] = None) -> Tuple[str, Any, bool]:
+    """(local path, config, dwt) of the VQGAN a saved model records (its own file or the hub one)."""
+    _, fetch = _fetcher(os.fspath(name_or_path), cache_dir)
+    stored = read_config(fetch(CONFIG_NAME)).get('vae') or published_vae()
+    return _part_path('vae', stored, None, fetch, cache_dir), stored.get('config'), bool(stored.get('dwt'))
