@@ -171,14 +171,16 @@ class Components:
                         checkpoint: Optional[str] = None, tokenizer: Optional[str] = None, vae: Optional[str] = None,
                         vae_config: Any = None, config: Optional[Dict[str, Any]] = None,
                         cache_dir: Optional[str] = None, fp16: bool = False, pretrained: bool = True,
-                        with_vae: bool = True, model_kwargs: Optional[Dict[str, Any]] = None) -> 'Components':
+                        with_vae: bool = True, model_kwargs: Optional[Dict[str, Any]] = None,
+                        quantize: Optional[str] = None) -> 'Components':
         """Load model ``name_or_path`` (a key of ``MODELS``, or a checkpoint file/folder with ``config``).
 
         ``checkpoint``, ``tokenizer``, ``vae`` (+ ``vae_config``) replace the model's own files;
         ``config`` holds the constructor params of an unregistered architecture (needs a
         checkpoint). ``device=None`` picks cuda when available. ``pretrained=False``: random weights
         (e.g. before resuming a run); ``with_vae=False``: ``vae`` is ``None`` (see :func:`load_vae`);
-        ``model_kwargs`` override constructor arguments (dropout...). Raises
+        ``model_kwargs`` override constructor arguments (dropout...). ``dtype`` (a torch dtype, a name
+        or ``'auto'``) and ``quantize`` (``None`` or ``'int8'``): see ``get_rudolph_model``. Raises
         :class:`~rudolph.errors.WeightsNotFoundError` naming every missing file at once.
         """
         from .model.configs import MODELS
@@ -192,7 +194,8 @@ class Components:
             raise _missing_error(plan.problems)
         tok = plan.tokenizer if plan.tokenizer is not None else _load_tokenizer(plan.tokenizer_path)
         vqgan = _load_vae(plan, device) if with_vae else None
-        model = _load_model(name, config, plan.model_path, device, dtype, fp16, pretrained, model_kwargs or {})
+        model = _load_model(name, config, plan.model_path, device, dtype, fp16, pretrained, model_kwargs or {},
+                            quantize)
         spc = dict(getattr(model, 'spc_tokens', None) or {})
         return cls(model, tok, vqgan, spc, name, {k: dict(v) for k, v in (entry.get('sampling') or {}).items()})
 
@@ -232,14 +235,14 @@ def _load_vae(plan: _Plan, device: str):
 
 
 def _load_model(name: str, config: Optional[Dict[str, Any]], path: Optional[str], device: str, dtype, fp16: bool,
-                pretrained: bool, model_kwargs: Dict[str, Any]):
+                pretrained: bool, model_kwargs: Dict[str, Any], quantize: Optional[str] = None):
     from .model import get_rudolph_model
 
     extra = dict(model_kwargs) if config is None else {'model_params': {**config, **model_kwargs}}
     try:
-        return get_rudolph_model(name, pretrained=pretrained, fp16=fp16, dtype=dtype, device=device,
-                                 checkpoint_path=path, **extra)
-    except CheckpointError:
+        return get_rudolph_model(name, pretrained=pretrained, fp16=fp16, dtype=dtype, quantize=quantize,
+                                 device=device, checkpoint_path=path, **extra)
+    except (CheckpointError, ConfigError):  # ConfigError: an unsupported dtype / quantize request
         raise
     except (OSError, ValueError, RuntimeError, TypeError) as error:
         raise CheckpointError(f'cannot load RuDOLPH {name} from {path!r}: {error}') from None

@@ -41,15 +41,17 @@ class Bundle(NamedTuple):
     spc_tokens: Dict[str, int]
 
 
-def load_bundle(name: str = NAME, device: str = 'cpu') -> Bundle:
-    """``(model, tokenizer, vae, spc_tokens)`` of the embedded model, from the package files only."""
+def load_bundle(name: str = NAME, device: str = 'cpu', dtype=None, quantize=None) -> Bundle:
+    """``(model, tokenizer, vae, spc_tokens)`` of the embedded model, from the package files only.
+
+    ``dtype`` / ``quantize``: the model's precision (see ``get_rudolph_model``; default float32)."""
     if name != NAME:
         raise ValueError(f'unknown bundle {name!r}; expected {NAME!r}')
     from ..model import get_rudolph_model
     from ..tokenizer import get_tokenizer
     from ..vae import get_vae
 
-    model = get_rudolph_model(NAME, device=device)
+    model = get_rudolph_model(NAME, device=device, dtype=dtype, quantize=quantize)
     return Bundle(model, get_tokenizer(NAME), get_vae(name=NAME).to(device), dict(TINY_SPC_TOKENS))
 
 
