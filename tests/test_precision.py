@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rudolph.errors import ConfigError, CorruptCheckpointError, MissingDependencyError
-from rudolph.model import get_rudolph_model, ruDolphModel
+from rudolph.model import get_rudolph_model
 from rudolph.model import quant
 from rudolph.model.quant import INT8_MM_MAX_ROWS, Int8Linear, resolve_precision, save_int8
 

@@ -11,14 +11,21 @@ CPU, fp16/bf16 on CUDA). Which kernel multiplies depends on the rows of the call
   (exact: int8 values fit bf16/fp16) and one ``F.linear``, the per-channel scale applied to its
   output; the matmul's cost then dominates the conversion.
 """
+import ctypes
+import json
 import logging
+import mmap
+import os
+import struct
+import sys
+import warnings
 from typing import Dict, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError, MissingDependencyError
+from ..errors import ConfigError, CorruptCheckpointError, MissingDependencyError
 
 __all__ = ['Int8Linear', 'INT8_MM_MAX_ROWS', 'QUANT_METHODS', 'Precision', 'resolve_precision', 'parse_dtype',
            'cpu_has_native_bf16', 'quantize_weight', 'quantize_linears', 'quantized_linear_names',
@@ -119,8 +126,6 @@ def resolve_precision(dtype: Union[None, str, torch.dtype] = None, quantize: Opt
     flag) is float16 on CUDA; on CPU it warns and keeps float32. Unsupported combinations raise
     ``ConfigError`` (or ``MissingDependencyError`` when torch lacks the int8 kernel for the device).
     """
-    import warnings
-
     device = torch.device(device)
     parsed = parse_dtype(dtype)
     if quantize is not None and quantize not in QUANT_METHODS:
@@ -246,14 +251,12 @@ _ST_DTYPES = {'I8': torch.int8, 'F32': torch.float32, 'BF16': torch.bfloat16, 'F
               'I64': torch.int64, 'BOOL': torch.bool, 'U8': torch.uint8}
 
 
-def save_int8(model: nn.Module, path: Union[str, 'os.PathLike'], extra_metadata: Optional[Dict[str, str]] = None) -> str:
+def save_int8(model: nn.Module, path: Union[str, os.PathLike], extra_metadata: Optional[Dict[str, str]] = None) -> str:
     """Write an int8 model's weights as safetensors (int8 weights, float32 scales, the rest in its dtype).
 
     The metadata entry ``format`` = ``rudolph-int8`` marks the file, ``dtype`` names the activation
     dtype. Written to a temporary file and renamed, so ``path`` is complete or absent.
     """
-    import os
-
     from safetensors.torch import save_file
 
     if not any(isinstance(m, Int8Linear) for m in model.modules()):
@@ -276,9 +279,6 @@ def save_int8(model: nn.Module, path: Union[str, 'os.PathLike'], extra_metadata:
 
 def _safetensors_header(path: str) -> Optional[Tuple[int, dict]]:
     """``(data offset, header)`` of a safetensors file, or ``None`` when ``path`` is not one."""
-    import json
-    import struct
-
     with open(path, 'rb') as f:
         head = f.read(8)
         if len(head) < 8:
@@ -304,14 +304,10 @@ def int8_file_metadata(path: str) -> Optional[Dict[str, str]]:
 
 def read_int8_file(path: str) -> Dict[str, torch.Tensor]:
     """The tensors of a :func:`save_int8` file, memory-mapped (no copy; pages are read on first use)."""
-    from ..errors import CorruptCheckpointError
-
     found = _safetensors_header(path)
     if found is None:
         raise CorruptCheckpointError(f'{path!r} is not a safetensors file (expected an int8 RuDOLPH file)')
     offset, header = found
-    import os
-
     size = os.path.getsize(path)
     storage = torch.UntypedStorage.from_file(path, shared=False, nbytes=size)
     raw = torch.empty(0, dtype=torch.uint8).set_(storage)
@@ -335,10 +331,6 @@ def release_pages(tensor: torch.Tensor) -> None:
     from the file again if they are touched later. Keeps the resident size of a tensor-by-tensor
     conversion at about one tensor of the source file.
     """
-    import ctypes
-    import mmap
-    import sys
-
     if not sys.platform.startswith('linux') or tensor.device.type != 'cpu':
         return
     storage = tensor.untyped_storage()
