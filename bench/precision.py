@@ -278,34 +278,35 @@ def make_checkpoint(name: str, path: str) -> None:
     os.remove(backing)
 
 
-def worker_load(path: str) -> dict:
+def worker_load(name: str, path: str) -> dict:
     t0 = time.perf_counter()
-    model = get_rudolph_model('2.7B', checkpoint_path=path, quantize='int8')
+    model = get_rudolph_model(name, checkpoint_path=path, quantize='int8')
     seconds = time.perf_counter() - t0
     int8_bytes = sum(t.numel() * t.element_size() for k, t in model.state_dict().items() if t.dtype != torch.bool)
     return {'load_s': seconds, 'int8_mib': int8_bytes / 2 ** 20, 'peak_rss_mb': peak_rss_mb()}
 
 
 def part_load(args) -> None:
-    path = args.checkpoint_27b or os.path.join(args.tmp, 'rudolph-2.7B-random-fp32.bin')
+    name = args.load_model
+    path = args.checkpoint_27b or os.path.join(args.tmp, f'rudolph-{name}-random-fp32.bin')
     if not os.path.exists(path):
         if not args.make_checkpoint:
             print(f'\n(load: no checkpoint at {path}; pass --checkpoint-2.7b PATH or --make-checkpoint)')
             return
+        os.makedirs(args.tmp, exist_ok=True)
         t0 = time.perf_counter()
-        make_checkpoint('2.7B', path)
-        print(f'\n(wrote a random float32 2.7B checkpoint in {time.perf_counter() - t0:.0f} s: {path})')
-    r = run_worker(args, 'load', path)
+        make_checkpoint(name, path)
+        print(f'\n(wrote a random float32 {name} checkpoint in {time.perf_counter() - t0:.0f} s: {path})')
+    r = run_worker(args, 'load', name, path)
     if 'error' in r:
-        print(f"\nload 2.7B int8 failed: {r['error']}")
+        print(f"\nload {name} int8 failed: {r['error']}")
         return
     limit = 1.3 * r['int8_mib'] + 1024
-    print(f"\n## loading 2.7B with quantize='int8' from the float32 file ({os.path.getsize(path) / 2 ** 30:.1f} GiB)\n")
+    print(f"\n## loading {name} with quantize='int8' from the float32 file ({os.path.getsize(path) / 2 ** 30:.1f} GiB)\n")
     print('| load (s) | int8 model (MiB) | peak RSS (MiB) | target: 1.3 x int8 + 1 GiB (MiB) | met |')
     print('|---|---|---|---|---|')
     print(f"| {r['load_s']:.1f} | {r['int8_mib']:.0f} | {r['peak_rss_mb']:.0f} | {limit:.0f} | "
           f"{'yes' if r['peak_rss_mb'] <= limit else 'NO'} |")
-
 
 
 # ----------------------------------------------------------------------------- the original package
@@ -367,7 +368,7 @@ def part_train(args) -> None:
 
 
 # ----------------------------------------------------------------------------- main
-WORKERS = {'big': lambda a: worker_big(a[0], a[1], (1, 8), int(a[2])), 'load': lambda a: worker_load(a[0]),
+WORKERS = {'big': lambda a: worker_big(a[0], a[1], (1, 8), int(a[2])), 'load': lambda a: worker_load(a[0], a[1]),
            'train': lambda a: worker_train(a[0], int(a[1]), a[2])}
 DEFAULT_PARTS = 'kernels,decode,tasks,image,big,train'
 
@@ -384,6 +385,7 @@ def main(argv=None) -> None:
     parser.add_argument('--tmp', default='/tmp/rudolph-bench')
     parser.add_argument('--checkpoint-2.7b', dest='checkpoint_27b', default=None)
     parser.add_argument('--make-checkpoint', action='store_true')
+    parser.add_argument('--load-model', default='2.7B', help='config of the load part (default 2.7B)')
     parser.add_argument('--original-venv', default=os.path.join(HERE, '.venv-original'))
     parser.add_argument('--_worker', nargs='+', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

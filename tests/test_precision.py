@@ -358,3 +358,26 @@ def test_cuda_precisions_agree_with_fp32(kw):
         step += [model.prefill(ids[:, t:t + 1].cuda(), cache) for t in range(20, 22)]
     assert torch.isfinite(got).all() and all(torch.isfinite(s.float()).all() for s in step)
     assert (got - expected).abs().max() / expected.abs().max() < 0.15
+
+
+def test_blockwise_quantisation_is_the_per_channel_formula_and_leaves_the_source():
+    torch.manual_seed(0)
+    w = torch.randn(700, 600) * torch.rand(700, 1)  # channels of different ranges; several blocks of rows
+    source = w.clone()
+    q, scale = quant.quantize_weight(w)
+    expected_scale = w.abs().amax(dim=1) / 127
+    assert torch.equal(w, source) and q.dtype == torch.int8 and scale.dtype == torch.float32
+    assert torch.allclose(scale, expected_scale)
+    assert torch.equal(q, torch.round(w / expected_scale[:, None]).clamp(-127, 127).to(torch.int8))
+
+
+@pytest.mark.parametrize('key', ['transformer.layers.1.mlp.dense_h_to_4h.weight', 'text_embeddings.weight'])
+def test_quantising_while_loading_rejects_non_finite_weights(tmp_path, key):
+    from rudolph.errors import CheckpointError
+
+    state = get_rudolph_model('tiny-shapes').state_dict()
+    state[key] = state[key].clone()
+    state[key][3, 5] = float('nan')
+    torch.save(state, tmp_path / 'nan.bin')
+    with pytest.raises(CheckpointError, match=f"nan.bin.*{key}.*non-finite"):
+        get_rudolph_model('tiny-shapes', checkpoint_path=tmp_path / 'nan.bin', quantize='int8')

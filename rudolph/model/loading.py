@@ -197,7 +197,8 @@ def _quantized_state(model: ruDolphModel, path: str, label: Dict[str, Any], devi
     """The int8 state of ``model`` quantised from the float checkpoint ``path`` one tensor at a time.
 
     Each source tensor is read from the memory map, checked, converted, and its pages are dropped
-    again, so the float model never sits in memory whole (peak: the int8 model plus one tensor).
+    again (and the heap trimmed), so the float model never sits in memory whole: the peak is about
+    the int8 model plus one tensor (``bench/precision.py --parts load``).
     """
     import zipfile
 
@@ -208,16 +209,19 @@ def _quantized_state(model: ruDolphModel, path: str, label: Dict[str, Any], devi
     state = {}
     for key in list(source):
         value = source.pop(key)
-        check_finite({key: value}, path)
         if key in linears:
             q, scale = quant.quantize_weight(value)
+            # a NaN or inf anywhere in a row makes its max |w| (the scale) non-finite: no second pass
+            check_finite({key: scale}, path)
             state[key], state[key[:-len('weight')] + 'weight_scale'] = q.to(device), scale.to(device)
         else:
+            check_finite({key: value}, path)
             state[key] = value.to(device=device, dtype=dtype if value.is_floating_point() else value.dtype,
                                   copy=True)
         if mapped:
             quant.release_pages(value)
         del value
+        quant.trim_heap()
     return state
 
 

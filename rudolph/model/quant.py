@@ -29,7 +29,8 @@ from ..errors import ConfigError, CorruptCheckpointError, MissingDependencyError
 
 __all__ = ['Int8Linear', 'INT8_MM_MAX_ROWS', 'QUANT_METHODS', 'Precision', 'resolve_precision', 'parse_dtype',
            'cpu_has_native_bf16', 'quantize_weight', 'quantize_linears', 'quantized_linear_names',
-           'int8_kernel_available']
+           'int8_kernel_available', 'save_int8', 'read_int8_file', 'int8_file_metadata', 'release_pages',
+           'trim_heap']
 
 logger = logging.getLogger(__name__)
 
@@ -149,11 +150,26 @@ def resolve_precision(dtype: Union[None, str, torch.dtype] = None, quantize: Opt
     return Precision(parsed, quantize)
 
 
+#: Elements per block of rows that quantize_weight converts at once (float32 temporaries of ~1 MB).
+_BLOCK_ELEMENTS = 1 << 18
+
+
 def quantize_weight(weight: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``(int8 [out, in], float32 scale [out])`` with ``weight ~= q * scale[:, None]`` per output channel."""
-    w = weight.detach().float()
-    scale = (w.abs().amax(dim=1) / 127.0).clamp(min=torch.finfo(torch.float32).tiny)
-    q = torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+    """``(int8 [out, in], float32 scale [out])`` with ``weight ~= q * scale[:, None]`` per output channel.
+
+    Converted in blocks of rows: whole-tensor float32 temporaries (tens of MB each, freed and
+    allocated again for every tensor of a checkpoint) fragment glibc's heap, which kept several
+    times the int8 model resident while loading.
+    """
+    w = weight.detach()
+    q = torch.empty(w.shape, dtype=torch.int8, device=w.device)
+    scale = torch.empty(w.shape[0], dtype=torch.float32, device=w.device)
+    rows = max(1, _BLOCK_ELEMENTS // max(w.shape[1], 1))
+    for begin in range(0, w.shape[0], rows):
+        block = w[begin:begin + rows].to(torch.float32, copy=True)  # a copy: the source stays untouched
+        s = (block.abs().amax(dim=1) / 127.0).clamp_(min=torch.finfo(torch.float32).tiny)
+        scale[begin:begin + rows] = s
+        q[begin:begin + rows] = block.div_(s[:, None]).round_().clamp_(-127, 127)
     return q, scale
 
 
@@ -344,4 +360,18 @@ def release_pages(tensor: torch.Tensor) -> None:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), 4)  # MADV_DONTNEED
     except (OSError, AttributeError):
+        pass
+
+
+def trim_heap() -> None:
+    """Give glibc's free heap pages back to the system (``malloc_trim``), best effort (Linux/glibc only).
+
+    A checkpoint converted tensor by tensor frees float32 temporaries between the int8 tensors it
+    keeps; without trimming, glibc's heap keeps those holes resident.
+    """
+    if not sys.platform.startswith('linux'):
+        return
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (e.g. musl)
         pass
