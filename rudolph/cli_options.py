@@ -82,12 +82,16 @@ def add_common(parser: argparse.ArgumentParser) -> None:
 DTYPE_CHOICES = ('auto', 'fp32', 'float32', 'bf16', 'bfloat16', 'fp16', 'float16', 'half')
 
 
-def add_precision(g, default: str = 'auto') -> None:
-    """``--dtype`` / ``--quantize`` (and the older ``--fp16`` / ``--bf16``, exclusive with ``--dtype``)."""
+def add_precision(g, default: Optional[str] = 'auto') -> None:
+    """``--dtype`` / ``--quantize`` (and the older ``--fp16`` / ``--bf16``, exclusive with ``--dtype``).
+
+    ``default=None``: float32, or bf16 activations with ``--quantize int8`` (``resolve_precision(None, ...)``).
+    """
     precision = g.add_mutually_exclusive_group()
+    shown = ('auto: bf16 on CPUs with native bf16, fp16 on CUDA, else fp32' if default == 'auto' else
+             'fp32; bf16 activations with --quantize int8' if default is None else default)
     precision.add_argument('--dtype', choices=DTYPE_CHOICES, default=default,
-                           help=f'weights and activations (default {default}: bf16 on CPUs with native bf16, '
-                                'fp16 on CUDA, else fp32)')
+                           help=f'weights and activations (default {shown})')
     precision.add_argument('--fp16', action='store_true', help='float16 weights (CUDA; on CPU the model stays float32)')
     precision.add_argument('--bf16', action='store_true', help='bfloat16 weights (CUDA or CPU)')
     g.add_argument('--quantize', choices=('int8',), default=None,

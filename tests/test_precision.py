@@ -308,9 +308,12 @@ def test_demo_accepts_the_precision_options():
 
     p = argparse.ArgumentParser()
     add_arguments(p)
-    assert precision_args(p.parse_args([]))['dtype'] == 'fp32'  # the recorded accuracies are fp32's
+    default = precision_args(p.parse_args([]))
+    assert resolve_precision(default['dtype'], default['quantize']).dtype == torch.float32  # the recorded numbers
     args = p.parse_args(['--eval', '--dtype', 'bf16', '--quantize', 'int8'])
     assert precision_args(args) == {'dtype': 'bf16', 'fp16': False, 'quantize': 'int8'}
+    int8 = precision_args(p.parse_args(['--eval', '--quantize', 'int8']))  # was an error with a fp32 default
+    assert resolve_precision(int8['dtype'], int8['quantize']) == (torch.bfloat16, 'int8')
 
 
 @pytest.mark.parametrize('native, expected', [(True, 'bf16'), (False, 'no')])

@@ -35,8 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument('--threads', type=int, default=None, help='torch intra-op threads (default: 1 on <=2 cores)')
     g = p.add_argument_group('precision')
     from ..cli_options import add_precision
-    # float32 by default: the recorded accuracies are float32's; --dtype auto/bf16 or --quantize int8 measure others
-    add_precision(g, default='fp32')
+    # float32 by default (bf16 activations with --quantize int8): the recorded accuracies are float32's
+    add_precision(g, default=None)
 
 
 def _grid(rows, size: int = 64):
