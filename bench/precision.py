@@ -41,7 +41,8 @@ from decode import decode_loop, weight_bytes, weight_floor  # noqa: E402
 
 from rudolph.model import MODELS, get_rudolph_model, ruDolphModel  # noqa: E402
 from rudolph.model.model import skip_init  # noqa: E402
-from rudolph.model.quant import INT8_MM_MAX_ROWS, Int8Linear, quantize_linears, resolve_precision  # noqa: E402
+from rudolph.model.quant import (INT8_MM_MAX_ROWS, Int8Linear, quantize_linears, release_pages,  # noqa: E402
+                                 resolve_precision)
 
 NAMES = ('fp32', 'bf16', 'int8')
 CLASSES = ['кошка', 'собака', 'лошадь', 'автомобиль', 'самолёт', 'корабль', 'птица', 'олень', 'лягушка', 'грузовик']
@@ -256,26 +257,36 @@ def part_big(args) -> None:
 
 # ----------------------------------------------------------------------------- loading 2.7B int8
 def make_checkpoint(name: str, path: str) -> None:
-    """A random float32 checkpoint of ``name`` written without holding the model in anonymous memory."""
+    """A random float32 checkpoint of ``name`` (normal(0, 0.02)) written without the model in memory.
+
+    ``torch.save`` under ``skip_data`` lays out the file from fake tensors; the file is then mapped
+    shared and each tensor filled in place, a chunk at a time.
+    """
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
     with torch.device('meta'), skip_init():
         model = ruDolphModel(device='cpu', **MODELS[name]['model_params'])
-    metas = {k: v for k, v in model.state_dict().items() if v.dtype != torch.bool}
-    total = sum(v.numel() for v in metas.values())
-    backing = path + '.backing'
-    flat = torch.from_file(backing, shared=True, size=total, dtype=torch.float32)  # file pages, not anonymous
-    state, offset, g = {}, 0, torch.Generator().manual_seed(0)
-    for key, meta in metas.items():
-        n = meta.numel()
-        view = flat[offset:offset + n]
-        for begin in range(0, n, 1 << 24):  # fill in 64 MB chunks
-            chunk = view[begin:begin + (1 << 24)]
-            chunk.copy_(torch.randn(chunk.shape, generator=g) * 0.02)
-        state[key] = view.view(meta.shape)
-        offset += n
-    torch.save(state, path + '.tmp')
+    shapes = {k: v.shape for k, v in model.state_dict().items() if v.dtype != torch.bool}
+    with FakeTensorMode():
+        fake = {k: torch.empty(shape) for k, shape in shapes.items()}
+    with torch.serialization.skip_data(materialize_fake_tensors=True):
+        torch.save(fake, path + '.tmp')
+    import mmap
+
+    torch.serialization.set_default_mmap_options(mmap.MAP_SHARED)
+    try:
+        state = torch.load(path + '.tmp', mmap=True, weights_only=True)
+        g = torch.Generator().manual_seed(0)
+        for key, tensor in state.items():
+            flat = tensor.view(-1)
+            for begin in range(0, flat.numel(), 1 << 24):  # 64 MB chunks
+                chunk = flat[begin:begin + (1 << 24)]
+                chunk.copy_(torch.randn(chunk.shape, generator=g) * 0.02)
+            release_pages(tensor)
+        del state
+    finally:
+        torch.serialization.set_default_mmap_options(mmap.MAP_PRIVATE)
     os.replace(path + '.tmp', path)
-    del state, flat
-    os.remove(backing)
 
 
 def worker_load(name: str, path: str) -> dict:
