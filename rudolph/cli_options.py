@@ -13,7 +13,8 @@ if TYPE_CHECKING:  # the loader imports torch: only when a command runs
     from .components import Components
 
 __all__ = ['CliError', 'json_option', 'load', 'PART_OPTIONS', 'add_common', 'add_sampling',
-           'positive_int', 'check_model_args', 'check_device_option']
+           'positive_int', 'check_model_args', 'check_device_option', 'add_precision', 'precision_args',
+           'DTYPE_CHOICES']
 
 
 class CliError(RudolphError):
@@ -71,13 +72,39 @@ def add_common(parser: argparse.ArgumentParser) -> None:
                    help='JSON file (or JSON text) of VQGAN config overrides for a --vae of another architecture')
     g = parser.add_argument_group('running')
     g.add_argument('--device', default=None, help='cpu, cuda, cuda:1, ... (default: cuda when available)')
-    precision = g.add_mutually_exclusive_group()
-    precision.add_argument('--fp16', action='store_true', help='float16 weights (CUDA; on CPU the model stays float32)')
-    precision.add_argument('--bf16', action='store_true', help='bfloat16 weights (CUDA or CPU)')
+    add_precision(g)
     g.add_argument('--seed', type=int, default=None, help='random seed (default: a fresh one, printed in --json)')
     g.add_argument('--bs', type=positive_int, default=None, help='batch size (default: per command)')
     g.add_argument('--json', action='store_true', help='print the result as JSON')
     g.add_argument('--quiet', action='store_true', help='no progress bars')
+
+
+#: ``--dtype`` values (names accepted by :func:`rudolph.model.quant.resolve_precision`)
+DTYPE_CHOICES = ('auto', 'fp32', 'float32', 'bf16', 'bfloat16', 'fp16', 'float16', 'half')
+
+
+def add_precision(g, default: Optional[str] = 'auto') -> None:
+    """``--dtype`` / ``--quantize`` (and the older ``--fp16`` / ``--bf16``, exclusive with ``--dtype``).
+
+    ``default=None``: float32, or bf16 activations with ``--quantize int8`` (``resolve_precision(None, ...)``).
+    """
+    precision = g.add_mutually_exclusive_group()
+    shown = ('auto: bf16 on CPUs with native bf16, fp16 on CUDA, else fp32' if default == 'auto' else
+             'fp32; bf16 activations with --quantize int8' if default is None else default)
+    precision.add_argument('--dtype', choices=DTYPE_CHOICES, default=default,
+                           help=f'weights and activations (default {shown})')
+    precision.add_argument('--fp16', action='store_true', help='float16 weights (CUDA; on CPU the model stays float32)')
+    precision.add_argument('--bf16', action='store_true', help='bfloat16 weights (CUDA or CPU)')
+    g.add_argument('--quantize', choices=('int8',), default=None,
+                   help='int8 weights for the transformer and the output head (activations bf16 on CPU)')
+
+
+def precision_args(args: argparse.Namespace) -> Dict[str, Any]:
+    """``dtype``/``fp16``/``quantize`` keywords of ``get_rudolph_model`` from the precision options."""
+    if getattr(args, 'fp16', False):
+        return {'dtype': None, 'fp16': True, 'quantize': args.quantize}
+    dtype = 'bf16' if getattr(args, 'bf16', False) else args.dtype
+    return {'dtype': dtype, 'fp16': False, 'quantize': args.quantize}
 
 
 def json_option(value: str, option: str) -> Dict[str, Any]:
@@ -133,18 +160,18 @@ def check_device_option(args: argparse.Namespace) -> str:
 def load(args: argparse.Namespace) -> 'Components':
     """Model, tokenizer and VAE from the common options (:meth:`rudolph.components.Components.from_pretrained`);
     every missing file is reported at once, with the option that replaces it."""
-    import torch
-
     from rudolph.components import Components, describe_missing
-    from rudolph.errors import WeightsNotFoundError
+    from rudolph.errors import ConfigError, MissingDependencyError, WeightsNotFoundError
 
     params = check_model_args(args)
     device = check_device_option(args)
     vae_config = json_option(args.vae_config, '--vae-config') if args.vae_config else None
     try:
-        c = Components.from_pretrained(args.model, device=device, dtype=torch.bfloat16 if args.bf16 else None,
-                                       fp16=args.fp16, checkpoint=args.checkpoint, tokenizer=args.tokenizer,
-                                       vae=args.vae, vae_config=vae_config, config=params)
+        c = Components.from_pretrained(args.model, device=device, checkpoint=args.checkpoint,
+                                       tokenizer=args.tokenizer, vae=args.vae, vae_config=vae_config, config=params,
+                                       **precision_args(args))
     except WeightsNotFoundError as error:
         raise CliError('\n'.join(describe_missing(error, PART_OPTIONS))) from None
+    except (ConfigError, MissingDependencyError) as error:  # an unsupported --dtype/--quantize combination
+        raise CliError(str(error)) from None
     return c

@@ -186,7 +186,8 @@ class Components:
                         checkpoint: Optional[str] = None, tokenizer: Optional[str] = None, vae: Optional[str] = None,
                         vae_config: Any = None, config: Optional[Dict[str, Any]] = None,
                         cache_dir: Optional[str] = None, fp16: bool = False, pretrained: bool = True,
-                        with_vae: bool = True, model_kwargs: Optional[Dict[str, Any]] = None) -> 'Components':
+                        with_vae: bool = True, model_kwargs: Optional[Dict[str, Any]] = None,
+                        quantize: Optional[str] = None) -> 'Components':
         """Load model ``name_or_path``: a key of ``MODELS``, a saved-model folder (``save_pretrained``, a
         fine-tuning output folder or its ``latest``), a hub repo id of that layout, or a checkpoint
         file/folder with ``config``.
@@ -195,7 +196,8 @@ class Components:
         ``config`` holds the constructor params of an unregistered architecture (needs a
         checkpoint). ``device=None`` picks cuda when available. ``pretrained=False``: random weights
         (e.g. before resuming a run); ``with_vae=False``: ``vae`` is ``None`` (see :func:`load_vae`);
-        ``model_kwargs`` override constructor arguments (dropout...). Raises
+        ``model_kwargs`` override constructor arguments (dropout...). ``dtype`` (a torch dtype, a name
+        or ``'auto'``) and ``quantize`` (``None`` or ``'int8'``): see ``get_rudolph_model``. Raises
         :class:`~rudolph.errors.WeightsNotFoundError` naming every missing file at once.
         """
         from .model.configs import MODELS
@@ -214,7 +216,8 @@ class Components:
             raise _missing_error(plan.problems)
         tok = plan.tokenizer if plan.tokenizer is not None else _load_tokenizer(plan.tokenizer_path)
         vqgan = _load_vae(plan, device) if with_vae else None
-        model = _load_model(name, config, plan.model_path, device, dtype, fp16, pretrained, model_kwargs or {})
+        model = _load_model(name, config, plan.model_path, device, dtype, fp16, pretrained, model_kwargs or {},
+                            quantize)
         spc = dict(getattr(model, 'spc_tokens', None) or {})
         model.pretrained_sources = _sources(name, entry, plan, tokenizer, vae)
         return cls(model, tok, vqgan, spc, name, {k: dict(v) for k, v in (entry.get('sampling') or {}).items()},
@@ -282,14 +285,14 @@ def _load_vae(plan: _Plan, device: str):
 
 
 def _load_model(name: str, config: Optional[Dict[str, Any]], path: Optional[str], device: str, dtype, fp16: bool,
-                pretrained: bool, model_kwargs: Dict[str, Any]):
+                pretrained: bool, model_kwargs: Dict[str, Any], quantize: Optional[str] = None):
     from .model import get_rudolph_model
 
     extra = dict(model_kwargs) if config is None else {'model_params': {**config, **model_kwargs}}
     try:
-        return get_rudolph_model(name, pretrained=pretrained, fp16=fp16, dtype=dtype, device=device,
-                                 checkpoint_path=path, **extra)
-    except CheckpointError:
+        return get_rudolph_model(name, pretrained=pretrained, fp16=fp16, dtype=dtype, quantize=quantize,
+                                 device=device, checkpoint_path=path, **extra)
+    except (CheckpointError, ConfigError):  # ConfigError: an unsupported dtype / quantize request
         raise
     except (OSError, ValueError, RuntimeError, TypeError) as error:
         raise CheckpointError(f'cannot load RuDOLPH {name} from {path!r}: {error}') from None

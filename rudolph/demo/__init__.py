@@ -41,15 +41,17 @@ class Bundle(NamedTuple):
     spc_tokens: Dict[str, int]
 
 
-def load_bundle(name: str = NAME, device: str = 'cpu') -> Bundle:
+def load_bundle(name: str = NAME, device: str = 'cpu', dtype=None, quantize=None) -> Bundle:
     """``(model, tokenizer, vae, spc_tokens)`` of the embedded model, from the package files only
-    (:meth:`rudolph.components.Components.from_pretrained` as a 4-tuple)."""
+    (:meth:`rudolph.components.Components.from_pretrained` as a 4-tuple).
+
+    ``dtype`` / ``quantize``: the model's precision (see ``get_rudolph_model``; default float32)."""
     from ..components import Components
     from ..errors import ConfigError
 
     if name != NAME:
         raise ConfigError(f'unknown bundle {name!r}; expected {NAME!r}')
-    parts = Components.from_pretrained(NAME, device=device)
+    parts = Components.from_pretrained(NAME, device=device, dtype=dtype, quantize=quantize)
     return Bundle(parts.model, parts.tokenizer, parts.vae, dict(parts.spc_tokens))
 
 

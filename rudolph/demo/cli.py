@@ -33,6 +33,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument('--images', type=int, default=4, help='images per prompt in the grid (best by self-reranking)')
     p.add_argument('--codebooks', type=int, default=8, help='images generated per prompt before reranking')
     p.add_argument('--threads', type=int, default=None, help='torch intra-op threads (default: 1 on <=2 cores)')
+    g = p.add_argument_group('precision')
+    from ..cli_options import add_precision
+    # float32 by default (bf16 activations with --quantize int8): the recorded accuracies are float32's
+    add_precision(g, default=None)
 
 
 def _grid(rows, size: int = 64):
@@ -71,10 +75,14 @@ def run(args: argparse.Namespace) -> int:
     threads = args.threads or (1 if (os.cpu_count() or 1) <= 2 else min(4, os.cpu_count()))
     torch.set_num_threads(threads)
     t0 = time.time()
-    bundle = load_bundle()
+    from ..cli_options import precision_args
+
+    precision = precision_args(args)
+    bundle = load_bundle(dtype='fp16' if precision['fp16'] else precision['dtype'], quantize=precision['quantize'])
     api = make_api(bundle)
     print(f'tiny-shapes RuDOLPH loaded in {time.time() - t0:.1f}s '
-          f'({sum(p.numel() for p in bundle.model.parameters()) / 1e6:.1f}M parameters, offline)\n')
+          f'({sum(p.numel() for p in bundle.model.parameters()) / 1e6:.1f}M float parameters, {bundle.model.dtype}, '
+          'offline)\n')
 
     # --- text -> image, reranked by the model itself
     print('== text-to-image (best of', args.codebooks, 'by self-reranking of the decoded pictures) ==')

@@ -55,7 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument('--schedule', choices=('one_cycle', 'cosine', 'linear', 'constant'), default='one_cycle')
     g.add_argument('--clip', type=float, default=1.0, help='gradient-norm clipping (0: off)')
     g.add_argument('--optimizer', choices=('adamw', 'adam8bit'), default='adamw')
-    g.add_argument('--precision', choices=('fp32', 'bf16', 'fp16'), default='fp32')
+    g.add_argument('--precision', choices=('fp32', 'bf16', 'fp16', 'auto'), default='fp32',
+                   help='autocast precision (auto: bf16 where the device has native bf16, else fp32)')
     g.add_argument('--gradient-checkpointing', action='store_true', help='recompute layers in backward to save memory')
     g.add_argument('--freeze', nargs='*', choices=FREEZE_GROUPS, default=[], metavar='GROUP',
                    help=f'parameter groups to freeze: {", ".join(FREEZE_GROUPS)} (e.g. --freeze attn ff)')

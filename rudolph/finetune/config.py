@@ -39,7 +39,9 @@ class TrainConfig:
     schedule: str = 'one_cycle'  # 'one_cycle' (as the original notebooks), 'cosine', 'linear', 'constant'
     clip: Optional[float] = 1.0
     optimizer: str = 'adamw'  # or 'adam8bit' (bitsandbytes)
-    precision: str = 'fp32'  # 'fp32', 'bf16' or 'fp16' (autocast; fp16 with a grad scaler, CUDA only)
+    # 'fp32', 'bf16' or 'fp16' (autocast; fp16 with a grad scaler, CUDA only); 'auto': bf16 autocast where the
+    # device computes bf16 natively (CUDA with bf16, CPUs with AVX512-BF16/AMX), else fp32
+    precision: str = 'fp32'
     gradient_checkpointing: bool = False
     eval_every: Optional[int] = None
     save_every: Optional[int] = None
@@ -57,7 +59,7 @@ class TrainConfig:
 
 
 _CHOICES = {'schedule': ('one_cycle', 'cosine', 'linear', 'constant'), 'optimizer': ('adamw', 'adam8bit'),
-            'precision': ('fp32', 'bf16', 'fp16')}
+            'precision': ('fp32', 'bf16', 'fp16', 'auto')}
 # field: (smallest allowed value, may be None, integer only)
 _BOUNDS = {'epochs': (1, False, True), 'max_steps': (1, True, True), 'batch_size': (1, False, True),
            'grad_accum': (1, False, True), 'weight_decay': (0, False, False), 'warmup': (0, False, False),

@@ -166,6 +166,19 @@ def train(model: nn.Module, train_data: EncodedDataset, config: TrainConfig,
     return Trainer(model, train_data, config, eval_data=eval_data, step_callback=step_callback).run()
 
 
+def resolve_train_precision(precision: str, cpu: bool) -> str:
+    """``'auto'`` -> ``'bf16'`` where the device computes bf16 natively, else ``'fp32'``; others unchanged."""
+    if precision != 'auto':
+        return precision
+    from rudolph.model.quant import cpu_has_native_bf16
+
+    native = cpu_has_native_bf16() if cpu else torch.cuda.is_bf16_supported()
+    chosen = 'bf16' if native else 'fp32'
+    logger.info("precision='auto': %s (%s)", chosen, f"{'CPU' if cpu else 'CUDA'} "
+                f"{'has' if native else 'has no'} native bf16")
+    return chosen
+
+
 class Trainer:
     """One fine-tuning run of :func:`train`: :meth:`setup`, :meth:`resume`, then :meth:`run` (steps,
     :meth:`evaluate`, :meth:`save`)."""
@@ -200,8 +213,9 @@ class Trainer:
         # training twice) must reset it. The process group (PartialState) is kept.
         if AcceleratorState._shared_state:
             AcceleratorState._reset_state(reset_partial_state=False)
+        precision = resolve_train_precision(config.precision, cpu)
         accelerator = Accelerator(
-            mixed_precision={'fp32': 'no'}.get(config.precision, config.precision), cpu=cpu,
+            mixed_precision={'fp32': 'no'}.get(precision, precision), cpu=cpu,
             gradient_accumulation_steps=config.grad_accum, rng_types=[],
             # The global batch is split across processes: N devices optimise exactly like one.
             dataloader_config=DataLoaderConfiguration(split_batches=True))

@@ -11,6 +11,9 @@ _EXPORTS = {
     'get_row_mask': ('.image_attention', 'get_row_mask'),
     'get_rudolph_model': ('.loading', 'get_rudolph_model'),
     'ruDolphModel': ('.model', 'ruDolphModel'),
+    'Int8Linear': ('.quant', 'Int8Linear'),
+    'resolve_precision': ('.quant', 'resolve_precision'),
+    'save_int8': ('.quant', 'save_int8'),
 }
 __all__ = list(_EXPORTS)
 __getattr__ = lazy_exports(__name__, globals(), _EXPORTS)

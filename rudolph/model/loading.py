@@ -1,7 +1,6 @@
 """``get_rudolph_model``: build a config, fetch the checkpoint, load it strictly and cheaply."""
 import logging
 import os
-import warnings
 from typing import Any, Dict, Mapping, Optional, Union
 
 import torch
@@ -11,6 +10,7 @@ from ..hub import hub_download
 from ..serialization import check_finite, describe_unreadable, safe_torch_load  # noqa: F401 (re-exported)
 from .configs import MODELS
 from .image_attention import MASK_NAMES
+from . import quant
 from .model import ruDolphModel, skip_init
 
 __all__ = ['get_rudolph_model', 'load_checkpoint', 'resolve_checkpoint', 'check_state_dict', 'safe_torch_load',
@@ -102,53 +102,34 @@ def check_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], 
     return given
 
 
-_DTYPE_NAMES = {'float32': torch.float32, 'fp32': torch.float32, 'float': torch.float32,
-                'float16': torch.float16, 'fp16': torch.float16, 'half': torch.float16,
-                'bfloat16': torch.bfloat16, 'bf16': torch.bfloat16}
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+def resolve_dtype(dtype: Union[None, str, torch.dtype], device: Union[str, torch.device] = 'cpu') -> Optional[torch.dtype]:
+    """``None``, a floating torch dtype, one of its usual names ('fp16', 'bfloat16', ...) or ``'auto'`` -> torch dtype.
 
-
-def resolve_dtype(dtype: Union[None, str, torch.dtype]) -> Optional[torch.dtype]:
-    """``None``, a floating torch dtype or one of its usual names ('fp16', 'bfloat16', ...) -> torch dtype."""
-    if dtype is None:
-        return None
-    if isinstance(dtype, str):
-        key = dtype.strip().lower().removeprefix('torch.')
-        if key in _DTYPE_NAMES:
-            return _DTYPE_NAMES[key]
-    elif isinstance(dtype, torch.dtype) and dtype in _DTYPES:
-        return dtype
-    raise ConfigError(f'unsupported dtype={dtype!r}; expected one of torch.float32, torch.float16, torch.bfloat16 '
-                      f'or their names {sorted(_DTYPE_NAMES)}')
-
-
-def _resolve_dtype(fp16: bool, dtype: Union[None, str, torch.dtype], device: torch.device) -> torch.dtype:
-    dtype = resolve_dtype(dtype)
-    if dtype is not None and fp16 and dtype != torch.float16:
-        raise ConfigError(f'fp16=True contradicts dtype={dtype}; pass one of them')
-    if fp16 or dtype == torch.float16:
-        if device.type == 'cpu':
-            warnings.warn('fp16=True on CPU: float16 matmuls there are slow and poorly supported, so the model '
-                          'stays in float32. Use dtype=torch.bfloat16 for reduced precision on CPU.', stacklevel=3)
-            return torch.float32
-        return torch.float16
-    return dtype or torch.float32
+    Parsing only (float16 stays float16 here); :func:`rudolph.model.quant.resolve_precision` is what
+    loading applies (float16 on CPU kept float32, 'auto' per device, int8 combinations).
+    """
+    parsed = quant.parse_dtype(dtype)
+    return quant.resolve_precision('auto', device=device).dtype if parsed == 'auto' else parsed
 
 
 def get_rudolph_model(name: str, pretrained: bool = True, fp16: bool = False,
                       device: Union[str, torch.device] = 'cpu', cache_dir: Optional[str] = None, *,
                       checkpoint_path: Optional[Union[str, os.PathLike]] = None,
-                      dtype: Union[None, str, torch.dtype] = None, compile: Union[bool, str] = False,
+                      dtype: Union[None, str, torch.dtype] = None, quantize: Optional[str] = None,
+                      compile: Union[bool, str] = False,
                       model_params: Optional[Mapping[str, Any]] = None, **model_kwargs) -> ruDolphModel:
     """Build RuDOLPH ``name`` (a key of ``MODELS``) and, if ``pretrained``, load its weights.
 
     Weights come from ``checkpoint_path`` (a file, or a folder holding ``pytorch_model.bin``
-    or the registry's file name) or from the hub (:func:`rudolph.hub.hub_download`: the cache
-    first, then one short try; honours ``HF_HOME``, ``HF_HUB_OFFLINE``, tokens and ``cache_dir``).
+    or the registry's file name; or an int8 file of :func:`rudolph.model.quant.save_int8`) or
+    from the hub (:func:`rudolph.hub.hub_download`: the cache first, then one short try;
+    honours ``HF_HOME``, ``HF_HUB_OFFLINE``, tokens and ``cache_dir``).
     ``model_kwargs`` override constructor arguments (dropout,
     ``gradient_checkpointing``...). ``fp16=True`` gives float16 weights on CUDA; on CPU it
-    warns and keeps float32. ``dtype`` selects float32, float16 or bfloat16 (a torch dtype or a
-    name: 'fp32', 'fp16'/'half', 'bf16'...).
+    warns and keeps float32. ``dtype`` selects float32 (default), float16, bfloat16 or ``'auto'``
+    (a torch dtype or a name: 'fp32', 'fp16'/'half', 'bf16'...; see
+    :func:`rudolph.model.quant.resolve_precision`). ``quantize='int8'``: int8 weights for the
+    transformer's linear layers and the output head, quantised tensor by tensor while loading.
     ``compile=True`` compiles the single-token decode step with ``torch.compile`` (static
     shapes, one compilation for all positions); a string is passed as the compile ``mode``,
     e.g. ``'reduce-overhead'`` for CUDA graphs. ``model_params``: the constructor params of an
@@ -163,27 +144,107 @@ def get_rudolph_model(name: str, pretrained: bool = True, fp16: bool = False,
         config = MODELS[name]
     params = {**config['model_params'], **model_kwargs}
     device = torch.device(device)
-    dtype = _resolve_dtype(fp16, dtype, device)
+    path = None
+    if pretrained:
+        if model_params is not None and checkpoint_path is None:
+            raise ValueError(f'model_params describe an unregistered architecture ({name!r}); '
+                             f'pass checkpoint_path too')
+        path = resolve_checkpoint(name, checkpoint_path, cache_dir)
+        int8_meta = quant.int8_file_metadata(path)
+        if int8_meta is not None and quantize is None:
+            quantize = 'int8'  # the file is int8: load it as such
+    precision = quant.resolve_precision(dtype, quantize, device, fp16)
     if not pretrained:
-        model = ruDolphModel(device=device, **params).to(device=device, dtype=dtype).eval()
-        model.spc_tokens = dict(config.get('spc_tokens') or {})
-        return _maybe_compile(model, compile)
+        model = ruDolphModel(device=device, **params).to(device=device, dtype=precision.dtype)
+        if precision.quantize:
+            quant.quantize_linears(model, precision.dtype)
+    else:
+        model = _load_weights(name, params, path, device, precision)
+    model.device = device
+    model.spc_tokens = dict(config.get('spc_tokens') or {})
+    return _maybe_compile(model.eval(), compile)
 
-    if model_params is not None and checkpoint_path is None:
-        raise ValueError(f'model_params describe an unregistered architecture ({name!r}); pass checkpoint_path too')
-    path = resolve_checkpoint(name, checkpoint_path, cache_dir)
+
+def _load_weights(name: str, params: Dict[str, Any], path: str, device: torch.device,
+                  precision: 'quant.Precision') -> ruDolphModel:
+    """A model built on ``meta`` and filled from ``path`` (float checkpoint or int8 file) in ``precision``."""
     # Parameters on 'meta': no time or memory spent on an init the checkpoint overwrites.
     with torch.device('meta'), skip_init():
         model = ruDolphModel(device=device, **params)
-    state = check_state_dict(model, load_checkpoint(path), {'name': name, **params})
-    state = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in state.items()}
+    label = {'name': name, **params}
+    if quant.int8_file_metadata(path) is not None:
+        state = _int8_file_state(model, path, label, device, precision.dtype)
+    elif precision.quantize:
+        state = _quantized_state(model, path, label, device, precision.dtype)
+    else:
+        state = check_state_dict(model, load_checkpoint(path), label)
+        dtype = precision.dtype
+        state = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in state.items()}
     for mask_name, mask in model.transformer.build_masks(device).items():
         state[f'transformer.{mask_name}'] = mask
     model.load_state_dict(state, strict=True, assign=True)
-    model.device = device
-    model.spc_tokens = dict(config.get('spc_tokens') or {})
-    logger.info('loaded RuDOLPH %s from %s', name, path)
-    return _maybe_compile(model.eval(), compile)
+    logger.info('loaded RuDOLPH %s from %s (%s%s)', name, path, str(precision.dtype).removeprefix('torch.'),
+                ', int8 weights' if precision.quantize else '')
+    return model
+
+
+def _lazy_checkpoint(path: str) -> Dict[str, torch.Tensor]:
+    """The memory-mapped tensors of a checkpoint, not yet checked for NaN/inf (done tensor by tensor)."""
+    if path.endswith('.safetensors'):
+        return load_checkpoint(path)
+    state = safe_torch_load(path, 'RuDOLPH checkpoint', mmap=True)
+    if isinstance(state, Mapping) and 'state_dict' in state and isinstance(state['state_dict'], Mapping):
+        state = state['state_dict']
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        kind = type(state).__name__ if not isinstance(state, Mapping) else 'mapping with non-tensor values'
+        raise CorruptCheckpointError(f'{path!r} holds a {kind}, expected a state dict of tensors')
+    if state and all(k.startswith('module.') for k in state):
+        state = {k[len('module.'):]: v for k, v in state.items()}
+    return dict(state)
+
+
+def _quantized_state(model: ruDolphModel, path: str, label: Dict[str, Any], device: torch.device,
+                     dtype: torch.dtype) -> Dict[str, torch.Tensor]:
+    """The int8 state of ``model`` quantised from the float checkpoint ``path`` one tensor at a time.
+
+    Each source tensor is read from the memory map, checked, converted, and its pages are dropped
+    again (and the heap trimmed), so the float model never sits in memory whole: the peak is about
+    the int8 model plus one tensor (``bench/precision.py --parts load``).
+    """
+    import zipfile
+
+    source = check_state_dict(model, _lazy_checkpoint(path), label)
+    mapped = zipfile.is_zipfile(path)  # torch memory-maps zip checkpoints only
+    linears = {f'{n}.weight' for n in quant.quantized_linear_names(model)}
+    quant.quantize_linears(model, dtype, fill=False)
+    state = {}
+    for key in list(source):
+        value = source.pop(key)
+        if key in linears:
+            q, scale = quant.quantize_weight(value)
+            # a NaN or inf anywhere in a row makes its max |w| (the scale) non-finite: no second pass
+            check_finite({key: scale}, path)
+            state[key], state[key[:-len('weight')] + 'weight_scale'] = q.to(device), scale.to(device)
+        else:
+            check_finite({key: value}, path)
+            state[key] = value.to(device=device, dtype=dtype if value.is_floating_point() else value.dtype,
+                                  copy=True)
+        if mapped:
+            quant.release_pages(value)
+        del value
+        quant.trim_heap()
+    return state
+
+
+def _int8_file_state(model: ruDolphModel, path: str, label: Dict[str, Any], device: torch.device,
+                     dtype: torch.dtype) -> Dict[str, torch.Tensor]:
+    """The state of an int8 file, checked against the (quantised) ``model``; float tensors in ``dtype``."""
+    quant.quantize_linears(model, dtype, fill=False)
+    state = check_state_dict(model, quant.read_int8_file(path), label)
+    check_finite(state, path)
+    scales = {k for k in state if k.endswith('.weight_scale')}
+    return {k: v.to(device) if k in scales or not v.is_floating_point() else v.to(device=device, dtype=dtype)
+            for k, v in state.items()}
 
 
 def _maybe_compile(model: ruDolphModel, compile: Union[bool, str]) -> ruDolphModel:

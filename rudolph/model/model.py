@@ -140,12 +140,13 @@ class ruDolphModel(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.to_logits[1].weight.dtype
+        # The head's LayerNorm: the activation dtype also when the head's weights are int8.
+        return self.to_logits[0].weight.dtype
 
     def new_cache(self, batch_size: int, max_length: Optional[int] = None,
                   dtype: Optional[torch.dtype] = None) -> KVCache:
         """A preallocated key/value cache for ``batch_size`` sequences of up to ``max_length`` tokens."""
-        weight = self.to_logits[1].weight
+        weight = self.to_logits[0].weight  # activation dtype (an int8 head has int8 weights)
         return KVCache(self.num_layers, batch_size, self.num_attention_heads,
                        max_length or self.total_seq_length, self.hidden_size // self.num_attention_heads,
                        device=weight.device, dtype=dtype or weight.dtype)
@@ -271,6 +272,8 @@ class ruDolphModel(nn.Module):
         x = norm(hidden)
         if vocab is None:
             return lin(x)
+        if hasattr(lin, 'sliced'):  # an int8 head (rudolph.model.quant.Int8Linear)
+            return lin.sliced(x, vocab)
         return linear(x, lin.weight[vocab], lin.bias[vocab])
 
     def forward(self,

@@ -1,0 +1,377 @@
+"""Reduced precision: the one dtype/quantisation resolver and the int8 weight-only ``Int8Linear``.
+
+Int8 weights are symmetric per output channel: ``w ~= q * scale`` with ``q`` in ``[-127, 127]``
+and ``scale = max|w_row| / 127`` (float32). Activations stay in a half-precision dtype (bf16 on
+CPU, fp16/bf16 on CUDA). Which kernel multiplies depends on the rows of the call
+(:data:`INT8_MM_MAX_ROWS`, measured by ``bench/precision.py --parts kernels``):
+
+* few rows (decode steps): ``torch._weight_int8pack_mm`` reads the int8 weight once, a quarter
+  of the fp32 bytes;
+* many rows (prefill, scoring, large batches): the weight converted to the activation dtype
+  (exact: int8 values fit bf16/fp16) and one ``F.linear``, the per-channel scale applied to its
+  output; the matmul's cost then dominates the conversion.
+"""
+import ctypes
+import json
+import logging
+import mmap
+import os
+import struct
+import sys
+import warnings
+from typing import Dict, Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError, CorruptCheckpointError, MissingDependencyError
+
+__all__ = ['Int8Linear', 'INT8_MM_MAX_ROWS', 'QUANT_METHODS', 'Precision', 'resolve_precision', 'parse_dtype',
+           'cpu_has_native_bf16', 'quantize_weight', 'quantize_linears', 'quantized_linear_names',
+           'int8_kernel_available', 'save_int8', 'read_int8_file', 'int8_file_metadata', 'release_pages',
+           'trim_heap']
+
+logger = logging.getLogger(__name__)
+
+#: Up to this many rows per call the int8 kernel is used, above it the converted weight + F.linear.
+INT8_MM_MAX_ROWS = 8
+QUANT_METHODS = ('int8',)
+
+_DTYPE_NAMES = {'float32': torch.float32, 'fp32': torch.float32, 'float': torch.float32,
+                'float16': torch.float16, 'fp16': torch.float16, 'half': torch.float16,
+                'bfloat16': torch.bfloat16, 'bf16': torch.bfloat16}
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), as torch's oneDNN reports it."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return torch.backends.cpu.get_cpu_capability() in ('AVX512_BF16', 'AMX')
+
+
+def int8_kernel_available(device: torch.device) -> bool:
+    """Whether torch has ``_weight_int8pack_mm`` for ``device`` (a tiny probe call)."""
+    x_dtype = torch.bfloat16 if device.type == 'cpu' else torch.float32
+    try:
+        w = torch.zeros(8, 32, dtype=torch.int8, device=device)
+        torch._weight_int8pack_mm(torch.zeros(1, 32, dtype=x_dtype, device=device), w,
+                                  torch.ones(8, dtype=x_dtype, device=device))
+    except (AttributeError, NotImplementedError, RuntimeError):
+        return False
+    return True
+
+
+def parse_dtype(dtype: Union[None, str, torch.dtype]) -> Union[None, str, torch.dtype]:
+    """A torch dtype, ``'auto'`` or ``None`` from a dtype or one of its names."""
+    if dtype is None or (isinstance(dtype, torch.dtype) and dtype in _DTYPES):
+        return dtype
+    if isinstance(dtype, str):
+        key = dtype.strip().lower().removeprefix('torch.')
+        if key == 'auto':
+            return 'auto'
+        if key in _DTYPE_NAMES:
+            return _DTYPE_NAMES[key]
+    raise ConfigError(f"unsupported dtype={dtype!r}; expected 'auto', one of torch.float32, torch.float16, "
+                      f"torch.bfloat16 or their names {sorted(_DTYPE_NAMES)}")
+
+
+class Precision(tuple):
+    """``(dtype, quantize)``: the activation/weight dtype and ``None`` or ``'int8'`` weights."""
+
+    def __new__(cls, dtype: torch.dtype, quantize: Optional[str]):
+        return super().__new__(cls, (dtype, quantize))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self[0]
+
+    @property
+    def quantize(self) -> Optional[str]:
+        return self[1]
+
+
+def _auto_dtype(device: torch.device, quantize: Optional[str]) -> Tuple[torch.dtype, str]:
+    if device.type == 'cuda':
+        return torch.float16, 'CUDA device: float16'
+    if device.type == 'cpu' and cpu_has_native_bf16():
+        return torch.bfloat16, f'this CPU has native bf16 ({torch.backends.cpu.get_cpu_capability()})'
+    if device.type == 'cpu' and quantize:
+        return torch.bfloat16, 'int8 weights need bf16 activations on CPU (this CPU emulates bf16: slow)'
+    return torch.float32, f'no native half precision on {device.type} ({torch.backends.cpu.get_cpu_capability()})'
+
+
+def _check_quantize(quantize: Optional[str], dtype: torch.dtype, device: torch.device) -> None:
+    if quantize is None:
+        return
+    if device.type == 'cpu' and dtype != torch.bfloat16:
+        raise ConfigError(f"quantize='int8' on CPU needs dtype=torch.bfloat16 (or 'auto') activations, got {dtype}: "
+                          f"torch._weight_int8pack_mm is vectorised for bf16 activations only on x86")
+    if device.type == 'cuda' and dtype == torch.float32:
+        raise ConfigError("quantize='int8' on CUDA needs float16 or bfloat16 activations, got torch.float32")
+    if device.type not in ('cpu', 'cuda') or not int8_kernel_available(device):
+        raise MissingDependencyError(f"quantize='int8' needs torch._weight_int8pack_mm on {device.type}, which "
+                                     f"torch {torch.__version__} does not provide there; load without quantize "
+                                     f"(dtype='auto' for half precision)")
+
+
+def resolve_precision(dtype: Union[None, str, torch.dtype] = None, quantize: Optional[str] = None,
+                      device: Union[str, torch.device] = 'cpu', fp16: bool = False) -> Precision:
+    """The one place a ``dtype`` / ``quantize`` / ``fp16`` request becomes ``Precision(dtype, quantize)``.
+
+    ``dtype``: ``None`` (float32; bf16 when ``quantize`` on CPU, fp16 on CUDA), a torch dtype, one
+    of its names ('fp32', 'bf16', 'half', ...) or ``'auto'``: bf16 on CPUs with native bf16, fp16 on
+    CUDA, float32 otherwise (one INFO log line says which and why). ``fp16=True`` (the original
+    flag) is float16 on CUDA; on CPU it warns and keeps float32. Unsupported combinations raise
+    ``ConfigError`` (or ``MissingDependencyError`` when torch lacks the int8 kernel for the device).
+    """
+    device = torch.device(device)
+    parsed = parse_dtype(dtype)
+    if quantize is not None and quantize not in QUANT_METHODS:
+        raise ConfigError(f'unsupported quantize={quantize!r}; expected None or one of {list(QUANT_METHODS)}')
+    if fp16 and parsed not in (None, torch.float16):
+        raise ConfigError(f'fp16=True contradicts dtype={dtype!r}; pass one of them')
+    if parsed == 'auto' or (parsed is None and quantize):
+        parsed, why = _auto_dtype(device, quantize)
+        logger.info('precision: %s%s on %s (%s)', str(parsed).removeprefix('torch.'),
+                    f' activations, {quantize} weights' if quantize else '', device, why)
+    elif fp16 or parsed == torch.float16:
+        if device.type == 'cpu':
+            warnings.warn('float16 on CPU: float16 matmuls there are slow and poorly supported, so the model '
+                          'stays in float32. Use dtype=torch.bfloat16 (or "auto") for reduced precision on CPU.',
+                          stacklevel=3)
+            parsed = torch.float32
+        else:
+            parsed = torch.float16
+    parsed = parsed or torch.float32
+    _check_quantize(quantize, parsed, device)
+    return Precision(parsed, quantize)
+
+
+#: Elements per block of rows that quantize_weight converts at once (float32 temporaries of ~1 MB).
+_BLOCK_ELEMENTS = 1 << 18
+
+
+def quantize_weight(weight: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(int8 [out, in], float32 scale [out])`` with ``weight ~= q * scale[:, None]`` per output channel.
+
+    Converted in blocks of rows: whole-tensor float32 temporaries (tens of MB each, freed and
+    allocated again for every tensor of a checkpoint) fragment glibc's heap, which kept several
+    times the int8 model resident while loading.
+    """
+    w = weight.detach()
+    q = torch.empty(w.shape, dtype=torch.int8, device=w.device)
+    scale = torch.empty(w.shape[0], dtype=torch.float32, device=w.device)
+    rows = max(1, _BLOCK_ELEMENTS // max(w.shape[1], 1))
+    for begin in range(0, w.shape[0], rows):
+        block = w[begin:begin + rows].to(torch.float32, copy=True)  # a copy: the source stays untouched
+        s = (block.abs().amax(dim=1) / 127.0).clamp_(min=torch.finfo(torch.float32).tiny)
+        scale[begin:begin + rows] = s
+        q[begin:begin + rows] = block.div_(s[:, None]).round_().clamp_(-127, 127)
+    return q, scale
+
+
+class Int8Linear(nn.Module):
+    """A linear layer with int8 weights (per-output-channel float32 scales) and half-precision activations.
+
+    State-dict entries: ``weight`` (int8), ``weight_scale`` (float32), ``bias`` (activation
+    dtype). All are buffers: an int8 model is for inference. See the module docstring for
+    the kernel rule.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 device: Optional[torch.device] = None, dtype: torch.dtype = torch.bfloat16):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.register_buffer('weight', torch.empty(out_features, in_features, dtype=torch.int8, device=device))
+        self.register_buffer('weight_scale', torch.empty(out_features, dtype=torch.float32, device=device))
+        self.register_buffer('bias', torch.empty(out_features, dtype=dtype, device=device) if bias else None)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, dtype: torch.dtype = torch.bfloat16) -> 'Int8Linear':
+        """Quantise a float ``nn.Linear``."""
+        out = cls(linear.in_features, linear.out_features, linear.bias is not None, linear.weight.device, dtype)
+        out.set_weight(linear.weight, linear.bias)
+        return out
+
+    def set_weight(self, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> None:
+        """Quantise ``weight`` into this layer (and store ``bias`` in the activation dtype)."""
+        q, scale = quantize_weight(weight)
+        self.weight, self.weight_scale = q.to(self.weight.device), scale.to(self.weight.device)
+        if bias is not None:
+            self.bias = bias.detach().to(device=self.weight.device, dtype=self.act_dtype)
+
+    @property
+    def act_dtype(self) -> torch.dtype:
+        return self.bias.dtype if self.bias is not None else torch.bfloat16
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.sliced(x, None)
+
+    def sliced(self, x: torch.Tensor, rows: Optional[slice]) -> torch.Tensor:
+        """The outputs of the channels in ``rows`` (a slice; ``None``: all), e.g. one vocabulary part."""
+        w, scale, bias = self.weight, self.weight_scale, self.bias
+        if rows is not None:
+            w, scale, bias = w[rows], scale[rows], None if bias is None else bias[rows]
+        flat = x.reshape(-1, x.shape[-1])
+        if 0 < flat.shape[0] <= INT8_MM_MAX_ROWS and not torch.is_grad_enabled():
+            out = _int8_mm(flat, w)
+        else:  # int8 -> activation dtype is exact
+            out = F.linear(flat, w.to(x.dtype))
+        # The float32 scale on the (small) output: a scale rounded to bf16 would shift each channel by up
+        # to 0.4%, the same way at every position (it changed zero-shot orders in bench/precision_quality.py).
+        out = out.float() * scale if bias is None else torch.addcmul(bias.float(), out.float(), scale)
+        return out.to(x.dtype).reshape(*x.shape[:-1], w.shape[0])
+
+    def extra_repr(self) -> str:
+        return f'in_features={self.in_features}, out_features={self.out_features}, int8 weights'
+
+
+def _int8_mm(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``x @ w.T`` (unscaled) by torch's int8 weight-only kernel."""
+    if x.device.type == 'cuda':  # torch's CUDA kernel takes float32 activations and scales
+        ones = torch.ones(w.shape[0], dtype=torch.float32, device=x.device)
+        return torch._weight_int8pack_mm(x.float(), w, ones)
+    return torch._weight_int8pack_mm(x.contiguous(), w, torch.ones(w.shape[0], dtype=x.dtype, device=x.device))
+
+
+def quantized_linear_names(model: nn.Module) -> Dict[str, nn.Linear]:
+    """Every linear layer that int8 quantises: the transformer's four per layer and the output head."""
+    return {name: m for name, m in model.named_modules()
+            if isinstance(m, nn.Linear) and (name.startswith('transformer.') or name.startswith('to_logits.'))}
+
+
+def quantize_linears(model: nn.Module, dtype: torch.dtype = torch.bfloat16,
+                     fill: bool = True) -> nn.Module:
+    """Replace the layers of :func:`quantized_linear_names` by :class:`Int8Linear` in place.
+
+    ``fill=False`` leaves the new layers empty (for a model about to be filled from a checkpoint).
+    """
+    for name, linear in quantized_linear_names(model).items():
+        parent_name, _, child = name.rpartition('.')
+        parent = model.get_submodule(parent_name)
+        if fill:
+            new = Int8Linear.from_linear(linear, dtype)
+        else:
+            device = linear.weight.device
+            new = Int8Linear(linear.in_features, linear.out_features, linear.bias is not None, device, dtype)
+        setattr(parent, child, new)
+    return model
+
+
+# ----------------------------------------------------------------------------- int8 files (safetensors)
+INT8_FORMAT = 'rudolph-int8'
+_ST_DTYPES = {'I8': torch.int8, 'F32': torch.float32, 'BF16': torch.bfloat16, 'F16': torch.float16,
+              'I64': torch.int64, 'BOOL': torch.bool, 'U8': torch.uint8}
+
+
+def save_int8(model: nn.Module, path: Union[str, os.PathLike], extra_metadata: Optional[Dict[str, str]] = None) -> str:
+    """Write an int8 model's weights as safetensors (int8 weights, float32 scales, the rest in its dtype).
+
+    The metadata entry ``format`` = ``rudolph-int8`` marks the file, ``dtype`` names the activation
+    dtype. Written to a temporary file and renamed, so ``path`` is complete or absent.
+    """
+    from safetensors.torch import save_file
+
+    if not any(isinstance(m, Int8Linear) for m in model.modules()):
+        raise ConfigError("save_int8 needs a model loaded with quantize='int8'")
+    masks = set(getattr(getattr(model, 'transformer', None), 'mask_names', ()))
+    state = {k: v.contiguous() for k, v in model.state_dict().items()
+             if not (k.startswith('transformer.') and k.split('.', 1)[1] in masks)}
+    dtype = str(getattr(model, 'dtype', torch.bfloat16)).removeprefix('torch.')
+    metadata = {'format': INT8_FORMAT, 'version': '1', 'quantize': 'int8', 'dtype': dtype, **(extra_metadata or {})}
+    path = os.fspath(path)
+    tmp = f'{path}.tmp-{os.getpid()}'
+    try:
+        save_file(state, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def _safetensors_header(path: str) -> Optional[Tuple[int, dict]]:
+    """``(data offset, header)`` of a safetensors file, or ``None`` when ``path`` is not one."""
+    with open(path, 'rb') as f:
+        head = f.read(8)
+        if len(head) < 8:
+            return None
+        (n,) = struct.unpack('<Q', head)
+        if not 2 <= n <= 100_000_000:
+            return None
+        try:
+            header = json.loads(f.read(n))
+        except (ValueError, UnicodeDecodeError):
+            return None
+    return (8 + n, header) if isinstance(header, dict) else None
+
+
+def int8_file_metadata(path: str) -> Optional[Dict[str, str]]:
+    """The metadata of a :func:`save_int8` file, or ``None`` for any other file."""
+    found = _safetensors_header(path)
+    if found is None:
+        return None
+    metadata = found[1].get('__metadata__') or {}
+    return dict(metadata) if metadata.get('format') == INT8_FORMAT else None
+
+
+def read_int8_file(path: str) -> Dict[str, torch.Tensor]:
+    """The tensors of a :func:`save_int8` file, memory-mapped (no copy; pages are read on first use)."""
+    found = _safetensors_header(path)
+    if found is None:
+        raise CorruptCheckpointError(f'{path!r} is not a safetensors file (expected an int8 RuDOLPH file)')
+    offset, header = found
+    size = os.path.getsize(path)
+    storage = torch.UntypedStorage.from_file(path, shared=False, nbytes=size)
+    raw = torch.empty(0, dtype=torch.uint8).set_(storage)
+    state = {}
+    for key, info in header.items():
+        if key == '__metadata__':
+            continue
+        begin, end = (offset + int(i) for i in info['data_offsets'])
+        dtype = _ST_DTYPES.get(info['dtype'])
+        if dtype is None or end > size:
+            raise CorruptCheckpointError(f'{path!r}: tensor {key!r} has dtype {info["dtype"]} or offsets '
+                                         f'{info["data_offsets"]} that do not fit the file ({size} bytes)')
+        state[key] = raw[begin:end].view(dtype).view(info['shape'])
+    return state
+
+
+def release_pages(tensor: torch.Tensor) -> None:
+    """Drop the resident pages of a read-only memory-mapped CPU ``tensor`` (Linux ``madvise``), best effort.
+
+    Only for tensors of a private file mapping that nothing wrote to: the kernel reads the pages
+    from the file again if they are touched later. Keeps the resident size of a tensor-by-tensor
+    conversion at about one tensor of the source file.
+    """
+    if not sys.platform.startswith('linux') or tensor.device.type != 'cpu':
+        return
+    storage = tensor.untyped_storage()
+    start, nbytes = storage.data_ptr(), storage.nbytes()
+    page = mmap.PAGESIZE
+    first = -(-start // page) * page  # whole pages inside the storage only
+    last = (start + nbytes) // page * page
+    if last <= first:
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), 4)  # MADV_DONTNEED
+    except (OSError, AttributeError):
+        pass
+
+
+def trim_heap() -> None:
+    """Give glibc's free heap pages back to the system (``malloc_trim``), best effort (Linux/glibc only).
+
+    A checkpoint converted tensor by tensor frees float32 temporaries between the int8 tensors it
+    keeps; without trimming, glibc's heap keeps those holes resident.
+    """
+    if not sys.platform.startswith('linux'):
+        return
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (e.g. musl)
+        pass
