@@ -206,7 +206,7 @@ class Components:
         if config is None and checkpoint is None and _is_saved_model(name_or_path, MODELS):
             return load_pretrained(name_or_path, device=device, dtype=dtype, fp16=fp16, cache_dir=cache_dir,
                                    tokenizer=tokenizer, vae=vae, vae_config=vae_config, pretrained=pretrained,
-                                   with_vae=with_vae, model_kwargs=model_kwargs)
+                                   with_vae=with_vae, model_kwargs=model_kwargs, quantize=quantize)
         name, checkpoint = _name_and_checkpoint(name_or_path, checkpoint, config, MODELS)
         entry = dict(MODELS.get(name, {})) if config is None else {}
         device = check_device(device)

@@ -517,7 +517,7 @@ def _locate(config: Dict[str, Any], fetch: Callable[[str], str], tokenizer: Any,
 def load_pretrained(name_or_path: Union[str, os.PathLike], *, device: Optional[str] = 'cpu', dtype=None,
                     fp16: bool = False, cache_dir: Optional[str] = None, tokenizer: Any = None, vae: Any = None,
                     vae_config: Any = None, pretrained: bool = True, with_vae: bool = True,
-                    model_kwargs: Optional[Mapping[str, Any]] = None):
+                    model_kwargs: Optional[Mapping[str, Any]] = None, quantize: Optional[str] = None):
     """A saved model (folder, fine-tuning output folder or its ``latest``, or hub repo id) as ``Components``.
 
     The hub files come through :func:`rudolph.hub.hub_download` (the cache first, ``HF_HUB_OFFLINE``
@@ -532,8 +532,8 @@ def load_pretrained(name_or_path: Union[str, os.PathLike], *, device: Optional[s
     config = read_config(fetch(CONFIG_NAME))
     paths = _locate(config, fetch, tokenizer, vae, cache_dir, pretrained, with_vae)
     params = {**config['config'], **(model_kwargs or {})}
-    model = get_rudolph_model(str(label), pretrained=pretrained, fp16=fp16, dtype=dtype, device=device,
-                              checkpoint_path=paths.get('model'), model_params=params)
+    model = get_rudolph_model(str(label), pretrained=pretrained, fp16=fp16, dtype=dtype, quantize=quantize,
+                              device=device, checkpoint_path=paths.get('model'), model_params=params)
     model.spc_tokens = {str(k): int(v) for k, v in (config.get('spc_tokens') or {}).items()}
     tokenizer_source, vae_source = _loaded_sources(config, paths, tokenizer, vae, vae_config)
     vqgan = None
