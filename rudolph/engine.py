@@ -20,6 +20,12 @@ parts of a sequence", so two functions do all the work:
   once and reused, and positions after a batch's last non-ignored label (right-text pads)
   are not computed at all, so zero-shot classification costs the image once plus about the
   class tokens per class.
+* :func:`generate_rows` and :func:`score_suffixes`: the same for batches whose rows have
+  *different* prefixes (different images or prompts), each row drawing from its own generator,
+  and zero-shot scoring of every image against the same candidate suffixes (each image
+  computed once, batched across images). A row's computation does not depend on its batch
+  neighbours: only a structurally shared prefix (``shared``) is computed once, lengths are
+  fixed by the row (generation) or by the suffixes (scoring), never by the other rows.
 """
 import math
 import os
@@ -35,7 +41,7 @@ from .codec import EOS_ID, PAD_ID, model_device
 from .model.config import Layout
 from .sampling import Sampler, check_sampling_args, make_generator
 
-__all__ = ['ScorePart', 'generate', 'cross_entropy', 'ce_to_ppl', 'common_prefix_length', 'first_eos_cut',
+__all__ = ['ScorePart', 'generate', 'generate_rows', 'cross_entropy', 'score_suffixes', 'ce_to_ppl', 'common_prefix_length', 'first_eos_cut',
            'MemoryNeed', 'memory_need', 'available_memory', 'check_memory']
 
 
@@ -234,6 +240,14 @@ class _CachedLogits:
             start, self.fed = self.fed, t
             self.next = [self.model.prefill(seq[:, start:t], cache, self.vocab) for cache in self.caches]
         return self.next
+
+
+class _RowLogits(_CachedLogits):
+    """Next-token logits of a batch whose rows were prefilled with their own prefixes (one branch)."""
+
+    def __init__(self, model, cache, first_logits: torch.Tensor, vocab: slice):
+        self.model, self.vocab = model, vocab
+        self.caches, self.fed, self.next = [cache], cache.length, [first_logits]
 
 
 class _FullLogits:
@@ -482,3 +496,151 @@ def first_eos_cut(tokens: torch.Tensor) -> torch.Tensor:
     """``tokens`` up to (excluding) the first eos, or all of them."""
     where = (tokens == EOS_ID).nonzero()
     return tokens[:int(where[0])] if where.numel() else tokens
+
+
+def _row_prefixes(model, prefixes, generators, length: int, vocab: slice, allowed_token_ids, shared: int):
+    """Checked :func:`generate_rows` inputs: ``(prefixes, rows grouped by prefix length, n_vocab, allowed, shared)``."""
+    if isinstance(prefixes, torch.Tensor) and prefixes.dim() == 2:
+        prefixes = list(prefixes)
+    if isinstance(prefixes, (str, bytes)) or not isinstance(prefixes, Sequence) or len(prefixes) == 0:
+        raise InputError(f'prefixes must be a non-empty list of [P] token-id tensors, got {prefixes!r}')
+    if isinstance(generators, torch.Generator) or len(generators) != len(prefixes):
+        raise ConfigError(f'{len(prefixes)} rows need {len(prefixes)} generators (one per row), got {generators!r}')
+    device = model_device(model)
+    checked, groups = [], {}
+    for i, prefix in enumerate(prefixes):
+        ids, _, n_vocab, allowed, _ = _generation_inputs(model, prefix, length, vocab, None, allowed_token_ids,
+                                                         None, device)
+        checked.append(ids[0])
+        groups.setdefault(ids.shape[1], []).append(i)
+    shared = max(0, min([shared] + [len(p) - 1 for p in checked]))
+    first = checked[0][:shared]
+    bad = [i for i, p in enumerate(checked) if not torch.equal(p[:shared], first)]
+    if bad:
+        raise InputError(f'shared={shared}: row {bad[0]} differs from row 0 in its first {shared} tokens')
+    return checked, [groups[k] for k in sorted(groups)], n_vocab, allowed, shared
+
+
+@torch.no_grad()
+def generate_rows(model, prefixes: Sequence[torch.Tensor], length: int, *, vocab: slice, top_k: int, top_p: float,
+                  temperature: float = 1.0, generators: Sequence[torch.Generator], shared: int = 0, bs: int = 8,
+                  eos_from: Optional[int] = None, allowed_token_ids: Optional[Sequence[int]] = None,
+                  stop_at_eos: bool = False, progress: bool = True, desc: str = 'generating') -> torch.Tensor:
+    """Sample positions ``len(prefixes[i])..length-1`` of row ``i`` after its own prefix, from ``generators[i]``.
+
+    Rows may have different prefixes (and prefix lengths: rows are batched with rows of the
+    same length). The first ``shared`` tokens, the same in every row (e.g. the left text before
+    different images), are computed once with batch 1. Row ``i``'s tokens depend only on its
+    prefix, its generator and the settings, not on ``bs`` or on the other rows (up to the last
+    bits of batched matrix products, which a sample almost never feels). Other arguments as
+    :func:`generate`. Returns LongTensor ``[n, length]`` in the order of ``prefixes``.
+    """
+    _check_positive_int('bs', bs)
+    check_sampling_args(top_k, top_p, temperature)
+    device = model_device(model)
+    prefixes, groups, n_vocab, allowed, shared = _row_prefixes(model, prefixes, generators, length, vocab,
+                                                               allowed_token_ids, shared)
+    n = len(prefixes)
+    longest = max(len(p) for p in prefixes) - shared
+    need = memory_need(model, length, logit_positions=1, n_vocab=n_vocab if allowed is None else allowed.numel(),
+                       held_bytes=2 * n * length * 8, forward_positions=max(longest, 1))
+    check_memory(need, min(bs, n), device, desc, f'{n} rows')
+    sampler = Sampler(top_k, top_p, temperature, allowed=allowed, eos_from=eos_from, eos_id=EOS_ID)
+    prefix_cache = None
+    if shared:
+        prefix_cache = model.new_cache(1, length)
+        model.hidden(prefixes[0][None, :shared], 0, prefix_cache)
+    out = torch.zeros(n, length, dtype=torch.long, device=device)
+    total = sum(math.ceil(len(rows) / bs) * (length - len(prefixes[rows[0]])) for rows in groups)
+    with tqdm(total=total, disable=not progress, desc=desc, leave=False) as bar:
+        for rows in groups:
+            for begin in range(0, len(rows), bs):
+                idx = rows[begin:begin + bs]
+                out[idx] = _generate_batch(model, torch.stack([prefixes[i] for i in idx]), length, vocab, shared,
+                                           prefix_cache, sampler.for_rows([generators[i] for i in idx]),
+                                           stop_at_eos, bar)
+    return out
+
+
+def _generate_batch(model, ids: torch.Tensor, length: int, vocab: slice, shared: int, prefix_cache, sampler: Sampler,
+                    stop_at_eos: bool, bar) -> torch.Tensor:
+    """One batch of :func:`generate_rows`: rows ``ids`` ``[b, P]`` prefilled after the shared prefix, then decoded."""
+    b, P = ids.shape
+    cache = model.new_cache(b, length)
+    if prefix_cache is not None:
+        cache.expand_from(prefix_cache)
+    h, _ = model.hidden(ids[:, shared:], shared, cache)
+    seq = torch.zeros(b, length, dtype=torch.long, device=ids.device)
+    seq[:, :P] = ids
+    _decode(seq, range(P, length), _RowLogits(model, cache, model.logits(h[:, -1], vocab), vocab), sampler,
+            stop_at_eos, bar)
+    if stop_at_eos:
+        seq[:, P:] = _blank_after_eos(seq[:, P:])
+    return seq
+
+
+@torch.no_grad()
+def score_suffixes(model, prefixes: torch.Tensor, suffixes: torch.Tensor, part: ScorePart, *, shared: int = 0,
+                   bs: int = 64, progress: bool = False, desc: str = 'scoring') -> torch.Tensor:
+    """Cross-entropy ``[m, c, stop-start]`` of ``part`` for every prefix ``[m, P]`` followed by every suffix ``[c, T]``.
+
+    Zero-shot classification of ``m`` images against ``c`` class texts: each prefix (image) is
+    computed once, batched with other prefixes, and its keys/values serve all ``c`` suffixes;
+    ``part`` must lie in the suffixes (``start >= P``). Positions after the suffixes' last
+    non-ignored label are not computed (a length fixed by the suffixes alone). ``bs`` counts
+    model rows (prefix x suffix); a batch holds ``max(1, bs // c)`` whole prefixes.
+    """
+    _check_positive_int('bs', bs)
+    device = model_device(model)
+    prefixes = torch.as_tensor(prefixes, dtype=torch.long).to(device)
+    suffixes = torch.as_tensor(suffixes, dtype=torch.long).to(device)
+    if prefixes.dim() != 2 or suffixes.dim() != 2 or not len(prefixes) or not len(suffixes):
+        raise InputError(f'prefixes [m, P] and suffixes [c, T] must be non-empty 2-d tensors, got shapes '
+                         f'{tuple(prefixes.shape)} and {tuple(suffixes.shape)}')
+    (m, P), (c, T) = prefixes.shape, suffixes.shape
+    if not P <= part.start < part.stop <= P + T - 1:
+        raise ConfigError(f'{part} must lie in the suffixes (positions {P}..{P + T - 1})')
+    probe = torch.cat((torch.zeros(c, P, dtype=torch.long, device=device), suffixes), dim=1)
+    end = max(int(_needed_ends(probe, [part]).max()), P + 1)
+    width = part.stop - part.start
+    n_vocab = len(range(*part.vocab.indices(model.to_logits[1].out_features)))
+    k = max(1, bs // c)
+    need = memory_need(model, end, logit_positions=width, n_vocab=n_vocab, held_bytes=m * c * width * 4)
+    check_memory(need, k * c, device, desc, f'{m} x {c} rows')
+    shared = max(0, min(shared, P - 1))
+    if shared and not bool((prefixes[:, :shared] == prefixes[:1, :shared]).all()):
+        raise InputError(f'shared={shared}: the prefixes differ in their first {shared} tokens')
+    prefix_cache = None
+    if shared:
+        prefix_cache = model.new_cache(1, shared)
+        model.hidden(prefixes[:1, :shared], 0, prefix_cache)
+    out = torch.zeros(m, c, width, dtype=torch.float32, device=device)
+    for begin in tqdm(range(0, m, k), disable=not progress, desc=desc, leave=False):
+        out[begin:begin + k] = _score_batch(model, prefixes[begin:begin + k], suffixes, part, end, shared,
+                                            prefix_cache)
+    return out
+
+
+def _score_batch(model, prefixes: torch.Tensor, suffixes: torch.Tensor, part: ScorePart, end: int, shared: int,
+                 prefix_cache) -> torch.Tensor:
+    """One batch of :func:`score_suffixes`: ``k`` prefixes run once, their caches repeated for the ``c`` suffixes."""
+    (k, P), c = prefixes.shape, suffixes.shape[0]
+    own = model.new_cache(k, P)
+    if prefix_cache is not None:
+        own.expand_from(prefix_cache)
+    model.hidden(prefixes[:, shared:], shared, own)
+    cache = model.new_cache(k * c, end)
+    cache.k[:, :, :, :P] = own.k.repeat_interleave(c, dim=1)
+    cache.v[:, :, :, :P] = own.v.repeat_interleave(c, dim=1)
+    cache.length = P
+    ids = suffixes.repeat(k, 1)
+    h, _ = model.hidden(ids[:, :end - P], P, cache)
+    stop = min(part.stop, end)
+    ce = torch.zeros(k * c, part.stop - part.start, dtype=torch.float32, device=ids.device)
+    if stop <= part.start:  # no label left to score in this part
+        return ce.view(k, c, -1)
+    logits = model.logits(h[:, part.start - P:stop - P], part.vocab).float()
+    labels = ids[:, part.start + 1 - P:stop + 1 - P]
+    ce[:, :stop - part.start] = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=part.ignore_index,
+                                                reduction='none')
+    return ce.view(k, c, -1)
