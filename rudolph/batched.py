@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 
 from .codec import EOS_ID, PAD_ID, check_vae, model_device, require_vae, template_prefix
-from .engine import ScorePart, ce_to_ppl, generate_rows, score_suffixes
+from .engine import ScorePart, ce_to_ppl, generate_rows, pad_rows, score_suffixes
 from .errors import ConfigError, InputError
 from .sampling import make_generator
 from .tasks import (VQA_TEMPLATE, Parts, SamplingConfig, classify, embed_codes, rank_images, rerank_codes_by_image,
@@ -298,7 +298,8 @@ def embed_image_batch(parts: Parts, images: Sequence[Any], *, layer: int = -1, p
     _check_layer(parts, layer)
     check_count('bs', bs)
     codes = encode_images(parts, images)
-    return torch.cat([embed_codes(parts, chunk, layer, pooling).cpu() for chunk in codes.split(bs)])
+    return torch.cat([embed_codes(parts, pad_rows(chunk), layer, pooling)[:len(chunk)].cpu()
+                      for chunk in codes.split(bs)])
 
 
 @torch.no_grad()
@@ -318,8 +319,8 @@ def embed_text_batch(parts: Parts, texts: Sequence[str], *, layer: int = -1, poo
     ids = torch.stack([parts.text(check_text(f'texts[{i}]', t), L, token, f'texts[{i}]') for i, t in enumerate(texts)])
     out = []
     for chunk in ids.split(bs):
-        _, hidden = parts.model.hidden(chunk, 0, None, return_hidden_states=True)
-        states, keep = hidden[layer].float(), (chunk != PAD_ID).unsqueeze(-1)
+        _, hidden = parts.model.hidden(pad_rows(chunk), 0, None, return_hidden_states=True)
+        states, keep = hidden[layer][:len(chunk)].float(), (chunk != PAD_ID).unsqueeze(-1)
         if pooling == 'mean':
             out.append(((states * keep).sum(1) / keep.sum(1).clamp(min=1)).cpu())
         else:

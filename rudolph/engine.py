@@ -41,7 +41,7 @@ from .codec import EOS_ID, PAD_ID, model_device
 from .model.config import Layout
 from .sampling import Sampler, check_sampling_args, make_generator
 
-__all__ = ['ScorePart', 'generate', 'generate_rows', 'cross_entropy', 'score_suffixes', 'ce_to_ppl', 'common_prefix_length', 'first_eos_cut',
+__all__ = ['ScorePart', 'generate', 'generate_rows', 'cross_entropy', 'score_suffixes', 'pad_rows', 'MIN_ROWS', 'ce_to_ppl', 'common_prefix_length', 'first_eos_cut',
            'MemoryNeed', 'memory_need', 'available_memory', 'check_memory']
 
 
@@ -562,9 +562,24 @@ def generate_rows(model, prefixes: Sequence[torch.Tensor], length: int, *, vocab
     return out
 
 
+#: batches of the row-wise paths have at least this many rows: a 1-row batch takes other kernels
+#: (BLAS matrix-vector products, attention over differently strided views) whose last bits differ
+MIN_ROWS = 2
+
+
+def pad_rows(x: torch.Tensor, rows: int = MIN_ROWS) -> torch.Tensor:
+    """``x`` with its last row repeated up to ``rows`` rows (callers drop the copies): same kernels for every batch."""
+    return x if x.shape[0] >= rows else torch.cat((x, x[-1:].expand(rows - x.shape[0], *x.shape[1:])))
+
+
 def _generate_batch(model, ids: torch.Tensor, length: int, vocab: slice, shared: int, prefix_cache, sampler: Sampler,
                     stop_at_eos: bool, bar) -> torch.Tensor:
     """One batch of :func:`generate_rows`: rows ``ids`` ``[b, P]`` prefilled after the shared prefix, then decoded."""
+    n = ids.shape[0]
+    if n < MIN_ROWS:  # the padding rows sample from a throw-away generator
+        spare = torch.Generator(device=ids.device).manual_seed(0)
+        sampler = sampler.for_rows(list(sampler.generators) + [spare] * (MIN_ROWS - n))
+        ids = pad_rows(ids)
     b, P = ids.shape
     cache = model.new_cache(b, length)
     if prefix_cache is not None:
@@ -576,7 +591,7 @@ def _generate_batch(model, ids: torch.Tensor, length: int, vocab: slice, shared:
             stop_at_eos, bar)
     if stop_at_eos:
         seq[:, P:] = _blank_after_eos(seq[:, P:])
-    return seq
+    return seq[:n]
 
 
 @torch.no_grad()
@@ -588,7 +603,8 @@ def score_suffixes(model, prefixes: torch.Tensor, suffixes: torch.Tensor, part: 
     computed once, batched with other prefixes, and its keys/values serve all ``c`` suffixes;
     ``part`` must lie in the suffixes (``start >= P``). Positions after the suffixes' last
     non-ignored label are not computed (a length fixed by the suffixes alone). ``bs`` counts
-    model rows (prefix x suffix); a batch holds ``max(1, bs // c)`` whole prefixes.
+    model rows (prefix x suffix); a batch holds ``max(1, bs // c)`` whole prefixes, which run through
+    the model together; the short suffix pass then runs per prefix on fixed ``[c, T]`` rows.
     """
     _check_positive_int('bs', bs)
     device = model_device(model)
@@ -606,7 +622,7 @@ def score_suffixes(model, prefixes: torch.Tensor, suffixes: torch.Tensor, part: 
     n_vocab = len(range(*part.vocab.indices(model.to_logits[1].out_features)))
     k = max(1, bs // c)
     need = memory_need(model, end, logit_positions=width, n_vocab=n_vocab, held_bytes=m * c * width * 4)
-    check_memory(need, k * c, device, desc, f'{m} x {c} rows')
+    check_memory(need, max(k, MIN_ROWS) + c, device, desc, f'{m} x {c} rows')  # the prefix pass, one suffix pass
     shared = max(0, min(shared, P - 1))
     if shared and not bool((prefixes[:, :shared] == prefixes[:1, :shared]).all()):
         raise InputError(f'shared={shared}: the prefixes differ in their first {shared} tokens')
@@ -623,24 +639,31 @@ def score_suffixes(model, prefixes: torch.Tensor, suffixes: torch.Tensor, part: 
 
 def _score_batch(model, prefixes: torch.Tensor, suffixes: torch.Tensor, part: ScorePart, end: int, shared: int,
                  prefix_cache) -> torch.Tensor:
-    """One batch of :func:`score_suffixes`: ``k`` prefixes run once, their caches repeated for the ``c`` suffixes."""
-    (k, P), c = prefixes.shape, suffixes.shape[0]
+    """One batch of :func:`score_suffixes`: ``k`` prefixes run at once, then each one's cache serves its suffixes.
+
+    The suffix pass runs per prefix, always on the same ``[c, end - P]`` rows: it is short
+    (the class tokens) and its numbers then cannot depend on how many prefixes share the batch.
+    """
+    n, c = prefixes.shape[0], suffixes.shape[0]
+    prefixes = pad_rows(prefixes)
+    k, P = prefixes.shape
     own = model.new_cache(k, P)
     if prefix_cache is not None:
         own.expand_from(prefix_cache)
     model.hidden(prefixes[:, shared:], shared, own)
-    cache = model.new_cache(k * c, end)
-    cache.k[:, :, :, :P] = own.k.repeat_interleave(c, dim=1)
-    cache.v[:, :, :, :P] = own.v.repeat_interleave(c, dim=1)
-    cache.length = P
-    ids = suffixes.repeat(k, 1)
-    h, _ = model.hidden(ids[:, :end - P], P, cache)
+    ids = pad_rows(suffixes)
     stop = min(part.stop, end)
-    ce = torch.zeros(k * c, part.stop - part.start, dtype=torch.float32, device=ids.device)
+    ce = torch.zeros(n, c, part.stop - part.start, dtype=torch.float32, device=ids.device)
     if stop <= part.start:  # no label left to score in this part
-        return ce.view(k, c, -1)
-    logits = model.logits(h[:, part.start - P:stop - P], part.vocab).float()
-    labels = ids[:, part.start + 1 - P:stop + 1 - P]
-    ce[:, :stop - part.start] = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=part.ignore_index,
-                                                reduction='none')
-    return ce.view(k, c, -1)
+        return ce
+    labels = ids[:c, part.start + 1 - P:stop + 1 - P]
+    for i in range(n):
+        cache = model.new_cache(ids.shape[0], end)
+        cache.k[:, :, :, :P] = own.k[:, i:i + 1]
+        cache.v[:, :, :, :P] = own.v[:, i:i + 1]
+        cache.length = P
+        h, _ = model.hidden(ids[:, :end - P], P, cache)
+        logits = model.logits(h[:c, part.start - P:stop - P], part.vocab).float()
+        ce[i, :, :stop - part.start] = F.cross_entropy(logits.transpose(1, 2), labels,
+                                                       ignore_index=part.ignore_index, reduction='none')
+    return ce
