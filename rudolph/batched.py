@@ -243,13 +243,13 @@ def _answers(parts: Parts, prompt: str, counts, answers_num: int, generations_nu
 
 # ----------------------------------------------------------------------------- classes and embeddings
 def classify_batch(parts: Parts, images: Sequence[Any], classes: Sequence[str], *, template: Optional[str] = None,
-                   bs: int = 64, l_template: str = '', l_token: str = '<LT_I2T>',
+                   bs: int = 16, l_template: str = '', l_token: str = '<LT_I2T>',
                    r_token: str = '<RT_I2T>') -> List[Dict[str, Any]]:
     """Per picture ``{'label', 'probs', 'ties', 'ppl'}``: zero-shot classification as :func:`rudolph.tasks.zero_shot`.
 
     ``label`` is the class of lowest perplexity (``ties``: every class scoring as well), ``probs``
     each class's softmax of minus its cross-entropy (the CLI's probabilities, higher is better),
-    ``ppl`` its perplexity. Each picture is computed once for all classes (``bs``: model rows).
+    ``ppl`` its perplexity. Each picture is computed once for all classes, ``bs`` pictures at a time.
     """
     names = check_classes(classes)
     template = check_template('template', template or None)

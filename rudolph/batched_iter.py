@@ -3,8 +3,8 @@
 Each takes any iterable of ``(key, input)`` pairs (a generator is read ``bs`` items at a time,
 so inputs can stream from disk) and yields ``(key, result)`` in input order as each chunk is
 done. Results are those of the batch functions, so they depend only on ``(seed, key, input,
-settings)``, not on ``bs``. ``rows`` is the number of model rows per forward (default: ``bs``
-inputs times their samples; 64 for classification).
+settings)``, not on ``bs``. ``rows`` (generation) is the number of model rows per batch
+(default: ``bs`` inputs times their samples).
 """
 from itertools import islice
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
@@ -60,13 +60,12 @@ def vqa_images(parts: Parts, items: Items, question: Optional[str] = None, *, bs
         yield from zip(keys, vqa_batch(parts, images, questions, keys, seed=seed, bs=rows or bs * samples, **kwargs))
 
 
-def classify_images(parts: Parts, items: Items, classes: Sequence[str], *, bs: int = 16, rows: int = 64,
-                    **kwargs) -> Results:
+def classify_images(parts: Parts, items: Items, classes: Sequence[str], *, bs: int = 16, **kwargs) -> Results:
     """``(key, {'label', 'probs', 'ties', 'ppl'})`` per picture (:func:`rudolph.batched.classify_batch`)."""
     from .batched import classify_batch
 
     for keys, images in _chunks(items, bs):
-        yield from zip(keys, classify_batch(parts, images, classes, bs=rows, **kwargs))
+        yield from zip(keys, classify_batch(parts, images, classes, bs=bs, **kwargs))
 
 
 def embed_images(parts: Parts, items: Items, *, bs: int = 16, layer: int = -1, pooling: str = 'mean') -> Results:

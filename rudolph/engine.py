@@ -596,15 +596,14 @@ def _generate_batch(model, ids: torch.Tensor, length: int, vocab: slice, shared:
 
 @torch.no_grad()
 def score_suffixes(model, prefixes: torch.Tensor, suffixes: torch.Tensor, part: ScorePart, *, shared: int = 0,
-                   bs: int = 64, progress: bool = False, desc: str = 'scoring') -> torch.Tensor:
+                   bs: int = 16, progress: bool = False, desc: str = 'scoring') -> torch.Tensor:
     """Cross-entropy ``[m, c, stop-start]`` of ``part`` for every prefix ``[m, P]`` followed by every suffix ``[c, T]``.
 
     Zero-shot classification of ``m`` images against ``c`` class texts: each prefix (image) is
     computed once, batched with other prefixes, and its keys/values serve all ``c`` suffixes;
     ``part`` must lie in the suffixes (``start >= P``). Positions after the suffixes' last
-    non-ignored label are not computed (a length fixed by the suffixes alone). ``bs`` counts
-    model rows (prefix x suffix); a batch holds ``max(1, bs // c)`` whole prefixes, which run through
-    the model together; the short suffix pass then runs per prefix on fixed ``[c, T]`` rows.
+    non-ignored label are not computed (a length fixed by the suffixes alone). ``bs`` prefixes
+    run through the model together; the short suffix pass then runs per prefix on its ``c`` rows.
     """
     _check_positive_int('bs', bs)
     device = model_device(model)
@@ -620,9 +619,9 @@ def score_suffixes(model, prefixes: torch.Tensor, suffixes: torch.Tensor, part: 
     end = max(int(_needed_ends(probe, [part]).max()), P + 1)
     width = part.stop - part.start
     n_vocab = len(range(*part.vocab.indices(model.to_logits[1].out_features)))
-    k = max(1, bs // c)
     need = memory_need(model, end, logit_positions=width, n_vocab=n_vocab, held_bytes=m * c * width * 4)
-    check_memory(need, max(k, MIN_ROWS) + c, device, desc, f'{m} x {c} rows')  # the prefix pass, one suffix pass
+    # rows alive at once: the batch's prefix pass and one suffix pass
+    check_memory(need, max(min(bs, m), MIN_ROWS) + c, device, desc, f'{m} x {c} rows')
     shared = max(0, min(shared, P - 1))
     if shared and not bool((prefixes[:, :shared] == prefixes[:1, :shared]).all()):
         raise InputError(f'shared={shared}: the prefixes differ in their first {shared} tokens')
@@ -631,9 +630,9 @@ def score_suffixes(model, prefixes: torch.Tensor, suffixes: torch.Tensor, part: 
         prefix_cache = model.new_cache(1, shared)
         model.hidden(prefixes[:1, :shared], 0, prefix_cache)
     out = torch.zeros(m, c, width, dtype=torch.float32, device=device)
-    for begin in tqdm(range(0, m, k), disable=not progress, desc=desc, leave=False):
-        out[begin:begin + k] = _score_batch(model, prefixes[begin:begin + k], suffixes, part, end, shared,
-                                            prefix_cache)
+    for begin in tqdm(range(0, m, bs), disable=not progress, desc=desc, leave=False):
+        out[begin:begin + bs] = _score_batch(model, prefixes[begin:begin + bs], suffixes, part, end, shared,
+                                             prefix_cache)
     return out
 
 
