@@ -13,12 +13,12 @@ bs=7). The streaming iterators (``caption_images`` ...) live in :mod:`rudolph.ba
 and are re-exported here.
 """
 import hashlib
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 
-from .codec import EOS_ID, PAD_ID, check_vae, model_device, require_vae, template_prefix
-from .engine import ScorePart, ce_to_ppl, generate_rows, pad_rows, score_suffixes
+from .codec import PAD_ID, check_vae, model_device, require_vae, template_prefix
+from .engine import ScorePart, ce_to_ppl, generate_rows, score_suffixes
 from .errors import ConfigError, InputError
 from .sampling import make_generator
 from .tasks import (VQA_TEMPLATE, Parts, SamplingConfig, classify, embed_codes, rank_images, rerank_codes_by_image,
@@ -37,7 +37,7 @@ SamplingLike = Union[None, SamplingConfig, Mapping[str, Any]]
 
 
 def row_seed(seed: int, key: str) -> int:
-    """The 63-bit seed of input ``key`` under ``seed``: ``blake2b(f'{seed}\\0{key}')``, stable across runs and machines."""
+    """The 63-bit seed of input ``key`` under ``seed``: ``blake2b(f'{seed}\\0{key}')``, the same on every machine."""
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError(f'seed must be an int, got {seed!r}')
     if not isinstance(key, str):
@@ -82,7 +82,7 @@ def _registry_sampling(model, task: str) -> Dict[str, Any]:
 
 
 def recommended_sampling(parts: Parts, task: str) -> SamplingConfig:
-    """The model's recommended sampling of ``task`` (``'caption'``, ``'vqa'``, ``'text2image'``), as the CLI picks it."""
+    """The model's recommended sampling of ``task`` (``'caption'``, ``'vqa'``, ``'text2image'``), as the CLI's."""
     if task == 'text2image':
         fallback = T2I_FALLBACK
     else:
@@ -133,7 +133,7 @@ def encode_images(parts: Parts, images: Sequence[Any]) -> torch.Tensor:
 def _right_texts(parts: Parts, codes: torch.Tensor, prompts: Sequence[str], keys: Sequence[str], num: int, *,
                  seed: int, sampling: SamplingConfig, bs: int, early_stop: Optional[int], l_token: str,
                  r_token: str, desc: str) -> List[torch.Tensor]:
-    """Per picture: ``[num, R']`` right texts sampled after ``[left | codes[i] | prompts[i]]`` (tokens after eos: pads)."""
+    """Per picture: ``[num, R']`` right texts sampled after ``[left | codes[i] | prompts[i]]`` (after eos: pads)."""
     layout = parts.layout
     L, N2, R = layout.L, layout.N2, layout.R
     end = L + N2 + min(early_stop or R, R)
@@ -291,41 +291,35 @@ def _check_layer(parts: Parts, layer: int) -> None:
 
 
 @torch.no_grad()
-def embed_image_batch(parts: Parts, images: Sequence[Any], *, layer: int = -1, pooling: str = 'mean',
-                      bs: int = 16) -> torch.Tensor:
-    """``[n, hidden]`` float32 (CPU): :func:`rudolph.tasks.image_embedding` of each picture, ``bs`` pictures per pass."""
+def embed_image_batch(parts: Parts, images: Sequence[Any], *, layer: int = -1, pooling: str = 'mean') -> torch.Tensor:
+    """``[n, hidden]`` float32 (CPU): :func:`rudolph.tasks.image_embedding` of each picture."""
     _check_pooling(pooling)
     _check_layer(parts, layer)
-    check_count('bs', bs)
     codes = encode_images(parts, images)
-    return torch.cat([embed_codes(parts, pad_rows(chunk), layer, pooling)[:len(chunk)].cpu()
-                      for chunk in codes.split(bs)])
+    # One picture per pass: its numbers then never depend on the other pictures (see the module).
+    return torch.cat([embed_codes(parts, row[None], layer, pooling).cpu() for row in codes])
 
 
 @torch.no_grad()
-def embed_text_batch(parts: Parts, texts: Sequence[str], *, layer: int = -1, pooling: str = 'mean', bs: int = 64,
+def embed_text_batch(parts: Parts, texts: Sequence[str], *, layer: int = -1, pooling: str = 'mean',
                      token: str = '<LT_T2T>') -> torch.Tensor:
     """``[n, hidden]`` float32 (CPU): hidden states of each text alone in the left text, pooled over its tokens.
 
-    The tokens are the text's own (bos, task token, BPE ids, eos; not the pads after them); the
-    model is causal, so a text's embedding does not depend on the length of the others.
+    The tokens are the text's own (bos, task token, BPE ids, eos; not the pads after them). Each
+    text runs alone, so its embedding never depends on the other texts.
     """
     _check_pooling(pooling)
     _check_layer(parts, layer)
-    check_count('bs', bs)
     if isinstance(texts, str) or not isinstance(texts, Sequence) or len(texts) == 0:
         raise InputError(f'texts must be a non-empty list of strings, got {texts!r}')
     L = parts.layout.L
     ids = torch.stack([parts.text(check_text(f'texts[{i}]', t), L, token, f'texts[{i}]') for i, t in enumerate(texts)])
     out = []
-    for chunk in ids.split(bs):
-        _, hidden = parts.model.hidden(pad_rows(chunk), 0, None, return_hidden_states=True)
-        states, keep = hidden[layer][:len(chunk)].float(), (chunk != PAD_ID).unsqueeze(-1)
-        if pooling == 'mean':
-            out.append(((states * keep).sum(1) / keep.sum(1).clamp(min=1)).cpu())
-        else:
-            out.append(states.masked_fill(~keep, float('-inf')).amax(1).cpu())
-    return torch.cat(out)
+    for row in ids:  # one text per pass, as the pictures of embed_image_batch
+        _, hidden = parts.model.hidden(row[None], 0, None, return_hidden_states=True)
+        states = hidden[layer][0, :int((row != PAD_ID).sum())].float()
+        out.append((states.mean(0) if pooling == 'mean' else states.amax(0)).cpu())
+    return torch.stack(out)
 
 
 # ----------------------------------------------------------------------------- images
@@ -355,7 +349,8 @@ def text2image_batch(parts: Parts, prompts: Sequence[str], keys: Sequence[str], 
     left = [parts.text(p, layout.L, token, f'prompts[{i}]') for i, p in enumerate(prompts)]
     seq = generate_rows(parts.model, [p for p in left for _ in range(codebooks_num)], layout.L + layout.N2,
                         generators=_row_generators(seed, keys, codebooks_num, parts.device), vocab=layout.image_slice,
-                        bs=bs, progress=parts.progress, desc='images', **_sampling(parts, 'text2image', sampling).kwargs())
+                        bs=bs, progress=parts.progress, desc='images',
+                        **_sampling(parts, 'text2image', sampling).kwargs())
     return [_ranked_images(parts, prompt, codes, images_num, rerank, bs, reencode)
             for prompt, codes in zip(prompts, seq[:, layout.L:].split(codebooks_num))]
 

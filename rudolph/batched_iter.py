@@ -73,7 +73,7 @@ def embed_images(parts: Parts, items: Items, *, bs: int = 16, layer: int = -1, p
     from .batched import embed_image_batch
 
     for keys, images in _chunks(items, bs):
-        vectors = embed_image_batch(parts, images, layer=layer, pooling=pooling, bs=bs)
+        vectors = embed_image_batch(parts, images, layer=layer, pooling=pooling)
         yield from ((key, {'embedding': v}) for key, v in zip(keys, vectors))
 
 
@@ -83,7 +83,7 @@ def embed_texts(parts: Parts, items: Items, *, bs: int = 64, layer: int = -1, po
     from .batched import embed_text_batch
 
     for keys, texts in _chunks(items, bs):
-        vectors = embed_text_batch(parts, texts, layer=layer, pooling=pooling, bs=bs, **kwargs)
+        vectors = embed_text_batch(parts, texts, layer=layer, pooling=pooling, **kwargs)
         yield from ((key, {'embedding': v}) for key, v in zip(keys, vectors))
 
 

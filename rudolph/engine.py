@@ -41,7 +41,8 @@ from .codec import EOS_ID, PAD_ID, model_device
 from .model.config import Layout
 from .sampling import Sampler, check_sampling_args, make_generator
 
-__all__ = ['ScorePart', 'generate', 'generate_rows', 'cross_entropy', 'score_suffixes', 'pad_rows', 'MIN_ROWS', 'ce_to_ppl', 'common_prefix_length', 'first_eos_cut',
+__all__ = ['ScorePart', 'generate', 'generate_rows', 'cross_entropy', 'score_suffixes', 'pad_rows', 'MIN_ROWS',
+           'ce_to_ppl', 'common_prefix_length', 'first_eos_cut',
            'MemoryNeed', 'memory_need', 'available_memory', 'check_memory']
 
 
@@ -572,22 +573,40 @@ def pad_rows(x: torch.Tensor, rows: int = MIN_ROWS) -> torch.Tensor:
     return x if x.shape[0] >= rows else torch.cat((x, x[-1:].expand(rows - x.shape[0], *x.shape[1:])))
 
 
+def _prefill_row(model, ids: torch.Tensor, length: int, shared: int, prefix_cache):
+    """``(batch-1 cache, last hidden state [1, h])`` of one row's prefix ``ids`` ``[P]`` after the shared prefix."""
+    cache = model.new_cache(1, length)
+    if prefix_cache is not None:
+        cache.expand_from(prefix_cache)
+    h, _ = model.hidden(ids[None, shared:], shared, cache)
+    return cache, h[:, -1]
+
+
 def _generate_batch(model, ids: torch.Tensor, length: int, vocab: slice, shared: int, prefix_cache, sampler: Sampler,
                     stop_at_eos: bool, bar) -> torch.Tensor:
-    """One batch of :func:`generate_rows`: rows ``ids`` ``[b, P]`` prefilled after the shared prefix, then decoded."""
+    """One batch of :func:`generate_rows`: each distinct prefix of ``ids`` ``[b, P]`` prefilled on its own (its
+    numbers cannot depend on the batch), its cache copied into its rows, then all rows decoded together."""
     n = ids.shape[0]
     if n < MIN_ROWS:  # the padding rows sample from a throw-away generator
         spare = torch.Generator(device=ids.device).manual_seed(0)
         sampler = sampler.for_rows(list(sampler.generators) + [spare] * (MIN_ROWS - n))
         ids = pad_rows(ids)
     b, P = ids.shape
-    cache = model.new_cache(b, length)
-    if prefix_cache is not None:
-        cache.expand_from(prefix_cache)
-    h, _ = model.hidden(ids[:, shared:], shared, cache)
+    cache, last = model.new_cache(b, length), []
+    start = 0
+    while start < b:
+        stop = start + 1
+        while stop < b and torch.equal(ids[stop], ids[start]):  # rows of one input share its prefill
+            stop += 1
+        own, h = _prefill_row(model, ids[start], length, shared, prefix_cache)
+        cache.k[:, start:stop, :, :P] = own.k[:, :, :, :P]
+        cache.v[:, start:stop, :, :P] = own.v[:, :, :, :P]
+        last.append(h.expand(stop - start, -1))
+        start = stop
+    cache.length = P
     seq = torch.zeros(b, length, dtype=torch.long, device=ids.device)
     seq[:, :P] = ids
-    _decode(seq, range(P, length), _RowLogits(model, cache, model.logits(h[:, -1], vocab), vocab), sampler,
+    _decode(seq, range(P, length), _RowLogits(model, cache, model.logits(torch.cat(last), vocab), vocab), sampler,
             stop_at_eos, bar)
     if stop_at_eos:
         seq[:, P:] = _blank_after_eos(seq[:, P:])
@@ -600,10 +619,11 @@ def score_suffixes(model, prefixes: torch.Tensor, suffixes: torch.Tensor, part: 
     """Cross-entropy ``[m, c, stop-start]`` of ``part`` for every prefix ``[m, P]`` followed by every suffix ``[c, T]``.
 
     Zero-shot classification of ``m`` images against ``c`` class texts: each prefix (image) is
-    computed once, batched with other prefixes, and its keys/values serve all ``c`` suffixes;
-    ``part`` must lie in the suffixes (``start >= P``). Positions after the suffixes' last
-    non-ignored label are not computed (a length fixed by the suffixes alone). ``bs`` prefixes
-    run through the model together; the short suffix pass then runs per prefix on its ``c`` rows.
+    computed once and its keys/values serve all ``c`` suffixes, which run as one batch; ``part``
+    must lie in the suffixes (``start >= P``). Positions after the suffixes' last non-ignored
+    label are not computed (a length fixed by the suffixes alone). The shared first ``shared``
+    tokens (the left text) are computed once for all. ``bs`` is the number of prefixes per
+    progress step; each prefix runs on its own, so its numbers never depend on the others.
     """
     _check_positive_int('bs', bs)
     device = model_device(model)
@@ -620,8 +640,7 @@ def score_suffixes(model, prefixes: torch.Tensor, suffixes: torch.Tensor, part: 
     width = part.stop - part.start
     n_vocab = len(range(*part.vocab.indices(model.to_logits[1].out_features)))
     need = memory_need(model, end, logit_positions=width, n_vocab=n_vocab, held_bytes=m * c * width * 4)
-    # rows alive at once: the batch's prefix pass and one suffix pass
-    check_memory(need, max(min(bs, m), MIN_ROWS) + c, device, desc, f'{m} x {c} rows')
+    check_memory(need, 1 + c, device, desc, f'{m} x {c} rows')  # rows alive at once: one prefix, its suffixes
     shared = max(0, min(shared, P - 1))
     if shared and not bool((prefixes[:, :shared] == prefixes[:1, :shared]).all()):
         raise InputError(f'shared={shared}: the prefixes differ in their first {shared} tokens')
@@ -638,31 +657,23 @@ def score_suffixes(model, prefixes: torch.Tensor, suffixes: torch.Tensor, part: 
 
 def _score_batch(model, prefixes: torch.Tensor, suffixes: torch.Tensor, part: ScorePart, end: int, shared: int,
                  prefix_cache) -> torch.Tensor:
-    """One batch of :func:`score_suffixes`: ``k`` prefixes run at once, then each one's cache serves its suffixes.
+    """One batch of :func:`score_suffixes`: each prefix run once, its cache broadcast into the ``c`` suffix rows.
 
-    The suffix pass runs per prefix, always on the same ``[c, end - P]`` rows: it is short
-    (the class tokens) and its numbers then cannot depend on how many prefixes share the batch.
+    Both passes run per prefix on shapes fixed by the prefix and the suffixes alone, so an
+    image's numbers cannot depend on how many images share the batch.
     """
     n, c = prefixes.shape[0], suffixes.shape[0]
-    prefixes = pad_rows(prefixes)
-    k, P = prefixes.shape
-    own = model.new_cache(k, P)
-    if prefix_cache is not None:
-        own.expand_from(prefix_cache)
-    model.hidden(prefixes[:, shared:], shared, own)
-    ids = pad_rows(suffixes)
+    P = prefixes.shape[1]
     stop = min(part.stop, end)
-    ce = torch.zeros(n, c, part.stop - part.start, dtype=torch.float32, device=ids.device)
+    ce = torch.zeros(n, c, part.stop - part.start, dtype=torch.float32, device=prefixes.device)
     if stop <= part.start:  # no label left to score in this part
         return ce
-    labels = ids[:c, part.start + 1 - P:stop + 1 - P]
+    labels = suffixes[:, part.start + 1 - P:stop + 1 - P]
     for i in range(n):
-        cache = model.new_cache(ids.shape[0], end)
-        cache.k[:, :, :, :P] = own.k[:, i:i + 1]
-        cache.v[:, :, :, :P] = own.v[:, i:i + 1]
-        cache.length = P
-        h, _ = model.hidden(ids[:, :end - P], P, cache)
-        logits = model.logits(h[:c, part.start - P:stop - P], part.vocab).float()
+        own, _ = _prefill_row(model, prefixes[i], P, shared, prefix_cache)
+        cache = model.new_cache(c, end).expand_from(own)
+        h, _ = model.hidden(suffixes[:, :end - P], P, cache)
+        logits = model.logits(h[:, part.start - P:stop - P], part.vocab).float()
         ce[i, :, :stop - part.start] = F.cross_entropy(logits.transpose(1, 2), labels,
                                                        ignore_index=part.ignore_index, reduction='none')
     return ce

@@ -24,7 +24,8 @@ from .utils import check_classes, check_count, check_template, check_text, check
 __all__ = ['Parts', 'SamplingConfig', 'DEFAULT_TEXT_SAMPLING', 'generate_images', 'text_to_image', 'rerank_by_text',
            'rerank_by_image', 'rerank_scores', 'rank_images', 'best_images', 'text_sampling_for', 'zero_shot',
            'classify', 'caption_counts', 'captioning', 'vqa',
-           'texts', 'text_perplexity', 'image_embedding', 'embed_codes', 'rerank_codes_by_image', 'template_prefix', 'prompt_positions', 'stack_codebooks']
+           'texts', 'text_perplexity', 'image_embedding', 'embed_codes', 'rerank_codes_by_image', 'template_prefix',
+           'prompt_positions', 'stack_codebooks']
 
 
 @dataclass(frozen=True)
