@@ -48,7 +48,7 @@ def _json(results) -> str:
 
 # ----------------------------------------------------------------------------- seeds and sampler
 def test_row_seed_is_a_stable_63_bit_hash_of_seed_and_key():
-    # blake2b(b'0\\0a.png', digest_size=8) >> 1, computed with hashlib on its own
+    # int.from_bytes(blake2b(b'0\x00a.png', digest_size=8).digest(), 'big') >> 1, computed with hashlib alone
     assert row_seed(0, 'a.png') == row_seed(0, 'a.png') == 9211726159953584320
     values = {row_seed(s, k) for s in (0, 1) for k in ('a.png', 'b.png', '')}
     assert len(values) == 6 and all(0 <= v < 2 ** 63 for v in values)
