@@ -23,9 +23,10 @@ parts of a sequence", so two functions do all the work:
 * :func:`generate_rows` and :func:`score_suffixes`: the same for batches whose rows have
   *different* prefixes (different images or prompts), each row drawing from its own generator,
   and zero-shot scoring of every image against the same candidate suffixes (each image
-  computed once, batched across images). A row's computation does not depend on its batch
-  neighbours: only a structurally shared prefix (``shared``) is computed once, lengths are
-  fixed by the row (generation) or by the suffixes (scoring), never by the other rows.
+  computed once for all of them). A row's numbers do not depend on its batch neighbours: each
+  distinct prefix is prefilled on its own after the structurally shared one (``shared``, e.g.
+  the left text), decode batches have at least :data:`MIN_ROWS` rows, and lengths are fixed by
+  the row (generation) or by the suffixes (scoring), never by the other rows.
 """
 import math
 import os
@@ -531,10 +532,11 @@ def generate_rows(model, prefixes: Sequence[torch.Tensor], length: int, *, vocab
 
     Rows may have different prefixes (and prefix lengths: rows are batched with rows of the
     same length). The first ``shared`` tokens, the same in every row (e.g. the left text before
-    different images), are computed once with batch 1. Row ``i``'s tokens depend only on its
-    prefix, its generator and the settings, not on ``bs`` or on the other rows (up to the last
-    bits of batched matrix products, which a sample almost never feels). Other arguments as
-    :func:`generate`. Returns LongTensor ``[n, length]`` in the order of ``prefixes``.
+    different images), are computed once with batch 1; each distinct prefix is then prefilled
+    on its own and its cache copied into its rows. Row ``i``'s tokens depend only on its prefix,
+    its generator and the settings, not on ``bs`` or on the other rows (bit for bit in the
+    tests on CPU; where a BLAS or GPU kernel's last bits change with the number of decode rows,
+    a sample changes only at an exact tie). Other arguments as :func:`generate`. Returns LongTensor ``[n, length]`` in the order of ``prefixes``.
     """
     _check_positive_int('bs', bs)
     check_sampling_args(top_k, top_p, temperature)
