@@ -123,7 +123,9 @@ def main() -> None:
     parser.add_argument('--tmp', default='/tmp/rudolph-bench')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    rows = []
+    print(f'\n## batched jobs vs a per-input loop (CPU, float32, {args.threads} threads, bs={args.bs})\n')
+    print('| model | job | loop s | batched s | loop items/s | batched items/s | speed-up |')
+    print('|---|---|---|---|---|---|---|', flush=True)
     for name in args.models:
         parts, pictures, classes, prompts = load(name, args.tmp)
         classes = classes[:args.zs_classes]
@@ -137,21 +139,14 @@ def main() -> None:
             'embed': (f'image embeddings, {args.embed} pictures', args.embed,
                       lambda: embed_job(parts, pictures, args.embed, args.bs)),
         }
-        for job in args.jobs:
+        for job in args.jobs:  # each row as soon as it is measured
             what, n, run = jobs[job]
             loop, together = run()
-            rows.append((name, what, loop, together, n))
+            print(f'| {name} | {what} | {loop:.2f} | {together:.2f} | {n / loop:.2f} | {n / together:.2f} | '
+                  f'{loop / together:.1f}x |', flush=True)
     if args.processes > 1:
         processes_row(args)
-    print(f'\n## batched jobs vs a per-input loop (CPU, float32, {args.threads} threads, bs={args.bs})\n')
-    print('| model | job | loop s | batched s | loop items/s | batched items/s | speed-up |')
-    print('|---|---|---|---|---|---|---|')
-    for name, what, loop, together, n in rows:
-        print(f'| {name} | {what} | {loop:.2f} | {together:.2f} | {n / loop:.2f} | {n / together:.2f} | '
-              f'{loop / together:.1f}x |')
-    if args.processes > 1:
         print(f'\n{args.processes} processes vs 1: not measured (TODO: the jobs layer\'s accelerate launch)')
-
 
 if __name__ == '__main__':
     main()
