@@ -99,13 +99,36 @@ class Sampler:
     def __init__(self, top_k: int = 0, top_p: float = 1.0, temperature: float = 1.0, *,
                  weights: Optional[Sequence[float]] = None, late_softmax: bool = False,
                  allowed: Optional[torch.Tensor] = None, eos_from: Optional[int] = None, eos_id: int = 3,
-                 generator: Optional[torch.Generator] = None):
+                 generator: Optional[torch.Generator] = None,
+                 generators: Optional[Sequence[torch.Generator]] = None):
         check_sampling_args(top_k, top_p, temperature)
+        if generator is not None and generators is not None:
+            raise ConfigError('pass generator (one for the batch) or generators (one per row), not both')
         self.top_k, self.top_p, self.temperature = top_k, top_p, temperature
         self.weights = [1.0] if weights is None else [float(w) for w in weights]
         self.late_softmax = late_softmax
         self.allowed, self.eos_from, self.eos_id = allowed, eos_from, eos_id
         self.generator = generator
+        self.generators = None if generators is None else list(generators)
+
+    def for_rows(self, generators: Sequence[torch.Generator]) -> 'Sampler':
+        """The same sampler drawing row ``r`` of a batch from ``generators[r]``."""
+        return Sampler(self.top_k, self.top_p, self.temperature, weights=self.weights, late_softmax=self.late_softmax,
+                       allowed=self.allowed, eos_from=self.eos_from, eos_id=self.eos_id, generators=generators)
+
+    def _draw(self, probs: torch.Tensor) -> torch.Tensor:
+        if self.generators is None:
+            return torch.multinomial(probs, 1, generator=self.generator).squeeze(1)
+        if len(self.generators) != probs.shape[0]:
+            raise ConfigError(f'{probs.shape[0]} rows need {probs.shape[0]} generators, got {len(self.generators)}')
+        tokens, start = [], 0
+        while start < probs.shape[0]:
+            stop = start + 1
+            while stop < probs.shape[0] and self.generators[stop] is self.generators[start]:
+                stop += 1
+            tokens.append(torch.multinomial(probs[start:stop], 1, generator=self.generators[start]).squeeze(1))
+            start = stop
+        return torch.cat(tokens)
 
     def probs(self, logits: Sequence[torch.Tensor]) -> torch.Tensor:
         """The sampling distribution ``[b, classes or len(allowed)]`` of the branches' logits."""
@@ -122,7 +145,7 @@ class Sampler:
 
     def __call__(self, logits: Sequence[torch.Tensor]) -> torch.Tensor:
         """One sampled id per row, LongTensor ``[b]`` (an index into the classes of the logits)."""
-        token = torch.multinomial(self.probs(logits), 1, generator=self.generator).squeeze(1)
+        token = self._draw(self.probs(logits))
         if self.allowed is not None:
             token = self.allowed[token]
         if self.eos_from is not None:

@@ -24,7 +24,8 @@ from .utils import check_classes, check_count, check_template, check_text, check
 __all__ = ['Parts', 'SamplingConfig', 'DEFAULT_TEXT_SAMPLING', 'generate_images', 'text_to_image', 'rerank_by_text',
            'rerank_by_image', 'rerank_scores', 'rank_images', 'best_images', 'text_sampling_for', 'zero_shot',
            'classify', 'caption_counts', 'captioning', 'vqa',
-           'texts', 'text_perplexity', 'image_embedding', 'template_prefix', 'prompt_positions', 'stack_codebooks']
+           'texts', 'text_perplexity', 'image_embedding', 'embed_codes', 'rerank_codes_by_image', 'template_prefix',
+           'prompt_positions', 'stack_codebooks']
 
 
 @dataclass(frozen=True)
@@ -220,9 +221,14 @@ def rerank_by_image(parts: Parts, texts_: Sequence[str], pil_img, bs: int = 64, 
     texts_ = check_texts('texts', texts_)
     check_count('bs', bs)
     require_vae(parts.vae, 'self_reranking_by_image')
+    return rerank_codes_by_image(parts, texts_, parts.image(pil_img), bs, token=token, name=name)
+
+
+def rerank_codes_by_image(parts: Parts, texts_: Sequence[str], image: torch.Tensor, bs: int = 64, *,
+                          token: str = '<LT_T2I>', name: str = 'texts[{}]') -> Tuple[torch.Tensor, torch.Tensor]:
+    """:func:`rerank_by_image` of a picture already encoded to its codes ``image`` ``[N*N]``."""
     L, N2 = parts.layout.L, parts.layout.N2
     left = torch.stack([parts.text(t, L, token, name.format(i)) for i, t in enumerate(texts_)])
-    image = parts.image(pil_img)
     ids = torch.cat((left.to(image.device), image.expand(len(texts_), -1)), dim=1)
     ce_text, ce_image = cross_entropy(parts.model, ids, [
         ScorePart(0, L - 1, parts.text_vocab, ignore_index=PAD_ID),
@@ -454,9 +460,16 @@ def image_embedding(parts: Parts, images: Sequence[Any], layer: int = -1, poolin
         raise ConfigError(f"pooling must be 'mean' or 'max', got {pooling!r}")
     if isinstance(images, (str, bytes)) or not isinstance(images, Sequence) or len(images) == 0:
         raise InputError(f'images must be a non-empty list of pictures, got {images!r}')
+    return embed_codes(parts, torch.stack([parts.image(img) for img in images]), layer, pooling)
+
+
+@torch.no_grad()
+def embed_codes(parts: Parts, codes: torch.Tensor, layer: int = -1, pooling: str = 'mean') -> torch.Tensor:
+    """:func:`image_embedding` of pictures already encoded to their codes ``[n, N*N]``."""
+    if pooling not in ('mean', 'max'):
+        raise ConfigError(f"pooling must be 'mean' or 'max', got {pooling!r}")
     layout = parts.layout
-    codes = torch.stack([parts.image(img) for img in images])
-    left = parts.context([''] * len(images), layout.L, '<LT_I2T>')
+    left = parts.context([''] * len(codes), layout.L, '<LT_I2T>')
     out = parts.model(torch.cat((left, codes), dim=1), return_hidden_states=True)
     hidden = out[-1] if isinstance(out, tuple) else out.hidden_states
     if not -len(hidden) <= layer < len(hidden):
