@@ -153,10 +153,13 @@ def draw_confusion(matrix: np.ndarray, names: Sequence[str], path: str, title: s
     font, cyrillic = _font(12)
     labels = list(names) if cyrillic else [str(i) for i in range(len(names))]
     k, cell = len(names), 36
-    margin = 12 + max(int(ImageDraw.Draw(Image.new('RGB', (1, 1))).textlength(s, font=font)) for s in labels)
-    img = Image.new('RGB', (margin + k * cell + 10, margin + k * cell + 30), 'white')
+    title = title or 'rows: true class, columns: predicted'
+    measure = ImageDraw.Draw(Image.new('RGB', (1, 1)))
+    margin = 12 + max(int(measure.textlength(s, font=font)) for s in labels)
+    width = max(margin + k * cell + 10, int(measure.textlength(title, font=font)) + 8)
+    img = Image.new('RGB', (width, margin + k * cell + 30), 'white')
     draw = ImageDraw.Draw(img)
-    draw.text((4, 4), title or 'rows: true class, columns: predicted', fill='black', font=font)
+    draw.text((4, 4), title, fill='black', font=font)
     for i in range(k):
         total = max(int(matrix[i].sum()), 1)
         draw.text((4, 24 + margin + i * cell + cell // 3), labels[i], fill='black', font=font)
