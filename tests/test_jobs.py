@@ -62,7 +62,8 @@ def test_inputs_folder_glob_list_and_tables(tmp_path):
     (tmp_path / 'imgs' / 'list.txt').write_text('sub/003.png\n\n000.png\n')
     listed = list_images(str(tmp_path / 'imgs' / 'list.txt'))
     assert [(i.key, os.path.isfile(i.path)) for i in listed] == [('sub/003.png', True), ('000.png', True)]
-    rows = [{'id': 'a', 'image': 'imgs/000.png', 'question': 'где фигура?'}, {'image': 'imgs/sub/001.png', 'question': 'q'}]
+    rows = [{'id': 'a', 'image': 'imgs/000.png', 'question': 'где фигура?'},
+            {'image': 'imgs/sub/001.png', 'question': 'q'}]
     (tmp_path / 't.jsonl').write_text(''.join(json.dumps(r, ensure_ascii=False) + '\n' for r in rows), encoding='utf-8')
     table = list_images(str(tmp_path / 't.jsonl'), question_column='question')
     assert [(i.key, i.text) for i in table] == [('a', 'где фигура?'), ('imgs/sub/001.png', 'q')]
@@ -215,7 +216,8 @@ def test_cli_jobs_embed_vqa_table_and_text2image(tmp_path, capsys):
 
 
 def _caption_args(folder, out, *extra):
-    return ['caption', str(folder), '--out', str(out), '--seed', '5', '--template', 'на картинке'] + CAPTION + list(extra)
+    return (['caption', str(folder), '--out', str(out), '--seed', '5', '--template', 'на картинке'] + CAPTION
+            + list(extra))
 
 
 def _caption_argv(folder, out, *extra):

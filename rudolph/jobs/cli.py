@@ -16,7 +16,7 @@ import os
 import sys
 from typing import Any, Dict, Optional
 
-from ..cli_options import CliError, add_common, add_sampling, check_device_option, check_model_args, load, positive_int
+from ..cli_options import CliError, add_common, check_device_option, check_model_args, load
 
 __all__ = ['add_job_options', 'is_job', 'run_caption', 'run_vqa', 'run_classify', 'run_text2image',
            'embed_arguments', 'embed_run', 'check_features', 'setup', 'run_and_report', 'RECORDS_NAME']

@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import DataError, InputError
-from .inputs import Item, list_images
+from .inputs import Item, folder_images
 
 __all__ = ['ImageFolder', 'read_imagefolder', 'CLASSES_FILE', 'confusion_matrix', 'metrics', 'stratified_split',
            'fit_logistic', 'predict_logistic', 'draw_confusion']
@@ -64,9 +64,11 @@ def read_imagefolder(root: str, classes_file: Optional[str] = None) -> ImageFold
     mapping = _mapping(root, classes_file)
     items, labels = [], []
     for label, folder in enumerate(folders):
-        found = list_images(os.path.join(root, folder))
+        found = folder_images(os.path.join(root, folder))  # an empty class is still a candidate
         items += [Item(f'{folder}/{item.key}', item.path) for item in found]
         labels += [label] * len(found)
+    if not items:
+        raise InputError(f'{root!r}: no pictures in its class sub-folders')
     names = [mapping.get(folder, folder) for folder in folders]
     if len(set(names)) != len(names):
         raise DataError(f'{root!r}: two folders have the same class name ({names})')

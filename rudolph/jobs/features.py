@@ -13,7 +13,8 @@ import numpy as np
 
 from .output import Format, atomic_write, read_records
 
-__all__ = ['ROWS_SUFFIX', 'rows_path', 'index_path', 'restore_rows', 'remove_features', 'write_features', 'read_features']
+__all__ = ['ROWS_SUFFIX', 'rows_path', 'index_path', 'restore_rows', 'remove_features', 'write_features',
+           'read_features']
 
 ROWS_SUFFIX = '.rows.jsonl'
 

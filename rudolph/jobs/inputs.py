@@ -14,7 +14,7 @@ from typing import Dict, Iterable, List, Optional
 
 from ..errors import DataError, InputError
 
-__all__ = ['Item', 'IMAGE_EXTENSIONS', 'list_images', 'read_prompts', 'read_table']
+__all__ = ['Item', 'IMAGE_EXTENSIONS', 'list_images', 'folder_images', 'read_prompts', 'read_table']
 
 #: file name endings taken from a folder or a glob (case-insensitive)
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp', '.tif', '.tiff', '.ppm', '.pgm')
@@ -37,7 +37,8 @@ def _relative_key(path: str, root: str) -> str:
     return os.path.relpath(path, root).replace(os.sep, '/')
 
 
-def _folder(root: str) -> List[Item]:
+def folder_images(root: str) -> List[Item]:
+    """The pictures under ``root`` (recursive), keys relative to it, sorted; none is not an error here."""
     paths = []
     for folder, dirs, files in os.walk(root, followlinks=True):
         dirs.sort()
@@ -118,7 +119,7 @@ def list_images(source: str, *, image_column: str = 'image', question_column: Op
                 id_column: str = 'id', root: Optional[str] = None) -> List[Item]:
     """The pictures of ``source``: a folder (recursive), a glob, a ``.txt`` list of paths or a JSONL/CSV table."""
     if os.path.isdir(source):
-        items = _folder(source)
+        items = folder_images(source)
     elif os.path.isfile(source) and source.lower().endswith(_TABLES):
         items = read_table(source, image_column, question_column, id_column, root)
     elif os.path.isfile(source) and _is_image(source):
@@ -136,7 +137,8 @@ def list_images(source: str, *, image_column: str = 'image', question_column: Op
 
 
 def read_prompts(path: str, *, column: str = 'prompt', id_column: str = 'id') -> List[Item]:
-    """Prompts: one a line of a text file (key: the line's index among the prompts, ``000000``...), or ``column`` of a table."""
+    """Prompts: one a line of a text file (key: the line's index among the prompts, ``000000``...), or
+    ``column`` of a table."""
     if not os.path.isfile(path):
         raise InputError(f'--prompts {path!r}: no such file')
     if path.lower().endswith(_TABLES):

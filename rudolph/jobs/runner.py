@@ -184,8 +184,9 @@ def _finish(job, out: str, items: Sequence[Item], fmt: Format, world: int) -> No
     """Main process: parts (and a resumed output) merged in input order; errors likewise."""
     order = {item.key: i for i, item in enumerate(items)}
     parts = part_paths(out)
-    records = read_records(out, fmt)
-    if not os.path.exists(out) or parts or [k for k, _, _ in records] != sorted((k for k, _, _ in records), key=lambda k: order.get(k, len(order))):
+    keys = [key for key, _, _ in read_records(out, fmt)]
+    in_order = keys == sorted(keys, key=lambda k: order.get(k, len(order)))
+    if not os.path.exists(out) or parts or not in_order:
         merge(out, [out] + parts, fmt, order)
         for path in parts:
             os.remove(path)
