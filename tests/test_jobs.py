@@ -100,7 +100,7 @@ def test_repair_cuts_only_a_torn_last_line(tmp_path):
 
 
 def test_csv_and_jsonl_records_round_trip(tmp_path):
-    record = dict(key='a,b', path='x "y".png', captions=['один, два', 'три'], scores=[0.5, 1e-7], seed=3)
+    record = dict(key='a,b', path='x "y".png', captions=['один, два', 'три\u2028четыре'], scores=[0.5, 1e-7], seed=3)
     columns = tuple(record)
     for name in ('o.csv', 'o.jsonl'):
         fmt = output.format_for(name, columns)

@@ -50,7 +50,8 @@ class Format:
 
     def _parse_jsonl(self, path: str, text: str) -> List[Record]:
         records = []
-        for number, line in enumerate(text.splitlines(keepends=True), 1):
+        # Only '\n' ends a record: str.splitlines would also split at U+2028 and the like inside a text.
+        for number, line in enumerate((part + '\n' for part in text.split('\n')[:-1]), 1):
             try:
                 fields = json.loads(line)
             except json.JSONDecodeError as error:
