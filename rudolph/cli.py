@@ -48,6 +48,8 @@ SUBCOMMAND_MODULES = {
     'demo': ('rudolph.demo.cli', 'run every task with the embedded tiny-shapes model (offline)'),
     'convert': ('rudolph.cli_hub', 'turn a published checkpoint into a self-describing safetensors model folder'),
     'push': ('rudolph.cli_hub', 'publish a saved model or fine-tune (folder) on the Hugging Face hub'),
+    'embed': ('rudolph.jobs.cli_embed', 'features (pooled hidden states) of pictures or texts into a .npy'),
+    'eval': ('rudolph.jobs.cli_eval', 'evaluate on an ImageFolder: zero-shot accuracy, linear probe'),
 }
 
 
@@ -134,9 +136,17 @@ def _meta(args: argparse.Namespace, parts) -> Dict[str, Any]:
     return {'model': args.model, 'backend': parts.kind, 'seed': args.seed}
 
 
+def _jobs_cli():
+    """The job forms of the commands (a folder, a glob, a list or a table -> ``--out``): :mod:`rudolph.jobs.cli`."""
+    return importlib.import_module('rudolph.jobs.cli')
+
+
 # ----------------------------------------------------------------------------- text2image
 def _text2image_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument('text', help='what to draw (Russian)')
+    p.add_argument('text', nargs='?', default=None, help='what to draw (Russian); or --prompts FILE')
+    p.add_argument('--prompts', default=None, help='a job: one prompt a line (or a JSONL/CSV with --prompt-column); '
+                                                   'OUT/<key>_<j>.png and OUT/images.jsonl')
+    p.add_argument('--prompt-column', default='prompt', help="a --prompts table's prompt column (default 'prompt')")
     p.add_argument('-n', '--images-num', type=positive_int, default=4, help='images to keep (default 4)')
     p.add_argument('--codebooks-num', type=positive_int, default=None,
                    help='images to generate before keeping the best n by self-reranking (default: 2n)')
@@ -145,6 +155,7 @@ def _text2image_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--reencode', action='store_true',
                    help='rerank by what the decoded pictures show (decode, encode again, score the text)')
     add_sampling(p, None, None, None, "the model's recommended, else 768 / 0.99 / 1.0")
+    _jobs_cli().add_job_options(p, out=False, inputs=False)
 
 
 #: text-to-image sampling of a model that records none (MODELS[name]['sampling']['text2image'])
@@ -170,6 +181,10 @@ def _check_out_dir(path: str) -> None:
 
 
 def _text2image_run(args: argparse.Namespace) -> int:
+    if args.prompts is not None:
+        return _jobs_cli().run_text2image(args)
+    if args.text is None:
+        raise CliError('give a text to draw, or --prompts FILE')
     codebooks_num = args.codebooks_num or 2 * args.images_num
     if args.images_num > codebooks_num:
         raise CliError(f'-n/--images-num ({args.images_num}) cannot exceed --codebooks-num ({codebooks_num})')
@@ -190,17 +205,23 @@ def _text2image_run(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- caption
 def _caption_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument('image', help='image file (any size and mode; centre-cropped)')
-    p.add_argument('-n', '--captions-num', type=positive_int, default=5, help='captions to print (default 5)')
+    p.add_argument('image', help='image file (any size and mode; centre-cropped); with --out a folder, a glob, '
+                                 'a list of paths or a JSONL/CSV table')
+    p.add_argument('-n', '--captions-num', type=positive_int, default=None,
+                   help='captions to print (default 5; a job: 1 a picture)')
     p.add_argument('--generations-num', type=positive_int, default=32,
                    help='captions to sample before self-reranking (default 32)')
     p.add_argument('--template', default='на картинке', help="start of every caption (default 'на картинке')")
     add_sampling(p, None, None, None)
+    _jobs_cli().add_job_options(p)
 
 
 def _caption_run(args: argparse.Namespace) -> int:
     from rudolph import tasks
 
+    if _jobs_cli().is_job(args, args.image):
+        return _jobs_cli().run_caption(args)
+    args.captions_num = args.captions_num or 5
     img = _open_image(args.image)
     parts, _ = _prepare(args)
     rows = tasks.captioning(parts, img, args.captions_num, args.generations_num, _sampling_of(args, parts, 'captions'),
@@ -214,17 +235,26 @@ def _caption_run(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- vqa
 def _vqa_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument('image', help='image file')
-    p.add_argument('question', help="the question (Russian), e.g. 'что на картинке?'")
+    p.add_argument('image', help='image file; with --out a folder, a glob, a list of paths or a JSONL/CSV table')
+    p.add_argument('question', nargs='?', default=None, help="the question (Russian), e.g. 'что на картинке?'")
+    p.add_argument('--question', dest='question_option', default=None, help='the question of a job (or the '
+                                                                          'positional one)')
+    p.add_argument('--question-column', default=None, help="a job's table column holding each picture's question")
     p.add_argument('-n', '--answers-num', type=positive_int, default=1, help='answers to print (default 1)')
     p.add_argument('--generations-num', type=positive_int, default=16,
                    help='answers to sample; the most frequent win (default 16)')
     add_sampling(p, None, None, None)
+    _jobs_cli().add_job_options(p)
 
 
 def _vqa_run(args: argparse.Namespace) -> int:
     from rudolph import tasks
 
+    if _jobs_cli().is_job(args, args.image):
+        return _jobs_cli().run_vqa(args)
+    args.question = args.question_option if args.question is None else args.question
+    if args.question is None:
+        raise CliError('give the question (rudolph vqa IMAGE "QUESTION")')
     img = _open_image(args.image)
     if not args.question.strip():
         raise CliError('the question is empty')
@@ -239,16 +269,19 @@ def _vqa_run(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- classify
 def _classify_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument('image', help='image file')
+    p.add_argument('image', help='image file; with --out a folder, a glob, a list of paths or a JSONL/CSV table')
     p.add_argument('--classes', required=True, nargs='+', metavar='CLASS', help='class names (Russian), at least one')
     p.add_argument('--template', default='{}', help="right text for each class, with {} for its name, "
                                                     "e.g. 'на картинке {}' (default '{}')")
+    _jobs_cli().add_job_options(p)
 
 
 def _classify_run(args: argparse.Namespace) -> int:
     from rudolph import tasks
     from rudolph.utils import check_classes, check_template
 
+    if _jobs_cli().is_job(args, args.image):
+        return _jobs_cli().run_classify(args)
     img = _open_image(args.image)
     check_classes(args.classes)
     check_template('--template', args.template)
@@ -336,6 +369,7 @@ def build_parser(argv: Optional[List[str]] = None) -> argparse.ArgumentParser:
                '  rudolph vqa img.jpg "что на картинке?"\n'
                '  rudolph classify img.jpg --classes кошка собака\n'
                '  rudolph text "красивый пейзаж"\n'
+               '  rudolph caption photos/ --out captions.jsonl     # a job: a folder, a glob, a list or a table\n'
                'Run "rudolph COMMAND --help" for the options of a command.',
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--debug', action='store_true', help='show full tracebacks on errors')

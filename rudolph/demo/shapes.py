@@ -7,6 +7,8 @@ captions. :func:`check_image` is the pixel-based judge used by the evaluation: c
 nearest palette colour of the foreground pixels, shape = nearest centroid of a few mask
 features (fill ratio, hole, corner and band occupancy), computed on clean renders.
 """
+import json
+import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -16,7 +18,7 @@ from PIL import Image, ImageDraw
 __all__ = ['SHAPES', 'COLOURS', 'BACKGROUNDS', 'SIZES', 'POSITIONS', 'IMAGE_SIZE', 'Sample', 'make_sample',
            'make_samples', 'render', 'caption', 'captions', 'question_answers', 'attribute_texts', 'check_image',
            'parse_colour', 'parse_shape', 'all_texts', 'VQA_COLOUR', 'VQA_SHAPE', 'VQA_POSITION',
-           'ZS_COLOUR_TEMPLATE', 'ZS_SHAPE_TEMPLATE']
+           'ZS_COLOUR_TEMPLATE', 'ZS_SHAPE_TEMPLATE', 'write_imagefolder']
 
 IMAGE_SIZE = 64
 
@@ -197,6 +199,30 @@ def colour_classes() -> List[str]:
 
 def shape_classes() -> List[str]:
     return [SHAPES[s][1] for s in SHAPES]
+
+
+def write_imagefolder(root: str, n: int, by: str = 'shape', seed: int = 0, start: int = 0) -> Dict[str, int]:
+    """Pictures ``start`` .. ``start + n - 1`` of the dataset ``seed`` as an ImageFolder by ``'shape'`` or ``'colour'``.
+
+    ``root/<class>/<index>.png`` with English folder names (``circle``, ``red``...) and
+    ``root/classes.json`` mapping each folder to its Russian class name (``круг``, ``красный``), the
+    names the zero-shot templates :data:`ZS_SHAPE_TEMPLATE` / :data:`ZS_COLOUR_TEMPLATE` take.
+    Returns the number of pictures of each class (every class gets a folder, even an empty one).
+    """
+    if by not in ('shape', 'colour'):
+        raise ValueError(f"by must be 'shape' or 'colour', got {by!r}")
+    names = {k: v[1] for k, v in SHAPES.items()} if by == 'shape' else {k: v[1]['m'] for k, v in COLOURS.items()}
+    counts = dict.fromkeys(names, 0)
+    for folder in names:
+        os.makedirs(os.path.join(root, folder), exist_ok=True)
+    for index in range(start, start + n):
+        sample = make_sample(index, seed)
+        label = sample.shape if by == 'shape' else sample.colour
+        sample.image.save(os.path.join(root, label, f'{index:06d}.png'))
+        counts[label] += 1
+    with open(os.path.join(root, 'classes.json'), 'w', encoding='utf-8') as f:
+        json.dump(names, f, ensure_ascii=False, indent=1)
+    return counts
 
 
 def all_texts(samples: Sequence[Sample]) -> List[str]:

@@ -1,0 +1,254 @@
+"""The job forms of the ``rudolph`` commands (``rudolph.cli`` dispatches here).
+
+    rudolph caption photos/ --out captions.jsonl            # a folder (recursive), a glob, a list, a table
+    rudolph vqa photos/ --question "что на картинке?" --out answers.csv
+    rudolph classify photos/ --classes кошка собака --out labels.jsonl
+    rudolph embed photos/ --out features.npy                 # + features.index.jsonl
+    rudolph text2image --prompts prompts.txt -o pictures/    # + pictures/images.jsonl
+    accelerate launch -m rudolph caption photos/ --out captions.jsonl   # several processes / GPUs
+
+Nothing here imports torch at import time (``rudolph --help`` stays fast).
+"""
+import argparse
+import glob
+import json
+import os
+import sys
+from typing import Any, Dict, Optional
+
+from ..cli_options import CliError, add_common, check_device_option, check_model_args, load
+
+__all__ = ['add_job_options', 'is_job', 'run_caption', 'run_vqa', 'run_classify', 'run_text2image',
+           'embed_arguments', 'embed_run', 'check_features', 'setup', 'run_and_report', 'RECORDS_NAME']
+
+#: the records file of ``text2image --prompts`` inside its ``-o`` folder
+RECORDS_NAME = 'images.jsonl'
+_LIST_ENDINGS = ('.txt', '.lst', '.jsonl', '.csv')
+
+
+def _workers(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f'expected an integer >= 0, got {value!r}')
+    return n
+
+
+def add_job_options(p: argparse.ArgumentParser, out: bool = True, inputs: bool = True) -> None:
+    """The options of every job: output, resume, loader workers, table columns."""
+    g = p.add_argument_group('jobs (a folder, a glob, a list of paths or a JSONL/CSV table)')
+    if out:
+        g.add_argument('--out', default=None, help='output file: .jsonl or .csv (one record a line, appended per '
+                                                   'batch); makes the command a job')
+    g.add_argument('--resume', action='store_true', help='continue an output: skip every input already in it')
+    g.add_argument('--overwrite', action='store_true', help='replace an existing output')
+    if inputs:
+        g.add_argument('--workers', type=_workers, default=None,
+                       help='processes decoding pictures (default: half the CPUs, at most 4; 0: none)')
+        g.add_argument('--image-column', default='image', help="a table's picture column (default 'image')")
+        g.add_argument('--id-column', default='id', help="a table's key column, if any (default 'id'; else the "
+                                                         'picture path)')
+        g.add_argument('--root', default=None, help="folder a table's picture paths are relative to "
+                                                    "(default: the table's folder)")
+
+
+def is_job(args: argparse.Namespace, source: Optional[str]) -> bool:
+    """Whether a command runs as a job: ``--out`` given, or an input that is more than one picture."""
+    many = source is not None and (os.path.isdir(source) or glob.has_magic(source)
+                                   or source.lower().endswith(_LIST_ENDINGS))
+    if many and getattr(args, 'out', None) is None:
+        raise CliError(f'{source!r} holds several inputs; pass --out FILE.jsonl (or .csv) for the results')
+    return getattr(args, 'out', None) is not None
+
+
+# ----------------------------------------------------------------------------- shared
+def _recorded_seed(path: str) -> Optional[int]:
+    """The seed of the first record of an existing output (what ``--resume`` continues with)."""
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding='utf-8') as f:
+        first = f.readline()
+        if path.lower().endswith('.csv'):
+            import csv
+
+            row = next(csv.DictReader([first, f.readline()]), None)
+            return int(row['seed']) if row and row.get('seed', '').lstrip('-').isdigit() else None
+    try:
+        seed = json.loads(first).get('seed') if first.strip() else None
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    return seed if isinstance(seed, int) else None
+
+
+def setup(args: argparse.Namespace, records: str):
+    """``(parts, loaded, state)``: the processes, the seed (given, else the resumed output's, else 0), the model."""
+    from rudolph.tasks import Parts
+
+    from .runner import check_output, process_state
+
+    check_model_args(args)
+    state = process_state()
+    if args.device is None and state.world > 1:
+        args.device = str(state.device)
+    check_device_option(args)
+    check_output(records, args.resume, args.overwrite)
+    if args.seed is None:
+        args.seed = (_recorded_seed(records) if args.resume else None) or 0
+    loaded = load(args)
+    parts = Parts.of(loaded.model, loaded.tokenizer, loaded.vae, loaded.spc_tokens or None, progress=False)
+    return parts, loaded, state
+
+
+def _text_sampling(args: argparse.Namespace, parts):
+    from rudolph.tasks import text_sampling_for
+
+    return text_sampling_for(parts.reference, 'captions', args.top_k, args.top_p, args.temperature)
+
+
+def _items(args: argparse.Namespace, source: str, text_column: Optional[str] = None):
+    from .inputs import list_images
+
+    return list_images(source, image_column=args.image_column, question_column=text_column,
+                       id_column=args.id_column, root=args.root)
+
+
+def run_and_report(args: argparse.Namespace, job, items, records: str, state, report: Dict[str, Any]) -> int:
+    """Run ``job``; the main process prints the summary (stderr; ``--json``: the report on stdout)."""
+    from .data import default_workers
+    from .output import errors_path
+    from .runner import run_job
+
+    workers = default_workers() if getattr(args, 'workers', None) is None else args.workers
+    summary = run_job(job, items, records, resume=args.resume, overwrite=args.overwrite, bs=args.bs or 8,
+                      workers=workers, progress=not args.quiet, state=state)
+    if not state.is_main:
+        return 0
+    errors = errors_path(records)
+    report = {**report, **summary.as_dict(), 'errors': errors if os.path.exists(errors) else None}
+    if args.json:
+        json.dump(report, sys.stdout, ensure_ascii=False, indent=2)
+        sys.stdout.write('\n')
+    elif not args.quiet:
+        print(f'rudolph {job.name}: {summary.line()} -> {report["out"]}'
+              + (f' (errors: {errors})' if summary.failed else ''), file=sys.stderr)
+    return 0
+
+
+# ----------------------------------------------------------------------------- caption / vqa / classify
+def run_caption(args: argparse.Namespace) -> int:
+    """``rudolph caption SOURCE --out FILE``."""
+    from .specs import CaptionJob
+
+    items = _items(args, args.image)
+    parts, _, state = setup(args, args.out)
+    job = CaptionJob(parts, seed=args.seed, captions_num=args.captions_num or 1, template=args.template,
+                     sampling=_text_sampling(args, parts), generations_num=args.generations_num)
+    return run_and_report(args, job, items, args.out, state, {'out': args.out, 'seed': args.seed})
+
+
+def run_vqa(args: argparse.Namespace) -> int:
+    """``rudolph vqa SOURCE --question Q --out FILE`` (or ``--question-column`` of a table)."""
+    from dataclasses import replace
+
+    from .specs import VqaJob
+
+    question = args.question_option or args.question
+    if question is not None and not question.strip():
+        raise CliError('the question is empty')
+    if question is None and not args.question_column:
+        raise CliError('give --question TEXT (or --question-column COLUMN of a JSONL/CSV table)')
+    items = _items(args, args.image, None if question else args.question_column)
+    if question:
+        items = [replace(item, text=question) for item in items]
+    parts, _, state = setup(args, args.out)
+    job = VqaJob(parts, seed=args.seed, answers_num=args.answers_num, sampling=_text_sampling(args, parts))
+    return run_and_report(args, job, items, args.out, state, {'out': args.out, 'seed': args.seed})
+
+
+def run_classify(args: argparse.Namespace) -> int:
+    """``rudolph classify SOURCE --classes A B ... --out FILE``."""
+    from rudolph.utils import check_classes, check_template
+
+    from .specs import ClassifyJob
+
+    check_classes(args.classes)
+    check_template('--template', args.template)
+    items = _items(args, args.image)
+    parts, _, state = setup(args, args.out)
+    job = ClassifyJob(parts, args.classes, args.template)
+    return run_and_report(args, job, items, args.out, state, {'out': args.out})
+
+
+# ----------------------------------------------------------------------------- text2image --prompts
+def _apply_sampling(args: argparse.Namespace, loaded) -> None:
+    from rudolph.cli import T2I_FALLBACK
+
+    recommended = {**T2I_FALLBACK, **loaded.sampling_for('text2image')}
+    for key in ('top_k', 'top_p', 'temperature'):
+        if getattr(args, key) is None:
+            setattr(args, key, recommended[key])
+
+
+def run_text2image(args: argparse.Namespace) -> int:
+    """``rudolph text2image --prompts FILE -o DIR``: ``DIR/<key>_<j>.png`` and ``DIR/images.jsonl``."""
+    from rudolph.tasks import SamplingConfig
+
+    from .inputs import read_prompts
+    from .specs import Text2ImageJob
+
+    if args.text is not None:
+        raise CliError('give either a text or --prompts FILE, not both')
+    if args.reencode:
+        raise CliError('--reencode is not available with --prompts')
+    codebooks_num = args.codebooks_num or 2 * args.images_num
+    if args.images_num > codebooks_num:
+        raise CliError(f'-n/--images-num ({args.images_num}) cannot exceed --codebooks-num ({codebooks_num})')
+    items = read_prompts(args.prompts, column=args.prompt_column)
+    os.makedirs(args.out, exist_ok=True)
+    records = os.path.join(args.out, RECORDS_NAME)
+    parts, loaded, state = setup(args, records)
+    _apply_sampling(args, loaded)
+    job = Text2ImageJob(parts, args.out, seed=args.seed, images_num=args.images_num, codebooks_num=codebooks_num,
+                        sampling=SamplingConfig(args.top_k, args.top_p, args.temperature))
+    return run_and_report(args, job, items, records, state, {'out': records, 'seed': args.seed})
+
+
+# ----------------------------------------------------------------------------- embed
+def embed_arguments(p: argparse.ArgumentParser) -> None:
+    """``rudolph embed SOURCE --out features.npy``."""
+    p.add_argument('source', help='pictures: a folder, a glob, a list of paths or a JSONL/CSV table; with --texts '
+                                  'a text file (one text a line) or a table')
+    p.add_argument('--out', required=True, help='features file (.npy, [n, hidden] float32); the keys go to '
+                                                '<name>.index.jsonl')
+    p.add_argument('--texts', action='store_true', help='embed texts (alone in the left text) instead of pictures')
+    p.add_argument('--text-column', default='text', help="a table's text column with --texts (default 'text')")
+    p.add_argument('--layer', type=int, default=-1, help='hidden states of this layer (default -1: the last)')
+    p.add_argument('--pooling', choices=('mean', 'max'), default='mean', help='over the positions (default mean)')
+    add_job_options(p, out=False)
+    add_common(p)
+
+
+def check_features(npy: str, args: argparse.Namespace) -> None:
+    """A finished features file is continued (``--resume``) or replaced (``--overwrite``), never silently."""
+    from .features import index_path
+
+    done = [p for p in (npy, index_path(npy)) if os.path.exists(p)]
+    if done and not (args.resume or args.overwrite):
+        raise CliError(f'{npy!r} already exists; pass --resume to add to it or --overwrite')
+
+
+def embed_run(args: argparse.Namespace) -> int:
+    from .features import index_path, rows_path
+    from .inputs import read_prompts
+    from .specs import EmbedJob
+
+    if not args.out.lower().endswith('.npy'):
+        raise CliError(f'--out {args.out!r}: expected a .npy file name')
+    check_features(args.out, args)
+    items = read_prompts(args.source, column=args.text_column) if args.texts else _items(args, args.source)
+    parts, _, state = setup(args, rows_path(args.out))
+    job = EmbedJob(parts, layer=args.layer, pooling=args.pooling, texts=args.texts)
+    return run_and_report(args, job, items, rows_path(args.out), state,
+                {'out': args.out, 'index': index_path(args.out)})

@@ -1,0 +1,152 @@
+"""``rudolph eval zero-shot|linear-probe IMAGEFOLDER``: accuracy on an ImageFolder (see :mod:`rudolph.jobs.evaluate`).
+
+    rudolph eval zero-shot shapes/ --template 'форма фигуры: {}' --model tiny-shapes --out eval/
+    rudolph eval linear-probe shapes/ --model tiny-shapes --out eval/
+
+Each writes into ``--out`` (default ``rudolph_eval/``) the per-picture results (resumable like
+every job), ``<mode>.json`` (accuracy, per-class accuracy, confusion matrix, settings) and
+``<mode>.confusion.png``, and prints the accuracy.
+"""
+import argparse
+import json
+import os
+import sys
+from typing import Any, Dict
+
+from ..cli_options import CliError, add_common
+
+__all__ = ['add_arguments', 'run']
+
+
+def _fraction(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        x = -1.0
+    if not 0.0 < x < 1.0:
+        raise argparse.ArgumentTypeError(f'expected a number in (0, 1), got {value!r}')
+    return x
+
+
+def _shared(p: argparse.ArgumentParser) -> None:
+    from .cli import add_job_options
+
+    p.add_argument('folder', help='an ImageFolder: one sub-folder of pictures per class')
+    p.add_argument('--classes-file', default=None,
+                   help='JSON {"folder": "class name"} (default: classes.json in the folder if any, else the '
+                        'folder names)')
+    p.add_argument('--out', default='rudolph_eval', help='folder for the results (default rudolph_eval/)')
+    add_job_options(p, out=False)
+    add_common(p)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """``rudolph eval zero-shot ...`` and ``rudolph eval linear-probe ...``."""
+    sub = p.add_subparsers(dest='mode', metavar='MODE')
+    sub.required = True
+    zs = sub.add_parser('zero-shot', help='zero-shot classification by the class names in a template')
+    zs.add_argument('--template', default='{}', help="right text of each class, e.g. 'на картинке {}' (default '{}')")
+    _shared(zs)
+    lp = sub.add_parser('linear-probe', help='a logistic regression on the pooled image hidden states')
+    lp.add_argument('--test-fraction', type=_fraction, default=0.5, help='share of each class tested (default 0.5)')
+    lp.add_argument('--split-seed', type=int, default=0, help='seed of the train/test split (default 0)')
+    lp.add_argument('--l2', type=float, default=1e-3, help='L2 penalty of the probe (default 1e-3)')
+    lp.add_argument('--layer', type=int, default=-1, help='hidden states of this layer (default -1: the last)')
+    lp.add_argument('--pooling', choices=('mean', 'max'), default='mean', help='over the image positions')
+    _shared(lp)
+
+
+def _write_report(path: str, report: Dict[str, Any]) -> None:
+    from .output import atomic_write
+
+    atomic_write(path, lambda f: f.write((json.dumps(report, ensure_ascii=False, indent=2) + '\n').encode('utf-8')))
+
+
+def _emit(args: argparse.Namespace, report: Dict[str, Any]) -> None:
+    if args.json:
+        json.dump(report, sys.stdout, ensure_ascii=False, indent=2)
+        sys.stdout.write('\n')
+        return
+    print(f"{args.mode} accuracy: {report['accuracy']:.4f} ({report['n']} pictures)")
+    for name, acc in report['per_class_accuracy'].items():
+        print(f"  {name}: {'-' if acc is None else f'{acc:.4f}'}")
+    print(f"report: {report['report']}  confusion matrix: {report['confusion_png']}")
+
+
+def _run_job(args, job, items, path, state):
+    from .data import default_workers
+    from .runner import run_job
+
+    workers = default_workers() if args.workers is None else args.workers
+    return run_job(job, items, path, resume=args.resume, overwrite=args.overwrite, bs=args.bs or 8, workers=workers,
+                   progress=not args.quiet, state=state)
+
+
+def _zero_shot(args, folder, parts, state) -> Dict[str, Any]:
+    from .evaluate import confusion_matrix, metrics
+    from .output import format_for, read_records
+    from .specs import ClassifyJob
+
+    job = ClassifyJob(parts, folder.names, args.template)
+    path = os.path.join(args.out, 'zero-shot.predictions.jsonl')
+    summary = _run_job(args, job, folder.items, path, state)
+    predicted = {key: fields['label'] for key, _, fields in read_records(path, format_for(path, job.columns))}
+    truth, pred = [], []
+    for item, label in zip(folder.items, folder.labels):
+        if item.key in predicted:
+            truth.append(label)
+            pred.append(folder.names.index(predicted[item.key]))
+    report = metrics(confusion_matrix(truth, pred, len(folder.names)), folder.names)
+    return {**report, 'template': args.template, 'predictions': path, 'run': summary.as_dict()}
+
+
+def _linear_probe(args, folder, parts, state) -> Dict[str, Any]:
+    from .cli import check_features
+    from .evaluate import confusion_matrix, fit_logistic, metrics, predict_logistic, stratified_split
+    from .features import read_features, rows_path
+    from .specs import EmbedJob
+
+    npy = os.path.join(args.out, 'features.npy')
+    check_features(npy, args)
+    job = EmbedJob(parts, layer=args.layer, pooling=args.pooling)
+    summary = _run_job(args, job, folder.items, rows_path(npy), state)
+    features, index = read_features(npy)
+    row = {entry['key']: i for i, entry in enumerate(index)}
+    kept = [(row[item.key], label) for item, label in zip(folder.items, folder.labels) if item.key in row]
+    x = features[[r for r, _ in kept]]
+    y = [label for _, label in kept]
+    train, test = stratified_split(y, args.test_fraction, args.split_seed)
+    if not train or not test:
+        raise CliError('too few pictures for a train/test split (each class needs at least two)')
+    model = fit_logistic(x[train], [y[i] for i in train], len(folder.names), l2=args.l2)
+    truth = [y[i] for i in test]
+    report = metrics(confusion_matrix(truth, predict_logistic(model, x[test]), len(folder.names)), folder.names)
+    train_pred = predict_logistic(model, x[train])
+    train_acc = sum(p == y[i] for p, i in zip(train_pred, train)) / len(train)
+    return {**report, 'train_accuracy': train_acc, 'train_n': len(train), 'test_fraction': args.test_fraction,
+            'split_seed': args.split_seed, 'l2': args.l2, 'layer': args.layer, 'pooling': args.pooling,
+            'features': npy, 'run': summary.as_dict()}
+
+
+def run(args: argparse.Namespace) -> int:
+    from .cli import setup
+    from .evaluate import draw_confusion, read_imagefolder
+
+    folder = read_imagefolder(args.folder, args.classes_file)
+    os.makedirs(args.out, exist_ok=True)
+    records = os.path.join(args.out, 'zero-shot.predictions.jsonl' if args.mode == 'zero-shot'
+                           else 'features.npy.rows.jsonl')
+    parts, _, state = setup(args, records)
+    report = (_zero_shot if args.mode == 'zero-shot' else _linear_probe)(args, folder, parts, state)
+    if not state.is_main:
+        return 0
+    import numpy as np
+
+    report['report'] = os.path.join(args.out, f'{args.mode}.json')
+    report['confusion_png'] = os.path.join(args.out, f'{args.mode}.confusion.png')
+    draw_confusion(np.asarray(report['confusion_matrix']), folder.names, report['confusion_png'],
+                   f"{args.mode}: accuracy {report['accuracy']:.3f} (rows: true, columns: predicted)")
+    report['model'] = args.model
+    _write_report(report['report'], report)
+    _emit(args, report)
+    return 0

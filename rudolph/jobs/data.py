@@ -1,0 +1,83 @@
+"""A ``DataLoader`` over job inputs whose worker processes decode and preprocess the pictures.
+
+Each worker opens a picture, converts it with :func:`rudolph.vae.image.to_rgb` and centre-crops
+and resizes it exactly as :func:`rudolph.vae.image.preprocess_image` does, so the model process
+receives square RGB pictures of the model's size (encoding them again is a no-op resize). A
+picture that cannot be used comes back as its error text instead (the run goes on).
+"""
+import os
+from typing import List, NamedTuple, Optional, Sequence
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from .inputs import Item
+
+__all__ = ['Loaded', 'ImageDataset', 'make_loader', 'load_picture', 'default_workers']
+
+#: errors that mean "this input cannot be used" (anything else stops the run)
+PICTURE_ERRORS = (OSError, ValueError, TypeError, Image.DecompressionBombError)
+
+
+class Loaded(NamedTuple):
+    """One input after the worker: its index in the job's list, the picture (``HxWx3`` uint8) or the error."""
+    index: int
+    image: Optional[np.ndarray]
+    error: Optional[str]
+
+
+def load_picture(path: str, size: int) -> np.ndarray:
+    """``path`` as the model sees it: RGB (``to_rgb``), centre square, ``size`` px (bilinear), uint8."""
+    from ..vae.image import TOKEN_PX, to_rgb
+
+    with Image.open(path) as img:
+        img.load()
+        rgb = to_rgb(img)
+    width, height = rgb.size
+    if min(width, height) < TOKEN_PX:
+        raise ValueError(f'image of {width}x{height} px (W x H) is smaller than one token ({TOKEN_PX}x{TOKEN_PX} px)')
+    side = min(width, height)
+    top, left = (height - side) // 2, (width - side) // 2
+    rgb = rgb.crop((left, top, left + side, top + side)).resize((size, size), Image.BILINEAR)
+    return np.asarray(rgb, dtype=np.uint8).copy()
+
+
+class ImageDataset(Dataset):
+    """The pictures of ``items`` at ``size`` px (``size=None``: no pictures, e.g. prompts); the ``text`` of
+    an item is checked when ``needs_text``."""
+
+    def __init__(self, items: Sequence[Item], size: Optional[int], needs_text: bool = False):
+        self.items, self.size, self.needs_text = list(items), size, needs_text
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> Loaded:
+        item = self.items[index]
+        if self.needs_text and not (item.text or '').strip():
+            return Loaded(index, None, 'empty text (question or prompt)')
+        if self.size is None:
+            return Loaded(index, None, None)
+        if not item.path or not os.path.isfile(item.path):
+            return Loaded(index, None, f'no such file: {item.path}')
+        try:
+            return Loaded(index, load_picture(item.path, self.size), None)
+        except PICTURE_ERRORS as error:
+            return Loaded(index, None, f'cannot read the image: {type(error).__name__}: {error}')
+
+
+def _as_list(batch: List[Loaded]) -> List[Loaded]:
+    return batch
+
+
+def default_workers() -> int:
+    """Decoding workers by default: half the CPUs (the model uses the rest), at most 4, 0 on one CPU."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+    return min(4, cpus // 2)
+
+
+def make_loader(dataset: ImageDataset, bs: int, workers: int) -> DataLoader:
+    """Batches of ``bs`` :class:`Loaded` in input order, decoded by ``workers`` processes (0: in this one)."""
+    return DataLoader(dataset, batch_size=bs, shuffle=False, num_workers=workers, collate_fn=_as_list,
+                      prefetch_factor=2 if workers else None, persistent_workers=False)
