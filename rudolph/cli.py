@@ -46,6 +46,7 @@ COMMANDS: Dict[str, Command] = {}
 SUBCOMMAND_MODULES = {
     'finetune': ('rudolph.finetune.cli', 'fine-tune a RuDOLPH model on your own data'),
     'demo': ('rudolph.demo.cli', 'run every task with the embedded tiny-shapes model (offline)'),
+    'app': ('rudolph.app.cli', 'a web page with a tab per task (needs gradio: pip install "rudolph[app]")'),
 }
 
 

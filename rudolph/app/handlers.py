@@ -275,13 +275,12 @@ def _seed(seed: Any) -> Optional[int]:
 
 
 def _count(name: str, value: Any) -> int:
-    from ..utils import check_count
-
     try:
         number = int(value)
     except (TypeError, ValueError):
-        raise InputError(f'{name} {value!r}: expected a positive integer') from None
-    check_count(name, number)
+        number = 0
+    if number <= 0 or number != value and not isinstance(value, str):
+        raise InputError(f'{name} {value!r}: expected a positive integer')
     return number
 
 
