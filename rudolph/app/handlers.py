@@ -146,12 +146,13 @@ def defaults_for(model: str) -> Dict[str, Any]:
     if model == TINY_SHAPES:
         from ..demo import shapes
 
-        return {'sampling': sampling, 'prompt': 'большой красный круг слева на белом фоне',
+        # reranking by the decoded pictures: what the demo and the README's measurements use
+        return {'sampling': sampling, 'reencode': True, 'prompt': 'большой красный круг слева на белом фоне',
                 'caption_template': 'на картинке', 'question': shapes.VQA_COLOUR,
                 'classes': ', '.join(shapes.colour_classes()), 'class_template': 'цвет фигуры: {}',
                 'text_template': 'на картинке', 'image_side': shapes.IMAGE_SIZE}
     side = 8 * spec.config.image_tokens_per_dim if spec is not None else None
-    return {'sampling': sampling, 'prompt': 'рисунок кота', 'caption_template': 'на картинке',
+    return {'sampling': sampling, 'reencode': False, 'prompt': 'рисунок кота', 'caption_template': 'на картинке',
             'question': 'что на картинке?', 'classes': 'кошка, собака, лошадь', 'class_template': 'на картинке {}',
             'text_template': 'на картинке', 'image_side': side}
 

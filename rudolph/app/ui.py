@@ -70,7 +70,7 @@ class App:
             with self.locks(device or 'default'):
                 return handler(c, *args, progress=report, cancel=cancel, **kwargs)
         except H.Cancelled:
-            raise gr.Error('stopped', title='Stopped') from None
+            raise  # not an error: the page keeps what it showed (see _Page.wire)
         except SHOWN_ERRORS as error:
             raise gr.Error(str(error), title=type(error).__name__) from None
         except Exception as error:  # noqa: BLE001 -- shown without a traceback; logged with it
@@ -139,7 +139,11 @@ class _Page:
 
         def fn(request: gr.Request, progress=gr.Progress(), *values):
             handler, args, kwargs, shape = call(*values[4:])
-            return shape(app.run(list(values[:4]), handler, args, kwargs, _session(request), _reporter(progress)))
+            try:
+                return shape(app.run(list(values[:4]), handler, args, kwargs, _session(request), _reporter(progress)))
+            except H.Cancelled:
+                gr.Info('Stopped.')
+                return tuple(gr.skip() for _ in outputs)
 
         def halt(request: gr.Request) -> None:
             app.stop(_session(request))
@@ -160,10 +164,11 @@ class _Page:
         side = d['image_side'] or 256
         prompt = gr.Textbox(value=d['prompt'], label='prompt', elem_id='text2image-prompt')
         with gr.Row():
-            images_num = gr.Slider(1, 16, value=4, step=1, label='images')
-            codebooks_num = gr.Slider(1, 64, value=8, step=1, label='sampled (the best are shown)')
+            images_num = gr.Slider(1, 16, value=4, step=1, label='images', elem_id='text2image-images')
+            codebooks_num = gr.Slider(1, 64, value=8, step=1, label='sampled (the best are shown)',
+                                      elem_id='text2image-sampled')
             rerank = gr.Checkbox(True, label='rerank by the text')
-            reencode = gr.Checkbox(False, label='rerank by the decoded pictures')
+            reencode = gr.Checkbox(d['reencode'], label='rerank by the decoded pictures')
             upscale = gr.Checkbox(False, label='upscale x2 (Real-ESRGAN)', visible=H.upscale_available(self.device))
         with gr.Accordion('sampling (the model\'s recommended defaults)', open=False):
             with gr.Row():
@@ -179,6 +184,7 @@ class _Page:
                                                top_p: gr.update(value=new['sampling']['top_p']),
                                                temperature: gr.update(value=new['sampling'].get('temperature', 1.0)),
                                                prompt: gr.update(value=new['prompt']),
+                                               reencode: gr.update(value=new['reencode']),
                                                **{b: gr.update(maximum=(new['image_side'] or 256) // 8, value=0)
                                                   for b in bands}})
         self.buttons('Generate')
