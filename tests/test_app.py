@@ -381,3 +381,17 @@ def test_space_entry_builds_the_page_on_tiny_shapes(monkeypatch):
     space = runpy.run_path(os.path.join(ROOT, 'app.py'), run_name='space')  # what a Space imports; no server
     assert isinstance(space['demo'], gr.Blocks)
     assert space['demo'].rudolph_app.cache.loaded()[0][:1] == (TINY_SHAPES,)
+
+
+def test_picking_another_model_resets_the_sampling_to_its_own(cache):
+    _gradio()
+    from rudolph.app.ui import build_app
+
+    demo = build_app(TINY_SHAPES, 'cpu', cache=cache)
+    change = next(d for d in demo.fns.values() if d.name == 'change')
+    updates = change.fn('350M')  # nothing is loaded: the defaults come from the registry
+    values = {getattr(block, 'label', None): u.get('value') for block, u in updates.items()}
+    assert (values['top_k'], values['top_p'], values['temperature']) == (768, 0.99, 1.0)
+    assert values['prompt'] == 'рисунок кота' and values['rerank by the decoded pictures'] is False
+    back = {getattr(b, 'label', None): u.get('value') for b, u in change.fn(TINY_SHAPES).items()}
+    assert back['top_k'] == MODELS[TINY_SHAPES].sampling['text2image']['top_k'] and back['classes (separated by commas)'].startswith('крас')
