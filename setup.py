@@ -36,6 +36,7 @@ setup(
         'test': ['pytest>=7', 'pytest-xdist', 'faker>=18', 'accelerate>=0.26', 'PyWavelets',
                  'nbclient', 'nbformat', 'ipykernel'],
         'finetune': ['accelerate>=0.26'],
+        'app': ['gradio>=6'],
     },
     entry_points={'console_scripts': ['rudolph=rudolph.cli:main']},
     classifiers=[

@@ -31,7 +31,7 @@ parts of a sequence", so two functions do all the work:
 import math
 import os
 from dataclasses import dataclass
-from typing import List, Mapping, Optional, Sequence, Union
+from typing import Callable, List, Mapping, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -44,7 +44,39 @@ from .sampling import Sampler, check_sampling_args, make_generator
 
 __all__ = ['ScorePart', 'generate', 'generate_rows', 'cross_entropy', 'score_suffixes', 'pad_rows', 'MIN_ROWS',
            'ce_to_ppl', 'common_prefix_length', 'first_eos_cut',
-           'MemoryNeed', 'memory_need', 'available_memory', 'check_memory']
+           'MemoryNeed', 'memory_need', 'available_memory', 'check_memory', 'ProgressCallback']
+
+#: ``progress(done, total, desc)``: told after each step (decode step or scoring batch); whatever it
+#: raises (e.g. a web app's cancellation) stops the work and propagates
+ProgressCallback = Callable[[int, int, str], None]
+
+
+class _CallbackBar:
+    """The part of a tqdm bar the engine uses, reporting to a :data:`ProgressCallback` instead."""
+
+    def __init__(self, callback: ProgressCallback, total: int, desc: str):
+        self.callback, self.total, self.desc, self.n = callback, total, desc, 0
+
+    def __enter__(self) -> '_CallbackBar':
+        self.callback(0, self.total, self.desc)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        self.callback(self.n, self.total, self.desc)
+
+
+def _progress_bar(progress: Union[bool, ProgressCallback], total: int, desc: str):
+    """A tqdm bar (``progress`` True/False) or a bar feeding the callback ``progress``."""
+    if callable(progress):
+        return _CallbackBar(progress, total, desc)
+    return tqdm(total=total, disable=not progress, desc=desc, leave=False)
 
 
 def _check_positive_int(name: str, value) -> None:
@@ -289,7 +321,8 @@ def generate(model, prefixes: Union[torch.Tensor, Sequence[int]], length: int, n
              use_cache: bool = True, fixed: Optional[Mapping[int, int]] = None,
              weights: Optional[Sequence[float]] = None, late_softmax: bool = False,
              eos_from: Optional[int] = None, allowed_token_ids: Optional[Sequence[int]] = None,
-             stop_at_eos: bool = False, progress: bool = True, desc: str = 'generating') -> torch.Tensor:
+             stop_at_eos: bool = False, progress: Union[bool, ProgressCallback] = True,
+             desc: str = 'generating') -> torch.Tensor:
     """Sample positions ``P..length-1`` of ``num`` sequences after a shared prefix.
 
     Args:
@@ -304,6 +337,7 @@ def generate(model, prefixes: Union[torch.Tensor, Sequence[int]], length: int, n
         allowed_token_ids: text only: sample only among these ids (of ``vocab``).
         stop_at_eos: stop when every row of a batch has produced eos; tokens after each
             row's first eos are pads (0), so the result does not depend on where it stopped.
+        progress: a tqdm bar (True), none (False), or a :data:`ProgressCallback`.
 
     Returns:
         LongTensor ``[num, length]``: the (first) prefix, then fixed and sampled tokens.
@@ -323,7 +357,7 @@ def generate(model, prefixes: Union[torch.Tensor, Sequence[int]], length: int, n
                              steps, use_cache, desc)
     prefix_states = _prefill_prefixes(model, shared_ids, length) if use_cache and steps else []
     outputs = []
-    with tqdm(total=math.ceil(num / bs) * len(steps), disable=not progress, desc=desc, leave=False) as bar:
+    with _progress_bar(progress, math.ceil(num / bs) * len(steps), desc) as bar:
         for begin in range(0, num, bs):
             b = min(bs, num - begin)
             seq = torch.zeros(b, length, dtype=torch.long, device=device)
@@ -428,8 +462,8 @@ def _part_ce(model, ids: torch.Tensor, part: ScorePart, need: int, P: int, prefi
 
 @torch.no_grad()
 def cross_entropy(model, input_ids: torch.Tensor, parts: Sequence[ScorePart], bs: int = 64,
-                  reuse_prefix: bool = True, truncate: bool = True, progress: bool = False,
-                  desc: str = 'scoring') -> List[torch.Tensor]:
+                  reuse_prefix: bool = True, truncate: bool = True,
+                  progress: Union[bool, ProgressCallback] = False, desc: str = 'scoring') -> List[torch.Tensor]:
     """Per-position cross-entropy ``[n, stop-start]`` (float32) of each part, batched by ``bs``.
 
     With ``reuse_prefix`` the prefix common to all rows is run once with batch 1 and its
@@ -437,7 +471,8 @@ def cross_entropy(model, input_ids: torch.Tensor, parts: Sequence[ScorePart], bs
     non-ignored label of a batch are not run through the model at all (their cross-entropy
     is exactly 0 anyway: right-text pads in zero-shot classification and reranking), and
     rows are batched in order of that length (results come back in the input order). Both
-    give the full computation's result up to float rounding.
+    give the full computation's result up to float rounding. ``progress`` as in :func:`generate`
+    (one step per batch).
     """
     _check_positive_int('bs', bs)
     device = model_device(model)
@@ -463,7 +498,8 @@ def cross_entropy(model, input_ids: torch.Tensor, parts: Sequence[ScorePart], bs
         prefix_cache = model.new_cache(1, P)
         prefix_h, _ = model.hidden(input_ids[:1, :P], 0, prefix_cache)
     results: List[List[torch.Tensor]] = [[] for _ in parts]
-    for begin in tqdm(range(0, n, bs), disable=not progress, desc=desc, leave=False):
+    bar = _progress_bar(progress, math.ceil(n / bs), desc).__enter__()
+    for begin in range(0, n, bs):
         rows = order[begin:begin + bs]
         ids = input_ids[rows]
         need = int(row_need[rows].max())  # this batch's end
@@ -476,6 +512,8 @@ def cross_entropy(model, input_ids: torch.Tensor, parts: Sequence[ScorePart], bs
                 rest, _ = model.hidden(ids[:, :need])
         for out, part in zip(results, parts):
             out.append(_part_ce(model, ids, part, need, P, prefix_h, rest))
+        bar.update(1)
+    bar.close()
     inverse = torch.empty_like(order)
     inverse[order] = torch.arange(n, device=device)
     return [torch.cat(out)[inverse] for out in results]
@@ -555,7 +593,7 @@ def generate_rows(model, prefixes: Sequence[torch.Tensor], length: int, *, vocab
         model.hidden(prefixes[0][None, :shared], 0, prefix_cache)
     out = torch.zeros(n, length, dtype=torch.long, device=device)
     total = sum(math.ceil(len(rows) / bs) * (length - len(prefixes[rows[0]])) for rows in groups)
-    with tqdm(total=total, disable=not progress, desc=desc, leave=False) as bar:
+    with _progress_bar(progress, total, desc) as bar:
         for rows in groups:
             for begin in range(0, len(rows), bs):
                 idx = rows[begin:begin + bs]
@@ -651,9 +689,11 @@ def score_suffixes(model, prefixes: torch.Tensor, suffixes: torch.Tensor, part: 
         prefix_cache = model.new_cache(1, shared)
         model.hidden(prefixes[:1, :shared], 0, prefix_cache)
     out = torch.zeros(m, c, width, dtype=torch.float32, device=device)
-    for begin in tqdm(range(0, m, bs), disable=not progress, desc=desc, leave=False):
-        out[begin:begin + bs] = _score_batch(model, prefixes[begin:begin + bs], suffixes, part, end, shared,
-                                             prefix_cache)
+    with _progress_bar(progress, math.ceil(m / bs), desc) as bar:
+        for begin in range(0, m, bs):
+            out[begin:begin + bs] = _score_batch(model, prefixes[begin:begin + bs], suffixes, part, end, shared,
+                                                 prefix_cache)
+            bar.update(1)
     return out
 
 

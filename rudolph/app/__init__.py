@@ -1,0 +1,22 @@
+"""The web app (``rudolph app``, ``python -m rudolph.app``): a tab per task on any model, in Gradio.
+
+:mod:`rudolph.app.handlers` holds the work as plain functions over :mod:`rudolph.tasks`
+(no gradio needed); :mod:`rudolph.app.ui` builds the page (``pip install 'rudolph[app]'``).
+Importing this package imports neither gradio nor torch.
+"""
+__all__ = ['require_gradio', 'INSTALL_HINT']
+
+INSTALL_HINT = "pip install 'rudolph[app]'  (or: pip install gradio)"
+
+
+def require_gradio():
+    """The ``gradio`` module, or a :class:`~rudolph.errors.MissingDependencyError` saying what to install."""
+    import importlib
+
+    from ..errors import MissingDependencyError
+
+    try:
+        return importlib.import_module('gradio')
+    except ImportError as error:
+        raise MissingDependencyError(f'the web app needs gradio, which is not installed ({error}); '
+                                     f'install it with: {INSTALL_HINT}') from None

@@ -1,0 +1,53 @@
+"""``rudolph app`` (also ``python -m rudolph.app``): the web app on one model (tiny-shapes by default, offline).
+
+    python -m rudolph.app                            # http://127.0.0.1:7860, the embedded model
+    python -m rudolph.app --model 350M --device cuda --dtype fp16 --port 8080
+"""
+import argparse
+import logging
+import sys
+from typing import List, Optional
+
+__all__ = ['add_arguments', 'run', 'main']
+
+DESCRIPTION = ('a web page with a tab per task (text to image, captioning, VQA, zero-shot classification, '
+               'text, reranking) on any model; needs gradio (pip install "rudolph[app]")')
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``rudolph app``."""
+    from . import handlers
+
+    p.add_argument('--host', default='127.0.0.1',
+                   help='address to bind (default 127.0.0.1: this machine only; 0.0.0.0 for every interface)')
+    p.add_argument('--port', type=int, default=7860, help='port (default 7860)')
+    p.add_argument('--share', action='store_true', help="also serve a public gradio.live link (off by default)")
+    p.add_argument('--model', default='tiny-shapes', help='model to start on (default tiny-shapes, offline); '
+                                                          'the page can switch')
+    p.add_argument('--checkpoint', default=None, help='local weights (file or folder) of that model')
+    p.add_argument('--device', default=None, help='cpu, cuda, cuda:N or mps (default: cuda when available)')
+    p.add_argument('--dtype', default='fp32', choices=list(handlers.DTYPES), help='weights dtype (default fp32)')
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the page, load the model and serve until interrupted; returns 0."""
+    from . import require_gradio
+
+    require_gradio()  # MissingDependencyError saying what to install, before any model is loaded
+    if not 0 < args.port < 65536:
+        from ..errors import ConfigError
+
+        raise ConfigError(f'--port {args.port}: expected a port number in 1..65535')
+    from .ui import build_app, launch
+
+    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
+    demo = build_app(args.model, args.device, args.dtype, args.checkpoint)
+    launch(demo, host=args.host, port=args.port, share=args.share)
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """``python -m rudolph.app ARGV`` (the same command as ``rudolph app``)."""
+    from ..cli import main as cli_main
+
+    return cli_main(['app'] + list(sys.argv[1:] if argv is None else argv))

@@ -1,0 +1,467 @@
+"""The web app's work as plain functions over :mod:`rudolph.tasks` and :class:`~rudolph.components.Components`.
+
+One function per tab (:func:`text_to_image`, :func:`caption`, :func:`vqa`, :func:`classify`,
+:func:`generate_text`, :func:`rerank_images`); each returns a :class:`Result` (pictures, text,
+the JSON record, the files to download). None of them imports gradio, so they are tested and
+usable without it. :class:`ModelCache` loads each (model, checkpoint, device, dtype) once and
+shares it; :class:`DeviceLocks` lets one model call run at a time per device. ``progress``
+(``fraction, description``) is fed from the engine's progress callback; setting ``cancel``
+(a :class:`threading.Event`) stops a running task at its next step with :class:`Cancelled`.
+"""
+import json
+import logging
+import os
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from ..errors import ConfigError, InputError, RudolphError
+
+__all__ = ['Result', 'Cancelled', 'ModelCache', 'DeviceLocks', 'DTYPES', 'BANDS', 'DEFAULT_T2I_SAMPLING',
+           'model_choices', 'device_choices', 'defaults_for', 'progress_callback', 'parse_classes', 'open_image',
+           'upscale_available', 'text_to_image', 'caption', 'vqa', 'classify', 'generate_text', 'rerank_images']
+
+logger = logging.getLogger(__name__)
+
+#: the dtypes offered (names that :func:`rudolph.model.get_rudolph_model` takes)
+DTYPES = ('fp32', 'bf16', 'fp16')
+#: the bands of an image prompt, in ImagePrompts' order
+BANDS = ('up', 'down', 'left', 'right')
+#: text-to-image sampling of a model without recommended settings (the CLI's defaults)
+DEFAULT_T2I_SAMPLING = {'top_k': 768, 'top_p': 0.99, 'temperature': 1.0}
+
+Report = Callable[[float, str], None]
+
+
+class Cancelled(RudolphError, RuntimeError):
+    """A request stopped by the user (the page's Stop button) before it finished."""
+
+
+@dataclass
+class Result:
+    """What a tab shows: ``images`` (PIL, with ``captions``), ``text``, ``label`` (class -> probability),
+    ``record`` (the JSON saved) and ``files`` (paths to download: the PNG grid, the JSON)."""
+    record: Dict[str, Any]
+    images: List[Any] = field(default_factory=list)
+    captions: List[str] = field(default_factory=list)
+    text: str = ''
+    label: Dict[str, float] = field(default_factory=dict)
+    files: List[str] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- models
+def model_choices() -> List[str]:
+    """The registry's model names, the embedded tiny-shapes first."""
+    from ..model.configs import MODELS, TINY_SHAPES
+
+    return [TINY_SHAPES] + [name for name in MODELS if name != TINY_SHAPES]
+
+
+def device_choices() -> List[str]:
+    """The devices usable here: cpu, then each CUDA device, then mps."""
+    import torch
+
+    devices = ['cpu'] + [f'cuda:{i}' for i in range(torch.cuda.device_count())]
+    if hasattr(torch.backends, 'mps') and torch.backends.mps.is_available():
+        devices.append('mps')
+    return devices
+
+
+def _check_dtype(dtype: Optional[str]) -> Optional[str]:
+    if dtype in (None, '', 'fp32'):
+        return None  # the model's own float32 weights
+    if dtype not in DTYPES:
+        raise ConfigError(f'dtype {dtype!r}: expected one of {list(DTYPES)}')
+    return dtype
+
+
+class ModelCache:
+    """Loaded :class:`Components` by (model, checkpoint, device, dtype): each is loaded once and shared.
+
+    ``loader`` is :meth:`Components.from_pretrained` (its keyword arguments ``device``,
+    ``dtype``, ``checkpoint``); two requests for the same key wait for one load.
+    """
+
+    def __init__(self, loader: Optional[Callable[..., Any]] = None):
+        self._loader = loader
+        self._items: Dict[Tuple, Any] = {}
+        self._locks: Dict[Tuple, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    @staticmethod
+    def key(model: str, device: Optional[str] = None, dtype: Optional[str] = None,
+            checkpoint: Optional[str] = None) -> Tuple:
+        """The cache key: the model, its checkpoint folder (or None), the checked device and dtype."""
+        from ..components import check_device
+
+        if not isinstance(model, str) or not model.strip():
+            raise ConfigError(f'model {model!r}: expected one of {model_choices()}')
+        checkpoint = os.path.abspath(os.path.expanduser(checkpoint.strip())) if checkpoint and checkpoint.strip() else None
+        return model.strip(), checkpoint, check_device(device or None), _check_dtype(dtype)
+
+    def get(self, model: str, device: Optional[str] = None, dtype: Optional[str] = None,
+            checkpoint: Optional[str] = None):
+        """The components of ``model`` on ``device`` in ``dtype`` (loaded on first use)."""
+        key = self.key(model, device, dtype, checkpoint)
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._items:
+                self._items[key] = self._load(*key)
+            return self._items[key]
+
+    def _load(self, model: str, checkpoint: Optional[str], device: str, dtype: Optional[str]):
+        from ..components import Components
+
+        loader = self._loader or Components.from_pretrained
+        logger.info('loading %s (checkpoint %s) on %s, dtype %s', model, checkpoint, device, dtype or 'fp32')
+        # quantize= (int8 weights) is not offered: Components.from_pretrained does not take it yet
+        return loader(model, device=device, dtype=dtype, checkpoint=checkpoint)
+
+    def loaded(self) -> List[Tuple]:
+        """The keys loaded so far."""
+        with self._guard:
+            return list(self._items)
+
+
+class DeviceLocks:
+    """One lock per device, so one model call runs at a time on each device."""
+
+    def __init__(self):
+        self._locks: Dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def __call__(self, device: Any) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(str(device), threading.Lock())
+
+
+def defaults_for(model: str) -> Dict[str, Any]:
+    """The values a tab starts with for ``model``: its recommended sampling and fitting example inputs."""
+    from ..model.configs import MODELS, TINY_SHAPES
+
+    spec = MODELS.get(model)
+    sampling = dict((spec.sampling.get('text2image') if spec is not None else None) or DEFAULT_T2I_SAMPLING)
+    if model == TINY_SHAPES:
+        from ..demo import shapes
+
+        # reranking by the decoded pictures: what the demo and the README's measurements use
+        return {'sampling': sampling, 'reencode': True, 'prompt': 'большой красный круг слева на белом фоне',
+                'caption_template': 'на картинке', 'question': shapes.VQA_COLOUR,
+                'classes': ', '.join(shapes.colour_classes()), 'class_template': 'цвет фигуры: {}',
+                'text_template': 'на картинке', 'image_side': shapes.IMAGE_SIZE}
+    side = 8 * spec.config.image_tokens_per_dim if spec is not None else None
+    return {'sampling': sampling, 'reencode': False, 'prompt': 'рисунок кота', 'caption_template': 'на картинке',
+            'question': 'что на картинке?', 'classes': 'кошка, собака, лошадь', 'class_template': 'на картинке {}',
+            'text_template': 'на картинке', 'image_side': side}
+
+
+# ----------------------------------------------------------------------------- inputs and outputs
+def progress_callback(report: Optional[Report], cancel: Optional[threading.Event]):
+    """An engine progress callback (``done, total, desc``) that reports ``done / total`` and stops on ``cancel``."""
+    def callback(done: int, total: int, desc: str) -> None:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled('stopped by the user')
+        if report is not None:
+            report(done / total if total else 1.0, desc)
+    return callback
+
+
+def _parts(c, report: Optional[Report], cancel: Optional[threading.Event]):
+    from .. import tasks
+
+    return tasks.Parts.of(c.model, c.tokenizer, c.vae, c.spc_tokens, progress=progress_callback(report, cancel))
+
+
+def open_image(image: Any, name: str = 'image'):
+    """A PIL picture from a PIL image, a numpy array or a file path; ``InputError`` naming ``name`` otherwise."""
+    from PIL import Image, UnidentifiedImageError
+
+    if image is None:
+        raise InputError(f'{name}: no picture given; upload one first')
+    if isinstance(image, Image.Image):
+        return image
+    path = getattr(image, 'name', image)  # a tempfile-like upload
+    if isinstance(path, (str, os.PathLike)):
+        try:
+            with Image.open(path) as img:
+                img.load()
+                return img.copy()
+        except (UnidentifiedImageError, OSError) as error:
+            raise InputError(f'{name}: cannot read {os.path.basename(str(path))!r} as a picture ({error})') from None
+    try:
+        import numpy as np
+
+        return Image.fromarray(np.asarray(image))
+    except (TypeError, ValueError) as error:
+        raise InputError(f'{name}: expected a picture, got {type(image).__name__} ({error})') from None
+
+
+def parse_classes(classes: Any) -> List[str]:
+    """Class names from a list or a text of names separated by commas or new lines (blanks dropped)."""
+    if isinstance(classes, str):
+        classes = classes.replace('\n', ',').split(',')
+    names = [str(c).strip() for c in (classes or []) if str(c).strip()]
+    if not names:
+        raise InputError(f'classes {classes!r}: expected at least one class name (separated by commas)')
+    return names
+
+
+def _write_atomic(path: str, write: Callable[[str], None]) -> str:
+    """``write(tmp)`` then rename onto ``path``, so a reader never sees half a file."""
+    folder, base = os.path.split(path)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{base}.', dir=folder)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def _save(record: Dict[str, Any], stem: str, out_dir: Optional[str], grid=None) -> List[str]:
+    """``STEM.json`` (and ``STEM.png``, the grid) in a fresh folder under ``out_dir`` (default: the temp dir)."""
+    folder = tempfile.mkdtemp(prefix='rudolph-app-', dir=out_dir)
+    files = []
+    if grid is not None:
+        files.append(_write_atomic(os.path.join(folder, f'{stem}.png'), lambda p: grid.save(p, format='PNG')))
+
+    def dump(p: str) -> None:
+        with open(p, 'w', encoding='utf-8') as f:
+            json.dump(record, f, ensure_ascii=False, indent=2)
+    files.append(_write_atomic(os.path.join(folder, f'{stem}.json'), dump))
+    return files
+
+
+def grid_of(images: Sequence[Any], ncol: int = 4, pad: int = 2):
+    """The pictures in rows of ``ncol`` with ``pad`` px of black between them (the CLI's grid layout)."""
+    from PIL import Image
+
+    w, h = images[0].size
+    ncol = min(ncol, len(images))
+    nrows = (len(images) + ncol - 1) // ncol
+    grid = Image.new('RGB', (ncol * (w + pad) + pad, nrows * (h + pad) + pad), 'black')
+    for i, img in enumerate(images):
+        grid.paste(img.convert('RGB'), ((i % ncol) * (w + pad) + pad, (i // ncol) * (h + pad) + pad))
+    return grid
+
+
+def _sampling(defaults: Dict[str, Any], top_k, top_p, temperature):
+    from ..tasks import SamplingConfig
+
+    return SamplingConfig(int(defaults['top_k'] if top_k is None else top_k),
+                          float(defaults['top_p'] if top_p is None else top_p),
+                          float(defaults.get('temperature', 1.0) if temperature is None else temperature))
+
+
+def _text_sampling(parts, task: str, top_k, top_p, temperature):
+    from ..tasks import text_sampling_for
+
+    return text_sampling_for(parts.reference, task, None if top_k is None else int(top_k),
+                             None if top_p is None else float(top_p),
+                             None if temperature is None else float(temperature))
+
+
+def _seed(seed: Any) -> Optional[int]:
+    if seed is None or seed == '':
+        return None
+    try:
+        return int(seed)
+    except (TypeError, ValueError):
+        raise InputError(f'seed {seed!r}: expected an integer (or empty for a random one)') from None
+
+
+def _count(name: str, value: Any) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = 0
+    if number <= 0 or number != value and not isinstance(value, str):
+        raise InputError(f'{name} {value!r}: expected a positive integer')
+    return number
+
+
+# ----------------------------------------------------------------------------- super-resolution
+_UPSCALERS: Dict[str, Any] = {}
+
+
+def _upscaler(device: str):
+    """Real-ESRGAN x2 of :mod:`rudolph.superres` on ``device``, or None when the module or its weights are missing."""
+    if device not in _UPSCALERS:
+        try:
+            from ..superres import get_realesrgan  # optional: absent in installs without super-resolution
+            _UPSCALERS[device] = get_realesrgan('x2', device=device)
+        except (ImportError, RudolphError, OSError, ValueError, TypeError) as error:
+            logger.info('upscaling not offered: %s', error)
+            _UPSCALERS[device] = None
+    return _UPSCALERS[device]
+
+
+def upscale_available(device: str = 'cpu') -> bool:
+    """Whether super-resolution can run here (``rudolph.superres`` imports and its weights load)."""
+    return _upscaler(device) is not None
+
+
+def _upscale(images: List[Any], device: str) -> List[Any]:
+    import numpy as np
+    from PIL import Image
+
+    model = _upscaler(device)
+    if model is None:
+        raise ConfigError('upscaling needs rudolph.superres and its Real-ESRGAN weights, which are not available here')
+    from .. import superres
+
+    if hasattr(superres, 'super_resolution'):
+        return list(superres.super_resolution(images, model))
+    return [Image.fromarray(np.asarray(model.predict(np.asarray(img.convert('RGB'))))) for img in images]
+
+
+# ----------------------------------------------------------------------------- the tabs
+def _image_prompts(c, parts, image: Any, bands: Optional[Dict[str, int]]):
+    """ImagePrompts keeping ``bands`` (tokens per side) of ``image``, or None when no band is kept."""
+    bands = {side: int((bands or {}).get(side) or 0) for side in BANDS}
+    if image is None or not any(bands.values()):
+        return None
+    from ..image_prompts import ImagePrompts
+
+    side = 8 * parts.layout.N
+    return ImagePrompts(open_image(image, 'image prompt'), bands, c.vae, parts.device, crop_first=True, image_size=side)
+
+
+def _decode(c, codes, bs: int = 8) -> List[Any]:
+    import torch
+
+    from ..utils import torch_tensors_to_pil_list
+
+    images = []
+    with torch.no_grad():
+        for chunk in codes.split(bs):
+            images += torch_tensors_to_pil_list(c.vae.decode(chunk))
+    return images
+
+
+def text_to_image(c, prompt: str, images_num: int = 4, codebooks_num: int = 8, *, top_k=None, top_p=None,
+                  temperature=None, seed=None, rerank: bool = True, reencode: bool = False, prompt_image=None,
+                  bands: Optional[Dict[str, int]] = None, upscale: bool = False, bs: int = 8,
+                  progress: Optional[Report] = None, cancel: Optional[threading.Event] = None,
+                  out_dir: Optional[str] = None) -> Result:
+    """``images_num`` pictures for ``prompt``: with ``rerank`` the best of ``codebooks_num`` samples.
+
+    Sampling defaults to the model's recommended settings; ``prompt_image`` with ``bands``
+    (``{'up': tokens, ...}``) keeps those bands of a picture; ``upscale`` needs super-resolution.
+    """
+    from .. import tasks
+
+    images_num, codebooks_num, bs = _count('images_num', images_num), _count('codebooks_num', codebooks_num), _count('bs', bs)
+    if rerank and codebooks_num < images_num:
+        raise InputError(f'codebooks_num {codebooks_num} < images_num {images_num}: the pictures shown are the best '
+                         'of those sampled')
+    parts = _parts(c, progress, cancel)
+    sampling = _sampling(c.sampling_for('text2image') or DEFAULT_T2I_SAMPLING, top_k, top_p, temperature)
+    prompts = _image_prompts(c, parts, prompt_image, bands)
+    codes = tasks.text_to_image(parts, prompt, codebooks_num if rerank else images_num, sampling, bs=bs,
+                                seed=_seed(seed), image_prompts=prompts)
+    rows: List[Dict[str, Any]] = [{} for _ in range(images_num)]
+    if rerank:
+        best, rows = tasks.rank_images(parts, prompt, codes, images_num, bs, reencode_codes=reencode and not parts.reference)
+        codes = codes[best]
+    images = _decode(c, codes, bs)
+    if upscale:
+        images = _upscale(images, str(parts.device))
+    record = {'task': 'text2image', 'model': c.name, 'prompt': prompt, 'seed': _seed(seed), **sampling.kwargs(),
+              'reranked': bool(rerank), 'images': [{**r, 'codes': code.tolist()} for r, code in zip(rows, codes.cpu())]}
+    captions = [f"#{i + 1}" + (f" ppl {r['ppl_text']:.2f}" if 'ppl_text' in r else '') for i, r in enumerate(rows)]
+    return Result(record, images=images, captions=captions, files=_save(record, 'text2image', out_dir, grid_of(images)))
+
+
+def caption(c, image, captions_num: int = 3, generations_num: int = 16, template: str = 'на картинке', *,
+            top_k=None, top_p=None, temperature=None, seed=None, bs: int = 16, progress: Optional[Report] = None,
+            cancel: Optional[threading.Event] = None, out_dir: Optional[str] = None) -> Result:
+    """The ``captions_num`` best of ``generations_num`` captions of ``image`` (starting with ``template``)."""
+    from .. import tasks
+
+    img = open_image(image)
+    parts = _parts(c, progress, cancel)
+    rows = tasks.captioning(parts, img, _count('captions_num', captions_num), _count('generations_num', generations_num),
+                            _text_sampling(parts, 'captions', top_k, top_p, temperature), _count('bs', bs),
+                            seed=_seed(seed), r_template=template or '')
+    rows = [{k: v if k == 'text' else int(v) if k == 'count' else float(v) for k, v in row.items()} for row in rows]
+    record = {'task': 'caption', 'model': c.name, 'template': template, 'seed': _seed(seed), 'captions': rows}
+    text = '\n'.join(r['text'] for r in rows) or '(no caption)'
+    return Result(record, text=text, files=_save(record, 'caption', out_dir))
+
+
+def vqa(c, image, question: str, answers_num: int = 3, generations_num: int = 16, *, top_k=None, top_p=None,
+        temperature=None, seed=None, bs: int = 16, progress: Optional[Report] = None,
+        cancel: Optional[threading.Event] = None, out_dir: Optional[str] = None) -> Result:
+    """The answers to ``question`` about ``image``, most frequent first."""
+    from .. import tasks
+
+    img = open_image(image)
+    parts = _parts(c, progress, cancel)
+    answers = tasks.vqa(parts, img, question, _count('answers_num', answers_num),
+                        _count('generations_num', generations_num),
+                        _text_sampling(parts, 'captions', top_k, top_p, temperature), _count('bs', bs), seed=_seed(seed))
+    answers = [{'answer': a['answer'], 'count': int(a['count'])} for a in answers]
+    record = {'task': 'vqa', 'model': c.name, 'question': question, 'seed': _seed(seed), 'answers': answers}
+    text = '\n'.join(f"{a['answer']} ({a['count']})" for a in answers) or '(no answer)'
+    return Result(record, text=text, files=_save(record, 'vqa', out_dir))
+
+
+def classify(c, image, classes: Any, template: str = '{}', *, bs: int = 16, progress: Optional[Report] = None,
+             cancel: Optional[threading.Event] = None, out_dir: Optional[str] = None) -> Result:
+    """Zero-shot probabilities of ``classes`` for ``image`` (softmax of minus each class's log-perplexity)."""
+    from .. import tasks
+
+    img = open_image(image)
+    names = parse_classes(classes)
+    parts = _parts(c, progress, cancel)
+    pred = tasks.zero_shot(parts, img, names, template or '{}', _count('bs', bs))
+    probs = (-pred['ppl'].log()).softmax(0).tolist()
+    label = dict(zip(names, probs))
+    record = {'task': 'classify', 'model': c.name, 'template': template, 'class': pred['class'],
+              'ties': list(pred['ties']), 'probabilities': label, 'perplexities': dict(zip(names, pred['ppl'].tolist()))}
+    return Result(record, text=pred['class'], label=label, files=_save(record, 'classify', out_dir))
+
+
+def generate_text(c, template: str, texts_num: int = 4, *, top_k=None, top_p=None, temperature=None, seed=None,
+                  bs: int = 16, progress: Optional[Report] = None, cancel: Optional[threading.Event] = None,
+                  out_dir: Optional[str] = None) -> Result:
+    """Texts continuing ``template``, least perplexing first."""
+    from .. import tasks
+
+    parts = _parts(c, progress, cancel)
+    rows = tasks.texts(parts, template, _count('texts_num', texts_num),
+                       _text_sampling(parts, 'texts', top_k, top_p, temperature), _count('bs', bs), seed=_seed(seed))
+    rows = [{k: v if k == 'text' else float(v) if k == 'ppl' else int(v) for k, v in r.items()} for r in rows]
+    record = {'task': 'text', 'model': c.name, 'template': template, 'seed': _seed(seed), 'texts': rows}
+    text = '\n'.join(r['text'] for r in rows) or '(no text)'
+    return Result(record, text=text, files=_save(record, 'text', out_dir))
+
+
+def rerank_images(c, text: str, images: Sequence[Any], *, bs: int = 8, progress: Optional[Report] = None,
+                  cancel: Optional[threading.Event] = None, out_dir: Optional[str] = None) -> Result:
+    """Uploaded ``images`` ordered by how well ``text`` describes them (best first)."""
+    import torch
+
+    from .. import tasks
+
+    if not images:
+        raise InputError('images: no pictures given; upload at least one')
+    pictures = [open_image(img, f'images[{i}]') for i, img in enumerate(images)]
+    names = [os.path.basename(str(getattr(img, 'name', img))) if not hasattr(img, 'size') else f'image {i + 1}'
+             for i, img in enumerate(images)]
+    parts = _parts(c, progress, cancel)
+    codes = torch.stack([parts.image(img) for img in pictures])
+    best, rows = tasks.rank_images(parts, text, codes, len(pictures), _count('bs', bs))
+    ranked = [{'name': names[i], 'rank': r + 1, **row} for r, (i, row) in enumerate(zip(best, rows))]
+    record = {'task': 'rerank', 'model': c.name, 'text': text, 'images': ranked}
+    shown = [pictures[i] for i in best]
+    captions = [f"#{r['rank']} {r['name']} (ppl {r['ppl_text']:.2f})" for r in ranked]
+    side = 8 * parts.layout.N
+    grid = grid_of([img.convert('RGB').resize((side, side)) for img in shown])
+    return Result(record, images=shown, captions=captions, files=_save(record, 'rerank', out_dir, grid))
