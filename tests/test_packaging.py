@@ -100,7 +100,7 @@ def test_wheel_has_the_package_and_its_model_only(dist):
 def test_the_readme_states_the_wheel_size(dist):
     wheel, _ = dist
     with open(os.path.join(REPO, 'README.md'), encoding='utf-8') as f:
-        stated = re.search(r'the wheel \(`[^`]+`\) is ([\d.]+) MB', f.read())
+        stated = re.search(r'the wheel\s+\(`[^`]+`\)\s+is\s+([\d.]+) MB', f.read(), flags=re.I)
     assert stated, 'README: "the wheel (`...whl`) is N MB"'
     size = os.path.getsize(wheel) / 1e6
     assert abs(float(stated.group(1)) - size) <= 0.1 * size, (stated.group(1), size)
