@@ -42,7 +42,8 @@ def _spandrel():
     try:
         import spandrel
     except ImportError as error:
-        raise MissingDependencyError(f'super-resolution needs the spandrel package: {INSTALL_HINT}') from error
+        raise MissingDependencyError(f'super-resolution needs the spandrel package, which cannot be imported '
+                                     f'({error}): {INSTALL_HINT}') from error
     return spandrel
 
 
@@ -199,9 +200,14 @@ class RealESRGAN:
         raise InputError(f'expected a PIL image, a list of PIL images or a [b, 3, H, W] tensor in [0, 1], '
                          f'got {type(images).__name__}')
 
-    def predict(self, lr_image) -> Any:
-        """ruDALL-E's name: one PIL image in, one out."""
-        return self._upscale_pil(lr_image, None, None)
+    def predict(self, lr_image, batch_size: Optional[int] = None, patches_size: Optional[int] = None,
+                padding: Optional[int] = None, pad_size: Optional[int] = None) -> Any:
+        """ruDALL-E's call: one PIL image in, one out; ``patches_size`` is the tile, ``padding`` the overlap.
+
+        ``batch_size`` and ``pad_size`` (ruDALL-E's reflection border) are accepted for compatibility
+        and not used: one picture is one batch, and the network's own zero padding makes the border.
+        """
+        return self._upscale_pil(lr_image, patches_size, padding)
 
     def upscale_tensor(self, x: torch.Tensor, tile: Optional[int] = None,
                        overlap: Optional[int] = None) -> torch.Tensor:

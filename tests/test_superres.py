@@ -105,6 +105,9 @@ def test_tiles_and_batches_of_pil_images(sr_cache):
     sr = get_realesrgan('x4', cache_dir=sr_cache, tile=16, overlap=36, batch_size=1)
     img = Image.effect_noise((40, 30), 60).convert('RGB')
     assert sr(img).tobytes() == get_realesrgan('x4', cache_dir=sr_cache, tile=1000)(img).tobytes()
+    # ruDALL-E's call: patches_size is the tile, padding the overlap
+    assert sr.predict(img, patches_size=16, padding=36).tobytes() == sr(img).tobytes()
+    assert sr.predict(img.convert('RGBA')).size == (160, 120)
 
 
 def test_bf16_and_fp16_on_cpu(sr_cache):
