@@ -86,6 +86,8 @@ class _UpscaledDecoder(NamedTuple):
 def _load_upscaler(args: argparse.Namespace, device: str):
     """The ``--upscale`` model (before the RuDOLPH model: a missing package or file is said first), else ``None``."""
     if args.upscale is None:
+        if args.upscale_weights or args.upscale_tile:
+            raise CliError('--upscale-weights / --upscale-tile need --upscale 2, 4 or 8')
         return None
     from rudolph.superres import DEFAULT_TILE, get_realesrgan
 

@@ -200,6 +200,8 @@ def test_cli_upscale_problems_come_before_the_model(tmp_path, capsys, monkeypatc
     monkeypatch.setitem(sys.modules, 'spandrel', None)
     assert cli.main(argv) == 1
     assert 'rudolph-hypermodal[sr]' in capsys.readouterr().err
+    assert cli.main(argv[:4] + ['--upscale-tile', '64'] + argv[6:]) == 1  # the options of --upscale without it
+    assert '--upscale-weights / --upscale-tile need --upscale' in capsys.readouterr().err
 
 
 def test_cli_upscale_weights_option(tmp_path, capsys):
