@@ -1,7 +1,7 @@
 """The RuDOLPH web app as a Hugging Face Space runs it: ``python app.py`` (or Gradio's loader, which reads ``demo``).
 
-The Space needs this repository as is (``rudolph/`` next to this file) and its
-``requirements.txt``; Gradio comes with the Space's SDK. It starts on the embedded tiny-shapes
+The Space needs this repository as is (``rudolph/`` next to this file) plus a
+``requirements.txt`` holding the single line ``.`` (this package); Gradio comes with the Space's SDK. It starts on the embedded tiny-shapes
 model (no download). Settings come from the environment: ``RUDOLPH_MODEL`` (a model of
 ``rudolph.model.configs.MODELS``), ``RUDOLPH_DEVICE``, ``RUDOLPH_DTYPE`` (fp32, bf16, fp16);
 the address from Gradio's own ``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT`` (a Space sets them).

@@ -21,6 +21,7 @@ _EXPORTS = {
     'ruDolphApi': ('.api', 'ruDolphApi'),
     'ImagePrompts': ('.image_prompts', 'ImagePrompts'),
     'Components': ('.components', 'Components'),
+    'get_realesrgan': ('.superres', 'get_realesrgan'),
     'model': ('.model', None),
     'pipelines': ('.pipelines', None),
     'utils': ('.utils', None),

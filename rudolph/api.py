@@ -141,11 +141,14 @@ class ruDolphApi:  # noqa: N801 (original name)
     def dream(self, text: str, images_num: int, codebooks_num: int, image_prompts=None, template: Optional[str] = None,
               top_k: int = 768, top_p: float = 0.99, temperature: float = 1.0, bs: Optional[int] = None,
               seed: Optional[int] = None, use_cache: bool = True, special_token: str = '<LT_T2I>',
-              ppl_txt_w: float = 0.95, reencode: bool = False):
+              ppl_txt_w: float = 0.95, reencode: bool = False, upscale=None):
         """Generate ``codebooks_num`` images, keep the best ``images_num`` by self-reranking
         (``reencode``: see :meth:`self_reranking_by_text`).
 
-        Returns ``(pil_images, [{'ppl_txt', 'ppl_img', 'score'}])``, best first.
+        ``upscale``: 2, 4 or 8 (or 'x4') returns the images upscaled by ruDALL-E's Real-ESRGAN
+        (:func:`rudolph.superres.get_realesrgan`, loaded once per api on the model's device), or a
+        loaded :class:`~rudolph.superres.RealESRGAN` to use. Returns ``(pil_images, [{'ppl_txt',
+        'ppl_img', 'score'}])``, best first.
         """
         from .utils import torch_tensors_to_pil_list
 
@@ -155,6 +158,7 @@ class ruDolphApi:  # noqa: N801 (original name)
             raise ConfigError(f'images_num ({images_num}) cannot exceed codebooks_num ({codebooks_num})')
         template = check_template('template', template or None, default='{text}', slot='text', what='prompt')
         require_vae(self.vae, 'dream')
+        upscaler = self._upscaler(upscale)
         codebooks = self.generate_codebooks(template.format(text=text), codebooks_num, image_prompts=image_prompts,
                                             top_k=top_k, top_p=top_p, temperature=temperature, bs=bs, seed=seed,
                                             use_cache=use_cache, special_token=special_token)
@@ -164,7 +168,20 @@ class ruDolphApi:  # noqa: N801 (original name)
         with torch.no_grad():
             images = self.vae.decode(codebooks[torch.as_tensor(indexes, device=codebooks.device)])
         result = [{'ppl_txt': ppl_txt[i], 'ppl_img': ppl_img[i], 'score': scores[i]} for i in indexes]
-        return torch_tensors_to_pil_list(images), result
+        return torch_tensors_to_pil_list(images if upscaler is None else upscaler(images)), result
+
+    def _upscaler(self, upscale):
+        """``None``, a loaded upscaler, or the Real-ESRGAN of scale ``upscale`` (loaded once, then kept)."""
+        if upscale is None or callable(upscale):
+            return upscale
+        from .superres import get_realesrgan, resolve_scale
+
+        name = resolve_scale(upscale)
+        cache = self.__dict__.setdefault('_upscalers', {})
+        if name not in cache:
+            dtype = next(self.model.parameters()).dtype  # the model's precision (fp16, bf16 or fp32)
+            cache[name] = get_realesrgan(name, device=model_device(self.model), dtype=dtype)
+        return cache[name]
 
     # ------------------------------------------------------------------ texts
     def generate_texts(self, template: str = '', top_k: Optional[int] = None, top_p: Optional[float] = None,

@@ -79,11 +79,34 @@ def _best_codebooks(parts, text: str, n: int, codebooks_num: int, args):
                              reencode_codes=args.reencode)
 
 
-def _save_images(parts, codebooks, rows: List[Dict[str, Any]], args) -> str:
+class _UpscaledDecoder(NamedTuple):
+    """A VAE whose ``decode`` also runs the super-resolution model (each saved batch upscaled as it is decoded)."""
+    vae: Any
+    upscaler: Any
+
+    def decode(self, codebooks):
+        return self.upscaler(self.vae.decode(codebooks))
+
+
+def _load_upscaler(args: argparse.Namespace, device: str):
+    """The ``--upscale`` model (before the RuDOLPH model: a missing package or file is said first), else ``None``."""
+    if args.upscale is None:
+        if args.upscale_weights or args.upscale_tile:
+            raise CliError('--upscale-weights / --upscale-tile need --upscale 2, 4 or 8')
+        return None
+    from rudolph.superres import DEFAULT_TILE, get_realesrgan
+
+    dtype = 'fp16' if args.fp16 else 'bf16' if args.bf16 else None
+    return get_realesrgan(args.upscale, device=device, dtype=dtype, path=args.upscale_weights,
+                          tile=args.upscale_tile or DEFAULT_TILE, local_arg='--upscale-weights FILE')
+
+
+def _save_images(parts, codebooks, rows: List[Dict[str, Any]], args, upscaler=None) -> str:
     """``OUT/img_i.png`` (each ``path`` added to ``rows``) and ``OUT/grid.png``; returns the grid path."""
     from rudolph.utils import save_codebook_images
 
-    paths, grid = save_codebook_images(parts.vae, codebooks, args.out, args.nrow, args.bs or 8)
+    vae = parts.vae if upscaler is None else _UpscaledDecoder(parts.vae, upscaler)
+    paths, grid = save_codebook_images(vae, codebooks, args.out, args.nrow, args.bs or 8)
     for row, path in zip(rows, paths):
         row['path'] = path
     return grid
@@ -157,6 +180,13 @@ def _text2image_args(p: argparse.ArgumentParser) -> None:
                    help='rerank by what the decoded pictures show (decode, encode again, score the text)')
     add_sampling(p, None, None, None, "the model's recommended, else 768 / 0.99 / 1.0")
     _jobs_cli().add_job_options(p, out=False, inputs=False)
+    g = p.add_argument_group('super-resolution (needs rudolph-hypermodal[sr])')
+    g.add_argument('--upscale', type=int, choices=(2, 4, 8), default=None,
+                   help="upscale the saved images with ruDALL-E's Real-ESRGAN x2, x4 or x8 (sberbank-ai/Real-ESRGAN)")
+    g.add_argument('--upscale-weights', default=None, metavar='FILE',
+                   help='local RealESRGAN_xN.pth instead of the hub')
+    g.add_argument('--upscale-tile', type=positive_int, default=None, metavar='PX',
+                   help='tile side in input pixels for large pictures (default 192)')
 
 
 #: text-to-image sampling of a model that records none (MODELS[name]['sampling']['text2image'])
@@ -183,6 +213,8 @@ def _check_out_dir(path: str) -> None:
 
 def _text2image_run(args: argparse.Namespace) -> int:
     if args.prompts is not None:
+        if args.upscale is not None:
+            raise CliError('--upscale works with one text; a --prompts job saves the pictures as drawn')
         return _jobs_cli().run_text2image(args)
     if args.text is None:
         raise CliError('give a text to draw, or --prompts FILE')
@@ -190,15 +222,16 @@ def _text2image_run(args: argparse.Namespace) -> int:
     if args.images_num > codebooks_num:
         raise CliError(f'-n/--images-num ({args.images_num}) cannot exceed --codebooks-num ({codebooks_num})')
     check_model_args(args)
-    check_device_option(args)
+    device = check_device_option(args)
     _check_out_dir(args.out)
+    upscaler = _load_upscaler(args, device)
     parts, loaded = _prepare(args)
     _apply_sampling(args, loaded, 'text2image', T2I_FALLBACK)
     codebooks, results = _best_codebooks(parts, args.text, args.images_num, codebooks_num, args)
-    grid_path = _save_images(parts, codebooks, results, args)
+    grid_path = _save_images(parts, codebooks, results, args, upscaler)
     sampling = {k: getattr(args, k) for k in ('top_k', 'top_p', 'temperature')}
     result = {'text': args.text, **_meta(args, parts), 'sampling': sampling, 'reencode': args.reencode,
-              'images': results, 'grid': grid_path}
+              'upscale': args.upscale, 'images': results, 'grid': grid_path}
     lines = [f"{r['path']}  ppl_text={r['ppl_text']:.2f}" for r in results] + [f'grid: {grid_path}']
     _emit(args, result, lines)
     return 0
