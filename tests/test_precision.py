@@ -131,7 +131,9 @@ def test_int8_file_round_trip_does_not_quantise_again(tmp_path, monkeypatch):
     model = get_rudolph_model('tiny-shapes', quantize='int8')
     path = save_int8(model, tmp_path / 'tiny.int8.safetensors')
     assert quant.int8_file_metadata(path)['dtype'] == 'bfloat16'
-    assert quant.int8_file_metadata(os.path.join(ROOT, 'rudolph/demo/weights/tiny-shapes-rudolph.bin')) is None
+    assert quant.int8_file_metadata(os.path.join(ROOT, 'rudolph/demo/weights/tiny-shapes/model.safetensors')) is None
+    torch.save({'w': torch.zeros(2)}, tmp_path / 'plain.bin')
+    assert quant.int8_file_metadata(str(tmp_path / 'plain.bin')) is None
     assert not [p for p in os.listdir(tmp_path) if 'tmp' in p]
 
     def no_quantising(*args, **kwargs):
