@@ -8,12 +8,12 @@ memory-mapped checkpoint is never copied whole into RAM) into a temporary file r
 import json
 import os
 import struct
-import tempfile
 from typing import Dict, Mapping, Optional
 
 import torch
 
 from .errors import CorruptCheckpointError
+from .serialization import write_atomic
 
 __all__ = ['is_safetensors', 'read_safetensors', 'read_safetensors_metadata', 'write_safetensors']
 
@@ -91,14 +91,4 @@ def write_safetensors(tensors: Mapping[str, torch.Tensor], path: str,
 
     path = os.fspath(path)
     meta = {'format': 'pt', **{str(k): v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}}
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.tmp', dir=folder)
-    os.close(fd)
-    try:
-        save_file(_distinct_storages(tensors), tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    return write_atomic(path, lambda tmp: save_file(_distinct_storages(tensors), tmp, metadata=meta))

@@ -9,13 +9,14 @@ import os
 import pickle
 import re
 import zipfile
-from typing import Any, Mapping, Optional
+import tempfile
+from typing import Any, Callable, Mapping, Optional
 
 import torch
 
 from .errors import CheckpointError, CorruptCheckpointError, UnsafeCheckpointError
 
-__all__ = ['safe_torch_load', 'check_finite', 'describe_unreadable']
+__all__ = ['safe_torch_load', 'check_finite', 'describe_unreadable', 'write_atomic']
 
 
 # Modules and names of the training objects (hyper-parameters, callbacks, numpy scalars in their
@@ -138,3 +139,19 @@ def check_finite(state: Mapping[str, torch.Tensor], source: str) -> None:
                                   f'finite weights (the checkpoint is corrupt or comes from a diverged training)')
 
 
+def write_atomic(path: str, write: Callable[[str], None]) -> str:
+    """``write(tmp)`` fills a temporary file beside ``path``, which is fsynced and renamed onto ``path``:
+    a reader (or a crash) sees the old file or the complete new one, never half of it."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.tmp', dir=folder)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, 'rb') as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path

@@ -210,17 +210,9 @@ def parse_classes(classes: Any) -> List[str]:
 
 def _write_atomic(path: str, write: Callable[[str], None]) -> str:
     """``write(tmp)`` then rename onto ``path``, so a reader never sees half a file."""
-    folder, base = os.path.split(path)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{base}.', dir=folder)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    from ..serialization import write_atomic  # imports torch: only when a result is saved
+
+    return write_atomic(path, write)
 
 
 def _save(record: Dict[str, Any], stem: str, out_dir: Optional[str], grid=None) -> List[str]:

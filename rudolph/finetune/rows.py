@@ -1,12 +1,12 @@
 """Fine-tuning rows: the tasks and their layouts, and reading rows from JSONL / CSV files."""
 import csv
-import json
 import logging
 import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ..errors import DataError
+from ..tables import jsonl_rows
 
 __all__ = ['TaskSpec', 'TASKS', 'infer_task', 'read_rows']
 
@@ -78,16 +78,7 @@ def read_rows(path: Union[str, os.PathLike]) -> List[Dict[str, Any]]:
     rows: List[Dict[str, Any]] = []
     if ext in ('.jsonl', '.json'):
         with open(path, encoding='utf-8') as f:
-            for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise DataError(f'{path}:{number}: not valid JSON ({error.msg}); expected one JSON object a line') from None
-                if not isinstance(row, dict):
-                    raise DataError(f'{path}:{number}: expected a JSON object, got {type(row).__name__}')
-                rows.append(row)
+            rows.extend(jsonl_rows(f, path))
     elif ext in ('.csv', '.tsv'):
         with open(path, encoding='utf-8', newline='') as f:
             reader = csv.DictReader(f, delimiter='\t' if ext == '.tsv' else ',')

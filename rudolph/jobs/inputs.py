@@ -7,12 +7,12 @@ folders and globs, file order for lists and tables), so every process sees the s
 """
 import csv
 import glob
-import json
 import os
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional
 
 from ..errors import DataError, InputError
+from ..tables import jsonl_rows
 
 __all__ = ['Item', 'IMAGE_EXTENSIONS', 'list_images', 'folder_images', 'read_prompts', 'read_table']
 
@@ -75,16 +75,7 @@ def _rows(path: str) -> Iterable[Dict[str, object]]:
         if path.lower().endswith('.csv'):
             yield from csv.DictReader(f)
             return
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataError(f'{path}:{number}: not a JSON object ({error})') from None
-            if not isinstance(row, dict):
-                raise DataError(f'{path}:{number}: expected a JSON object, got {type(row).__name__}')
-            yield row
+        yield from jsonl_rows(f, path)
 
 
 def read_table(path: str, column: str, text_column: Optional[str] = None, id_column: str = 'id',

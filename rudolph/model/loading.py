@@ -67,15 +67,7 @@ def load_checkpoint(path: str) -> Dict[str, torch.Tensor]:
     """
     from ..safetensors_io import is_safetensors, read_safetensors
 
-    if is_safetensors(path):
-        state = read_safetensors(path, 'RuDOLPH checkpoint')
-    else:
-        state = safe_torch_load(path, 'RuDOLPH checkpoint', mmap=True)
-        if isinstance(state, Mapping) and 'state_dict' in state and isinstance(state['state_dict'], Mapping):
-            state = state['state_dict']
-        if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-            kind = type(state).__name__ if not isinstance(state, Mapping) else 'mapping with non-tensor values'
-            raise CorruptCheckpointError(f'{path!r} holds a {kind}, expected a state dict of tensors')
+    state = read_safetensors(path, 'RuDOLPH checkpoint') if is_safetensors(path) else _torch_state(path)
     keys = list(state)
     # Checkpoints saved from DDP / FP16Module wrappers carry a uniform 'module.' prefix.
     if keys and all(k.startswith('module.') for k in keys):
@@ -188,16 +180,24 @@ def _load_weights(name: str, params: Dict[str, Any], path: str, device: torch.de
     return model
 
 
-def _lazy_checkpoint(path: str) -> Dict[str, torch.Tensor]:
-    """The memory-mapped tensors of a checkpoint, not yet checked for NaN/inf (done tensor by tensor)."""
-    if path.endswith('.safetensors'):
-        return load_checkpoint(path)
+def _torch_state(path: str) -> Mapping[str, torch.Tensor]:
+    """The memory-mapped state dict of a torch file (a bare one, or under ``'state_dict'``)."""
     state = safe_torch_load(path, 'RuDOLPH checkpoint', mmap=True)
     if isinstance(state, Mapping) and 'state_dict' in state and isinstance(state['state_dict'], Mapping):
         state = state['state_dict']
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         kind = type(state).__name__ if not isinstance(state, Mapping) else 'mapping with non-tensor values'
         raise CorruptCheckpointError(f'{path!r} holds a {kind}, expected a state dict of tensors')
+    return state
+
+
+def _lazy_checkpoint(path: str) -> Dict[str, torch.Tensor]:
+    """The memory-mapped tensors of a checkpoint, not yet checked for NaN/inf (done tensor by tensor)."""
+    from ..safetensors_io import is_safetensors
+
+    if is_safetensors(path):
+        return load_checkpoint(path)
+    state = _torch_state(path)
     if state and all(k.startswith('module.') for k in state):
         state = {k[len('module.'):]: v for k, v in state.items()}
     return dict(state)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, CorruptCheckpointError, MissingDependencyError
+from ..serialization import write_atomic
 
 __all__ = ['Int8Linear', 'INT8_MM_MAX_ROWS', 'QUANT_METHODS', 'Precision', 'resolve_precision', 'parse_dtype',
            'cpu_has_native_bf16', 'quantize_weight', 'quantize_linears', 'quantized_linear_names',
@@ -282,15 +283,7 @@ def save_int8(model: nn.Module, path: Union[str, os.PathLike], extra_metadata: O
              if not (k.startswith('transformer.') and k.split('.', 1)[1] in masks)}
     dtype = str(getattr(model, 'dtype', torch.bfloat16)).removeprefix('torch.')
     metadata = {'format': INT8_FORMAT, 'version': '1', 'quantize': 'int8', 'dtype': dtype, **(extra_metadata or {})}
-    path = os.fspath(path)
-    tmp = f'{path}.tmp-{os.getpid()}'
-    try:
-        save_file(state, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return write_atomic(path, lambda tmp: save_file(state, tmp, metadata=metadata))
 
 
 def _safetensors_header(path: str) -> Optional[Tuple[int, dict]]:
