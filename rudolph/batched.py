@@ -18,7 +18,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import torch
 
 from .codec import PAD_ID, check_vae, model_device, require_vae, template_prefix
-from .engine import ScorePart, ce_to_ppl, generate_rows, score_suffixes
+from .engine import ScorePart, ce_to_ppl
+from .engine_rows import generate_rows, score_suffixes
 from .errors import ConfigError, InputError
 from .sampling import make_generator
 from .tasks import (VQA_TEMPLATE, Parts, SamplingConfig, classify, embed_codes, rank_images, rerank_codes_by_image,

@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run_convert(args: argparse.Namespace) -> int:
     from .cli_options import json_option
-    from .pretrained import convert
+    from .publish import convert
 
     params = json_option(args.config, '--config') if args.config else None
     folder = convert(args.source, args.out, model=args.model, config=params, cache_dir=args.cache_dir)
@@ -57,7 +57,7 @@ def _run_convert(args: argparse.Namespace) -> int:
 
 
 def _run_push(args: argparse.Namespace) -> int:
-    from .pretrained import push_to_hub
+    from .publish import push_to_hub
 
     url = push_to_hub(args.folder, args.repo_id, token=args.token, private=args.private or None,
                       commit_message=args.message, revision=args.revision, create_pr=args.create_pr)

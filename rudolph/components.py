@@ -172,8 +172,8 @@ class Components:
         return save_pretrained(self, save_directory, **kwargs)
 
     def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
-        """Save and publish as hub repository ``repo_id``; see :func:`rudolph.pretrained.push_to_hub`."""
-        from .pretrained import push_to_hub
+        """Save and publish as hub repository ``repo_id``; see :func:`rudolph.publish.push_to_hub`."""
+        from .publish import push_to_hub
 
         return push_to_hub(self, repo_id, **kwargs)
 

@@ -20,7 +20,8 @@ parts of a sequence", so two functions do all the work:
   once and reused, and positions after a batch's last non-ignored label (right-text pads)
   are not computed at all, so zero-shot classification costs the image once plus about the
   class tokens per class.
-* :func:`generate_rows` and :func:`score_suffixes`: the same for batches whose rows have
+* :func:`~rudolph.engine_rows.generate_rows` and :func:`~rudolph.engine_rows.score_suffixes`
+  (in :mod:`rudolph.engine_rows`): the same for batches whose rows have
   *different* prefixes (different images or prompts), each row drawing from its own generator,
   and zero-shot scoring of every image against the same candidate suffixes (each image
   computed once for all of them). A row's numbers do not depend on its batch neighbours: each
@@ -29,7 +30,6 @@ parts of a sequence", so two functions do all the work:
   the row (generation) or by the suffixes (scoring), never by the other rows.
 """
 import math
-import os
 from dataclasses import dataclass
 from typing import Callable, List, Mapping, Optional, Sequence, Union
 
@@ -37,12 +37,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .errors import ConfigError, InputError, ResourceError
+from .errors import ConfigError, InputError
+from .memory import MemoryNeed, available_memory, check_memory, memory_need  # noqa: F401 (re-exported)
 from .codec import EOS_ID, PAD_ID, model_device
 from .model.config import Layout
 from .sampling import Sampler, check_sampling_args, make_generator
 
-__all__ = ['ScorePart', 'generate', 'generate_rows', 'cross_entropy', 'score_suffixes', 'pad_rows', 'MIN_ROWS',
+__all__ = ['ScorePart', 'generate', 'cross_entropy',
            'ce_to_ppl', 'common_prefix_length', 'first_eos_cut',
            'MemoryNeed', 'memory_need', 'available_memory', 'check_memory', 'ProgressCallback']
 
@@ -82,95 +83,6 @@ def _progress_bar(progress: Union[bool, ProgressCallback], total: int, desc: str
 def _check_positive_int(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f'{name} must be a positive int, got {value!r}')
-
-
-# Float32 temporaries per sampled logit: the logits, the filtered copy, sort values and int64
-# indices, softmax, cumsum, masks and the final probabilities.
-_LOGIT_BYTES = 40
-# Activations of one forward pass per position, in units of hidden_size elements (residual,
-# attention projections and the 4x MLP), so a batch's transient tensors are counted too.
-_ACTIVATION_WIDTH = 12
-
-
-@dataclass(frozen=True)
-class MemoryNeed:
-    """Bytes an engine call needs: ``fixed`` whatever ``bs`` is, plus ``per_row`` for each batch row."""
-
-    fixed: int
-    per_row: int
-
-    def total(self, bs: int) -> int:
-        return self.fixed + self.per_row * bs
-
-    def largest_bs(self, available: int) -> int:
-        """The largest batch that fits in ``available`` bytes (0: not even one row)."""
-        return max(0, (available - self.fixed) // max(self.per_row, 1))
-
-
-def memory_need(model, length: int, *, logit_positions: int, n_vocab: int, held_bytes: int, branches: int = 1,
-                full_attention: bool = False, forward_positions: Optional[int] = None) -> MemoryNeed:
-    """Estimated memory of one batch of ``generate`` or ``cross_entropy`` (the one estimate of both).
-
-    Per row and branch: the preallocated KV cache ``2 x layers x length x hidden x dtype``, the
-    activations of a forward pass over ``forward_positions`` positions (default ``length``; with
-    ``full_attention``, i.e. no cache, the ``heads x length^2`` attention scores too) and the
-    float32 logits of ``logit_positions`` positions over ``n_vocab`` classes. Fixed: ``held_bytes``
-    (the results kept until the end) and the batch-1 prefix caches.
-    """
-    size = next(model.parameters()).element_size()
-    layers, hidden, heads = model.num_layers, model.hidden_size, model.num_attention_heads
-    cache = 2 * layers * length * hidden * size
-    width = length if forward_positions is None else forward_positions
-    activations = _ACTIVATION_WIDTH * width * hidden * size + (heads * length * length * size if full_attention else 0)
-    prefix = _ACTIVATION_WIDTH * length * hidden * size  # the batch-1 prefix pass
-    per_row = branches * (cache + activations + logit_positions * n_vocab * _LOGIT_BYTES) + length * 8
-    return MemoryNeed(fixed=held_bytes + branches * (cache + prefix), per_row=per_row)
-
-
-def available_memory(device: Union[str, torch.device]) -> Optional[int]:
-    """Bytes that can still be allocated on ``device`` (``None``: unknown, then nothing is checked).
-
-    CPU: ``MemAvailable`` of ``/proc/meminfo`` (Linux), else the free physical pages of
-    ``os.sysconf``; CUDA: the driver's free memory plus what PyTorch's allocator holds unused.
-    """
-    device = torch.device(device)
-    if device.type == 'cuda':
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
-    if device.type != 'cpu':
-        return None
-    try:
-        with open('/proc/meminfo', encoding='ascii') as f:
-            for line in f:
-                if line.startswith('MemAvailable:'):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return int(os.sysconf('SC_AVPHYS_PAGES')) * int(os.sysconf('SC_PAGE_SIZE'))
-    except (AttributeError, OSError, ValueError):
-        return None
-
-
-def _gib(n: int) -> str:
-    return f'{n / 2 ** 30:.2f} GiB'
-
-
-def check_memory(need: MemoryNeed, bs: int, device: Union[str, torch.device], what: str, count: str) -> None:
-    """``ResourceError`` before allocating if a batch of ``bs`` rows would not fit (gives the largest ``bs`` that does).
-
-    ``count`` names the number of results (e.g. ``'num=100000'``) for the message.
-    """
-    available = available_memory(device)
-    if available is None or need.total(bs) <= available:
-        return
-    best = need.largest_bs(available)
-    where = f'{_gib(available)} of {torch.device(device).type} memory is available'
-    if best >= 1:
-        raise ResourceError(f'{what} with bs={bs} needs about {_gib(need.total(bs))} but {where}; the largest bs '
-                            f'that fits is {best} (pass bs={best} or less)')
-    raise ResourceError(f'{what} needs about {_gib(need.total(1))} even with bs=1 ({count}: the results alone take '
-                        f'{_gib(need.fixed)}) but {where}; ask for fewer results per call')
 
 
 def _position_limits(model, length: int) -> torch.Tensor:
@@ -536,186 +448,3 @@ def first_eos_cut(tokens: torch.Tensor) -> torch.Tensor:
     """``tokens`` up to (excluding) the first eos, or all of them."""
     where = (tokens == EOS_ID).nonzero()
     return tokens[:int(where[0])] if where.numel() else tokens
-
-
-def _row_prefixes(model, prefixes, generators, length: int, vocab: slice, allowed_token_ids, shared: int):
-    """Checked :func:`generate_rows` inputs: ``(prefixes, rows grouped by prefix length, n_vocab, allowed, shared)``."""
-    if isinstance(prefixes, torch.Tensor) and prefixes.dim() == 2:
-        prefixes = list(prefixes)
-    if isinstance(prefixes, (str, bytes)) or not isinstance(prefixes, Sequence) or len(prefixes) == 0:
-        raise InputError(f'prefixes must be a non-empty list of [P] token-id tensors, got {prefixes!r}')
-    if isinstance(generators, torch.Generator) or len(generators) != len(prefixes):
-        raise ConfigError(f'{len(prefixes)} rows need {len(prefixes)} generators (one per row), got {generators!r}')
-    device = model_device(model)
-    checked, groups = [], {}
-    for i, prefix in enumerate(prefixes):
-        ids, _, n_vocab, allowed, _ = _generation_inputs(model, prefix, length, vocab, None, allowed_token_ids,
-                                                         None, device)
-        checked.append(ids[0])
-        groups.setdefault(ids.shape[1], []).append(i)
-    shared = max(0, min([shared] + [len(p) - 1 for p in checked]))
-    first = checked[0][:shared]
-    bad = [i for i, p in enumerate(checked) if not torch.equal(p[:shared], first)]
-    if bad:
-        raise InputError(f'shared={shared}: row {bad[0]} differs from row 0 in its first {shared} tokens')
-    return checked, [groups[k] for k in sorted(groups)], n_vocab, allowed, shared
-
-
-@torch.no_grad()
-def generate_rows(model, prefixes: Sequence[torch.Tensor], length: int, *, vocab: slice, top_k: int, top_p: float,
-                  temperature: float = 1.0, generators: Sequence[torch.Generator], shared: int = 0, bs: int = 8,
-                  eos_from: Optional[int] = None, allowed_token_ids: Optional[Sequence[int]] = None,
-                  stop_at_eos: bool = False, progress: bool = True, desc: str = 'generating') -> torch.Tensor:
-    """Sample positions ``len(prefixes[i])..length-1`` of row ``i`` after its own prefix, from ``generators[i]``.
-
-    Rows may have different prefixes (and prefix lengths: rows are batched with rows of the
-    same length). The first ``shared`` tokens, the same in every row (e.g. the left text before
-    different images), are computed once with batch 1; each distinct prefix is then prefilled
-    on its own and its cache copied into its rows. Row ``i``'s tokens depend only on its prefix,
-    its generator and the settings, not on ``bs`` or on the other rows (bit for bit in the
-    tests on CPU; where a BLAS or GPU kernel's last bits change with the number of decode rows,
-    a sample changes only at an exact tie). Other arguments as :func:`generate`. Returns LongTensor ``[n, length]`` in the order of ``prefixes``.
-    """
-    _check_positive_int('bs', bs)
-    check_sampling_args(top_k, top_p, temperature)
-    device = model_device(model)
-    prefixes, groups, n_vocab, allowed, shared = _row_prefixes(model, prefixes, generators, length, vocab,
-                                                               allowed_token_ids, shared)
-    n = len(prefixes)
-    longest = max(len(p) for p in prefixes) - shared
-    need = memory_need(model, length, logit_positions=1, n_vocab=n_vocab if allowed is None else allowed.numel(),
-                       held_bytes=2 * n * length * 8, forward_positions=max(longest, 1))
-    check_memory(need, min(bs, n), device, desc, f'{n} rows')
-    sampler = Sampler(top_k, top_p, temperature, allowed=allowed, eos_from=eos_from, eos_id=EOS_ID)
-    prefix_cache = None
-    if shared:
-        prefix_cache = model.new_cache(1, length)
-        model.hidden(prefixes[0][None, :shared], 0, prefix_cache)
-    out = torch.zeros(n, length, dtype=torch.long, device=device)
-    total = sum(math.ceil(len(rows) / bs) * (length - len(prefixes[rows[0]])) for rows in groups)
-    with _progress_bar(progress, total, desc) as bar:
-        for rows in groups:
-            for begin in range(0, len(rows), bs):
-                idx = rows[begin:begin + bs]
-                out[idx] = _generate_batch(model, torch.stack([prefixes[i] for i in idx]), length, vocab, shared,
-                                           prefix_cache, sampler.for_rows([generators[i] for i in idx]),
-                                           stop_at_eos, bar)
-    return out
-
-
-#: batches of the row-wise paths have at least this many rows: a 1-row batch takes other kernels
-#: (BLAS matrix-vector products, attention over differently strided views) whose last bits differ
-MIN_ROWS = 2
-
-
-def pad_rows(x: torch.Tensor, rows: int = MIN_ROWS) -> torch.Tensor:
-    """``x`` with its last row repeated up to ``rows`` rows (callers drop the copies): same kernels for every batch."""
-    return x if x.shape[0] >= rows else torch.cat((x, x[-1:].expand(rows - x.shape[0], *x.shape[1:])))
-
-
-def _prefill_row(model, ids: torch.Tensor, length: int, shared: int, prefix_cache):
-    """``(batch-1 cache, last hidden state [1, h])`` of one row's prefix ``ids`` ``[P]`` after the shared prefix."""
-    cache = model.new_cache(1, length)
-    if prefix_cache is not None:
-        cache.expand_from(prefix_cache)
-    h, _ = model.hidden(ids[None, shared:], shared, cache)
-    return cache, h[:, -1]
-
-
-def _generate_batch(model, ids: torch.Tensor, length: int, vocab: slice, shared: int, prefix_cache, sampler: Sampler,
-                    stop_at_eos: bool, bar) -> torch.Tensor:
-    """One batch of :func:`generate_rows`: each distinct prefix of ``ids`` ``[b, P]`` prefilled on its own (its
-    numbers cannot depend on the batch), its cache copied into its rows, then all rows decoded together."""
-    n = ids.shape[0]
-    if n < MIN_ROWS:  # the padding rows sample from a throw-away generator
-        spare = torch.Generator(device=ids.device).manual_seed(0)
-        sampler = sampler.for_rows(list(sampler.generators) + [spare] * (MIN_ROWS - n))
-        ids = pad_rows(ids)
-    b, P = ids.shape
-    cache, last = model.new_cache(b, length), []
-    start = 0
-    while start < b:
-        stop = start + 1
-        while stop < b and torch.equal(ids[stop], ids[start]):  # rows of one input share its prefill
-            stop += 1
-        own, h = _prefill_row(model, ids[start], length, shared, prefix_cache)
-        cache.k[:, start:stop, :, :P] = own.k[:, :, :, :P]
-        cache.v[:, start:stop, :, :P] = own.v[:, :, :, :P]
-        last.append(h.expand(stop - start, -1))
-        start = stop
-    cache.length = P
-    seq = torch.zeros(b, length, dtype=torch.long, device=ids.device)
-    seq[:, :P] = ids
-    _decode(seq, range(P, length), _RowLogits(model, cache, model.logits(torch.cat(last), vocab), vocab), sampler,
-            stop_at_eos, bar)
-    if stop_at_eos:
-        seq[:, P:] = _blank_after_eos(seq[:, P:])
-    return seq[:n]
-
-
-@torch.no_grad()
-def score_suffixes(model, prefixes: torch.Tensor, suffixes: torch.Tensor, part: ScorePart, *, shared: int = 0,
-                   bs: int = 16, progress: bool = False, desc: str = 'scoring') -> torch.Tensor:
-    """Cross-entropy ``[m, c, stop-start]`` of ``part`` for every prefix ``[m, P]`` followed by every suffix ``[c, T]``.
-
-    Zero-shot classification of ``m`` images against ``c`` class texts: each prefix (image) is
-    computed once and its keys/values serve all ``c`` suffixes, which run as one batch; ``part``
-    must lie in the suffixes (``start >= P``). Positions after the suffixes' last non-ignored
-    label are not computed (a length fixed by the suffixes alone). The shared first ``shared``
-    tokens (the left text) are computed once for all. ``bs`` is the number of prefixes per
-    progress step; each prefix runs on its own, so its numbers never depend on the others.
-    """
-    _check_positive_int('bs', bs)
-    device = model_device(model)
-    prefixes = torch.as_tensor(prefixes, dtype=torch.long).to(device)
-    suffixes = torch.as_tensor(suffixes, dtype=torch.long).to(device)
-    if prefixes.dim() != 2 or suffixes.dim() != 2 or not len(prefixes) or not len(suffixes):
-        raise InputError(f'prefixes [m, P] and suffixes [c, T] must be non-empty 2-d tensors, got shapes '
-                         f'{tuple(prefixes.shape)} and {tuple(suffixes.shape)}')
-    (m, P), (c, T) = prefixes.shape, suffixes.shape
-    if not P <= part.start < part.stop <= P + T - 1:
-        raise ConfigError(f'{part} must lie in the suffixes (positions {P}..{P + T - 1})')
-    probe = torch.cat((torch.zeros(c, P, dtype=torch.long, device=device), suffixes), dim=1)
-    end = max(int(_needed_ends(probe, [part]).max()), P + 1)
-    width = part.stop - part.start
-    n_vocab = len(range(*part.vocab.indices(model.to_logits[1].out_features)))
-    need = memory_need(model, end, logit_positions=width, n_vocab=n_vocab, held_bytes=m * c * width * 4)
-    check_memory(need, 1 + c, device, desc, f'{m} x {c} rows')  # rows alive at once: one prefix, its suffixes
-    shared = max(0, min(shared, P - 1))
-    if shared and not bool((prefixes[:, :shared] == prefixes[:1, :shared]).all()):
-        raise InputError(f'shared={shared}: the prefixes differ in their first {shared} tokens')
-    prefix_cache = None
-    if shared:
-        prefix_cache = model.new_cache(1, shared)
-        model.hidden(prefixes[:1, :shared], 0, prefix_cache)
-    out = torch.zeros(m, c, width, dtype=torch.float32, device=device)
-    with _progress_bar(progress, math.ceil(m / bs), desc) as bar:
-        for begin in range(0, m, bs):
-            out[begin:begin + bs] = _score_batch(model, prefixes[begin:begin + bs], suffixes, part, end, shared,
-                                                 prefix_cache)
-            bar.update(1)
-    return out
-
-
-def _score_batch(model, prefixes: torch.Tensor, suffixes: torch.Tensor, part: ScorePart, end: int, shared: int,
-                 prefix_cache) -> torch.Tensor:
-    """One batch of :func:`score_suffixes`: each prefix run once, its cache broadcast into the ``c`` suffix rows.
-
-    Both passes run per prefix on shapes fixed by the prefix and the suffixes alone, so an
-    image's numbers cannot depend on how many images share the batch.
-    """
-    n, c = prefixes.shape[0], suffixes.shape[0]
-    P = prefixes.shape[1]
-    stop = min(part.stop, end)
-    ce = torch.zeros(n, c, part.stop - part.start, dtype=torch.float32, device=prefixes.device)
-    if stop <= part.start:  # no label left to score in this part
-        return ce
-    labels = suffixes[:, part.start + 1 - P:stop + 1 - P]
-    for i in range(n):
-        own, _ = _prefill_row(model, prefixes[i], P, shared, prefix_cache)
-        cache = model.new_cache(c, end).expand_from(own)
-        h, _ = model.hidden(suffixes[:, :end - P], P, cache)
-        logits = model.logits(h[:, part.start - P:stop - P], part.vocab).float()
-        ce[i, :, :stop - part.start] = F.cross_entropy(logits.transpose(1, 2), labels,
-                                                       ignore_index=part.ignore_index, reduction='none')
-    return ce

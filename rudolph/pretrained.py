@@ -1,4 +1,5 @@
-"""Self-describing model folders: ``save_pretrained``, ``load_pretrained``, ``convert``, ``push_to_hub``.
+"""Self-describing model folders: ``save_pretrained``, ``load_pretrained`` (``convert`` and
+``push_to_hub``: :mod:`rudolph.publish`; the card: :mod:`rudolph.model_card`).
 
 A saved model is a folder (or a hub repository holding the same files)::
 
@@ -20,7 +21,6 @@ offline cache first and one error naming every missing file, :mod:`rudolph.hub`)
 ``transformers`` use (``model.safetensors`` + ``config.json`` + ``README.md`` with YAML metadata,
 published with ``HfApi.upload_folder``), written and read by this module.
 """
-import dataclasses
 import json
 import logging
 import os
@@ -32,8 +32,11 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 import torch
 
 from .errors import ConfigError, CorruptCheckpointError, WeightsNotFoundError
+from .model_card import model_card
+from .sources import (Source, _plain, model_sources, published_tokenizer, published_vae,  # noqa: F401 (re-exported)
+                      registry_sources, tokenizer_source, vae_source)
 
-__all__ = ['save_pretrained', 'write_pretrained', 'write_description', 'load_pretrained', 'convert', 'push_to_hub',
+__all__ = ['save_pretrained', 'write_pretrained', 'write_description', 'load_pretrained',
            'read_config', 'model_card', 'resolve_pretrained', 'is_pretrained_folder', 'looks_like_repo_id',
            'pretrained_config', 'model_sources', 'registry_sources', 'saved_vae', 'FORMAT', 'FORMAT_VERSION',
            'CONFIG_NAME', 'WEIGHTS_NAME', 'CARD_NAME', 'TOKENIZER_NAME', 'VAE_NAME']
@@ -49,110 +52,7 @@ TOKENIZER_NAME = 'bpe.model'
 VAE_NAME = 'vqgan.safetensors'
 #: the files of a saved model that are published (a trainer checkpoint also holds optimizer and RNG state)
 PUBLISHED_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, TOKENIZER_NAME, VAE_NAME)
-#: config fields that change how a model trains, not what it computes
-_TRAINING_ONLY = ('embedding_dropout_prob', 'attention_dropout_prob', 'output_dropout_prob', 'gradient_checkpointing',
-                  'is_bool_mask')
 _REPO_ID = re.compile(r'^[A-Za-z0-9][\w.-]*/[\w.-]+$')
-Source = Dict[str, Any]
-
-
-# ----------------------------------------------------------------------------- where the parts come from
-def published_tokenizer() -> Source:
-    from .tokenizer.wrapper import HF_FILENAME, HF_REPO_ID
-
-    return {'repo_id': HF_REPO_ID, 'filename': HF_FILENAME}
-
-
-def published_vae() -> Source:
-    from .vae import HF_FILENAMES, HF_REPO_ID
-
-    return {'repo_id': HF_REPO_ID, 'filename': HF_FILENAMES[False], 'config': None, 'dwt': False}
-
-
-def registry_sources(name: str) -> Dict[str, Any]:
-    """``{'base_model', 'tokenizer', 'vae'}`` of a model of ``MODELS``: its packaged files or the published ones."""
-    from .model.configs import MODELS
-
-    entry = MODELS[name]
-    tokenizer = {'path': entry['tokenizer_path']} if entry.get('tokenizer_path') else published_tokenizer()
-    vae = published_vae()
-    if entry.get('vae_path'):
-        config = entry.get('vae_config')
-        vae = {'path': entry['vae_path'], 'config': _plain(config) if config is not None else None, 'dwt': False}
-    return {'base_model': name, 'tokenizer': tokenizer, 'vae': vae}
-
-
-def _plain(value: Any) -> Any:
-    """JSON-ready copy of configs (mappings, tuples, dataclasses)."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        value = dataclasses.asdict(value)
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def infer_base_model(config: Any, spc_tokens: Mapping[str, int]) -> Optional[str]:
-    """The first model of ``MODELS`` with this architecture and these task tokens (dropout aside), if any."""
-    from .model.configs import MODELS
-
-    def key(params: Mapping[str, Any]) -> Dict[str, Any]:
-        return {k: v for k, v in params.items() if k not in _TRAINING_ONLY}
-
-    mine = key(config.to_params())
-    for name, spec in MODELS.items():
-        if key(spec['model_params']) == mine and dict(spec.get('spc_tokens') or {}) == dict(spc_tokens):
-            return name
-    return None
-
-
-def _tokenizer_source(tokenizer: Any) -> Source:
-    """A source from a path, a registered name, a loaded tokenizer or a source dict."""
-    if isinstance(tokenizer, Mapping):
-        return dict(tokenizer)
-    if isinstance(tokenizer, (str, os.PathLike)):
-        from .tokenizer import NAMED_TOKENIZERS
-
-        return {'path': os.fspath(NAMED_TOKENIZERS.get(tokenizer, tokenizer))}
-    bpe = getattr(tokenizer, 'tokenizer', tokenizer)
-    if getattr(bpe, 'model_path', None):
-        return {'path': bpe.model_path}
-    if getattr(bpe, 'data', None) is not None:
-        return {'data': bpe.data}  # trained in memory: written out when saved
-    raise ConfigError(f'tokenizer={type(tokenizer).__name__}: expected a bpe.model path, a loaded YTTM tokenizer or '
-                      'a source dict')
-
-
-def _vae_source(vae: Any) -> Source:
-    if isinstance(vae, Mapping):
-        return dict(vae)
-    if isinstance(vae, (str, os.PathLike)):
-        from .vae import NAMED_VAES
-
-        if vae in NAMED_VAES:
-            path, config = NAMED_VAES[vae]
-            return {'path': path, 'config': _plain(config), 'dwt': False}
-        return {'path': os.fspath(vae), 'config': None, 'dwt': False}
-    if hasattr(vae, 'config') and hasattr(vae, 'model'):
-        return {'object': vae, 'config': _plain(vae.config), 'dwt': bool(getattr(vae, 'dwt', False))}
-    raise ConfigError(f'vae={type(vae).__name__}: expected a VQGAN checkpoint path, a loaded VQGAN or a source dict')
-
-
-def model_sources(model: Any, tokenizer: Any = None, vae: Any = None, base_model: Optional[str] = None,
-                  sources: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
-    """Base model and tokenizer/VQGAN sources: those given, those the model was loaded with, or the registry's."""
-    found = dict(sources or getattr(model, 'pretrained_sources', None) or {})
-    if not found:
-        name = base_model or infer_base_model(model.config, getattr(model, 'spc_tokens', None) or {})
-        found = registry_sources(name) if name else {'base_model': None, 'tokenizer': None, 'vae': None}
-    if base_model is not None:
-        found['base_model'] = base_model
-    if tokenizer is not None:
-        found['tokenizer'] = _tokenizer_source(tokenizer)
-    if vae is not None:
-        found['vae'] = _vae_source(vae)
-    return found
 
 
 # ----------------------------------------------------------------------------- writing
@@ -264,10 +164,13 @@ def write_description(folder: str, config: Mapping[str, Any], name: Optional[str
 
 
 def _write_text(path: str, text: str) -> None:
-    tmp = f'{path}.tmp'
-    with open(tmp, 'w', encoding='utf-8') as f:
-        f.write(text)
-    os.replace(tmp, path)
+    from .serialization import write_atomic
+
+    def write(tmp: str) -> None:
+        with open(tmp, 'w', encoding='utf-8') as f:
+            f.write(text)
+
+    write_atomic(path, write)
 
 
 def _unpack(obj: Any) -> Tuple[Any, Dict[str, Any]]:
@@ -293,9 +196,9 @@ def save_pretrained(obj: Any, save_directory: Union[str, os.PathLike], *, tokeni
     model, parts = _unpack(obj)
     sources = model_sources(model, tokenizer, vae, base_model, parts.get('sources'))
     if tokenizer is None and sources.get('tokenizer') is None and parts.get('tokenizer') is not None:
-        sources['tokenizer'] = _tokenizer_source(parts['tokenizer'])
+        sources['tokenizer'] = tokenizer_source(parts['tokenizer'])
     if vae is None and sources.get('vae') is None and parts.get('vae') is not None:
-        sources['vae'] = _vae_source(parts['vae'])
+        sources['vae'] = vae_source(parts['vae'])
     for part in ('tokenizer', 'vae'):
         if sources.get(part) is None:
             logger.warning('save_pretrained: the %s of this model is unknown; loading the folder will need %s=PATH',
@@ -327,70 +230,6 @@ def _atomic_folder(target: str, fill: Callable[[str], Any]) -> str:
         if os.path.isdir(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
     return target
-
-
-def model_card(config: Mapping[str, Any], name: str) -> str:
-    """The ``README.md`` of a saved model: hub metadata, base model, tasks, training, how to load it."""
-    base, repo = config.get('base_model'), config.get('base_model_repo')
-    tags = ['rudolph', 'text-to-image', 'image-to-text', 'visual-question-answering', 'safetensors']
-    meta = ['---', 'library_name: rudolph', 'language:', '- ru', 'tags:'] + [f'- {t}' for t in tags]
-    if repo:
-        meta.append(f'base_model: {repo}')
-    meta.append('---')
-    c = config['config']
-    lines = meta + ['', f'# {name}', '',
-                    f'A [RuDOLPH](https://github.com/ai-forever/ru-dolph) model saved by `rudolph` '
-                    f'{config.get("library_version", "")} (format version {config["format_version"]}).', '',
-                    f'- base model: {_base_text(base, repo)}',
-                    f'- architecture: {c["num_layers"]} layers, hidden {c["hidden_size"]}, left text '
-                    f'{c["l_text_seq_length"]}, image {c["image_tokens_per_dim"]}x{c["image_tokens_per_dim"]} codes '
-                    f'({8 * c["image_tokens_per_dim"]} px), right text {c["r_text_seq_length"]}',
-                    f'- tasks: {_tasks_text(config.get("spc_tokens") or {})}',
-                    f'- tokenizer: {_part_text(config.get("tokenizer"))}',
-                    f'- VQGAN: {_part_text(config.get("vae"))}']
-    lines += _training_lines(config.get('training'))
-    lines += ['', '## How to load', '', '```python', 'from rudolph.components import Components',
-              '', f"c = Components.from_pretrained('{name}')   # this folder or hub repo id: nothing else needed",
-              'from rudolph.api import ruDolphApi', 'api = ruDolphApi(c.model, c.tokenizer, c.vae)', '```', '',
-              '```bash', f'rudolph caption img.png --model {name}', '```', '']
-    return '\n'.join(lines)
-
-
-def _base_text(base: Optional[str], repo: Optional[str]) -> str:
-    if not base:
-        return 'unknown'
-    where = f' ([{repo}](https://huggingface.co/{repo}))' if repo else ' (embedded in the rudolph package)'
-    return f'`{base}`{where}'
-
-
-def _tasks_text(spc: Mapping[str, int]) -> str:
-    if not spc:
-        return 'text-to-image, image-to-text, text (no task tokens: the `rudolph.pipelines` convention)'
-    names = {'T2I': 'text-to-image', 'I2T': 'image captioning', 'T2T': 'text', 'TQA': 'text QA'}
-    found = sorted({names[k[4:-1]] for k in spc if k[4:-1] in names})
-    return ', '.join(found) + ', VQA, zero-shot classification (task tokens: `ruDolphApi`)'
-
-
-def _part_text(part: Optional[Mapping[str, Any]]) -> str:
-    if not part:
-        return 'not recorded (pass it when loading)'
-    if 'repo_id' in part:
-        return f'`{part["filename"]}` of [{part["repo_id"]}](https://huggingface.co/{part["repo_id"]})'
-    return f'`{part["file"]}` (in this folder)'
-
-
-def _training_lines(training: Optional[Mapping[str, Any]]) -> List[str]:
-    if not training:
-        return []
-    lines = ['', '## Training', '']
-    labels = (('data', 'data'), ('rows', 'training rows'), ('tasks', 'rows per task'), ('steps', 'optimizer steps'),
-              ('epochs', 'epochs'), ('batch_size', 'batch size'), ('grad_accum', 'gradient accumulation'),
-              ('lr', 'learning rate'), ('schedule', 'schedule'), ('precision', 'precision'),
-              ('last_loss', 'last training loss'), ('eval', 'last evaluation'))
-    for key, label in labels:
-        if training.get(key) is not None:
-            lines.append(f'- {label}: {training[key]}')
-    return lines
 
 
 # ----------------------------------------------------------------------------- reading
@@ -556,114 +395,6 @@ def _loaded_sources(config: Dict[str, Any], paths: Mapping[str, Optional[str]], 
     if 'repo_id' in stored_vae:
         return tok, {'config': None, 'dwt': False, **stored_vae}
     return tok, {'path': paths['vae'], 'config': stored_vae.get('config'), 'dwt': bool(stored_vae.get('dwt'))}
-
-
-# ----------------------------------------------------------------------------- convert
-def _shapes_match(params: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -> bool:
-    from .model.loading import check_state_dict
-    from .model.model import ruDolphModel, skip_init
-
-    from .errors import CheckpointMismatchError
-
-    with torch.device('meta'), skip_init():
-        model = ruDolphModel(device='cpu', **params)
-    try:
-        check_state_dict(model, state, params)
-    except CheckpointMismatchError:
-        return False
-    return True
-
-
-def _architecture(name: Optional[str], config: Optional[Mapping[str, Any]],
-                  state: Mapping[str, torch.Tensor], path: str) -> Tuple[Optional[str], Dict[str, Any]]:
-    """(registry name or ``None``, constructor params) of a checkpoint: given, or the one model it fits."""
-    from .model.configs import MODELS
-
-    if config is not None:
-        return name if name in MODELS else None, dict(config)
-    if name is not None:
-        return name, MODELS[name]['model_params']
-    fits = [n for n, spec in MODELS.items() if _shapes_match(spec['model_params'], state)]
-    if len({json.dumps(MODELS[n]['model_params'], sort_keys=True) for n in fits}) != 1:
-        raise ConfigError(f'{path!r}: cannot tell which model this checkpoint is (it fits {fits or "none"} of '
-                          f'{sorted(MODELS)}); pass the model name (--model) or its params (--config)')
-    return fits[0], MODELS[fits[0]]['model_params']
-
-
-def convert(name_or_path: Union[str, os.PathLike], out_dir: Union[str, os.PathLike], *, model: Optional[str] = None,
-            config: Optional[Mapping[str, Any]] = None, cache_dir: Optional[str] = None) -> str:
-    """A published checkpoint (a ``MODELS`` name, a ``.bin``/``.ckpt`` file or folder) as a saved-model folder.
-
-    The checkpoint is memory-mapped and its tensors are written one by one as they are (dtype and
-    values bit for bit), so it is never copied whole into memory. ``model`` names the architecture
-    of a local file (found from its shapes when it fits exactly one registered model), ``config``
-    gives the params of an unregistered one. Returns the folder.
-    """
-    from .model.configs import MODELS
-    from .model.config import RudolphConfig
-    from .model.loading import load_checkpoint, resolve_checkpoint
-
-    source = os.fspath(name_or_path)
-    if model is not None and model not in MODELS:
-        raise ConfigError(f'model {model!r}: expected one of {sorted(MODELS)}')
-    if source in MODELS:
-        try:
-            model, path = source, resolve_checkpoint(source, cache_dir=cache_dir)
-        except WeightsNotFoundError as error:
-            raise WeightsNotFoundError(f'{error}; for convert: rudolph convert path/to/pytorch_model.bin OUT_DIR '
-                                       f'--model {source}') from None
-    else:
-        path = resolve_checkpoint(model or '', source)
-    state = load_checkpoint(path)
-    name, params = _architecture(model, config, state, path)
-    if not _shapes_match(params, state):
-        raise ConfigError(f'{path!r} does not fit the architecture {params}; pass the right model name or --config')
-    sources = registry_sources(name) if name else {'base_model': None, 'tokenizer': None, 'vae': None}
-    dtypes = {v.dtype for v in state.values() if v.is_floating_point()}
-    meta = pretrained_config(RudolphConfig.from_params(params), MODELS[name].get('spc_tokens') if name else {}, sources,
-                             dtype=dtypes.pop() if len(dtypes) == 1 else None)
-    meta['converted_from'] = os.path.basename(path) if source not in MODELS else \
-        f'{MODELS[source]["repo_id"]}/{MODELS[source]["filename"]}' if MODELS[source].get('repo_id') else source
-    target = os.fspath(out_dir)
-    return _atomic_folder(target, lambda tmp: write_pretrained(tmp, state, meta, sources,
-                                                               os.path.basename(os.path.abspath(target))))
-
-
-# ----------------------------------------------------------------------------- publish
-def push_to_hub(source: Any, repo_id: str, *, token: Optional[str] = None, private: Optional[bool] = None,
-                commit_message: Optional[str] = None, revision: Optional[str] = None, create_pr: bool = False,
-                endpoint: Optional[str] = None) -> str:
-    """Publish a saved model (folder, fine-tuning output folder / ``latest``, model or Components) as ``repo_id``.
-
-    Creates the repository if needed (``HfApi.create_repo(exist_ok=True)``) and uploads the model's
-    files in one commit (``upload_folder``); optimizer and RNG state of a trainer checkpoint stay
-    behind. Returns the commit URL.
-    """
-    from huggingface_hub import HfApi
-
-    if not _REPO_ID.match(str(repo_id)):
-        raise ConfigError(f'repo_id {repo_id!r}: expected owner/name')
-    with tempfile.TemporaryDirectory(prefix='rudolph-push-') as tmp:
-        if isinstance(source, (str, os.PathLike)):
-            folder = resolve_pretrained(source)
-        else:
-            folder = save_pretrained(source, os.path.join(tmp, repo_id.split('/')[-1]))
-        read_config(os.path.join(folder, CONFIG_NAME))
-        files = [f for f in PUBLISHED_FILES if os.path.isfile(os.path.join(folder, f))]
-        api = HfApi(endpoint=endpoint, token=token)
-        try:
-            api.create_repo(repo_id, private=private, exist_ok=True)
-            info = api.upload_folder(repo_id=repo_id, folder_path=folder, allow_patterns=files, revision=revision,
-                                     create_pr=create_pr, commit_message=commit_message or f'Upload {", ".join(files)}')
-        except OSError:
-            raise  # the hub's HTTP errors (HfHubHTTPError) say what the hub answered
-        except Exception as error:  # noqa: BLE001 -- the HTTP client's network errors are not OSErrors
-            if type(error).__module__.split('.')[0] not in ('httpx', 'httpx2', 'requests', 'urllib3'):
-                raise
-            raise ConnectionError(f'cannot reach the hub to push {repo_id}: {type(error).__name__}: '
-                                  f'{str(error)[:200]}') from error
-    logger.info('pushed %s to %s', folder, repo_id)
-    return str(getattr(info, 'commit_url', info))
 
 
 def saved_vae(name_or_path: Union[str, os.PathLike], cache_dir: Optional[str] = None) -> Tuple[str, Any, bool]:

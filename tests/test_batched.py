@@ -12,7 +12,8 @@ from rudolph import batched, tasks
 from rudolph.batched import row_seed
 from rudolph.demo import load_bundle
 from rudolph.demo.shapes import render
-from rudolph.engine import Layout, ScorePart, cross_entropy, generate, generate_rows, score_suffixes
+from rudolph.engine import Layout, ScorePart, cross_entropy, generate
+from rudolph.engine_rows import generate_rows, score_suffixes
 from rudolph.errors import ConfigError, InputError
 from rudolph.model import ruDolphModel
 from rudolph.sampling import Sampler, make_generator

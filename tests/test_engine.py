@@ -1,7 +1,7 @@
 """The engine: generation and scoring, its memory estimate (refused before allocating, with the
 largest bs that fits).
 
-For the memory estimate only the memory probe (``engine.available_memory``) is mocked; the estimate, the check and
+For the memory estimate (:mod:`rudolph.memory`) only the memory probe (``memory.available_memory``) is mocked; the estimate, the check and
 the generation / scoring paths run for real on the tiny model.
 """
 import pytest
@@ -9,7 +9,7 @@ import torch
 
 from fakes import UnsizedTokenizer
 from references import reference_ce
-from rudolph import engine, pipelines
+from rudolph import engine, memory, pipelines
 from rudolph.api import DEFAULT_SPC_TOKENS, ruDolphApi
 from rudolph.engine import Layout, ScorePart, ce_to_ppl, cross_entropy, generate, memory_need
 from rudolph.errors import ResourceError, RudolphError
@@ -26,7 +26,7 @@ def test_generate_refuses_a_batch_that_does_not_fit_and_names_the_bs_that_does(t
     length, num = lay.L + lay.N2, 40
     need = memory_need(tiny_model, length, logit_positions=1, n_vocab=lay.image_vocab, held_bytes=2 * num * length * 8,
                        forward_positions=1)  # cached decoding feeds one position per step
-    monkeypatch.setattr(engine, 'available_memory', lambda device: need.total(3) + 1)
+    monkeypatch.setattr(memory, 'available_memory', lambda device: need.total(3) + 1)
     kwargs = dict(vocab=lay.image_slice, top_k=0, top_p=1.0, seed=0, progress=False)
     with pytest.raises(ResourceError, match='largest bs that fits is 3') as info:
         generate(tiny_model, _image_prefix(lay), length, num, bs=num, **kwargs)
@@ -36,7 +36,7 @@ def test_generate_refuses_a_batch_that_does_not_fit_and_names_the_bs_that_does(t
 
 def test_generate_refuses_too_many_results_even_with_bs_1(tiny_model, monkeypatch):
     lay = Layout.from_model(tiny_model)
-    monkeypatch.setattr(engine, 'available_memory', lambda device: 10 ** 6)
+    monkeypatch.setattr(memory, 'available_memory', lambda device: 10 ** 6)
     with pytest.raises(ResourceError, match=r'even with bs=1 \(num=100000'):
         generate(tiny_model, _image_prefix(lay), lay.L + lay.N2, 100000, bs=100000, vocab=lay.image_slice, top_k=0,
                  top_p=1.0, seed=0, progress=False)
@@ -62,7 +62,7 @@ def test_real_probe_lets_a_sane_call_pass_and_refuses_a_billion_images(tiny_mode
 def test_probe_falls_back_to_sysconf_without_proc_meminfo(monkeypatch):
     def no_file(*args, **kwargs):
         raise OSError('no /proc here')
-    monkeypatch.setattr(engine, 'open', no_file, raising=False)
+    monkeypatch.setattr(memory, 'open', no_file, raising=False)
     value = engine.available_memory('cpu')
     assert isinstance(value, int) and value > 0
 
@@ -70,10 +70,10 @@ def test_probe_falls_back_to_sysconf_without_proc_meminfo(monkeypatch):
 def test_scoring_checks_its_batches_too(tiny_model, monkeypatch):
     lay = Layout.from_model(tiny_model)
     ids = torch.randint(4, 100, (20, lay.L))
-    monkeypatch.setattr(engine, 'available_memory', lambda device: 1)
+    monkeypatch.setattr(memory, 'available_memory', lambda device: 1)
     with pytest.raises(ResourceError, match='scoring'):
         cross_entropy(tiny_model, ids, [ScorePart(0, lay.L - 1, lay.text_slice)], bs=8)
-    monkeypatch.setattr(engine, 'available_memory', lambda device: None)  # unknown: nothing is checked
+    monkeypatch.setattr(memory, 'available_memory', lambda device: None)  # unknown: nothing is checked
     assert cross_entropy(tiny_model, ids, [ScorePart(0, lay.L - 1, lay.text_slice)], bs=8)[0].shape == (20, lay.L - 1)
 
 

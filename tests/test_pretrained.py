@@ -14,7 +14,8 @@ from rudolph import cli
 from rudolph.components import Components
 from rudolph.errors import CheckpointError, ConfigError, CorruptCheckpointError, WeightsNotFoundError
 from rudolph.model import MODELS, get_rudolph_model
-from rudolph.pretrained import CARD_NAME, CONFIG_NAME, FORMAT_VERSION, convert, push_to_hub, read_config
+from rudolph.pretrained import CARD_NAME, CONFIG_NAME, FORMAT_VERSION, read_config
+from rudolph.publish import convert, push_to_hub
 from rudolph.safetensors_io import is_safetensors, read_safetensors, write_safetensors
 
 TINY = 'tiny-shapes'
