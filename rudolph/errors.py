@@ -8,7 +8,7 @@ Messages name the bad value and what was expected.
 
 __all__ = ['RudolphError', 'ConfigError', 'CheckpointError', 'CheckpointMismatchError', 'CorruptCheckpointError',
            'UnsafeCheckpointError', 'WeightsNotFoundError', 'InputError', 'DataError', 'ResourceError',
-           'MissingDependencyError']
+           'MissingDependencyError', 'Cancelled']
 
 
 class RudolphError(Exception):
@@ -53,3 +53,7 @@ class ResourceError(RudolphError, MemoryError):
 
 class MissingDependencyError(RudolphError, ImportError):
     """An optional package that a feature needs is not installed (says what to ``pip install``)."""
+
+
+class Cancelled(RudolphError, RuntimeError):
+    """Work stopped on request (e.g. the web app's Stop button) before it finished."""

@@ -16,7 +16,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from ..errors import ConfigError, InputError, RudolphError
+from ..errors import Cancelled, ConfigError, InputError, RudolphError  # noqa: F401 (Cancelled: re-exported)
 
 __all__ = ['Result', 'Cancelled', 'ModelCache', 'DeviceLocks', 'DTYPES', 'BANDS', 'DEFAULT_T2I_SAMPLING',
            'model_choices', 'device_choices', 'defaults_for', 'progress_callback', 'parse_classes', 'open_image',
@@ -32,10 +32,6 @@ BANDS = ('up', 'down', 'left', 'right')
 DEFAULT_T2I_SAMPLING = {'top_k': 768, 'top_p': 0.99, 'temperature': 1.0}
 
 Report = Callable[[float, str], None]
-
-
-class Cancelled(RudolphError, RuntimeError):
-    """A request stopped by the user (the page's Stop button) before it finished."""
 
 
 @dataclass
