@@ -13,7 +13,7 @@ bs=7). The streaming iterators (``caption_images`` ...) live in :mod:`rudolph.ba
 and are re-exported here.
 """
 import hashlib
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -107,6 +107,18 @@ def _images_list(images) -> list:
     return list(images)
 
 
+def _sampled_inputs(images, keys: Sequence[str], count_name: str, count: int, generations_num: Optional[int],
+                    bs: int) -> Tuple[list, List[str], int]:
+    """Checked ``(images, keys, generations_num)`` of a task that keeps ``count`` of ``generations_num`` samples
+    (default ``count``) per picture."""
+    check_count(count_name, count)
+    generations_num = count if generations_num is None else generations_num
+    check_count('generations_num', generations_num)
+    check_count('bs', bs)
+    images = _images_list(images)
+    return images, _check_keys(keys, len(images)), generations_num
+
+
 @torch.no_grad()
 def encode_images(parts: Parts, images: Sequence[Any]) -> torch.Tensor:
     """VQGAN codes ``[n, N*N]`` of PIL images or preprocessed ``FloatTensor[3, px, px]`` (``px = 8 N``, in [0, 1]).
@@ -179,12 +191,7 @@ def caption_batch(parts: Parts, images: Sequence[Any], keys: Sequence[str], *, s
     """Per picture ``{'captions': [...], 'scores': [...]}``: the ``captions_num`` best of ``generations_num``
     (default ``captions_num``) sampled captions, best first, ranked as :func:`rudolph.tasks.captioning`
     ranks them (lower score is better; a lone distinct caption scores 0). ``bs``: model rows per batch."""
-    check_count('captions_num', captions_num)
-    generations_num = captions_num if generations_num is None else generations_num
-    check_count('generations_num', generations_num)
-    check_count('bs', bs)
-    images = _images_list(images)
-    keys = _check_keys(keys, len(images))
+    images, keys, generations_num = _sampled_inputs(images, keys, 'captions_num', captions_num, generations_num, bs)
     template = check_text('template', template, True)
     codes = encode_images(parts, images)
     texts = _right_texts(parts, codes, [template] * len(images), keys, generations_num, seed=seed,
@@ -213,12 +220,7 @@ def vqa_batch(parts: Parts, images: Sequence[Any], questions: Union[str, Sequenc
     """Per picture ``{'answers', 'scores', 'counts'}``: its question's distinct answers, most frequent first
     (:func:`rudolph.tasks.vqa`'s rule); ``scores`` are the answers' shares of the ``generations_num``
     (default ``answers_num``) samples. ``questions``: one for all pictures or one per picture."""
-    check_count('answers_num', answers_num)
-    generations_num = answers_num if generations_num is None else generations_num
-    check_count('generations_num', generations_num)
-    check_count('bs', bs)
-    images = _images_list(images)
-    keys = _check_keys(keys, len(images))
+    images, keys, generations_num = _sampled_inputs(images, keys, 'answers_num', answers_num, generations_num, bs)
     template = check_template('template', template, slot='question', what='question')
     prompts = [template.format(question=q).lower().strip() for q in _questions(questions, len(images))]
     codes = encode_images(parts, images)
