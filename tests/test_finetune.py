@@ -192,6 +192,20 @@ def test_frozen_parameters_do_not_change(tmp_path, tiny_params):
     assert not torch.equal(before['to_logits.1.weight'], after['to_logits.1.weight'])
 
 
+def test_an_int8_model_cannot_be_fine_tuned(tmp_path, tiny_params):
+    from rudolph.errors import ConfigError
+    from rudolph.model.quant import quantize_linears
+
+    model = tiny(tiny_params)
+    ds = prepare_dataset(text_rows(), FakeTokenizer(), None, model, spc_tokens=SPC)
+    quantize_linears(model.to(torch.bfloat16))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ConfigError, match=r"quantize='int8'.*int8 layers.*Load it without quantize"):
+        train(model, ds, config(tmp_path, max_steps=1, save_final=False))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not os.path.exists(os.path.join(tmp_path, 'out', 'metrics.jsonl'))
+
+
 # ----------------------------------------------------------------------------- training
 TASK_ROWS = {
     't2i': lambda p: [{'image': p[i], 'left_text': f'картинка {i}'} for i in range(4)],

@@ -94,6 +94,25 @@ def test_int8_linear_matches_the_float_layer_on_both_kernel_paths():
     assert big.shape == (3, 5, 300) and torch.allclose(small.float(), big[:1, :1].float(), atol=2e-2)
 
 
+def test_int8_kernel_applies_exact_scales_and_older_scales_keep_the_float32_path():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 48)
+    q = Int8Linear.from_linear(linear)
+    x = torch.randn(3, 64).bfloat16()
+    reference = (x.float() @ (q.weight.float() * q.weight_scale[:, None]).T + q.bias.float())
+    with torch.no_grad():
+        assert q._act_scale(torch.bfloat16) is not None  # quantize_weight's scales are bf16-exact
+        fast = q(x)
+        assert ((fast.float() - reference).abs().max() / reference.abs().max()) < 1e-2
+        # a scale bf16 cannot hold (an int8 file written before scales were rounded): the float32 path,
+        # whose result is the exact product rounded once
+        q.weight_scale.copy_(q.weight_scale * (1 + 2 ** -12))
+        assert q._act_scale(torch.bfloat16) is None
+        slow = q(x)
+        exact = (x.float() @ (q.weight.float() * q.weight_scale[:, None]).T + q.bias.float()).bfloat16()
+        assert torch.allclose(slow.float(), exact.float(), rtol=1e-2, atol=1e-2)
+
+
 def test_quantised_models_hold_int8_linears_and_activation_dtype_elsewhere():
     model = get_rudolph_model('tiny-shapes', quantize='int8')
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
@@ -370,9 +389,11 @@ def test_blockwise_quantisation_is_the_per_channel_formula_and_leaves_the_source
     w = torch.randn(700, 600) * torch.rand(700, 1)  # channels of different ranges; several blocks of rows
     source = w.clone()
     q, scale = quant.quantize_weight(w)
-    expected_scale = w.abs().amax(dim=1) / 127
+    # max |w| / 127, rounded up to the next value bf16 holds exactly (at most 2**-7 relative)
+    expected_scale = quant.bf16_exact_ceil(w.abs().amax(dim=1) / 127)
     assert torch.equal(w, source) and q.dtype == torch.int8 and scale.dtype == torch.float32
-    assert torch.allclose(scale, expected_scale)
+    assert torch.equal(scale, expected_scale) and torch.equal(scale.bfloat16().float(), scale)
+    assert bool((scale >= w.abs().amax(dim=1) / 127).all())
     assert torch.equal(q, torch.round(w / expected_scale[:, None]).clamp(-127, 127).to(torch.int8))
 
 

@@ -166,6 +166,17 @@ def train(model: nn.Module, train_data: EncodedDataset, config: TrainConfig,
     return Trainer(model, train_data, config, eval_data=eval_data, step_callback=step_callback).run()
 
 
+def _check_trainable_model(model: nn.Module) -> None:
+    """``ConfigError`` for a model whose weights cannot learn: int8 layers hold their weights as buffers."""
+    from rudolph.model.quant import Int8Linear
+
+    int8 = [name for name, m in model.named_modules() if isinstance(m, Int8Linear)]
+    if int8:
+        raise ConfigError(f"cannot fine-tune a model loaded with quantize='int8' ({len(int8)} int8 layers, e.g. "
+                          f"{int8[0]!r}): int8 weights are for inference. Load it without quantize (float32, or "
+                          f"precision='bf16' for bf16 autocast while training), then quantise the result")
+
+
 def resolve_train_precision(precision: str, cpu: bool) -> str:
     """``'auto'`` -> ``'bf16'`` where the device computes bf16 natively, else ``'fp32'``; others unchanged."""
     if precision != 'auto':
@@ -190,6 +201,7 @@ class Trainer:
         if not isinstance(train_data, EncodedDataset):
             raise TypeError(f'train_data must be an EncodedDataset (see prepare_dataset), got '
                             f'{type(train_data).__name__}')
+        _check_trainable_model(model)
         self.model, self.train_data, self.config, self.eval_data = model, train_data, config, eval_data
         self.step_callback = step_callback
         self.state = TrainState()

@@ -1,12 +1,12 @@
 """Reduced precision: the one dtype/quantisation resolver and the int8 weight-only ``Int8Linear``.
 
 Int8 weights are symmetric per output channel: ``w ~= q * scale`` with ``q`` in ``[-127, 127]``
-and ``scale = max|w_row| / 127`` (float32). Activations stay in a half-precision dtype (bf16 on
+and ``scale = max|w_row| / 127`` (float32, rounded up to a value bf16 holds exactly). Activations stay in a half-precision dtype (bf16 on
 CPU, fp16/bf16 on CUDA). Which kernel multiplies depends on the rows of the call
 (:data:`INT8_MM_MAX_ROWS`, measured by ``bench/precision.py --parts kernels``):
 
 * few rows (decode steps): ``torch._weight_int8pack_mm`` reads the int8 weight once, a quarter
-  of the fp32 bytes;
+  of the fp32 bytes, and applies the scale itself (exact in bf16, so no per-channel shift);
 * many rows (prefill, scoring, large batches): the weight converted to the activation dtype
   (exact: int8 values fit bf16/fp16) and one ``F.linear``, the per-channel scale applied to its
   output; the matmul's cost then dominates the conversion.
@@ -29,7 +29,7 @@ from ..errors import ConfigError, CorruptCheckpointError, MissingDependencyError
 from ..serialization import write_atomic
 
 __all__ = ['Int8Linear', 'INT8_MM_MAX_ROWS', 'QUANT_METHODS', 'Precision', 'resolve_precision', 'parse_dtype',
-           'cpu_has_native_bf16', 'quantize_weight', 'quantize_linears', 'quantized_linear_names',
+           'cpu_has_native_bf16', 'bf16_exact_ceil', 'quantize_weight', 'quantize_linears', 'quantized_linear_names',
            'int8_kernel_available', 'save_int8', 'read_int8_file', 'int8_file_metadata', 'release_pages',
            'trim_heap']
 
@@ -155,8 +155,21 @@ def resolve_precision(dtype: Union[None, str, torch.dtype] = None, quantize: Opt
 _BLOCK_ELEMENTS = 1 << 18
 
 
+def bf16_exact_ceil(x: torch.Tensor) -> torch.Tensor:
+    """The smallest float32 values ``>= x`` (positive, finite) that bfloat16 holds exactly.
+
+    A scale that bf16 (and fp16, in its range) represents exactly can go straight into the int8
+    kernel without the systematic per-channel shift that rounding it would cause.
+    """
+    bits = x.contiguous().view(torch.int32)
+    return ((bits + 0xFFFF) & ~0xFFFF).view(torch.float32)
+
+
 def quantize_weight(weight: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(int8 [out, in], float32 scale [out])`` with ``weight ~= q * scale[:, None]`` per output channel.
+
+    Each scale is ``max|w_row| / 127`` rounded up to a bfloat16-exact value (:func:`bf16_exact_ceil`), so
+    the half-precision kernel applies it exactly.
 
     Converted in blocks of rows: whole-tensor float32 temporaries (tens of MB each, freed and
     allocated again for every tensor of a checkpoint) fragment glibc's heap, which kept several
@@ -168,7 +181,7 @@ def quantize_weight(weight: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     rows = max(1, _BLOCK_ELEMENTS // max(w.shape[1], 1))
     for begin in range(0, w.shape[0], rows):
         block = w[begin:begin + rows].to(torch.float32, copy=True)  # a copy: the source stays untouched
-        s = (block.abs().amax(dim=1) / 127.0).clamp_(min=torch.finfo(torch.float32).tiny)
+        s = bf16_exact_ceil((block.abs().amax(dim=1) / 127.0).clamp_(min=torch.finfo(torch.bfloat16).tiny))
         scale[begin:begin + rows] = s
         q[begin:begin + rows] = block.div_(s[:, None]).round_().clamp_(-127, 127)
     return q, scale
@@ -217,14 +230,31 @@ class Int8Linear(nn.Module):
         if rows is not None:
             w, scale, bias = w[rows], scale[rows], None if bias is None else bias[rows]
         flat = x.reshape(-1, x.shape[-1])
-        if 0 < flat.shape[0] <= INT8_MM_MAX_ROWS and not torch.is_grad_enabled():
-            out = _int8_mm(flat, w)
-        else:  # int8 -> activation dtype is exact
-            out = F.linear(flat, w.to(x.dtype))
+        few_rows = 0 < flat.shape[0] <= INT8_MM_MAX_ROWS and not torch.is_grad_enabled()
+        act_scale = self._act_scale(x.dtype) if few_rows and x.device.type == 'cpu' else None
+        if act_scale is not None:  # the kernel applies the (exact) scale: one call and the bias
+            out = torch._weight_int8pack_mm(flat.contiguous(), w, act_scale if rows is None else act_scale[rows])
+            out = out if bias is None else out.add_(bias)
+            return out.reshape(*x.shape[:-1], w.shape[0])
+        out = _int8_mm(flat, w) if few_rows else F.linear(flat, w.to(x.dtype))  # int8 -> bf16/fp16 is exact
         # The float32 scale on the (small) output: a scale rounded to bf16 would shift each channel by up
         # to 0.4%, the same way at every position (it changed zero-shot orders in bench/precision_quality.py).
         out = out.float() * scale if bias is None else torch.addcmul(bias.float(), out.float(), scale)
         return out.to(x.dtype).reshape(*x.shape[:-1], w.shape[0])
+
+    def _act_scale(self, dtype: torch.dtype) -> Optional[torch.Tensor]:
+        """``weight_scale`` in ``dtype`` if that holds it exactly (scales of :func:`quantize_weight`), else ``None``.
+
+        Kept until the scale tensor changes (its version counts in-place loads) or moves.
+        """
+        scale = self.weight_scale
+        key = (dtype, scale.device, scale.data_ptr(), scale._version)
+        cached = self.__dict__.get('_act_scale_cache')
+        if cached is None or cached[0] != key:
+            converted = scale.to(dtype)
+            cached = (key, converted if torch.equal(converted.float(), scale) else None)
+            self.__dict__['_act_scale_cache'] = cached
+        return cached[1]
 
     def extra_repr(self) -> str:
         return f'in_features={self.in_features}, out_features={self.out_features}, int8 weights'
