@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # the loader imports torch: only when a command runs
 
 __all__ = ['CliError', 'json_option', 'load', 'PART_OPTIONS', 'add_common', 'add_sampling',
            'positive_int', 'check_model_args', 'check_device_option', 'add_precision', 'precision_args',
-           'DTYPE_CHOICES']
+           'DTYPE_CHOICES', 'text_sampling']
 
 
 class CliError(RudolphError):
@@ -52,6 +52,13 @@ def add_sampling(p: argparse.ArgumentParser, top_k: Optional[int], top_p: Option
     g.add_argument('--top-p', type=_top_p, default=top_p, help=f'nucleus filter in (0, 1] (default {default(top_p)})')
     g.add_argument('--temperature', type=_temperature, default=temperature,
                    help=f'> 0 (default {default(temperature)})')
+
+
+def text_sampling(args: argparse.Namespace, parts, task: str = 'captions'):
+    """The text sampling of ``task`` (``'captions'``, ``'texts'``): the options given, the convention's defaults."""
+    from rudolph.tasks import text_sampling_for
+
+    return text_sampling_for(parts.reference, task, args.top_k, args.top_p, args.temperature)
 
 
 # ----------------------------------------------------------------------------- shared options

@@ -12,7 +12,7 @@ from typing import Any, Dict, Iterator, Optional
 from .config import RudolphConfig
 
 __all__ = ['MODELS', 'ModelSpec', 'DEFAULT_SPC_TOKENS', 'TINY_SHAPES', 'TINY_SHAPES_DIR', 'TINY_SHAPES_PARAMS',
-           'TINY_SHAPES_SPC_TOKENS', 'TINY_SHAPES_VQGAN_CONFIG', 'TINY_SHAPES_T2I_SAMPLING']
+           'TINY_SHAPES_SPC_TOKENS', 'TINY_SHAPES_VQGAN_CONFIG', 'TINY_SHAPES_T2I_SAMPLING', 'DEFAULT_T2I_SAMPLING']
 
 #: task-token ids of the published task-token checkpoints (350M v2, 2.7B, 2.7B FBC2).
 DEFAULT_SPC_TOKENS: Dict[str, int] = {
@@ -26,6 +26,9 @@ DEFAULT_SPC_TOKENS: Dict[str, int] = {
     '<LT_TQA>': 16390,
     '<RT_TQA>': 16391,
 }
+#: text-to-image sampling of a model whose spec records none (``ModelSpec.sampling['text2image']``)
+DEFAULT_T2I_SAMPLING: Mapping = MappingProxyType(dict(top_k=768, top_p=0.99, temperature=1.0))
+
 
 def _frozen(mapping: Optional[Mapping]) -> Mapping:
     """A read-only copy (nested mappings too), so that a registry entry cannot be changed in place."""
