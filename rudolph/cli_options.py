@@ -3,7 +3,6 @@
 Nothing here imports torch at import time (``rudolph --help`` stays fast).
 """
 import argparse
-import json
 import os
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 
@@ -116,17 +115,13 @@ def precision_args(args: argparse.Namespace) -> Dict[str, Any]:
 
 def json_option(value: str, option: str) -> Dict[str, Any]:
     """A JSON object from a file path or from the option text itself."""
+    from .tables import json_object
+
     text = value
     if os.path.isfile(value):
         with open(value, encoding='utf-8') as f:
             text = f.read()
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise CliError(f'{option} must be a JSON object or a file holding one, got {value!r} ({error})') from None
-    if not isinstance(obj, dict):
-        raise CliError(f'{option} must be a JSON object, got {type(obj).__name__}')
-    return obj
+    return json_object(text, f'{option} {value!r}', 'a JSON object or a file holding one')
 
 
 #: the option that replaces each part of a model on the command line

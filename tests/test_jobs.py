@@ -84,6 +84,21 @@ def test_inputs_folder_glob_list_and_tables(tmp_path):
                                                                                ('000001', 'красный квадрат')]
 
 
+def test_json_object_errors_name_where(tmp_path):
+    from rudolph.cli_options import json_option
+    from rudolph.tables import json_object, jsonl_rows
+
+    assert json_object('{"a": 1}', 'x') == {'a': 1}
+    with pytest.raises(DataError, match=r"^f.jsonl:2: not valid JSON \(.*\); expected one JSON object a line$"):
+        list(jsonl_rows(['{"a": 1}\n', '{oops\n'], 'f.jsonl'))
+    with pytest.raises(DataError, match='^f.jsonl:1: expected a JSON object, got list$'):
+        list(jsonl_rows(['[1]\n'], 'f.jsonl'))
+    with pytest.raises(DataError, match=r"^--config '\{\"ch\": ': not valid JSON .*a file holding one$"):
+        json_option('{"ch": ', '--config')
+    (tmp_path / 'c.json').write_text('{"ch": 64}')
+    assert json_option(str(tmp_path / 'c.json'), '--config') == {'ch': 64}
+
+
 def test_open_image_is_the_one_picture_reader(tmp_path):
     from rudolph.jobs.data import ImageDataset
     from rudolph.jobs.inputs import Item, open_image
