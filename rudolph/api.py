@@ -16,8 +16,8 @@ from .model.config import Layout
 from .errors import ConfigError
 from .model.configs import DEFAULT_SPC_TOKENS
 from .sampling import check_sampling_args
-from .tasks import VQA_TEMPLATE, Parts, SamplingConfig
-from .utils import check_count, check_template, warn_ignored_seed
+from .tasks import DEFAULT_IMAGE_SAMPLING, VQA_TEMPLATE, Parts, SamplingConfig
+from .utils import check_count, check_fraction, check_template, warn_ignored_seed
 
 __all__ = ['ruDolphApi', 'DEFAULT_SPC_TOKENS', 'VQA_TEMPLATE']
 
@@ -31,10 +31,10 @@ class ruDolphApi:  # noqa: N801 (original name)
     """
 
     def __init__(self, model, tokenizer, vae, spc_tokens: Optional[Mapping[str, int]] = None, quite: bool = False, *,
-                 bs: int = 24, q: float = 0.5, txt_top_k: int = 64, img_top_k: int = 768, txt_top_p: float = 0.8,
-                 img_top_p: float = 0.99, txt_temperature: float = 0.9, img_temperature: float = 1.0):
-        if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0.0 <= q <= 1.0:
-            raise ConfigError(f'q must be a quantile in [0, 1], got {q!r}')
+                 bs: int = 24, q: float = 0.5, txt_top_k: int = 64, img_top_k: int = DEFAULT_IMAGE_SAMPLING.top_k,
+                 txt_top_p: float = 0.8, img_top_p: float = DEFAULT_IMAGE_SAMPLING.top_p, txt_temperature: float = 0.9,
+                 img_temperature: float = DEFAULT_IMAGE_SAMPLING.temperature):
+        check_fraction('q', q, 'a quantile in [0, 1]')
         check_count('bs', bs)
         check_sampling_args(txt_top_k, txt_top_p, txt_temperature)
         check_sampling_args(img_top_k, img_top_p, img_temperature)
@@ -71,13 +71,8 @@ class ruDolphApi:  # noqa: N801 (original name)
     def _sampling(self, bs, top_k, top_p, temperature, kind: str) -> Tuple[int, SamplingConfig]:
         """``bs`` and the sampling of a call, the instance defaults filling what is ``None``."""
         pre = 'img' if kind == 'img' else 'txt'
-        bs = self.bs if bs is None else bs
-        check_count('bs', bs)
-        return bs, SamplingConfig(*(getattr(self, f'{pre}_{k}') if v is None else v
+        return self.bs if bs is None else bs, SamplingConfig(*(getattr(self, f'{pre}_{k}') if v is None else v
                                     for k, v in (('top_k', top_k), ('top_p', top_p), ('temperature', temperature))))
-
-    def _scores(self, ppl_txt: torch.Tensor, ppl_img: torch.Tensor, ppl_txt_w: float) -> torch.Tensor:
-        return tasks.rerank_scores(ppl_txt, ppl_img, ppl_txt_w, self.q)
 
     @staticmethod
     def ce_to_ppl(ce: torch.Tensor) -> torch.Tensor:
@@ -100,7 +95,6 @@ class ruDolphApi:  # noqa: N801 (original name)
                            seed: Optional[int] = None, use_cache: bool = True,
                            special_token: str = '<LT_T2I>') -> torch.Tensor:
         """``[images_num, N*N]`` image codes for ``text`` (left text with ``special_token``)."""
-        check_count('images_num', images_num)
         bs, sampling = self._sampling(bs, top_k, top_p, temperature, 'img')
         return tasks.text_to_image(self.parts, text, images_num, sampling, bs=bs, seed=seed, use_cache=use_cache,
                                    image_prompts=image_prompts, token=special_token)
@@ -112,9 +106,6 @@ class ruDolphApi:  # noqa: N801 (original name)
                                special_token: str = '<LT_UNK>') -> torch.Tensor:
         """Codes sampled from ``(1-w) * p(text) + w * p(template.format(text=text))`` (per-branch
         top-k/top-p; with ``late_softmax`` the filtered logits are mixed before one softmax)."""
-        if isinstance(weight_cfg, bool) or not isinstance(weight_cfg, (int, float)) or not 0.0 <= weight_cfg <= 1.0:
-            raise ConfigError(f'weight_cfg must be in [0, 1], got {weight_cfg!r}')
-        check_count('images_num', images_num)
         bs, sampling = self._sampling(bs, top_k, top_p, temperature, 'img')
         return tasks.text_to_image(self.parts, text, images_num, sampling, bs=bs, seed=seed, use_cache=use_cache,
                                    image_prompts=image_prompts, guide=template or '', guide_token=special_token,
@@ -132,14 +123,15 @@ class ruDolphApi:  # noqa: N801 (original name)
         effect (scoring is deterministic); passing it warns.
         """
         warn_ignored_seed('self_reranking_by_text', seed)
-        ppl_txt, ppl_img = tasks.rerank_by_text(self.parts, text, codebooks, self.bs if bs is None else bs, l_template=l_template,
-                                                l_token=l_special_token, r_token=r_special_token,
-                                                reencode_codes=reencode)
-        scores = self._scores(ppl_txt, ppl_img, ppl_txt_w)
+        ppl_txt, ppl_img = tasks.rerank_by_text(self.parts, text, codebooks, self.bs if bs is None else bs,
+                                                l_template=l_template, l_token=l_special_token,
+                                                r_token=r_special_token, reencode_codes=reencode)
+        scores = tasks.rerank_scores(ppl_txt, ppl_img, ppl_txt_w, self.q)
         return ppl_txt.cpu().numpy(), ppl_img.cpu().numpy(), scores.cpu().numpy()
 
     def dream(self, text: str, images_num: int, codebooks_num: int, image_prompts=None, template: Optional[str] = None,
-              top_k: int = 768, top_p: float = 0.99, temperature: float = 1.0, bs: Optional[int] = None,
+              top_k: int = DEFAULT_IMAGE_SAMPLING.top_k, top_p: float = DEFAULT_IMAGE_SAMPLING.top_p,
+              temperature: float = DEFAULT_IMAGE_SAMPLING.temperature, bs: Optional[int] = None,
               seed: Optional[int] = None, use_cache: bool = True, special_token: str = '<LT_T2I>',
               ppl_txt_w: float = 0.95, reencode: bool = False, upscale=None):
         """Generate ``codebooks_num`` images, keep the best ``images_num`` by self-reranking
@@ -172,16 +164,11 @@ class ruDolphApi:  # noqa: N801 (original name)
 
     def _upscaler(self, upscale):
         """``None``, a loaded upscaler, or the Real-ESRGAN of scale ``upscale`` (loaded once, then kept)."""
-        if upscale is None or callable(upscale):
-            return upscale
-        from .superres import get_realesrgan, resolve_scale
+        from .superres import cached_realesrgan
 
-        name = resolve_scale(upscale)
-        cache = self.__dict__.setdefault('_upscalers', {})
-        if name not in cache:
-            dtype = next(self.model.parameters()).dtype  # the model's precision (fp16, bf16 or fp32)
-            cache[name] = get_realesrgan(name, device=model_device(self.model), dtype=dtype)
-        return cache[name]
+        # in the model's precision (fp16, bf16 or fp32)
+        return cached_realesrgan(self.__dict__.setdefault('_upscalers', {}), upscale, model_device(self.model),
+                                 next(self.model.parameters()).dtype)
 
     # ------------------------------------------------------------------ texts
     def generate_texts(self, template: str = '', top_k: Optional[int] = None, top_p: Optional[float] = None,
@@ -194,9 +181,6 @@ class ruDolphApi:  # noqa: N801 (original name)
         ``early_stop``: generate only up to this left-text position; ``allowed_token_ids``:
         sample only among these ids. Generation also stops once every text has ended.
         """
-        check_count('texts_num', texts_num)
-        if early_stop is not None:
-            check_count('early_stop', early_stop)
         bs, sampling = self._sampling(bs, top_k, top_p, temperature, 'txt')
         rows = tasks.texts(self.parts, template, texts_num, sampling, bs, seed=seed, use_cache=use_cache,
                            token=special_token, early_stop=early_stop, allowed_token_ids=allowed_token_ids)
@@ -211,9 +195,6 @@ class ruDolphApi:  # noqa: N801 (original name)
 
         ``early_stop``: generate only the first ``early_stop`` right-text positions.
         """
-        check_count('captions_num', captions_num)
-        if early_stop is not None:
-            check_count('early_stop', early_stop)
         bs, sampling = self._sampling(bs, top_k, top_p, temperature, 'txt')
         counts = tasks.caption_counts(self.parts, pil_img, captions_num, sampling, bs, seed=seed,
                                       use_cache=use_cache, r_template=r_template, l_template=l_template,
@@ -227,9 +208,9 @@ class ruDolphApi:  # noqa: N801 (original name)
         ``seed`` (the original's default was 42) has no effect: scoring is deterministic; passing it warns.
         """
         warn_ignored_seed('self_reranking_by_image', seed)
-        ppl_txt, ppl_img = tasks.rerank_by_image(self.parts, texts, pil_img, self.bs if bs is None else bs, token=l_special_token,
-                                                 name='text')
-        scores = self._scores(ppl_txt, ppl_img, ppl_txt_w)
+        ppl_txt, ppl_img = tasks.rerank_by_image(self.parts, texts, pil_img, self.bs if bs is None else bs,
+                                                 token=l_special_token, name='text')
+        scores = tasks.rerank_scores(ppl_txt, ppl_img, ppl_txt_w, self.q)
         return ppl_txt.cpu().numpy(), ppl_img.cpu().numpy(), scores.cpu().numpy()
 
     def image_captioning(self, pil_img, r_template: str = 'на картинке', early_stop: int = 64, captions_num: int = 5,
@@ -238,7 +219,6 @@ class ruDolphApi:  # noqa: N801 (original name)
                          temperature: Optional[float] = None, ppl_txt_w: float = 0.05,
                          l_special_token: str = '<LT_T2I>', r_special_token: str = '<RT_I2T>') -> List[Dict[str, Any]]:
         """Generate ``generations_num`` captions, rerank by image (score / count), keep ``captions_num``."""
-        check_count('generations_num', generations_num)
         bs, sampling = self._sampling(bs, top_k, top_p, temperature, 'txt')
         rows = tasks.captioning(self.parts, pil_img, captions_num, generations_num, sampling, bs, seed=seed,
                                 r_template=r_template, early_stop=early_stop, text_weight=ppl_txt_w, q=self.q,

@@ -22,8 +22,8 @@ from .engine import ScorePart, ce_to_ppl
 from .engine_rows import generate_rows, score_suffixes
 from .errors import ConfigError, InputError
 from .sampling import make_generator
-from .tasks import (VQA_TEMPLATE, Parts, SamplingConfig, classify, embed_codes, rank_images, rerank_codes_by_image,
-                    rerank_scores, text_sampling_for)
+from .tasks import (DEFAULT_IMAGE_SAMPLING, VQA_TEMPLATE, Parts, SamplingConfig, class_probabilities, classify,
+                    embed_codes, rank_images, rerank_codes_by_image, rerank_scores, text_sampling_for)
 from .utils import check_classes, check_count, check_template, check_text, warn_unknown_classes
 
 __all__ = ['row_seed', 'recommended_sampling', 'encode_images', 'caption_batch', 'vqa_batch', 'classify_batch',
@@ -33,7 +33,7 @@ __all__ = ['row_seed', 'recommended_sampling', 'encode_images', 'caption_batch',
 #: significant digits of every score and probability in the result dicts
 SIGNIFICANT = 6
 #: text-to-image sampling of a model whose registry entry records none (as the CLI)
-T2I_FALLBACK = SamplingConfig(768, 0.99, 1.0)
+T2I_FALLBACK = DEFAULT_IMAGE_SAMPLING
 SamplingLike = Union[None, SamplingConfig, Mapping[str, Any]]
 
 
@@ -275,7 +275,7 @@ def classify_batch(parts: Parts, images: Sequence[Any], classes: Sequence[str], 
     results = []
     for image_ce in ce:
         ppl = ce_to_ppl(image_ce).cpu()
-        probs = (-ppl.log()).softmax(0).tolist()
+        probs = class_probabilities(ppl).tolist()
         found = classify(ppl, names)
         results.append({'label': found['class'], 'probs': {c: _round(p) for c, p in zip(names, probs)},
                         'ties': found['ties'], 'ppl': {c: _round(p) for c, p in zip(names, ppl.tolist())}})

@@ -14,16 +14,15 @@ traceback and returns 1 (``rudolph --debug ...`` re-raises).
 """
 import argparse
 import importlib
-import json
-import os
 import random
 import sys
 import warnings
 from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 from .cli_options import (PART_OPTIONS, CliError, add_common, add_sampling, check_device_option,
-                          check_model_args, json_option, load, positive_int)
+                          check_model_args, json_option, load, positive_int, text_sampling)
 from .errors import RudolphError
+from .jobs.inputs import open_image
 
 __all__ = ['main', 'register', 'build_parser', 'load', 'COMMANDS', 'Command', 'CliError', 'SUBCOMMAND_MODULES',
            'json_option', 'PART_OPTIONS']
@@ -62,87 +61,26 @@ def register(name: str, help: str, add_arguments: Callable[[argparse.ArgumentPar
 
 
 # ----------------------------------------------------------------------------- tasks
-def _sampling_of(args: argparse.Namespace, parts, task: str):
-    """The text sampling of ``task``: the options given, the model convention's defaults for the rest."""
-    from rudolph.tasks import text_sampling_for
-
-    return text_sampling_for(parts.reference, task, args.top_k, args.top_p, args.temperature)
-
-
-def _best_codebooks(parts, text: str, n: int, codebooks_num: int, args):
-    """The ``n`` best of ``codebooks_num`` sampled codebooks (best first) and their scores; nothing decoded
-    but what ``--reencode`` rescores."""
-    from rudolph import tasks
-
-    sampling = tasks.SamplingConfig(args.top_k, args.top_p, args.temperature)
-    return tasks.best_images(parts, text, codebooks_num, n, sampling, args.bs or 8, seed=args.seed,
-                             reencode_codes=args.reencode)
-
-
-class _UpscaledDecoder(NamedTuple):
-    """A VAE whose ``decode`` also runs the super-resolution model (each saved batch upscaled as it is decoded)."""
-    vae: Any
-    upscaler: Any
-
-    def decode(self, codebooks):
-        return self.upscaler(self.vae.decode(codebooks))
-
-
 def _load_upscaler(args: argparse.Namespace, device: str):
     """The ``--upscale`` model (before the RuDOLPH model: a missing package or file is said first), else ``None``."""
     if args.upscale is None:
         if args.upscale_weights or args.upscale_tile:
             raise CliError('--upscale-weights / --upscale-tile need --upscale 2, 4 or 8')
         return None
-    from rudolph.superres import DEFAULT_TILE, get_realesrgan
+    from rudolph.superres import get_realesrgan
 
     dtype = 'fp16' if args.fp16 else 'bf16' if args.bf16 else None
-    return get_realesrgan(args.upscale, device=device, dtype=dtype, path=args.upscale_weights,
-                          tile=args.upscale_tile or DEFAULT_TILE, local_arg='--upscale-weights FILE')
-
-
-def _save_images(parts, codebooks, rows: List[Dict[str, Any]], args, upscaler=None) -> str:
-    """``OUT/img_i.png`` (each ``path`` added to ``rows``) and ``OUT/grid.png``; returns the grid path."""
-    from rudolph.utils import save_codebook_images
-
-    vae = parts.vae if upscaler is None else _UpscaledDecoder(parts.vae, upscaler)
-    paths, grid = save_codebook_images(vae, codebooks, args.out, args.nrow, args.bs or 8)
-    for row, path in zip(rows, paths):
-        row['path'] = path
-    return grid
+    return get_realesrgan(args.upscale, device=device, dtype=dtype, path=args.upscale_weights, tile=args.upscale_tile,
+                          local_arg='--upscale-weights FILE')
 
 
 # ----------------------------------------------------------------------------- output
-def _print_json(obj) -> None:
-    json.dump(obj, sys.stdout, ensure_ascii=False, indent=2, default=_json_default)
-    sys.stdout.write('\n')
-
-
-def _json_default(obj):
-    if hasattr(obj, 'tolist'):  # numpy / torch scalars and arrays
-        return obj.tolist()
-    raise TypeError(f'{type(obj).__name__} is not JSON serialisable')
-
-
 def _emit(args: argparse.Namespace, result: Dict[str, Any], lines: List[str]) -> None:
-    if args.json:
-        _print_json(result)
-    else:
-        for line in lines:
-            print(line)
+    """The result as JSON (``--json``), else its ``lines``."""
+    from rudolph.jobs.output import json_text
 
-
-def _open_image(path: str):
-    from PIL import Image, UnidentifiedImageError
-
-    if not os.path.isfile(path):
-        raise CliError(f'image not found: {path}')
-    try:
-        img = Image.open(path)
-        img.load()
-    except (UnidentifiedImageError, OSError) as error:
-        raise CliError(f'cannot read the image {path}: {error}') from None
-    return img
+    for line in [json_text(result)] if args.json else lines:
+        print(line)
 
 
 def _prepare(args: argparse.Namespace):
@@ -178,7 +116,9 @@ def _text2image_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--nrow', type=positive_int, default=4, help='images per row of the grid (default 4)')
     p.add_argument('--reencode', action='store_true',
                    help='rerank by what the decoded pictures show (decode, encode again, score the text)')
-    add_sampling(p, None, None, None, "the model's recommended, else 768 / 0.99 / 1.0")
+    from rudolph.model.configs import DEFAULT_T2I_SAMPLING as fallback
+
+    add_sampling(p, None, None, None, "the model's recommended, else {top_k} / {top_p} / {temperature}".format(**fallback))
     _jobs_cli().add_job_options(p, out=False, inputs=False)
     g = p.add_argument_group('super-resolution (needs rudolph-hypermodal[sr])')
     g.add_argument('--upscale', type=int, choices=(2, 4, 8), default=None,
@@ -189,48 +129,31 @@ def _text2image_args(p: argparse.ArgumentParser) -> None:
                    help='tile side in input pixels for large pictures (default 192)')
 
 
-#: text-to-image sampling of a model that records none (MODELS[name]['sampling']['text2image'])
-T2I_FALLBACK = dict(top_k=768, top_p=0.99, temperature=1.0)
-
-
-def _apply_sampling(args: argparse.Namespace, loaded, task: str, fallback: Dict[str, Any]) -> None:
-    """Options the user left out take the model's recommended sampling for ``task``, else ``fallback``."""
-    recommended = {**fallback, **loaded.sampling_for(task)}
-    for key in ('top_k', 'top_p', 'temperature'):
-        if getattr(args, key) is None and key in recommended:
-            setattr(args, key, recommended[key])
-
-
-def _check_out_dir(path: str) -> None:
-    """Create ``path`` and make sure files can be written there, before any expensive work."""
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as error:
-        raise CliError(f'-o/--out {path!r}: cannot create the folder ({error.strerror or error})') from None
-    if not os.path.isdir(path) or not os.access(path, os.W_OK | os.X_OK):
-        raise CliError(f'-o/--out {path!r}: not a writable folder')
-
-
 def _text2image_run(args: argparse.Namespace) -> int:
+    from rudolph import tasks
+    from rudolph.jobs.output import check_writable_folder
+    from rudolph.utils import save_codebook_images
+
+    codebooks_num = args.codebooks_num = args.codebooks_num or 2 * args.images_num
+    if args.images_num > codebooks_num:
+        raise CliError(f'-n/--images-num ({args.images_num}) cannot exceed --codebooks-num ({codebooks_num})')
     if args.prompts is not None:
         if args.upscale is not None:
             raise CliError('--upscale works with one text; a --prompts job saves the pictures as drawn')
         return _jobs_cli().run_text2image(args)
     if args.text is None:
         raise CliError('give a text to draw, or --prompts FILE')
-    codebooks_num = args.codebooks_num or 2 * args.images_num
-    if args.images_num > codebooks_num:
-        raise CliError(f'-n/--images-num ({args.images_num}) cannot exceed --codebooks-num ({codebooks_num})')
     check_model_args(args)
     device = check_device_option(args)
-    _check_out_dir(args.out)
+    check_writable_folder(args.out)
     upscaler = _load_upscaler(args, device)
     parts, loaded = _prepare(args)
-    _apply_sampling(args, loaded, 'text2image', T2I_FALLBACK)
-    codebooks, results = _best_codebooks(parts, args.text, args.images_num, codebooks_num, args)
-    grid_path = _save_images(parts, codebooks, results, args, upscaler)
-    sampling = {k: getattr(args, k) for k in ('top_k', 'top_p', 'temperature')}
-    result = {'text': args.text, **_meta(args, parts), 'sampling': sampling, 'reencode': args.reencode,
+    sampling = tasks.image_sampling_for(loaded.sampling_for('text2image'), args.top_k, args.top_p, args.temperature)
+    codebooks, results = tasks.best_images(parts, args.text, codebooks_num, args.images_num, sampling, args.bs or 8,
+                                           seed=args.seed, reencode_codes=args.reencode)
+    paths, grid_path = save_codebook_images(parts.vae, codebooks, args.out, args.nrow, args.bs or 8, upscaler)
+    results = [{**row, 'path': path} for row, path in zip(results, paths)]
+    result = {'text': args.text, **_meta(args, parts), 'sampling': sampling.kwargs(), 'reencode': args.reencode,
               'upscale': args.upscale, 'images': results, 'grid': grid_path}
     lines = [f"{r['path']}  ppl_text={r['ppl_text']:.2f}" for r in results] + [f'grid: {grid_path}']
     _emit(args, result, lines)
@@ -256,9 +179,9 @@ def _caption_run(args: argparse.Namespace) -> int:
     if _jobs_cli().is_job(args, args.image):
         return _jobs_cli().run_caption(args)
     args.captions_num = args.captions_num or 5
-    img = _open_image(args.image)
+    img = open_image(args.image)
     parts, _ = _prepare(args)
-    rows = tasks.captioning(parts, img, args.captions_num, args.generations_num, _sampling_of(args, parts, 'captions'),
+    rows = tasks.captioning(parts, img, args.captions_num, args.generations_num, text_sampling(args, parts, 'captions'),
                             args.bs or 16, seed=args.seed, r_template=args.template)
     captions = [{k: v if k == 'text' else int(v) if k == 'count' else float(v) for k, v in row.items()}
                 for row in rows]
@@ -289,12 +212,12 @@ def _vqa_run(args: argparse.Namespace) -> int:
     args.question = args.question_option if args.question is None else args.question
     if args.question is None:
         raise CliError('give the question (rudolph vqa IMAGE "QUESTION")')
-    img = _open_image(args.image)
+    img = open_image(args.image)
     if not args.question.strip():
         raise CliError('the question is empty')
     parts, _ = _prepare(args)
     answers = tasks.vqa(parts, img, args.question, args.answers_num, args.generations_num,
-                        _sampling_of(args, parts, 'captions'), args.bs or 16, seed=args.seed)
+                        text_sampling(args, parts, 'captions'), args.bs or 16, seed=args.seed)
     answers = [{'answer': a['answer'], 'count': int(a['count'])} for a in answers]
     result = {'image': args.image, 'question': args.question, **_meta(args, parts), 'answers': answers}
     _emit(args, result, [a['answer'] for a in answers] or ['(no answer)'])
@@ -316,14 +239,13 @@ def _classify_run(args: argparse.Namespace) -> int:
 
     if _jobs_cli().is_job(args, args.image):
         return _jobs_cli().run_classify(args)
-    img = _open_image(args.image)
+    img = open_image(args.image)
     check_classes(args.classes)
     check_template('--template', args.template)
     parts, _ = _prepare(args)
     pred = tasks.zero_shot(parts, img, args.classes, args.template, args.bs or 16)
     ppl = pred['ppl']
-    # probability of each class: softmax of minus its cross-entropy log(perplexity), i.e. 1/ppl normalised
-    probs = (-ppl.log()).softmax(0).tolist()
+    probs = tasks.class_probabilities(ppl).tolist()
     names, label = list(args.classes), int(pred['label'])
     result = {'image': args.image, **_meta(args, parts), 'class': pred['class'], 'label': label,
               'probabilities': dict(zip(names, probs)), 'perplexities': dict(zip(names, ppl.tolist())),
@@ -348,7 +270,7 @@ def _text_run(args: argparse.Namespace) -> int:
     from rudolph import tasks
 
     parts, _ = _prepare(args)
-    rows = tasks.texts(parts, args.prompt, args.generations_num, _sampling_of(args, parts, 'texts'), args.bs or 16,
+    rows = tasks.texts(parts, args.prompt, args.generations_num, text_sampling(args, parts, 'texts'), args.bs or 16,
                        seed=args.seed)
     texts = [{**row, 'ppl': float(row['ppl'])} for row in rows][:args.texts_num]
     result = {'prompt': args.prompt, **_meta(args, parts), 'texts': texts}

@@ -3,7 +3,6 @@
 Nothing here imports torch at import time (``rudolph --help`` stays fast).
 """
 import argparse
-import json
 import os
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 
@@ -14,7 +13,7 @@ if TYPE_CHECKING:  # the loader imports torch: only when a command runs
 
 __all__ = ['CliError', 'json_option', 'load', 'PART_OPTIONS', 'add_common', 'add_sampling',
            'positive_int', 'check_model_args', 'check_device_option', 'add_precision', 'precision_args',
-           'DTYPE_CHOICES']
+           'DTYPE_CHOICES', 'text_sampling']
 
 
 class CliError(RudolphError):
@@ -52,6 +51,13 @@ def add_sampling(p: argparse.ArgumentParser, top_k: Optional[int], top_p: Option
     g.add_argument('--top-p', type=_top_p, default=top_p, help=f'nucleus filter in (0, 1] (default {default(top_p)})')
     g.add_argument('--temperature', type=_temperature, default=temperature,
                    help=f'> 0 (default {default(temperature)})')
+
+
+def text_sampling(args: argparse.Namespace, parts, task: str = 'captions'):
+    """The text sampling of ``task`` (``'captions'``, ``'texts'``): the options given, the convention's defaults."""
+    from rudolph.tasks import text_sampling_for
+
+    return text_sampling_for(parts.reference, task, args.top_k, args.top_p, args.temperature)
 
 
 # ----------------------------------------------------------------------------- shared options
@@ -109,17 +115,13 @@ def precision_args(args: argparse.Namespace) -> Dict[str, Any]:
 
 def json_option(value: str, option: str) -> Dict[str, Any]:
     """A JSON object from a file path or from the option text itself."""
+    from .tables import json_object
+
     text = value
     if os.path.isfile(value):
         with open(value, encoding='utf-8') as f:
             text = f.read()
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise CliError(f'{option} must be a JSON object or a file holding one, got {value!r} ({error})') from None
-    if not isinstance(obj, dict):
-        raise CliError(f'{option} must be a JSON object, got {type(obj).__name__}')
-    return obj
+    return json_object(text, f'{option} {value!r}', 'a JSON object or a file holding one')
 
 
 #: the option that replaces each part of a model on the command line

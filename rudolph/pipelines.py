@@ -39,8 +39,6 @@ def generate_codebooks(text: str, tokenizer, model, top_k: int, top_p: float, im
 
     ``image_prompts`` (an :class:`~rudolph.image_prompts.ImagePrompts`) fixes some positions.
     """
-    check_count('images_num', images_num)
-    check_count('bs', bs)
     return tasks.text_to_image(_parts(model, tokenizer, progress=progress), text, images_num,
                                SamplingConfig(top_k, top_p, temperature), bs=bs, seed=seed, use_cache=use_cache,
                                image_prompts=image_prompts)
@@ -55,8 +53,6 @@ def generate_captions(pil_img, tokenizer, model, vae, template: str = '', top_k:
     turn samples outside the plain BPE ids into eos, as the reference does; ``False``:
     sample only among the plain BPE ids, so a caption ends only on a sampled eos.
     """
-    check_count('captions_num', captions_num)
-    check_count('bs', bs)
     sampling = SamplingConfig(top_k, top_p, temperature)
     return list(tasks.caption_counts(_parts(model, tokenizer, vae, progress), pil_img, captions_num, sampling, bs,
                                      seed=seed, use_cache=use_cache, r_template=template, limit_eos=limit_eos,
@@ -67,12 +63,9 @@ def generate_texts(tokenizer, model, template: str = '', top_k: int = 32, top_p:
                    temperature: float = 1.0, bs: int = 64, seed: Optional[int] = None, use_cache: bool = True, *,
                    progress: bool = True) -> List[Dict[str, Any]]:
     """Unique texts continuing ``template`` (left text), as ``{'text', 'ppl'}`` sorted by perplexity."""
-    check_count('texts_num', texts_num)
-    check_count('bs', bs)
-    rows = tasks.texts(_parts(model, tokenizer, progress=progress), template, texts_num,
+    return tasks.texts(_parts(model, tokenizer, progress=progress), template, texts_num,
                        SamplingConfig(top_k, top_p, temperature), bs, seed=seed, use_cache=use_cache,
                        progress=progress)
-    return rows
 
 
 def left_text_ppl(texts: Sequence[str], tokenizer, model, bs: int = 64, special_token: Optional[int] = None,

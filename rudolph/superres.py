@@ -20,8 +20,8 @@ import torch
 
 from .errors import CheckpointError, CheckpointMismatchError, ConfigError, InputError, MissingDependencyError
 
-__all__ = ['get_realesrgan', 'RealESRGAN', 'REPO_ID', 'FILES', 'resolve_scale', 'load_state_dict', 'tiled_upscale',
-           'INSTALL_HINT', 'DEFAULT_TILE', 'DEFAULT_OVERLAP']
+__all__ = ['get_realesrgan', 'cached_realesrgan', 'RealESRGAN', 'REPO_ID', 'FILES', 'resolve_scale', 'load_state_dict',
+           'tiled_upscale', 'INSTALL_HINT', 'DEFAULT_TILE', 'DEFAULT_OVERLAP']
 
 logger = logging.getLogger(__name__)
 
@@ -255,15 +255,15 @@ def _weights_file(name: str, cache_dir: Optional[str], local_arg: Optional[str])
 def get_realesrgan(name: Union[str, int] = 'x4', device: Union[str, torch.device] = 'cpu', fp16: bool = False,
                    cache_dir: Optional[Union[str, os.PathLike]] = None, *,
                    dtype: Union[None, str, torch.dtype] = None, path: Optional[Union[str, os.PathLike]] = None,
-                   tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, batch_size: int = 4,
+                   tile: Optional[int] = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, batch_size: int = 4,
                    local_arg: Optional[str] = None) -> RealESRGAN:
     """Real-ESRGAN ``name`` ('x2', 'x4', 'x8'; or 2, 4, 8) of ruDALL-E, ready to call.
 
     Weights: ``path`` (a local ``.pth``), else ``RealESRGAN_xN.pth`` of ``sberbank-ai/Real-ESRGAN``
     from the Hugging Face cache (``cache_dir`` overrides it) or the hub, else a
     :class:`~rudolph.errors.WeightsNotFoundError` saying how to get it (``local_arg`` names the
-    option that takes a local file in that message). ``fp16`` / ``dtype`` ('fp16', 'bf16', a
-    torch dtype): float16 on CUDA (on CPU it warns and keeps float32), bfloat16 anywhere.
+    option that takes a local file in that message); ``tile=None``: :data:`DEFAULT_TILE`. ``fp16`` /
+    ``dtype`` ('fp16', 'bf16', a torch dtype): float16 on CUDA (on CPU it warns and keeps float32), bfloat16 anywhere.
     Needs ``spandrel`` (:class:`~rudolph.errors.MissingDependencyError` otherwise).
     """
     from .components import check_device
@@ -278,4 +278,16 @@ def get_realesrgan(name: Union[str, int] = 'x4', device: Union[str, torch.device
     descriptor.model.eval().requires_grad_(False)
     descriptor.to(device=device, dtype=dtype)
     logger.info('Real-ESRGAN %s loaded from %s on %s (%s)', name, path, device, dtype)
-    return RealESRGAN(descriptor, name, tile=tile, overlap=overlap, batch_size=batch_size)
+    return RealESRGAN(descriptor, name, tile=tile or DEFAULT_TILE, overlap=overlap, batch_size=batch_size)
+
+
+def cached_realesrgan(cache: Dict[str, Any], upscale: Any, device: Union[str, torch.device],
+                      dtype: Union[None, str, torch.dtype] = None) -> Any:
+    """``None``, a loaded upscaler (any callable, as is), or the Real-ESRGAN of scale ``upscale`` from
+    ``cache`` (loaded into it on first use, on ``device`` in ``dtype``)."""
+    if upscale is None or callable(upscale):
+        return upscale
+    name = resolve_scale(upscale)
+    if name not in cache:
+        cache[name] = get_realesrgan(name, device=device, dtype=dtype)
+    return cache[name]

@@ -4,18 +4,22 @@ from typing import Any, Dict, Iterable, Iterator
 
 from .errors import DataError
 
-__all__ = ['jsonl_rows']
+__all__ = ['jsonl_rows', 'json_object']
 
 
 def jsonl_rows(lines: Iterable[str], path: str) -> Iterator[Dict[str, Any]]:
     """The JSON objects of ``lines`` (an open JSONL file called ``path``); blank lines are skipped."""
     for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DataError(f'{path}:{number}: not valid JSON ({error.msg}); expected one JSON object a line') from None
-        if not isinstance(row, dict):
-            raise DataError(f'{path}:{number}: expected a JSON object, got {type(row).__name__}')
-        yield row
+        if line.strip():
+            yield json_object(line, f'{path}:{number}', 'one JSON object a line')
+
+
+def json_object(text: str, where: str, expected: str = 'a JSON object') -> Dict[str, Any]:
+    """The JSON object ``text``; else a ``DataError`` starting with ``where`` (a file and line, an option)."""
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise DataError(f'{where}: not valid JSON ({error.msg}); expected {expected}') from None
+    if not isinstance(obj, dict):
+        raise DataError(f'{where}: expected a JSON object, got {type(obj).__name__}')
+    return obj

@@ -18,14 +18,16 @@ from .codec import (PAD_ID, check_tokenizer, check_vae, encode_image, encode_tex
 from .engine import ScorePart, ce_to_ppl, cross_entropy, first_eos_cut, generate
 from .model.config import Layout
 from .errors import ConfigError, InputError
+from .model.configs import DEFAULT_T2I_SAMPLING
 from .sampling import check_sampling_args
-from .utils import check_classes, check_count, check_template, check_text, check_texts, warn_unknown_classes
+from .utils import (check_classes, check_count, check_fraction, check_template, check_text, check_texts,
+                    warn_unknown_classes)
 
 __all__ = ['Parts', 'SamplingConfig', 'DEFAULT_TEXT_SAMPLING', 'generate_images', 'text_to_image', 'rerank_by_text',
            'rerank_by_image', 'rerank_scores', 'rank_images', 'best_images', 'text_sampling_for', 'zero_shot',
-           'classify', 'caption_counts', 'captioning', 'vqa',
-           'texts', 'text_perplexity', 'image_embedding', 'embed_codes', 'rerank_codes_by_image', 'template_prefix',
-           'prompt_positions', 'stack_codebooks']
+           'DEFAULT_IMAGE_SAMPLING', 'image_sampling_for', 'classify', 'class_probabilities', 'caption_counts',
+           'captioning', 'vqa', 'texts', 'text_perplexity', 'image_embedding', 'embed_codes', 'rerank_codes_by_image',
+           'template_prefix', 'prompt_positions', 'stack_codebooks']
 
 
 @dataclass(frozen=True)
@@ -52,9 +54,22 @@ DEFAULT_TEXT_SAMPLING = {
 def text_sampling_for(reference: bool, task: str, top_k: Optional[int] = None, top_p: Optional[float] = None,
                       temperature: Optional[float] = None) -> SamplingConfig:
     """The given text sampling, :data:`DEFAULT_TEXT_SAMPLING` of the convention and ``task`` filling ``None``."""
-    default = DEFAULT_TEXT_SAMPLING[(reference, task)]
-    return SamplingConfig(default.top_k if top_k is None else top_k, default.top_p if top_p is None else top_p,
-                          default.temperature if temperature is None else temperature)
+    return _filled(DEFAULT_TEXT_SAMPLING[(reference, task)].kwargs(), top_k, top_p, temperature)
+
+
+#: text-to-image sampling of a model that recommends none
+DEFAULT_IMAGE_SAMPLING = SamplingConfig(**DEFAULT_T2I_SAMPLING)
+
+
+def image_sampling_for(recommended: Mapping[str, Any], top_k: Optional[int] = None, top_p: Optional[float] = None,
+                       temperature: Optional[float] = None) -> SamplingConfig:
+    """The given text-to-image sampling; the model's ``recommended``, else :data:`DEFAULT_IMAGE_SAMPLING`, for None."""
+    return _filled({**DEFAULT_IMAGE_SAMPLING.kwargs(), **recommended}, top_k, top_p, temperature)
+
+
+def _filled(default: Mapping[str, Any], top_k, top_p, temperature) -> SamplingConfig:
+    given = dict(top_k=top_k, top_p=top_p, temperature=temperature)
+    return SamplingConfig(**{k: default[k] if v is None else v for k, v in given.items()})
 
 
 @dataclass(frozen=True)
@@ -168,8 +183,7 @@ def text_to_image(parts: Parts, text: str, images_num: int, sampling: SamplingCo
                   guide: Optional[str] = None, guide_token: str = '<LT_UNK>', weight_cfg: float = 0.0,
                   late_softmax: bool = False) -> torch.Tensor:
     """Codes for ``text``; with ``guide`` (a ``{text}`` template) mixed ``(1-w) p(text) + w p(guide)``."""
-    if isinstance(weight_cfg, bool) or not isinstance(weight_cfg, (int, float)) or not 0.0 <= weight_cfg <= 1.0:
-        raise ConfigError(f'weight_cfg must be in [0, 1], got {weight_cfg!r}')
+    check_fraction('weight_cfg', weight_cfg)
     text = check_text('text', text)
     main = parts.text(text, parts.layout.L, token)
     if guide is None:
@@ -329,6 +343,11 @@ def classify(ppl: torch.Tensor, classes: Sequence[str]) -> Dict[str, Any]:
     pred = int(scores.argmin())
     tied = torch.isclose(scores, scores[pred], rtol=1e-5, atol=0.0).nonzero().flatten().tolist()
     return {'label': pred, 'class': classes[pred], 'scores': scores.cpu().numpy(), 'ties': [classes[i] for i in tied]}
+
+
+def class_probabilities(ppl: torch.Tensor) -> torch.Tensor:
+    """Each class's probability (higher is better): softmax of minus its log-perplexity, i.e. ``1/ppl`` normalised."""
+    return (-ppl.log()).softmax(0)
 
 
 # ----------------------------------------------------------------------------- texts

@@ -12,8 +12,8 @@ from .codec import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from .errors import ConfigError, InputError
 
 __all__ = ['seed_everything', 'torch_tensors_to_pil_list', 'pil_list_to_torch_tensors', 'check_count', 'check_text',
-           'check_texts', 'check_classes', 'check_template', 'warn_unknown_classes', 'show', 'make_grid',
-           'save_codebook_images']
+           'check_fraction', 'check_texts', 'check_classes', 'check_template', 'warn_unknown_classes', 'show',
+           'make_grid', 'save_codebook_images']
 
 
 def seed_everything(seed: int) -> None:
@@ -63,6 +63,12 @@ def warn_ignored_seed(function: str, seed) -> None:
 def check_count(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f'{name} must be a positive int, got {value!r}')
+
+
+def check_fraction(name: str, value, what: str = 'in [0, 1]') -> None:
+    """A ``ConfigError`` naming ``name`` unless ``value`` is a number in [0, 1] (a weight, a quantile)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ConfigError(f'{name} must be {what}, got {value!r}')
 
 
 def check_text(name: str, value, allow_empty: bool = False) -> str:
@@ -177,14 +183,16 @@ def make_grid(images: torch.Tensor, nrow: int, padding: int = 2) -> torch.Tensor
     return grid
 
 
-def save_codebook_images(vae, codebooks: torch.Tensor, out: str, nrow: int, bs: int = 8) -> Tuple[List[str], str]:
-    """Decode ``codebooks`` ``bs`` at a time into ``out/img_i.png`` and one grid ``out/grid.png`` (the
-    :func:`make_grid` layout); returns the image paths and the grid path."""
+def save_codebook_images(vae, codebooks: torch.Tensor, out: str, nrow: int, bs: int = 8,
+                         upscaler=None) -> Tuple[List[str], str]:
+    """Decode ``codebooks`` ``bs`` at a time (each batch through ``upscaler`` if given) into ``out/img_i.png``
+    and one grid ``out/grid.png`` (the :func:`make_grid` layout); returns the image paths and the grid path."""
     pad, grid, paths = 2, None, []
     ncol = min(nrow, len(codebooks))
     for start in range(0, len(codebooks), bs):
         with torch.no_grad():  # one batch of pictures in memory at a time
-            batch = torch_tensors_to_pil_list(vae.decode(codebooks[start:start + bs]))
+            pictures = vae.decode(codebooks[start:start + bs])
+            batch = torch_tensors_to_pil_list(pictures if upscaler is None else upscaler(pictures))
         for i, img in enumerate(batch, start):
             paths.append(os.path.join(out, f'img_{i}.png'))
             img.save(paths[-1])

@@ -84,6 +84,51 @@ def test_inputs_folder_glob_list_and_tables(tmp_path):
                                                                                ('000001', 'красный квадрат')]
 
 
+def test_json_object_errors_name_where(tmp_path):
+    from rudolph.cli_options import json_option
+    from rudolph.tables import json_object, jsonl_rows
+
+    assert json_object('{"a": 1}', 'x') == {'a': 1}
+    with pytest.raises(DataError, match=r"^f.jsonl:2: not valid JSON \(.*\); expected one JSON object a line$"):
+        list(jsonl_rows(['{"a": 1}\n', '{oops\n'], 'f.jsonl'))
+    with pytest.raises(DataError, match='^f.jsonl:1: expected a JSON object, got list$'):
+        list(jsonl_rows(['[1]\n'], 'f.jsonl'))
+    with pytest.raises(DataError, match=r"^--config '\{\"ch\": ': not valid JSON .*a file holding one$"):
+        json_option('{"ch": ', '--config')
+    (tmp_path / 'c.json').write_text('{"ch": 64}')
+    assert json_option(str(tmp_path / 'c.json'), '--config') == {'ch': 64}
+
+
+def test_open_image_is_the_one_picture_reader(tmp_path):
+    from rudolph.jobs.data import ImageDataset
+    from rudolph.jobs.inputs import Item, open_image
+
+    Image.new('RGB', (16, 16), 'red').save(tmp_path / 'ok.png')
+    (tmp_path / 'bad.png').write_bytes(b'not an image')
+    assert open_image(str(tmp_path / 'ok.png')).size == (16, 16)
+    with pytest.raises(InputError, match='image not found: .*missing.png'):
+        open_image(str(tmp_path / 'missing.png'))
+    with pytest.raises(InputError, match='cannot read the image .*bad.png'):
+        open_image(str(tmp_path / 'bad.png'))
+    # the jobs' loader says the same (one error, naming the file)
+    data = ImageDataset([Item('m', str(tmp_path / 'missing.png')), Item('b', str(tmp_path / 'bad.png'))], 8)
+    assert data[0].error.startswith('image not found: ') and data[1].error.startswith('cannot read the image ')
+
+
+def test_json_text_and_writable_folder(tmp_path):
+    import torch
+
+    assert output.json_text({'p': np.float32(0.5), 't': torch.tensor([1, 2]), 'ё': 'ё'}) == (
+        '{\n  "p": 0.5,\n  "t": [\n    1,\n    2\n  ],\n  "ё": "ё"\n}')
+    with pytest.raises(TypeError, match='object is not JSON serialisable'):
+        output.json_text({'x': object()})
+    output.check_writable_folder(str(tmp_path / 'a' / 'b'))
+    assert (tmp_path / 'a' / 'b').is_dir()
+    (tmp_path / 'file').write_text('x')
+    with pytest.raises(ConfigError, match="-o/--out .*file.*cannot create the folder"):
+        output.check_writable_folder(str(tmp_path / 'file'))
+
+
 # ----------------------------------------------------------------------------- outputs
 def test_repair_cuts_only_a_torn_last_line(tmp_path):
     path = tmp_path / 'o.jsonl'

@@ -854,3 +854,24 @@ def test_registry_entries_are_frozen_model_specs():
         spec['sampling']['text2image']['top_k'] = 1
     spec['model_params']['num_layers'] = 99  # a fresh dict: the registry is unchanged
     assert spec.config.num_layers == 4 and 'local_path' in spec and 'local_path' not in MODELS['350M']
+
+
+def test_original_attributes_are_the_config_values():
+    from rudolph.model.config import RudolphConfig
+
+    config = RudolphConfig(**TINY_PARAMS)
+    model = ruDolphModel(config, device='cpu')
+    assert (model.l_text_seq_length, model.r_text_seq_length, model.image_tokens_per_dim) == (config.L, config.R,
+                                                                                              config.N)
+    assert (model.image_seq_length, model.total_seq_length, model.vocab_size) == (config.N2, config.S, config.V)
+    assert model.image_vocab_size == config.image_vocab_total and model.plain_image_vocab_size == config.image_vocab
+    assert model.total_vocab_size == config.V + config.image_vocab_total
+    assert (model.num_layers, model.hidden_size, model.kernel_size) == (config.num_layers, config.hidden_size,
+                                                                        config.kernel_size)
+    assert model.gradient_checkpointing == config.gradient_checkpointing
+
+
+def test_350m_and_350m_v1_share_their_geometry():
+    v2, v1 = MODELS['350M'].config, MODELS['350M_v1'].config
+    assert v2.replace(text_special_tokens=0, image_special_tokens=0) == v1
+    assert (v2.text_special_tokens, v2.image_special_tokens, v1.num_layers, v1.L, v1.N) == (384, 384, 24, 64, 16)

@@ -258,3 +258,19 @@ def test_readme_snippet(tiny_api, hub_cache, tmp_path, monkeypatch):
     assert namespace['big'].size == (4 * pil_img.size[0], 4 * pil_img.size[1])
     assert namespace['big_batch'].shape == (2, 3, 64, 64)
     assert [i.size for i in namespace['images']] == [(256, 256)] * 2
+
+
+def test_cached_realesrgan_passes_callables_and_checks_the_scale():
+    from rudolph.errors import ConfigError
+    from rudolph.superres import cached_realesrgan
+
+    cache = {}
+
+    def fake(x):
+        return x
+
+    assert cached_realesrgan(cache, None, 'cpu') is None and cached_realesrgan(cache, fake, 'cpu') is fake
+    cache['x4'] = fake  # a loaded one is kept: no second load
+    assert cached_realesrgan(cache, 4, 'cpu') is fake and cached_realesrgan(cache, 'x4', 'cpu') is fake
+    with pytest.raises(ConfigError, match='unknown Real-ESRGAN'):
+        cached_realesrgan(cache, 3, 'cpu')

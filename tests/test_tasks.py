@@ -108,3 +108,23 @@ def test_classify_reports_every_tied_class():
     result = pipelines.classify(torch.tensor([2.0, 1.0, 3.0, 1.0]), ['a', 'b', 'c', 'd'])
     assert result['label'] == 1 and result['class'] == 'b' and result['ties'] == ['b', 'd']
     assert pipelines.classify(torch.tensor([2.0, 1.0, 3.0]), ['a', 'b', 'c'])['ties'] == ['b']
+
+
+# ----------------------------------------------------------------------------- sampling rules, probabilities
+def test_image_sampling_for_fills_from_the_recommended_then_the_default():
+    from rudolph.model.configs import DEFAULT_T2I_SAMPLING, MODELS, TINY_SHAPES
+
+    assert tasks.DEFAULT_IMAGE_SAMPLING == SamplingConfig(768, 0.99, 1.0) == SamplingConfig(**DEFAULT_T2I_SAMPLING)
+    assert tasks.image_sampling_for({}) == tasks.DEFAULT_IMAGE_SAMPLING
+    tiny = MODELS[TINY_SHAPES].sampling['text2image']
+    assert tasks.image_sampling_for(tiny) == SamplingConfig(**tiny)
+    assert tasks.image_sampling_for(tiny, top_k=5) == SamplingConfig(5, tiny['top_p'], tiny['temperature'])
+    assert tasks.image_sampling_for({'top_k': 7}, temperature=0.5) == SamplingConfig(7, 0.99, 0.5)
+    with pytest.raises(ConfigError):
+        tasks.image_sampling_for({}, top_p=1.5)  # validated once, by SamplingConfig
+
+
+def test_class_probabilities_are_one_over_ppl_normalised():
+    ppl = torch.tensor([2.0, 4.0, 4.0])
+    probs = tasks.class_probabilities(ppl)
+    assert torch.allclose(probs, torch.tensor([0.5, 0.25, 0.25])) and int(probs.argmax()) == 0

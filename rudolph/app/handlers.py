@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import Cancelled, ConfigError, InputError, RudolphError  # noqa: F401 (Cancelled: re-exported)
+from ..model.configs import DEFAULT_T2I_SAMPLING  # noqa: F401 (re-exported: a model without recommended sampling)
 
 __all__ = ['Result', 'Cancelled', 'ModelCache', 'DeviceLocks', 'DTYPES', 'BANDS', 'DEFAULT_T2I_SAMPLING',
            'model_choices', 'device_choices', 'defaults_for', 'progress_callback', 'parse_classes', 'open_image',
@@ -28,8 +29,6 @@ logger = logging.getLogger(__name__)
 DTYPES = ('fp32', 'bf16', 'fp16')
 #: the bands of an image prompt, in ImagePrompts' order
 BANDS = ('up', 'down', 'left', 'right')
-#: text-to-image sampling of a model without recommended settings (the CLI's defaults)
-DEFAULT_T2I_SAMPLING = {'top_k': 768, 'top_p': 0.99, 'temperature': 1.0}
 
 Report = Callable[[float, str], None]
 
@@ -409,7 +408,7 @@ def classify(c, image, classes: Any, template: str = '{}', *, bs: int = 16, prog
     names = parse_classes(classes)
     parts = _parts(c, progress, cancel)
     pred = tasks.zero_shot(parts, img, names, template or '{}', _count('bs', bs))
-    probs = (-pred['ppl'].log()).softmax(0).tolist()
+    probs = tasks.class_probabilities(pred['ppl']).tolist()
     label = dict(zip(names, probs))
     record = {'task': 'classify', 'model': c.name, 'template': template, 'class': pred['class'],
               'ties': list(pred['ties']), 'probabilities': label, 'perplexities': dict(zip(names, pred['ppl'].tolist()))}

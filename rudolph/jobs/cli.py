@@ -16,7 +16,7 @@ import os
 import sys
 from typing import Any, Dict, Optional
 
-from ..cli_options import CliError, add_common, check_device_option, check_model_args, load
+from ..cli_options import CliError, add_common, check_device_option, check_model_args, load, text_sampling
 
 __all__ = ['add_job_options', 'is_job', 'run_caption', 'run_vqa', 'run_classify', 'run_text2image',
            'embed_arguments', 'embed_run', 'check_features', 'setup', 'run_and_report', 'RECORDS_NAME']
@@ -101,12 +101,6 @@ def setup(args: argparse.Namespace, records: str):
     return parts, loaded, state
 
 
-def _text_sampling(args: argparse.Namespace, parts):
-    from rudolph.tasks import text_sampling_for
-
-    return text_sampling_for(parts.reference, 'captions', args.top_k, args.top_p, args.temperature)
-
-
 def _items(args: argparse.Namespace, source: str, text_column: Optional[str] = None):
     from .inputs import list_images
 
@@ -117,7 +111,7 @@ def _items(args: argparse.Namespace, source: str, text_column: Optional[str] = N
 def run_and_report(args: argparse.Namespace, job, items, records: str, state, report: Dict[str, Any]) -> int:
     """Run ``job``; the main process prints the summary (stderr; ``--json``: the report on stdout)."""
     from .data import default_workers
-    from .output import errors_path
+    from .output import errors_path, json_text
     from .runner import run_job
 
     workers = default_workers() if getattr(args, 'workers', None) is None else args.workers
@@ -128,8 +122,7 @@ def run_and_report(args: argparse.Namespace, job, items, records: str, state, re
     errors = errors_path(records)
     report = {**report, **summary.as_dict(), 'errors': errors if os.path.exists(errors) else None}
     if args.json:
-        json.dump(report, sys.stdout, ensure_ascii=False, indent=2)
-        sys.stdout.write('\n')
+        print(json_text(report))
     elif not args.quiet:
         print(f'rudolph {job.name}: {summary.line()} -> {report["out"]}'
               + (f' (errors: {errors})' if summary.failed else ''), file=sys.stderr)
@@ -144,7 +137,7 @@ def run_caption(args: argparse.Namespace) -> int:
     items = _items(args, args.image)
     parts, _, state = setup(args, args.out)
     job = CaptionJob(parts, seed=args.seed, captions_num=args.captions_num or 1, template=args.template,
-                     sampling=_text_sampling(args, parts), generations_num=args.generations_num)
+                     sampling=text_sampling(args, parts), generations_num=args.generations_num)
     return run_and_report(args, job, items, args.out, state, {'out': args.out, 'seed': args.seed})
 
 
@@ -163,7 +156,7 @@ def run_vqa(args: argparse.Namespace) -> int:
     if question:
         items = [replace(item, text=question) for item in items]
     parts, _, state = setup(args, args.out)
-    job = VqaJob(parts, seed=args.seed, answers_num=args.answers_num, sampling=_text_sampling(args, parts))
+    job = VqaJob(parts, seed=args.seed, answers_num=args.answers_num, sampling=text_sampling(args, parts))
     return run_and_report(args, job, items, args.out, state, {'out': args.out, 'seed': args.seed})
 
 
@@ -182,36 +175,26 @@ def run_classify(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- text2image --prompts
-def _apply_sampling(args: argparse.Namespace, loaded) -> None:
-    from rudolph.cli import T2I_FALLBACK
-
-    recommended = {**T2I_FALLBACK, **loaded.sampling_for('text2image')}
-    for key in ('top_k', 'top_p', 'temperature'):
-        if getattr(args, key) is None:
-            setattr(args, key, recommended[key])
-
-
 def run_text2image(args: argparse.Namespace) -> int:
-    """``rudolph text2image --prompts FILE -o DIR``: ``DIR/<key>_<j>.png`` and ``DIR/images.jsonl``."""
-    from rudolph.tasks import SamplingConfig
+    """``rudolph text2image --prompts FILE -o DIR``: ``DIR/<key>_<j>.png`` and ``DIR/images.jsonl``
+    (``args.codebooks_num`` already checked by :mod:`rudolph.cli`)."""
+    from rudolph.tasks import image_sampling_for
 
     from .inputs import read_prompts
+    from .output import check_writable_folder
     from .specs import Text2ImageJob
 
     if args.text is not None:
         raise CliError('give either a text or --prompts FILE, not both')
     if args.reencode:
         raise CliError('--reencode is not available with --prompts')
-    codebooks_num = args.codebooks_num or 2 * args.images_num
-    if args.images_num > codebooks_num:
-        raise CliError(f'-n/--images-num ({args.images_num}) cannot exceed --codebooks-num ({codebooks_num})')
     items = read_prompts(args.prompts, column=args.prompt_column)
-    os.makedirs(args.out, exist_ok=True)
+    check_writable_folder(args.out)
     records = os.path.join(args.out, RECORDS_NAME)
     parts, loaded, state = setup(args, records)
-    _apply_sampling(args, loaded)
-    job = Text2ImageJob(parts, args.out, seed=args.seed, images_num=args.images_num, codebooks_num=codebooks_num,
-                        sampling=SamplingConfig(args.top_k, args.top_p, args.temperature))
+    sampling = image_sampling_for(loaded.sampling_for('text2image'), args.top_k, args.top_p, args.temperature)
+    job = Text2ImageJob(parts, args.out, seed=args.seed, images_num=args.images_num,
+                        codebooks_num=args.codebooks_num, sampling=sampling)
     return run_and_report(args, job, items, records, state, {'out': records, 'seed': args.seed})
 
 

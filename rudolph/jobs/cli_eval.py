@@ -8,9 +8,7 @@ every job), ``<mode>.json`` (accuracy, per-class accuracy, confusion matrix, set
 ``<mode>.confusion.png``, and prints the accuracy.
 """
 import argparse
-import json
 import os
-import sys
 from typing import Any, Dict
 
 from ..cli_options import CliError, add_common
@@ -57,15 +55,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _write_report(path: str, report: Dict[str, Any]) -> None:
-    from .output import atomic_write
+    from .output import atomic_write, json_text
 
-    atomic_write(path, lambda f: f.write((json.dumps(report, ensure_ascii=False, indent=2) + '\n').encode('utf-8')))
+    atomic_write(path, lambda f: f.write((json_text(report) + '\n').encode('utf-8')))
 
 
 def _emit(args: argparse.Namespace, report: Dict[str, Any]) -> None:
+    from .output import json_text
+
     if args.json:
-        json.dump(report, sys.stdout, ensure_ascii=False, indent=2)
-        sys.stdout.write('\n')
+        print(json_text(report))
         return
     print(f"{args.mode} accuracy: {report['accuracy']:.4f} ({report['n']} pictures)")
     for name, acc in report['per_class_accuracy'].items():

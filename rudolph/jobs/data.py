@@ -12,7 +12,8 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from .inputs import Item
+from ..errors import InputError
+from .inputs import Item, open_image
 
 __all__ = ['Loaded', 'ImageDataset', 'make_loader', 'load_picture', 'default_workers']
 
@@ -31,8 +32,7 @@ def load_picture(path: str, size: int) -> np.ndarray:
     """``path`` as the model sees it: RGB (``to_rgb``), centre square, ``size`` px (bilinear), uint8."""
     from ..vae.image import TOKEN_PX, to_rgb
 
-    with Image.open(path) as img:
-        img.load()
+    with open_image(path) as img:
         rgb = to_rgb(img)
     width, height = rgb.size
     if min(width, height) < TOKEN_PX:
@@ -59,10 +59,10 @@ class ImageDataset(Dataset):
             return Loaded(index, None, 'empty text (question or prompt)')
         if self.size is None:
             return Loaded(index, None, None)
-        if not item.path or not os.path.isfile(item.path):
-            return Loaded(index, None, f'no such file: {item.path}')
         try:
             return Loaded(index, load_picture(item.path, self.size), None)
+        except InputError as error:  # missing or unreadable: open_image's message names the file
+            return Loaded(index, None, str(error))
         except PICTURE_ERRORS as error:
             return Loaded(index, None, f'cannot read the image: {type(error).__name__}: {error}')
 

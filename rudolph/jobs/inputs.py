@@ -14,7 +14,7 @@ from typing import Dict, Iterable, List, Optional
 from ..errors import DataError, InputError
 from ..tables import jsonl_rows
 
-__all__ = ['Item', 'IMAGE_EXTENSIONS', 'list_images', 'folder_images', 'read_prompts', 'read_table']
+__all__ = ['Item', 'IMAGE_EXTENSIONS', 'list_images', 'folder_images', 'read_prompts', 'read_table', 'open_image']
 
 #: file name endings taken from a folder or a glob (case-insensitive)
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp', '.tif', '.tiff', '.ppm', '.pgm')
@@ -27,6 +27,20 @@ class Item:
     key: str
     path: Optional[str] = None
     text: Optional[str] = None
+
+
+def open_image(path: Optional[str]):
+    """The picture file ``path``, read (a PIL image); an ``InputError`` naming it if it is missing or unreadable."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not path or not os.path.isfile(path):
+        raise InputError(f'image not found: {path}')
+    try:
+        img = Image.open(path)
+        img.load()
+    except (UnidentifiedImageError, OSError) as error:
+        raise InputError(f'cannot read the image {path}: {error}') from None
+    return img
 
 
 def _is_image(name: str) -> bool:

@@ -12,7 +12,7 @@ from typing import Any, Dict, Iterator, Optional
 from .config import RudolphConfig
 
 __all__ = ['MODELS', 'ModelSpec', 'DEFAULT_SPC_TOKENS', 'TINY_SHAPES', 'TINY_SHAPES_DIR', 'TINY_SHAPES_PARAMS',
-           'TINY_SHAPES_SPC_TOKENS', 'TINY_SHAPES_VQGAN_CONFIG', 'TINY_SHAPES_T2I_SAMPLING']
+           'TINY_SHAPES_SPC_TOKENS', 'TINY_SHAPES_VQGAN_CONFIG', 'TINY_SHAPES_T2I_SAMPLING', 'DEFAULT_T2I_SAMPLING']
 
 #: task-token ids of the published task-token checkpoints (350M v2, 2.7B, 2.7B FBC2).
 DEFAULT_SPC_TOKENS: Dict[str, int] = {
@@ -26,6 +26,9 @@ DEFAULT_SPC_TOKENS: Dict[str, int] = {
     '<LT_TQA>': 16390,
     '<RT_TQA>': 16391,
 }
+#: text-to-image sampling of a model whose spec records none (``ModelSpec.sampling['text2image']``)
+DEFAULT_T2I_SAMPLING: Mapping = MappingProxyType(dict(top_k=768, top_p=0.99, temperature=1.0))
+
 
 def _frozen(mapping: Optional[Mapping]) -> Mapping:
     """A read-only copy (nested mappings too), so that a registry entry cannot be changed in place."""
@@ -104,6 +107,9 @@ def _config(repo_id: str, description: str, spc_tokens: Dict[str, int], **kwargs
                      spc_tokens=spc_tokens)
 
 
+_350M = dict(num_layers=24, hidden_size=1024, num_attention_heads=16,
+             l_text_seq_length=64, image_tokens_per_dim=16, r_text_seq_length=64,
+             kernel_size=7, last_kernel_size=9, vocab_size=16384 + 64)
 _2_7B = dict(num_layers=32, hidden_size=2560, num_attention_heads=32,
              l_text_seq_length=384, image_tokens_per_dim=24, r_text_seq_length=128,
              kernel_size=7, last_kernel_size=9, vocab_size=16384 + 384,
@@ -112,10 +118,7 @@ _2_7B = dict(num_layers=32, hidden_size=2560, num_attention_heads=32,
 MODELS: Dict[str, ModelSpec] = {
     '350M': _config(
         'shonenkov-AI/RuDOLPH-350M-v2', 'RuDOLPH 350M v2 with task tokens, 128 px images', DEFAULT_SPC_TOKENS,
-        num_layers=24, hidden_size=1024, num_attention_heads=16,
-        l_text_seq_length=64, image_tokens_per_dim=16, r_text_seq_length=64,
-        kernel_size=7, last_kernel_size=9, vocab_size=16384 + 64,
-        text_special_tokens=384, image_special_tokens=384),
+        **_350M, text_special_tokens=384, image_special_tokens=384),
     '1.3B': _config(
         'sberbank-ai/RUDOLPH-1.3B', 'RuDOLPH 1.3B, 256 px images', DEFAULT_SPC_TOKENS,
         num_layers=24, hidden_size=2048, num_attention_heads=16,
@@ -126,10 +129,7 @@ MODELS: Dict[str, ModelSpec] = {
     '2.7B_fbc2': _config('sberbank-ai/RUDOLPH-2.7B-FBC2', 'RuDOLPH 2.7B fine-tuned on FBC2 tasks', DEFAULT_SPC_TOKENS, **_2_7B),
     '350M_v1': _config(
         'sberbank-ai/RuDOLPH-350M', 'RuDOLPH 350M, first release without task tokens', {},
-        num_layers=24, hidden_size=1024, num_attention_heads=16,
-        l_text_seq_length=64, image_tokens_per_dim=16, r_text_seq_length=64,
-        kernel_size=7, last_kernel_size=9, vocab_size=16384 + 64,
-        text_special_tokens=0, image_special_tokens=0),
+        **_350M, text_special_tokens=0, image_special_tokens=0),
 }
 
 # ----------------------------------------------------------------------------- the embedded model

@@ -56,6 +56,17 @@ def _config_and_device(args: tuple, kwargs: Dict[str, Any]) -> Tuple[RudolphConf
     return RudolphConfig.from_params(params), device
 
 
+#: the original model's attributes, each a value of its :class:`RudolphConfig` (attribute -> config field)
+_CONFIG_ATTRIBUTES = {
+    'num_layers': 'num_layers', 'hidden_size': 'hidden_size', 'num_attention_heads': 'num_attention_heads',
+    'l_text_seq_length': 'L', 'r_text_seq_length': 'R', 'image_tokens_per_dim': 'N', 'image_seq_length': 'N2',
+    'total_seq_length': 'S', 'text_special_tokens': 'text_special_tokens',
+    'image_special_tokens': 'image_special_tokens', 'vocab_size': 'V', 'image_vocab_size': 'image_vocab_total',
+    'plain_image_vocab_size': 'image_vocab', 'kernel_size': 'kernel_size', 'last_kernel_size': 'last_kernel_size',
+    'gradient_checkpointing': 'gradient_checkpointing',
+}
+
+
 class ruDolphModel(nn.Module):
     """RuDOLPH: ``[left text (L) | image tokens (N*N) | right text (R)]`` with one decoder.
 
@@ -70,23 +81,9 @@ class ruDolphModel(nn.Module):
         config, device = _config_and_device(args, kwargs)
         self.config = config
         self.device = device
-        self.num_layers = config.num_layers
-        self.hidden_size = config.hidden_size
-        self.num_attention_heads = config.num_attention_heads
-        self.l_text_seq_length = config.L
-        self.r_text_seq_length = config.R
-        self.image_tokens_per_dim = config.N
-        self.image_seq_length = config.N2
-        self.total_seq_length = config.S
-        self.text_special_tokens = config.text_special_tokens
-        self.image_special_tokens = config.image_special_tokens
-        self.vocab_size = config.V
-        self.image_vocab_size = config.image_vocab_total
-        self.plain_image_vocab_size = config.image_vocab
+        for name, source in _CONFIG_ATTRIBUTES.items():
+            setattr(self, name, getattr(config, source))
         self.total_vocab_size = self.vocab_size + self.image_vocab_size
-        self.kernel_size = config.kernel_size
-        self.last_kernel_size = config.last_kernel_size
-        self.gradient_checkpointing = config.gradient_checkpointing
         hidden_size, l_text_seq_length, r_text_seq_length = config.hidden_size, config.L, config.R
         image_tokens_per_dim = config.N
         with skip_init():  # reset_parameters() below is the one init
