@@ -81,6 +81,9 @@ def _emit(args: argparse.Namespace, report: Dict[str, Any]) -> None:
         sys.stdout.write('\n')
         return
     print(f"{args.mode} accuracy: {report['accuracy']:.4f} ({report['n']} pictures)")
+    if args.mode == 'linear-probe':
+        print(f"  probe: layer {report['layer']}, {report['pooling']} pooling, L2 {report['l2']:g} "
+              f"({report['l2_chosen_by']}), trained on {report['train_n']} pictures")
     for name, acc in report['per_class_accuracy'].items():
         print(f"  {name}: {'-' if acc is None else f'{acc:.4f}'}")
     print(f"report: {report['report']}  confusion matrix: {report['confusion_png']}")
