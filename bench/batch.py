@@ -10,7 +10,11 @@ download; the cost does not depend on the weights' values) and ``tiny-shapes`` (
 
 Usage: python bench/batch.py [--models 350M tiny-shapes] [--threads 2] [--bs 16] [--captions 64]
        [--zs-images 100] [--zs-classes 10] [--t2i 32] [--embed 64] [--jobs caption zero-shot t2i embed]
-Small counts (e.g. --captions 4 --zs-images 4 --t2i 2 --embed 4) check that it runs.
+       [--processes 2 --processes-pictures 32]
+Small counts (e.g. --captions 4 --zs-images 4 --t2i 2 --embed 4) check that it runs. ``--processes N``
+also runs captioning and zero-shot on tiny-shapes through the CLI on 1 and on N processes
+(``accelerate launch --cpu -m rudolph ...``, the jobs layer's multi-process run) and checks that the
+merged outputs are byte-identical; ``--models`` with no name runs only that comparison.
 """
 import argparse
 import os
@@ -101,15 +105,67 @@ def embed_job(parts, pictures, n: int, bs: int) -> Tuple[float, float]:
     return loop, together
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _launch(argv: List[str], processes: int, threads: int) -> dict:
+    """``python -m rudolph ARGV --json`` on one process, or under ``accelerate launch --cpu`` (gloo) on
+    ``processes``: the job's report (its ``seconds`` start after the model is loaded), plus ``wall`` seconds."""
+    import json
+    import subprocess
+    import sys
+
+    launch = [sys.executable, '-m', 'rudolph']
+    if processes > 1:  # the launcher of the jobs layer's 2-process equality test (tests/test_jobs.py)
+        launch = [sys.executable, '-m', 'accelerate.commands.launch', '--num_processes', str(processes),
+                  '--num_machines', '1', '--mixed_precision', 'no', '--dynamo_backend', 'no', '--cpu', '-m',
+                  'rudolph']
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''), HF_HUB_OFFLINE='1',
+               OMP_NUM_THREADS=str(threads), PYTHONWARNINGS='ignore')
+    start = time.perf_counter()
+    done = subprocess.run(launch + argv + ['--model', 'tiny-shapes', '--quiet', '--json'], env=env,
+                          capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if done.returncode:
+        raise SystemExit(f'{" ".join(argv)} on {processes} process(es) failed:\n{done.stderr[-3000:]}')
+    return {**json.loads(done.stdout), 'wall': wall}
+
+
 def processes_row(args) -> None:
-    """TODO(jobs layer): time the same job on ``--processes`` processes (``accelerate launch -m rudolph caption
-    ... --out f.jsonl``) against one; filled in by the jobs helper once that CLI exists."""
-    return None
+    """The same jobs (tiny-shapes: captioning and zero-shot) on 1 and on ``--processes`` processes through the
+    CLI, one table: items/s of the job itself and wall seconds (with start-up and model loading), and
+    whether the merged output is byte-identical to the one-process file."""
+    from rudolph.demo.shapes import write_imagefolder
+
+    work = os.path.join(args.tmp, 'processes')
+    pictures = os.path.join(work, 'pictures')
+    n = args.processes_pictures
+    write_imagefolder(pictures, n, by='shape', seed=20240)
+    # each process gets --threads / processes threads, so both runs use the same cores
+    threads = max(1, args.threads // args.processes)
+    jobs = {'caption': ['caption', pictures, '--generations-num', '1', '--seed', '0'],
+            'zero-shot (6 classes)': ['classify', pictures, '--classes', 'круг', 'квадрат', 'треугольник', 'звезда',
+                                      'кольцо', 'крест', '--template', 'форма фигуры: {}']}
+    print(f'\n## {args.processes} processes vs 1 (accelerate launch --cpu, gloo; tiny-shapes, {n} pictures, '
+          f'bs={args.bs}, {args.threads} threads in all)\n')
+    print('| job | processes | job s | items/s | wall s (with start-up) | byte-identical to 1 process |')
+    print('|---|---|---|---|---|---|', flush=True)
+    for name, argv in jobs.items():
+        outputs = {}
+        for procs in (1, args.processes):
+            out = os.path.join(work, f'{name.split()[0]}-{procs}.jsonl')
+            common = ['--out', out, '--bs', str(args.bs), '--workers', '0', '--overwrite']
+            report = _launch(argv + common, procs, args.threads if procs == 1 else threads)
+            with open(out, 'rb') as f:
+                outputs[procs] = f.read()
+            same = 'yes' if outputs[procs] == outputs[1] else 'NO'
+            print(f"| {name} | {procs} | {report['seconds']:.2f} | {report['items_per_s']:.2f} | "
+                  f"{report['wall']:.1f} | {same if procs > 1 else '(reference)'} |", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--models', nargs='+', default=['350M', 'tiny-shapes'])
+    parser.add_argument('--models', nargs='*', default=['350M', 'tiny-shapes'])
     parser.add_argument('--jobs', nargs='+', default=['caption', 'zero-shot', 't2i', 'embed'])
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--bs', type=int, default=16)
@@ -119,13 +175,15 @@ def main() -> None:
     parser.add_argument('--t2i', type=int, default=32)
     parser.add_argument('--embed', type=int, default=64)
     parser.add_argument('--processes', type=int, default=1,
-                        help='TODO: also time N processes vs 1 (the jobs layer fills this in; not measured yet)')
+                        help='also run the jobs on N processes vs 1 through the CLI (accelerate launch --cpu)')
+    parser.add_argument('--processes-pictures', type=int, default=32, help='pictures of that comparison')
     parser.add_argument('--tmp', default='/tmp/rudolph-bench')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f'\n## batched jobs vs a per-input loop (CPU, float32, {args.threads} threads, bs={args.bs})\n')
-    print('| model | job | loop s | batched s | loop items/s | batched items/s | speed-up |')
-    print('|---|---|---|---|---|---|---|', flush=True)
+    if args.models:
+        print(f'\n## batched jobs vs a per-input loop (CPU, float32, {args.threads} threads, bs={args.bs})\n')
+        print('| model | job | loop s | batched s | loop items/s | batched items/s | speed-up |')
+        print('|---|---|---|---|---|---|---|', flush=True)
     for name in args.models:
         parts, pictures, classes, prompts = load(name, args.tmp)
         classes = classes[:args.zs_classes]
@@ -146,7 +204,7 @@ def main() -> None:
                   f'{loop / together:.1f}x |', flush=True)
     if args.processes > 1:
         processes_row(args)
-        print(f'\n{args.processes} processes vs 1: not measured (TODO: the jobs layer\'s accelerate launch)')
+
 
 if __name__ == '__main__':
     main()

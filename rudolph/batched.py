@@ -27,7 +27,7 @@ from .tasks import (DEFAULT_IMAGE_SAMPLING, VQA_TEMPLATE, Parts, SamplingConfig,
 from .utils import check_classes, check_count, check_template, check_text, warn_unknown_classes
 
 __all__ = ['row_seed', 'recommended_sampling', 'encode_images', 'caption_batch', 'vqa_batch', 'classify_batch',
-           'embed_image_batch', 'embed_text_batch', 'text2image_batch', 'SIGNIFICANT',
+           'embed_image_batch', 'embed_text_batch', 'POOLINGS', 'text2image_batch', 'SIGNIFICANT',
            'caption_images', 'vqa_images', 'classify_images', 'embed_images', 'embed_texts', 'text2image_prompts']
 
 #: significant digits of every score and probability in the result dicts
@@ -282,9 +282,13 @@ def classify_batch(parts: Parts, images: Sequence[Any], classes: Sequence[str], 
     return results
 
 
+#: poolings of the embeddings: over the positions, ``'meanmax'`` the mean and the max side by side (``2 x hidden``)
+POOLINGS = ('mean', 'max', 'meanmax')
+
+
 def _check_pooling(pooling: str) -> None:
-    if pooling not in ('mean', 'max'):
-        raise ConfigError(f"pooling must be 'mean' or 'max', got {pooling!r}")
+    if pooling not in POOLINGS:
+        raise ConfigError(f"pooling must be one of {', '.join(repr(p) for p in POOLINGS)}, got {pooling!r}")
 
 
 def _check_layer(parts: Parts, layer: int) -> None:
@@ -293,14 +297,35 @@ def _check_layer(parts: Parts, layer: int) -> None:
         raise ConfigError(f'layer must be an int in [{-n}, {n}) (the model has {n} layers), got {layer!r}')
 
 
+def _pool(states: torch.Tensor, pooling: str) -> torch.Tensor:
+    """``[positions, hidden]`` -> ``[hidden]`` (``[2 hidden]`` for ``'meanmax'``)."""
+    if pooling == 'mean':
+        return states.mean(0)
+    if pooling == 'max':
+        return states.amax(0)
+    return torch.cat((states.mean(0), states.amax(0)))
+
+
 @torch.no_grad()
 def embed_image_batch(parts: Parts, images: Sequence[Any], *, layer: int = -1, pooling: str = 'mean') -> torch.Tensor:
-    """``[n, hidden]`` float32 (CPU): :func:`rudolph.tasks.image_embedding` of each picture."""
+    """``[n, hidden]`` float32 (CPU): :func:`rudolph.tasks.image_embedding` of each picture.
+
+    ``pooling='meanmax'``: ``[n, 2 hidden]``, the mean and the max over the image positions of one pass.
+    """
     _check_pooling(pooling)
     _check_layer(parts, layer)
     codes = encode_images(parts, images)
     # One picture per pass: its numbers then never depend on the other pictures (see the module).
-    return torch.cat([embed_codes(parts, row[None], layer, pooling).cpu() for row in codes])
+    if pooling != 'meanmax':
+        return torch.cat([embed_codes(parts, row[None], layer, pooling).cpu() for row in codes])
+    layout = parts.layout
+    left = parts.context([''], layout.L, '<LT_I2T>')
+    out = []
+    for row in codes:
+        _, hidden = parts.model.hidden(torch.cat((left, row[None].to(left.device)), dim=1), 0, None,
+                                       return_hidden_states=True)
+        out.append(_pool(hidden[layer][0, layout.L:layout.L + layout.N2].float(), pooling).cpu())
+    return torch.stack(out)
 
 
 @torch.no_grad()
@@ -320,8 +345,7 @@ def embed_text_batch(parts: Parts, texts: Sequence[str], *, layer: int = -1, poo
     out = []
     for row in ids:  # one text per pass, as the pictures of embed_image_batch
         _, hidden = parts.model.hidden(row[None], 0, None, return_hidden_states=True)
-        states = hidden[layer][0, :int((row != PAD_ID).sum())].float()
-        out.append((states.mean(0) if pooling == 'mean' else states.amax(0)).cpu())
+        out.append(_pool(hidden[layer][0, :int((row != PAD_ID).sum())].float(), pooling).cpu())
     return torch.stack(out)
 
 

@@ -354,10 +354,13 @@ def _summarise_warnings(caught: List[warnings.WarningMessage], quiet: bool) -> N
 
 def _run_command(args: argparse.Namespace) -> int:
     """``args._run(args)`` with its warnings gathered into one summary (``--quiet``: none)."""
+    from .memory import bs_option
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         try:
-            return int(args._run(args) or 0)
+            with bs_option('--bs'):  # memory messages name the option the user can change
+                return int(args._run(args) or 0)
         finally:
             _summarise_warnings(list(caught), getattr(args, 'quiet', False))
 

@@ -1,14 +1,16 @@
 """The engine's memory estimate: a call that would not fit is refused before allocating, naming the
 largest ``bs`` that does."""
+import contextlib
+import contextvars
 import os
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Iterator, Optional, Union
 
 import torch
 
 from .errors import ResourceError
 
-__all__ = ['MemoryNeed', 'memory_need', 'available_memory', 'check_memory']
+__all__ = ['MemoryNeed', 'memory_need', 'available_memory', 'check_memory', 'bs_option']
 
 
 # Float32 temporaries per sampled logit: the logits, the filtered copy, sort values and int64
@@ -17,6 +19,28 @@ _LOGIT_BYTES = 40
 # Activations of one forward pass per position, in units of hidden_size elements (residual,
 # attention projections and the 4x MLP), so a batch's transient tensors are counted too.
 _ACTIVATION_WIDTH = 12
+
+# How the batch size is spelled in the messages: the Python keyword (``bs=3``) unless a caller
+# such as the CLI says its users know it as an option (``--bs 3``).
+_BS_OPTION: contextvars.ContextVar[str] = contextvars.ContextVar('bs_option', default='bs')
+
+
+@contextlib.contextmanager
+def bs_option(name: str) -> Iterator[None]:
+    """Within the block, memory messages name the batch size ``name`` (``'--bs'``: ``--bs 3``; default ``bs=3``)."""
+    token = _BS_OPTION.set(name)
+    try:
+        yield
+    finally:
+        _BS_OPTION.reset(token)
+
+
+def _bs(value: Optional[int] = None) -> str:
+    """The batch size option, with ``value`` in its caller's form (``bs=3`` or ``--bs 3``)."""
+    name = _BS_OPTION.get()
+    if value is None:
+        return name
+    return f'{name} {value}' if name.startswith('-') else f'{name}={value}'
 
 
 @dataclass(frozen=True)
@@ -86,7 +110,8 @@ def _gib(n: int) -> str:
 def check_memory(need: MemoryNeed, bs: int, device: Union[str, torch.device], what: str, count: str) -> None:
     """``ResourceError`` before allocating if a batch of ``bs`` rows would not fit (gives the largest ``bs`` that does).
 
-    ``count`` names the number of results (e.g. ``'num=100000'``) for the message.
+    ``count`` names the number of results (e.g. ``'num=100000'``) for the message; the batch size
+    is spelled as :func:`bs_option` says (the CLI: ``--bs``).
     """
     available = available_memory(device)
     if available is None or need.total(bs) <= available:
@@ -94,7 +119,7 @@ def check_memory(need: MemoryNeed, bs: int, device: Union[str, torch.device], wh
     best = need.largest_bs(available)
     where = f'{_gib(available)} of {torch.device(device).type} memory is available'
     if best >= 1:
-        raise ResourceError(f'{what} with bs={bs} needs about {_gib(need.total(bs))} but {where}; the largest bs '
-                            f'that fits is {best} (pass bs={best} or less)')
-    raise ResourceError(f'{what} needs about {_gib(need.total(1))} even with bs=1 ({count}: the results alone take '
-                        f'{_gib(need.fixed)}) but {where}; ask for fewer results per call')
+        raise ResourceError(f'{what} with {_bs(bs)} needs about {_gib(need.total(bs))} but {where}; the largest '
+                            f'{_bs()} that fits is {best} (pass {_bs(best)} or less)')
+    raise ResourceError(f'{what} needs about {_gib(need.total(1))} even with {_bs(1)} ({count}: the results alone '
+                        f'take {_gib(need.fixed)}) but {where}; ask for fewer results per call')

@@ -90,3 +90,73 @@ def test_eval_zero_shot_and_linear_probe_on_a_tiny_imagefolder(tmp_path, capsys)
     assert os.path.isfile(os.path.join(out, 'features.npy')) and os.path.isfile(probe['confusion_png'])
     assert cli.main(argv + ['--resume']) == 0
     assert json.loads(capsys.readouterr().out)['accuracy'] == probe['accuracy']  # same features, same split
+
+
+def test_choose_l2_cross_validates_on_what_it_is_given_and_picks_from_the_grid():
+    rng = np.random.default_rng(1)  # 3 classes, 2 informative dimensions among 40 noisy ones: a penalty helps
+    y = np.repeat(np.arange(3), 20)
+    x = rng.normal(size=(60, 40))
+    x[:, :2] += 1.5 * np.eye(3, 2)[y]
+    grid = (1e-3, 1.0, 30.0)
+    best, scores = evaluate.choose_l2(x, y, 3, grid=grid, folds=4, seed=0)
+    assert best in grid and set(scores) == set(grid) and scores[best] == max(scores.values())
+    assert (best, scores) == evaluate.choose_l2(x, y, 3, grid=grid, folds=4, seed=0)  # deterministic
+    # by hand: the folds' held-out pictures, each scored by a probe fitted on the rest
+    folds = evaluate.stratified_folds(y, 4, seed=0)
+    assert sorted(i for f in folds for i in f) == list(range(60)) and {len(f) for f in folds} == {15}
+    right = 0
+    for held in folds:
+        train = np.setdiff1d(np.arange(60), held)
+        model = evaluate.fit_logistic(x[train], y[train], 3, l2=best)
+        right += int(np.sum(np.asarray(evaluate.predict_logistic(model, x[held])) == y[held]))
+    assert scores[best] == pytest.approx(right / 60, abs=1 / 60)  # warm starts may move a borderline picture
+    separable = np.eye(3)[y] * 5  # every penalty is right everywhere: the tie goes to the stronger one
+    assert evaluate.choose_l2(separable, y, 3, grid=(0.01, 0.1), folds=2) == (0.1, {0.1: 1.0, 0.01: 1.0})
+    assert evaluate.choose_l2(x[:4], [0, 1, 2, 2], 3, grid=grid) == (30.0, {})  # one picture a class: no CV
+    with pytest.raises(InputError, match='folds'):
+        evaluate.choose_l2(x, y, 3, folds=1)
+    with pytest.raises(InputError, match='positive'):
+        evaluate.choose_l2(x, y, 3, grid=(0.1, 0.0))
+
+
+def test_meanmax_pooling_is_the_mean_and_the_max_of_one_pass():
+    from rudolph.batched import embed_image_batch
+    from rudolph.demo import load_bundle
+    from rudolph.errors import ConfigError
+    from rudolph.tasks import Parts
+
+    bundle = load_bundle()
+    parts = Parts.of(bundle.model, bundle.tokenizer, bundle.vae, progress=False)
+    images = [shapes.make_sample(i, seed=3).image for i in range(2)]
+    both = embed_image_batch(parts, images, layer=2, pooling='meanmax')
+    hidden = bundle.model.hidden_size
+    assert both.shape == (2, 2 * hidden)
+    assert torch_close(both[:, :hidden], embed_image_batch(parts, images, layer=2, pooling='mean'))
+    assert torch_close(both[:, hidden:], embed_image_batch(parts, images, layer=2, pooling='max'))
+    with pytest.raises(ConfigError, match='meanmax'):
+        embed_image_batch(parts, images, pooling='sum')
+
+
+def torch_close(a, b) -> bool:
+    return bool(np.allclose(a.numpy(), b.numpy(), atol=1e-5))
+
+
+def test_probe_defaults_and_zero_shot_on_the_probes_test_part(tmp_path, capsys):
+    root = str(tmp_path / 'shapes')
+    shapes.write_imagefolder(root, 40, by='shape', seed=20240)
+    out = str(tmp_path / 'ev')
+    assert cli.main(['eval', 'linear-probe', root, '--out', out, '--json', '--folds', '2'] + TINY) == 0
+    probe = json.loads(capsys.readouterr().out)
+    assert probe['layer'] == 2 and probe['pooling'] == 'meanmax'  # the middle of tiny-shapes' 4 layers
+    assert probe['l2'] in evaluate.L2_GRID and probe['l2_chosen_by'].startswith('cross-validation')
+    assert set(probe['cv_accuracy']) == {f'{v:g}' for v in evaluate.L2_GRID}
+    assert np.load(os.path.join(out, 'features.npy')).shape == (40, 2 * 192)
+    argv = ['eval', 'zero-shot', root, '--template', shapes.ZS_SHAPE_TEMPLATE, '--out', out, '--test-part', '--json']
+    assert cli.main(argv + TINY) == 0
+    zs = json.loads(capsys.readouterr().out)
+    assert zs['n'] == probe['n'] and zs['test_part'] is True  # the same pictures as the probe's test part
+    _, test = evaluate.stratified_split(evaluate.read_imagefolder(root).labels, 0.5, 0)
+    lines = open(os.path.join(out, 'zero-shot.predictions.jsonl'), encoding='utf-8').read().splitlines()
+    assert len(lines) == len(test) == zs['n']
+    assert cli.main(['eval', 'linear-probe', root, '--out', out, '--json', '--l2', '0.5', '--resume'] + TINY) == 0
+    assert json.loads(capsys.readouterr().out)['l2_chosen_by'] == 'given (--l2)'

@@ -208,7 +208,8 @@ def embed_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument('--texts', action='store_true', help='embed texts (alone in the left text) instead of pictures')
     p.add_argument('--text-column', default='text', help="a table's text column with --texts (default 'text')")
     p.add_argument('--layer', type=int, default=-1, help='hidden states of this layer (default -1: the last)')
-    p.add_argument('--pooling', choices=('mean', 'max'), default='mean', help='over the positions (default mean)')
+    p.add_argument('--pooling', choices=('mean', 'max', 'meanmax'), default='mean',
+                   help='over the positions (default mean; meanmax: both, side by side)')
     add_job_options(p, out=False)
     add_common(p)
 

@@ -23,10 +23,12 @@ from ..errors import DataError, InputError
 from .inputs import Item, folder_images
 
 __all__ = ['ImageFolder', 'read_imagefolder', 'CLASSES_FILE', 'confusion_matrix', 'metrics', 'stratified_split',
-           'fit_logistic', 'predict_logistic', 'draw_confusion']
+           'stratified_folds', 'fit_logistic', 'predict_logistic', 'choose_l2', 'L2_GRID', 'draw_confusion']
 
 #: the mapping file looked for inside an ImageFolder
 CLASSES_FILE = 'classes.json'
+#: the L2 penalties :func:`choose_l2` tries (on standardised features), weakest first
+L2_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
 
 @dataclass
@@ -107,16 +109,38 @@ def stratified_split(labels: Sequence[int], test_fraction: float, seed: int) -> 
     return sorted(train), sorted(test)
 
 
-def fit_logistic(x, y, classes: int, l2: float = 1e-3, steps: int = 200):
-    """A multinomial logistic regression on ``x`` ``[n, d]`` (float) and ``y`` ``[n]``: ``(mean, std, W, b)``."""
+def stratified_folds(labels: Sequence[int], folds: int, seed: int) -> List[List[int]]:
+    """``folds`` disjoint index lists covering ``labels``: per class a seeded shuffle dealt round-robin."""
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+        raise InputError(f'folds must be an int >= 2, got {folds!r}')
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)
+    out: List[List[int]] = [[] for _ in range(folds)]
+    turn = 0  # the next class starts where the last one stopped, so the folds' sizes differ by one at most
+    for label in np.unique(labels):
+        for index in rng.permutation(np.flatnonzero(labels == label)).tolist():
+            out[turn % folds].append(index)
+            turn += 1
+    return [sorted(f) for f in out]
+
+
+def fit_logistic(x, y, classes: int, l2: float = 1e-3, steps: int = 200, init=None):
+    """A multinomial logistic regression on ``x`` ``[n, d]`` (float) and ``y`` ``[n]``: ``(mean, std, W, b)``.
+
+    ``init``: a model of the same features to start from (a warm start along an L2 path).
+    """
     import torch
 
     x = torch.as_tensor(x, dtype=torch.float64)
     y = torch.as_tensor(y, dtype=torch.long)
     mean, std = x.mean(0), x.std(0, unbiased=False).clamp(min=1e-6)
     xs = (x - mean) / std
-    weight = torch.zeros(x.shape[1], classes, dtype=torch.float64, requires_grad=True)
-    bias = torch.zeros(classes, dtype=torch.float64, requires_grad=True)
+    weight = torch.zeros(x.shape[1], classes, dtype=torch.float64)
+    bias = torch.zeros(classes, dtype=torch.float64)
+    if init is not None:
+        weight, bias = init[2].clone(), init[3].clone()
+    weight.requires_grad_(True)
+    bias.requires_grad_(True)
     opt = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=steps, line_search_fn='strong_wolfe',
                             tolerance_grad=1e-9, tolerance_change=1e-12)
 
@@ -128,6 +152,38 @@ def fit_logistic(x, y, classes: int, l2: float = 1e-3, steps: int = 200):
 
     opt.step(closure)
     return mean, std, weight.detach(), bias.detach()
+
+
+def choose_l2(x, y, classes: int, grid: Sequence[float] = L2_GRID, folds: int = 5,
+              seed: int = 0) -> Tuple[float, Dict[float, float]]:
+    """The L2 penalty of ``grid`` with the best ``folds``-fold cross-validated accuracy on ``(x, y)``.
+
+    Pass the train part only: the test part must never choose the probe. Per fold the grid is
+    fitted from the strongest penalty to the weakest, each fit starting from the previous one.
+    Ties go to the stronger penalty (the simpler model). Returns ``(l2, {l2: accuracy over the
+    folds})``; ``folds`` is lowered to the smallest class's count, and with a class of one picture
+    nothing is cross-validated (the strongest penalty, ``{}``).
+    """
+    grid = sorted({float(v) for v in grid}, reverse=True)
+    if not grid or any(not v > 0 for v in grid):
+        raise InputError(f'the L2 grid must hold positive numbers, got {list(grid)}')
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+        raise InputError(f'folds must be an int >= 2, got {folds!r}')
+    x, y = np.asarray(x), np.asarray(y)
+    counts = np.bincount(y, minlength=classes)
+    folds = min(folds, int(counts[counts > 0].min()))  # every fold holds each class at least once
+    if folds < 2:  # a class with one picture: nothing to cross-validate, the simplest model
+        return grid[0], {}
+    right = dict.fromkeys(grid, 0)
+    for held in stratified_folds(y, folds, seed):
+        train = np.setdiff1d(np.arange(len(y)), held)
+        model = None
+        for l2 in grid:
+            model = fit_logistic(x[train], y[train], classes, l2=l2, init=model)
+            right[l2] += int(np.sum(np.asarray(predict_logistic(model, x[held])) == y[held]))
+    scores = {l2: right[l2] / len(y) for l2 in grid}
+    best = max(grid, key=lambda l2: (scores[l2], l2))
+    return best, scores
 
 
 def predict_logistic(model, x) -> List[int]:
