@@ -110,6 +110,7 @@ def venv_python(venv: str) -> str:
 
 def ensure_venv(venv: str) -> str:
     """Create the original's venv if needed; return its python."""
+    venv = os.path.abspath(venv)  # its probe runs with cwd=venv
     py = venv_python(venv)
     # Which `rudolph` the venv imports, and the version of the dist-info beside it (importlib.metadata
     # could report another rudolph found later on the path, e.g. an editable install of ours).
