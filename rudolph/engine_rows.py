@@ -163,7 +163,7 @@ def score_suffixes(model, prefixes: torch.Tensor, suffixes: torch.Tensor, part: 
     width = part.stop - part.start
     n_vocab = len(range(*part.vocab.indices(model.to_logits[1].out_features)))
     need = memory_need(model, end, logit_positions=width, n_vocab=n_vocab, held_bytes=m * c * width * 4)
-    check_memory(need, 1 + c, device, desc, f'{m} x {c} rows')  # rows alive at once: one prefix, its suffixes
+    check_memory(need, 1 + c, device, desc, f'{m} x {c} rows', batch_chosen=False)  # one prefix and its suffixes
     shared = max(0, min(shared, P - 1))
     if shared and not bool((prefixes[:, :shared] == prefixes[:1, :shared]).all()):
         raise InputError(f'shared={shared}: the prefixes differ in their first {shared} tokens')

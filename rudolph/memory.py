@@ -107,17 +107,23 @@ def _gib(n: int) -> str:
     return f'{n / 2 ** 30:.2f} GiB'
 
 
-def check_memory(need: MemoryNeed, bs: int, device: Union[str, torch.device], what: str, count: str) -> None:
+def check_memory(need: MemoryNeed, bs: int, device: Union[str, torch.device], what: str, count: str, *,
+                 batch_chosen: bool = True) -> None:
     """``ResourceError`` before allocating if a batch of ``bs`` rows would not fit (gives the largest ``bs`` that does).
 
     ``count`` names the number of results (e.g. ``'num=100000'``) for the message; the batch size
-    is spelled as :func:`bs_option` says (the CLI: ``--bs``).
+    is spelled as :func:`bs_option` says (the CLI: ``--bs``). ``batch_chosen=False``: the task fixes
+    ``bs`` (e.g. one picture and all its classes), so the message suggests no batch size.
     """
     available = available_memory(device)
     if available is None or need.total(bs) <= available:
         return
-    best = need.largest_bs(available)
     where = f'{_gib(available)} of {torch.device(device).type} memory is available'
+    if not batch_chosen:  # the task fixes the rows alive at once (a prefix and all its candidates)
+        raise ResourceError(f'{what} needs about {_gib(need.total(bs))} for {count} ({bs} rows at once, whatever '
+                            f'the batch size) but {where}; score fewer candidates per call, or use a smaller model '
+                            f'or a lower precision')
+    best = need.largest_bs(available)
     if best >= 1:
         raise ResourceError(f'{what} with {_bs(bs)} needs about {_gib(need.total(bs))} but {where}; the largest '
                             f'{_bs()} that fits is {best} (pass {_bs(best)} or less)')

@@ -1,5 +1,6 @@
 """The memory check's message names the batch size as the caller knows it (issue 14: ``--bs`` on the CLI)."""
 import pytest
+import torch
 
 from rudolph import cli, memory
 from rudolph.errors import ResourceError
@@ -35,3 +36,19 @@ def test_the_cli_error_names_the_bs_option(tmp_path, monkeypatch, capsys):
     assert cli.main(argv) == 1
     err = capsys.readouterr().err
     assert 'error:' in err and 'even with --bs 1' in err and 'bs=' not in err
+
+
+def test_rows_the_task_fixes_suggest_no_batch_size(monkeypatch, tiny_model):
+    """Zero-shot scores a picture and all its classes at once: its message names no --bs to pass."""
+    from rudolph.engine import ScorePart
+    from rudolph.engine_rows import score_suffixes
+
+    lay = tiny_model.config
+    prefixes = torch.randint(4, 100, (2, lay.L + 3))
+    suffixes = torch.randint(4, 100, (5, 4))
+    part = ScorePart(lay.L + 3, lay.L + 6, lay.text_slice)
+    monkeypatch.setattr(memory, 'available_memory', lambda device: 1)
+    with bs_option('--bs'):
+        with pytest.raises(ResourceError, match=r'2 x 5 rows \(6 rows at once, whatever the batch size\)') as caught:
+            score_suffixes(tiny_model, prefixes, suffixes, part, bs=4)
+    assert '--bs' not in str(caught.value) and 'bs=' not in str(caught.value)
