@@ -1,14 +1,17 @@
 """Dataset-scale jobs: the batched tasks of ``rudolph.batched`` against a per-input loop, same run.
 
 Jobs (issue 14's targets): captioning ``--captions`` different pictures, one caption each,
-batched at ``--bs`` vs looping ``pipelines.generate_captions`` per picture; zero-shot over
+at most ``--caption-tokens`` tokens, batched at ``--bs`` vs looping ``pipelines.generate_captions``'
+task per picture (``tasks.caption_counts``, with the same length limit); zero-shot over
 ``--zs-images`` pictures x ``--zs-classes`` classes vs looping ``tasks.zero_shot``; text-to-image
 for ``--t2i`` different prompts, one image each, vs looping ``tasks.text_to_image``; image
 embeddings vs looping ``tasks.image_embedding``. Both sides use the same sampling and lengths.
 Models: ``350M`` (random weights, a BPE trained on the spot, a random full-size VQGAN: no
-download; the cost does not depend on the weights' values) and ``tiny-shapes`` (packaged).
+download; the cost does not depend on the weights' values, except that the random model's text head
+is biased so that its captions fill the length limit: see ``writes_whole_captions``) and
+``tiny-shapes`` (packaged; its captions end where it writes eos).
 
-Usage: python bench/batch.py [--models 350M tiny-shapes] [--threads 2] [--bs 16] [--captions 64]
+Usage: python bench/batch.py [--models 350M tiny-shapes] [--threads 2] [--bs 16] [--captions 64] [--caption-tokens 20]
        [--zs-images 100] [--zs-classes 10] [--t2i 32] [--embed 64] [--jobs caption zero-shot t2i embed]
        [--processes 2 --processes-pictures 32]
 Small counts (e.g. --captions 4 --zs-images 4 --t2i 2 --embed 4) check that it runs. ``--processes N``
@@ -25,7 +28,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from rudolph import batched, pipelines, tasks
+from rudolph import batched, tasks
+from rudolph.codec import EOS_ID, bpe_ids, tokenizer_vocab_limit
 from rudolph.tasks import SamplingConfig
 
 CLASSES = ['кошка', 'собака', 'лошадь', 'автомобиль', 'самолёт', 'корабль', 'птица', 'олень', 'лягушка', 'грузовик',
@@ -67,17 +71,37 @@ def load(name: str, tmp: str):
     px = model.image_tokens_per_dim * 8
     rng = np.random.default_rng(0)
     pictures = [Image.fromarray(rng.integers(0, 255, (px, px, 3), dtype=np.uint8)) for _ in range(200)]
-    parts = tasks.Parts.of(model, get_tokenizer(bpe_path), get_vae(pretrained=False).eval(), progress=False)
+    tokenizer = get_tokenizer(bpe_path)
+    writes_whole_captions(model, tokenizer_vocab_limit(tokenizer, model.config))
+    parts = tasks.Parts.of(model, tokenizer, get_vae(pretrained=False).eval(), progress=False)
     return parts, pictures, CLASSES, PROMPTS
 
 
-def caption_job(parts, pictures, n: int, bs: int) -> Tuple[float, float]:
+@torch.no_grad()
+def writes_whole_captions(model, plain_ids: int) -> None:
+    """Make the random model write captions of the whole requested length, as a trained one writes words.
+
+    Untouched, it samples text ids beyond the bench BPE's few ids at once, which end a caption (the
+    reference's rule), so every caption would be empty and captioning would time no decoding at all.
+    The head's bias rules out those ids and eos; zero-shot and reranking are not affected beyond
+    the values of their perplexities.
+    """
+    bias = model.to_logits[1].bias
+    bias[plain_ids:model.config.V] = -30.0
+    bias[EOS_ID] = -30.0
+
+
+def caption_job(parts, pictures, n: int, bs: int, tokens: int) -> Tuple[float, float, float]:
+    """Loop and batched seconds, and the mean caption length in tokens, of ``n`` captions of at most
+    ``tokens`` tokens. The loop is ``pipelines.generate_captions``'s own task (``tasks.caption_counts``),
+    which takes the length limit that the compatibility signature has no argument for."""
     items = [(f'{i}.png', pictures[i % len(pictures)]) for i in range(n)]
-    loop, _ = timed(lambda: [pipelines.generate_captions(img, parts.tokenizer, parts.model, parts.vae, captions_num=1,
-                                                         bs=1, seed=i, progress=False)
+    loop, _ = timed(lambda: [tasks.caption_counts(parts, img, 1, CAPTION_SAMPLING, 1, seed=i, early_stop=tokens)
                              for i, (_, img) in enumerate(items)])
-    together, _ = timed(lambda: list(batched.caption_images(parts, items, bs=bs, sampling=CAPTION_SAMPLING)))
-    return loop, together
+    together, out = timed(lambda: list(batched.caption_images(parts, items, bs=bs, sampling=CAPTION_SAMPLING,
+                                                              early_stop=tokens)))
+    lengths = [len(bpe_ids(parts.tokenizer, row['captions'][0])) if row['captions'] else 0 for _, row in out]
+    return loop, together, sum(lengths) / len(lengths)
 
 
 def zero_shot_job(parts, pictures, n: int, classes: List[str], bs: int) -> Tuple[float, float]:
@@ -170,6 +194,8 @@ def main() -> None:
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--bs', type=int, default=16)
     parser.add_argument('--captions', type=int, default=64)
+    parser.add_argument('--caption-tokens', type=int, default=20,
+                        help='caption length limit (early_stop) on both sides; the random 350M model fills it')
     parser.add_argument('--zs-images', type=int, default=100)
     parser.add_argument('--zs-classes', type=int, default=10)
     parser.add_argument('--t2i', type=int, default=32)
@@ -189,7 +215,7 @@ def main() -> None:
         classes = classes[:args.zs_classes]
         jobs = {
             'caption': (f'captioning, {args.captions} pictures, 1 caption each', args.captions,
-                        lambda: caption_job(parts, pictures, args.captions, args.bs)),
+                        lambda: caption_job(parts, pictures, args.captions, args.bs, args.caption_tokens)),
             'zero-shot': (f'zero-shot, {args.zs_images} pictures x {len(classes)} classes', args.zs_images,
                           lambda: zero_shot_job(parts, pictures, args.zs_images, classes, args.bs)),
             't2i': (f'text-to-image, {args.t2i} prompts, 1 image each', args.t2i,
@@ -199,7 +225,9 @@ def main() -> None:
         }
         for job in args.jobs:  # each row as soon as it is measured
             what, n, run = jobs[job]
-            loop, together = run()
+            loop, together, *length = run()
+            if length:
+                what += f' (mean {length[0]:.1f} tokens)'
             print(f'| {name} | {what} | {loop:.2f} | {together:.2f} | {n / loop:.2f} | {n / together:.2f} | '
                   f'{loop / together:.1f}x |', flush=True)
     if args.processes > 1:

@@ -7,7 +7,7 @@ Messages name the bad value and what was expected.
 """
 
 __all__ = ['RudolphError', 'ConfigError', 'CheckpointError', 'CheckpointMismatchError', 'CorruptCheckpointError',
-           'UnsafeCheckpointError', 'WeightsNotFoundError', 'InputError', 'DataError', 'ResourceError',
+           'UnsafeCheckpointError', 'WeightsNotFoundError', 'InputError', 'DataError', 'ImageFileError', 'ResourceError',
            'MissingDependencyError', 'Cancelled']
 
 
@@ -25,6 +25,10 @@ class InputError(RudolphError, ValueError):
 
 class DataError(InputError):
     """A fine-tuning or dataset row, file or column that cannot be used."""
+
+
+class ImageFileError(InputError, OSError):
+    """A picture file that is missing or cannot be decoded (names the file; also an ``OSError``, as PIL's own)."""
 
 
 class CheckpointError(RudolphError, ValueError):

@@ -395,3 +395,16 @@ def test_picking_another_model_resets_the_sampling_to_its_own(cache):
     assert values['prompt'] == 'рисунок кота' and values['rerank by the decoded pictures'] is False
     back = {getattr(b, 'label', None): u.get('value') for b, u in change.fn(TINY_SHAPES).items()}
     assert back['top_k'] == MODELS[TINY_SHAPES].sampling['text2image']['top_k'] and back['classes (separated by commas)'].startswith('крас')
+
+
+def test_the_int8_precision_loads_int8_weights_and_serves_tasks(cache, tmp_path):
+    from rudolph.model.quant import Int8Linear
+
+    c8 = cache.get(TINY_SHAPES, 'cpu', 'int8')
+    assert c8 is cache.get(TINY_SHAPES, 'cpu', 'int8') and c8 is not cache.get(TINY_SHAPES, 'cpu', 'bf16')
+    assert any(isinstance(m, Int8Linear) for m in c8.model.modules()) and c8.model.dtype == torch.bfloat16
+    result = H.classify(c8, picture('red'), ', '.join(S.colour_classes()), 'цвет фигуры: {}', out_dir=str(tmp_path))
+    assert S.parse_colour(result.text) == 'red' and sum(result.label.values()) == pytest.approx(1.0)
+    calls = []
+    H.ModelCache(loader=lambda *a, **k: calls.append((a, k)) or object()).get('tiny-shapes', 'cpu', 'int8')
+    assert calls == [(('tiny-shapes',), dict(device='cpu', dtype=None, quantize='int8', checkpoint=None))]

@@ -146,7 +146,7 @@ def test_bad_rows_and_images(tmp_path, tiny_params, caplog):
     corrupt = tmp_path / 'corrupt.png'
     corrupt.write_bytes(b'not an image at all')
     rows = [{'image': paths[0], 'right_text': 'a'}, {'image': str(corrupt), 'right_text': 'b'}]
-    with pytest.raises(OSError, match='cannot read image .*corrupt.png'):
+    with pytest.raises(OSError, match='cannot read the image .*corrupt.png'):
         prepare_dataset(rows, tok, FakeVAE(), model, missing_images='error', **kw)
     assert len(prepare_dataset(rows, tok, FakeVAE(), model, **kw)) == 1
     with pytest.raises(DataError, match=r"row 1: task 'i2t' needs non-empty \['right_text'\]"):

@@ -16,7 +16,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from ..errors import Cancelled, ConfigError, InputError, RudolphError  # noqa: F401 (Cancelled: re-exported)
+from ..errors import Cancelled, ConfigError, ImageFileError, InputError, RudolphError  # noqa: F401 (Cancelled: re-exported)
 from ..model.configs import DEFAULT_T2I_SAMPLING  # noqa: F401 (re-exported: a model without recommended sampling)
 
 __all__ = ['Result', 'Cancelled', 'ModelCache', 'DeviceLocks', 'DTYPES', 'BANDS', 'DEFAULT_T2I_SAMPLING',
@@ -25,8 +25,9 @@ __all__ = ['Result', 'Cancelled', 'ModelCache', 'DeviceLocks', 'DTYPES', 'BANDS'
 
 logger = logging.getLogger(__name__)
 
-#: the dtypes offered (names that :func:`rudolph.model.get_rudolph_model` takes)
-DTYPES = ('fp32', 'bf16', 'fp16')
+#: the precisions offered: dtype names that :func:`rudolph.model.get_rudolph_model` takes, and
+#: ``int8`` (its ``quantize='int8'``: int8 weights, bf16 activations on CPU, fp16 on CUDA)
+DTYPES = ('fp32', 'bf16', 'fp16', 'int8')
 #: the bands of an image prompt, in ImagePrompts' order
 BANDS = ('up', 'down', 'left', 'right')
 
@@ -111,8 +112,8 @@ class ModelCache:
 
         loader = self._loader or Components.from_pretrained
         logger.info('loading %s (checkpoint %s) on %s, dtype %s', model, checkpoint, device, dtype or 'fp32')
-        # quantize= (int8 weights) is not offered: Components.from_pretrained does not take it yet
-        return loader(model, device=device, dtype=dtype, checkpoint=checkpoint)
+        precision = dict(dtype=None, quantize='int8') if dtype == 'int8' else dict(dtype=dtype)
+        return loader(model, device=device, checkpoint=checkpoint, **precision)
 
     def loaded(self) -> List[Tuple]:
         """The keys loaded so far."""
@@ -171,7 +172,9 @@ def _parts(c, report: Optional[Report], cancel: Optional[threading.Event]):
 
 def open_image(image: Any, name: str = 'image'):
     """A PIL picture from a PIL image, a numpy array or a file path; ``InputError`` naming ``name`` otherwise."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
+
+    from ..jobs.inputs import open_image as open_picture_file
 
     if image is None:
         raise InputError(f'{name}: no picture given; upload one first')
@@ -180,11 +183,9 @@ def open_image(image: Any, name: str = 'image'):
     path = getattr(image, 'name', image)  # a tempfile-like upload
     if isinstance(path, (str, os.PathLike)):
         try:
-            with Image.open(path) as img:
-                img.load()
-                return img.copy()
-        except (UnidentifiedImageError, OSError) as error:
-            raise InputError(f'{name}: cannot read {os.path.basename(str(path))!r} as a picture ({error})') from None
+            return open_picture_file(path)
+        except ImageFileError as error:
+            raise ImageFileError(f'{name}: {error}') from None
     try:
         import numpy as np
 

@@ -20,6 +20,7 @@ from ..codec import text_segment
 from ..errors import CheckpointError, DataError
 from ..model.config import Layout, RudolphConfig
 from ..serialization import safe_torch_load
+from ..jobs.inputs import open_image
 from ..vae.image import preprocess_image, to_rgb
 from .batching import EncodedDataset, TaskBatchSampler, collate
 from .rows import TASKS, TaskSpec, _normalise_row, infer_task, read_rows
@@ -125,17 +126,6 @@ def _load_image(source: Any, image_root: Optional[str]) -> Tuple[Any, Optional[s
             raise FileNotFoundError(f'image file not found: {path!r}')
         return None, path
     return source, None
-
-
-def _open_image(path: str) -> Any:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return to_rgb(img)  # every mode (16-bit, transparency, EXIF) as at inference
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise OSError(f'cannot read image {path!r} ({type(error).__name__}: {error}); expected a valid image file') from None
 
 
 def prepare_dataset(rows: Union[str, os.PathLike, Sequence[Mapping[str, Any]], Dataset],
@@ -323,7 +313,7 @@ def _image_tensors(kept: List[_Kept], missing: List[str], cache: ImageCodeCache,
             codes_of[k] = hit.long()
             continue
         try:
-            img = _open_image(path) if path is not None else obj
+            img = to_rgb(open_image(path)) if path is not None else obj  # every mode, as at inference
             tensor = img if torch.is_tensor(img) else preprocess_image(img, size)
         except OSError as error:
             if ctx.missing_images == 'error':

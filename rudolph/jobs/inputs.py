@@ -9,10 +9,13 @@ import csv
 import glob
 import os
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional
+from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Union
 
-from ..errors import DataError, InputError
+from ..errors import DataError, ImageFileError, InputError
 from ..tables import jsonl_rows
+
+if TYPE_CHECKING:  # PIL is imported on use: listing inputs needs none of it
+    from PIL import Image
 
 __all__ = ['Item', 'IMAGE_EXTENSIONS', 'list_images', 'folder_images', 'read_prompts', 'read_table', 'open_image']
 
@@ -29,18 +32,23 @@ class Item:
     text: Optional[str] = None
 
 
-def open_image(path: Optional[str]):
-    """The picture file ``path``, read (a PIL image); an ``InputError`` naming it if it is missing or unreadable."""
+def open_image(path: Optional[Union[str, os.PathLike]]) -> 'Image.Image':
+    """The picture file ``path``, decoded (its file closed), in its own mode (``rudolph.vae.image.to_rgb``
+    converts it).
+
+    Every reader of picture files (jobs, fine-tuning, the web app) uses this one, so a missing or
+    undecodable file is the same :class:`~rudolph.errors.ImageFileError` everywhere.
+    """
     from PIL import Image, UnidentifiedImageError
 
     if not path or not os.path.isfile(path):
-        raise InputError(f'image not found: {path}')
+        raise ImageFileError(f'image not found: {path}')
     try:
-        img = Image.open(path)
-        img.load()
-    except (UnidentifiedImageError, OSError) as error:
-        raise InputError(f'cannot read the image {path}: {error}') from None
-    return img
+        with Image.open(path) as img:
+            img.load()
+            return img.copy()
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise ImageFileError(f'cannot read the image {os.fspath(path)}: {error}') from None
 
 
 def _is_image(name: str) -> bool:
