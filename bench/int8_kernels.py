@@ -18,24 +18,14 @@ step pays) per kernel and rows in the call:
 Usage: python bench/int8_kernels.py [--model 350M] [--threads 2] [--rows 1 8 32] [--compile]
 """
 import argparse
-import statistics
-import time
 import warnings
 
 import torch
 import torch.nn.functional as F
 
+from precision import median_ms  # bench/precision.py (this folder is on the path)
+
 from rudolph.model import MODELS
-
-
-def median_ms(fn, repeat: int = 5) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
 
 
 def model_layers(name: str) -> list:
