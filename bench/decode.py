@@ -19,10 +19,10 @@ import time
 from typing import Callable, List
 
 import torch
-import torch.nn.functional as F
 
 from rudolph.model import get_rudolph_model
 from rudolph.model.quant import Int8Linear
+from rudolph.model.transformer import linear
 
 #: --dtypes values: (dtype, quantize) for get_rudolph_model
 PRECISIONS = {'fp32': ('float32', None), 'bf16': ('bfloat16', None), 'fp16': ('float16', None),
@@ -66,7 +66,7 @@ def weight_bytes(model) -> int:
 def weight_floor(model, device: torch.device) -> float:
     """One matmul per linear layer with a single token, in the model's dtype: every weight read once.
 
-    Float layers run ``F.linear``; int8 layers run their own forward, i.e. the int8 kernel at one row.
+    Float layers run the model's ``linear``; int8 layers their own forward, i.e. the int8 kernel at one row.
     """
     linears = linear_layers(model)
     xs = {m: torch.randn(1, m.in_features, device=device, dtype=model.dtype) for m in linears}
@@ -76,7 +76,7 @@ def weight_floor(model, device: torch.device) -> float:
             if isinstance(m, Int8Linear):
                 m(xs[m])
             else:
-                F.linear(xs[m], m.weight, m.bias)
+                linear(xs[m], m.weight, m.bias)  # the model's own path (its operand order per rows and dtype)
     run()
     return timed(run, device, repeat=5)
 

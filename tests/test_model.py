@@ -875,3 +875,23 @@ def test_350m_and_350m_v1_share_their_geometry():
     v2, v1 = MODELS['350M'].config, MODELS['350M_v1'].config
     assert v2.replace(text_special_tokens=0, image_special_tokens=0) == v1
     assert (v2.text_special_tokens, v2.image_special_tokens, v1.num_layers, v1.L, v1.N) == (384, 384, 24, 64, 16)
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_linear_matches_f_linear_at_every_row_count_and_shape(dtype):
+    from rudolph.model.transformer import SMALL_BATCH_ROWS, linear
+
+    torch.manual_seed(0)
+    w, b = (torch.randn(96, 64) * 0.1).to(dtype), (torch.randn(96) * 0.1).to(dtype)
+    tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=2e-2, rtol=2e-2)
+    for shape in [(1, 64), (1, 1, 64), (3, 1, 64), (2, 4, 64), (SMALL_BATCH_ROWS + 1, 64)]:
+        x = torch.randn(*shape).to(dtype)
+        with torch.no_grad():  # the decode paths (one-row matrix-vector, weight-first GEMM) run without grad
+            out = linear(x, w, b)
+        assert out.shape == (*shape[:-1], 96) and out.dtype == dtype
+        torch.testing.assert_close(out.float(), F.linear(x.float(), w.float(), b.float()), **tol)
+    rows = torch.randn(5, 64).to(dtype)  # a row alone and in a batch of small-batch rows: same values
+    with torch.no_grad():
+        alone = torch.cat([linear(r[None], w, b) for r in rows])
+        together = linear(rows, w, b)
+    torch.testing.assert_close(alone, together, **tol)

@@ -29,14 +29,18 @@ SMALL_BATCH_ROWS = 64
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """``F.linear``, with a faster operand order for decode steps on CPU.
 
-    MKL's GEMM is slow when the activation side has few rows (8 tokens: ~3 ms for a
-    1024x4096 weight where the weight read alone takes ~0.6 ms); with the weight as the
-    many-rows operand the same product runs 1.2-1.6x faster at 8-32 rows (bench/decode.py).
-    Same math; only the summation order, hence the last float bits, may differ.
+    MKL's GEMM is slow when the activation side has few rows, far slower than reading the
+    weight; with the weight as the many-rows operand the same product runs faster at 8-32 rows
+    (bench/decode.py). A single bf16 row is a matrix-vector product (``addmv``): bf16 GEMM at
+    one row is much slower (bench/README.md). Same math; only the summation order, hence the last float bits, may differ.
     """
     rows = x.numel() // x.shape[-1] if x.numel() else 0
     if 0 < rows <= SMALL_BATCH_ROWS and x.device.type == 'cpu' and not torch.is_grad_enabled():
-        out = torch.addmm(bias.unsqueeze(1), weight, x.reshape(rows, x.shape[-1]).t()).t()
+        if rows == 1 and x.dtype == torch.bfloat16:
+            # bf16 GEMV streams the weight at about memory speed where the one-row GEMM does not
+            out = torch.addmv(bias, weight, x.reshape(-1))
+        else:
+            out = torch.addmm(bias.unsqueeze(1), weight, x.reshape(rows, x.shape[-1]).t()).t()
         return out.reshape(*x.shape[:-1], weight.shape[0])
     return F.linear(x, weight, bias)
 
