@@ -5,7 +5,8 @@ model's weights much faster than fp32 ``F.linear`` does. This script times one p
 linear layers of the transformer (each weight distinct, so nothing stays in cache: what a decode
 step pays) per kernel and rows in the call:
 
-- ``fp32`` / ``bf16``: ``F.linear`` in that dtype;
+- ``fp32`` / ``bf16``: ``F.linear`` in that dtype; ``fp32 ours`` / ``bf16 ours``: the model's own
+  ``rudolph.model.transformer.linear`` (weight-first GEMM at few rows, ``addmv`` for one bf16 row);
 - ``int8 wo``: ``torch._weight_int8pack_mm`` (int8 weights, bf16 activations): ``quantize='int8'``;
 - ``fbgemm w8a8``: ``torch.ops.quantized.linear_dynamic`` (int8 weights and dynamically quantised
   int8 activations, VNNI); its weights need quantised tensors, which torch deprecates;
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from precision import median_ms  # bench/precision.py (this folder is on the path)
 
 from rudolph.model import MODELS
+from rudolph.model.transformer import linear
 
 
 def model_layers(name: str) -> list:
@@ -74,6 +76,8 @@ def kernels(layers: list, compile_wo: bool) -> dict:
     out = {
         'fp32': lambda d, x, xb: F.linear(x, d['w'], d['b']),
         'bf16': lambda d, x, xb: F.linear(xb, d['wb'], d['bb']),
+        'fp32 ours': lambda d, x, xb: linear(x, d['w'], d['b']),
+        'bf16 ours': lambda d, x, xb: linear(xb, d['wb'], d['bb']),
         'int8 wo': lambda d, x, xb: torch._weight_int8pack_mm(xb, d['q'], d['sb']) + d['bb'],
         'fbgemm w8a8': lambda d, x, xb: torch.ops.quantized.linear_dynamic(x, d['fbgemm'], True),
         'onednn w8a8': onednn,
