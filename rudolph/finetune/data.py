@@ -18,9 +18,9 @@ from torch.utils.data import Dataset
 from ..api import DEFAULT_SPC_TOKENS
 from ..codec import text_segment
 from ..errors import CheckpointError, DataError
+from ..jobs.inputs import open_image
 from ..model.config import Layout, RudolphConfig
 from ..serialization import safe_torch_load
-from ..jobs.inputs import open_image
 from ..vae.image import preprocess_image, to_rgb
 from .batching import EncodedDataset, TaskBatchSampler, collate
 from .rows import TASKS, TaskSpec, _normalise_row, infer_task, read_rows
