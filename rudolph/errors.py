@@ -7,8 +7,8 @@ Messages name the bad value and what was expected.
 """
 
 __all__ = ['RudolphError', 'ConfigError', 'CheckpointError', 'CheckpointMismatchError', 'CorruptCheckpointError',
-           'UnsafeCheckpointError', 'WeightsNotFoundError', 'InputError', 'DataError', 'ImageFileError', 'ResourceError',
-           'MissingDependencyError', 'Cancelled']
+           'UnsafeCheckpointError', 'WeightsNotFoundError', 'InputError', 'DataError', 'ImageFileError',
+           'ResourceError', 'MissingDependencyError', 'Cancelled']
 
 
 class RudolphError(Exception):

@@ -890,14 +890,16 @@ def test_one_picture_reader_for_jobs_fine_tuning_and_the_app(tmp_path):
     from rudolph.app.handlers import open_image as app_open_image
     from rudolph.errors import ImageFileError, InputError
     from rudolph.jobs.inputs import open_image
+
     good = tmp_path / 'good.png'
     Image.new('I;16', (4, 3), 40000).save(good)
     img = open_image(str(good))
-    assert img.size == (4, 3) and img.mode.startswith('I') and to_rgb(img).getpixel((0, 0))[0] == round(40000 / 65535 * 255)
+    assert img.size == (4, 3) and img.mode.startswith('I')
+    assert to_rgb(img).getpixel((0, 0))[0] == round(40000 / 65535 * 255)
     corrupt = tmp_path / 'corrupt.png'
     corrupt.write_bytes(b'not an image at all')
-    for path, message in [(corrupt, 'cannot read the image .*corrupt.png'), (tmp_path / 'nope.png', 'image not found: .*nope.png'),
-                          (None, 'image not found: None')]:
+    for path, message in [(corrupt, 'cannot read the image .*corrupt.png'),
+                          (tmp_path / 'nope.png', 'image not found: .*nope.png'), (None, 'image not found: None')]:
         with pytest.raises(ImageFileError, match=message) as caught:
             open_image(path)
         assert isinstance(caught.value, InputError) and isinstance(caught.value, OSError)

@@ -32,7 +32,8 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.T
     MKL's GEMM is slow when the activation side has few rows, far slower than reading the
     weight; with the weight as the many-rows operand the same product runs faster at 8-32 rows
     (bench/decode.py). A single bf16 row is a matrix-vector product (``addmv``): bf16 GEMM at
-    one row is much slower (bench/README.md). Same math; only the summation order, hence the last float bits, may differ.
+    one row is much slower (bench/README.md). Same math; only the summation order, hence the
+    last float bits, may differ.
     """
     rows = x.numel() // x.shape[-1] if x.numel() else 0
     if 0 < rows <= SMALL_BATCH_ROWS and x.device.type == 'cpu' and not torch.is_grad_enabled():
