@@ -1,4 +1,4 @@
-"""Dataset-scale jobs: the batched tasks of ``rudolph.batched`` against a per-input loop, same run.
+"""Dataset-scale jobs: the batched tasks of ``rudolph.tasks.batched`` against a per-input loop, same run.
 
 Jobs (issue 14's targets): captioning ``--captions`` different pictures, one caption each,
 at most ``--caption-tokens`` tokens, batched at ``--bs`` vs looping ``pipelines.generate_captions``'
@@ -28,9 +28,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from rudolph import batched, tasks
-from rudolph.codec import EOS_ID, bpe_ids, tokenizer_vocab_limit
-from rudolph.tasks import SamplingConfig
+from rudolph.tasks import batched
+from rudolph.tasks import core as tasks
+from rudolph.tasks.core import SamplingConfig
+from rudolph.tasks.sequences import EOS_ID, bpe_ids, tokenizer_vocab_limit
 
 CLASSES = ['кошка', 'собака', 'лошадь', 'автомобиль', 'самолёт', 'корабль', 'птица', 'олень', 'лягушка', 'грузовик',
            'дерево', 'дом']

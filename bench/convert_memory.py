@@ -4,7 +4,7 @@
     python bench/convert_memory.py --model 350M --dtype float16 --dir /tmp/bench-convert
 
 A checkpoint with random weights in the published layout (every key of the model's state dict,
-mask buffers included) is written once; then ``rudolph.publish.convert`` runs in a fresh
+mask buffers included) is written once; then ``rudolph.pretrained.publish.convert`` runs in a fresh
 process that samples its own ``/proc/self/status`` every 5 ms. ``RssAnon`` is memory the process
 owns (a copy of the weights would show here); ``RssFile`` is pages of the memory-mapped checkpoint
 and of the written file that the kernel may drop at any time (page cache). Linux only.
@@ -30,7 +30,7 @@ def sample():
 threading.Thread(target=sample, daemon=True).start()
 import torch
 torch.set_num_threads(int(sys.argv[4]))
-from rudolph.publish import convert
+from rudolph.pretrained.publish import convert
 time.sleep(0.05)
 base = dict(peak)
 t0 = time.perf_counter()

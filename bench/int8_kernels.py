@@ -23,7 +23,6 @@ import warnings
 
 import torch
 import torch.nn.functional as F
-
 from precision import median_ms  # bench/precision.py (this folder is on the path)
 
 from rudolph.model import MODELS

@@ -55,6 +55,7 @@ def main():
     path = os.path.join(args.dir, f'{args.model}-random.bin')
     if not os.path.exists(path):
         import torch
+
         from rudolph.model import get_rudolph_model
         torch.save(get_rudolph_model(args.model, pretrained=False).state_dict(), path)
     size_mb = os.path.getsize(path) / 2 ** 20

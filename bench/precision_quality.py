@@ -101,9 +101,9 @@ def tiny_sequences(api, n: int) -> torch.Tensor:
 
 
 def part_tiny(args) -> None:
-    from rudolph import tasks
     from rudolph.api import ruDolphApi
     from rudolph.demo import shapes as S
+    from rudolph.tasks import core as tasks
     from rudolph.tokenizer import get_tokenizer
     from rudolph.vae import get_vae
 
@@ -137,7 +137,8 @@ def part_tiny(args) -> None:
 
 
 def part_350m(args) -> None:
-    from rudolph import pipelines, tasks
+    from rudolph import pipelines
+    from rudolph.tasks import core as tasks
 
     models = same_weight_models('350M')
     lay = models['fp32'].config

@@ -17,7 +17,6 @@ import numpy as np
 import torch
 
 
-
 @torch.no_grad()
 def features(parts, codes) -> Dict[Tuple[int, str], np.ndarray]:
     """``{(layer, pooling): [n, d]}`` from one pass a picture (``embed_image_batch``'s numbers, checked below)."""
@@ -43,7 +42,7 @@ def cv_accuracy(x: np.ndarray, y: np.ndarray, classes: int, folds: int) -> Tuple
 
 
 def zero_shot(parts, images, names: List[str], template: str, truth: np.ndarray) -> float:
-    from rudolph.batched import classify_batch
+    from rudolph.tasks.batched import classify_batch
 
     found = classify_batch(parts, images, names, template=template, bs=16)
     return float(np.mean([names.index(r['label']) == t for r, t in zip(found, truth)]))
@@ -59,9 +58,9 @@ def main() -> None:
     parser.add_argument('--no-zero-shot', action='store_true')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from rudolph import tasks
-    from rudolph.batched import embed_image_batch, encode_images
     from rudolph.demo import load_bundle, shapes
+    from rudolph.tasks import core as tasks
+    from rudolph.tasks.batched import embed_image_batch, encode_images
 
     bundle = load_bundle()
     parts = tasks.Parts.of(bundle.model, bundle.tokenizer, bundle.vae, progress=False)

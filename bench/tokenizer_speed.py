@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'tests'))
 
 from corpus import faker_lines, rudalle_encode_text  # noqa: E402
+
 from rudolph.tokenizer import BPE, YTTMTokenizerWrapper, train_bpe  # noqa: E402
 
 

@@ -256,9 +256,9 @@ def worker_parity_ours_load(task):
 def _sampler():
     try:
         sys.path.insert(0, ROOT)
-        from rudolph.sampling import top_k_top_p_filtering
+        from rudolph.generation.sampling import top_k_top_p_filtering
 
-        return top_k_top_p_filtering, 'rudolph.sampling'
+        return top_k_top_p_filtering, 'rudolph.generation.sampling'
     except ImportError:
         sys.path.insert(0, SHIMS)
         from transformers import top_k_top_p_filtering  # the shim
@@ -306,9 +306,9 @@ def worker_decode_ours(task):
 
 
 def _decode_engine(torch, model, prefix, task):
-    """The same prefill + steps through our own ``rudolph.engine.generate`` (what generate_codebooks calls)."""
+    """The same prefill + steps through our own ``rudolph.generation.engine.generate`` (what generate_codebooks calls)."""
     try:
-        from rudolph.engine import generate
+        from rudolph.generation.engine import generate
     except ImportError:
         return {}
     P, bs, steps = prefix.shape[1], task['bs'], task['steps']
@@ -318,10 +318,10 @@ def _decode_engine(torch, model, prefix, task):
         generate(model, prefix[0], P + 1 + min(task['warmup'], steps), bs, **kwargs)  # warm-up
         t0, c0 = time.perf_counter(), time.process_time()
         out = generate(model, prefix[0], P + steps + 1, bs, **kwargs)  # prefill + steps+1 samples
-        return dict(engine='rudolph.engine.generate', engine_total_s=time.perf_counter() - t0,
+        return dict(engine='rudolph.generation.engine.generate', engine_total_s=time.perf_counter() - t0,
                     engine_total_cpu_s=time.process_time() - c0, engine_shape=list(out.shape))
     except Exception as error:  # noqa: BLE001 - reported as a failure by the caller
-        return dict(engine='rudolph.engine.generate', engine_error=f'{type(error).__name__}: {error}'[:1000])
+        return dict(engine='rudolph.generation.engine.generate', engine_error=f'{type(error).__name__}: {error}'[:1000])
 
 
 def worker_construct_ours(task):
@@ -478,7 +478,7 @@ class Bench:
             orig_runs.append(run_original(self.py, task, self.tmp, f'decode {name} bs={bs}'))
         ours, orig = best(ours_runs), best(orig_runs)
         if ours.get('engine_error'):
-            self.fail(f'decode {name} bs={bs}: rudolph.engine.generate failed: {ours["engine_error"]}')
+            self.fail(f'decode {name} bs={bs}: rudolph.generation.engine.generate failed: {ours["engine_error"]}')
         return dict(name=name, bs=bs, window=window, positions=(P, P + steps), ours=ours, orig=orig,
                     loadavg=(load0, os.getloadavg()[0]))
 
@@ -669,7 +669,7 @@ def main(argv=None):
                         bench.summary.append(
                             f'decode {r["name"]} bs={bs} {window}: prefill + {args.steps} steps, original '
                             f'{r["orig"]["prefill_s"] + sum(r["orig"]["step_s"]):.1f} s, ours through '
-                            f'rudolph.engine.generate (as generate_codebooks) {r["ours"]["engine_total_s"]:.1f} s')
+                            f'rudolph.generation.engine.generate (as generate_codebooks) {r["ours"]["engine_total_s"]:.1f} s')
             print_decode(results, args.threads)
         if 'construct' in parts:
             rows, ckpts = [], {}

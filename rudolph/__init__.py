@@ -5,7 +5,7 @@
 The exports are imported on first use, so ``import rudolph`` (and ``rudolph --help``) does not
 load torch.
 """
-from ._lazy import lazy_exports
+from rudolph._lazy import lazy_exports
 
 __version__ = '1.0.0'
 
@@ -20,7 +20,7 @@ _EXPORTS = {
     'get_vae': ('.vae', 'get_vae'),
     'ruDolphApi': ('.api', 'ruDolphApi'),
     'ImagePrompts': ('.image_prompts', 'ImagePrompts'),
-    'Components': ('.components', 'Components'),
+    'Components': ('.pretrained.components', 'Components'),
     'get_realesrgan': ('.superres', 'get_realesrgan'),
     'model': ('.model', None),
     'pipelines': ('.pipelines', None),

@@ -9,15 +9,16 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from . import pipelines, tasks
-from .codec import encode_text, model_device, require_vae, task_token, tokenizer_vocab_limit
-from .engine import ce_to_ppl
-from .model.config import Layout
-from .errors import ConfigError
-from .model.configs import DEFAULT_SPC_TOKENS
-from .sampling import check_sampling_args
-from .tasks import DEFAULT_IMAGE_SAMPLING, VQA_TEMPLATE, Parts, SamplingConfig
-from .utils import check_count, check_fraction, check_template, warn_ignored_seed
+from rudolph import pipelines
+from rudolph.checks import check_count, check_fraction, check_template, warn_ignored_seed
+from rudolph.errors import ConfigError
+from rudolph.generation.engine import ce_to_ppl
+from rudolph.generation.sampling import check_sampling_args
+from rudolph.model.config import Layout
+from rudolph.model.configs import DEFAULT_SPC_TOKENS
+from rudolph.tasks import core as tasks
+from rudolph.tasks.core import DEFAULT_IMAGE_SAMPLING, VQA_TEMPLATE, Parts, SamplingConfig
+from rudolph.tasks.sequences import encode_text, model_device, require_vae, task_token, tokenizer_vocab_limit
 
 __all__ = ['ruDolphApi', 'DEFAULT_SPC_TOKENS', 'VQA_TEMPLATE']
 
@@ -82,7 +83,7 @@ class ruDolphApi:  # noqa: N801 (original name)
     def seed_everything(seed: Optional[int]) -> None:
         """Kept for compatibility: seeds the global RNGs (the API itself uses private generators)."""
         if seed is not None:
-            from .utils import seed_everything
+            from rudolph.utils import seed_everything
             seed_everything(seed)
 
     @staticmethod
@@ -142,7 +143,7 @@ class ruDolphApi:  # noqa: N801 (original name)
         loaded :class:`~rudolph.superres.RealESRGAN` to use. Returns ``(pil_images, [{'ppl_txt',
         'ppl_img', 'score'}])``, best first.
         """
-        from .utils import torch_tensors_to_pil_list
+        from rudolph.utils import torch_tensors_to_pil_list
 
         check_count('images_num', images_num)
         check_count('codebooks_num', codebooks_num)
@@ -164,7 +165,7 @@ class ruDolphApi:  # noqa: N801 (original name)
 
     def _upscaler(self, upscale):
         """``None``, a loaded upscaler, or the Real-ESRGAN of scale ``upscale`` (loaded once, then kept)."""
-        from .superres import cached_realesrgan
+        from rudolph.superres import cached_realesrgan
 
         # in the model's precision (fp16, bf16 or fp32)
         return cached_realesrgan(self.__dict__.setdefault('_upscalers', {}), upscale, model_device(self.model),

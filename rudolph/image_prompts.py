@@ -5,7 +5,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .errors import InputError
+from rudolph.errors import InputError
 
 __all__ = ['ImagePrompts']
 
@@ -60,7 +60,7 @@ class ImagePrompts:
     def preprocess_img(self, pil_img: Image.Image, image_size: Optional[int] = None) -> torch.Tensor:
         """PIL -> ``[1, 3, H, W]`` float in ``[0, 1]`` on ``device``."""
         if image_size is not None:
-            from .vae.image import preprocess_image
+            from rudolph.vae.image import preprocess_image
 
             img = preprocess_image(pil_img, image_size)
         else:

@@ -1,4 +1,4 @@
-"""The reference RuDOLPH pipelines (``rudolph.pipelines`` of the original package), on :mod:`rudolph.tasks`.
+"""The reference RuDOLPH pipelines (``rudolph.pipelines`` of the original package), on :mod:`rudolph.tasks.core`.
 
 Signatures are the original ones, so notebooks keep working; ``progress`` is new. All
 randomness comes from a private generator seeded by ``seed`` (``None``: fresh entropy),
@@ -18,11 +18,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from . import tasks
-from .engine import ce_to_ppl
-from .tasks import Parts, SamplingConfig, classify, prompt_positions, template_prefix  # noqa: F401 (re-exported)
-from .utils import check_count, check_texts, show, warn_ignored_seed, warn_unknown_classes  # noqa: F401 (re-exported)
-from .utils import make_grid as _make_grid  # noqa: F401 (re-exported)
+from rudolph.generation.engine import ce_to_ppl
+from rudolph.tasks import core as tasks
+from rudolph.tasks.core import Parts, SamplingConfig, classify, prompt_positions, template_prefix  # noqa: F401 (re-exported)
+from rudolph.utils import check_count, check_texts, show, warn_ignored_seed, warn_unknown_classes  # noqa: F401 (re-exported)
+from rudolph.utils import make_grid as _make_grid  # noqa: F401 (re-exported)
 
 __all__ = ['generate_codebooks', 'generate_captions', 'generate_texts', 'self_reranking_by_text',
            'self_reranking_by_image', 'zs_clf', 'show', 'ce_to_ppl']

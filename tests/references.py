@@ -2,7 +2,7 @@
 import torch
 import torch.nn.functional as F
 
-from rudolph.sampling import make_generator, top_k_top_p_filtering
+from rudolph.generation.sampling import make_generator, top_k_top_p_filtering
 
 
 def reference_generate(model, prefix, length, num, bs, vocab, top_k, top_p, temperature, seed,

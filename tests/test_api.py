@@ -4,12 +4,12 @@ import warnings
 import numpy as np
 import pytest
 import torch
-
 from fakes import ALPHABET, FakeTokenizer, FakeVAE, UnsizedTokenizer, make_image
+
 from rudolph.api import DEFAULT_SPC_TOKENS, ruDolphApi
-from rudolph.engine import Layout, ce_to_ppl
 from rudolph.errors import ConfigError, InputError
-from rudolph.sampling import make_generator, top_k_top_p_filtering
+from rudolph.generation.engine import Layout, ce_to_ppl
+from rudolph.generation.sampling import make_generator, top_k_top_p_filtering
 
 # the tiny config has 16 text special tokens at ids 1000..1015
 TINY_SPC = {name: 1000 + i for i, name in enumerate(DEFAULT_SPC_TOKENS)}
@@ -165,7 +165,7 @@ def test_dream_returns_best_images(api):
 
 # ----------------------------------------------------------------------------- task tokens, checks
 def test_task_tokens_at_position_1_of_generated_sequences(api, tiny_model, monkeypatch):
-    import rudolph.tasks as tasks_module  # the api's tasks sample through rudolph.tasks
+    import rudolph.tasks.core as tasks_module  # the api's tasks sample through rudolph.tasks.core
 
     seen = []
     real = tasks_module.generate

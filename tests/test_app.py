@@ -11,10 +11,11 @@ import types
 import pytest
 import torch
 
-from rudolph import cli, engine
 from rudolph.app import handlers as H
+from rudolph.cli import commands as cli
 from rudolph.demo import shapes as S
 from rudolph.errors import ConfigError, InputError, MissingDependencyError, RudolphError
+from rudolph.generation import engine
 from rudolph.model.configs import MODELS, TINY_SHAPES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,8 +50,8 @@ class Reports:
 
 # ----------------------------------------------------------------------------- the engine's progress callback
 def test_engine_progress_callback_counts_every_step(c):
-    from rudolph import tasks
     from rudolph.model.config import Layout
+    from rudolph.tasks import core as tasks
 
     layout = Layout.from_model(c.model)
     prefix = tasks.Parts.of(c.model, c.tokenizer, c.vae).text('круг', layout.L, '<LT_T2I>')

@@ -1,22 +1,23 @@
-"""Batched tasks (rudolph.batched) and the engine paths under them: rows with different prefixes,
+"""Batched tasks (rudolph.tasks.batched) and the engine paths under them: rows with different prefixes,
 per-input generators, M images x C classes, results independent of the batch."""
 import itertools
 import json
 
 import pytest
 import torch
-
 from conftest import TINY_PARAMS
 from fakes import FakeVAE, UnsizedTokenizer, make_image
-from rudolph import batched, tasks
-from rudolph.batched import row_seed
+
 from rudolph.demo import load_bundle
 from rudolph.demo.shapes import render
-from rudolph.engine import Layout, ScorePart, cross_entropy, generate
-from rudolph.engine_rows import generate_rows, score_suffixes
 from rudolph.errors import ConfigError, InputError
+from rudolph.generation.engine import Layout, ScorePart, cross_entropy, generate
+from rudolph.generation.rows import generate_rows, score_suffixes
+from rudolph.generation.sampling import Sampler, make_generator
 from rudolph.model import ruDolphModel
-from rudolph.sampling import Sampler, make_generator
+from rudolph.tasks import batched
+from rudolph.tasks import core as tasks
+from rudolph.tasks.batched import row_seed
 from rudolph.vae import preprocess_image
 
 CLASSES = ['красный', 'синий', 'зеленый', 'желтый']

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from rudolph import cli
+from rudolph.cli import commands as cli
 from rudolph.model import MODELS, ruDolphModel
 from rudolph.tokenizer import train_bpe
 from rudolph.vae import VQGanGumbelVAE
@@ -286,7 +286,7 @@ def test_text2image_checks_the_output_folder_first(assets, registered, tmp_path,
 
 def test_text2image_uses_the_model_sampling_and_decodes_per_batch(tmp_path, capsys, monkeypatch):
     from rudolph.api import ruDolphApi
-    from rudolph.components import Components
+    from rudolph.pretrained.components import Components
     from rudolph.vae import VQGanGumbelVAE
 
     decoded = []
@@ -354,9 +354,9 @@ def _python(code, tmp_path):
 
 
 def test_imports_are_lazy(tmp_path):
-    done = _python("import rudolph.cli, sys; assert 'torch' not in sys.modules, 'torch'", tmp_path)
+    done = _python("import rudolph.cli.commands, sys; assert 'torch' not in sys.modules, 'torch'", tmp_path)
     assert done.returncode == 0, done.stderr
-    done = _python("import rudolph, sys; bad = [m for m in ('rudolph.demo', 'rudolph.cli', 'rudolph.finetune', "
+    done = _python("import rudolph, sys; bad = [m for m in ('rudolph.demo', 'rudolph.cli.commands', 'rudolph.finetune', "
                    "'accelerate', 'torch') if m in sys.modules]; assert not bad, bad", tmp_path)
     assert done.returncode == 0, done.stderr
     done = _python("from rudolph import get_tokenizer, get_vae, ImagePrompts, get_rudolph_model, ruDolphApi, MODELS; "

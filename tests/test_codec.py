@@ -3,12 +3,11 @@ import warnings
 
 import pytest
 import torch
-
-from rudolph import codec
-from rudolph.errors import ConfigError
-from rudolph.tokenizer import get_tokenizer
-
 from fakes import FakeTokenizer
+
+from rudolph.errors import ConfigError
+from rudolph.tasks import sequences as codec
+from rudolph.tokenizer import get_tokenizer
 
 
 @pytest.fixture(scope='module')

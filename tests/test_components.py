@@ -1,4 +1,4 @@
-"""``rudolph.components.Components``: one loader of model, tokenizer, VAE, task tokens and sampling."""
+"""``rudolph.pretrained.components.Components``: one loader of model, tokenizer, VAE, task tokens and sampling."""
 import copy
 import json
 import os
@@ -6,10 +6,10 @@ import os
 import pytest
 import torch
 
-from rudolph import cli
-from rudolph.components import Components, check_device
+from rudolph.cli import commands as cli
 from rudolph.errors import ConfigError, WeightsNotFoundError
 from rudolph.model.configs import MODELS, TINY_SHAPES_SPC_TOKENS, TINY_SHAPES_T2I_SAMPLING
+from rudolph.pretrained.components import Components, check_device
 
 
 def test_tiny_shapes_brings_its_own_parts():

@@ -9,8 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from rudolph.demo import (MODEL_PARAMS, RUDOLPH_PATH, TINY_SPC_TOKENS, TOKENIZER_PATH, VQGAN_CONFIG, VQGAN_PATH,
-                          load_bundle)
+from rudolph.demo import (
+    MODEL_PARAMS,
+    RUDOLPH_PATH,
+    TINY_SPC_TOKENS,
+    TOKENIZER_PATH,
+    VQGAN_CONFIG,
+    VQGAN_PATH,
+    load_bundle,
+)
 from rudolph.demo import shapes as S
 
 WEIGHTS = (TOKENIZER_PATH, VQGAN_PATH, RUDOLPH_PATH)
@@ -120,7 +127,7 @@ def test_vqgan_reconstructions_keep_colour_and_shape(bundle):
 
 
 def test_cli_registers_demo():
-    from rudolph import cli
+    from rudolph.cli import commands as cli
 
     parser = cli.build_parser()
     args = parser.parse_args(['demo', '--n', '3', '--out', 'x'])
@@ -221,7 +228,7 @@ def test_training_command_retrains_one_vqgan_half(tmp_path):
 
 
 def test_demo_rejects_counts_below_one(capsys):
-    from rudolph import cli
+    from rudolph.cli import commands as cli
 
     for argv, needle in ((['--codebooks', '0'], '--codebooks 0'), (['--n', '-5'], '--n -5'),
                          (['--images', '0'], '--images 0'), (['--threads', '0'], '--threads 0'),
@@ -232,7 +239,7 @@ def test_demo_rejects_counts_below_one(capsys):
 
 
 def test_demo_help_and_default_n_agree(capsys):
-    from rudolph import cli
+    from rudolph.cli import commands as cli
     from rudolph.demo.cli import DEFAULT_N
 
     with pytest.raises(SystemExit):

@@ -1,18 +1,19 @@
 """The engine: generation and scoring, its memory estimate (refused before allocating, with the
 largest bs that fits).
 
-For the memory estimate (:mod:`rudolph.memory`) only the memory probe (``memory.available_memory``) is mocked; the estimate, the check and
+For the memory estimate (:mod:`rudolph.generation.memory`) only the memory probe (``memory.available_memory``) is mocked; the estimate, the check and
 the generation / scoring paths run for real on the tiny model.
 """
 import pytest
 import torch
-
 from fakes import UnsizedTokenizer
 from references import reference_ce
-from rudolph import engine, memory, pipelines
+
+from rudolph import pipelines
 from rudolph.api import DEFAULT_SPC_TOKENS, ruDolphApi
-from rudolph.engine import Layout, ScorePart, ce_to_ppl, cross_entropy, generate, memory_need
 from rudolph.errors import ResourceError, RudolphError
+from rudolph.generation import engine, memory
+from rudolph.generation.engine import Layout, ScorePart, ce_to_ppl, cross_entropy, generate, memory_need
 
 TINY_SPC = {name: 1000 + i for i, name in enumerate(DEFAULT_SPC_TOKENS)}  # the tiny config's special ids
 

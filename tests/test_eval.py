@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rudolph import cli
+from rudolph.cli import commands as cli
 from rudolph.demo import shapes
 from rudolph.errors import DataError, InputError
 from rudolph.jobs import evaluate
@@ -120,10 +120,10 @@ def test_choose_l2_cross_validates_on_what_it_is_given_and_picks_from_the_grid()
 
 
 def test_meanmax_pooling_is_the_mean_and_the_max_of_one_pass():
-    from rudolph.batched import embed_image_batch
     from rudolph.demo import load_bundle
     from rudolph.errors import ConfigError
-    from rudolph.tasks import Parts
+    from rudolph.tasks.batched import embed_image_batch
+    from rudolph.tasks.core import Parts
 
     bundle = load_bundle()
     parts = Parts.of(bundle.model, bundle.tokenizer, bundle.vae, progress=False)

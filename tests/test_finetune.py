@@ -13,8 +13,19 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from rudolph.finetune import (DEFAULT_SPC_TOKENS, DataError, EncodedDataset, NonFiniteLossError, TrainConfig,
-                              encode_task_text, find_checkpoint, freeze, parameter_group, prepare_dataset, train)
+from rudolph.finetune import (
+    DEFAULT_SPC_TOKENS,
+    DataError,
+    EncodedDataset,
+    NonFiniteLossError,
+    TrainConfig,
+    encode_task_text,
+    find_checkpoint,
+    freeze,
+    parameter_group,
+    prepare_dataset,
+    train,
+)
 from rudolph.finetune.cli import add_arguments, main
 from rudolph.model import get_rudolph_model, ruDolphModel
 
@@ -392,6 +403,7 @@ def trained_run(tmp_path, tiny_params, name='run', **kwargs):
 
 def test_state_files_load_weights_only_and_tampered_ones_run_no_code(tmp_path, tiny_params):
     from fakes import write_malicious_pickle
+
     from rudolph.errors import UnsafeCheckpointError
 
     result, ds = trained_run(tmp_path, tiny_params, max_steps=2)

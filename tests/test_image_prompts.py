@@ -1,12 +1,12 @@
 """``ImagePrompts``: the kept bands of a picture, their grid positions and codes."""
 import pytest
 import torch
-
 from fakes import FakeVAE, make_image
-from rudolph import codec
+
 from rudolph.errors import InputError
 from rudolph.image_prompts import ImagePrompts
 from rudolph.model.config import Layout
+from rudolph.tasks import sequences as codec
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rudolph import cli
+from rudolph.cli import commands as cli
 from rudolph.demo import shapes
 from rudolph.errors import ConfigError, DataError, InputError
 from rudolph.jobs import output
@@ -25,8 +25,8 @@ CAPTION = ['--generations-num', '1', '--workers', '0'] + TINY
 
 @pytest.fixture(scope='module')
 def parts():
-    from rudolph.components import Components
-    from rudolph.tasks import Parts
+    from rudolph.pretrained.components import Components
+    from rudolph.tasks.core import Parts
 
     c = Components.from_pretrained('tiny-shapes')
     return Parts.of(c.model, c.tokenizer, c.vae, c.spc_tokens, progress=False)
@@ -85,8 +85,8 @@ def test_inputs_folder_glob_list_and_tables(tmp_path):
 
 
 def test_json_object_errors_name_where(tmp_path):
-    from rudolph.cli_options import json_option
-    from rudolph.tables import json_object, jsonl_rows
+    from rudolph.cli.options import json_option
+    from rudolph.io.tables import json_object, jsonl_rows
 
     assert json_object('{"a": 1}', 'x') == {'a': 1}
     with pytest.raises(DataError, match=r"^f.jsonl:2: not valid JSON \(.*\); expected one JSON object a line$"):

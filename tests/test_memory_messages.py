@@ -2,9 +2,10 @@
 import pytest
 import torch
 
-from rudolph import cli, memory
+from rudolph.cli import commands as cli
 from rudolph.errors import ResourceError
-from rudolph.memory import MemoryNeed, bs_option, check_memory
+from rudolph.generation import memory
+from rudolph.generation.memory import MemoryNeed, bs_option, check_memory
 
 NEED = MemoryNeed(fixed=100, per_row=10)
 
@@ -40,8 +41,8 @@ def test_the_cli_error_names_the_bs_option(tmp_path, monkeypatch, capsys):
 
 def test_rows_the_task_fixes_suggest_no_batch_size(monkeypatch, tiny_model):
     """Zero-shot scores a picture and all its classes at once: its message names no --bs to pass."""
-    from rudolph.engine import ScorePart
-    from rudolph.engine_rows import score_suffixes
+    from rudolph.generation.engine import ScorePart
+    from rudolph.generation.rows import score_suffixes
 
     lay = tiny_model.config
     prefixes = torch.randint(4, 100, (2, lay.L + 3))

@@ -7,10 +7,18 @@ import time
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import TINY_PARAMS, TINY_REPO, fill_hub_cache
-from rudolph.model import (MODELS, FP16Module, KVCache, get_col_mask, get_conv_mask, get_row_mask,
-                           get_rudolph_model, ruDolphModel)
+
+from rudolph.model import (
+    MODELS,
+    FP16Module,
+    KVCache,
+    get_col_mask,
+    get_conv_mask,
+    get_row_mask,
+    get_rudolph_model,
+    ruDolphModel,
+)
 from rudolph.model.image_attention import layer_mask_name
 
 
@@ -800,7 +808,7 @@ def test_rudolph_config_is_the_constructor_and_the_layout(tiny_params):
     """``ruDolphModel(config)`` equals the keyword constructor; the engine's layout is the model's config."""
     import dataclasses
 
-    from rudolph.engine import Layout
+    from rudolph.generation.engine import Layout
     from rudolph.model import RudolphConfig
 
     config = RudolphConfig.from_params(tiny_params)

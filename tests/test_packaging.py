@@ -42,7 +42,7 @@ def test_distribution_metadata():
         assert f'Programming Language :: Python :: {version}' in project['classifiers']
     assert set(project['optional-dependencies']) >= {'finetune', 'sr', 'app', 'test'}
     assert any(dep.startswith('spandrel') for dep in project['optional-dependencies']['sr'])
-    assert project['scripts'] == {'rudolph': 'rudolph.cli:main'}
+    assert project['scripts'] == {'rudolph': 'rudolph.cli.commands:main'}
     assert meta['tool']['setuptools']['dynamic']['version'] == {'attr': 'rudolph.__version__'}
     assert re.fullmatch(r'\d+\.\d+\.\d+([ab]|rc)?\d*', rudolph.__version__)
     assert f"{DIST_NAME}[sr]" in INSTALL_HINT
@@ -93,7 +93,7 @@ def test_wheel_has_the_package_and_its_model_only(dist):
                    'Provides-Extra: finetune', 'Description-Content-Type: text/markdown', 'License-Expression: '
                    'Apache-2.0', '## Two commands'):
         assert needle in metadata, needle
-    assert 'rudolph = rudolph.cli:main' in entry_points
+    assert 'rudolph = rudolph.cli.commands:main' in entry_points
 
 
 @pytest.mark.slow

@@ -12,9 +12,18 @@ from rudolph import pipelines
 from rudolph.api import ruDolphApi
 from rudolph.demo import load_bundle
 from rudolph.demo.shapes import render
-from rudolph.engine import Layout, ScorePart, cross_entropy, generate
+from rudolph.generation.engine import Layout, ScorePart, cross_entropy, generate
 
-TOL = 1e-6
+# Floats are float32 results; their last bits depend on the BLAS kernel (AVX2 or AVX-512, thread count) and on
+# the PyTorch release, which change the order of the sums. Relative tolerances, per kind of computation:
+TOL = 1e-5  # a few float32 layers of the tiny config (eps 1.2e-7, sums of at most a few hundred terms)
+# A full forward of the tiny-shapes model, VQGAN decode and re-encode, then perplexities (exp of a mean
+# cross-entropy, which turns an absolute error of the log into a relative one): 5e-6 seen between two machines.
+LONG_TOL = 1e-4
+# Pixel sums are the VQGAN's float output rounded to uint8: a last-bit difference flips a pixel sitting on a
+# rounding boundary by one, so the sum (about 2e6) may move by a few units.
+PIXEL_SUM_TOL = 50
+LONG = {'shapes_forward_checksum', 'shapes_dream', 'shapes_zs_clf', 'shapes_rerank'}
 
 
 @pytest.fixture(scope='module')
@@ -167,11 +176,12 @@ def _flat(value) -> list:
 
 
 def _assert_pinned(name: str, value) -> None:
-    """Ints and strings exactly; floats to ``TOL`` (relative and absolute)."""
+    """Ints (tokens, counts) and strings exactly; floats to ``TOL`` or ``LONG_TOL`` (relative and absolute)."""
     got, expected = _flat(value), _flat(PINS[name])
     assert len(got) == len(expected), name
+    tol = LONG_TOL if name in LONG else TOL
     for g, e in zip(got, expected):
-        assert g == (pytest.approx(e, rel=TOL, abs=TOL) if isinstance(e, float) else e), name
+        assert g == (pytest.approx(e, rel=tol, abs=tol) if isinstance(e, float) else e), name
 
 
 @pytest.mark.parametrize('name', ['tiny_forward_checksum', 'tiny_cached_logits_checksum', 'tiny_generate',
@@ -184,9 +194,16 @@ def test_shapes_forward_pin(bundle):
     _assert_pinned('shapes_forward_checksum', shapes_forward_checksum(bundle))
 
 
-@pytest.mark.parametrize('name', ['shapes_codebooks', 'shapes_dream', 'shapes_caption', 'shapes_zs_clf'])
+@pytest.mark.parametrize('name', ['shapes_codebooks', 'shapes_caption', 'shapes_zs_clf'])
 def test_shapes_task_pins(api, name):
     _assert_pinned(name, globals()[name](api))
+
+
+def test_shapes_dream_pin(api):
+    pixels, scores = shapes_dream(api)
+    expected_pixels, expected_scores = PINS['shapes_dream']
+    assert all(abs(g - e) <= PIXEL_SUM_TOL for g, e in zip(pixels, expected_pixels, strict=True)), pixels
+    assert _flat(scores) == pytest.approx(_flat(expected_scores), rel=LONG_TOL, abs=LONG_TOL)
 
 
 def test_shapes_rerank_pin(bundle):

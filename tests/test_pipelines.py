@@ -4,13 +4,15 @@ import re
 import numpy as np
 import pytest
 import torch
-
 from fakes import FakeTokenizer, FakeVAE, UnsizedTokenizer, make_image
 from references import reference_ce, reference_generate
-from rudolph import codec, engine, pipelines, utils
-from rudolph.engine import Layout, ce_to_ppl, generate
+
+from rudolph import pipelines, utils
 from rudolph.errors import ConfigError, InputError
+from rudolph.generation import engine
+from rudolph.generation.engine import Layout, ce_to_ppl, generate
 from rudolph.image_prompts import ImagePrompts
+from rudolph.tasks import sequences as codec
 from rudolph.vae.image import preprocess_image
 
 

@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from rudolph.errors import ConfigError, CorruptCheckpointError, MissingDependencyError
-from rudolph.model import get_rudolph_model
-from rudolph.model import quant
+from rudolph.model import get_rudolph_model, quant
 from rudolph.model.quant import INT8_MM_MAX_ROWS, Int8Linear, resolve_precision, save_int8
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -166,7 +165,7 @@ def test_int8_file_round_trip_does_not_quantise_again(tmp_path, monkeypatch):
     ids = torch.randint(4, 200, (2, 30))
     with torch.no_grad():
         assert torch.equal(model(ids)[0], loaded(ids)[0])
-    from rudolph.components import Components
+    from rudolph.pretrained.components import Components
 
     c = Components.from_pretrained('tiny-shapes', checkpoint=path, with_vae=False)
     assert isinstance(c.model.to_logits[1], Int8Linear)
@@ -281,7 +280,7 @@ def test_zero_shot_and_reranking_order_match_fp32(apis, pictures):
 
 @pytest.mark.parametrize('name', ['bf16', 'int8'])
 def test_scoring_is_float32_and_prefix_sharing_agrees(apis, name):
-    from rudolph.engine import ScorePart, cross_entropy
+    from rudolph.generation.engine import ScorePart, cross_entropy
 
     model = apis[name].model
     lay = model.config
@@ -300,7 +299,7 @@ def test_scoring_is_float32_and_prefix_sharing_agrees(apis, name):
 def test_cli_precision_options(tmp_path, capsys):
     import json
 
-    from rudolph import cli
+    from rudolph.cli import commands as cli
     from rudolph.demo import shapes as S
 
     path = tmp_path / 'p.png'
@@ -324,8 +323,8 @@ def test_cli_precision_options(tmp_path, capsys):
 def test_demo_accepts_the_precision_options():
     import argparse
 
+    from rudolph.cli.options import precision_args
     from rudolph.demo.cli import add_arguments
-    from rudolph.cli_options import precision_args
 
     p = argparse.ArgumentParser()
     add_arguments(p)

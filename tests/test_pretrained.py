@@ -8,15 +8,15 @@ import shutil
 
 import pytest
 import torch
-
 from conftest import fill_hub_cache
-from rudolph import cli
-from rudolph.components import Components
+
+from rudolph.cli import commands as cli
 from rudolph.errors import CheckpointError, ConfigError, CorruptCheckpointError, WeightsNotFoundError
+from rudolph.io.safetensors import is_safetensors, read_safetensors, write_safetensors
 from rudolph.model import MODELS, get_rudolph_model
-from rudolph.pretrained import CARD_NAME, CONFIG_NAME, FORMAT_VERSION, read_config
-from rudolph.publish import convert, push_to_hub
-from rudolph.safetensors_io import is_safetensors, read_safetensors, write_safetensors
+from rudolph.pretrained.components import Components
+from rudolph.pretrained.folder import CARD_NAME, CONFIG_NAME, FORMAT_VERSION, read_config
+from rudolph.pretrained.publish import convert, push_to_hub
 
 TINY = 'tiny-shapes'
 PUBLISHED = ['README.md', 'bpe.model', 'config.json', 'model.safetensors', 'vqgan.safetensors']
@@ -69,7 +69,8 @@ def test_components_save_pretrained_round_trip(tmp_path):
 def test_model_save_pretrained_of_a_published_architecture_points_at_the_hub_parts(tmp_path, tiny_registered):
     """A model of a published architecture keeps ruDALL-E's tokenizer and VQGAN as hub references."""
     from rudolph.tokenizer.wrapper import HF_FILENAME, HF_REPO_ID
-    from rudolph.vae import HF_FILENAMES, HF_REPO_ID as VAE_REPO
+    from rudolph.vae import HF_FILENAMES
+    from rudolph.vae import HF_REPO_ID as VAE_REPO
 
     model = get_rudolph_model(tiny_registered, pretrained=False)
     folder = model.save_pretrained(str(tmp_path / 'plain'))

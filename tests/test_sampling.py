@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from rudolph.sampling import Sampler, make_generator, top_k_top_p_filtering
+from rudolph.generation.sampling import Sampler, make_generator, top_k_top_p_filtering
 
 
 def sample(logits, generator=None, **kwargs):

@@ -3,8 +3,8 @@ import os
 import re
 
 import pytest
-
 from fakes import write_malicious_pickle
+
 from rudolph.errors import RudolphError, UnsafeCheckpointError
 from rudolph.model import get_rudolph_model
 from rudolph.tokenizer import get_tokenizer

@@ -10,12 +10,19 @@ import sys
 
 import pytest
 import torch
+from conftest import fill_hub_cache
 from PIL import Image
 
-from conftest import fill_hub_cache
-from rudolph import cli
-from rudolph.errors import (CheckpointError, CheckpointMismatchError, ConfigError, InputError,
-                            MissingDependencyError, UnsafeCheckpointError, WeightsNotFoundError)
+from rudolph.cli import commands as cli
+from rudolph.errors import (
+    CheckpointError,
+    CheckpointMismatchError,
+    ConfigError,
+    InputError,
+    MissingDependencyError,
+    UnsafeCheckpointError,
+    WeightsNotFoundError,
+)
 from rudolph.superres import FILES, REPO_ID, RealESRGAN, get_realesrgan, resolve_scale
 
 

@@ -1,14 +1,15 @@
 """The task layer: each task once, over Parts of either convention."""
 import pytest
 import torch
-
 from conftest import TINY_PARAMS
 from fakes import FakeVAE, UnsizedTokenizer, make_image
-from rudolph import pipelines, tasks
+
+from rudolph import pipelines
 from rudolph.api import ruDolphApi
 from rudolph.errors import ConfigError, InputError
 from rudolph.model import ruDolphModel
-from rudolph.tasks import Parts, SamplingConfig
+from rudolph.tasks import core as tasks
+from rudolph.tasks.core import Parts, SamplingConfig
 
 TINY_SPC = {'<LT_T2I>': 1000, '<LT_I2T>': 1001, '<RT_I2T>': 1002, '<LT_T2T>': 1003, '<LT_UNK>': 1004}
 

@@ -13,14 +13,22 @@ import statistics
 
 import pytest
 import torch
-
 from corpus import faker_lines, rudalle_encode_text
+
 from rudolph import tokenizer as tk
-from rudolph.tokenizer import bpe as tk_bpe
 from rudolph.tokenizer import (
-    BPE, NAMED_TOKENIZERS, OutputType, SpecialIds, YTTMTokenizerWrapper, get_tokenizer,
-    parse_yttm_model, read_yttm_model, save_yttm_model, train_bpe,
+    BPE,
+    NAMED_TOKENIZERS,
+    OutputType,
+    SpecialIds,
+    YTTMTokenizerWrapper,
+    get_tokenizer,
+    parse_yttm_model,
+    read_yttm_model,
+    save_yttm_model,
+    train_bpe,
 )
+from rudolph.tokenizer import bpe as tk_bpe
 
 VOCABS = (300, 1000, 16000)
 
@@ -467,6 +475,7 @@ def _fill_tokenizer_cache(cache, model_file):
 
 def test_get_tokenizer_takes_every_model_name(own_models, tmp_path, monkeypatch):
     import huggingface_hub.constants
+
     from rudolph.model import MODELS
 
     monkeypatch.setenv('HF_HUB_OFFLINE', '1')
@@ -481,6 +490,7 @@ def test_get_tokenizer_takes_every_model_name(own_models, tmp_path, monkeypatch)
 
 def test_offline_empty_cache_says_how_to_get_the_tokenizer(tmp_path, monkeypatch):
     import huggingface_hub.constants
+
     from rudolph.errors import WeightsNotFoundError
 
     monkeypatch.setenv('HF_HUB_OFFLINE', '1')
@@ -517,7 +527,7 @@ def test_package_exports_the_former_module_names():
 def test_components_call_the_package_get_tokenizer(monkeypatch):
     """Components (and so the CLI) load the tokenizer through rudolph.tokenizer.get_tokenizer at
     call time, so patching the package attribute reaches them."""
-    from rudolph.components import Components
+    from rudolph.pretrained.components import Components
 
     patched, calls = object(), []
     monkeypatch.setattr(tk, 'get_tokenizer', lambda *a, **k: calls.append(a) or patched)

@@ -20,9 +20,8 @@ def test_utils_roundtrip_and_show(tmp_path):
 
 
 def test_save_codebook_images_upscales_each_batch(tmp_path):
-    from PIL import Image
-
     from fakes import FakeVAE
+    from PIL import Image
 
     calls = []
 

@@ -13,10 +13,19 @@ import torch.nn.functional as F
 from PIL import Image
 
 from rudolph import vae as vae_pkg
-from rudolph.vae import (HF_FILENAMES, HF_REPO_ID, CheckpointMismatchError, CorruptCheckpointError, DWTInverse,
-                         VQGanConfig, VQGanGumbelVAE, get_vae, preprocess_image)
-from rudolph.vae.modules import AttnBlock, Decoder, Encoder
+from rudolph.vae import (
+    HF_FILENAMES,
+    HF_REPO_ID,
+    CheckpointMismatchError,
+    CorruptCheckpointError,
+    DWTInverse,
+    VQGanConfig,
+    VQGanGumbelVAE,
+    get_vae,
+    preprocess_image,
+)
 from rudolph.vae.image import to_rgb
+from rudolph.vae.modules import AttnBlock, Decoder, Encoder
 
 # 4 levels (f = 8) like the real model, at 32 px -> 4x4 tokens
 TINY = dict(ch=32, ch_mult=(1, 1, 1, 1), num_res_blocks=1, attn_resolutions=(4,), resolution=32,

@@ -57,9 +57,9 @@ import rudolph  # noqa: E402  (the original package, from the benchmark venv)
 if getattr(rudolph, '__version__', None) != '0.0.1rc10':
     raise SystemExit(f'expected the original rudolph 0.0.1rc10, imported {rudolph.__file__} '
                      f'version {getattr(rudolph, "__version__", "?")}')
-from rudolph.model import MODELS, get_rudolph_model, ruDolphModel  # noqa: E402
-
 import transformers  # noqa: E402  (the shim beside this file)
+
+from rudolph.model import MODELS, get_rudolph_model, ruDolphModel  # noqa: E402
 
 
 def peak_rss_mb():

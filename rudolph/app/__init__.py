@@ -1,6 +1,6 @@
 """The web app (``rudolph app``, ``python -m rudolph.app``): a tab per task on any model, in Gradio.
 
-:mod:`rudolph.app.handlers` holds the work as plain functions over :mod:`rudolph.tasks`
+:mod:`rudolph.app.handlers` holds the work as plain functions over :mod:`rudolph.tasks.core`
 (no gradio needed); :mod:`rudolph.app.ui` builds the page (``pip install 'rudolph[app]'``).
 Importing this package imports neither gradio nor torch.
 """
@@ -13,7 +13,7 @@ def require_gradio():
     """The ``gradio`` module, or a :class:`~rudolph.errors.MissingDependencyError` saying what to install."""
     import importlib
 
-    from ..errors import MissingDependencyError
+    from rudolph.errors import MissingDependencyError
 
     try:
         return importlib.import_module('gradio')

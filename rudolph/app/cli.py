@@ -16,7 +16,7 @@ DESCRIPTION = ('a web page with a tab per task (text to image, captioning, VQA, 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``rudolph app``."""
-    from . import handlers
+    from rudolph.app import handlers
 
     p.add_argument('--host', default='127.0.0.1',
                    help='address to bind (default 127.0.0.1: this machine only; 0.0.0.0 for every interface)')
@@ -32,14 +32,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the page, load the model and serve until interrupted; returns 0."""
-    from . import require_gradio
+    from rudolph.app import require_gradio
 
     require_gradio()  # MissingDependencyError saying what to install, before any model is loaded
     if not 0 < args.port < 65536:
-        from ..errors import ConfigError
+        from rudolph.errors import ConfigError
 
         raise ConfigError(f'--port {args.port}: expected a port number in 1..65535')
-    from .ui import build_app, launch
+    from rudolph.app.ui import build_app, launch
 
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
     demo = build_app(args.model, args.device, args.dtype, args.checkpoint)
@@ -49,6 +49,6 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """``python -m rudolph.app ARGV`` (the same command as ``rudolph app``)."""
-    from ..cli import main as cli_main
+    from rudolph.cli.commands import main as cli_main
 
     return cli_main(['app'] + list(sys.argv[1:] if argv is None else argv))

@@ -1,4 +1,4 @@
-"""The web app's work as plain functions over :mod:`rudolph.tasks` and :class:`~rudolph.components.Components`.
+"""The web app's work as plain functions over :mod:`rudolph.tasks.core` and :class:`~rudolph.pretrained.components.Components`.
 
 One function per tab (:func:`text_to_image`, :func:`caption`, :func:`vqa`, :func:`classify`,
 :func:`generate_text`, :func:`rerank_images`); each returns a :class:`Result` (pictures, text,
@@ -16,8 +16,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from ..errors import Cancelled, ConfigError, ImageFileError, InputError, RudolphError  # noqa: F401 (Cancelled: re-exported)
-from ..model.configs import DEFAULT_T2I_SAMPLING  # noqa: F401 (re-exported: a model without recommended sampling)
+from rudolph.errors import Cancelled, ConfigError, ImageFileError, InputError, RudolphError  # noqa: F401 (Cancelled: re-exported)
+from rudolph.model.configs import DEFAULT_T2I_SAMPLING  # noqa: F401 (re-exported: a model without recommended sampling)
 
 __all__ = ['Result', 'Cancelled', 'ModelCache', 'DeviceLocks', 'DTYPES', 'BANDS', 'DEFAULT_T2I_SAMPLING',
            'model_choices', 'device_choices', 'defaults_for', 'progress_callback', 'parse_classes', 'open_image',
@@ -49,7 +49,7 @@ class Result:
 # ----------------------------------------------------------------------------- models
 def model_choices() -> List[str]:
     """The registry's model names, the embedded tiny-shapes first."""
-    from ..model.configs import MODELS, TINY_SHAPES
+    from rudolph.model.configs import MODELS, TINY_SHAPES
 
     return [TINY_SHAPES] + [name for name in MODELS if name != TINY_SHAPES]
 
@@ -89,7 +89,7 @@ class ModelCache:
     def key(model: str, device: Optional[str] = None, dtype: Optional[str] = None,
             checkpoint: Optional[str] = None) -> Tuple:
         """The cache key: the model, its checkpoint folder (or None), the checked device and dtype."""
-        from ..components import check_device
+        from rudolph.pretrained.components import check_device
 
         if not isinstance(model, str) or not model.strip():
             raise ConfigError(f'model {model!r}: expected one of {model_choices()}')
@@ -108,7 +108,7 @@ class ModelCache:
             return self._items[key]
 
     def _load(self, model: str, checkpoint: Optional[str], device: str, dtype: Optional[str]):
-        from ..components import Components
+        from rudolph.pretrained.components import Components
 
         loader = self._loader or Components.from_pretrained
         logger.info('loading %s (checkpoint %s) on %s, dtype %s', model, checkpoint, device, dtype or 'fp32')
@@ -135,12 +135,12 @@ class DeviceLocks:
 
 def defaults_for(model: str) -> Dict[str, Any]:
     """The values a tab starts with for ``model``: its recommended sampling and fitting example inputs."""
-    from ..model.configs import MODELS, TINY_SHAPES
+    from rudolph.model.configs import MODELS, TINY_SHAPES
 
     spec = MODELS.get(model)
     sampling = dict((spec.sampling.get('text2image') if spec is not None else None) or DEFAULT_T2I_SAMPLING)
     if model == TINY_SHAPES:
-        from ..demo import shapes
+        from rudolph.demo import shapes
 
         # reranking by the decoded pictures: what the demo and the README's measurements use
         return {'sampling': sampling, 'reencode': True, 'prompt': 'большой красный круг слева на белом фоне',
@@ -165,7 +165,7 @@ def progress_callback(report: Optional[Report], cancel: Optional[threading.Event
 
 
 def _parts(c, report: Optional[Report], cancel: Optional[threading.Event]):
-    from .. import tasks
+    from rudolph.tasks import core as tasks
 
     return tasks.Parts.of(c.model, c.tokenizer, c.vae, c.spc_tokens, progress=progress_callback(report, cancel))
 
@@ -174,7 +174,7 @@ def open_image(image: Any, name: str = 'image'):
     """A PIL picture from a PIL image, a numpy array or a file path; ``InputError`` naming ``name`` otherwise."""
     from PIL import Image
 
-    from ..jobs.inputs import open_image as open_picture_file
+    from rudolph.jobs.inputs import open_image as open_picture_file
 
     if image is None:
         raise InputError(f'{name}: no picture given; upload one first')
@@ -206,7 +206,7 @@ def parse_classes(classes: Any) -> List[str]:
 
 def _write_atomic(path: str, write: Callable[[str], None]) -> str:
     """``write(tmp)`` then rename onto ``path``, so a reader never sees half a file."""
-    from ..serialization import write_atomic  # imports torch: only when a result is saved
+    from rudolph.io.files import write_atomic  # imports torch: only when a result is saved
 
     return write_atomic(path, write)
 
@@ -239,7 +239,7 @@ def grid_of(images: Sequence[Any], ncol: int = 4, pad: int = 2):
 
 
 def _sampling(defaults: Dict[str, Any], top_k, top_p, temperature):
-    from ..tasks import SamplingConfig
+    from rudolph.tasks.core import SamplingConfig
 
     return SamplingConfig(int(defaults['top_k'] if top_k is None else top_k),
                           float(defaults['top_p'] if top_p is None else top_p),
@@ -247,7 +247,7 @@ def _sampling(defaults: Dict[str, Any], top_k, top_p, temperature):
 
 
 def _text_sampling(parts, task: str, top_k, top_p, temperature):
-    from ..tasks import text_sampling_for
+    from rudolph.tasks.core import text_sampling_for
 
     return text_sampling_for(parts.reference, task, None if top_k is None else int(top_k),
                              None if top_p is None else float(top_p),
@@ -281,7 +281,7 @@ def _upscaler(device: str):
     """Real-ESRGAN x2 of :mod:`rudolph.superres` on ``device``, or None when the module or its weights are missing."""
     if device not in _UPSCALERS:
         try:
-            from ..superres import get_realesrgan  # optional: absent in installs without super-resolution
+            from rudolph.superres import get_realesrgan  # optional: absent in installs without super-resolution
             _UPSCALERS[device] = get_realesrgan('x2', device=device)
         except (ImportError, RudolphError, OSError, ValueError, TypeError) as error:
             logger.info('upscaling not offered: %s', error)
@@ -301,7 +301,7 @@ def _upscale(images: List[Any], device: str) -> List[Any]:
     model = _upscaler(device)
     if model is None:
         raise ConfigError('upscaling needs rudolph.superres and its Real-ESRGAN weights, which are not available here')
-    from .. import superres
+    from rudolph import superres
 
     if hasattr(superres, 'super_resolution'):
         return list(superres.super_resolution(images, model))
@@ -314,7 +314,7 @@ def _image_prompts(c, parts, image: Any, bands: Optional[Dict[str, int]]):
     bands = {side: int((bands or {}).get(side) or 0) for side in BANDS}
     if image is None or not any(bands.values()):
         return None
-    from ..image_prompts import ImagePrompts
+    from rudolph.image_prompts import ImagePrompts
 
     side = 8 * parts.layout.N
     return ImagePrompts(open_image(image, 'image prompt'), bands, c.vae, parts.device, crop_first=True, image_size=side)
@@ -323,7 +323,7 @@ def _image_prompts(c, parts, image: Any, bands: Optional[Dict[str, int]]):
 def _decode(c, codes, bs: int = 8) -> List[Any]:
     import torch
 
-    from ..utils import torch_tensors_to_pil_list
+    from rudolph.utils import torch_tensors_to_pil_list
 
     images = []
     with torch.no_grad():
@@ -342,7 +342,7 @@ def text_to_image(c, prompt: str, images_num: int = 4, codebooks_num: int = 8, *
     Sampling defaults to the model's recommended settings; ``prompt_image`` with ``bands``
     (``{'up': tokens, ...}``) keeps those bands of a picture; ``upscale`` needs super-resolution.
     """
-    from .. import tasks
+    from rudolph.tasks import core as tasks
 
     images_num, codebooks_num, bs = _count('images_num', images_num), _count('codebooks_num', codebooks_num), _count('bs', bs)
     if rerank and codebooks_num < images_num:
@@ -370,7 +370,7 @@ def caption(c, image, captions_num: int = 3, generations_num: int = 16, template
             top_k=None, top_p=None, temperature=None, seed=None, bs: int = 16, progress: Optional[Report] = None,
             cancel: Optional[threading.Event] = None, out_dir: Optional[str] = None) -> Result:
     """The ``captions_num`` best of ``generations_num`` captions of ``image`` (starting with ``template``)."""
-    from .. import tasks
+    from rudolph.tasks import core as tasks
 
     img = open_image(image)
     parts = _parts(c, progress, cancel)
@@ -387,7 +387,7 @@ def vqa(c, image, question: str, answers_num: int = 3, generations_num: int = 16
         temperature=None, seed=None, bs: int = 16, progress: Optional[Report] = None,
         cancel: Optional[threading.Event] = None, out_dir: Optional[str] = None) -> Result:
     """The answers to ``question`` about ``image``, most frequent first."""
-    from .. import tasks
+    from rudolph.tasks import core as tasks
 
     img = open_image(image)
     parts = _parts(c, progress, cancel)
@@ -403,7 +403,7 @@ def vqa(c, image, question: str, answers_num: int = 3, generations_num: int = 16
 def classify(c, image, classes: Any, template: str = '{}', *, bs: int = 16, progress: Optional[Report] = None,
              cancel: Optional[threading.Event] = None, out_dir: Optional[str] = None) -> Result:
     """Zero-shot probabilities of ``classes`` for ``image`` (softmax of minus each class's log-perplexity)."""
-    from .. import tasks
+    from rudolph.tasks import core as tasks
 
     img = open_image(image)
     names = parse_classes(classes)
@@ -420,7 +420,7 @@ def generate_text(c, template: str, texts_num: int = 4, *, top_k=None, top_p=Non
                   bs: int = 16, progress: Optional[Report] = None, cancel: Optional[threading.Event] = None,
                   out_dir: Optional[str] = None) -> Result:
     """Texts continuing ``template``, least perplexing first."""
-    from .. import tasks
+    from rudolph.tasks import core as tasks
 
     parts = _parts(c, progress, cancel)
     rows = tasks.texts(parts, template, _count('texts_num', texts_num),
@@ -436,7 +436,7 @@ def rerank_images(c, text: str, images: Sequence[Any], *, bs: int = 8, progress:
     """Uploaded ``images`` ordered by how well ``text`` describes them (best first)."""
     import torch
 
-    from .. import tasks
+    from rudolph.tasks import core as tasks
 
     if not images:
         raise InputError('images: no pictures given; upload at least one')

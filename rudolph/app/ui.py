@@ -14,8 +14,8 @@ import os
 import threading
 from typing import Any, Callable, Dict, List, Optional
 
-from . import handlers as H
-from . import require_gradio
+from rudolph.app import handlers as H
+from rudolph.app import require_gradio
 
 __all__ = ['build_app', 'launch', 'App']
 
@@ -295,7 +295,7 @@ def build_app(model: str = 'tiny-shapes', device: Optional[str] = None, dtype: O
         app.cache.get(model, device, dtype, checkpoint)
     with gr.Blocks(title='RuDOLPH', analytics_enabled=False) as demo:
         gr.Markdown('## RuDOLPH: text, pictures and text again\nOne model for drawing, captioning, answering, '
-                    'classifying, writing and ranking pictures. Each tab runs one task of `rudolph.tasks`.')
+                    'classifying, writing and ranking pictures. Each tab runs one task of `rudolph.tasks.core`.')
         *picked, load, status = _picker(gr, model, device, dtype, checkpoint)
         page = _Page(gr, app, picked, H.defaults_for(model), device)
         for title, name in TABS:

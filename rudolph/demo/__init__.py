@@ -13,8 +13,15 @@ entry of :data:`rudolph.model.MODELS` like the published models). ``rudolph demo
 """
 from typing import Any, Dict, NamedTuple
 
-from ..model.configs import (MODELS, TINY_SHAPES, TINY_SHAPES_DIR, TINY_SHAPES_PARAMS, TINY_SHAPES_SPC_TOKENS,
-                             TINY_SHAPES_T2I_SAMPLING, TINY_SHAPES_VQGAN_CONFIG)
+from rudolph.model.configs import (
+    MODELS,
+    TINY_SHAPES,
+    TINY_SHAPES_DIR,
+    TINY_SHAPES_PARAMS,
+    TINY_SHAPES_SPC_TOKENS,
+    TINY_SHAPES_T2I_SAMPLING,
+    TINY_SHAPES_VQGAN_CONFIG,
+)
 
 __all__ = ['NAME', 'WEIGHTS_DIR', 'TOKENIZER_PATH', 'VQGAN_PATH', 'RUDOLPH_PATH', 'VQGAN_CONFIG', 'MODEL_PARAMS',
            'PLAIN_TEXT_VOCAB', 'TINY_SPC_TOKENS', 'T2I_SAMPLING', 'Bundle', 'load_bundle']
@@ -43,11 +50,11 @@ class Bundle(NamedTuple):
 
 def load_bundle(name: str = NAME, device: str = 'cpu', dtype=None, quantize=None) -> Bundle:
     """``(model, tokenizer, vae, spc_tokens)`` of the embedded model, from the package files only
-    (:meth:`rudolph.components.Components.from_pretrained` as a 4-tuple).
+    (:meth:`rudolph.pretrained.components.Components.from_pretrained` as a 4-tuple).
 
     ``dtype`` / ``quantize``: the model's precision (see ``get_rudolph_model``; default float32)."""
-    from ..components import Components
-    from ..errors import ConfigError
+    from rudolph.errors import ConfigError
+    from rudolph.pretrained.components import Components
 
     if name != NAME:
         raise ConfigError(f'unknown bundle {name!r}; expected {NAME!r}')

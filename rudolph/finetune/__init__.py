@@ -10,7 +10,7 @@ Python::
 Command line: ``rudolph finetune --model 350M --data captions.jsonl --out out`` (or
 ``python -m rudolph.finetune ...``), and ``accelerate launch -m rudolph.finetune ...`` on many GPUs.
 """
-from .._lazy import lazy_exports
+from rudolph._lazy import lazy_exports
 
 _EXPORTS = {
     'DEFAULT_SPC_TOKENS': ('.data', 'DEFAULT_SPC_TOKENS'),

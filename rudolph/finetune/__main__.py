@@ -1,5 +1,5 @@
 """``python -m rudolph.finetune ...`` (also ``accelerate launch -m rudolph.finetune ...``)."""
-from .cli import main
+from rudolph.finetune.cli import main
 
 if __name__ == '__main__':
     raise SystemExit(main())

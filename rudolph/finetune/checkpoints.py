@@ -1,6 +1,6 @@
 """Fine-tuning checkpoints on disk: written atomically, complete or not, found again, pruned, resumed exactly.
 
-A checkpoint is a ``step-NNNNNN/`` folder in the layout of :func:`rudolph.pretrained.save_pretrained`
+A checkpoint is a ``step-NNNNNN/`` folder in the layout of :func:`rudolph.pretrained.folder.save_pretrained`
 (``model.safetensors``, ``config.json``, a ``README.md`` model card, the tokenizer/VQGAN when they are
 not published ones), so ``Components.from_pretrained(folder)`` and ``--model OUT/latest`` load it with
 nothing else given; beside it for resuming, ``rng_state_<rank>.pt`` and, written last,
@@ -18,9 +18,9 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 
-from ..errors import CorruptCheckpointError
-from ..serialization import safe_torch_load
-from .config import TrainConfig, TrainState
+from rudolph.errors import CorruptCheckpointError
+from rudolph.finetune.config import TrainConfig, TrainState
+from rudolph.io.files import safe_torch_load
 
 __all__ = ['WEIGHTS_NAME', 'LEGACY_WEIGHTS_NAME', 'STATE_NAME', 'LATEST_NAME', 'check_writable', 'find_checkpoint',
            'safe_load', 'save_checkpoint', 'load_resume', 'load_optimizer_state', 'set_rng_state', 'remove_leftovers']
@@ -217,7 +217,7 @@ def _publish(tmp: str, final: str, out_dir: str, name: str) -> None:
 def _write_model(tmp: str, accelerator, model, weights: Dict[str, torch.Tensor],
                  training: Optional[Dict[str, Any]], out_dir: str) -> None:
     """The saved-model files (weights, config.json, card, tokenizer/VQGAN when unpublished) of the checkpoint."""
-    from ..pretrained import model_sources, pretrained_config, write_pretrained
+    from rudolph.pretrained.folder import model_sources, pretrained_config, write_pretrained
 
     unwrapped = accelerator.unwrap_model(model)
     sources = model_sources(unwrapped)
@@ -293,7 +293,7 @@ def load_resume(path: str, accelerator) -> Tuple[Dict[str, Any], Dict[str, torch
 
 def _load_weights(folder: str) -> Dict[str, torch.Tensor]:
     """The weights of a checkpoint: ``model.safetensors``, or the ``pytorch_model.bin`` of older versions."""
-    from ..safetensors_io import read_safetensors
+    from rudolph.io.safetensors import read_safetensors
 
     path = os.path.join(folder, WEIGHTS_NAME)
     if os.path.isfile(path):

@@ -78,7 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def _components(args: argparse.Namespace):
     """Model (on CPU) and tokenizer of ``--model`` with its own task tokens; the VQGAN is loaded later, and only
     if some image is not in the code cache yet."""
-    from rudolph.components import Components
+    from rudolph.pretrained.components import Components
 
     overrides = {}
     if args.dropout is not None:
@@ -91,7 +91,7 @@ def _components(args: argparse.Namespace):
 
 def _train_config(args: argparse.Namespace):
     """The :class:`TrainConfig` of the training options."""
-    from .config import TrainConfig
+    from rudolph.finetune.config import TrainConfig
 
     return TrainConfig(
         out_dir=args.out, epochs=args.epochs, max_steps=args.max_steps, batch_size=args.bs, grad_accum=args.grad_accum,
@@ -106,18 +106,17 @@ def run(args: argparse.Namespace) -> int:
     """Run ``finetune`` with parsed ``args``; returns 0 (errors are raised with a message naming the problem)."""
     from accelerate import PartialState
 
-    from rudolph.components import load_vae
+    from rudolph.finetune.checkpoints import check_writable
+    from rudolph.finetune.data import TASKS, prepare_dataset
+    from rudolph.finetune.freeze import freeze
+    from rudolph.finetune.trainer import train
     from rudolph.model.configs import MODELS
-
-    from .data import TASKS, prepare_dataset
-    from .freeze import freeze
-    from .checkpoints import check_writable
-    from .trainer import train
+    from rudolph.pretrained.components import load_vae
 
     if args.task != 'auto' and args.task not in TASKS:
         raise ValueError(f'--task {args.task!r}: expected auto or one of {sorted(TASKS)}')
     # Fail before any download or expensive work on arguments that cannot work.
-    from rudolph.pretrained import looks_like_repo_id
+    from rudolph.pretrained.folder import looks_like_repo_id
 
     if args.model not in MODELS and not os.path.exists(args.model) and not looks_like_repo_id(args.model):
         raise ValueError(f'--model {args.model!r}: expected one of {sorted(MODELS)}, a saved-model folder or a hub '
@@ -125,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     for flag, path in (('--data', args.data), ('--eval-data', args.eval_data), ('--checkpoint', args.checkpoint)):
         if path is not None and not os.path.exists(path):
             raise FileNotFoundError(f'{flag} {path!r}: no such file')
-    from rudolph.cli import json_option
+    from rudolph.cli.commands import json_option
 
     vae_config = json_option(args.vae_config, '--vae-config') if getattr(args, 'vae_config', None) else None
     check_writable(args.out)

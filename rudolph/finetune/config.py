@@ -6,7 +6,7 @@ from typing import Any, Dict, List, Optional
 
 from torch import nn
 
-from ..errors import ConfigError, RudolphError
+from rudolph.errors import ConfigError, RudolphError
 
 __all__ = ['TrainConfig', 'TrainState', 'TrainResult', 'NonFiniteLossError', 'check_config']
 

@@ -15,15 +15,15 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch.utils.data import Dataset
 
-from ..api import DEFAULT_SPC_TOKENS
-from ..codec import text_segment
-from ..errors import CheckpointError, DataError
-from ..jobs.inputs import open_image
-from ..model.config import Layout, RudolphConfig
-from ..serialization import safe_torch_load
-from ..vae.image import preprocess_image, to_rgb
-from .batching import EncodedDataset, TaskBatchSampler, collate
-from .rows import TASKS, TaskSpec, _normalise_row, infer_task, read_rows
+from rudolph.api import DEFAULT_SPC_TOKENS
+from rudolph.errors import CheckpointError, DataError
+from rudolph.finetune.batching import EncodedDataset, TaskBatchSampler, collate
+from rudolph.finetune.rows import TASKS, TaskSpec, _normalise_row, infer_task, read_rows
+from rudolph.io.files import safe_torch_load
+from rudolph.jobs.inputs import open_image
+from rudolph.model.config import Layout, RudolphConfig
+from rudolph.tasks.sequences import text_segment
+from rudolph.vae.image import preprocess_image, to_rgb
 
 __all__ = [
     'DEFAULT_SPC_TOKENS', 'TaskSpec', 'TASKS', 'DataError', 'infer_task', 'read_rows', 'encode_task_text', 'preprocess_image',

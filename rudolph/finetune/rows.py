@@ -5,8 +5,8 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from ..errors import DataError
-from ..tables import jsonl_rows
+from rudolph.errors import DataError
+from rudolph.io.tables import jsonl_rows
 
 __all__ = ['TaskSpec', 'TASKS', 'infer_task', 'read_rows']
 

@@ -15,11 +15,21 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..errors import ConfigError, MissingDependencyError
-from .checkpoints import (STATE_NAME, WEIGHTS_NAME, check_writable, find_checkpoint, load_optimizer_state,
-                          load_resume, remove_leftovers, safe_load, save_checkpoint, set_rng_state)
-from .config import NonFiniteLossError, TrainConfig, TrainResult, TrainState, check_config
-from .data import EncodedDataset, TaskBatchSampler, collate
+from rudolph.errors import ConfigError, MissingDependencyError
+from rudolph.finetune.checkpoints import (
+    STATE_NAME,
+    WEIGHTS_NAME,
+    check_writable,
+    find_checkpoint,
+    load_optimizer_state,
+    load_resume,
+    remove_leftovers,
+    safe_load,
+    save_checkpoint,
+    set_rng_state,
+)
+from rudolph.finetune.config import NonFiniteLossError, TrainConfig, TrainResult, TrainState, check_config
+from rudolph.finetune.data import EncodedDataset, TaskBatchSampler, collate
 
 __all__ = ['TrainConfig', 'TrainResult', 'TrainState', 'Trainer', 'NonFiniteLossError', 'train', 'evaluate',
            'find_checkpoint', 'check_writable', 'safe_load', 'WEIGHTS_NAME', 'STATE_NAME']

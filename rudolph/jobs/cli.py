@@ -1,4 +1,4 @@
-"""The job forms of the ``rudolph`` commands (``rudolph.cli`` dispatches here).
+"""The job forms of the ``rudolph`` commands (``rudolph.cli.commands`` dispatches here).
 
     rudolph caption photos/ --out captions.jsonl            # a folder (recursive), a glob, a list, a table
     rudolph vqa photos/ --question "что на картинке?" --out answers.csv
@@ -16,7 +16,7 @@ import os
 import sys
 from typing import Any, Dict, Optional
 
-from ..cli_options import CliError, add_common, check_device_option, check_model_args, load, text_sampling
+from rudolph.cli.options import CliError, add_common, check_device_option, check_model_args, load, text_sampling
 
 __all__ = ['add_job_options', 'is_job', 'run_caption', 'run_vqa', 'run_classify', 'run_text2image',
            'embed_arguments', 'embed_run', 'check_features', 'setup', 'run_and_report', 'RECORDS_NAME']
@@ -84,9 +84,8 @@ def _recorded_seed(path: str) -> Optional[int]:
 
 def setup(args: argparse.Namespace, records: str):
     """``(parts, loaded, state)``: the processes, the seed (given, else the resumed output's, else 0), the model."""
-    from rudolph.tasks import Parts
-
-    from .runner import check_output, process_state
+    from rudolph.jobs.runner import check_output, process_state
+    from rudolph.tasks.core import Parts
 
     check_model_args(args)
     state = process_state()
@@ -102,7 +101,7 @@ def setup(args: argparse.Namespace, records: str):
 
 
 def _items(args: argparse.Namespace, source: str, text_column: Optional[str] = None):
-    from .inputs import list_images
+    from rudolph.jobs.inputs import list_images
 
     return list_images(source, image_column=args.image_column, question_column=text_column,
                        id_column=args.id_column, root=args.root)
@@ -110,9 +109,9 @@ def _items(args: argparse.Namespace, source: str, text_column: Optional[str] = N
 
 def run_and_report(args: argparse.Namespace, job, items, records: str, state, report: Dict[str, Any]) -> int:
     """Run ``job``; the main process prints the summary (stderr; ``--json``: the report on stdout)."""
-    from .data import default_workers
-    from .output import errors_path, json_text
-    from .runner import run_job
+    from rudolph.jobs.data import default_workers
+    from rudolph.jobs.output import errors_path, json_text
+    from rudolph.jobs.runner import run_job
 
     workers = default_workers() if getattr(args, 'workers', None) is None else args.workers
     summary = run_job(job, items, records, resume=args.resume, overwrite=args.overwrite, bs=args.bs or 8,
@@ -132,7 +131,7 @@ def run_and_report(args: argparse.Namespace, job, items, records: str, state, re
 # ----------------------------------------------------------------------------- caption / vqa / classify
 def run_caption(args: argparse.Namespace) -> int:
     """``rudolph caption SOURCE --out FILE``."""
-    from .specs import CaptionJob
+    from rudolph.jobs.specs import CaptionJob
 
     items = _items(args, args.image)
     parts, _, state = setup(args, args.out)
@@ -145,7 +144,7 @@ def run_vqa(args: argparse.Namespace) -> int:
     """``rudolph vqa SOURCE --question Q --out FILE`` (or ``--question-column`` of a table)."""
     from dataclasses import replace
 
-    from .specs import VqaJob
+    from rudolph.jobs.specs import VqaJob
 
     question = args.question_option or args.question
     if question is not None and not question.strip():
@@ -162,9 +161,8 @@ def run_vqa(args: argparse.Namespace) -> int:
 
 def run_classify(args: argparse.Namespace) -> int:
     """``rudolph classify SOURCE --classes A B ... --out FILE``."""
-    from rudolph.utils import check_classes, check_template
-
-    from .specs import ClassifyJob
+    from rudolph.checks import check_classes, check_template
+    from rudolph.jobs.specs import ClassifyJob
 
     check_classes(args.classes)
     check_template('--template', args.template)
@@ -177,12 +175,11 @@ def run_classify(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- text2image --prompts
 def run_text2image(args: argparse.Namespace) -> int:
     """``rudolph text2image --prompts FILE -o DIR``: ``DIR/<key>_<j>.png`` and ``DIR/images.jsonl``
-    (``args.codebooks_num`` already checked by :mod:`rudolph.cli`)."""
-    from rudolph.tasks import image_sampling_for
-
-    from .inputs import read_prompts
-    from .output import check_writable_folder
-    from .specs import Text2ImageJob
+    (``args.codebooks_num`` already checked by :mod:`rudolph.cli.commands`)."""
+    from rudolph.jobs.inputs import read_prompts
+    from rudolph.jobs.output import check_writable_folder
+    from rudolph.jobs.specs import Text2ImageJob
+    from rudolph.tasks.core import image_sampling_for
 
     if args.text is not None:
         raise CliError('give either a text or --prompts FILE, not both')
@@ -216,7 +213,7 @@ def embed_arguments(p: argparse.ArgumentParser) -> None:
 
 def check_features(npy: str, args: argparse.Namespace) -> None:
     """A finished features file is continued (``--resume``) or replaced (``--overwrite``), never silently."""
-    from .features import index_path
+    from rudolph.jobs.features import index_path
 
     done = [p for p in (npy, index_path(npy)) if os.path.exists(p)]
     if done and not (args.resume or args.overwrite):
@@ -224,9 +221,9 @@ def check_features(npy: str, args: argparse.Namespace) -> None:
 
 
 def embed_run(args: argparse.Namespace) -> int:
-    from .features import index_path, rows_path
-    from .inputs import read_prompts
-    from .specs import EmbedJob
+    from rudolph.jobs.features import index_path, rows_path
+    from rudolph.jobs.inputs import read_prompts
+    from rudolph.jobs.specs import EmbedJob
 
     if not args.out.lower().endswith('.npy'):
         raise CliError(f'--out {args.out!r}: expected a .npy file name')

@@ -1,4 +1,5 @@
-"""``rudolph embed``: the module :data:`rudolph.cli.SUBCOMMAND_MODULES` names (see :mod:`rudolph.jobs.cli`)."""
-from .cli import embed_arguments as add_arguments, embed_run as run
+"""``rudolph embed``: the module :data:`rudolph.cli.commands.SUBCOMMAND_MODULES` names (see :mod:`rudolph.jobs.cli`)."""
+from rudolph.jobs.cli import embed_arguments as add_arguments
+from rudolph.jobs.cli import embed_run as run
 
 __all__ = ['add_arguments', 'run']

@@ -12,7 +12,7 @@ import argparse
 import os
 from typing import Any, Dict
 
-from ..cli_options import CliError, add_common
+from rudolph.cli.options import CliError, add_common
 
 __all__ = ['add_arguments', 'run']
 
@@ -28,7 +28,7 @@ def _fraction(value: str) -> float:
 
 
 def _shared(p: argparse.ArgumentParser) -> None:
-    from .cli import add_job_options
+    from rudolph.jobs.cli import add_job_options
 
     p.add_argument('folder', help='an ImageFolder: one sub-folder of pictures per class')
     p.add_argument('--classes-file', default=None,
@@ -68,13 +68,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _write_report(path: str, report: Dict[str, Any]) -> None:
-    from .output import atomic_write, json_text
+    from rudolph.jobs.output import atomic_write, json_text
 
     atomic_write(path, lambda f: f.write((json_text(report) + '\n').encode('utf-8')))
 
 
 def _emit(args: argparse.Namespace, report: Dict[str, Any]) -> None:
-    from .output import json_text
+    from rudolph.jobs.output import json_text
 
     if args.json:
         print(json_text(report))
@@ -89,8 +89,8 @@ def _emit(args: argparse.Namespace, report: Dict[str, Any]) -> None:
 
 
 def _run_job(args, job, items, path, state):
-    from .data import default_workers
-    from .runner import run_job
+    from rudolph.jobs.data import default_workers
+    from rudolph.jobs.runner import run_job
 
     workers = default_workers() if args.workers is None else args.workers
     return run_job(job, items, path, resume=args.resume, overwrite=args.overwrite, bs=args.bs or 8, workers=workers,
@@ -98,9 +98,9 @@ def _run_job(args, job, items, path, state):
 
 
 def _zero_shot(args, folder, parts, state) -> Dict[str, Any]:
-    from .evaluate import confusion_matrix, metrics, stratified_split
-    from .output import format_for, read_records
-    from .specs import ClassifyJob
+    from rudolph.jobs.evaluate import confusion_matrix, metrics, stratified_split
+    from rudolph.jobs.output import format_for, read_records
+    from rudolph.jobs.specs import ClassifyJob
 
     items, labels = folder.items, folder.labels
     if args.test_part:
@@ -123,9 +123,9 @@ def _zero_shot(args, folder, parts, state) -> Dict[str, Any]:
 
 def _probe_features(args, folder, parts, state):
     """``(x, y, layer, summary)``: the pooled features of the pictures (a resumable embed job) and their labels."""
-    from .cli import check_features
-    from .features import read_features, rows_path
-    from .specs import EmbedJob
+    from rudolph.jobs.cli import check_features
+    from rudolph.jobs.features import read_features, rows_path
+    from rudolph.jobs.specs import EmbedJob
 
     npy = os.path.join(args.out, 'features.npy')
     check_features(npy, args)
@@ -146,7 +146,14 @@ def _l2_origin(args, cv) -> str:
 
 
 def _linear_probe(args, folder, parts, state) -> Dict[str, Any]:
-    from .evaluate import choose_l2, confusion_matrix, fit_logistic, metrics, predict_logistic, stratified_split
+    from rudolph.jobs.evaluate import (
+        choose_l2,
+        confusion_matrix,
+        fit_logistic,
+        metrics,
+        predict_logistic,
+        stratified_split,
+    )
 
     x, y, layer, npy, summary = _probe_features(args, folder, parts, state)
     train, test = stratified_split(y, args.test_fraction, args.split_seed)
@@ -168,8 +175,8 @@ def _linear_probe(args, folder, parts, state) -> Dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .cli import setup
-    from .evaluate import draw_confusion, read_imagefolder
+    from rudolph.jobs.cli import setup
+    from rudolph.jobs.evaluate import draw_confusion, read_imagefolder
 
     folder = read_imagefolder(args.folder, args.classes_file)
     os.makedirs(args.out, exist_ok=True)

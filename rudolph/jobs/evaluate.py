@@ -19,8 +19,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import DataError, InputError
-from .inputs import Item, folder_images
+from rudolph.errors import DataError, InputError
+from rudolph.jobs.inputs import Item, folder_images
 
 __all__ = ['ImageFolder', 'read_imagefolder', 'CLASSES_FILE', 'confusion_matrix', 'metrics', 'stratified_split',
            'stratified_folds', 'fit_logistic', 'predict_logistic', 'choose_l2', 'L2_GRID', 'draw_confusion']
@@ -232,6 +232,6 @@ def draw_confusion(matrix: np.ndarray, names: Sequence[str], path: str, title: s
         label = Image.new('RGB', (margin, cell), 'white')
         ImageDraw.Draw(label).text((4, cell // 3), labels[j], fill='black', font=font)
         img.paste(label.rotate(90, expand=True), (margin + j * cell, 24))
-    from .output import atomic_write
+    from rudolph.jobs.output import atomic_write
 
     atomic_write(path, lambda f: img.save(f, format='PNG'))

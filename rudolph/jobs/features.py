@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .output import Format, atomic_write, read_records
+from rudolph.jobs.output import Format, atomic_write, read_records
 
 __all__ = ['ROWS_SUFFIX', 'rows_path', 'index_path', 'restore_rows', 'remove_features', 'write_features',
            'read_features']

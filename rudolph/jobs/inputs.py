@@ -11,8 +11,8 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Union
 
-from ..errors import DataError, ImageFileError, InputError
-from ..tables import jsonl_rows
+from rudolph.errors import DataError, ImageFileError, InputError
+from rudolph.io.tables import jsonl_rows
 
 if TYPE_CHECKING:  # PIL is imported on use: listing inputs needs none of it
     from PIL import Image

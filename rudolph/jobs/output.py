@@ -12,7 +12,7 @@ import json
 import os
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from ..errors import ConfigError, DataError
+from rudolph.errors import ConfigError, DataError
 
 __all__ = ['Format', 'format_for', 'repair', 'read_records', 'RecordWriter', 'merge', 'atomic_write',
            'part_path', 'part_paths', 'errors_path', 'json_text', 'check_writable_folder']

@@ -16,10 +16,20 @@ from typing import Any, Dict, List, Optional, Sequence, Set
 
 from tqdm.auto import tqdm
 
-from ..errors import ConfigError, InputError
-from .data import ImageDataset, Loaded, make_loader
-from .inputs import Item
-from .output import Format, RecordWriter, errors_path, format_for, merge, part_path, part_paths, read_records, repair
+from rudolph.errors import ConfigError, InputError
+from rudolph.jobs.data import ImageDataset, Loaded, make_loader
+from rudolph.jobs.inputs import Item
+from rudolph.jobs.output import (
+    Format,
+    RecordWriter,
+    errors_path,
+    format_for,
+    merge,
+    part_path,
+    part_paths,
+    read_records,
+    repair,
+)
 
 __all__ = ['Summary', 'ProcessState', 'process_state', 'run_job', 'ERROR_COLUMNS']
 

@@ -1,4 +1,4 @@
-"""The jobs: each turns a batch of inputs into output records with one call of :mod:`rudolph.batched`.
+"""The jobs: each turns a batch of inputs into output records with one call of :mod:`rudolph.tasks.batched`.
 
 A job names its output ``columns`` (the record's fields, in order), the picture size its
 inputs are decoded to (``None``: no pictures), and whether each input needs a text. Records
@@ -9,7 +9,7 @@ import os
 import re
 from typing import Any, Dict, List, Optional, Sequence
 
-from .inputs import Item
+from rudolph.jobs.inputs import Item
 
 __all__ = ['Job', 'CaptionJob', 'VqaJob', 'ClassifyJob', 'EmbedJob', 'Text2ImageJob', 'image_px']
 
@@ -60,7 +60,7 @@ class CaptionJob(Job):
                                               generations_num=generations_num)
 
     def run(self, items, images):
-        from ..batched import caption_batch
+        from rudolph.tasks.batched import caption_batch
 
         results = caption_batch(self.parts, images, [i.key for i in items], seed=self.seed, **self.settings)
         return [dict(key=i.key, path=i.path, captions=list(r['captions']), scores=_floats(r['scores']),
@@ -77,7 +77,7 @@ class VqaJob(Job):
         self.seed, self.settings = seed, dict(answers_num=answers_num, sampling=sampling)
 
     def run(self, items, images):
-        from ..batched import vqa_batch
+        from rudolph.tasks.batched import vqa_batch
 
         questions = [i.text.strip() for i in items]
         results = vqa_batch(self.parts, images, questions, [i.key for i in items], seed=self.seed, **self.settings)
@@ -94,7 +94,7 @@ class ClassifyJob(Job):
         self.classes, self.template = list(classes), template
 
     def run(self, items, images):
-        from ..batched import classify_batch
+        from rudolph.tasks.batched import classify_batch
 
         results = classify_batch(self.parts, images, self.classes, template=self.template)
         return [dict(key=i.key, path=i.path, label=self._label(r['label']),
@@ -121,7 +121,7 @@ class EmbedJob(Job):
         return None if self.texts else image_px(self.parts)
 
     def run(self, items, images):
-        from ..batched import embed_image_batch, embed_text_batch
+        from rudolph.tasks.batched import embed_image_batch, embed_text_batch
 
         if self.texts:
             features = embed_text_batch(self.parts, [i.text for i in items], layer=self.layer, pooling=self.pooling)
@@ -131,7 +131,7 @@ class EmbedJob(Job):
         return [dict(key=i.key, path=i.path, text=i.text, embedding=row) for i, row in zip(items, rows)]
 
     def prepare(self, out, resume, overwrite):
-        from .features import remove_features, restore_rows
+        from rudolph.jobs.features import remove_features, restore_rows
 
         if overwrite:
             remove_features(out)
@@ -139,7 +139,7 @@ class EmbedJob(Job):
             restore_rows(out, self.columns)
 
     def finish(self, out, items):
-        from .features import write_features
+        from rudolph.jobs.features import write_features
 
         write_features(out, self.columns)
 
@@ -166,7 +166,7 @@ class Text2ImageJob(Job):
         return None
 
     def run(self, items, images):
-        from ..batched import text2image_batch
+        from rudolph.tasks.batched import text2image_batch
 
         results = text2image_batch(self.parts, [i.text for i in items], [i.key for i in items], seed=self.seed,
                                    **self.settings)
@@ -176,8 +176,8 @@ class Text2ImageJob(Job):
     def _save(self, key: str, codebooks) -> List[str]:
         import torch
 
-        from ..utils import torch_tensors_to_pil_list
-        from .output import atomic_write
+        from rudolph.jobs.output import atomic_write
+        from rudolph.utils import torch_tensors_to_pil_list
 
         with torch.no_grad():
             pictures = torch_tensors_to_pil_list(self.parts.vae.decode(codebooks.to(self.parts.device)))

@@ -1,5 +1,5 @@
 """The RuDOLPH transformer, its configs and checkpoint loading (exports imported on first use)."""
-from .._lazy import lazy_exports
+from rudolph._lazy import lazy_exports
 
 _EXPORTS = {
     'KVCache': ('.cache', 'KVCache'),

@@ -10,9 +10,12 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Union
 
-from ..errors import ConfigError
+from rudolph.errors import ConfigError
 
-__all__ = ['RudolphConfig', 'Layout', 'CONSTRUCTOR_ORDER']
+__all__ = ['RudolphConfig', 'Layout', 'CONSTRUCTOR_ORDER', 'PAD_ID', 'UNK_ID', 'BOS_ID', 'EOS_ID']
+
+#: the special text ids every RuDOLPH tokenizer shares (YTTM's order in the model file is unk pad bos eos)
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 
 
 class _Geometry:

@@ -5,13 +5,13 @@ from typing import Any, Dict, Mapping, Optional, Union
 
 import torch
 
-from ..errors import CheckpointMismatchError, ConfigError, CorruptCheckpointError, WeightsNotFoundError
-from ..hub import hub_download
-from ..serialization import check_finite, describe_unreadable, safe_torch_load  # noqa: F401 (re-exported)
-from .configs import MODELS
-from .image_attention import MASK_NAMES
-from . import quant
-from .model import ruDolphModel, skip_init
+from rudolph.errors import CheckpointMismatchError, ConfigError, CorruptCheckpointError, WeightsNotFoundError
+from rudolph.io.files import check_finite, describe_unreadable, safe_torch_load  # noqa: F401 (re-exported)
+from rudolph.io.hub import hub_download
+from rudolph.model import quant
+from rudolph.model.configs import MODELS
+from rudolph.model.image_attention import MASK_NAMES
+from rudolph.model.model import ruDolphModel, skip_init
 
 __all__ = ['get_rudolph_model', 'load_checkpoint', 'resolve_checkpoint', 'check_state_dict', 'safe_torch_load',
            'check_finite', 'describe_unreadable', 'resolve_dtype']
@@ -65,7 +65,7 @@ def load_checkpoint(path: str) -> Dict[str, torch.Tensor]:
 
     The format is recognised by the file's content, not its name.
     """
-    from ..safetensors_io import is_safetensors, read_safetensors
+    from rudolph.io.safetensors import is_safetensors, read_safetensors
 
     state = read_safetensors(path, 'RuDOLPH checkpoint') if is_safetensors(path) else _torch_state(path)
     keys = list(state)
@@ -114,7 +114,7 @@ def get_rudolph_model(name: str, pretrained: bool = True, fp16: bool = False,
 
     Weights come from ``checkpoint_path`` (a file, or a folder holding ``pytorch_model.bin``
     or the registry's file name; or an int8 file of :func:`rudolph.model.quant.save_int8`) or
-    from the hub (:func:`rudolph.hub.hub_download`: the cache first, then one short try;
+    from the hub (:func:`rudolph.io.hub.hub_download`: the cache first, then one short try;
     honours ``HF_HOME``, ``HF_HUB_OFFLINE``, tokens and ``cache_dir``).
     ``model_kwargs`` override constructor arguments (dropout,
     ``gradient_checkpointing``...). ``fp16=True`` gives float16 weights on CUDA; on CPU it
@@ -193,7 +193,7 @@ def _torch_state(path: str) -> Mapping[str, torch.Tensor]:
 
 def _lazy_checkpoint(path: str) -> Dict[str, torch.Tensor]:
     """The memory-mapped tensors of a checkpoint, not yet checked for NaN/inf (done tensor by tensor)."""
-    from ..safetensors_io import is_safetensors
+    from rudolph.io.safetensors import is_safetensors
 
     if is_safetensors(path):
         return load_checkpoint(path)

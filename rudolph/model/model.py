@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cache import KVCache
-from .config import CONSTRUCTOR_ORDER, RudolphConfig
-from .transformer import SparseTransformer, linear
+from rudolph.model.cache import KVCache
+from rudolph.model.config import CONSTRUCTOR_ORDER, RudolphConfig
+from rudolph.model.transformer import SparseTransformer, linear
 
 __all__ = ['ruDolphModel', 'skip_init']
 
@@ -204,8 +204,8 @@ class ruDolphModel(nn.Module):
         return self.transformer.decode_static(self.embed_one(tokens, input_pos), input_pos, cache)
 
     def save_pretrained(self, save_directory: str, **kwargs: Any) -> str:
-        """Save as a self-describing folder (weights, config, task tokens, card); see :func:`rudolph.pretrained.save_pretrained`."""
-        from ..pretrained import save_pretrained
+        """Save as a self-describing folder (weights, config, task tokens, card); see :func:`rudolph.pretrained.folder.save_pretrained`."""
+        from rudolph.pretrained.folder import save_pretrained
 
         return save_pretrained(self, save_directory, **kwargs)
 

@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError, CorruptCheckpointError, MissingDependencyError
-from ..serialization import write_atomic
+from rudolph.errors import ConfigError, CorruptCheckpointError, MissingDependencyError
+from rudolph.io.files import write_atomic
 
 __all__ = ['Int8Linear', 'INT8_MM_MAX_ROWS', 'QUANT_METHODS', 'Precision', 'resolve_precision', 'parse_dtype',
            'cpu_has_native_bf16', 'bf16_exact_ceil', 'quantize_weight', 'quantize_linears', 'quantized_linear_names',

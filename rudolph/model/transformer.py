@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .cache import KVCache
-from .image_attention import MASK_NAMES, get_col_mask, get_conv_mask, get_row_mask, layer_mask_name
+from rudolph.model.cache import KVCache
+from rudolph.model.image_attention import MASK_NAMES, get_col_mask, get_conv_mask, get_row_mask, layer_mask_name
 
 __all__ = ['SparseTransformer', 'SparseTransformerLayer', 'DalleSelfAttention', 'DalleMLP', 'Linear', 'linear', 'gelu']
 

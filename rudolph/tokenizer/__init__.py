@@ -13,15 +13,25 @@ youtokentome 1.0.6 for the same model file. One module per job:
 * :mod:`.wrapper`: ruDALL-E's :class:`YTTMTokenizerWrapper` and :func:`get_tokenizer`;
 * :mod:`.train`: :func:`train_bpe`, a tiny trainer writing YTTM files.
 """
-from .bpe import BPE, OutputType
-from .train import train_bpe
-from .wrapper import NAMED_TOKENIZERS, YTTMTokenizerWrapper, get_tokenizer
-from .yttm_format import (SPACE_TOKEN, SpecialIds, YTTMModelData, parse_yttm_model, read_yttm_model, save_yttm_model,
-                          write_yttm_model)
+from rudolph.tokenizer.bpe import BPE, OutputType
+from rudolph.tokenizer.train import train_bpe
 
 # Public names of the former single module outside __all__, still importable from here.
-from .wrapper import HF_FILENAME, HF_REPO_ID  # noqa: F401
-from .yttm_format import BOS_TOKEN, EOS_TOKEN, PAD_TOKEN, UNK_TOKEN, PathLike  # noqa: F401
+from rudolph.tokenizer.wrapper import HF_FILENAME, HF_REPO_ID, NAMED_TOKENIZERS, YTTMTokenizerWrapper, get_tokenizer  # noqa: F401
+from rudolph.tokenizer.yttm_format import (  # noqa: F401
+                          BOS_TOKEN,
+                          EOS_TOKEN,
+                          PAD_TOKEN,
+                          SPACE_TOKEN,
+                          UNK_TOKEN,
+                          PathLike,
+                          SpecialIds,
+                          YTTMModelData,
+                          parse_yttm_model,
+                          read_yttm_model,
+                          save_yttm_model,
+                          write_yttm_model,
+)
 
 __all__ = [
     'BPE', 'NAMED_TOKENIZERS', 'OutputType', 'SPACE_TOKEN', 'SpecialIds', 'YTTMModelData',

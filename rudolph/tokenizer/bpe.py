@@ -30,9 +30,18 @@ from typing import Union
 
 import torch
 
-from .yttm_format import (_WORD_RE, BOS_TOKEN, EOS_TOKEN, PAD_TOKEN, SPACE_TOKEN, UNK_TOKEN, PathLike,
-                          YTTMModelData, read_yttm_model)
-from .yttm_merge import Draw, MergeTables, bpe_word
+from rudolph.tokenizer.yttm_format import (
+    _WORD_RE,
+    BOS_TOKEN,
+    EOS_TOKEN,
+    PAD_TOKEN,
+    SPACE_TOKEN,
+    UNK_TOKEN,
+    PathLike,
+    YTTMModelData,
+    read_yttm_model,
+)
+from rudolph.tokenizer.yttm_merge import Draw, MergeTables, bpe_word
 
 # Name of the unknown-run token inside the HF vocabulary; no YTTM subword can contain two '▁'.
 _HF_UNK = SPACE_TOKEN * 2 + '<UNK>'

@@ -5,7 +5,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Union
 
-from .yttm_format import _WORD_RE, SPACE_TOKEN, PathLike, SpecialIds, YTTMModelData, write_yttm_model
+from rudolph.tokenizer.yttm_format import _WORD_RE, SPACE_TOKEN, PathLike, SpecialIds, YTTMModelData, write_yttm_model
 
 Pair = tuple[int, int]
 

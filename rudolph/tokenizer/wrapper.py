@@ -10,11 +10,11 @@ from typing import Union
 
 import torch
 
-from ..errors import WeightsNotFoundError
-from ..hub import hub_download
-from ..model.configs import MODELS
-from .bpe import BPE, OutputType
-from .yttm_format import PAD_TOKEN, PathLike
+from rudolph.errors import WeightsNotFoundError
+from rudolph.io.hub import hub_download
+from rudolph.model.configs import MODELS
+from rudolph.tokenizer.bpe import BPE, OutputType
+from rudolph.tokenizer.yttm_format import PAD_TOKEN, PathLike
 
 HF_REPO_ID = 'shonenkov/rudalle-utils'
 HF_FILENAME = 'bpe.model'
@@ -94,7 +94,7 @@ def get_tokenizer(path: Union[PathLike, None] = None, cache_dir: Union[PathLike,
     ``path`` may be a model file, a name in :data:`NAMED_TOKENIZERS` (the embedded models' packaged
     files) or any other key of ``MODELS`` (the published models use ruDALL-E's tokenizer). Without
     ``path`` (or for a published model), ``bpe.model`` of ``shonenkov/rudalle-utils`` comes from the
-    Hugging Face cache or, if the hub answers at once, is downloaded (:func:`rudolph.hub.hub_download`;
+    Hugging Face cache or, if the hub answers at once, is downloaded (:func:`rudolph.io.hub.hub_download`;
     ``HF_HUB_OFFLINE`` and ``cache_dir`` are honoured); when neither works a
     :class:`~rudolph.errors.WeightsNotFoundError` says how to pre-download it.
     """

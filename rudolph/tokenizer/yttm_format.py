@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
 
-from ..errors import CorruptCheckpointError
+from rudolph.errors import CorruptCheckpointError
 
 PathLike = Union[str, os.PathLike]
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Union
 
-from .yttm_format import SPACE_TOKEN
+from rudolph.tokenizer.yttm_format import SPACE_TOKEN
 
 Draw = Union[Callable[[], float], None]
 

@@ -19,13 +19,21 @@ selects the architecture; a checkpoint that does not fit it is an error
 import os
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
-from ..errors import ConfigError, RudolphError, WeightsNotFoundError
-from ..hub import hub_download
-from ..model.configs import MODELS
-from .dwt import DWTInverse
-from .image import preprocess_image
-from .model import (CheckpointMismatchError, CorruptCheckpointError, DecoderDWT, GumbelQuantize, GumbelVQ,
-                    VQGanConfig, VQGanGumbelVAE, read_checkpoint_state_dict)
+from rudolph.errors import ConfigError, RudolphError, WeightsNotFoundError
+from rudolph.io.hub import hub_download
+from rudolph.model.configs import MODELS
+from rudolph.vae.dwt import DWTInverse
+from rudolph.vae.image import preprocess_image
+from rudolph.vae.model import (
+    CheckpointMismatchError,
+    CorruptCheckpointError,
+    DecoderDWT,
+    GumbelQuantize,
+    GumbelVQ,
+    VQGanConfig,
+    VQGanGumbelVAE,
+    read_checkpoint_state_dict,
+)
 
 __all__ = [
     'get_vae', 'NAMED_VAES', 'HF_REPO_ID', 'HF_FILENAMES', 'VQGanGumbelVAE', 'VQGanConfig', 'GumbelVQ',
@@ -69,7 +77,7 @@ def _stored_config(path: str, dwt: bool) -> Tuple[ConfigLike, bool]:
     """The architecture a safetensors VQGAN file records (``save_pretrained`` writes it), else the defaults."""
     import json
 
-    from ..safetensors_io import is_safetensors, read_safetensors_metadata
+    from rudolph.io.safetensors import is_safetensors, read_safetensors_metadata
 
     if not is_safetensors(path):
         return None, dwt

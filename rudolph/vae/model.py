@@ -14,10 +14,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import CheckpointMismatchError, CorruptCheckpointError
-from ..model.loading import check_finite, safe_torch_load
-from .dwt import DWTInverse
-from .modules import Decoder, Encoder
+from rudolph.errors import CheckpointMismatchError, CorruptCheckpointError
+from rudolph.model.loading import check_finite, safe_torch_load
+from rudolph.vae.dwt import DWTInverse
+from rudolph.vae.modules import Decoder, Encoder
 
 __all__ = [
     'VQGanConfig', 'GumbelQuantize', 'DecoderDWT', 'GumbelVQ', 'VQGanGumbelVAE', 'CheckpointMismatchError',
@@ -239,7 +239,7 @@ def read_checkpoint_state_dict(path: str) -> Dict[str, torch.Tensor]:
     truncated, random bytes) raises :class:`CorruptCheckpointError` (a ``ValueError``) naming the
     path; NaN or inf weights raise :class:`CheckpointError` naming the first bad key.
     """
-    from ..safetensors_io import is_safetensors, read_safetensors
+    from rudolph.io.safetensors import is_safetensors, read_safetensors
 
     path = os.fspath(path)
     if is_safetensors(path):  # a bare state dict (what save_pretrained writes), no pickle

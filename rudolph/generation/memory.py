@@ -8,7 +8,7 @@ from typing import Iterator, Optional, Union
 
 import torch
 
-from .errors import ResourceError
+from rudolph.errors import ResourceError
 
 __all__ = ['MemoryNeed', 'memory_need', 'available_memory', 'check_memory', 'bs_option']
 

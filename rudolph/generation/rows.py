@@ -11,12 +11,21 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .codec import EOS_ID, model_device
-from .engine import (ScorePart, _blank_after_eos, _check_positive_int, _decode, _generation_inputs, _needed_ends,
-                     _progress_bar, _RowLogits)
-from .errors import ConfigError, InputError
-from .memory import check_memory, memory_need
-from .sampling import Sampler, check_sampling_args
+from rudolph.checks import check_count
+from rudolph.errors import ConfigError, InputError
+from rudolph.generation.engine import (
+    ScorePart,
+    _blank_after_eos,
+    _decode,
+    _generation_inputs,
+    _needed_ends,
+    _progress_bar,
+    _RowLogits,
+)
+from rudolph.generation.memory import check_memory, memory_need
+from rudolph.generation.sampling import Sampler, check_sampling_args
+from rudolph.model.config import EOS_ID
+from rudolph.model.device import model_device
 
 __all__ = ['generate_rows', 'score_suffixes', 'pad_rows', 'MIN_ROWS']
 
@@ -59,7 +68,7 @@ def generate_rows(model, prefixes: Sequence[torch.Tensor], length: int, *, vocab
     tests on CPU; where a BLAS or GPU kernel's last bits change with the number of decode rows,
     a sample changes only at an exact tie). Other arguments as :func:`generate`. Returns LongTensor ``[n, length]`` in the order of ``prefixes``.
     """
-    _check_positive_int('bs', bs)
+    check_count('bs', bs)
     check_sampling_args(top_k, top_p, temperature)
     device = model_device(model)
     prefixes, groups, n_vocab, allowed, shared = _row_prefixes(model, prefixes, generators, length, vocab,
@@ -148,7 +157,7 @@ def score_suffixes(model, prefixes: torch.Tensor, suffixes: torch.Tensor, part: 
     tokens (the left text) are computed once for all. ``bs`` is the number of prefixes per
     progress step; each prefix runs on its own, so its numbers never depend on the others.
     """
-    _check_positive_int('bs', bs)
+    check_count('bs', bs)
     device = model_device(model)
     prefixes = torch.as_tensor(prefixes, dtype=torch.long).to(device)
     suffixes = torch.as_tensor(suffixes, dtype=torch.long).to(device)

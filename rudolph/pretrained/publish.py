@@ -8,9 +8,19 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 
-from .errors import ConfigError, WeightsNotFoundError
-from .pretrained import (_REPO_ID, CONFIG_NAME, PUBLISHED_FILES, _atomic_folder, pretrained_config, read_config,
-                         registry_sources, resolve_pretrained, save_pretrained, write_pretrained)
+from rudolph.errors import ConfigError, WeightsNotFoundError
+from rudolph.pretrained.folder import (
+    _REPO_ID,
+    CONFIG_NAME,
+    PUBLISHED_FILES,
+    _atomic_folder,
+    pretrained_config,
+    read_config,
+    registry_sources,
+    resolve_pretrained,
+    save_pretrained,
+    write_pretrained,
+)
 
 __all__ = ['convert', 'push_to_hub']
 
@@ -19,10 +29,9 @@ logger = logging.getLogger(__name__)
 
 # ----------------------------------------------------------------------------- convert
 def _shapes_match(params: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -> bool:
-    from .model.loading import check_state_dict
-    from .model.model import ruDolphModel, skip_init
-
-    from .errors import CheckpointMismatchError
+    from rudolph.errors import CheckpointMismatchError
+    from rudolph.model.loading import check_state_dict
+    from rudolph.model.model import ruDolphModel, skip_init
 
     with torch.device('meta'), skip_init():
         model = ruDolphModel(device='cpu', **params)
@@ -36,7 +45,7 @@ def _shapes_match(params: Mapping[str, Any], state: Mapping[str, torch.Tensor]) 
 def _architecture(name: Optional[str], config: Optional[Mapping[str, Any]],
                   state: Mapping[str, torch.Tensor], path: str) -> Tuple[Optional[str], Dict[str, Any]]:
     """(registry name or ``None``, constructor params) of a checkpoint: given, or the one model it fits."""
-    from .model.configs import MODELS
+    from rudolph.model.configs import MODELS
 
     if config is not None:
         return name if name in MODELS else None, dict(config)
@@ -58,9 +67,9 @@ def convert(name_or_path: Union[str, os.PathLike], out_dir: Union[str, os.PathLi
     of a local file (found from its shapes when it fits exactly one registered model), ``config``
     gives the params of an unregistered one. Returns the folder.
     """
-    from .model.configs import MODELS
-    from .model.config import RudolphConfig
-    from .model.loading import load_checkpoint, resolve_checkpoint
+    from rudolph.model.config import RudolphConfig
+    from rudolph.model.configs import MODELS
+    from rudolph.model.loading import load_checkpoint, resolve_checkpoint
 
     source = os.fspath(name_or_path)
     if model is not None and model not in MODELS:

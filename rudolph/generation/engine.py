@@ -9,7 +9,7 @@ parts of a sequence", so two functions do all the work:
   broadcast into each batch's cache (:meth:`KVCache.expand_from`). Per-batch decode: one
   token per step (``model.prefill`` of the new positions), computing logits only for the
   last position and only over the vocabulary part being sampled. Sampling: a
-  :class:`~rudolph.sampling.Sampler` (filtering, guidance mixing, allowed ids, eos
+  :class:`~rudolph.generation.sampling.Sampler` (filtering, guidance mixing, allowed ids, eos
   mapping). Fixed positions (image prompts) take their token instead of a sample and are
   fed to the model together with the next sampled position. ``use_cache=False`` runs the same loop recomputing the whole
   sequence each step (same tokens for the same seed, up to float rounding).
@@ -20,8 +20,8 @@ parts of a sequence", so two functions do all the work:
   once and reused, and positions after a batch's last non-ignored label (right-text pads)
   are not computed at all, so zero-shot classification costs the image once plus about the
   class tokens per class.
-* :func:`~rudolph.engine_rows.generate_rows` and :func:`~rudolph.engine_rows.score_suffixes`
-  (in :mod:`rudolph.engine_rows`): the same for batches whose rows have
+* :func:`~rudolph.generation.rows.generate_rows` and :func:`~rudolph.generation.rows.score_suffixes`
+  (in :mod:`rudolph.generation.rows`): the same for batches whose rows have
   *different* prefixes (different images or prompts), each row drawing from its own generator,
   and zero-shot scoring of every image against the same candidate suffixes (each image
   computed once for all of them). A row's numbers do not depend on its batch neighbours: each
@@ -37,11 +37,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .errors import ConfigError, InputError
-from .memory import MemoryNeed, available_memory, check_memory, memory_need  # noqa: F401 (re-exported)
-from .codec import EOS_ID, PAD_ID, model_device
-from .model.config import Layout
-from .sampling import Sampler, check_sampling_args, make_generator
+from rudolph.checks import check_count
+from rudolph.errors import ConfigError, InputError
+from rudolph.generation.memory import MemoryNeed, available_memory, check_memory, memory_need  # noqa: F401 (re-exported)
+from rudolph.generation.sampling import Sampler, check_sampling_args, make_generator
+from rudolph.model.config import EOS_ID, PAD_ID, Layout
+from rudolph.model.device import model_device
 
 __all__ = ['ScorePart', 'generate', 'cross_entropy',
            'ce_to_ppl', 'common_prefix_length', 'first_eos_cut',
@@ -78,11 +79,6 @@ def _progress_bar(progress: Union[bool, ProgressCallback], total: int, desc: str
     if callable(progress):
         return _CallbackBar(progress, total, desc)
     return tqdm(total=total, disable=not progress, desc=desc, leave=False)
-
-
-def _check_positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f'{name} must be a positive int, got {value!r}')
 
 
 def _position_limits(model, length: int) -> torch.Tensor:
@@ -254,8 +250,8 @@ def generate(model, prefixes: Union[torch.Tensor, Sequence[int]], length: int, n
     Returns:
         LongTensor ``[num, length]``: the (first) prefix, then fixed and sampled tokens.
     """
-    _check_positive_int('num', num)
-    _check_positive_int('bs', bs)
+    check_count('num', num)
+    check_count('bs', bs)
     check_sampling_args(top_k, top_p, temperature)
     device = model_device(model)
     prefixes, weights, n_vocab, allowed, fixed = _generation_inputs(model, prefixes, length, vocab, weights,
@@ -386,7 +382,7 @@ def cross_entropy(model, input_ids: torch.Tensor, parts: Sequence[ScorePart], bs
     give the full computation's result up to float rounding. ``progress`` as in :func:`generate`
     (one step per batch).
     """
-    _check_positive_int('bs', bs)
+    check_count('bs', bs)
     device = model_device(model)
     input_ids = torch.as_tensor(input_ids, dtype=torch.long).to(device)
     if input_ids.dim() != 2 or input_ids.shape[0] == 0:

@@ -1,6 +1,6 @@
 """Batched tasks: many *different* inputs per model call, results that depend only on the input.
 
-Every function takes a :class:`~rudolph.tasks.Parts` and a list of inputs (PIL images, or
+Every function takes a :class:`~rudolph.tasks.core.Parts` and a list of inputs (PIL images, or
 preprocessed ``FloatTensor[3, px, px]`` images in ``[0, 1]``; prompts; texts) and returns one
 plain, JSON-able dict per input (embeddings: a float32 tensor). Result ``i`` depends only on
 ``(seed, keys[i], inputs[i], settings)``: input ``i`` draws its randomness from its own
@@ -9,7 +9,7 @@ seeded by a draw of that one), and no length, padding or shared prefix depends o
 inputs of the batch. What is left is the last bits of batched matrix products, which a sample
 almost never feels; scores are rounded to :data:`SIGNIFICANT` significant digits so that
 outputs are byte-identical whatever the batch size (``tests/test_batched.py`` checks bs=1 and
-bs=7). The streaming iterators (``caption_images`` ...) live in :mod:`rudolph.batched_iter`
+bs=7). The streaming iterators (``caption_images`` ...) live in :mod:`rudolph.tasks.streams`
 and are re-exported here.
 """
 import hashlib
@@ -17,14 +17,25 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
-from .codec import PAD_ID, check_vae, model_device, require_vae, template_prefix
-from .engine import ScorePart, ce_to_ppl
-from .engine_rows import generate_rows, score_suffixes
-from .errors import ConfigError, InputError
-from .sampling import make_generator
-from .tasks import (DEFAULT_IMAGE_SAMPLING, VQA_TEMPLATE, Parts, SamplingConfig, class_probabilities, classify,
-                    embed_codes, rank_images, rerank_codes_by_image, rerank_scores, text_sampling_for)
-from .utils import check_classes, check_count, check_template, check_text, warn_unknown_classes
+from rudolph.checks import check_classes, check_count, check_template, check_text
+from rudolph.errors import ConfigError, InputError
+from rudolph.generation.engine import ScorePart, ce_to_ppl
+from rudolph.generation.rows import generate_rows, score_suffixes
+from rudolph.generation.sampling import make_generator
+from rudolph.tasks.core import (
+    DEFAULT_IMAGE_SAMPLING,
+    VQA_TEMPLATE,
+    Parts,
+    SamplingConfig,
+    class_probabilities,
+    classify,
+    embed_codes,
+    rank_images,
+    rerank_codes_by_image,
+    rerank_scores,
+    text_sampling_for,
+)
+from rudolph.tasks.sequences import PAD_ID, check_vae, model_device, require_vae, template_prefix, warn_unknown_classes
 
 __all__ = ['row_seed', 'recommended_sampling', 'encode_images', 'caption_batch', 'vqa_batch', 'classify_batch',
            'embed_image_batch', 'embed_text_batch', 'POOLINGS', 'text2image_batch', 'SIGNIFICANT',
@@ -72,7 +83,7 @@ def _check_keys(keys: Sequence[str], n: int) -> List[str]:
 
 def _registry_sampling(model, task: str) -> Dict[str, Any]:
     """The registry's recommended sampling of ``task`` for a model of this architecture (``{}``: none or ambiguous)."""
-    from .model.configs import MODELS
+    from rudolph.model.configs import MODELS
 
     own = getattr(model, 'sampling', None)
     if isinstance(own, Mapping) and task in own:
@@ -189,7 +200,7 @@ def caption_batch(parts: Parts, images: Sequence[Any], keys: Sequence[str], *, s
                   bs: int = 16, early_stop: Optional[int] = None, text_weight: float = 0.05, q: float = 0.5,
                   l_token: str = '<LT_T2I>') -> List[Dict[str, list]]:
     """Per picture ``{'captions': [...], 'scores': [...]}``: the ``captions_num`` best of ``generations_num``
-    (default ``captions_num``) sampled captions, best first, ranked as :func:`rudolph.tasks.captioning`
+    (default ``captions_num``) sampled captions, best first, ranked as :func:`rudolph.tasks.core.captioning`
     ranks them (lower score is better; a lone distinct caption scores 0). ``bs``: model rows per batch."""
     images, keys, generations_num = _sampled_inputs(images, keys, 'captions_num', captions_num, generations_num, bs)
     template = check_text('template', template, True)
@@ -218,7 +229,7 @@ def vqa_batch(parts: Parts, images: Sequence[Any], questions: Union[str, Sequenc
               generations_num: Optional[int] = None, template: str = VQA_TEMPLATE, bs: int = 16,
               early_stop: Optional[int] = None) -> List[Dict[str, list]]:
     """Per picture ``{'answers', 'scores', 'counts'}``: its question's distinct answers, most frequent first
-    (:func:`rudolph.tasks.vqa`'s rule); ``scores`` are the answers' shares of the ``generations_num``
+    (:func:`rudolph.tasks.core.vqa`'s rule); ``scores`` are the answers' shares of the ``generations_num``
     (default ``answers_num``) samples. ``questions``: one for all pictures or one per picture."""
     images, keys, generations_num = _sampled_inputs(images, keys, 'answers_num', answers_num, generations_num, bs)
     template = check_template('template', template, slot='question', what='question')
@@ -248,7 +259,7 @@ def _answers(parts: Parts, prompt: str, counts, answers_num: int, generations_nu
 def classify_batch(parts: Parts, images: Sequence[Any], classes: Sequence[str], *, template: Optional[str] = None,
                    bs: int = 16, l_template: str = '', l_token: str = '<LT_I2T>',
                    r_token: str = '<RT_I2T>') -> List[Dict[str, Any]]:
-    """Per picture ``{'label', 'probs', 'ties', 'ppl'}``: zero-shot classification as :func:`rudolph.tasks.zero_shot`.
+    """Per picture ``{'label', 'probs', 'ties', 'ppl'}``: zero-shot classification as :func:`rudolph.tasks.core.zero_shot`.
 
     ``label`` is the class of lowest perplexity (``ties``: every class scoring as well), ``probs``
     each class's softmax of minus its cross-entropy (the CLI's probabilities, higher is better),
@@ -264,7 +275,7 @@ def classify_batch(parts: Parts, images: Sequence[Any], classes: Sequence[str], 
     warn_unknown_classes(parts.tokenizer, names)
     if len({l_template.format(c) for c in names}) > 1:
         raise InputError(f'classify_batch needs a left template without the class slot, got {l_template!r} '
-                         '(use rudolph.tasks.zero_shot for per-class left texts)')
+                         '(use rudolph.tasks.core.zero_shot for per-class left texts)')
     right = torch.stack([parts.text(check_text('text', template.format(c)), layout.R, r_token,
                                     f'template.format(classes[{i}])') for i, c in enumerate(names)])
     codes = encode_images(parts, images)
@@ -308,7 +319,7 @@ def _pool(states: torch.Tensor, pooling: str) -> torch.Tensor:
 
 @torch.no_grad()
 def embed_image_batch(parts: Parts, images: Sequence[Any], *, layer: int = -1, pooling: str = 'mean') -> torch.Tensor:
-    """``[n, hidden]`` float32 (CPU): :func:`rudolph.tasks.image_embedding` of each picture.
+    """``[n, hidden]`` float32 (CPU): :func:`rudolph.tasks.core.image_embedding` of each picture.
 
     ``pooling='meanmax'``: ``[n, 2 hidden]``, the mean and the max over the image positions of one pass.
     """
@@ -356,7 +367,7 @@ def text2image_batch(parts: Parts, prompts: Sequence[str], keys: Sequence[str], 
     """Per prompt ``{'codebooks': LongTensor [images_num, N*N], 'scores': [...]}``, best first.
 
     ``codebooks_num`` (default ``images_num``) codebooks are sampled per prompt; with ``rerank``
-    the ``images_num`` best by :func:`rudolph.tasks.rank_images` are kept (``scores``: its score,
+    the ``images_num`` best by :func:`rudolph.tasks.core.rank_images` are kept (``scores``: its score,
     lower is better; the reference convention: ``ppl_text``; a lone task-token candidate scores 0),
     without it the first ``images_num`` in sampling order (``scores`` empty). Nothing is decoded.
     """
@@ -393,5 +404,11 @@ def _ranked_images(parts: Parts, prompt: str, codes: torch.Tensor, keep: int, re
     return {'codebooks': codes[best].cpu(), 'scores': [_round(row[key]) for row in rows]}
 
 
-from .batched_iter import (caption_images, classify_images, embed_images, embed_texts,  # noqa: E402
-                           text2image_prompts, vqa_images)
+from rudolph.tasks.streams import (  # noqa: E402
+    caption_images,
+    classify_images,
+    embed_images,
+    embed_texts,
+    text2image_prompts,
+    vqa_images,
+)

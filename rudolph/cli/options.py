@@ -6,10 +6,10 @@ import argparse
 import os
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 
-from .errors import RudolphError
+from rudolph.errors import RudolphError
 
 if TYPE_CHECKING:  # the loader imports torch: only when a command runs
-    from .components import Components
+    from rudolph.pretrained.components import Components
 
 __all__ = ['CliError', 'json_option', 'load', 'PART_OPTIONS', 'add_common', 'add_sampling',
            'positive_int', 'check_model_args', 'check_device_option', 'add_precision', 'precision_args',
@@ -55,7 +55,7 @@ def add_sampling(p: argparse.ArgumentParser, top_k: Optional[int], top_p: Option
 
 def text_sampling(args: argparse.Namespace, parts, task: str = 'captions'):
     """The text sampling of ``task`` (``'captions'``, ``'texts'``): the options given, the convention's defaults."""
-    from rudolph.tasks import text_sampling_for
+    from rudolph.tasks.core import text_sampling_for
 
     return text_sampling_for(parts.reference, task, args.top_k, args.top_p, args.temperature)
 
@@ -115,7 +115,7 @@ def precision_args(args: argparse.Namespace) -> Dict[str, Any]:
 
 def json_option(value: str, option: str) -> Dict[str, Any]:
     """A JSON object from a file path or from the option text itself."""
-    from .tables import json_object
+    from rudolph.io.tables import json_object
 
     text = value
     if os.path.isfile(value):
@@ -143,15 +143,15 @@ def check_model_args(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
 
 
 def _saved_model(text: str) -> bool:
-    from rudolph.pretrained import looks_like_repo_id
+    from rudolph.pretrained.folder import looks_like_repo_id
 
     return os.path.exists(text) or looks_like_repo_id(text)
 
 
 def check_device_option(args: argparse.Namespace) -> str:
     """``--device`` validated before any file is read (``None``: cuda when available, else cpu)."""
-    from rudolph.components import check_device
     from rudolph.errors import ConfigError
+    from rudolph.pretrained.components import check_device
 
     try:
         return check_device(args.device)
@@ -160,10 +160,10 @@ def check_device_option(args: argparse.Namespace) -> str:
 
 
 def load(args: argparse.Namespace) -> 'Components':
-    """Model, tokenizer and VAE from the common options (:meth:`rudolph.components.Components.from_pretrained`);
+    """Model, tokenizer and VAE from the common options (:meth:`rudolph.pretrained.components.Components.from_pretrained`);
     every missing file is reported at once, with the option that replaces it."""
-    from rudolph.components import Components, describe_missing
     from rudolph.errors import ConfigError, MissingDependencyError, WeightsNotFoundError
+    from rudolph.pretrained.components import Components, describe_missing
 
     params = check_model_args(args)
     device = check_device_option(args)

@@ -1,4 +1,4 @@
-"""Streaming iterators of the batched tasks (:mod:`rudolph.batched`): ``(key, input)`` in, ``(key, result)`` out.
+"""Streaming iterators of the batched tasks (:mod:`rudolph.tasks.batched`): ``(key, input)`` in, ``(key, result)`` out.
 
 Each takes any iterable of ``(key, input)`` pairs (a generator is read ``bs`` items at a time,
 so inputs can stream from disk) and yields ``(key, result)`` in input order as each chunk is
@@ -9,9 +9,9 @@ settings)``, not on ``bs``. ``rows`` (generation) is the number of model rows pe
 from itertools import islice
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from .errors import InputError
-from .tasks import Parts
-from .utils import check_count
+from rudolph.checks import check_count
+from rudolph.errors import InputError
+from rudolph.tasks.core import Parts
 
 __all__ = ['caption_images', 'vqa_images', 'classify_images', 'embed_images', 'embed_texts', 'text2image_prompts']
 
@@ -35,8 +35,8 @@ def _chunks(items: Items, bs: int) -> Iterator[Tuple[List[str], List[Any]]]:
 
 def caption_images(parts: Parts, items: Items, *, bs: int = 16, seed: int = 0, rows: Optional[int] = None,
                    **kwargs) -> Results:
-    """``(key, {'captions', 'scores'})`` per picture (:func:`rudolph.batched.caption_batch`'s keywords)."""
-    from .batched import caption_batch
+    """``(key, {'captions', 'scores'})`` per picture (:func:`rudolph.tasks.batched.caption_batch`'s keywords)."""
+    from rudolph.tasks.batched import caption_batch
 
     samples = kwargs.get('generations_num') or kwargs.get('captions_num', 1)
     for keys, images in _chunks(items, bs):
@@ -47,7 +47,7 @@ def vqa_images(parts: Parts, items: Items, question: Optional[str] = None, *, bs
                rows: Optional[int] = None, **kwargs) -> Results:
     """``(key, {'answers', 'scores', 'counts'})`` per picture: items ``(key, image)`` with one ``question`` for all,
     or ``(key, (image, question))`` (a column of questions)."""
-    from .batched import vqa_batch
+    from rudolph.tasks.batched import vqa_batch
 
     samples = kwargs.get('generations_num') or kwargs.get('answers_num', 1)
     for keys, inputs in _chunks(items, bs):
@@ -61,16 +61,16 @@ def vqa_images(parts: Parts, items: Items, question: Optional[str] = None, *, bs
 
 
 def classify_images(parts: Parts, items: Items, classes: Sequence[str], *, bs: int = 16, **kwargs) -> Results:
-    """``(key, {'label', 'probs', 'ties', 'ppl'})`` per picture (:func:`rudolph.batched.classify_batch`)."""
-    from .batched import classify_batch
+    """``(key, {'label', 'probs', 'ties', 'ppl'})`` per picture (:func:`rudolph.tasks.batched.classify_batch`)."""
+    from rudolph.tasks.batched import classify_batch
 
     for keys, images in _chunks(items, bs):
         yield from zip(keys, classify_batch(parts, images, classes, bs=bs, **kwargs))
 
 
 def embed_images(parts: Parts, items: Items, *, bs: int = 16, layer: int = -1, pooling: str = 'mean') -> Results:
-    """``(key, {'embedding': FloatTensor [hidden]})`` per picture (:func:`rudolph.batched.embed_image_batch`)."""
-    from .batched import embed_image_batch
+    """``(key, {'embedding': FloatTensor [hidden]})`` per picture (:func:`rudolph.tasks.batched.embed_image_batch`)."""
+    from rudolph.tasks.batched import embed_image_batch
 
     for keys, images in _chunks(items, bs):
         vectors = embed_image_batch(parts, images, layer=layer, pooling=pooling)
@@ -79,8 +79,8 @@ def embed_images(parts: Parts, items: Items, *, bs: int = 16, layer: int = -1, p
 
 def embed_texts(parts: Parts, items: Items, *, bs: int = 64, layer: int = -1, pooling: str = 'mean',
                 **kwargs) -> Results:
-    """``(key, {'embedding': FloatTensor [hidden]})`` per text (:func:`rudolph.batched.embed_text_batch`)."""
-    from .batched import embed_text_batch
+    """``(key, {'embedding': FloatTensor [hidden]})`` per text (:func:`rudolph.tasks.batched.embed_text_batch`)."""
+    from rudolph.tasks.batched import embed_text_batch
 
     for keys, texts in _chunks(items, bs):
         vectors = embed_text_batch(parts, texts, layer=layer, pooling=pooling, **kwargs)
@@ -89,8 +89,8 @@ def embed_texts(parts: Parts, items: Items, *, bs: int = 64, layer: int = -1, po
 
 def text2image_prompts(parts: Parts, items: Items, *, bs: int = 16, seed: int = 0, rows: Optional[int] = None,
                        **kwargs) -> Results:
-    """``(key, {'codebooks', 'scores'})`` per prompt (:func:`rudolph.batched.text2image_batch`)."""
-    from .batched import text2image_batch
+    """``(key, {'codebooks', 'scores'})`` per prompt (:func:`rudolph.tasks.batched.text2image_batch`)."""
+    from rudolph.tasks.batched import text2image_batch
 
     samples = kwargs.get('codebooks_num') or kwargs.get('images_num', 1)
     for keys, prompts in _chunks(items, bs):

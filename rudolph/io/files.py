@@ -8,13 +8,13 @@ with ``training_objects=True`` those load as inert stand-ins, the real classes n
 import os
 import pickle
 import re
-import zipfile
 import tempfile
+import zipfile
 from typing import Any, Callable, Mapping, Optional
 
 import torch
 
-from .errors import CheckpointError, CorruptCheckpointError, UnsafeCheckpointError
+from rudolph.errors import CheckpointError, CorruptCheckpointError, UnsafeCheckpointError
 
 __all__ = ['safe_torch_load', 'check_finite', 'describe_unreadable', 'write_atomic']
 

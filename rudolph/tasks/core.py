@@ -13,15 +13,27 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .codec import (PAD_ID, check_tokenizer, check_vae, encode_image, encode_text, model_device, prompt_positions,
-                    require_vae, stack_codebooks, task_token, template_prefix, tokenizer_vocab_limit)
-from .engine import ScorePart, ce_to_ppl, cross_entropy, first_eos_cut, generate
-from .model.config import Layout
-from .errors import ConfigError, InputError
-from .model.configs import DEFAULT_T2I_SAMPLING
-from .sampling import check_sampling_args
-from .utils import (check_classes, check_count, check_fraction, check_template, check_text, check_texts,
-                    warn_unknown_classes)
+from rudolph.checks import check_classes, check_count, check_fraction, check_template, check_text, check_texts
+from rudolph.errors import ConfigError, InputError
+from rudolph.generation.engine import ScorePart, ce_to_ppl, cross_entropy, first_eos_cut, generate
+from rudolph.generation.sampling import check_sampling_args
+from rudolph.model.config import Layout
+from rudolph.model.configs import DEFAULT_T2I_SAMPLING
+from rudolph.tasks.sequences import (
+    PAD_ID,
+    check_tokenizer,
+    check_vae,
+    encode_image,
+    encode_text,
+    model_device,
+    prompt_positions,
+    require_vae,
+    stack_codebooks,
+    task_token,
+    template_prefix,
+    tokenizer_vocab_limit,
+    warn_unknown_classes,
+)
 
 __all__ = ['Parts', 'SamplingConfig', 'DEFAULT_TEXT_SAMPLING', 'generate_images', 'text_to_image', 'rerank_by_text',
            'rerank_by_image', 'rerank_scores', 'rank_images', 'best_images', 'text_sampling_for', 'zero_shot',
@@ -86,7 +98,7 @@ class Parts:
     def of(cls, model, tokenizer, vae, spc_tokens: Optional[Mapping[str, int]] = None,
            reference: Optional[bool] = None, progress: bool = True) -> 'Parts':
         """Parts of a model: task tokens (``spc_tokens``, else the model's, else the published) if it has any."""
-        from .model.configs import DEFAULT_SPC_TOKENS
+        from rudolph.model.configs import DEFAULT_SPC_TOKENS
 
         has_tokens = bool(model.get_param('text_special_tokens'))
         spc = dict(spc_tokens or getattr(model, 'spc_tokens', None) or DEFAULT_SPC_TOKENS) if has_tokens else {}

@@ -24,7 +24,7 @@ def model_card(config: Mapping[str, Any], name: str) -> str:
                     f'- tokenizer: {_part_text(config.get("tokenizer"))}',
                     f'- VQGAN: {_part_text(config.get("vae"))}']
     lines += _training_lines(config.get('training'))
-    lines += ['', '## How to load', '', '```python', 'from rudolph.components import Components',
+    lines += ['', '## How to load', '', '```python', 'from rudolph.pretrained.components import Components',
               '', f"c = Components.from_pretrained('{name}')   # this folder or hub repo id: nothing else needed",
               'from rudolph.api import ruDolphApi', 'api = ruDolphApi(c.model, c.tokenizer, c.vae)', '```', '',
               '```bash', f'rudolph caption img.png --model {name}', '```', '']

@@ -11,7 +11,7 @@ from typing import Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
-from .errors import ConfigError
+from rudolph.errors import ConfigError
 
 __all__ = ['top_k_top_p_filtering', 'filter_logits', 'logits_to_probs', 'Sampler', 'make_generator',
            'check_sampling_args']

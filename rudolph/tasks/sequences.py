@@ -6,25 +6,18 @@ to its length; models without task tokens (``350M_v1``, ``spc_tokens == {}``) ge
 token. An image segment is the VQGAN's ``N*N`` codes of a picture.
 """
 import warnings
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from .errors import ConfigError, InputError
-from .model.config import Layout
+from rudolph.errors import ConfigError, InputError
+from rudolph.model.config import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Layout
+from rudolph.model.device import model_device
 
 __all__ = ['PAD_ID', 'UNK_ID', 'BOS_ID', 'EOS_ID', 'model_device', 'require_vae', 'check_tokenizer',
            'tokenizer_vocab_limit', 'check_vae', 'task_token', 'bpe_ids', 'text_segment', 'encode_text',
            'encode_image', 'template_prefix', 'prompt_positions', 'stack_codebooks']
 
-PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
-
-
-def model_device(module) -> torch.device:
-    """Device of a module's parameters (CPU for a parameter-less module)."""
-    for p in module.parameters():
-        return p.device
-    return torch.device('cpu')
 
 
 def require_vae(vae, task: str) -> None:
@@ -110,7 +103,7 @@ def encode_text(tokenizer, text: str, length: int, name: str = 'text', special: 
 @torch.no_grad()
 def encode_image(pil_img, vae, model) -> torch.Tensor:
     """PIL image (any mode and size: converted to RGB, centre-cropped, resized) -> VQGAN ids ``[N*N]``."""
-    from .vae.image import preprocess_image
+    from rudolph.vae.image import preprocess_image
 
     require_vae(vae, 'encoding a picture')
     layout = Layout.from_model(model)
@@ -167,3 +160,20 @@ def stack_codebooks(codebooks, layout: Layout) -> torch.Tensor:
         raise InputError(f'codebooks must hold image codes in [0, {layout.image_vocab_total}), '
                          f'got values in [{int(ids.min())}, {int(ids.max())}]')
     return ids.long()
+
+
+def _only_unknown(tokenizer, text: str) -> bool:
+    """Whether ``text`` encodes to unknown ids only (and perhaps ids that decode to nothing but spaces)."""
+    ids = tokenizer.encode_text(text, text_seq_length=2 * len(text) + 3)
+    content = ids[(ids != PAD_ID) & (ids != BOS_ID) & (ids != EOS_ID)]
+    known = content[content != UNK_ID]
+    return content.numel() > 0 and (known.numel() == 0 or not tokenizer.decode_text(known).strip())
+
+
+def warn_unknown_classes(tokenizer, names: Sequence[str]) -> None:
+    """Warn, naming them, about class names the tokenizer can only encode as unknown ids."""
+    unknown = [name for name in names if _only_unknown(tokenizer, name)]
+    if unknown:
+        warnings.warn(f'classes {unknown} encode to unknown tokens only (the tokenizer cannot spell them), so the '
+                      'model sees the same text for each of them and they score alike whatever the picture; '
+                      'write class names the tokenizer knows (Russian for the published models)', stacklevel=4)

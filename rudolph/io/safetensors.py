@@ -12,8 +12,8 @@ from typing import Dict, Mapping, Optional
 
 import torch
 
-from .errors import CorruptCheckpointError
-from .serialization import write_atomic
+from rudolph.errors import CorruptCheckpointError
+from rudolph.io.files import write_atomic
 
 __all__ = ['is_safetensors', 'read_safetensors', 'read_safetensors_metadata', 'write_safetensors']
 

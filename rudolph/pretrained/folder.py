@@ -1,5 +1,5 @@
 """Self-describing model folders: ``save_pretrained``, ``load_pretrained`` (``convert`` and
-``push_to_hub``: :mod:`rudolph.publish`; the card: :mod:`rudolph.model_card`).
+``push_to_hub``: :mod:`rudolph.pretrained.publish`; the card: :mod:`rudolph.pretrained.model_card`).
 
 A saved model is a folder (or a hub repository holding the same files)::
 
@@ -16,7 +16,7 @@ Why the hub's file conventions by hand rather than ``PyTorchModelHubMixin``: the
 constructor arguments of *one* ``nn.Module``, whereas a RuDOLPH model is only usable with its tokenizer,
 its VQGAN and its task-token ids, which live outside the module; the mixin's loader would also bypass
 this package's loading rules (strict key and shape checks, mask buffers rebuilt, no pickle, the
-offline cache first and one error naming every missing file, :mod:`rudolph.hub`) and make
+offline cache first and one error naming every missing file, :mod:`rudolph.io.hub`) and make
 ``ruDolphModel.__init__``'s signature the file format. So the layout is the one the mixin and
 ``transformers`` use (``model.safetensors`` + ``config.json`` + ``README.md`` with YAML metadata,
 published with ``HfApi.upload_folder``), written and read by this module.
@@ -31,10 +31,18 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 
-from .errors import ConfigError, CorruptCheckpointError, WeightsNotFoundError
-from .model_card import model_card
-from .sources import (Source, _plain, model_sources, published_tokenizer, published_vae,  # noqa: F401 (re-exported)
-                      registry_sources, tokenizer_source, vae_source)
+from rudolph.errors import ConfigError, CorruptCheckpointError, WeightsNotFoundError
+from rudolph.pretrained.model_card import model_card
+from rudolph.pretrained.sources import (  # noqa: F401 (re-exported)
+    Source,
+    _plain,
+    model_sources,
+    published_tokenizer,
+    published_vae,
+    registry_sources,
+    tokenizer_source,
+    vae_source,
+)
 
 __all__ = ['save_pretrained', 'write_pretrained', 'write_description', 'load_pretrained',
            'read_config', 'model_card', 'resolve_pretrained', 'is_pretrained_folder', 'looks_like_repo_id',
@@ -60,11 +68,11 @@ def pretrained_config(config: Any, spc_tokens: Mapping[str, int], sources: Mappi
                       sampling: Optional[Mapping[str, Any]] = None, training: Optional[Mapping[str, Any]] = None,
                       dtype: Optional[torch.dtype] = None) -> Dict[str, Any]:
     """The ``config.json`` of a saved model (sources as they will be stored: ``file`` or ``repo_id``)."""
-    from . import __version__
+    from rudolph import __version__
 
     base = sources.get('base_model')
     if sampling is None and base:
-        from .model.configs import MODELS
+        from rudolph.model.configs import MODELS
 
         sampling = MODELS[base].get('sampling') if base in MODELS else None
     return {'format': FORMAT, 'format_version': FORMAT_VERSION, 'library': 'rudolph', 'library_version': __version__,
@@ -77,7 +85,7 @@ def pretrained_config(config: Any, spc_tokens: Mapping[str, int], sources: Mappi
 
 
 def _base_repo(base: Optional[str]) -> Optional[str]:
-    from .model.configs import MODELS
+    from rudolph.model.configs import MODELS
 
     return MODELS[base].get('repo_id') if base in MODELS else None
 
@@ -98,7 +106,7 @@ def _write_tokenizer(source: Source, folder: str) -> None:
         if os.path.abspath(source['path']) != os.path.abspath(target):
             shutil.copyfile(source['path'], target)
     elif 'data' in source:
-        from .tokenizer.yttm_format import write_yttm_model
+        from rudolph.tokenizer.yttm_format import write_yttm_model
 
         write_yttm_model(target, source['data'])
     else:
@@ -110,7 +118,7 @@ def _vae_state(source: Source) -> Dict[str, torch.Tensor]:
     if 'object' in source:
         vae = source['object']
         return dict((vae if vae.dwt else vae.model).state_dict())
-    from .vae.model import read_checkpoint_state_dict
+    from rudolph.vae.model import read_checkpoint_state_dict
 
     state = read_checkpoint_state_dict(source['path'])
     if source.get('dwt'):
@@ -120,7 +128,7 @@ def _vae_state(source: Source) -> Dict[str, torch.Tensor]:
 
 
 def _write_vae(source: Source, folder: str) -> None:
-    from .safetensors_io import write_safetensors
+    from rudolph.io.safetensors import write_safetensors
 
     meta = {'dwt': json.dumps(bool(source.get('dwt')))}
     if source.get('config') is not None:
@@ -130,7 +138,7 @@ def _write_vae(source: Source, folder: str) -> None:
 
 def model_weights(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """The tensors to store: everything but the mask buffers (rebuilt from the config at load)."""
-    from .model.loading import _is_mask_key
+    from rudolph.model.loading import _is_mask_key
 
     return {k: v for k, v in state.items() if not _is_mask_key(k)}
 
@@ -142,7 +150,7 @@ def write_pretrained(folder: str, state: Mapping[str, torch.Tensor], config: Dic
     ``state`` is the model's state dict (mask buffers are dropped), ``config`` the
     :func:`pretrained_config`, ``sources`` the tokenizer/VQGAN sources it was made from.
     """
-    from .safetensors_io import write_safetensors
+    from rudolph.io.safetensors import write_safetensors
 
     write_safetensors(model_weights(state), os.path.join(folder, WEIGHTS_NAME),
                       {'format_version': str(FORMAT_VERSION), 'library': 'rudolph'})
@@ -164,7 +172,7 @@ def write_description(folder: str, config: Mapping[str, Any], name: Optional[str
 
 
 def _write_text(path: str, text: str) -> None:
-    from .serialization import write_atomic
+    from rudolph.io.files import write_atomic
 
     def write(tmp: str) -> None:
         with open(tmp, 'w', encoding='utf-8') as f:
@@ -186,7 +194,7 @@ def _unpack(obj: Any) -> Tuple[Any, Dict[str, Any]]:
 def save_pretrained(obj: Any, save_directory: Union[str, os.PathLike], *, tokenizer: Any = None, vae: Any = None,
                     base_model: Optional[str] = None, sampling: Optional[Mapping[str, Any]] = None,
                     training: Optional[Mapping[str, Any]] = None) -> str:
-    """Save a model (or :class:`~rudolph.components.Components`) as a self-describing folder; returns its path.
+    """Save a model (or :class:`~rudolph.pretrained.components.Components`) as a self-describing folder; returns its path.
 
     ``tokenizer`` / ``vae`` (paths, loaded objects) and ``base_model`` (a key of ``MODELS``) override
     what the model was loaded with; unpublished tokenizers and VQGANs are copied into the folder.
@@ -244,7 +252,7 @@ def is_pretrained_folder(path: Union[str, os.PathLike]) -> bool:
 
 def resolve_pretrained(path: Union[str, os.PathLike]) -> str:
     """The saved-model folder a local path names: itself, a trainer's ``latest`` (file or output folder) or step."""
-    from .finetune.checkpoints import LATEST_NAME, STATE_NAME, find_checkpoint
+    from rudolph.finetune.checkpoints import LATEST_NAME, STATE_NAME, find_checkpoint
 
     path = os.fspath(path)
     if os.path.isfile(path):  # the trainer's `latest`: a file holding the name of the newest step folder
@@ -289,7 +297,7 @@ def read_config(path: str) -> Dict[str, Any]:
 
 def _fetcher(name_or_path: str, cache_dir: Optional[str]) -> Tuple[str, Callable[[str], str]]:
     """(label, filename -> local path) for a local folder or a hub repository of this layout."""
-    from .hub import hub_download
+    from rudolph.io.hub import hub_download
 
     if os.path.exists(os.fspath(name_or_path)):
         folder = resolve_pretrained(name_or_path)
@@ -312,7 +320,7 @@ def _fetcher(name_or_path: str, cache_dir: Optional[str]) -> Tuple[str, Callable
 def _part_path(part: str, stored: Optional[Source], override: Any, fetch: Callable[[str], str],
                cache_dir: Optional[str]) -> Optional[str]:
     """Local path of the tokenizer or VQGAN: ``override``, the folder's file, or the hub file it names."""
-    from .hub import hub_download
+    from rudolph.io.hub import hub_download
 
     keyword = {'tokenizer': 'tokenizer', 'vae': 'vae'}[part]
     if override is not None:
@@ -333,7 +341,7 @@ def _part_path(part: str, stored: Optional[Source], override: Any, fetch: Callab
 def _locate(config: Dict[str, Any], fetch: Callable[[str], str], tokenizer: Any, vae: Any, cache_dir: Optional[str],
             pretrained: bool, with_vae: bool) -> Dict[str, Optional[str]]:
     """Every file found first; all the missing ones are reported in one ``WeightsNotFoundError``."""
-    from .components import _missing_error
+    from rudolph.pretrained.components import _missing_error
 
     steps = {'tokenizer': lambda: _part_path('tokenizer', config.get('tokenizer'), tokenizer, fetch, cache_dir)}
     if pretrained:
@@ -359,12 +367,12 @@ def load_pretrained(name_or_path: Union[str, os.PathLike], *, device: Optional[s
                     model_kwargs: Optional[Mapping[str, Any]] = None, quantize: Optional[str] = None):
     """A saved model (folder, fine-tuning output folder or its ``latest``, or hub repo id) as ``Components``.
 
-    The hub files come through :func:`rudolph.hub.hub_download` (the cache first, ``HF_HUB_OFFLINE``
+    The hub files come through :func:`rudolph.io.hub.hub_download` (the cache first, ``HF_HUB_OFFLINE``
     honoured). ``tokenizer`` / ``vae`` (+ ``vae_config``) replace the stored ones.
     """
-    from .components import Components, _load_tokenizer, check_device
-    from .model import get_rudolph_model
-    from .vae import get_vae
+    from rudolph.model import get_rudolph_model
+    from rudolph.pretrained.components import Components, _load_tokenizer, check_device
+    from rudolph.vae import get_vae
 
     device = check_device(device)
     label, fetch = _fetcher(os.fspath(name_or_path), cache_dir)

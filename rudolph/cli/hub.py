@@ -4,7 +4,7 @@
     rudolph convert ft/pytorch_model.bin out/ft --model 350M
     rudolph push runs/caps/latest me/rudolph-captions  # a fine-tune (or any saved-model folder) to the hub
 
-Both commands live in this one module; :data:`rudolph.cli.SUBCOMMAND_MODULES` registers each by name,
+Both commands live in this one module; :data:`rudolph.cli.commands.SUBCOMMAND_MODULES` registers each by name,
 and :func:`add_arguments` / :func:`run` pick the command from the parser's name.
 """
 import argparse
@@ -36,7 +36,7 @@ def _push_args(p: argparse.ArgumentParser) -> None:
 def _command(parser_or_args) -> str:
     name = getattr(parser_or_args, 'command', None) or parser_or_args.prog.rsplit(' ', 1)[-1]
     if name not in ('convert', 'push'):
-        raise ValueError(f'rudolph.cli_hub has the commands convert and push, not {name!r}')
+        raise ValueError(f'rudolph.cli.hub has the commands convert and push, not {name!r}')
     return name
 
 
@@ -46,8 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_convert(args: argparse.Namespace) -> int:
-    from .cli_options import json_option
-    from .publish import convert
+    from rudolph.cli.options import json_option
+    from rudolph.pretrained.publish import convert
 
     params = json_option(args.config, '--config') if args.config else None
     folder = convert(args.source, args.out, model=args.model, config=params, cache_dir=args.cache_dir)
@@ -57,7 +57,7 @@ def _run_convert(args: argparse.Namespace) -> int:
 
 
 def _run_push(args: argparse.Namespace) -> int:
-    from .publish import push_to_hub
+    from rudolph.pretrained.publish import push_to_hub
 
     url = push_to_hub(args.folder, args.repo_id, token=args.token, private=args.private or None,
                       commit_message=args.message, revision=args.revision, create_pr=args.create_pr)

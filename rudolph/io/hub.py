@@ -9,7 +9,7 @@ import logging
 import os
 from typing import Optional, Union
 
-from .errors import WeightsNotFoundError
+from rudolph.errors import WeightsNotFoundError
 
 __all__ = ['hub_download', 'weights_not_found_message', 'PROBE_TIMEOUT_S']
 

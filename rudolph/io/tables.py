@@ -2,7 +2,7 @@
 import json
 from typing import Any, Dict, Iterable, Iterator
 
-from .errors import DataError
+from rudolph.errors import DataError
 
 __all__ = ['jsonl_rows', 'json_object']
 

@@ -4,7 +4,7 @@
     rudolph caption img.jpg --json --model 350M --device cuda --fp16 --seed 0
     rudolph caption img.jpg --checkpoint my_finetune/ --tokenizer bpe.model --vae vqgan.ckpt
 
-Every command runs a task of :mod:`rudolph.tasks` (which handles models with and without task
+Every command runs a task of :mod:`rudolph.tasks.core` (which handles models with and without task
 tokens). Weights come from the Hugging Face cache (``HF_HUB_OFFLINE=1`` works once they are
 there) or from local files. Subcommands live in :data:`COMMANDS`; those of other modules
 (``demo``, ``finetune``, :data:`SUBCOMMAND_MODULES`) are imported only when run or asked for
@@ -19,10 +19,20 @@ import sys
 import warnings
 from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
-from .cli_options import (PART_OPTIONS, CliError, add_common, add_sampling, check_device_option,
-                          check_model_args, json_option, load, positive_int, text_sampling)
-from .errors import RudolphError
-from .jobs.inputs import open_image
+from rudolph.cli.options import (
+    PART_OPTIONS,
+    CliError,
+    add_common,
+    add_sampling,
+    check_device_option,
+    check_model_args,
+    json_option,
+    load,
+    positive_int,
+    text_sampling,
+)
+from rudolph.errors import RudolphError
+from rudolph.jobs.inputs import open_image
 
 __all__ = ['main', 'register', 'build_parser', 'load', 'COMMANDS', 'Command', 'CliError', 'SUBCOMMAND_MODULES',
            'json_option', 'PART_OPTIONS']
@@ -45,8 +55,8 @@ COMMANDS: Dict[str, Command] = {}
 SUBCOMMAND_MODULES = {
     'finetune': ('rudolph.finetune.cli', 'fine-tune a RuDOLPH model on your own data'),
     'demo': ('rudolph.demo.cli', 'run every task with the embedded tiny-shapes model (offline)'),
-    'convert': ('rudolph.cli_hub', 'turn a published checkpoint into a self-describing safetensors model folder'),
-    'push': ('rudolph.cli_hub', 'publish a saved model or fine-tune (folder) on the Hugging Face hub'),
+    'convert': ('rudolph.cli.hub', 'turn a published checkpoint into a self-describing safetensors model folder'),
+    'push': ('rudolph.cli.hub', 'publish a saved model or fine-tune (folder) on the Hugging Face hub'),
     'embed': ('rudolph.jobs.cli_embed', 'features (pooled hidden states) of pictures or texts into a .npy'),
     'eval': ('rudolph.jobs.cli_eval', 'evaluate on an ImageFolder: zero-shot accuracy, linear probe'),
     'app': ('rudolph.app.cli', 'a web page with a tab per task (needs gradio: pip install "rudolph[app]")'),
@@ -84,8 +94,8 @@ def _emit(args: argparse.Namespace, result: Dict[str, Any], lines: List[str]) ->
 
 
 def _prepare(args: argparse.Namespace):
-    """The model's :class:`rudolph.tasks.Parts` (and what was loaded); a fresh ``--seed`` if none is given."""
-    from rudolph.tasks import Parts
+    """The model's :class:`rudolph.tasks.core.Parts` (and what was loaded); a fresh ``--seed`` if none is given."""
+    from rudolph.tasks.core import Parts
 
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(2 ** 31)
@@ -235,7 +245,7 @@ def _classify_args(p: argparse.ArgumentParser) -> None:
 
 def _classify_run(args: argparse.Namespace) -> int:
     from rudolph import tasks
-    from rudolph.utils import check_classes, check_template
+    from rudolph.checks import check_classes, check_template
 
     if _jobs_cli().is_job(args, args.image):
         return _jobs_cli().run_classify(args)
@@ -354,7 +364,7 @@ def _summarise_warnings(caught: List[warnings.WarningMessage], quiet: bool) -> N
 
 def _run_command(args: argparse.Namespace) -> int:
     """``args._run(args)`` with its warnings gathered into one summary (``--quiet``: none)."""
-    from .memory import bs_option
+    from rudolph.generation.memory import bs_option
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')

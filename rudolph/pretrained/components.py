@@ -1,6 +1,6 @@
 """One loader of everything a RuDOLPH model needs: the model, its tokenizer, its VQGAN and task tokens.
 
-    from rudolph.components import Components
+    from rudolph.pretrained.components import Components
     c = Components.from_pretrained('tiny-shapes')          # offline, from the package files
     c = Components.from_pretrained('350M', device='cuda')  # ruDALL-E's hub tokenizer and VQGAN
     api = ruDolphApi(c.model, c.tokenizer, c.vae, spc_tokens=c.spc_tokens)
@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from .errors import CheckpointError, ConfigError, WeightsNotFoundError
+from rudolph.errors import CheckpointError, ConfigError, WeightsNotFoundError
 
 __all__ = ['Components', 'check_device', 'load_vae', 'describe_missing', 'DEVICE_PATTERN']
 
@@ -47,7 +47,7 @@ def check_device(device: Optional[str]) -> str:
 
 def _hub_file(what: str, repo: str, filename: str, keyword: str, cache_dir: Optional[str]) -> str:
     """Local path of a hub file (cache, else one quick download); WeightsNotFoundError naming the fixes if not."""
-    from .hub import hub_download
+    from rudolph.io.hub import hub_download
 
     return hub_download(repo, filename, what=what, local_arg=f'{keyword}=PATH', cache_dir=cache_dir)
 
@@ -70,7 +70,7 @@ class _Plan:
 
 
 def _model_path(name: str, entry: Dict[str, Any], checkpoint: Optional[str], cache_dir: Optional[str]) -> str:
-    from .model.loading import resolve_checkpoint
+    from rudolph.model.loading import resolve_checkpoint
 
     if checkpoint is not None or entry.get('local_path'):  # a file, or a folder (e.g. a trainer's step-N/)
         try:
@@ -81,7 +81,7 @@ def _model_path(name: str, entry: Dict[str, Any], checkpoint: Optional[str], cac
 
 
 def _tokenizer_path(entry: Dict[str, Any], tokenizer: Optional[str]) -> Optional[str]:
-    from . import tokenizer as tokenizer_module
+    from rudolph import tokenizer as tokenizer_module
 
     if tokenizer is not None:
         return _local_file('the tokenizer', str(tokenizer_module.NAMED_TOKENIZERS.get(tokenizer, tokenizer)), 'tokenizer')
@@ -92,7 +92,7 @@ def _tokenizer_path(entry: Dict[str, Any], tokenizer: Optional[str]) -> Optional
 
 def _hub_tokenizer(cache_dir: Optional[str]):
     """ruDALL-E's tokenizer from the hub cache (or a download); WeightsNotFoundError if it is not there."""
-    from .tokenizer import get_tokenizer
+    from rudolph.tokenizer import get_tokenizer
 
     try:
         return get_tokenizer(cache_dir=cache_dir)
@@ -101,7 +101,7 @@ def _hub_tokenizer(cache_dir: Optional[str]):
 
 
 def _vae_path(entry: Dict[str, Any], vae: Optional[str], vae_config: Any, cache_dir: Optional[str]) -> Tuple[str, Any]:
-    from . import vae as vae_module
+    from rudolph import vae as vae_module
 
     if vae is not None:
         if vae in vae_module.NAMED_VAES and vae_config is None:
@@ -166,14 +166,14 @@ class Components:
 
     def save_pretrained(self, save_directory: str, **kwargs: Any) -> str:
         """Save model, task tokens, sampling and tokenizer/VQGAN (copied in unless published) as a folder
-        that :meth:`from_pretrained` loads alone; see :func:`rudolph.pretrained.save_pretrained`."""
-        from .pretrained import save_pretrained
+        that :meth:`from_pretrained` loads alone; see :func:`rudolph.pretrained.folder.save_pretrained`."""
+        from rudolph.pretrained.folder import save_pretrained
 
         return save_pretrained(self, save_directory, **kwargs)
 
     def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
-        """Save and publish as hub repository ``repo_id``; see :func:`rudolph.publish.push_to_hub`."""
-        from .publish import push_to_hub
+        """Save and publish as hub repository ``repo_id``; see :func:`rudolph.pretrained.publish.push_to_hub`."""
+        from rudolph.pretrained.publish import push_to_hub
 
         return push_to_hub(self, repo_id, **kwargs)
 
@@ -200,8 +200,8 @@ class Components:
         or ``'auto'``) and ``quantize`` (``None`` or ``'int8'``): see ``get_rudolph_model``. Raises
         :class:`~rudolph.errors.WeightsNotFoundError` naming every missing file at once.
         """
-        from .model.configs import MODELS
-        from .pretrained import load_pretrained
+        from rudolph.model.configs import MODELS
+        from rudolph.pretrained.folder import load_pretrained
 
         if config is None and checkpoint is None and _is_saved_model(name_or_path, MODELS):
             return load_pretrained(name_or_path, device=device, dtype=dtype, fp16=fp16, cache_dir=cache_dir,
@@ -226,7 +226,7 @@ class Components:
 
 def _is_saved_model(name_or_path: Any, models) -> bool:
     """A saved-model folder, a fine-tuning run (folder or its ``latest``) or a hub repo id, not a registry name."""
-    from .pretrained import looks_like_repo_id
+    from rudolph.pretrained.folder import looks_like_repo_id
 
     text = os.fspath(name_or_path)
     return text not in models and (os.path.exists(text) or looks_like_repo_id(text))
@@ -234,7 +234,7 @@ def _is_saved_model(name_or_path: Any, models) -> bool:
 
 def _sources(name: str, entry: Dict[str, Any], plan: _Plan, tokenizer, vae) -> Dict[str, Any]:
     """Where the tokenizer and VQGAN of a registry model came from (what ``save_pretrained`` records)."""
-    from .pretrained import published_tokenizer, published_vae, registry_sources
+    from rudolph.pretrained.folder import published_tokenizer, published_vae, registry_sources
 
     found = registry_sources(name) if entry else {'base_model': None, 'tokenizer': None, 'vae': None}
     if tokenizer is not None or (plan.tokenizer_path and not entry.get('tokenizer_path')):
@@ -266,7 +266,7 @@ def _name_and_checkpoint(name_or_path: str, checkpoint, config, models) -> Tuple
 
 
 def _load_tokenizer(path: str):
-    from .tokenizer import get_tokenizer
+    from rudolph.tokenizer import get_tokenizer
 
     try:
         return get_tokenizer(path)
@@ -275,7 +275,7 @@ def _load_tokenizer(path: str):
 
 
 def _load_vae(plan: _Plan, device: str):
-    from .vae import get_vae
+    from rudolph.vae import get_vae
 
     try:
         return get_vae(path=plan.vae_path, config=plan.vae_config).to(device)
@@ -286,7 +286,7 @@ def _load_vae(plan: _Plan, device: str):
 
 def _load_model(name: str, config: Optional[Dict[str, Any]], path: Optional[str], device: str, dtype, fp16: bool,
                 pretrained: bool, model_kwargs: Dict[str, Any], quantize: Optional[str] = None):
-    from .model import get_rudolph_model
+    from rudolph.model import get_rudolph_model
 
     extra = dict(model_kwargs) if config is None else {'model_params': {**config, **model_kwargs}}
     try:
@@ -302,11 +302,11 @@ def load_vae(name: str, *, vae: Optional[str] = None, vae_config: Any = None, de
              cache_dir: Optional[str] = None):
     """The VQGAN of model ``name`` (a ``MODELS`` key or a saved model: its own VQGAN, ruDALL-E's, or ``vae`` with
     ``vae_config``) on ``device``."""
-    from .model.configs import MODELS
+    from rudolph.model.configs import MODELS
 
     if vae is None and _is_saved_model(name, MODELS):  # a saved model's own VQGAN (or the hub one it names)
-        from .pretrained import saved_vae
-        from .vae import get_vae
+        from rudolph.pretrained.folder import saved_vae
+        from rudolph.vae import get_vae
 
         path, config, dwt = saved_vae(name, cache_dir)
         return get_vae(path=path, config=config if vae_config is None else vae_config, dwt=dwt).to(device)

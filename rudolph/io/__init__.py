@@ -1,0 +1,4 @@
+"""Files and downloads: safe torch loading and atomic writes (:mod:`~rudolph.io.files`), safetensors
+(:mod:`~rudolph.io.safetensors`), hub downloads (:mod:`~rudolph.io.hub`) and JSONL tables
+(:mod:`~rudolph.io.tables`). The lowest layer after :mod:`rudolph.errors`: it imports no other part
+of the package."""
