@@ -1,11 +1,12 @@
 """Argument checks shared by every layer: each raises a :mod:`rudolph.errors` error naming the bad value."""
+import math
 import warnings
 from typing import Dict, List, Optional, Sequence
 
 from rudolph.errors import ConfigError, InputError
 
 __all__ = ['check_count', 'check_fraction', 'check_text', 'check_texts', 'check_classes', 'check_template',
-           'warn_ignored_seed']
+           'warn_ignored_seed', 'check_sampling_args']
 
 
 def warn_ignored_seed(function: str, seed) -> None:
@@ -75,3 +76,14 @@ def check_template(name: str, template, default: str = '{}', slot: Optional[str]
         example = f"'на картинке {field}'" if slot in (None, 'text') else repr(f'вопрос: {field} ответ:')
         raise InputError(f"{name} must contain '{field}' where the {what} goes, got {template!r} (e.g. {example})")
     return template
+
+
+def check_sampling_args(top_k: int, top_p: float, temperature: float = 1.0) -> None:
+    """Raise ``ConfigError`` (a ``ValueError``) naming the bad value if a sampling argument is out of range."""
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+        raise ConfigError(f'top_k must be an int >= 0 (0 disables top-k), got {top_k!r}')
+    if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0.0 < top_p <= 1.0:
+        raise ConfigError(f'top_p must be in (0, 1] (1 disables nucleus filtering), got {top_p!r}')
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
+            or not temperature > 0 or math.isinf(temperature):
+        raise ConfigError(f'temperature must be a finite number > 0, got {temperature!r}')

@@ -266,7 +266,7 @@ def get_realesrgan(name: Union[str, int] = 'x4', device: Union[str, torch.device
     ``dtype`` ('fp16', 'bf16', a torch dtype): float16 on CUDA (on CPU it warns and keeps float32), bfloat16 anywhere.
     Needs ``spandrel`` (:class:`~rudolph.errors.MissingDependencyError` otherwise).
     """
-    from rudolph.pretrained.components import check_device
+    from rudolph.model.device import check_device
 
     name = resolve_scale(name)
     _spandrel()  # before any download: a missing package is the first thing to say

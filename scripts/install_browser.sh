@@ -14,7 +14,7 @@ fi
 
 # gradio for the app, playwright's Python client for the test (it drives /usr/bin/chromium through
 # executable_path, so `playwright install` is never run)
-"$PYTHON" -m pip install -q 'gradio>=6' 'playwright>=1.40'
+"$PYTHON" -m pip install -q -c "$(dirname "$0")/../requirements/ci.txt" 'gradio>=6' 'playwright>=1.40'
 
 chromium --version
 "$PYTHON" -c "import gradio, playwright; print('gradio', gradio.__version__)"

@@ -4,21 +4,16 @@
 # installed wheel (the `test` and `sr` extras installed beside it).
 #   bash scripts/wheel_check.sh PYTHON WHEEL [--fast] [--venv DIR]
 #   bash scripts/wheel_check.sh --prepare PYTHON DIR    # only create DIR with PyTorch in it (the long part)
-# A DIR made by --prepare holds nothing but the wheel's PyTorch requirements, so that CI can install
+# A DIR made by --prepare holds nothing but PyTorch (the version of requirements/ci.txt), so that CI can install
 # them in the background while other work runs; the wheel and its other dependencies go in afterwards.
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
-
-torch_requirements() {  # the torch / torchvision specifiers of pyproject.toml's dependencies
-    grep -E '^\s*"(torch|torchvision)[<>=!~ ]' "$REPO/pyproject.toml" | sed -E 's/^\s*"//; s/",?\s*$//'
-}
 
 prepare() {  # PYTHON DIR
     rm -rf "$2"
     "$1" -m venv "$2"
     "$2/bin/python" -m pip install -q -U pip
-    # shellcheck disable=SC2046
-    "$2/bin/python" -m pip install -q $(torch_requirements)
+    "$2/bin/python" -m pip install -q -c "$REPO/requirements/ci.txt" torch
 }
 
 if [ "${1:-}" = "--prepare" ]; then
@@ -44,9 +39,9 @@ if [ -z "$VENV" ]; then
 fi
 VPY="$VENV/bin/python"
 if [ "$FAST" = 1 ]; then
-    "$VPY" -m pip install -q "$WHEEL[test,sr]"
+    "$VPY" -m pip install -q -c "$REPO/requirements/ci.txt" "$WHEEL[test,sr]"
 else
-    "$VPY" -m pip install -q "$WHEEL"
+    "$VPY" -m pip install -q -c "$REPO/requirements/ci.txt" "$WHEEL"
 fi
 cd "$WORK"   # outside the source tree: `import rudolph` can only be the installed wheel
 "$VPY" - <<'PY'

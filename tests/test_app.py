@@ -255,7 +255,7 @@ def test_defaults_follow_the_model():
     assert tiny['sampling'] == dict(MODELS[TINY_SHAPES].sampling['text2image']) and tiny['image_side'] == 64
     assert S.parse_colour(tiny['prompt']) and tiny['classes'].split(', ') == S.colour_classes()
     big = H.defaults_for('350M')
-    assert big['sampling'] == H.DEFAULT_T2I_SAMPLING and big['image_side'] == 128
+    assert big['sampling'] == H.DEFAULT_IMAGE_SAMPLING.kwargs() and big['image_side'] == 128
     assert H.model_choices()[0] == TINY_SHAPES and set(H.model_choices()) == set(MODELS)
     assert H.device_choices()[0] == 'cpu'
 

@@ -234,7 +234,7 @@ def test_bad_arguments_are_named(parts):
 def test_sampling_defaults_to_the_models_recommended(parts, v1_parts):
     assert batched.recommended_sampling(parts, 'text2image').kwargs() == dict(top_k=64, top_p=0.95, temperature=0.7)
     assert batched.recommended_sampling(parts, 'caption') == tasks.text_sampling_for(False, 'captions')
-    assert batched.recommended_sampling(v1_parts, 'text2image') == batched.T2I_FALLBACK
+    assert batched.recommended_sampling(v1_parts, 'text2image') == batched.DEFAULT_IMAGE_SAMPLING
     prompts, keys = ['красный круг'], ['a']
     explicit = batched.text2image_batch(parts, prompts, keys, sampling=dict(top_k=64, top_p=0.95, temperature=0.7))
     assert torch.equal(explicit[0]['codebooks'], batched.text2image_batch(parts, prompts, keys)[0]['codebooks'])

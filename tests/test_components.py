@@ -9,7 +9,8 @@ import torch
 from rudolph.cli import commands as cli
 from rudolph.errors import ConfigError, WeightsNotFoundError
 from rudolph.model.configs import MODELS, TINY_SHAPES_SPC_TOKENS, TINY_SHAPES_T2I_SAMPLING
-from rudolph.pretrained.components import Components, check_device
+from rudolph.model.device import check_device
+from rudolph.pretrained.components import Components
 
 
 def test_tiny_shapes_brings_its_own_parts():

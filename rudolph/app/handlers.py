@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from rudolph.errors import Cancelled, ConfigError, ImageFileError, InputError, RudolphError  # noqa: F401 (Cancelled: re-exported)
-from rudolph.model.configs import DEFAULT_T2I_SAMPLING  # noqa: F401 (re-exported: a model without recommended sampling)
+from rudolph.model.configs import DEFAULT_IMAGE_SAMPLING
 
-__all__ = ['Result', 'Cancelled', 'ModelCache', 'DeviceLocks', 'DTYPES', 'BANDS', 'DEFAULT_T2I_SAMPLING',
+__all__ = ['Result', 'Cancelled', 'ModelCache', 'DeviceLocks', 'DTYPES', 'BANDS', 
            'model_choices', 'device_choices', 'defaults_for', 'progress_callback', 'parse_classes', 'open_image',
            'upscale_available', 'text_to_image', 'caption', 'vqa', 'classify', 'generate_text', 'rerank_images']
 
@@ -89,7 +89,7 @@ class ModelCache:
     def key(model: str, device: Optional[str] = None, dtype: Optional[str] = None,
             checkpoint: Optional[str] = None) -> Tuple:
         """The cache key: the model, its checkpoint folder (or None), the checked device and dtype."""
-        from rudolph.pretrained.components import check_device
+        from rudolph.model.device import check_device
 
         if not isinstance(model, str) or not model.strip():
             raise ConfigError(f'model {model!r}: expected one of {model_choices()}')
@@ -138,7 +138,7 @@ def defaults_for(model: str) -> Dict[str, Any]:
     from rudolph.model.configs import MODELS, TINY_SHAPES
 
     spec = MODELS.get(model)
-    sampling = dict((spec.sampling.get('text2image') if spec is not None else None) or DEFAULT_T2I_SAMPLING)
+    sampling = dict((spec.sampling.get('text2image') if spec is not None else None) or DEFAULT_IMAGE_SAMPLING.kwargs())
     if model == TINY_SHAPES:
         from rudolph.demo import shapes
 
@@ -349,7 +349,7 @@ def text_to_image(c, prompt: str, images_num: int = 4, codebooks_num: int = 8, *
         raise InputError(f'codebooks_num {codebooks_num} < images_num {images_num}: the pictures shown are the best '
                          'of those sampled')
     parts = _parts(c, progress, cancel)
-    sampling = _sampling(c.sampling_for('text2image') or DEFAULT_T2I_SAMPLING, top_k, top_p, temperature)
+    sampling = _sampling(c.sampling_for('text2image') or DEFAULT_IMAGE_SAMPLING.kwargs(), top_k, top_p, temperature)
     prompts = _image_prompts(c, parts, prompt_image, bands)
     codes = tasks.text_to_image(parts, prompt, codebooks_num if rerank else images_num, sampling, bs=bs,
                                 seed=_seed(seed), image_prompts=prompts)

@@ -33,6 +33,7 @@ from rudolph.cli.options import (
 )
 from rudolph.errors import RudolphError
 from rudolph.jobs.inputs import open_image
+from rudolph.model.configs import DEFAULT_IMAGE_SAMPLING
 
 __all__ = ['main', 'register', 'build_parser', 'load', 'COMMANDS', 'Command', 'CliError', 'SUBCOMMAND_MODULES',
            'json_option', 'PART_OPTIONS']
@@ -126,9 +127,8 @@ def _text2image_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--nrow', type=positive_int, default=4, help='images per row of the grid (default 4)')
     p.add_argument('--reencode', action='store_true',
                    help='rerank by what the decoded pictures show (decode, encode again, score the text)')
-    from rudolph.model.configs import DEFAULT_T2I_SAMPLING as fallback
-
-    add_sampling(p, None, None, None, "the model's recommended, else {top_k} / {top_p} / {temperature}".format(**fallback))
+    add_sampling(p, None, None, None, "the model's recommended, else {top_k} / {top_p} / {temperature}".format(
+        **DEFAULT_IMAGE_SAMPLING.kwargs()))
     _jobs_cli().add_job_options(p, out=False, inputs=False)
     g = p.add_argument_group('super-resolution (needs rudolph-hypermodal[sr])')
     g.add_argument('--upscale', type=int, choices=(2, 4, 8), default=None,

@@ -151,7 +151,7 @@ def _saved_model(text: str) -> bool:
 def check_device_option(args: argparse.Namespace) -> str:
     """``--device`` validated before any file is read (``None``: cuda when available, else cpu)."""
     from rudolph.errors import ConfigError
-    from rudolph.pretrained.components import check_device
+    from rudolph.model.device import check_device
 
     try:
         return check_device(args.device)

@@ -4,28 +4,17 @@
 the semantics the RuDOLPH pipelines were written against: top-k first, then nucleus
 (top-p) on what is left, always keeping at least ``min_tokens_to_keep`` tokens.
 """
-import math
 import secrets
 from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 
+from rudolph.checks import check_sampling_args  # noqa: F401 (re-exported)
 from rudolph.errors import ConfigError
 
 __all__ = ['top_k_top_p_filtering', 'filter_logits', 'logits_to_probs', 'Sampler', 'make_generator',
            'check_sampling_args']
-
-
-def check_sampling_args(top_k: int, top_p: float, temperature: float = 1.0) -> None:
-    """Raise ``ConfigError`` (a ``ValueError``) naming the bad value if a sampling argument is out of range."""
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
-        raise ConfigError(f'top_k must be an int >= 0 (0 disables top-k), got {top_k!r}')
-    if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0.0 < top_p <= 1.0:
-        raise ConfigError(f'top_p must be in (0, 1] (1 disables nucleus filtering), got {top_p!r}')
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
-            or not temperature > 0 or math.isinf(temperature):
-        raise ConfigError(f'temperature must be a finite number > 0, got {temperature!r}')
 
 
 def top_k_top_p_filtering(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0,

@@ -9,10 +9,12 @@ from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any, Dict, Iterator, Optional
 
+from rudolph.checks import check_sampling_args
 from rudolph.model.config import RudolphConfig
 
-__all__ = ['MODELS', 'ModelSpec', 'DEFAULT_SPC_TOKENS', 'TINY_SHAPES', 'TINY_SHAPES_DIR', 'TINY_SHAPES_PARAMS',
-           'TINY_SHAPES_SPC_TOKENS', 'TINY_SHAPES_VQGAN_CONFIG', 'TINY_SHAPES_T2I_SAMPLING', 'DEFAULT_T2I_SAMPLING']
+__all__ = ['SamplingConfig', 'DEFAULT_IMAGE_SAMPLING', 'DEFAULT_TEXT_SAMPLING', 'image_sampling_for',
+           'text_sampling_for', 'MODELS', 'ModelSpec', 'DEFAULT_SPC_TOKENS', 'TINY_SHAPES', 'TINY_SHAPES_DIR', 'TINY_SHAPES_PARAMS',
+           'TINY_SHAPES_SPC_TOKENS', 'TINY_SHAPES_VQGAN_CONFIG', 'TINY_SHAPES_T2I_SAMPLING']
 
 #: task-token ids of the published task-token checkpoints (350M v2, 2.7B, 2.7B FBC2).
 DEFAULT_SPC_TOKENS: Dict[str, int] = {
@@ -26,8 +28,6 @@ DEFAULT_SPC_TOKENS: Dict[str, int] = {
     '<LT_TQA>': 16390,
     '<RT_TQA>': 16391,
 }
-#: text-to-image sampling of a model whose spec records none (``ModelSpec.sampling['text2image']``)
-DEFAULT_T2I_SAMPLING: Mapping = MappingProxyType(dict(top_k=768, top_p=0.99, temperature=1.0))
 
 
 def _frozen(mapping: Optional[Mapping]) -> Mapping:
@@ -35,6 +35,49 @@ def _frozen(mapping: Optional[Mapping]) -> Mapping:
     if mapping is None:
         return MappingProxyType({})
     return MappingProxyType({k: _frozen(v) if isinstance(v, Mapping) else v for k, v in mapping.items()})
+
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """``top_k`` / ``top_p`` / ``temperature`` of one sampling, validated once here."""
+    top_k: int
+    top_p: float
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_sampling_args(self.top_k, self.top_p, self.temperature)
+
+    def kwargs(self) -> Dict[str, Any]:
+        return dict(top_k=self.top_k, top_p=self.top_p, temperature=self.temperature)
+
+
+#: text sampling when none is given: per convention (``reference``) and task
+DEFAULT_TEXT_SAMPLING = {
+    (True, 'captions'): SamplingConfig(32, 0.6, 1.0), (True, 'texts'): SamplingConfig(32, 0.8, 1.0),
+    (False, 'captions'): SamplingConfig(64, 0.8, 0.9), (False, 'texts'): SamplingConfig(64, 0.8, 0.9),
+}
+
+
+def text_sampling_for(reference: bool, task: str, top_k: Optional[int] = None, top_p: Optional[float] = None,
+                      temperature: Optional[float] = None) -> SamplingConfig:
+    """The given text sampling, :data:`DEFAULT_TEXT_SAMPLING` of the convention and ``task`` filling ``None``."""
+    return _filled(DEFAULT_TEXT_SAMPLING[(reference, task)].kwargs(), top_k, top_p, temperature)
+
+
+#: text-to-image sampling of a model whose registry entry recommends none (``ModelSpec.sampling['text2image']``)
+DEFAULT_IMAGE_SAMPLING = SamplingConfig(top_k=768, top_p=0.99, temperature=1.0)
+
+
+def image_sampling_for(recommended: Mapping[str, Any], top_k: Optional[int] = None, top_p: Optional[float] = None,
+                       temperature: Optional[float] = None) -> SamplingConfig:
+    """The given text-to-image sampling; the model's ``recommended``, else :data:`DEFAULT_IMAGE_SAMPLING`, for None."""
+    return _filled({**DEFAULT_IMAGE_SAMPLING.kwargs(), **recommended}, top_k, top_p, temperature)
+
+
+def _filled(default: Mapping[str, Any], top_k, top_p, temperature) -> SamplingConfig:
+    given = dict(top_k=top_k, top_p=top_p, temperature=temperature)
+    return SamplingConfig(**{k: default[k] if v is None else v for k, v in given.items()})
 
 
 @dataclass(frozen=True)

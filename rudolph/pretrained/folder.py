@@ -371,7 +371,8 @@ def load_pretrained(name_or_path: Union[str, os.PathLike], *, device: Optional[s
     honoured). ``tokenizer`` / ``vae`` (+ ``vae_config``) replace the stored ones.
     """
     from rudolph.model import get_rudolph_model
-    from rudolph.pretrained.components import Components, _load_tokenizer, check_device
+    from rudolph.model.device import check_device
+    from rudolph.pretrained.components import Components, _load_tokenizer
     from rudolph.vae import get_vae
 
     device = check_device(device)

@@ -9,11 +9,17 @@ seeded by a draw of that one), and no length, padding or shared prefix depends o
 inputs of the batch. What is left is the last bits of batched matrix products, which a sample
 almost never feels; scores are rounded to :data:`SIGNIFICANT` significant digits so that
 outputs are byte-identical whatever the batch size (``tests/test_batched.py`` checks bs=1 and
-bs=7). The streaming iterators (``caption_images`` ...) live in :mod:`rudolph.tasks.streams`
-and are re-exported here.
+bs=7).
+
+Two forms of each task: a list form (``caption_batch(parts, images, keys)``) and a streaming
+iterator (``caption_images(parts, items)``) that reads any iterable of ``(key, input)`` pairs
+``bs`` items at a time (inputs can stream from disk) and yields ``(key, result)`` in input order
+as each chunk is done. ``rows`` (generation) is the number of model rows per batch (default:
+``bs`` inputs times their samples).
 """
 import hashlib
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from itertools import islice
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -44,7 +50,6 @@ __all__ = ['row_seed', 'recommended_sampling', 'encode_images', 'caption_batch',
 #: significant digits of every score and probability in the result dicts
 SIGNIFICANT = 6
 #: text-to-image sampling of a model whose registry entry records none (as the CLI)
-T2I_FALLBACK = DEFAULT_IMAGE_SAMPLING
 SamplingLike = Union[None, SamplingConfig, Mapping[str, Any]]
 
 
@@ -96,7 +101,7 @@ def _registry_sampling(model, task: str) -> Dict[str, Any]:
 def recommended_sampling(parts: Parts, task: str) -> SamplingConfig:
     """The model's recommended sampling of ``task`` (``'caption'``, ``'vqa'``, ``'text2image'``), as the CLI's."""
     if task == 'text2image':
-        fallback = T2I_FALLBACK
+        fallback = DEFAULT_IMAGE_SAMPLING
     else:
         fallback = text_sampling_for(parts.reference, 'captions')
     return SamplingConfig(**{**fallback.kwargs(), **_registry_sampling(parts.model, task)})
@@ -404,11 +409,72 @@ def _ranked_images(parts: Parts, prompt: str, codes: torch.Tensor, keep: int, re
     return {'codebooks': codes[best].cpu(), 'scores': [_round(row[key]) for row in rows]}
 
 
-from rudolph.tasks.streams import (  # noqa: E402
-    caption_images,
-    classify_images,
-    embed_images,
-    embed_texts,
-    text2image_prompts,
-    vqa_images,
-)
+# ----------------------------------------------------------------------------- streams of (key, input)
+Items = Iterable[Tuple[str, Any]]
+Results = Iterator[Tuple[str, Dict[str, Any]]]
+
+
+def _chunks(items: Items, bs: int) -> Iterator[Tuple[List[str], List[Any]]]:
+    """``(keys, inputs)`` of ``bs`` items at a time."""
+    check_count('bs', bs)
+    iterator = iter(items)
+    while True:
+        chunk = list(islice(iterator, bs))
+        if not chunk:
+            return
+        for i, item in enumerate(chunk):
+            if not isinstance(item, tuple) or len(item) != 2:
+                raise InputError(f'items must be (key, input) pairs, got {item!r}')
+        yield [k for k, _ in chunk], [x for _, x in chunk]
+
+
+def caption_images(parts: Parts, items: Items, *, bs: int = 16, seed: int = 0, rows: Optional[int] = None,
+                   **kwargs) -> Results:
+    """``(key, {'captions', 'scores'})`` per picture (`caption_batch`'s keywords)."""
+    samples = kwargs.get('generations_num') or kwargs.get('captions_num', 1)
+    for keys, images in _chunks(items, bs):
+        yield from zip(keys, caption_batch(parts, images, keys, seed=seed, bs=rows or bs * samples, **kwargs))
+
+
+def vqa_images(parts: Parts, items: Items, question: Optional[str] = None, *, bs: int = 16, seed: int = 0,
+               rows: Optional[int] = None, **kwargs) -> Results:
+    """``(key, {'answers', 'scores', 'counts'})`` per picture: items ``(key, image)`` with one ``question`` for all,
+    or ``(key, (image, question))`` (a column of questions)."""
+    samples = kwargs.get('generations_num') or kwargs.get('answers_num', 1)
+    for keys, inputs in _chunks(items, bs):
+        if question is None:
+            if not all(isinstance(x, tuple) and len(x) == 2 for x in inputs):
+                raise InputError('without question=, every item must be (key, (image, question))')
+            images, questions = [x[0] for x in inputs], [x[1] for x in inputs]
+        else:
+            images, questions = inputs, question
+        yield from zip(keys, vqa_batch(parts, images, questions, keys, seed=seed, bs=rows or bs * samples, **kwargs))
+
+
+def classify_images(parts: Parts, items: Items, classes: Sequence[str], *, bs: int = 16, **kwargs) -> Results:
+    """``(key, {'label', 'probs', 'ties', 'ppl'})`` per picture (`classify_batch`)."""
+    for keys, images in _chunks(items, bs):
+        yield from zip(keys, classify_batch(parts, images, classes, bs=bs, **kwargs))
+
+
+def embed_images(parts: Parts, items: Items, *, bs: int = 16, layer: int = -1, pooling: str = 'mean') -> Results:
+    """``(key, {'embedding': FloatTensor [hidden]})`` per picture (`embed_image_batch`)."""
+    for keys, images in _chunks(items, bs):
+        vectors = embed_image_batch(parts, images, layer=layer, pooling=pooling)
+        yield from ((key, {'embedding': v}) for key, v in zip(keys, vectors))
+
+
+def embed_texts(parts: Parts, items: Items, *, bs: int = 64, layer: int = -1, pooling: str = 'mean',
+                **kwargs) -> Results:
+    """``(key, {'embedding': FloatTensor [hidden]})`` per text (`embed_text_batch`)."""
+    for keys, texts in _chunks(items, bs):
+        vectors = embed_text_batch(parts, texts, layer=layer, pooling=pooling, **kwargs)
+        yield from ((key, {'embedding': v}) for key, v in zip(keys, vectors))
+
+
+def text2image_prompts(parts: Parts, items: Items, *, bs: int = 16, seed: int = 0, rows: Optional[int] = None,
+                       **kwargs) -> Results:
+    """``(key, {'codebooks', 'scores'})`` per prompt (`text2image_batch`)."""
+    samples = kwargs.get('codebooks_num') or kwargs.get('images_num', 1)
+    for keys, prompts in _chunks(items, bs):
+        yield from zip(keys, text2image_batch(parts, prompts, keys, seed=seed, bs=rows or bs * samples, **kwargs))

@@ -13,12 +13,24 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from rudolph.checks import check_classes, check_count, check_fraction, check_template, check_text, check_texts
+from rudolph.checks import (
+    check_classes,
+    check_count,
+    check_fraction,
+    check_template,
+    check_text,
+    check_texts,
+)
 from rudolph.errors import ConfigError, InputError
 from rudolph.generation.engine import ScorePart, ce_to_ppl, cross_entropy, first_eos_cut, generate
-from rudolph.generation.sampling import check_sampling_args
 from rudolph.model.config import Layout
-from rudolph.model.configs import DEFAULT_T2I_SAMPLING
+from rudolph.model.configs import (  # noqa: F401
+    DEFAULT_IMAGE_SAMPLING,
+    DEFAULT_TEXT_SAMPLING,
+    SamplingConfig,
+    image_sampling_for,
+    text_sampling_for,
+)
 from rudolph.tasks.sequences import (
     PAD_ID,
     check_tokenizer,
@@ -40,48 +52,6 @@ __all__ = ['Parts', 'SamplingConfig', 'DEFAULT_TEXT_SAMPLING', 'generate_images'
            'DEFAULT_IMAGE_SAMPLING', 'image_sampling_for', 'classify', 'class_probabilities', 'caption_counts',
            'captioning', 'vqa', 'texts', 'text_perplexity', 'image_embedding', 'embed_codes', 'rerank_codes_by_image',
            'template_prefix', 'prompt_positions', 'stack_codebooks']
-
-
-@dataclass(frozen=True)
-class SamplingConfig:
-    """``top_k`` / ``top_p`` / ``temperature`` of one sampling, validated once here."""
-    top_k: int
-    top_p: float
-    temperature: float = 1.0
-
-    def __post_init__(self) -> None:
-        check_sampling_args(self.top_k, self.top_p, self.temperature)
-
-    def kwargs(self) -> Dict[str, Any]:
-        return dict(top_k=self.top_k, top_p=self.top_p, temperature=self.temperature)
-
-
-#: text sampling when none is given: per convention (``reference``) and task
-DEFAULT_TEXT_SAMPLING = {
-    (True, 'captions'): SamplingConfig(32, 0.6, 1.0), (True, 'texts'): SamplingConfig(32, 0.8, 1.0),
-    (False, 'captions'): SamplingConfig(64, 0.8, 0.9), (False, 'texts'): SamplingConfig(64, 0.8, 0.9),
-}
-
-
-def text_sampling_for(reference: bool, task: str, top_k: Optional[int] = None, top_p: Optional[float] = None,
-                      temperature: Optional[float] = None) -> SamplingConfig:
-    """The given text sampling, :data:`DEFAULT_TEXT_SAMPLING` of the convention and ``task`` filling ``None``."""
-    return _filled(DEFAULT_TEXT_SAMPLING[(reference, task)].kwargs(), top_k, top_p, temperature)
-
-
-#: text-to-image sampling of a model that recommends none
-DEFAULT_IMAGE_SAMPLING = SamplingConfig(**DEFAULT_T2I_SAMPLING)
-
-
-def image_sampling_for(recommended: Mapping[str, Any], top_k: Optional[int] = None, top_p: Optional[float] = None,
-                       temperature: Optional[float] = None) -> SamplingConfig:
-    """The given text-to-image sampling; the model's ``recommended``, else :data:`DEFAULT_IMAGE_SAMPLING`, for None."""
-    return _filled({**DEFAULT_IMAGE_SAMPLING.kwargs(), **recommended}, top_k, top_p, temperature)
-
-
-def _filled(default: Mapping[str, Any], top_k, top_p, temperature) -> SamplingConfig:
-    given = dict(top_k=top_k, top_p=top_p, temperature=temperature)
-    return SamplingConfig(**{k: default[k] if v is None else v for k, v in given.items()})
 
 
 @dataclass(frozen=True)
