@@ -14,25 +14,25 @@ import random
 import shutil
 import tempfile
 from dataclasses import asdict
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 
-from rudolph.errors import CorruptCheckpointError
 from rudolph.finetune.config import TrainConfig, TrainState
-from rudolph.io.files import safe_torch_load
+from rudolph.pretrained.runs import (  # noqa: F401
+    LATEST_NAME,
+    LEGACY_WEIGHTS_NAME,
+    STATE_NAME,
+    WEIGHTS_NAME,
+    find_checkpoint,
+    safe_load,
+    step_number,
+)
 
 __all__ = ['WEIGHTS_NAME', 'LEGACY_WEIGHTS_NAME', 'STATE_NAME', 'LATEST_NAME', 'check_writable', 'find_checkpoint',
            'safe_load', 'save_checkpoint', 'load_resume', 'load_optimizer_state', 'set_rng_state', 'remove_leftovers']
 
 logger = logging.getLogger(__name__)
-
-WEIGHTS_NAME = 'model.safetensors'
-#: the weights file of checkpoints written before the self-describing format (still resumed)
-LEGACY_WEIGHTS_NAME = 'pytorch_model.bin'
-STATE_NAME = 'training_state.pt'
-LATEST_NAME = 'latest'
-
 
 def check_writable(out_dir: Union[str, os.PathLike]) -> str:
     """Create ``out_dir`` if needed and prove it writable; raises ``OSError`` naming the folder otherwise."""
@@ -46,85 +46,6 @@ def check_writable(out_dir: Union[str, os.PathLike]) -> str:
         raise OSError(f'output folder {out_dir!r} is not writable ({type(error).__name__}: {error.strerror or error}); '
                       'expected a folder this process can create files in') from None
     return out_dir
-
-
-def _step_number(name: str) -> int:
-    try:
-        return int(name[len('step-'):])
-    except ValueError:
-        return -1
-
-
-def safe_load(path: str, what: str = 'checkpoint file') -> Any:
-    """A file of this trainer (tensors and plain data only); errors name the file, nothing is unpickled."""
-    return safe_torch_load(path, what, training_objects=False)
-
-
-def _incomplete_reason(folder: str) -> Optional[str]:
-    """``None`` if ``folder`` is a complete checkpoint, else why not.
-
-    Complete: ``training_state.pt`` (written last) loads and lists every file of the
-    checkpoint with its size, and each file exists with that size.
-    """
-    state_path = os.path.join(folder, STATE_NAME)
-    if not os.path.isfile(state_path):
-        return f'{STATE_NAME} is missing'
-    try:
-        state = safe_load(state_path, 'training state')
-    except CorruptCheckpointError as error:  # an unsafe (tampered) file is an error, not a fallback
-        return str(error)
-    files = state.get('files') if isinstance(state, dict) else None
-    if not isinstance(files, dict) or not (WEIGHTS_NAME in files or LEGACY_WEIGHTS_NAME in files):
-        return f'{STATE_NAME} lists no checkpoint files (written by an older rudolph?)'
-    for name, size in files.items():
-        path = os.path.join(folder, name)
-        if not os.path.isfile(path):
-            return f'{name} is missing'
-        if os.path.getsize(path) != size:
-            return f'{name} has {os.path.getsize(path)} bytes, expected {size} (truncated or modified)'
-    return None
-
-
-def _candidates(path: str) -> List[str]:
-    """Checkpoint folders of an output folder, the one ``latest`` names first, then newest first."""
-    steps = sorted((d for d in os.listdir(path) if d.startswith('step-') and os.path.isdir(os.path.join(path, d))),
-                   key=_step_number, reverse=True)
-    latest = os.path.join(path, LATEST_NAME)
-    if os.path.isfile(latest):
-        with open(latest, encoding='utf-8') as f:
-            name = f.read().strip()
-        if name in steps:
-            steps.remove(name)
-            steps.insert(0, name)
-    return [os.path.join(path, d) for d in steps]
-
-
-def find_checkpoint(path: Union[str, os.PathLike]) -> str:
-    """The checkpoint folder ``path`` points at: itself, or an output folder's newest complete checkpoint.
-
-    A newer checkpoint that is incomplete (e.g. a truncated ``model.safetensors``) is skipped
-    with a warning naming it and the one used instead.
-    """
-    path = os.fspath(path)
-    if os.path.isfile(os.path.join(path, STATE_NAME)):
-        reason = _incomplete_reason(path)
-        if reason is not None:
-            raise CorruptCheckpointError(f'checkpoint {path!r} is incomplete: {reason}; resume from its output '
-                                         'folder to fall back to the newest complete checkpoint')
-        return path
-    skipped = []
-    for candidate in (_candidates(path) if os.path.isdir(path) else []):
-        reason = _incomplete_reason(candidate)
-        if reason is None:
-            for bad, why in skipped:
-                logger.warning('checkpoint %s is incomplete (%s); using %s instead', bad, why, candidate)
-            return candidate
-        skipped.append((candidate, reason))
-    if skipped:
-        raise CorruptCheckpointError(f'no complete checkpoint in {path!r}: ' +
-                                     '; '.join(f'{bad}: {why}' for bad, why in skipped))
-    raise FileNotFoundError(f'no checkpoint to resume from at {path!r}: expected a folder with {STATE_NAME} '
-                            'or an output folder holding step-* checkpoints')
 
 
 def remove_leftovers(out_dir: str) -> None:
@@ -275,7 +196,7 @@ def _prune(out_dir: str, keep_last: Optional[int], newest: str) -> None:
     """Keep the ``keep_last`` newest step folders (``None``/``0``: all); ``newest``, just written, always stays."""
     if not keep_last:
         return
-    steps = sorted((d for d in os.listdir(out_dir) if d.startswith('step-')), key=_step_number)
+    steps = sorted((d for d in os.listdir(out_dir) if d.startswith('step-')), key=step_number)
     for old in steps[:-keep_last]:
         if old != newest:
             shutil.rmtree(os.path.join(out_dir, old), ignore_errors=True)

@@ -33,6 +33,7 @@ import torch
 
 from rudolph.errors import ConfigError, CorruptCheckpointError, WeightsNotFoundError
 from rudolph.pretrained.model_card import model_card
+from rudolph.pretrained.runs import LATEST_NAME, STATE_NAME, find_checkpoint
 from rudolph.pretrained.sources import (  # noqa: F401 (re-exported)
     Source,
     _plain,
@@ -252,8 +253,6 @@ def is_pretrained_folder(path: Union[str, os.PathLike]) -> bool:
 
 def resolve_pretrained(path: Union[str, os.PathLike]) -> str:
     """The saved-model folder a local path names: itself, a trainer's ``latest`` (file or output folder) or step."""
-    from rudolph.finetune.checkpoints import LATEST_NAME, STATE_NAME, find_checkpoint
-
     path = os.fspath(path)
     if os.path.isfile(path):  # the trainer's `latest`: a file holding the name of the newest step folder
         with open(path, encoding='utf-8') as f:
