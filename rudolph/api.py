@@ -16,9 +16,11 @@ from rudolph.generation.engine import ce_to_ppl
 from rudolph.generation.sampling import check_sampling_args
 from rudolph.model.config import Layout
 from rudolph.model.configs import DEFAULT_SPC_TOKENS
+from rudolph.superres import cached_realesrgan
 from rudolph.tasks import core as tasks
 from rudolph.tasks.core import DEFAULT_IMAGE_SAMPLING, VQA_TEMPLATE, Parts, SamplingConfig
 from rudolph.tasks.sequences import encode_text, model_device, require_vae, task_token, tokenizer_vocab_limit
+from rudolph.utils import seed_everything, torch_tensors_to_pil_list
 
 __all__ = ['ruDolphApi', 'DEFAULT_SPC_TOKENS', 'VQA_TEMPLATE']
 
@@ -83,7 +85,6 @@ class ruDolphApi:  # noqa: N801 (original name)
     def seed_everything(seed: Optional[int]) -> None:
         """Kept for compatibility: seeds the global RNGs (the API itself uses private generators)."""
         if seed is not None:
-            from rudolph.utils import seed_everything
             seed_everything(seed)
 
     @staticmethod
@@ -143,7 +144,6 @@ class ruDolphApi:  # noqa: N801 (original name)
         loaded :class:`~rudolph.superres.RealESRGAN` to use. Returns ``(pil_images, [{'ppl_txt',
         'ppl_img', 'score'}])``, best first.
         """
-        from rudolph.utils import torch_tensors_to_pil_list
 
         check_count('images_num', images_num)
         check_count('codebooks_num', codebooks_num)
@@ -165,7 +165,6 @@ class ruDolphApi:  # noqa: N801 (original name)
 
     def _upscaler(self, upscale):
         """``None``, a loaded upscaler, or the Real-ESRGAN of scale ``upscale`` (loaded once, then kept)."""
-        from rudolph.superres import cached_realesrgan
 
         # in the model's precision (fp16, bf16 or fp32)
         return cached_realesrgan(self.__dict__.setdefault('_upscalers', {}), upscale, model_device(self.model),

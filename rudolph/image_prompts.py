@@ -6,6 +6,7 @@ import torch
 from PIL import Image
 
 from rudolph.errors import InputError
+from rudolph.vae.image import preprocess_image
 
 __all__ = ['ImagePrompts']
 
@@ -60,7 +61,6 @@ class ImagePrompts:
     def preprocess_img(self, pil_img: Image.Image, image_size: Optional[int] = None) -> torch.Tensor:
         """PIL -> ``[1, 3, H, W]`` float in ``[0, 1]`` on ``device``."""
         if image_size is not None:
-            from rudolph.vae.image import preprocess_image
 
             img = preprocess_image(pil_img, image_size)
         else:

@@ -18,7 +18,13 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
+from rudolph.checks import check_count
 from rudolph.errors import CheckpointError, CheckpointMismatchError, ConfigError, InputError, MissingDependencyError
+from rudolph.io.files import check_finite, safe_torch_load
+from rudolph.io.hub import hub_download
+from rudolph.model.device import check_device
+from rudolph.model.loading import resolve_dtype
+from rudolph.vae.image import to_rgb
 
 __all__ = ['get_realesrgan', 'cached_realesrgan', 'RealESRGAN', 'REPO_ID', 'FILES', 'resolve_scale', 'load_state_dict',
            'tiled_upscale', 'INSTALL_HINT', 'DEFAULT_TILE', 'DEFAULT_OVERLAP']
@@ -78,7 +84,6 @@ def _unwrap(obj: Any, path: str) -> Dict[str, torch.Tensor]:
 
 def load_state_dict(path: Union[str, os.PathLike]) -> Dict[str, torch.Tensor]:
     """Read a Real-ESRGAN ``.pth`` (never unpickling code), unwrap it and check its weights are finite."""
-    from rudolph.io.files import check_finite, safe_torch_load
 
     path = os.fspath(path)
     state = _unwrap(safe_torch_load(path, what='Real-ESRGAN weights'), path)
@@ -107,7 +112,6 @@ def _descriptor(state: Dict[str, torch.Tensor], path: str, scale: int):
 
 
 def _dtype_for(dtype: Union[None, str, torch.dtype], fp16: bool, device: torch.device) -> torch.dtype:
-    from rudolph.model.loading import resolve_dtype
 
     dtype = resolve_dtype(dtype)
     if fp16 and dtype not in (None, torch.float16):
@@ -161,7 +165,6 @@ class RealESRGAN:
 
     def __init__(self, descriptor, name: str, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
                  batch_size: int = 4):
-        from rudolph.checks import check_count
 
         check_count('tile', tile)
         check_count('batch_size', batch_size)
@@ -235,7 +238,6 @@ class RealESRGAN:
         import numpy as np
         from PIL import Image
 
-        from rudolph.vae.image import to_rgb
 
         rgb = torch.from_numpy(np.asarray(to_rgb(img), dtype=np.uint8).copy()).permute(2, 0, 1)
         out = self.upscale_tensor(rgb.float().div_(255), tile, overlap)
@@ -245,7 +247,6 @@ class RealESRGAN:
 
 
 def _weights_file(name: str, cache_dir: Optional[str], local_arg: Optional[str]) -> str:
-    from rudolph.io.hub import hub_download
 
     filename = FILES[name][0]
     return hub_download(REPO_ID, filename, what=f'the Real-ESRGAN {name} weights of ruDALL-E',
@@ -266,7 +267,6 @@ def get_realesrgan(name: Union[str, int] = 'x4', device: Union[str, torch.device
     ``dtype`` ('fp16', 'bf16', a torch dtype): float16 on CUDA (on CPU it warns and keeps float32), bfloat16 anywhere.
     Needs ``spandrel`` (:class:`~rudolph.errors.MissingDependencyError` otherwise).
     """
-    from rudolph.model.device import check_device
 
     name = resolve_scale(name)
     _spandrel()  # before any download: a missing package is the first thing to say

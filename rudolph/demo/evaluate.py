@@ -23,8 +23,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from rudolph.demo import T2I_SAMPLING
+from rudolph.api import ruDolphApi
+from rudolph.demo import T2I_SAMPLING, load_bundle
 from rudolph.demo import shapes as S
+from rudolph.utils import torch_tensors_to_pil_list
 
 __all__ = ['EVAL_SEED', 'RECORDED', 'EvalResult', 'make_api', 'evaluate', 'format_table', 'THRESHOLDS',
            'wilson_interval']
@@ -54,8 +56,6 @@ class EvalResult:
 
 
 def make_api(bundle=None, bs: int = 16):
-    from rudolph.api import ruDolphApi
-    from rudolph.demo import load_bundle
 
     bundle = bundle or load_bundle()
     return ruDolphApi(bundle.model, bundle.tokenizer, bundle.vae, spc_tokens=bundle.spc_tokens, quite=True, bs=bs)
@@ -114,7 +114,6 @@ def evaluate(api=None, n: int = 200, seed: int = EVAL_SEED, tasks: Sequence[str]
                     examples['vqa'].append({'truth': S.caption(s), 'question': S.VQA_COLOUR, 'answer': answer})
             seconds['vqa'] = time.time() - t
         if 't2i' in tasks:
-            from rudolph.utils import torch_tensors_to_pil_list
 
             t = time.time()
             kwargs = {**T2I_SAMPLING, **(t2i_kwargs or {})}

@@ -15,6 +15,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageDraw
 
+from rudolph.api import VQA_TEMPLATE
+
 __all__ = ['SHAPES', 'COLOURS', 'BACKGROUNDS', 'SIZES', 'POSITIONS', 'IMAGE_SIZE', 'Sample', 'make_sample',
            'make_samples', 'render', 'caption', 'captions', 'question_answers', 'attribute_texts', 'check_image',
            'parse_colour', 'parse_shape', 'all_texts', 'VQA_COLOUR', 'VQA_SHAPE', 'VQA_POSITION',
@@ -227,7 +229,6 @@ def write_imagefolder(root: str, n: int, by: str = 'shape', seed: int = 0, start
 
 def all_texts(samples: Sequence[Sample]) -> List[str]:
     """Every text the models see (tokenizer training corpus)."""
-    from rudolph.api import VQA_TEMPLATE
 
     out = []
     for s in samples:

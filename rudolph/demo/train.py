@@ -44,6 +44,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rudolph.api import VQA_TEMPLATE
 from rudolph.demo import (
     MODEL_PARAMS,
     NAME,
@@ -56,6 +57,14 @@ from rudolph.demo import (
     VQGAN_PATH,
 )
 from rudolph.demo import shapes as S
+from rudolph.finetune import TrainConfig, prepare_dataset, train
+from rudolph.io.safetensors import write_safetensors
+from rudolph.model import get_rudolph_model, ruDolphModel
+from rudolph.model.config import RudolphConfig
+from rudolph.pretrained.folder import pretrained_config, write_description
+from rudolph.tokenizer import get_tokenizer, train_bpe
+from rudolph.vae import VQGanGumbelVAE
+from rudolph.vae.model import read_checkpoint_state_dict
 
 TRAIN_SEED = 0  # the dataset seed of training pictures (evaluation uses EVAL_SEED, see evaluate.py)
 N_BG = len(S.BACKGROUNDS)
@@ -200,7 +209,6 @@ def _train_part(vae, params: List[torch.nn.Parameter], loss_fn, n: int, steps: i
 
 def save_weights(state: Dict[str, torch.Tensor], path: str, vqgan: bool = False) -> None:
     """A weights file of the shipped folder: safetensors (the VQGAN's header records its architecture)."""
-    from rudolph.io.safetensors import write_safetensors
 
     meta = {'vqgan_config': json.dumps(VQGAN_CONFIG), 'dwt': 'false'} if vqgan else {}
     write_safetensors(state, path, meta)
@@ -208,8 +216,6 @@ def save_weights(state: Dict[str, torch.Tensor], path: str, vqgan: bool = False)
 
 def describe_folder(out: str, pictures: int, stages: str, seed: int) -> None:
     """``config.json`` and the model card beside the three files: the folder loads like any saved model."""
-    from rudolph.model.config import RudolphConfig
-    from rudolph.pretrained.folder import pretrained_config, write_description
 
     sources = {'base_model': NAME, 'tokenizer': {'path': 'bpe.model'},
                'vae': {'path': 'vqgan.safetensors', 'config': dict(VQGAN_CONFIG), 'dwt': False}}
@@ -230,7 +236,6 @@ DECODER_PARTS = ('decoder.', 'post_quant_conv.')
 
 def reuse_parts(vae, path: str, prefixes: Sequence[str]) -> None:
     """Load the weights under ``prefixes`` from the VQGAN checkpoint ``path`` (the rest stays as is)."""
-    from rudolph.vae.model import read_checkpoint_state_dict
 
     state = {k: v for k, v in read_checkpoint_state_dict(path).items() if k.startswith(tuple(prefixes))}
     if not state:
@@ -244,7 +249,6 @@ def reuse_parts(vae, path: str, prefixes: Sequence[str]) -> None:
 
 def new_vqgan(patterns: np.ndarray, seed: int = 0):
     """A fresh tiny VQGAN whose codebook ``quantize.embed`` is the fixed :func:`code_features` table."""
-    from rudolph.vae import VQGanGumbelVAE
 
     torch.manual_seed(seed)
     vae = VQGanGumbelVAE(config=VQGAN_CONFIG)
@@ -296,7 +300,6 @@ def train_decoder(vae, images: torch.Tensor, codes: torch.Tensor, alpha: np.ndar
 
 # ----------------------------------------------------------------------------- tokenizer
 def train_tokenizer(samples: Sequence[S.Sample], path: str = TOKENIZER_PATH):
-    from rudolph.tokenizer import get_tokenizer, train_bpe
 
     data = train_bpe(S.all_texts(samples), vocab_size=PLAIN_TEXT_VOCAB, path=path)
     if data.vocab_size > PLAIN_TEXT_VOCAB:
@@ -309,7 +312,6 @@ def train_tokenizer(samples: Sequence[S.Sample], path: str = TOKENIZER_PATH):
 def rudolph_rows(samples: Sequence[S.Sample], images: torch.Tensor, seed: int = 0, t2i_per_image: int = 2,
                  i2t_per_image: int = 2) -> List[Dict]:
     """Fine-tuning rows: ``t2i_per_image`` ``t2i`` and ``i2t_per_image`` ``i2t`` rows per picture."""
-    from rudolph.api import VQA_TEMPLATE
 
     rng = np.random.default_rng(seed)
     rows = []
@@ -366,8 +368,6 @@ def train_rudolph(samples: Sequence[S.Sample], tokenizer, vae, epochs: int = 2, 
                   lr: float = 2e-3, seed: int = 0, path: Optional[str] = RUDOLPH_PATH,
                   max_steps: Optional[int] = None, show_progress: bool = True, work_dir: Optional[str] = None,
                   save_every: Optional[int] = None, model=None, t2i_rows: int = 2, i2t_rows: int = 2):
-    from rudolph.finetune import TrainConfig, prepare_dataset, train
-    from rudolph.model import ruDolphModel
 
     t0 = time.time()
     images = images_tensor(samples)
@@ -433,7 +433,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
              (('tokenizer', TOKENIZER_PATH), ('vqgan', VQGAN_PATH), ('rudolph', RUDOLPH_PATH))}
     samples = S.make_samples(args.pictures, seed=TRAIN_SEED)
     _log(f'{len(samples)} training pictures rendered ({time.time() - t0:.0f}s)')
-    from rudolph.tokenizer import get_tokenizer
 
     tokenizer = get_tokenizer(paths['tokenizer']) if 'tokenizer' in args.skip else \
         train_tokenizer(samples, paths['tokenizer'])
@@ -461,12 +460,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # RuDOLPH learns on the target codes (what the encoder is trained to output and the decoder
         # to draw), so it does not depend on how far the VQGAN got.
         if not args.init_rudolph:
-            from rudolph.model import ruDolphModel
             torch.manual_seed(args.seed)
             model = ruDolphModel(device='cpu', **MODEL_PARAMS)
             structured_image_init(model, patterns, seed=args.seed)
         else:
-            from rudolph.model import get_rudolph_model
             model = get_rudolph_model('tiny-shapes', checkpoint_path=args.init_rudolph).float()
         table = CodeTable(images, codes)
         for k, stage in enumerate(args.rudolph_stages.split(','), start=args.first_stage):

@@ -30,6 +30,8 @@ from rudolph.finetune.checkpoints import (
 )
 from rudolph.finetune.config import NonFiniteLossError, TrainConfig, TrainResult, TrainState, check_config
 from rudolph.finetune.data import EncodedDataset, TaskBatchSampler, collate
+from rudolph.model.loading import check_state_dict
+from rudolph.model.quant import Int8Linear, cpu_has_native_bf16
 
 __all__ = ['TrainConfig', 'TrainResult', 'TrainState', 'Trainer', 'NonFiniteLossError', 'train', 'evaluate',
            'find_checkpoint', 'check_writable', 'safe_load', 'WEIGHTS_NAME', 'STATE_NAME']
@@ -178,7 +180,6 @@ def train(model: nn.Module, train_data: EncodedDataset, config: TrainConfig,
 
 def _check_trainable_model(model: nn.Module) -> None:
     """``ConfigError`` for a model whose weights cannot learn: int8 layers hold their weights as buffers."""
-    from rudolph.model.quant import Int8Linear
 
     int8 = [name for name, m in model.named_modules() if isinstance(m, Int8Linear)]
     if int8:
@@ -191,7 +192,6 @@ def resolve_train_precision(precision: str, cpu: bool) -> str:
     """``'auto'`` -> ``'bf16'`` where the device computes bf16 natively, else ``'fp32'``; others unchanged."""
     if precision != 'auto':
         return precision
-    from rudolph.model.quant import cpu_has_native_bf16
 
     native = cpu_has_native_bf16() if cpu else torch.cuda.is_bf16_supported()
     chosen = 'bf16' if native else 'fp32'
@@ -253,7 +253,6 @@ class Trainer:
             _seed_everything(config.seed)
             return None, None
         resume_state, weights, rng = load_resume(config.resume, self.accelerator)
-        from rudolph.model.loading import check_state_dict
 
         self.model.load_state_dict(check_state_dict(self.model, weights, 'the model being trained'), strict=False)
         for key in ('batch_size', 'grad_accum'):

@@ -10,7 +10,7 @@ import pickle
 import re
 import tempfile
 import zipfile
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, BinaryIO, Callable, Mapping, Optional
 
 import torch
 
@@ -154,4 +154,25 @@ def write_atomic(path: str, write: Callable[[str], None]) -> str:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+    _fsync_folder(path)
     return path
+
+
+def write_atomic_stream(path: str, write: Callable[[BinaryIO], None]) -> str:
+    """:func:`write_atomic` for a writer of an open binary file (``write(f)``)."""
+    def fill(tmp: str) -> None:
+        with open(tmp, 'wb') as f:
+            write(f)
+    return write_atomic(path, fill)
+
+
+def _fsync_folder(path: str) -> None:
+    """Make the rename itself durable (the folder's entry), where the system can open folders."""
+    try:
+        fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    except OSError:  # not every system opens folders
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -68,9 +68,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _write_report(path: str, report: Dict[str, Any]) -> None:
-    from rudolph.jobs.output import atomic_write, json_text
+    from rudolph.io.files import write_atomic_stream
+    from rudolph.jobs.output import json_text
 
-    atomic_write(path, lambda f: f.write((json_text(report) + '\n').encode('utf-8')))
+    write_atomic_stream(path, lambda f: f.write((json_text(report) + '\n').encode('utf-8')))
 
 
 def _emit(args: argparse.Namespace, report: Dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from rudolph.errors import InputError
 from rudolph.jobs.inputs import Item, open_image
+from rudolph.vae.image import TOKEN_PX, to_rgb
 
 __all__ = ['Loaded', 'ImageDataset', 'make_loader', 'load_picture', 'default_workers']
 
@@ -30,7 +31,6 @@ class Loaded(NamedTuple):
 
 def load_picture(path: str, size: int) -> np.ndarray:
     """``path`` as the model sees it: RGB (``to_rgb``), centre square, ``size`` px (bilinear), uint8."""
-    from rudolph.vae.image import TOKEN_PX, to_rgb
 
     with open_image(path) as img:
         rgb = to_rgb(img)

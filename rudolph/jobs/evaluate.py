@@ -20,6 +20,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from rudolph.errors import DataError, InputError
+from rudolph.io.files import write_atomic_stream
 from rudolph.jobs.inputs import Item, folder_images
 
 __all__ = ['ImageFolder', 'read_imagefolder', 'CLASSES_FILE', 'confusion_matrix', 'metrics', 'stratified_split',
@@ -232,6 +233,5 @@ def draw_confusion(matrix: np.ndarray, names: Sequence[str], path: str, title: s
         label = Image.new('RGB', (margin, cell), 'white')
         ImageDraw.Draw(label).text((4, cell // 3), labels[j], fill='black', font=font)
         img.paste(label.rotate(90, expand=True), (margin + j * cell, 24))
-    from rudolph.jobs.output import atomic_write
 
-    atomic_write(path, lambda f: img.save(f, format='PNG'))
+    write_atomic_stream(path, lambda f: img.save(f, format='PNG'))

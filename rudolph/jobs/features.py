@@ -11,7 +11,8 @@ from typing import Sequence
 
 import numpy as np
 
-from rudolph.jobs.output import Format, atomic_write, read_records
+from rudolph.io.files import write_atomic_stream
+from rudolph.jobs.output import Format, read_records
 
 __all__ = ['ROWS_SUFFIX', 'rows_path', 'index_path', 'restore_rows', 'remove_features', 'write_features',
            'read_features']
@@ -58,7 +59,7 @@ def restore_rows(rows: str, columns: Sequence[str]) -> None:
     features, index = read_features(npy)
     fmt = Format(columns)
     lines = [fmt.encode({**entry, 'embedding': row.tolist()}) for entry, row in zip(index, features)]
-    atomic_write(rows, lambda f: f.write(''.join(lines).encode('utf-8')))
+    write_atomic_stream(rows, lambda f: f.write(''.join(lines).encode('utf-8')))
 
 
 def write_features(rows: str, columns: Sequence[str]) -> None:
@@ -66,8 +67,8 @@ def write_features(rows: str, columns: Sequence[str]) -> None:
     npy = _npy_of(rows)
     records = read_records(rows, Format(columns))
     features = np.asarray([r[2]['embedding'] for r in records], dtype=np.float32)
-    atomic_write(npy, lambda f: np.save(f, features, allow_pickle=False))
+    write_atomic_stream(npy, lambda f: np.save(f, features, allow_pickle=False))
     index = [json.dumps({c: r[2][c] for c in columns if c != 'embedding'}, ensure_ascii=False) + '\n'
              for r in records]
-    atomic_write(index_path(npy), lambda f: f.write(''.join(index).encode('utf-8')))
+    write_atomic_stream(index_path(npy), lambda f: f.write(''.join(index).encode('utf-8')))
     os.remove(rows)

@@ -13,8 +13,9 @@ import os
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from rudolph.errors import ConfigError, DataError
+from rudolph.io.files import write_atomic_stream
 
-__all__ = ['Format', 'format_for', 'repair', 'read_records', 'RecordWriter', 'merge', 'atomic_write',
+__all__ = ['Format', 'format_for', 'repair', 'read_records', 'RecordWriter', 'merge', 
            'part_path', 'part_paths', 'errors_path', 'json_text', 'check_writable_folder']
 
 #: one record on disk: its key, its line (ending in a newline) and its fields
@@ -124,17 +125,6 @@ def errors_path(path: str) -> str:
     return f'{path}.errors.jsonl'
 
 
-def _fsync_folder(path: str) -> None:
-    try:
-        fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-    except OSError:  # not every system opens folders
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def repair(path: str) -> bool:
     """Cut a torn last line (no final newline: a write was interrupted); True if something was cut."""
     if not os.path.exists(path):
@@ -192,21 +182,6 @@ class RecordWriter:
         self.close()
 
 
-def atomic_write(path: str, write) -> None:
-    """``write(f)`` into a temporary file next to ``path``, fsynced, then renamed over ``path``."""
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f'.{os.path.basename(path)}.tmp-{os.getpid()}')
-    try:
-        with open(tmp, 'wb') as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    _fsync_folder(path)
-
-
 def merge(path: str, sources: Sequence[str], fmt: Format, order: Mapping[str, int],
           header: Optional[str] = None) -> int:
     """Write the records of ``sources`` (the first of each key wins) to ``path`` sorted by ``order``
@@ -218,5 +193,5 @@ def merge(path: str, sources: Sequence[str], fmt: Format, order: Mapping[str, in
                 seen[key] = (order.get(key, len(order)), len(seen), line)
     lines = [line for _, _, line in sorted(seen.values())]
     head = fmt.header() if header is None else header
-    atomic_write(path, lambda f: f.write((head + ''.join(lines)).encode('utf-8')))
+    write_atomic_stream(path, lambda f: f.write((head + ''.join(lines)).encode('utf-8')))
     return len(lines)

@@ -176,7 +176,7 @@ class Text2ImageJob(Job):
     def _save(self, key: str, codebooks) -> List[str]:
         import torch
 
-        from rudolph.jobs.output import atomic_write
+        from rudolph.io.files import write_atomic_stream
         from rudolph.utils import torch_tensors_to_pil_list
 
         with torch.no_grad():
@@ -184,5 +184,5 @@ class Text2ImageJob(Job):
         names = []
         for j, picture in enumerate(pictures):
             names.append(f'{_file_name(key)}_{j}.png')
-            atomic_write(os.path.join(self.out_dir, names[-1]), lambda f, p=picture: p.save(f, format='PNG'))
+            write_atomic_stream(os.path.join(self.out_dir, names[-1]), lambda f, p=picture: p.save(f, format='PNG'))
         return names

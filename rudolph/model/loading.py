@@ -8,6 +8,7 @@ import torch
 from rudolph.errors import CheckpointMismatchError, ConfigError, CorruptCheckpointError, WeightsNotFoundError
 from rudolph.io.files import check_finite, describe_unreadable, safe_torch_load  # noqa: F401 (re-exported)
 from rudolph.io.hub import hub_download
+from rudolph.io.safetensors import is_safetensors, read_safetensors
 from rudolph.model import quant
 from rudolph.model.configs import MODELS
 from rudolph.model.image_attention import MASK_NAMES
@@ -65,7 +66,6 @@ def load_checkpoint(path: str) -> Dict[str, torch.Tensor]:
 
     The format is recognised by the file's content, not its name.
     """
-    from rudolph.io.safetensors import is_safetensors, read_safetensors
 
     state = read_safetensors(path, 'RuDOLPH checkpoint') if is_safetensors(path) else _torch_state(path)
     keys = list(state)
@@ -193,7 +193,6 @@ def _torch_state(path: str) -> Mapping[str, torch.Tensor]:
 
 def _lazy_checkpoint(path: str) -> Dict[str, torch.Tensor]:
     """The memory-mapped tensors of a checkpoint, not yet checked for NaN/inf (done tensor by tensor)."""
-    from rudolph.io.safetensors import is_safetensors
 
     if is_safetensors(path):
         return load_checkpoint(path)

@@ -28,6 +28,7 @@ from rudolph.errors import ConfigError, InputError
 from rudolph.generation.engine import ScorePart, ce_to_ppl
 from rudolph.generation.rows import generate_rows, score_suffixes
 from rudolph.generation.sampling import make_generator
+from rudolph.model.configs import MODELS
 from rudolph.tasks.core import (
     DEFAULT_IMAGE_SAMPLING,
     VQA_TEMPLATE,
@@ -88,7 +89,6 @@ def _check_keys(keys: Sequence[str], n: int) -> List[str]:
 
 def _registry_sampling(model, task: str) -> Dict[str, Any]:
     """The registry's recommended sampling of ``task`` for a model of this architecture (``{}``: none or ambiguous)."""
-    from rudolph.model.configs import MODELS
 
     own = getattr(model, 'sampling', None)
     if isinstance(own, Mapping) and task in own:

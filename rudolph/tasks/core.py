@@ -26,6 +26,7 @@ from rudolph.generation.engine import ScorePart, ce_to_ppl, cross_entropy, first
 from rudolph.model.config import Layout
 from rudolph.model.configs import (  # noqa: F401
     DEFAULT_IMAGE_SAMPLING,
+    DEFAULT_SPC_TOKENS,
     DEFAULT_TEXT_SAMPLING,
     SamplingConfig,
     image_sampling_for,
@@ -68,7 +69,6 @@ class Parts:
     def of(cls, model, tokenizer, vae, spc_tokens: Optional[Mapping[str, int]] = None,
            reference: Optional[bool] = None, progress: bool = True) -> 'Parts':
         """Parts of a model: task tokens (``spc_tokens``, else the model's, else the published) if it has any."""
-        from rudolph.model.configs import DEFAULT_SPC_TOKENS
 
         has_tokens = bool(model.get_param('text_special_tokens'))
         spc = dict(spc_tokens or getattr(model, 'spc_tokens', None) or DEFAULT_SPC_TOKENS) if has_tokens else {}

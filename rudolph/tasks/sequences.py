@@ -13,6 +13,7 @@ import torch
 from rudolph.errors import ConfigError, InputError
 from rudolph.model.config import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Layout
 from rudolph.model.device import model_device
+from rudolph.vae.image import preprocess_image
 
 __all__ = ['PAD_ID', 'UNK_ID', 'BOS_ID', 'EOS_ID', 'model_device', 'require_vae', 'check_tokenizer',
            'tokenizer_vocab_limit', 'check_vae', 'task_token', 'bpe_ids', 'text_segment', 'encode_text',
@@ -103,7 +104,6 @@ def encode_text(tokenizer, text: str, length: int, name: str = 'text', special: 
 @torch.no_grad()
 def encode_image(pil_img, vae, model) -> torch.Tensor:
     """PIL image (any mode and size: converted to RGB, centre-cropped, resized) -> VQGAN ids ``[N*N]``."""
-    from rudolph.vae.image import preprocess_image
 
     require_vae(vae, 'encoding a picture')
     layout = Layout.from_model(model)

@@ -21,6 +21,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 from rudolph.errors import ConfigError, RudolphError, WeightsNotFoundError
 from rudolph.io.hub import hub_download
+from rudolph.io.safetensors import is_safetensors, read_safetensors_metadata
 from rudolph.model.configs import MODELS
 from rudolph.vae.dwt import DWTInverse
 from rudolph.vae.image import preprocess_image
@@ -77,7 +78,6 @@ def _stored_config(path: str, dwt: bool) -> Tuple[ConfigLike, bool]:
     """The architecture a safetensors VQGAN file records (``save_pretrained`` writes it), else the defaults."""
     import json
 
-    from rudolph.io.safetensors import is_safetensors, read_safetensors_metadata
 
     if not is_safetensors(path):
         return None, dwt

@@ -15,7 +15,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from rudolph.errors import CheckpointMismatchError, CorruptCheckpointError
-from rudolph.model.loading import check_finite, safe_torch_load
+from rudolph.io.files import check_finite, safe_torch_load
+from rudolph.io.safetensors import is_safetensors, read_safetensors
 from rudolph.vae.dwt import DWTInverse
 from rudolph.vae.modules import Decoder, Encoder
 
@@ -233,13 +234,12 @@ class GumbelVQ(nn.Module):
 def read_checkpoint_state_dict(path: str) -> Dict[str, torch.Tensor]:
     """Load ``path`` on CPU and return its ``'state_dict'`` (or the file itself when it is a bare state dict).
 
-    Read with ``weights_only=True`` only (:func:`rudolph.model.loading.safe_torch_load`): the
+    Read with ``weights_only=True`` only (:func:`rudolph.io.files.safe_torch_load`): the
     training objects of PyTorch-Lightning checkpoints load as inert stand-ins, any other pickled
     object raises :class:`UnsafeCheckpointError`. A file that ``torch.load`` cannot read (empty,
     truncated, random bytes) raises :class:`CorruptCheckpointError` (a ``ValueError``) naming the
     path; NaN or inf weights raise :class:`CheckpointError` naming the first bad key.
     """
-    from rudolph.io.safetensors import is_safetensors, read_safetensors
 
     path = os.fspath(path)
     if is_safetensors(path):  # a bare state dict (what save_pretrained writes), no pickle
