@@ -1,10 +1,15 @@
-"""The README's Python snippets run as written, on the embedded tiny-shapes model.
+"""The Python snippets of the README and of the docs pages run as written, on the embedded tiny-shapes model.
 
-Each ```python block is run in a fresh namespace in a temporary folder after two substitutions:
-every published model name becomes ``'tiny-shapes'`` and, without CUDA, ``'cuda'`` becomes
-``'cpu'``. What a user brings (a picture, a captions file, a fine-tuned folder, token ids) comes
-from a small setup drawn with ``rudolph.demo.shapes``; blocks that continue an earlier one find
-the components loaded there (``model``, ``tokenizer``, ``vae``, ``device``).
+Each ```python block of README.md and of ``docs/*.md`` (except ``docs/SPEC.md``, the numeric
+contract, which has no runnable snippets) is run in a fresh namespace in a temporary folder after
+two substitutions: every published model name becomes ``'tiny-shapes'`` and, without CUDA,
+``'cuda'`` becomes ``'cpu'``. What a user brings (a picture, a captions file, a fine-tuned folder,
+token ids) comes from a small setup drawn with ``rudolph.demo.shapes``; blocks that continue an
+earlier one find the components loaded there (``model``, ``tokenizer``, ``vae``, ``device``).
+
+A block that cannot run here is fenced ```py instead (not collected as ```python) and must be on
+:data:`NOT_RUN` with the reason and the test that runs it instead. Shell blocks (```bash: hub
+pushes, ``accelerate launch`` on several GPUs or machines, ``rudolph app``) are not run here.
 """
 import json
 import os
@@ -24,17 +29,49 @@ PUBLISHED = sorted((name for name in MODELS if name != TINY), key=len, reverse=T
 GIVEN = ('model', 'tokenizer', 'vae', 'device', 'pil_img', 'input_ids', 'attention_mask')
 
 
-def readme_blocks() -> list:
-    """``(heading, source)`` of every ```python block of README.md."""
-    with open(os.path.join(REPO, 'README.md'), encoding='utf-8') as f:
+DOCS = os.path.join(REPO, 'docs')
+
+
+def docs_pages() -> list:
+    """Every docs page but the specification, in the order of the site's navigation (mkdocs.yml).
+
+    The blocks share the loaded components, and a page may change them as a reader would (fine-tuning
+    trains ``model``), so they run in reading order: the README, then the pages as the site lists them.
+    """
+    pages = [name for name in os.listdir(DOCS) if name.endswith('.md') and name != 'SPEC.md']
+    with open(os.path.join(REPO, 'mkdocs.yml'), encoding='utf-8') as f:
+        nav = re.findall(r'^\s*- (?:[^:\n]+: )?([\w./-]+\.md)\s*$', f.read(), flags=re.M)
+    ordered = [name for name in nav if name in pages]
+    return [f'docs/{name}' for name in ordered + sorted(set(pages) - set(ordered))]
+
+
+#: the pages whose ```python blocks run: the README and every docs page but the specification.
+PAGES = ['README.md'] + docs_pages()
+#: (page, heading) of the ```py blocks, which are not run here, and why.
+NOT_RUN = {
+    ('docs/superres.md', 'Super-resolution'):
+        "needs ruDALL-E's Real-ESRGAN weights: tests/test_superres.py::test_readme_snippet runs it "
+        'against a hub cache it fills with small weights of that layout',
+}
+
+
+def page_blocks(page: str, fence: str = 'python') -> list:
+    """``(heading, source)`` of every ```<fence> block of a page (heading: the nearest #, ## or ### above it)."""
+    with open(os.path.join(REPO, page), encoding='utf-8') as f:
         text = f.read()
     blocks, heading = [], ''
-    for match in re.finditer(r'^(## [^\n]+)$|^```python\n(.*?)^```', text, flags=re.M | re.S):
+    pattern = r'^(#{1,3} [^\n]+)$|^```' + re.escape(fence) + r'\n(.*?)^```'
+    for match in re.finditer(pattern, text, flags=re.M | re.S):
         if match.group(1):
-            heading = match.group(1)[3:].strip()
+            heading = match.group(1).lstrip('#').strip()
         else:
             blocks.append((heading, match.group(2)))
     return blocks
+
+
+def readme_blocks() -> list:
+    """``(page, heading, source)`` of every ```python block of README.md and the docs pages."""
+    return [(page, heading, source) for page in PAGES for heading, source in page_blocks(page)]
 
 
 def on_tiny(source: str) -> str:
@@ -47,6 +84,8 @@ def on_tiny(source: str) -> str:
 
 
 BLOCKS = readme_blocks()
+
+
 @pytest.fixture(scope='module')
 def user_files(tmp_path_factory):
     """A working folder with what the snippets expect from a user, and the loaded tiny components."""
@@ -80,22 +119,36 @@ def given_names(model, tokenizer, vae, pil_img) -> dict:
 
 
 def test_readme_has_the_snippets():
-    headings = [heading for heading, _ in BLOCKS]
-    assert len(BLOCKS) >= 6
-    for section in ('Loading a model', 'Tasks', 'Fine-tuning'):
-        assert section in headings, section
-    for heading, source in BLOCKS:  # after the substitution every block runs on tiny-shapes
+    pages = {page for page, _, _ in BLOCKS}
+    assert 'README.md' in pages and len(BLOCKS) >= 12
+    found = {(page, heading) for page, heading, _ in BLOCKS}
+    for where in (('README.md', 'Quick start: Python'), ('docs/getting-started.md', 'Loading a model'),
+                  ('docs/tasks.md', 'Tasks'), ('docs/tasks.md', 'Batched tasks'), ('docs/finetuning.md', 'Fine-tuning'),
+                  ('docs/saving.md', 'Saving, loading and publishing models')):
+        assert where in found, where
+    for page, heading, source in BLOCKS:  # after the substitution every block runs on tiny-shapes
         for name in PUBLISHED:
-            assert repr(name) not in on_tiny(source), (heading, name)
+            assert repr(name) not in on_tiny(source), (page, heading, name)
 
 
-@pytest.mark.parametrize('index', range(len(BLOCKS)), ids=[f'{i}-{h}' for i, (h, _) in enumerate(BLOCKS)])
+def test_blocks_not_run_are_listed():
+    """Every ```py block (one the test does not run) is on NOT_RUN, and every entry still exists."""
+    skipped = {(page, heading) for page in PAGES for heading, _ in page_blocks(page, fence='py')}
+    assert skipped == set(NOT_RUN), skipped ^ set(NOT_RUN)
+
+
+def _block_id(index: int) -> str:
+    page, heading, _ = BLOCKS[index]
+    return f"{page.removeprefix('docs/')}:{heading}:{index}"
+
+
+@pytest.mark.parametrize('index', range(len(BLOCKS)), ids=[_block_id(i) for i in range(len(BLOCKS))])
 def test_readme_snippet_runs(index, user_files, monkeypatch):
-    heading, source = BLOCKS[index]
+    page, heading, source = BLOCKS[index]
     root, components = user_files
     monkeypatch.chdir(root)
     namespace = {'__name__': '__readme__'}
-    code = compile(on_tiny(source), f'README.md[{heading} block {index}]', 'exec')
+    code = compile(on_tiny(source), f'{page}[{heading} block {index}]', 'exec')
     used = set(code.co_names)
     namespace.update({k: v for k, v in given_names(**components).items() if k in used and k in GIVEN})
     exec(code, namespace)  # any error fails the test

@@ -243,17 +243,18 @@ def test_dream_upscale(tiny_api, hub_cache):
 
 
 def test_readme_snippet(tiny_api, hub_cache, tmp_path, monkeypatch):
-    """The README's super-resolution snippet (a ```py block: it needs these weights) runs on tiny-shapes."""
+    """The docs' super-resolution snippet (a ```py block: it needs these weights) runs on tiny-shapes.
+
+    tests/test_readme.py runs the other snippets of the docs pages and lists this one as run here."""
     import os
     import re
     import warnings
 
     from rudolph.demo.shapes import render
 
-    readme = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'README.md')
-    with open(readme, encoding='utf-8') as f:
-        section = f.read().split('## Super-resolution', 1)[1].split('\n## ', 1)[0]
-    source = re.search(r'^```py\n(.*?)^```', section, flags=re.M | re.S).group(1)
+    page = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'docs', 'superres.md')
+    with open(page, encoding='utf-8') as f:
+        source = re.search(r'^```py\n(.*?)^```', f.read(), flags=re.M | re.S).group(1)
     if not torch.cuda.is_available():
         source = source.replace("'cuda'", "'cpu'")
     pil_img = render('circle', 'red', 'big', 'centre', 'white')
@@ -261,7 +262,7 @@ def test_readme_snippet(tiny_api, hub_cache, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # fp16 on CPU: the documented warning
-        exec(compile(source, 'README.md[Super-resolution]', 'exec'), namespace)
+        exec(compile(source, 'docs/superres.md[Super-resolution]', 'exec'), namespace)
     assert namespace['big'].size == (4 * pil_img.size[0], 4 * pil_img.size[1])
     assert namespace['big_batch'].shape == (2, 3, 64, 64)
     assert [i.size for i in namespace['images']] == [(256, 256)] * 2

@@ -239,7 +239,8 @@ def generate(model, prefixes: Union[torch.Tensor, Sequence[int]], length: int, n
         length: absolute end position (exclusive), at most the model's total length.
         vocab: slice of the output classes sampled (``Layout.image_slice``, ``text_sample_slice``);
             a sampled index ``i`` becomes token ``i`` (ids are relative to the slice start).
-        seed / generator: randomness; a private generator, never the global RNG.
+        seed: randomness: seeds a private generator (never the global RNG); ``None``: fresh entropy.
+        generator: a private generator to draw from instead of ``seed``'s.
         fixed: ``{absolute position: token}`` taken instead of a sample (image prompts).
         eos_from: text only: sampled ids ``>= eos_from`` become eos (3).
         allowed_token_ids: text only: sample only among these ids (of ``vocab``).

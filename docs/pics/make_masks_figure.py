@@ -1,4 +1,4 @@
-"""Draws pics/attention_masks_350m.png: the four sparse masks of the 350M config (dark = may attend)."""
+"""Draws docs/pics/attention_masks_350m.png: the four sparse masks of the 350M config (dark = may attend)."""
 import os
 
 import numpy as np
