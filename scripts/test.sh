@@ -14,5 +14,5 @@ fi
 # taming-transformers (test-only: the VQGAN layout oracle); its own pins are irrelevant to the modules we import.
 python -c 'import taming' 2>/dev/null || python -m pip install -q --no-deps taming-transformers==0.0.1
 lint-imports                        # imports only go down the layers ([tool.importlinter] in pyproject.toml)
-mkdocs build --strict --quiet --site-dir "${TMPDIR:-/tmp}/rudolph-site"   # every page and API reference builds
+NO_MKDOCS_2_WARNING=1 mkdocs build --strict --quiet --site-dir "${TMPDIR:-/tmp}/rudolph-site"   # every page and API reference builds
 python -m pytest tests -q -n 2 "$@"
