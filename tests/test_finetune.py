@@ -27,7 +27,9 @@ from rudolph.finetune import (
     train,
 )
 from rudolph.finetune.cli import add_arguments, main
+from rudolph.generation.engine import generate
 from rudolph.model import get_rudolph_model, ruDolphModel
+from rudolph.model.config import Layout
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Task tokens inside the tiny text vocabulary (V=1024, left pads from 1016): "user-added" ids.
@@ -313,6 +315,13 @@ def test_gradient_checkpointing_same_gradients(tmp_path, tiny_params):
         lt_loss_weight=1, img_loss_weight=0, rt_loss_weight=1)}),
         config(tmp_path, f'gc{gc}', max_steps=2, save_final=False, gradient_checkpointing=gc)) for gc in (False, True)]
     assert results[0].history[-1]['loss'] == pytest.approx(results[1].history[-1]['loss'], rel=1e-5)
+    # the trained model comes back ready for inference: eval mode, and the cached generation that
+    # gradient checkpointing refuses runs
+    model = results[1].model
+    assert not model.training and not model.gradient_checkpointing
+    L = Layout.from_model(model).L
+    out = generate(model, x[0, :L], L + 2, 2, vocab=slice(0, 16), top_k=0, top_p=1.0, seed=0, progress=False)
+    assert out.shape == (2, L + 2)
 
 
 def test_ctrl_c_saves_and_nan_stops_without_checkpoint(tmp_path, tiny_params):

@@ -173,7 +173,8 @@ def train(model: nn.Module, train_data: EncodedDataset, config: TrainConfig,
     resume (``config.resume``) at any step of any epoch. Runs unchanged under
     ``accelerate launch`` (DDP, FSDP). ``step_callback(state, logs)`` is called after every
     optimizer step. Ctrl-C saves a checkpoint and re-raises ``KeyboardInterrupt``; a NaN/inf
-    loss raises :class:`NonFiniteLossError` without saving.
+    loss raises :class:`NonFiniteLossError` without saving. The trained model comes back in eval
+    mode without gradient checkpointing, ready for the tasks.
     """
     return Trainer(model, train_data, config, eval_data=eval_data, step_callback=step_callback).run()
 
@@ -471,6 +472,9 @@ class Trainer:
         if self.config.save_final:
             self.save()
         unwrapped = self.accelerator.unwrap_model(self.model)
+        # handed back ready for inference: dropout off, and no gradient checkpointing (which refuses the KV cache)
+        unwrapped.eval()
+        unwrapped.gradient_checkpointing = False
         self.accelerator.free_memory()
         return TrainResult(model=unwrapped, state=self.state, last_checkpoint=self.last_checkpoint,
                            eval_history=self.eval_history)
