@@ -20,7 +20,7 @@ from rudolph.superres import cached_realesrgan
 from rudolph.tasks import core as tasks
 from rudolph.tasks.core import DEFAULT_IMAGE_SAMPLING, VQA_TEMPLATE, Parts, SamplingConfig
 from rudolph.tasks.sequences import encode_text, model_device, require_vae, task_token, tokenizer_vocab_limit
-from rudolph.utils import seed_everything, torch_tensors_to_pil_list
+from rudolph.utils import seed_everything
 
 __all__ = ['ruDolphApi', 'DEFAULT_SPC_TOKENS', 'VQA_TEMPLATE']
 
@@ -152,16 +152,13 @@ class ruDolphApi:  # noqa: N801 (original name)
         template = check_template('template', template or None, default='{text}', slot='text', what='prompt')
         require_vae(self.vae, 'dream')
         upscaler = self._upscaler(upscale)
-        codebooks = self.generate_codebooks(template.format(text=text), codebooks_num, image_prompts=image_prompts,
-                                            top_k=top_k, top_p=top_p, temperature=temperature, bs=bs, seed=seed,
-                                            use_cache=use_cache, special_token=special_token)
-        ppl_txt, ppl_img, scores = self.self_reranking_by_text(text, codebooks, bs=bs, ppl_txt_w=ppl_txt_w,
-                                                               reencode=reencode)
-        indexes = scores.argsort()[:images_num]
-        with torch.no_grad():
-            images = self.vae.decode(codebooks[torch.as_tensor(indexes, device=codebooks.device)])
-        result = [{'ppl_txt': ppl_txt[i], 'ppl_img': ppl_img[i], 'score': scores[i]} for i in indexes]
-        return torch_tensors_to_pil_list(images if upscaler is None else upscaler(images)), result
+        bs, sampling = self._sampling(bs, top_k, top_p, temperature, 'img')
+        codebooks, rows = tasks.best_images(self.parts, text, codebooks_num, images_num, sampling, bs, seed=seed,
+                                            reencode_codes=reencode, text_weight=ppl_txt_w, q=self.q,
+                                            prompt=template.format(text=text), image_prompts=image_prompts,
+                                            token=special_token, use_cache=use_cache)
+        images = [img for batch in tasks.decode_images(self.vae, codebooks, len(codebooks), upscaler) for img in batch]
+        return images, [{'ppl_txt': r['ppl_text'], 'ppl_img': r['ppl_image'], 'score': r['score']} for r in rows]
 
     def _upscaler(self, upscale):
         """``None``, a loaded upscaler, or the Real-ESRGAN of scale ``upscale`` (loaded once, then kept)."""

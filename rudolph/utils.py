@@ -17,7 +17,9 @@ from rudolph.checks import (  # noqa: F401
     warn_ignored_seed,
 )
 from rudolph.errors import ConfigError, InputError
+from rudolph.tasks.core import decode_images
 from rudolph.tasks.sequences import warn_unknown_classes  # noqa: F401 (re-exported)
+from rudolph.vae.image import torch_tensors_to_pil_list  # noqa: F401 (re-exported)
 
 __all__ = ['seed_everything', 'torch_tensors_to_pil_list', 'pil_list_to_torch_tensors', 'check_count', 'check_text',
            'check_fraction', 'check_texts', 'check_classes', 'check_template', 'warn_unknown_classes', 'show',
@@ -34,19 +36,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
-
-
-def torch_tensors_to_pil_list(input_images: torch.Tensor) -> List[Image.Image]:
-    """Images ``[b, 3, H, W]`` in ``[0, 1]`` -> list of RGB PIL images."""
-    if not isinstance(input_images, torch.Tensor) or input_images.dim() != 4 or input_images.shape[1] != 3:
-        shape = tuple(input_images.shape) if isinstance(input_images, torch.Tensor) else type(input_images).__name__
-        raise InputError(f'input_images must be a [b, 3, H, W] tensor in [0, 1], got {shape}')
-    out = []
-    for image in input_images:
-        # mul(255).byte() truncates, exactly as torchvision's to_pil_image does for float images.
-        array = image.detach().float().clamp(0, 1).mul(255).byte().permute(1, 2, 0).cpu().numpy()
-        out.append(Image.fromarray(array).convert('RGB'))
-    return out
 
 
 def pil_list_to_torch_tensors(pil_images: Sequence[Image.Image]) -> torch.Tensor:
@@ -111,18 +100,15 @@ def save_codebook_images(vae, codebooks: torch.Tensor, out: str, nrow: int, bs: 
     and one grid ``out/grid.png`` (the :func:`make_grid` layout); returns the image paths and the grid path."""
     pad, grid, paths = 2, None, []
     ncol = min(nrow, len(codebooks))
-    for start in range(0, len(codebooks), bs):
-        with torch.no_grad():  # one batch of pictures in memory at a time
-            pictures = vae.decode(codebooks[start:start + bs])
-            batch = torch_tensors_to_pil_list(pictures if upscaler is None else upscaler(pictures))
-        for i, img in enumerate(batch, start):
-            paths.append(os.path.join(out, f'img_{i}.png'))
-            img.save(paths[-1])
-            w, h = img.size
-            if grid is None:
-                nrows = (len(codebooks) + ncol - 1) // ncol
-                grid = Image.new('RGB', (ncol * (w + pad) + pad, nrows * (h + pad) + pad), 'black')
-            grid.paste(img.convert('RGB'), ((i % ncol) * (w + pad) + pad, (i // ncol) * (h + pad) + pad))
+    pictures = (img for batch in decode_images(vae, codebooks, bs, upscaler) for img in batch)
+    for i, img in enumerate(pictures):
+        paths.append(os.path.join(out, f'img_{i}.png'))
+        img.save(paths[-1])
+        w, h = img.size
+        if grid is None:
+            nrows = (len(codebooks) + ncol - 1) // ncol
+            grid = Image.new('RGB', (ncol * (w + pad) + pad, nrows * (h + pad) + pad), 'black')
+        grid.paste(img.convert('RGB'), ((i % ncol) * (w + pad) + pad, (i // ncol) * (h + pad) + pad))
     grid_path = os.path.join(out, 'grid.png')
     grid.save(grid_path)
     return paths, grid_path

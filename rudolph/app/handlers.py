@@ -320,18 +320,6 @@ def _image_prompts(c, parts, image: Any, bands: Optional[Dict[str, int]]):
     return ImagePrompts(open_image(image, 'image prompt'), bands, c.vae, parts.device, crop_first=True, image_size=side)
 
 
-def _decode(c, codes, bs: int = 8) -> List[Any]:
-    import torch
-
-    from rudolph.utils import torch_tensors_to_pil_list
-
-    images = []
-    with torch.no_grad():
-        for chunk in codes.split(bs):
-            images += torch_tensors_to_pil_list(c.vae.decode(chunk))
-    return images
-
-
 def text_to_image(c, prompt: str, images_num: int = 4, codebooks_num: int = 8, *, top_k=None, top_p=None,
                   temperature=None, seed=None, rerank: bool = True, reencode: bool = False, prompt_image=None,
                   bands: Optional[Dict[str, int]] = None, upscale: bool = False, bs: int = 8,
@@ -351,13 +339,10 @@ def text_to_image(c, prompt: str, images_num: int = 4, codebooks_num: int = 8, *
     parts = _parts(c, progress, cancel)
     sampling = _sampling(c.sampling_for('text2image') or DEFAULT_IMAGE_SAMPLING.kwargs(), top_k, top_p, temperature)
     prompts = _image_prompts(c, parts, prompt_image, bands)
-    codes = tasks.text_to_image(parts, prompt, codebooks_num if rerank else images_num, sampling, bs=bs,
-                                seed=_seed(seed), image_prompts=prompts)
-    rows: List[Dict[str, Any]] = [{} for _ in range(images_num)]
-    if rerank:
-        best, rows = tasks.rank_images(parts, prompt, codes, images_num, bs, reencode_codes=reencode and not parts.reference)
-        codes = codes[best]
-    images = _decode(c, codes, bs)
+    codes, rows = tasks.best_images(parts, prompt, codebooks_num, images_num, sampling, bs, seed=_seed(seed),
+                                    reencode_codes=reencode and not parts.reference, rerank=rerank,
+                                    image_prompts=prompts)
+    images = [img for batch in tasks.decode_images(c.vae, codes, bs) for img in batch]
     if upscale:
         images = _upscale(images, str(parts.device))
     record = {'task': 'text2image', 'model': c.name, 'prompt': prompt, 'seed': _seed(seed), **sampling.kwargs(),

@@ -8,10 +8,11 @@ token; scores over the sampled vocabularies). :meth:`Parts.of` picks it from the
 """
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from PIL import Image
 
 from rudolph.checks import (
     check_classes,
@@ -47,11 +48,12 @@ from rudolph.tasks.sequences import (
     tokenizer_vocab_limit,
     warn_unknown_classes,
 )
+from rudolph.vae.image import torch_tensors_to_pil_list
 
 __all__ = ['Parts', 'SamplingConfig', 'DEFAULT_TEXT_SAMPLING', 'generate_images', 'text_to_image', 'rerank_by_text',
            'rerank_by_image', 'rerank_scores', 'rank_images', 'best_images', 'text_sampling_for', 'zero_shot',
            'DEFAULT_IMAGE_SAMPLING', 'image_sampling_for', 'classify', 'class_probabilities', 'caption_counts',
-           'captioning', 'vqa', 'texts', 'text_perplexity', 'image_embedding', 'embed_codes', 'rerank_codes_by_image',
+           'captioning', 'decode_images', 'vqa', 'texts', 'text_perplexity', 'image_embedding', 'embed_codes', 'rerank_codes_by_image',
            'template_prefix', 'prompt_positions', 'stack_codebooks']
 
 
@@ -245,16 +247,33 @@ def rerank_scores(ppl_text: torch.Tensor, ppl_image: torch.Tensor, text_weight: 
 
 def best_images(parts: Parts, text: str, images_num: int, keep: int, sampling: SamplingConfig, bs: int = 8, *,
                 seed: Optional[int] = None, reencode_codes: bool = False, text_weight: float = 0.95,
-                q: float = 0.5) -> Tuple[torch.Tensor, List[Dict[str, float]]]:
-    """The ``keep`` best of ``images_num`` codebooks sampled for ``text`` (best first) and their
+                q: float = 0.5, rerank: bool = True, prompt: Optional[str] = None, image_prompts=None,
+                token: str = '<LT_T2I>', use_cache: bool = True) -> Tuple[torch.Tensor, List[Dict[str, float]]]:
+    """The text-to-image flow of every interface: ``images_num`` codebooks sampled for ``prompt``
+    (default ``text``), the ``keep`` best by self-reranking with ``text`` (best first) and their rows
     ``ppl_text``/``ppl_image`` (and ``score``, the reranking score; the reference convention ranks by
-    ``ppl_text``); nothing is decoded but what ``reencode_codes`` rescores."""
+    ``ppl_text``). ``rerank=False`` samples ``keep`` codebooks and keeps them in order, with empty rows.
+    Nothing is decoded but what ``reencode_codes`` rescores: :func:`decode_images` draws the pictures."""
     if reencode_codes and parts.reference:  # before sampling anything
         raise ConfigError('--reencode needs a model with task tokens (ruDolphApi); this model has none')
-    codebooks = text_to_image(parts, text, images_num, sampling, bs=bs, seed=seed)
+    codebooks = text_to_image(parts, text if prompt is None else prompt, images_num if rerank else keep, sampling,
+                              bs=bs, seed=seed, image_prompts=image_prompts, token=token, use_cache=use_cache)
+    if not rerank:
+        return codebooks, [{} for _ in range(keep)]
     best, rows = rank_images(parts, text, codebooks, keep, bs, reencode_codes=reencode_codes,
                              text_weight=text_weight, q=q)
-    return codebooks[best], rows
+    return codebooks[torch.as_tensor(best, device=codebooks.device)], rows
+
+
+def decode_images(vae, codebooks: torch.Tensor, bs: int = 8, upscaler=None) -> Iterator[List[Image.Image]]:
+    """The pictures of ``codebooks``, ``bs`` at a time (one batch in memory): the VAE's decoding, then
+    ``upscaler`` (a :class:`~rudolph.superres.RealESRGAN`, or any callable on ``[b, 3, H, W]``) if given."""
+    require_vae(vae, 'decoding pictures')
+    check_count('bs', bs)
+    for chunk in codebooks.split(bs):
+        with torch.no_grad():
+            pictures = vae.decode(chunk)
+            yield torch_tensors_to_pil_list(pictures if upscaler is None else upscaler(pictures))
 
 
 def rank_images(parts: Parts, text: str, codebooks: torch.Tensor, keep: int, bs: int = 8, *,

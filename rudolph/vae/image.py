@@ -1,9 +1,13 @@
 """Image preprocessing for the VQGAN tokenizer."""
+from typing import List
+
 import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-__all__ = ['TOKEN_PX', 'preprocess_image', 'to_rgb']
+from rudolph.errors import InputError
+
+__all__ = ['TOKEN_PX', 'preprocess_image', 'to_rgb', 'torch_tensors_to_pil_list']
 
 #: Side in pixels of the image patch behind one VQGAN token (ruDALL-E's f8 VQGAN).
 TOKEN_PX = 8
@@ -94,3 +98,16 @@ def preprocess_image(pil_img: Image.Image, size: int) -> torch.FloatTensor:
     img = img.resize((size, size), Image.BILINEAR)
     array = np.asarray(img, dtype=np.uint8).copy()
     return torch.from_numpy(array).permute(2, 0, 1).contiguous().to(torch.float32).div(255)
+
+
+def torch_tensors_to_pil_list(input_images: torch.Tensor) -> List[Image.Image]:
+    """Images ``[b, 3, H, W]`` in ``[0, 1]`` -> list of RGB PIL images."""
+    if not isinstance(input_images, torch.Tensor) or input_images.dim() != 4 or input_images.shape[1] != 3:
+        shape = tuple(input_images.shape) if isinstance(input_images, torch.Tensor) else type(input_images).__name__
+        raise InputError(f'input_images must be a [b, 3, H, W] tensor in [0, 1], got {shape}')
+    out = []
+    for image in input_images:
+        # mul(255).byte() truncates, exactly as torchvision's to_pil_image does for float images.
+        array = image.detach().float().clamp(0, 1).mul(255).byte().permute(1, 2, 0).cpu().numpy()
+        out.append(Image.fromarray(array).convert('RGB'))
+    return out
