@@ -40,8 +40,10 @@ sys.path.insert(0, HERE)
 from decode import decode_loop, weight_bytes, weight_floor  # noqa: E402
 
 from rudolph.model import MODELS, get_rudolph_model, ruDolphModel  # noqa: E402
+from rudolph.model.heap import release_pages  # noqa: E402
 from rudolph.model.model import skip_init  # noqa: E402
-from rudolph.model.quant import INT8_MM_MAX_ROWS, Int8Linear, quantize_linears, release_pages, resolve_precision  # noqa: E402
+from rudolph.model.precision import resolve_precision  # noqa: E402
+from rudolph.model.quant import INT8_MM_MAX_ROWS, Int8Linear, quantize_linears  # noqa: E402
 
 NAMES = ('fp32', 'bf16', 'int8')
 CLASSES = ['кошка', 'собака', 'лошадь', 'автомобиль', 'самолёт', 'корабль', 'птица', 'олень', 'лягушка', 'грузовик']

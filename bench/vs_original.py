@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import statistics
@@ -407,8 +406,8 @@ class Bench:
         steps = 8
         common = dict(params=params, seed=args.seed, threads=args.threads, decode_steps=steps, name=name)
         t0 = time.perf_counter()
-        built = run_ours(dict(common, task='parity_build', batch=2, state_path=p('ours_state.pt'),
-                              inputs_path=p('inputs.pt'), out_path=p('ours_A.pt')), self.tmp, f'parity build {name}')
+        run_ours(dict(common, task='parity_build', batch=2, state_path=p('ours_state.pt'),
+                      inputs_path=p('inputs.pt'), out_path=p('ours_A.pt')), self.tmp, f'parity build {name}')
         orig = run_original(self.py, dict(common, task='parity', state_path=p('ours_state.pt'),
                                           inputs_path=p('inputs.pt'), out_path=p('orig_A.pt'),
                                           native_state_path=p('orig_state.pt'), native_out_path=p('orig_B.pt')),

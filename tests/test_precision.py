@@ -9,7 +9,9 @@ import torch
 
 from rudolph.errors import ConfigError, CorruptCheckpointError, MissingDependencyError
 from rudolph.model import get_rudolph_model, quant
-from rudolph.model.quant import INT8_MM_MAX_ROWS, Int8Linear, resolve_precision, save_int8
+from rudolph.model.heap import release_pages
+from rudolph.model.precision import resolve_precision
+from rudolph.model.quant import INT8_MM_MAX_ROWS, Int8Linear, save_int8
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRECISIONS = {'fp32': dict(dtype='fp32'), 'bf16': dict(dtype='bf16'), 'int8': dict(quantize='int8')}
@@ -34,9 +36,9 @@ def test_float16_names_on_cpu_warn_and_stay_float32_and_are_float16_on_cuda():
 def test_auto_follows_the_cpu_capability(monkeypatch, caplog, native, expected):
     # the capability query itself (torch's oneDNN answer) is mocked, not the choice made from it
     monkeypatch.setattr(torch.ops.mkldnn, '_is_mkldnn_bf16_supported', lambda: native)
-    with caplog.at_level(logging.INFO, logger='rudolph.model.quant'):
+    with caplog.at_level(logging.INFO, logger='rudolph.model.precision'):
         assert resolve_precision('auto') == (expected, None)
-    lines = [r.getMessage() for r in caplog.records if r.name == 'rudolph.model.quant']
+    lines = [r.getMessage() for r in caplog.records if r.name == 'rudolph.model.precision']
     assert len(lines) == 1 and str(expected).removeprefix('torch.') in lines[0]
     assert ('native bf16' in lines[0]) == native
 
@@ -140,7 +142,7 @@ def test_release_pages_keeps_the_values(tmp_path):
     torch.save({'w': data}, tmp_path / 'w.bin')
     mapped = torch.load(tmp_path / 'w.bin', mmap=True, weights_only=True)['w']
     assert torch.equal(mapped, data)
-    quant.release_pages(mapped)  # read again from the file when touched
+    release_pages(mapped)  # read again from the file when touched
     assert torch.equal(mapped, data)
 
 

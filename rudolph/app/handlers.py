@@ -167,7 +167,7 @@ def progress_callback(report: Optional[Report], cancel: Optional[threading.Event
 def _parts(c, report: Optional[Report], cancel: Optional[threading.Event]):
     from rudolph.tasks import core as tasks
 
-    return tasks.Parts.of(c.model, c.tokenizer, c.vae, c.spc_tokens, progress=progress_callback(report, cancel))
+    return tasks.Parts.of_components(c, progress=progress_callback(report, cancel))
 
 
 def open_image(image: Any, name: str = 'image'):

@@ -101,8 +101,7 @@ def _prepare(args: argparse.Namespace):
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(2 ** 31)
     loaded = load(args)
-    return Parts.of(loaded.model, loaded.tokenizer, loaded.vae, loaded.spc_tokens or None,
-                    progress=not args.quiet), loaded
+    return Parts.of_components(loaded, progress=not args.quiet), loaded
 
 
 def _meta(args: argparse.Namespace, parts) -> Dict[str, Any]:

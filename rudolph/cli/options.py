@@ -85,7 +85,7 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     g.add_argument('--quiet', action='store_true', help='no progress bars')
 
 
-#: ``--dtype`` values (names accepted by :func:`rudolph.model.quant.resolve_precision`)
+#: ``--dtype`` values (names accepted by :func:`rudolph.model.precision.resolve_precision`)
 DTYPE_CHOICES = ('auto', 'fp32', 'float32', 'bf16', 'bfloat16', 'fp16', 'float16', 'half')
 
 

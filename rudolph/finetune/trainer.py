@@ -31,7 +31,8 @@ from rudolph.finetune.checkpoints import (
 from rudolph.finetune.config import NonFiniteLossError, TrainConfig, TrainResult, TrainState, check_config
 from rudolph.finetune.data import EncodedDataset, TaskBatchSampler, collate
 from rudolph.model.loading import check_state_dict
-from rudolph.model.quant import Int8Linear, cpu_has_native_bf16
+from rudolph.model.precision import cpu_has_native_bf16
+from rudolph.model.quant import Int8Linear
 
 __all__ = ['TrainConfig', 'TrainResult', 'TrainState', 'Trainer', 'NonFiniteLossError', 'train', 'evaluate',
            'find_checkpoint', 'check_writable', 'safe_load', 'WEIGHTS_NAME', 'STATE_NAME']

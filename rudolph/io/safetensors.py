@@ -8,17 +8,33 @@ memory-mapped checkpoint is never copied whole into RAM) into a temporary file r
 import json
 import os
 import struct
-from typing import Dict, Mapping, Optional
+from typing import Dict, Mapping, Optional, Tuple
 
 import torch
 
 from rudolph.errors import CorruptCheckpointError
 from rudolph.io.files import write_atomic
 
-__all__ = ['is_safetensors', 'read_safetensors', 'read_safetensors_metadata', 'write_safetensors']
+__all__ = ['read_safetensors_header', 'is_safetensors', 'read_safetensors', 'read_safetensors_metadata', 'write_safetensors']
 
 #: the largest JSON header accepted (the format's own limit is 100 MB)
 _MAX_HEADER = 100 * 1024 * 1024
+
+
+def read_safetensors_header(path: str) -> Optional[Tuple[int, dict]]:
+    """``(data offset, header)`` of a safetensors file, or ``None`` when ``path`` is not one."""
+    with open(path, 'rb') as f:
+        head = f.read(8)
+        if len(head) < 8:
+            return None
+        (n,) = struct.unpack('<Q', head)
+        if not 2 <= n <= _MAX_HEADER:
+            return None
+        try:
+            header = json.loads(f.read(n))
+        except (ValueError, UnicodeDecodeError):
+            return None
+    return (8 + n, header) if isinstance(header, dict) else None
 
 
 def is_safetensors(path: str) -> bool:

@@ -96,7 +96,7 @@ def setup(args: argparse.Namespace, records: str):
     if args.seed is None:
         args.seed = (_recorded_seed(records) if args.resume else None) or 0
     loaded = load(args)
-    parts = Parts.of(loaded.model, loaded.tokenizer, loaded.vae, loaded.spc_tokens or None, progress=False)
+    parts = Parts.of_components(loaded, progress=False)
     return parts, loaded, state
 
 

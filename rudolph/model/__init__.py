@@ -12,7 +12,7 @@ _EXPORTS = {
     'get_rudolph_model': ('.loading', 'get_rudolph_model'),
     'ruDolphModel': ('.model', 'ruDolphModel'),
     'Int8Linear': ('.quant', 'Int8Linear'),
-    'resolve_precision': ('.quant', 'resolve_precision'),
+    'resolve_precision': ('.precision', 'resolve_precision'),
     'save_int8': ('.quant', 'save_int8'),
 }
 __all__ = list(_EXPORTS)

@@ -11,8 +11,10 @@ from rudolph.io.hub import hub_download
 from rudolph.io.safetensors import is_safetensors, read_safetensors
 from rudolph.model import quant
 from rudolph.model.configs import MODELS
+from rudolph.model.heap import release_pages, trim_heap
 from rudolph.model.image_attention import MASK_NAMES
 from rudolph.model.model import ruDolphModel, skip_init
+from rudolph.model.precision import Precision, parse_dtype, resolve_precision
 
 __all__ = ['get_rudolph_model', 'load_checkpoint', 'resolve_checkpoint', 'check_state_dict', 'safe_torch_load',
            'check_finite', 'describe_unreadable', 'resolve_dtype']
@@ -97,11 +99,11 @@ def check_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], 
 def resolve_dtype(dtype: Union[None, str, torch.dtype], device: Union[str, torch.device] = 'cpu') -> Optional[torch.dtype]:
     """``None``, a floating torch dtype, one of its usual names ('fp16', 'bfloat16', ...) or ``'auto'`` -> torch dtype.
 
-    Parsing only (float16 stays float16 here); :func:`rudolph.model.quant.resolve_precision` is what
+    Parsing only (float16 stays float16 here); :func:`rudolph.model.precision.resolve_precision` is what
     loading applies (float16 on CPU kept float32, 'auto' per device, int8 combinations).
     """
-    parsed = quant.parse_dtype(dtype)
-    return quant.resolve_precision('auto', device=device).dtype if parsed == 'auto' else parsed
+    parsed = parse_dtype(dtype)
+    return resolve_precision('auto', device=device).dtype if parsed == 'auto' else parsed
 
 
 def get_rudolph_model(name: str, pretrained: bool = True, fp16: bool = False,
@@ -120,7 +122,7 @@ def get_rudolph_model(name: str, pretrained: bool = True, fp16: bool = False,
     ``gradient_checkpointing``...). ``fp16=True`` gives float16 weights on CUDA; on CPU it
     warns and keeps float32. ``dtype`` selects float32 (default), float16, bfloat16 or ``'auto'``
     (a torch dtype or a name: 'fp32', 'fp16'/'half', 'bf16'...; see
-    :func:`rudolph.model.quant.resolve_precision`). ``quantize='int8'``: int8 weights for the
+    :func:`rudolph.model.precision.resolve_precision`). ``quantize='int8'``: int8 weights for the
     transformer's linear layers and the output head, quantised tensor by tensor while loading.
     ``compile=True`` compiles the single-token decode step with ``torch.compile`` (static
     shapes, one compilation for all positions); a string is passed as the compile ``mode``,
@@ -145,7 +147,7 @@ def get_rudolph_model(name: str, pretrained: bool = True, fp16: bool = False,
         int8_meta = quant.int8_file_metadata(path)
         if int8_meta is not None and quantize is None:
             quantize = 'int8'  # the file is int8: load it as such
-    precision = quant.resolve_precision(dtype, quantize, device, fp16)
+    precision = resolve_precision(dtype, quantize, device, fp16)
     if not pretrained:
         model = ruDolphModel(device=device, **params).to(device=device, dtype=precision.dtype)
         if precision.quantize:
@@ -158,7 +160,7 @@ def get_rudolph_model(name: str, pretrained: bool = True, fp16: bool = False,
 
 
 def _load_weights(name: str, params: Dict[str, Any], path: str, device: torch.device,
-                  precision: 'quant.Precision') -> ruDolphModel:
+                  precision: Precision) -> ruDolphModel:
     """A model built on ``meta`` and filled from ``path`` (float checkpoint or int8 file) in ``precision``."""
     # Parameters on 'meta': no time or memory spent on an init the checkpoint overwrites.
     with torch.device('meta'), skip_init():
@@ -229,9 +231,9 @@ def _quantized_state(model: ruDolphModel, path: str, label: Dict[str, Any], devi
             state[key] = value.to(device=device, dtype=dtype if value.is_floating_point() else value.dtype,
                                   copy=True)
         if mapped:
-            quant.release_pages(value)
+            release_pages(value)
         del value
-        quant.trim_heap()
+        trim_heap()
     return state
 
 

@@ -1,4 +1,5 @@
-"""Reduced precision: the one dtype/quantisation resolver and the int8 weight-only ``Int8Linear``.
+"""Int8 weights: the weight-only ``Int8Linear`` kernel and its safetensors files (the policy that picks a
+precision is :mod:`rudolph.model.precision`).
 
 Int8 weights are symmetric per output channel: ``w ~= q * scale`` with ``q`` in ``[-127, 127]``
 and ``scale = max|w_row| / 127`` (float32, rounded up to a value bf16 holds exactly). Activations stay in a half-precision dtype (bf16 on
@@ -11,46 +12,25 @@ CPU, fp16/bf16 on CUDA). Which kernel multiplies depends on the rows of the call
   (exact: int8 values fit bf16/fp16) and one ``F.linear``, the per-channel scale applied to its
   output; the matmul's cost then dominates the conversion.
 """
-import ctypes
-import json
 import logging
-import mmap
 import os
-import struct
-import sys
-import warnings
 from typing import Dict, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rudolph.errors import ConfigError, CorruptCheckpointError, MissingDependencyError
+from rudolph.errors import ConfigError, CorruptCheckpointError
 from rudolph.io.files import write_atomic
+from rudolph.io.safetensors import read_safetensors_header
 
-__all__ = ['Int8Linear', 'INT8_MM_MAX_ROWS', 'QUANT_METHODS', 'Precision', 'resolve_precision', 'parse_dtype',
-           'cpu_has_native_bf16', 'bf16_exact_ceil', 'quantize_weight', 'quantize_linears', 'quantized_linear_names',
-           'int8_kernel_available', 'save_int8', 'read_int8_file', 'int8_file_metadata', 'release_pages',
-           'trim_heap']
+__all__ = ['Int8Linear', 'INT8_MM_MAX_ROWS', 'bf16_exact_ceil', 'quantize_weight', 'quantize_linears',
+           'quantized_linear_names', 'int8_kernel_available', 'save_int8', 'read_int8_file', 'int8_file_metadata']
 
 logger = logging.getLogger(__name__)
 
 #: Up to this many rows per call the int8 kernel is used, above it the converted weight + F.linear.
 INT8_MM_MAX_ROWS = 8
-QUANT_METHODS = ('int8',)
-
-_DTYPE_NAMES = {'float32': torch.float32, 'fp32': torch.float32, 'float': torch.float32,
-                'float16': torch.float16, 'fp16': torch.float16, 'half': torch.float16,
-                'bfloat16': torch.bfloat16, 'bf16': torch.bfloat16}
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), as torch's oneDNN reports it."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return torch.backends.cpu.get_cpu_capability() in ('AVX512_BF16', 'AMX')
 
 
 def int8_kernel_available(device: torch.device) -> bool:
@@ -63,92 +43,6 @@ def int8_kernel_available(device: torch.device) -> bool:
     except (AttributeError, NotImplementedError, RuntimeError):
         return False
     return True
-
-
-def parse_dtype(dtype: Union[None, str, torch.dtype]) -> Union[None, str, torch.dtype]:
-    """A torch dtype, ``'auto'`` or ``None`` from a dtype or one of its names."""
-    if dtype is None or (isinstance(dtype, torch.dtype) and dtype in _DTYPES):
-        return dtype
-    if isinstance(dtype, str):
-        key = dtype.strip().lower().removeprefix('torch.')
-        if key == 'auto':
-            return 'auto'
-        if key in _DTYPE_NAMES:
-            return _DTYPE_NAMES[key]
-    raise ConfigError(f"unsupported dtype={dtype!r}; expected 'auto', one of torch.float32, torch.float16, "
-                      f"torch.bfloat16 or their names {sorted(_DTYPE_NAMES)}")
-
-
-class Precision(tuple):
-    """``(dtype, quantize)``: the activation/weight dtype and ``None`` or ``'int8'`` weights."""
-
-    def __new__(cls, dtype: torch.dtype, quantize: Optional[str]):
-        return super().__new__(cls, (dtype, quantize))
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self[0]
-
-    @property
-    def quantize(self) -> Optional[str]:
-        return self[1]
-
-
-def _auto_dtype(device: torch.device, quantize: Optional[str]) -> Tuple[torch.dtype, str]:
-    if device.type == 'cuda':
-        return torch.float16, 'CUDA device: float16'
-    if device.type == 'cpu' and cpu_has_native_bf16():
-        return torch.bfloat16, f'this CPU has native bf16 ({torch.backends.cpu.get_cpu_capability()})'
-    if device.type == 'cpu' and quantize:
-        return torch.bfloat16, 'int8 weights need bf16 activations on CPU (this CPU emulates bf16: slow)'
-    return torch.float32, f'no native half precision on {device.type} ({torch.backends.cpu.get_cpu_capability()})'
-
-
-def _check_quantize(quantize: Optional[str], dtype: torch.dtype, device: torch.device) -> None:
-    if quantize is None:
-        return
-    if device.type == 'cpu' and dtype != torch.bfloat16:
-        raise ConfigError(f"quantize='int8' on CPU needs dtype=torch.bfloat16 (or 'auto') activations, got {dtype}: "
-                          f"torch._weight_int8pack_mm is vectorised for bf16 activations only on x86")
-    if device.type == 'cuda' and dtype == torch.float32:
-        raise ConfigError("quantize='int8' on CUDA needs float16 or bfloat16 activations, got torch.float32")
-    if device.type not in ('cpu', 'cuda') or not int8_kernel_available(device):
-        raise MissingDependencyError(f"quantize='int8' needs torch._weight_int8pack_mm on {device.type}, which "
-                                     f"torch {torch.__version__} does not provide there; load without quantize "
-                                     f"(dtype='auto' for half precision)")
-
-
-def resolve_precision(dtype: Union[None, str, torch.dtype] = None, quantize: Optional[str] = None,
-                      device: Union[str, torch.device] = 'cpu', fp16: bool = False) -> Precision:
-    """The one place a ``dtype`` / ``quantize`` / ``fp16`` request becomes ``Precision(dtype, quantize)``.
-
-    ``dtype``: ``None`` (float32; bf16 when ``quantize`` on CPU, fp16 on CUDA), a torch dtype, one
-    of its names ('fp32', 'bf16', 'half', ...) or ``'auto'``: bf16 on CPUs with native bf16, fp16 on
-    CUDA, float32 otherwise (one INFO log line says which and why). ``fp16=True`` (the original
-    flag) is float16 on CUDA; on CPU it warns and keeps float32. Unsupported combinations raise
-    ``ConfigError`` (or ``MissingDependencyError`` when torch lacks the int8 kernel for the device).
-    """
-    device = torch.device(device)
-    parsed = parse_dtype(dtype)
-    if quantize is not None and quantize not in QUANT_METHODS:
-        raise ConfigError(f'unsupported quantize={quantize!r}; expected None or one of {list(QUANT_METHODS)}')
-    if fp16 and parsed not in (None, torch.float16):
-        raise ConfigError(f'fp16=True contradicts dtype={dtype!r}; pass one of them')
-    if parsed == 'auto' or (parsed is None and quantize):
-        parsed, why = _auto_dtype(device, quantize)
-        logger.info('precision: %s%s on %s (%s)', str(parsed).removeprefix('torch.'),
-                    f' activations, {quantize} weights' if quantize else '', device, why)
-    elif fp16 or parsed == torch.float16:
-        if device.type == 'cpu':
-            warnings.warn('float16 on CPU: float16 matmuls there are slow and poorly supported, so the model '
-                          'stays in float32. Use dtype=torch.bfloat16 (or "auto") for reduced precision on CPU.',
-                          stacklevel=3)
-            parsed = torch.float32
-        else:
-            parsed = torch.float16
-    parsed = parsed or torch.float32
-    _check_quantize(quantize, parsed, device)
-    return Precision(parsed, quantize)
 
 
 #: Elements per block of rows that quantize_weight converts at once (float32 temporaries of ~1 MB).
@@ -316,25 +210,9 @@ def save_int8(model: nn.Module, path: Union[str, os.PathLike], extra_metadata: O
     return write_atomic(path, lambda tmp: save_file(state, tmp, metadata=metadata))
 
 
-def _safetensors_header(path: str) -> Optional[Tuple[int, dict]]:
-    """``(data offset, header)`` of a safetensors file, or ``None`` when ``path`` is not one."""
-    with open(path, 'rb') as f:
-        head = f.read(8)
-        if len(head) < 8:
-            return None
-        (n,) = struct.unpack('<Q', head)
-        if not 2 <= n <= 100_000_000:
-            return None
-        try:
-            header = json.loads(f.read(n))
-        except (ValueError, UnicodeDecodeError):
-            return None
-    return (8 + n, header) if isinstance(header, dict) else None
-
-
 def int8_file_metadata(path: str) -> Optional[Dict[str, str]]:
     """The metadata of a :func:`save_int8` file, or ``None`` for any other file."""
-    found = _safetensors_header(path)
+    found = read_safetensors_header(path)
     if found is None:
         return None
     metadata = found[1].get('__metadata__') or {}
@@ -343,7 +221,7 @@ def int8_file_metadata(path: str) -> Optional[Dict[str, str]]:
 
 def read_int8_file(path: str) -> Dict[str, torch.Tensor]:
     """The tensors of a :func:`save_int8` file, memory-mapped (no copy; pages are read on first use)."""
-    found = _safetensors_header(path)
+    found = read_safetensors_header(path)
     if found is None:
         raise CorruptCheckpointError(f'{path!r} is not a safetensors file (expected an int8 RuDOLPH file)')
     offset, header = found
@@ -363,38 +241,3 @@ def read_int8_file(path: str) -> Dict[str, torch.Tensor]:
     return state
 
 
-def release_pages(tensor: torch.Tensor) -> None:
-    """Drop the resident pages of a read-only memory-mapped CPU ``tensor`` (Linux ``madvise``), best effort.
-
-    Only for tensors of a private file mapping that nothing wrote to: the kernel reads the pages
-    from the file again if they are touched later. Keeps the resident size of a tensor-by-tensor
-    conversion at about one tensor of the source file.
-    """
-    if not sys.platform.startswith('linux') or tensor.device.type != 'cpu':
-        return
-    storage = tensor.untyped_storage()
-    start, nbytes = storage.data_ptr(), storage.nbytes()
-    page = mmap.PAGESIZE
-    first = -(-start // page) * page  # whole pages inside the storage only
-    last = (start + nbytes) // page * page
-    if last <= first:
-        return
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), 4)  # MADV_DONTNEED
-    except (OSError, AttributeError):
-        pass
-
-
-def trim_heap() -> None:
-    """Give glibc's free heap pages back to the system (``malloc_trim``), best effort (Linux/glibc only).
-
-    A checkpoint converted tensor by tensor frees float32 temporaries between the int8 tensors it
-    keeps; without trimming, glibc's heap keeps those holes resident.
-    """
-    if not sys.platform.startswith('linux'):
-        return
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc (e.g. musl)
-        pass

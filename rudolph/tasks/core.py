@@ -76,6 +76,12 @@ class Parts:
         spc = dict(spc_tokens or getattr(model, 'spc_tokens', None) or DEFAULT_SPC_TOKENS) if has_tokens else {}
         return cls(model, tokenizer, vae, spc, not has_tokens if reference is None else reference, progress).check()
 
+    @classmethod
+    def of_components(cls, components, progress: Any = True) -> 'Parts':
+        """Parts of a loaded :class:`~rudolph.pretrained.components.Components` (its task tokens, if any)."""
+        return cls.of(components.model, components.tokenizer, components.vae, components.spc_tokens or None,
+                      progress=progress)
+
     def check(self) -> 'Parts':
         """Tokenizer, VAE and task tokens checked against the model (``ConfigError`` naming the mismatch)."""
         layout = self.layout
