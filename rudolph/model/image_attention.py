@@ -9,7 +9,7 @@ from typing import Callable
 
 import torch
 
-__all__ = ['get_row_mask', 'get_col_mask', 'get_conv_mask', 'layer_mask_name', 'MASK_NAMES']
+__all__ = ['get_causal_mask', 'get_row_mask', 'get_col_mask', 'get_conv_mask', 'layer_mask_name', 'MASK_NAMES']
 
 MASK_NAMES = ('row_mask', 'col_mask', 'conv_mask', 'last_conv_mask')
 
@@ -30,6 +30,12 @@ def _build(l_text_tokens: int, image_tokens_per_dim: int, r_text_tokens: int,
     block = mask[l_text_tokens:l_text_tokens + n2, l_text_tokens:l_text_tokens + n2]
     block &= image_rule(idx.unsqueeze(1), idx.unsqueeze(0))
     return mask if is_bool_mask else mask.float()
+
+
+def get_causal_mask(l_text_tokens: int, image_tokens_per_dim: int, r_text_tokens: int,
+                    is_bool_mask: bool = False) -> torch.Tensor:
+    """The plain causal mask of the layout (query ``q`` sees key ``k`` iff ``k <= q``): the attention mask."""
+    return _build(l_text_tokens, image_tokens_per_dim, r_text_tokens, lambda qi, ki: qi >= 0, is_bool_mask)
 
 
 def get_row_mask(l_text_tokens: int, image_tokens_per_dim: int, r_text_tokens: int,
