@@ -1,14 +1,27 @@
 """Code written for the original package runs unchanged (issue 25): its helpers, its fp16 wrapper, saved
 folders loading the way they were saved, and what the original's own unit tests exercise."""
+import os
+import re
+import shutil
+import subprocess
+import sys
+
 import pytest
 import torch
-from conftest import TINY_PARAMS
+from conftest import TINY_PARAMS, fill_hub_cache
 from fakes import FakeTokenizer
 
+import rudolph
+from rudolph import pipelines
 from rudolph.api import DEFAULT_SPC_TOKENS, ruDolphApi
-from rudolph.errors import ConfigError
+from rudolph.errors import ConfigError, WeightsNotFoundError
+from rudolph.finetune.freeze import freeze
+from rudolph.model import MODELS, FP16Module, get_rudolph_model, quant, ruDolphModel
 from rudolph.model import utils as model_utils
+from rudolph.model.fp16 import unwrap_model
 from rudolph.model.utils import get_attention_mask
+from rudolph.pretrained.components import Components
+from rudolph.pretrained.folder import read_config
 
 
 # ------------------------------------------------------------------------- rudolph.model.utils
@@ -55,3 +68,121 @@ def test_api_get_attention_mask(tiny_model):
     ids = torch.randint(1, 500, (2, TINY_PARAMS['l_text_seq_length']))
     with torch.no_grad():
         assert torch.equal(tiny_model(ids, mask)[0], tiny_model(ids, None)[0])
+
+
+# ------------------------------------------------------------------------- fp16=True: the FP16Module
+def test_fp16_returns_the_original_wrapper_that_the_package_accepts(tiny_registered):
+    with pytest.warns(UserWarning, match='stays in float32'):
+        wrapped = get_rudolph_model(tiny_registered, pretrained=False, fp16=True)
+    assert isinstance(wrapped, FP16Module) and isinstance(wrapped.module, ruDolphModel)
+    assert wrapped.dtype == torch.float32 and wrapped.get_param('vocab_size') == TINY_PARAMS['vocab_size'] + 16
+    assert unwrap_model(wrapped) is wrapped.module and list(wrapped.state_dict()) == list(wrapped.module.state_dict())
+    frozen = freeze(wrapped.module, freeze_emb=False, freeze_ln=False, freeze_attn=True, freeze_ff=True)
+    assert frozen and all('.attention.' in n or '.mlp.' in n for n in frozen)
+    ids = torch.randint(1, 500, (2, TINY_PARAMS['l_text_seq_length']))
+    with torch.no_grad():
+        assert torch.equal(wrapped(ids, None)[0], wrapped.module(ids, None)[0])
+    spc = {name: 1000 + i for i, name in enumerate(DEFAULT_SPC_TOKENS)}
+    api = ruDolphApi(wrapped, FakeTokenizer(), None, spc_tokens=spc, quite=True)
+    assert api.parts.model is wrapped.module
+    texts = api.generate_texts(template='ab', texts_num=2, bs=2, seed=1)
+    assert texts and all(t['text'].startswith('ab') for t in texts)
+    assert pipelines.generate_texts(FakeTokenizer(), wrapped, template='ab', texts_num=2, bs=2, seed=1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_fp16_wrapper_on_cuda_is_half_inside(tiny_registered):
+    wrapped = get_rudolph_model(tiny_registered, pretrained=False, fp16=True, device='cuda')
+    assert isinstance(wrapped, FP16Module) and wrapped.module.dtype == torch.float16
+    ids = torch.randint(1, 500, (2, TINY_PARAMS['l_text_seq_length']), device='cuda')
+    with torch.no_grad():
+        logits, _ = wrapped(ids, get_attention_mask(2, 8, 4, 6, 'cuda')[:, :, :8, :8])
+    assert logits.dtype == torch.float32
+
+
+# ------------------------------------------------------------------------- save_pretrained / from_pretrained
+def logits_of(model, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    c = TINY_PARAMS
+    ids = torch.cat([torch.randint(4, 900, (2, c['l_text_seq_length']), generator=g),
+                     torch.randint(0, c['image_vocab_size'], (2, c['image_tokens_per_dim'] ** 2), generator=g),
+                     torch.randint(4, 900, (2, c['r_text_seq_length']), generator=g)], dim=1)
+    with torch.no_grad():
+        return model(ids)[0]
+
+
+def test_model_folder_loads_the_way_it_was_saved(tmp_path, tiny_model):
+    tiny_model.spc_tokens = {'<LT_T2I>': 1002}
+    folder = tiny_model.save_pretrained(tmp_path / 'm')
+    assert sorted(os.listdir(folder)) == ['config.json', 'model.safetensors']
+    loaded = ruDolphModel.from_pretrained(folder)
+    assert torch.equal(logits_of(loaded), logits_of(tiny_model)) and loaded.spc_tokens == tiny_model.spc_tokens
+    assert not loaded.training and loaded.config == tiny_model.config
+    assert torch.equal(logits_of(get_rudolph_model(folder)), logits_of(tiny_model))
+    bf16 = ruDolphModel.from_pretrained(str(folder), dtype='bf16')
+    assert bf16.dtype == torch.bfloat16
+    with pytest.raises(ConfigError, match='unknown RuDOLPH model'):
+        get_rudolph_model(str(tmp_path / 'nothing-here'))
+
+
+@pytest.mark.skipif(not quant.int8_kernel_available(torch.device('cpu')), reason='no int8 kernel on this CPU')
+def test_int8_folder_loads_back_as_the_same_int8_model(tmp_path, tiny_model):
+    folder = tiny_model.save_pretrained(tmp_path / 'float')
+    int8 = ruDolphModel.from_pretrained(folder, quantize='int8')
+    again = ruDolphModel.from_pretrained(int8.save_pretrained(tmp_path / 'int8'))
+    assert any(isinstance(m, quant.Int8Linear) for m in again.modules()) and again.dtype == int8.dtype
+    assert torch.equal(logits_of(again), logits_of(int8))
+    assert torch.equal(logits_of(get_rudolph_model(str(tmp_path / 'int8'))), logits_of(int8))
+
+
+def test_model_folder_from_a_hub_repo_id(tmp_path, tiny_model):
+    folder = tiny_model.save_pretrained(tmp_path / 'm')
+    cache = tmp_path / 'hub'
+    for name in ('config.json', 'model.safetensors'):
+        fill_hub_cache(cache, 'someone/tiny-rudolph', name, lambda p, n=name: shutil.copy(os.path.join(folder, n), p))
+    loaded = ruDolphModel.from_pretrained('someone/tiny-rudolph', cache_dir=str(cache))
+    assert torch.equal(logits_of(loaded), logits_of(tiny_model))
+    with pytest.raises(WeightsNotFoundError, match='someone/other'):
+        ruDolphModel.from_pretrained('someone/other', cache_dir=str(cache))
+
+
+def test_the_model_layer_never_imports_the_pretrained_layer():
+    folder = os.path.join(os.path.dirname(rudolph.__file__), 'model')
+    for name in sorted(os.listdir(folder)):
+        if name.endswith('.py'):
+            source = open(os.path.join(folder, name), encoding='utf-8').read()
+            assert not re.search(r'^\s*(from|import) rudolph\.pretrained', source, re.M), name
+    done = subprocess.run([sys.executable, '-c', 'import sys, rudolph.model.loading, rudolph.model.model; '
+                           "assert not [m for m in sys.modules if m.startswith('rudolph.pretrained')]"],
+                          capture_output=True, text=True, env={**os.environ, 'PYTHONPATH': os.getcwd()})
+    assert done.returncode == 0, done.stderr
+
+
+# ------------------------------------------------------------------------- Components: codecs on demand
+def test_components_load_the_model_without_the_codecs_and_name_the_missing_one(tmp_path, tiny_model):
+    folder = tiny_model.save_pretrained(tmp_path / 'unregistered')  # no published model has this architecture
+    loaded = Components.from_pretrained(folder)
+    assert torch.equal(logits_of(loaded.model), logits_of(tiny_model))
+    with pytest.raises(WeightsNotFoundError, match='records no tokenizer; pass tokenizer=PATH.*include_codecs=True'):
+        loaded.tokenizer
+    tok = Components.from_pretrained(folder, tokenizer=MODELS['tiny-shapes']['tokenizer_path'], with_vae=False)
+    assert tok.tokenizer.encode_text('круг', 8).shape == (8,) and tok.vae is None
+
+
+def test_save_pretrained_include_codecs_carries_the_published_parts(tmp_path, tiny_registered):
+    from rudolph.tokenizer.wrapper import HF_FILENAME, HF_REPO_ID
+    from rudolph.vae import HF_FILENAMES
+    from rudolph.vae import HF_REPO_ID as VAE_REPO
+
+    alone = get_rudolph_model(tiny_registered, pretrained=False).save_pretrained(tmp_path / 'alone')
+    cache = tmp_path / 'hub'
+    fill_hub_cache(cache, HF_REPO_ID, HF_FILENAME, lambda p: shutil.copy(MODELS['tiny-shapes']['tokenizer_path'], p))
+    fill_hub_cache(cache, VAE_REPO, HF_FILENAMES[False], lambda p: shutil.copy(MODELS['tiny-shapes']['vae_path'], p))
+    loaded = Components.from_pretrained(alone, cache_dir=str(cache))
+    full = loaded.save_pretrained(tmp_path / 'full', include_codecs=True, cache_dir=str(cache))
+    assert sorted(os.listdir(full)) == ['README.md', 'bpe.model', 'config.json', 'model.safetensors',
+                                        'vqgan.safetensors']
+    config = read_config(os.path.join(full, 'config.json'))
+    assert config['tokenizer'] == {'file': 'bpe.model'} and config['vae']['file'] == 'vqgan.safetensors'
+    again = Components.from_pretrained(full, with_vae=False)  # offline, no hub cache: the folder carries them
+    assert again.tokenizer.encode_text('круг', 8).tolist() == loaded.tokenizer.encode_text('круг', 8).tolist()

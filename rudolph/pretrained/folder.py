@@ -305,7 +305,8 @@ def _part_path(part: str, stored: Optional[Source], override: Any, fetch: Callab
     if not stored:
         if part == 'vae':
             return None  # published VQGAN, as for the registry's models without one
-        raise WeightsNotFoundError(f'the saved model records no {part}; pass {keyword}=PATH')
+        raise WeightsNotFoundError(f'the saved model records no {part}; pass {keyword}=PATH to from_pretrained, '
+                                   f'or save the folder with save_pretrained(..., include_codecs=True)')
     if 'file' in stored:
         return fetch(stored['file'])
     if 'path' in stored:  # a packaged model's own file (the published model of a model-only folder)

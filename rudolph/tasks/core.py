@@ -19,6 +19,7 @@ from rudolph.generation.engine import ScorePart, ce_to_ppl, cross_entropy, first
 from rudolph.generation.sampling import check_sampling_args
 from rudolph.model.config import Layout
 from rudolph.model.configs import DEFAULT_T2I_SAMPLING
+from rudolph.model.fp16 import unwrap_model
 from rudolph.tasks.sequences import (
     PAD_ID,
     check_tokenizer,
@@ -93,6 +94,10 @@ class Parts:
     spc_tokens: Mapping[str, int] = field(default_factory=dict)
     reference: bool = False
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        # The original's FP16Module (get_rudolph_model(fp16=True)): the tasks run the model inside it.
+        object.__setattr__(self, 'model', unwrap_model(self.model))  # a frozen dataclass
 
     @classmethod
     def of(cls, model, tokenizer, vae, spc_tokens: Optional[Mapping[str, int]] = None,
