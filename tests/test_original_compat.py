@@ -9,19 +9,22 @@ import sys
 import pytest
 import torch
 from conftest import TINY_PARAMS, fill_hub_cache
-from fakes import FakeTokenizer
+from fakes import FakeTokenizer, FakeVAE, make_image
 
 import rudolph
 from rudolph import pipelines
 from rudolph.api import DEFAULT_SPC_TOKENS, ruDolphApi
 from rudolph.errors import ConfigError, WeightsNotFoundError
 from rudolph.finetune.freeze import freeze
+from rudolph.image_prompts import ImagePrompts
 from rudolph.model import MODELS, FP16Module, get_rudolph_model, quant, ruDolphModel
 from rudolph.model import utils as model_utils
 from rudolph.model.fp16 import unwrap_model
 from rudolph.model.utils import get_attention_mask
 from rudolph.pretrained.components import Components
 from rudolph.pretrained.folder import read_config
+from rudolph.vae import get_vae
+from rudolph.vae.image import preprocess_image
 
 
 # ------------------------------------------------------------------------- rudolph.model.utils
@@ -186,3 +189,31 @@ def test_save_pretrained_include_codecs_carries_the_published_parts(tmp_path, ti
     assert config['tokenizer'] == {'file': 'bpe.model'} and config['vae']['file'] == 'vqgan.safetensors'
     again = Components.from_pretrained(full, with_vae=False)  # offline, no hub cache: the folder carries them
     assert again.tokenizer.encode_text('круг', 8).tolist() == loaded.tokenizer.encode_text('круг', 8).tolist()
+
+
+# ------------------------------------------------------------------------- ImagePrompts(disable_gumbel_softmax=)
+class RecordingVAE(FakeVAE):
+    """A VAE that honours ruDALL-E's keyword (as ruDALL-E's own does) and records it."""
+
+    def __init__(self):
+        super().__init__(n_codes=64)
+        self.calls = []
+
+    def get_codebook_indices(self, img, disable_gumbel_softmax=False):
+        self.calls.append(disable_gumbel_softmax)
+        return super().get_codebook_indices(img)
+
+
+def test_image_prompts_take_rudalle_disable_gumbel_softmax():
+    img = make_image(32)
+    vae = RecordingVAE().eval()
+    prompts = ImagePrompts(img, {'up': 1}, vae, 'cpu', crop_first=False, disable_gumbel_softmax=True, image_size=32)
+    assert vae.calls == [True] and prompts.image_prompts_idx == [0, 1, 2, 3]
+    ImagePrompts(img, {'up': 1, 'left': 1}, vae, 'cpu', crop_first=True, disable_gumbel_softmax=False, image_size=32)
+    assert vae.calls == [True, False, False]
+    vqgan = get_vae('tiny-shapes').eval()  # ours: the argmax codes either way (ruDALL-E's True)
+    shapes = make_image(64)
+    codes = [ImagePrompts(shapes, {'down': 2}, vqgan, 'cpu', disable_gumbel_softmax=flag, image_size=64).image_prompts
+             for flag in (True, False)]
+    assert torch.equal(codes[0], codes[1])
+    assert torch.equal(codes[0], vqgan.get_codebook_indices(preprocess_image(shapes, 64)[None]))
