@@ -19,7 +19,7 @@ from rudolph.finetune.freeze import freeze
 from rudolph.image_prompts import ImagePrompts
 from rudolph.model import MODELS, FP16Module, get_rudolph_model, quant, ruDolphModel
 from rudolph.model import utils as model_utils
-from rudolph.model.fp16 import unwrap_model
+from rudolph.model.fp16 import fp16_to_fp32, fp32_to_fp16, unwrap_model
 from rudolph.model.utils import get_attention_mask
 from rudolph.pretrained.components import Components
 from rudolph.pretrained.folder import read_config
@@ -217,3 +217,24 @@ def test_image_prompts_take_rudalle_disable_gumbel_softmax():
              for flag in (True, False)]
     assert torch.equal(codes[0], codes[1])
     assert torch.equal(codes[0], vqgan.get_codebook_indices(preprocess_image(shapes, 64)[None]))
+
+
+def test_t2t_and_i2t_attention_masks_of_the_earlier_releases():
+    causal = torch.tril(torch.ones(9, 9))
+    t2t = model_utils.get_t2t_attention_mask(2, 2, 2, 3, 'cpu')
+    expected = causal.clone()
+    expected[2:] = 0
+    assert t2t.shape == (2, 1, 9, 9) and torch.equal(t2t[1, 0], expected)
+    i2t = model_utils.get_i2t_attention_mask(torch.tensor([[1, 0, 1], [1, 1, 1]]), 2, 2, 2, 3, 'cpu')
+    expected = causal.clone()
+    expected[:, :2] = 0
+    assert torch.equal(i2t[1, 0], expected)
+    expected[2 + 4 + 1:] = 0
+    assert torch.equal(i2t[0, 0], expected)
+
+
+def test_fp16_conversion_helpers():
+    half = torch.ones(2, dtype=torch.float16)
+    out = fp32_to_fp16((torch.ones(2), [torch.ones(1, dtype=torch.long), 'x']))
+    assert out[0].dtype == torch.float16 and out[1][0].dtype == torch.long and out[1][1] == 'x'
+    assert fp16_to_fp32([half])[0].dtype == torch.float32 and fp16_to_fp32(half).dtype == torch.float32

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-__all__ = ['FP16Module', 'unwrap_model']
+__all__ = ['FP16Module', 'unwrap_model', 'conversion_helper', 'fp32_to_fp16', 'fp16_to_fp32']
 
 
 def _convert(value: Any, predicate: Callable[[Any], bool], convert: Callable[[Any], Any]) -> Any:
@@ -29,6 +29,23 @@ def _is_float32(value: Any) -> bool:
 
 def _is_float16(value: Any) -> bool:
     return torch.is_tensor(value) and value.dtype == torch.float16
+
+
+def conversion_helper(val: Any, conversion: Callable[[Any], Any]) -> Any:
+    """``conversion`` applied to ``val``, or to each item of a (nested) tuple/list (the original's helper)."""
+    if not isinstance(val, (tuple, list)):
+        return conversion(val)
+    return type(val)(conversion_helper(v, conversion) for v in val)
+
+
+def fp32_to_fp16(val: Any) -> Any:
+    """Float32 tensors in ``val`` (nested tuples/lists too) as float16; everything else unchanged."""
+    return conversion_helper(val, lambda v: v.half() if _is_float32(v) else v)
+
+
+def fp16_to_fp32(val: Any) -> Any:
+    """Float16 tensors in ``val`` (nested tuples/lists too) as float32; everything else unchanged."""
+    return conversion_helper(val, lambda v: v.float() if _is_float16(v) else v)
 
 
 class FP16Module(nn.Module):

@@ -53,8 +53,11 @@ def get_col_mask(l_text_tokens: int, image_tokens_per_dim: int, r_text_tokens: i
 
 
 def get_conv_mask(l_text_tokens: int, image_tokens_per_dim: int, r_text_tokens: int,
-                  kernel: int = 7, is_bool_mask: bool = False) -> torch.Tensor:
-    """Image query sees image keys within a ``kernel x kernel`` window of grid cells (causally)."""
+                  kernel: int = 11, is_bool_mask: bool = False) -> torch.Tensor:
+    """Image query sees image keys within a ``kernel x kernel`` window of grid cells (causally).
+
+    ``kernel`` defaults to 11 as in the original (every model passes its own kernel size).
+    """
     if not isinstance(kernel, int) or kernel < 1:
         raise ValueError(f'kernel must be a positive int, got {kernel!r}')
     n, half = image_tokens_per_dim, kernel // 2

@@ -9,6 +9,8 @@
   (``[bs, R]``, 1 for the right-text tokens to keep) onwards blocked.
 
 The two cannot be confused: the earlier form starts with a tensor, the later one with an int.
+Earlier releases also had ``get_t2t_attention_mask`` (text-to-text: every row from the image on
+blocked) and ``get_i2t_attention_mask`` (image-to-text: the left-text columns blocked as well).
 """
 from typing import Any, Callable, Tuple, Union
 
@@ -18,7 +20,7 @@ from rudolph.errors import ConfigError
 from rudolph.model.image_attention import get_causal_mask
 
 __all__ = ['exists', 'is_empty', 'ensure_divisibility', 'divide', 'split_tensor_along_last_dim',
-           'init_method_normal', 'get_attention_mask']
+           'init_method_normal', 'get_attention_mask', 'get_t2t_attention_mask', 'get_i2t_attention_mask']
 
 
 def exists(val: Any) -> bool:
@@ -64,13 +66,30 @@ def get_attention_mask(*args: Any, **kwargs: Any) -> torch.Tensor:
     if (args and torch.is_tensor(args[0])) or 'masks' in kwargs:
         masks, args = (args[0], args[1:]) if args and torch.is_tensor(args[0]) else (kwargs.pop('masks'), args)
     bs, l_text, n, r_text, device = _mask_arguments(args, kwargs)
-    mask = get_causal_mask(l_text, n, r_text).to(device).expand(bs, 1, -1, -1).clone()
+    mask = _causal(bs, l_text, n, r_text, device)
     if masks is not None:
         _block_after_first_zero(mask, masks, l_text + n * n, bs)
     return mask
 
 
 _NAMES = ('bs', 'l_text_tokens', 'image_tokens_per_dim', 'r_text_tokens', 'device')
+
+
+def get_t2t_attention_mask(bs: int, l_text_tokens: int, image_tokens_per_dim: int, r_text_tokens: int,
+                           device: Union[str, torch.device]) -> torch.Tensor:
+    """The causal mask with every row from the image on blocked (text-to-text: only the left text attends)."""
+    mask = get_attention_mask(bs, l_text_tokens, image_tokens_per_dim, r_text_tokens, device)
+    mask[:, :, l_text_tokens:, :] = 0
+    return mask
+
+
+def get_i2t_attention_mask(masks: torch.Tensor, bs: int, l_text_tokens: int, image_tokens_per_dim: int,
+                           r_text_tokens: int, device: Union[str, torch.device]) -> torch.Tensor:
+    """The earlier-form :func:`get_attention_mask` with the left-text columns blocked too (image-to-text)."""
+    mask = _causal(bs, l_text_tokens, image_tokens_per_dim, r_text_tokens, device)
+    mask[:, :, :, :l_text_tokens] = 0
+    _block_after_first_zero(mask, masks, l_text_tokens + image_tokens_per_dim ** 2, bs)
+    return mask
 
 
 def _mask_arguments(args: tuple, kwargs: dict) -> Tuple[int, int, int, int, Union[str, torch.device]]:
@@ -89,6 +108,11 @@ def _mask_arguments(args: tuple, kwargs: dict) -> Tuple[int, int, int, int, Unio
     if not isinstance(bs, int) or bs < 1:
         raise ConfigError(f'bs must be a positive int, got {bs!r}')
     return bs, values['l_text_tokens'], values['image_tokens_per_dim'], values['r_text_tokens'], values['device']
+
+
+def _causal(bs: int, l_text: int, n: int, r_text: int, device: Union[str, torch.device]) -> torch.Tensor:
+    """The causal mask of the layout as a writable float ``[bs, 1, S, S]`` on ``device``."""
+    return get_causal_mask(l_text, n, r_text).to(device).expand(bs, 1, -1, -1).clone()
 
 
 def _block_after_first_zero(mask: torch.Tensor, masks: torch.Tensor, right_start: int, bs: int) -> None:
