@@ -1,5 +1,6 @@
 """Code written for the original package runs unchanged (issue 25): its helpers, its fp16 wrapper, saved
 folders loading the way they were saved, and what the original's own unit tests exercise."""
+import math
 import os
 import re
 import shutil
@@ -20,6 +21,7 @@ from rudolph.image_prompts import ImagePrompts
 from rudolph.model import MODELS, FP16Module, get_rudolph_model, quant, ruDolphModel
 from rudolph.model import utils as model_utils
 from rudolph.model.fp16 import fp16_to_fp32, fp32_to_fp16, unwrap_model
+from rudolph.model.image_attention import get_col_mask, get_conv_mask, get_row_mask
 from rudolph.model.utils import get_attention_mask
 from rudolph.pretrained.components import Components
 from rudolph.pretrained.folder import read_config
@@ -238,3 +240,67 @@ def test_fp16_conversion_helpers():
     out = fp32_to_fp16((torch.ones(2), [torch.ones(1, dtype=torch.long), 'x']))
     assert out[0].dtype == torch.float16 and out[1][0].dtype == torch.long and out[1][1] == 'x'
     assert fp16_to_fp32([half])[0].dtype == torch.float32 and fp16_to_fp32(half).dtype == torch.float32
+
+
+# ------------------------------------------------------------------------- what the original's unit tests exercise
+#: the image-to-image block (query rows, key columns) of each mask for N = 3, written out from SPEC section 4
+IMAGE_BLOCKS = {
+    'row': ['100000000', '110000000', '111000000', '111100000', '011110000',
+            '001111000', '000111100', '000011110', '000001111'],
+    'col': ['100000000', '010000000', '001000000', '100100000', '010010000',
+            '001001000', '100100100', '010010010', '001001001'],
+    'conv3': ['100000000', '110000000', '011000000', '110100000', '111110000',
+              '011011000', '000110100', '000111110', '000011011'],
+}
+
+
+def layout_mask(block, l_text=2, r_text=2):
+    """The whole ``[S, S]`` mask: causal text rows, image rows seeing all left text, then ``block``."""
+    n2 = len(block)
+    s = l_text + n2 + r_text
+    rows = []
+    for q in range(s):
+        if l_text <= q < l_text + n2:
+            rows.append('1' * l_text + block[q - l_text] + '0' * r_text)
+        else:
+            rows.append('1' * (q + 1) + '0' * (s - q - 1))
+    return torch.tensor([[int(c) for c in row] for row in rows], dtype=torch.int32)
+
+
+@pytest.mark.parametrize('name', sorted(IMAGE_BLOCKS))
+def test_masks_of_a_small_layout_element_by_element(name):
+    build = {'row': lambda: get_row_mask(l_text_tokens=2, image_tokens_per_dim=3, r_text_tokens=2),
+             'col': lambda: get_col_mask(l_text_tokens=2, image_tokens_per_dim=3, r_text_tokens=2),
+             'conv3': lambda: get_conv_mask(l_text_tokens=2, image_tokens_per_dim=3, r_text_tokens=2, kernel=3)}
+    mask = build[name]()
+    assert mask.dtype == torch.float32 and mask.shape == (13, 13)
+    expected = layout_mask(IMAGE_BLOCKS[name])
+    wrong = [(q, k) for q in range(13) for k in range(13) if int(mask[q, k]) != int(expected[q, k])]
+    assert not wrong, f'{name}: {len(wrong)} pairs differ, e.g. {wrong[:5]}'
+
+
+#: the original unit tests' model: the 350M geometry with the first release's vocabulary (no special tokens)
+ORIGINAL_350M = dict(num_layers=24, hidden_size=1024, num_attention_heads=16, embedding_dropout_prob=0.1,
+                     output_dropout_prob=0.1, attention_dropout_prob=0.1, image_tokens_per_dim=16,
+                     l_text_seq_length=64, r_text_seq_length=64, kernel_size=7, last_kernel_size=9,
+                     cogview_sandwich_layernorm=True, cogview_pb_relax=True, vocab_size=16384 + 64,
+                     image_vocab_size=8192)
+
+
+def test_350m_forward_with_the_original_keywords():
+    torch.manual_seed(0)
+    model = ruDolphModel(device='cpu', **ORIGINAL_350M).eval()
+    bs, l_text, r_text = 2, model.get_param('l_text_seq_length'), model.get_param('r_text_seq_length')
+    n = model.get_param('image_tokens_per_dim')
+    mask = get_attention_mask(bs, l_text, n, r_text, model.get_param('device'))
+    ids = torch.cat([torch.tensor([[*range(1000, 1000 + l_text - 11), 2, *[0] * 10]] * bs),
+                     torch.tensor([[*range(5000, 5000 + n * n)]] * bs),
+                     torch.tensor([[*range(2000, 2000 + r_text - 11), 2, *[0] * 10]] * bs)], dim=1)
+    with torch.no_grad():
+        loss, loss_values, hidden_states = model.forward(ids, mask, return_loss=True, return_hidden_states=True,
+                                                         lt_loss_weight=1, img_loss_weight=7, rt_loss_weight=1)
+    assert isinstance(loss.item(), float) and math.isfinite(loss.item())
+    assert set(loss_values) == {'l_text_loss', 'image_loss', 'r_text_loss'} and len(hidden_states) == 24
+    assert hidden_states[0].shape == (bs, l_text + n * n + r_text, 1024)
+    weighted = (loss_values['l_text_loss'] + 7 * loss_values['image_loss'] + loss_values['r_text_loss']) / 9
+    assert abs(float(loss) - float(weighted)) < 1e-4
