@@ -1,4 +1,5 @@
 """Image prompts: keep border bands of a given image fixed while the rest is generated."""
+import warnings
 from typing import Dict, Mapping, Optional, Union
 
 import numpy as np
@@ -29,16 +30,22 @@ class ImagePrompts:
     """
 
     def __init__(self, pil_image: Image.Image, borders: Mapping[str, int], vae,
-                 device: Union[str, torch.device] = 'cpu', crop_first: bool = False, disable_gumbel_softmax: bool = False, *, image_size: Optional[int] = None):
-        """``disable_gumbel_softmax`` (ruDALL-E's keyword) is passed on to ``vae.get_codebook_indices`` when True.
+                 device: Union[str, torch.device] = 'cpu', crop_first: bool = False,
+                 disable_gumbel_softmax: bool = True, *, image_size: Optional[int] = None):
+        """``disable_gumbel_softmax`` is ruDALL-E's keyword (default ``True`` there too).
 
-        In ruDALL-E it chose the VQGAN's encoding: ``True`` the argmax of the codebook logits, ``False``
-        a Gumbel-softmax draw (random codes that changed from call to call). This package's VQGAN
-        always takes the argmax, so both values give the codes of ``True``; another VAE object that
-        honours the keyword (ruDALL-E's own) gets it.
+        In ruDALL-E it chose how its VQGAN encoded the prompt: ``True`` the argmax of the codebook
+        logits, ``False`` a hard Gumbel-softmax draw (random codes, different on every call; in older
+        ruDALL-E releases the flag even reached the quantiser as its temperature). This package's
+        VQGAN always takes the argmax, so ``True`` gives exactly ruDALL-E's codes and ``False`` gives
+        the same argmax codes, with a warning that the random draw is not reproduced.
         """
         self.device = torch.device(device)
         self.disable_gumbel_softmax = bool(disable_gumbel_softmax)
+        if not self.disable_gumbel_softmax:
+            warnings.warn('ImagePrompts(disable_gumbel_softmax=False): the VQGAN here always encodes with the argmax '
+                          'of its codebook logits (ruDALL-E drew random Gumbel-softmax codes); the prompt codes are '
+                          'those of disable_gumbel_softmax=True', UserWarning, stacklevel=2)
         self.vae = vae
         self.borders = self._check_borders(borders)
         img = self.preprocess_img(pil_image, image_size)
@@ -82,22 +89,18 @@ class ImagePrompts:
                  ('left', slice(0, n), slice(0, b['left'])), ('right', slice(0, n), slice(n - b['right'], n))]
         return [band for band in bands if b[band[0]]]
 
-    def _codes(self, img: torch.Tensor) -> torch.Tensor:
-        extra = {'disable_gumbel_softmax': True} if self.disable_gumbel_softmax else {}
-        return self.vae.get_codebook_indices(img, **extra)
-
     @torch.no_grad()
     def get_image_prompts(self, img: torch.Tensor, crop_first: bool = False):
         n = self.tokens_per_side
         mask = torch.zeros(n, n, dtype=torch.bool)
         grid = torch.zeros(n, n, dtype=torch.long)
         if not crop_first:
-            grid = self._codes(img).reshape(n, n).cpu().long()
+            grid = self.vae.get_codebook_indices(img).reshape(n, n).cpu().long()
         for _, rows, cols in self._bands(n):
             mask[rows, cols] = True
             if crop_first:
                 crop = img[:, :, rows.start * 8:rows.stop * 8, cols.start * 8:cols.stop * 8]
-                ids = self._codes(crop).cpu().long()
+                ids = self.vae.get_codebook_indices(crop).cpu().long()
                 grid[rows, cols] = ids.reshape(rows.stop - rows.start, cols.stop - cols.start)
         mask = mask.reshape(-1)
         idx = torch.nonzero(mask).flatten().tolist()

@@ -1,5 +1,6 @@
 """Code written for the original package runs unchanged (issue 25): its helpers, its fp16 wrapper, saved
 folders loading the way they were saved, and what the original's own unit tests exercise."""
+import inspect
 import math
 import os
 import re
@@ -10,7 +11,7 @@ import sys
 import pytest
 import torch
 from conftest import TINY_PARAMS, fill_hub_cache
-from fakes import FakeTokenizer, FakeVAE, make_image
+from fakes import FakeTokenizer, make_image
 
 import rudolph
 from rudolph import pipelines
@@ -194,31 +195,17 @@ def test_save_pretrained_include_codecs_carries_the_published_parts(tmp_path, ti
 
 
 # ------------------------------------------------------------------------- ImagePrompts(disable_gumbel_softmax=)
-class RecordingVAE(FakeVAE):
-    """A VAE that honours ruDALL-E's keyword (as ruDALL-E's own does) and records it."""
-
-    def __init__(self):
-        super().__init__(n_codes=64)
-        self.calls = []
-
-    def get_codebook_indices(self, img, disable_gumbel_softmax=False):
-        self.calls.append(disable_gumbel_softmax)
-        return super().get_codebook_indices(img)
-
-
-def test_image_prompts_take_rudalle_disable_gumbel_softmax():
-    img = make_image(32)
-    vae = RecordingVAE().eval()
-    prompts = ImagePrompts(img, {'up': 1}, vae, 'cpu', crop_first=False, disable_gumbel_softmax=True, image_size=32)
-    assert vae.calls == [True] and prompts.image_prompts_idx == [0, 1, 2, 3]
-    ImagePrompts(img, {'up': 1, 'left': 1}, vae, 'cpu', crop_first=True, disable_gumbel_softmax=False, image_size=32)
-    assert vae.calls == [True, False, False]
-    vqgan = get_vae('tiny-shapes').eval()  # ours: the argmax codes either way (ruDALL-E's True)
+def test_image_prompts_take_rudalle_disable_gumbel_softmax(recwarn):
+    vqgan = get_vae('tiny-shapes').eval()
     shapes = make_image(64)
-    codes = [ImagePrompts(shapes, {'down': 2}, vqgan, 'cpu', disable_gumbel_softmax=flag, image_size=64).image_prompts
-             for flag in (True, False)]
-    assert torch.equal(codes[0], codes[1])
-    assert torch.equal(codes[0], vqgan.get_codebook_indices(preprocess_image(shapes, 64)[None]))
+    expected = vqgan.get_codebook_indices(preprocess_image(shapes, 64)[None])
+    prompts = ImagePrompts(shapes, {'down': 2}, vqgan, 'cpu', crop_first=False, disable_gumbel_softmax=True,
+                           image_size=64)
+    assert torch.equal(prompts.image_prompts, expected) and not recwarn.list  # ruDALL-E's argmax codes
+    assert inspect.signature(ImagePrompts).parameters['disable_gumbel_softmax'].default is True  # as ruDALL-E
+    with pytest.warns(UserWarning, match='always encodes with the argmax'):
+        drawn = ImagePrompts(shapes, {'down': 2}, vqgan, 'cpu', disable_gumbel_softmax=False, image_size=64)
+    assert torch.equal(drawn.image_prompts, expected)
 
 
 def test_t2t_and_i2t_attention_masks_of_the_earlier_releases():
