@@ -127,6 +127,10 @@ def test_model_folder_loads_the_way_it_was_saved(tmp_path, tiny_model):
     assert torch.equal(logits_of(get_rudolph_model(folder)), logits_of(tiny_model))
     bf16 = ruDolphModel.from_pretrained(str(folder), dtype='bf16')
     assert bf16.dtype == torch.bfloat16
+    saved = read_config(os.path.join(bf16.save_pretrained(tmp_path / 'bf16'), 'config.json'))
+    assert saved['torch_dtype'] == 'bfloat16' and saved['spc_tokens'] == {'<LT_T2I>': 1002}
+    again = ruDolphModel.from_pretrained(tmp_path / 'bf16', dtype=torch.bfloat16)
+    assert torch.equal(logits_of(again), logits_of(bf16))
     with pytest.raises(ConfigError, match='unknown RuDOLPH model'):
         get_rudolph_model(str(tmp_path / 'nothing-here'))
 

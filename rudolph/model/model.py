@@ -199,8 +199,9 @@ class ruDolphModel(nn.Module):
         """The model a :meth:`save_pretrained` folder (or a hub repository of one) holds, in eval mode.
 
         Reads its ``config.json`` and weights only (never the tokenizer or the VQGAN). ``dtype``,
-        ``quantize`` and ``fp16`` as in ``get_rudolph_model`` (an int8 folder loads as int8);
-        ``model_kwargs`` override constructor arguments (dropout...).
+        ``quantize`` and ``fp16`` as in ``get_rudolph_model``: an int8 folder loads as int8 (the same
+        logits as the model saved), float weights load in ``dtype`` (float32 by default, whatever
+        ``torch_dtype`` they were saved in). ``model_kwargs`` override constructor arguments (dropout...).
         """
         return folder.load_model(cls, path_or_repo_id, device=device, dtype=dtype, quantize=quantize, fp16=fp16,
                                  cache_dir=cache_dir, model_kwargs=model_kwargs)
