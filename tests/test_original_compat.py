@@ -1,5 +1,6 @@
 """Code written for the original package runs unchanged (issue 25): its helpers, its fp16 wrapper, saved
 folders loading the way they were saved, and what the original's own unit tests exercise."""
+import copy
 import inspect
 import math
 import os
@@ -295,3 +296,12 @@ def test_350m_forward_with_the_original_keywords():
     assert hidden_states[0].shape == (bs, l_text + n * n + r_text, 1024)
     weighted = (loss_values['l_text_loss'] + 7 * loss_values['image_loss'] + loss_values['r_text_loss']) / 9
     assert abs(float(loss) - float(weighted)) < 1e-4
+
+
+def test_fp16_module_copies_and_moves_like_a_module(tiny_model):
+    wrapped = FP16Module(tiny_model, convert=False)
+    clone = copy.deepcopy(wrapped)
+    assert isinstance(clone.module, ruDolphModel) and clone.module is not tiny_model
+    assert clone.to('cpu') is clone and clone.device == torch.device('cpu')
+    with pytest.raises(AttributeError, match='no_such_thing'):
+        wrapped.no_such_thing

@@ -76,9 +76,10 @@ class FP16Module(nn.Module):
         try:
             return super().__getattr__(name)
         except AttributeError:
-            if 'module' not in self._modules:  # during __init__, before the module is attached
+            modules = self.__dict__.get('_modules') or {}
+            if 'module' not in modules:  # during __init__ (or unpickling), before the module is attached
                 raise
-            return getattr(self._modules['module'], name)
+            return getattr(modules['module'], name)
 
     def get_param(self, item: str) -> Any:
         """The wrapped model's ``get_param``."""
