@@ -126,6 +126,8 @@ def test_model_folder_loads_the_way_it_was_saved(tmp_path, tiny_model):
     assert torch.equal(logits_of(loaded), logits_of(tiny_model)) and loaded.spc_tokens == tiny_model.spc_tokens
     assert not loaded.training and loaded.config == tiny_model.config
     assert torch.equal(logits_of(get_rudolph_model(folder)), logits_of(tiny_model))
+    fresh = get_rudolph_model(folder, pretrained=False)
+    assert fresh.config == tiny_model.config and not torch.equal(logits_of(fresh), logits_of(tiny_model))
     bf16 = ruDolphModel.from_pretrained(str(folder), dtype='bf16')
     assert bf16.dtype == torch.bfloat16
     saved = read_config(os.path.join(bf16.save_pretrained(tmp_path / 'bf16'), 'config.json'))

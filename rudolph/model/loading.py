@@ -21,7 +21,7 @@ from rudolph.model.checkpoint import (  # noqa: F401 (re-exported)
     resolve_checkpoint,
 )
 from rudolph.model.configs import MODELS
-from rudolph.model.folder import is_model_folder, looks_like_repo_id
+from rudolph.model.folder import is_model_folder, load_model, looks_like_repo_id
 from rudolph.model.fp16 import FP16Module
 from rudolph.model.model import ruDolphModel
 
@@ -49,8 +49,8 @@ def get_rudolph_model(name: str, pretrained: bool = True, fp16: bool = False,
                       model_params: Optional[Mapping[str, Any]] = None,
                       **model_kwargs) -> Union[ruDolphModel, FP16Module]:
     """Build RuDOLPH ``name`` (a key of ``MODELS``) and, if ``pretrained``, load its weights; or load the
-    folder ``name`` written by ``save_pretrained`` (or a hub repo id of one) through
-    ``ruDolphModel.from_pretrained``.
+    folder ``name`` written by ``save_pretrained`` (or a hub repo id of one) as ``ruDolphModel.from_pretrained``
+    does (``pretrained=False``: its architecture with random weights).
 
     Weights come from ``checkpoint_path`` (a file, or a folder holding ``pytorch_model.bin``
     or the registry's file name; or an int8 file of :func:`rudolph.model.quant.save_int8`) or
@@ -58,7 +58,8 @@ def get_rudolph_model(name: str, pretrained: bool = True, fp16: bool = False,
     honours ``HF_HOME``, ``HF_HUB_OFFLINE``, tokens and ``cache_dir``).
     ``model_kwargs`` override constructor arguments (dropout,
     ``gradient_checkpointing``...). ``fp16=True`` returns, as the original did, an ``FP16Module``
-    whose ``.module`` is the model: float16 on CUDA; on CPU it warns and keeps float32. ``dtype`` selects float32 (default), float16, bfloat16 or ``'auto'``
+    whose ``.module`` is the model: float16 on CUDA; on CPU it warns and keeps float32. ``dtype``
+    selects float32 (default), float16, bfloat16 or ``'auto'``
     (a torch dtype or a name: 'fp32', 'fp16'/'half', 'bf16'...; see
     :func:`rudolph.model.quant.resolve_precision`). ``quantize='int8'``: int8 weights for the
     transformer's linear layers and the output head, quantised tensor by tensor while loading.
@@ -69,8 +70,8 @@ def get_rudolph_model(name: str, pretrained: bool = True, fp16: bool = False,
     when ``pretrained``). The model is returned in eval mode.
     """
     if model_params is None and name not in MODELS and (is_model_folder(name) or looks_like_repo_id(name)):
-        model = ruDolphModel.from_pretrained(name, dtype=dtype, quantize=quantize, device=device, fp16=fp16,
-                                             cache_dir=cache_dir, **model_kwargs)
+        model = load_model(ruDolphModel, name, device=device, dtype=dtype, quantize=quantize, fp16=fp16,
+                           cache_dir=cache_dir, pretrained=pretrained, model_kwargs=model_kwargs)
         return _wrapped(_maybe_compile(model, compile), fp16)
     config = _config(name, model_params)
     params = {**config['model_params'], **model_kwargs}
