@@ -18,7 +18,7 @@ import rudolph
 from rudolph import pipelines
 from rudolph.api import DEFAULT_SPC_TOKENS, ruDolphApi
 from rudolph.errors import ConfigError, WeightsNotFoundError
-from rudolph.finetune.freeze import freeze
+from rudolph.finetune import freeze  # not rudolph.finetune.freeze: importing that submodule shadows the export
 from rudolph.image_prompts import ImagePrompts
 from rudolph.model import MODELS, FP16Module, get_rudolph_model, quant, ruDolphModel
 from rudolph.model import utils as model_utils
