@@ -264,7 +264,13 @@ def test_convert_350m_config_round_trips_bit_exactly(tmp_path):
     assert config['base_model'] == '350M' and config['config'] == MODELS['350M']['model_params']
     assert config['spc_tokens'] == dict(MODELS['350M']['spc_tokens']) and config['torch_dtype'] == 'float16'
     assert config['tokenizer'] == {'repo_id': HF_REPO_ID, 'filename': HF_FILENAME}
-    del back, state
+    # the converted folder loads with neither the tokenizer nor the VQGAN at hand (offline, empty cache)
+    loaded = Components.from_pretrained(folder, dtype='bf16', cache_dir=str(tmp_path / 'empty-cache'))
+    weight = loaded.model.text_embeddings.weight
+    assert weight.dtype == torch.bfloat16 and torch.equal(weight, back['text_embeddings.weight'].to(torch.bfloat16))
+    with pytest.raises(WeightsNotFoundError, match=f'{HF_REPO_ID}/{HF_FILENAME}'):
+        loaded.tokenizer
+    del back, state, loaded, weight
 
 
 def test_convert_command_and_its_errors(tmp_path, capsys):
