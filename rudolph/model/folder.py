@@ -30,7 +30,7 @@ from rudolph.model.checkpoint import instantiate, is_mask_key
 
 __all__ = ['FORMAT', 'FORMAT_VERSION', 'CONFIG_NAME', 'WEIGHTS_NAME', 'read_config', 'is_model_folder',
            'looks_like_repo_id', 'model_weights', 'model_config', 'weights_metadata', 'write_weights',
-           'write_model_files', 'write_config', 'save_model',
+           'write_model_files', 'write_config', 'write_text', 'save_model',
            'model_files', 'atomic_folder', 'load_model', 'REPO_ID_PATTERN']
 
 FORMAT = 'rudolph'
@@ -71,15 +71,18 @@ def write_weights(folder: str, state: Mapping[str, torch.Tensor], metadata: Opti
     return WEIGHTS_NAME
 
 
-def write_config(folder: str, config: Mapping[str, Any]) -> str:
-    """``config.json`` of ``folder`` (written atomically); returns its name."""
-    text = json.dumps(config, indent=2, ensure_ascii=False) + '\n'
-
+def write_text(path: str, text: str) -> None:
+    """``text`` written to ``path`` as UTF-8, atomically (a reader sees the old file or the whole new one)."""
     def write(tmp: str) -> None:
         with open(tmp, 'w', encoding='utf-8') as f:
             f.write(text)
 
-    write_atomic(os.path.join(folder, CONFIG_NAME), write)
+    write_atomic(path, write)
+
+
+def write_config(folder: str, config: Mapping[str, Any]) -> str:
+    """``config.json`` of ``folder`` (written atomically); returns its name."""
+    write_text(os.path.join(folder, CONFIG_NAME), json.dumps(config, indent=2, ensure_ascii=False) + '\n')
     return CONFIG_NAME
 
 

@@ -45,6 +45,7 @@ from rudolph.model.folder import (  # noqa: F401 (re-exported: the model's part 
     read_config,
     weights_metadata,
     write_config,
+    write_text,
     write_weights,
 )
 from rudolph.model.fp16 import unwrap_model
@@ -173,18 +174,8 @@ def write_pretrained(folder: str, state: Mapping[str, torch.Tensor], config: Dic
 def write_description(folder: str, config: Mapping[str, Any], name: Optional[str] = None) -> List[str]:
     """``config.json`` and the ``README.md`` model card of ``folder`` (``name``: how the card calls the model)."""
     write_config(folder, config)
-    _write_text(os.path.join(folder, CARD_NAME), model_card(config, name or os.path.basename(os.path.abspath(folder))))
+    write_text(os.path.join(folder, CARD_NAME), model_card(config, name or os.path.basename(os.path.abspath(folder))))
     return [CONFIG_NAME, CARD_NAME]
-
-
-def _write_text(path: str, text: str) -> None:
-    from rudolph.io.files import write_atomic
-
-    def write(tmp: str) -> None:
-        with open(tmp, 'w', encoding='utf-8') as f:
-            f.write(text)
-
-    write_atomic(path, write)
 
 
 def _unpack(obj: Any) -> Tuple[Any, Dict[str, Any]]:
