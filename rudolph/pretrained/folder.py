@@ -10,7 +10,10 @@ A saved model is a folder (or a hub repository holding the same files)::
     bpe.model           the tokenizer, when it is not a published one
     vqgan.safetensors   the VQGAN, when it is not a published one (its header records its architecture)
 
-``Components.from_pretrained(folder_or_repo_id)`` loads it with nothing else given.
+``Components.from_pretrained(folder_or_repo_id)`` loads it with nothing else given (the tokenizer and the
+VQGAN when first asked for). The model's part, ``config.json`` and ``model.safetensors``, is written and
+read by :mod:`rudolph.model.folder` (``ruDolphModel.save_pretrained`` / ``from_pretrained``,
+``get_rudolph_model(folder)``); this module adds the card, the tokenizer and the VQGAN on top.
 
 Why the hub's file conventions by hand rather than ``PyTorchModelHubMixin``: the mixin stores the
 constructor arguments of *one* ``nn.Module``, whereas a RuDOLPH model is only usable with its tokenizer,
