@@ -22,6 +22,7 @@ _EXPORTS = {
     'ImagePrompts': ('.image_prompts', 'ImagePrompts'),
     'Components': ('.pretrained.components', 'Components'),
     'get_realesrgan': ('.superres', 'get_realesrgan'),
+    'api': ('.api', None),
     'model': ('.model', None),
     'pipelines': ('.pipelines', None),
     'utils': ('.utils', None),

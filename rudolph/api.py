@@ -16,6 +16,7 @@ from rudolph.generation.engine import ce_to_ppl
 from rudolph.generation.sampling import check_sampling_args
 from rudolph.model.config import Layout
 from rudolph.model.configs import DEFAULT_SPC_TOKENS
+from rudolph.model.utils import get_attention_mask
 from rudolph.superres import cached_realesrgan
 from rudolph.tasks import core as tasks
 from rudolph.tasks.core import DEFAULT_IMAGE_SAMPLING, VQA_TEMPLATE, Parts, SamplingConfig
@@ -86,6 +87,11 @@ class ruDolphApi:  # noqa: N801 (original name)
         """Kept for compatibility: seeds the global RNGs (the API itself uses private generators)."""
         if seed is not None:
             seed_everything(seed)
+
+    def get_attention_mask(self, bs: int) -> torch.Tensor:
+        """The causal ``[bs, 1, S, S]`` float mask on the model's device (what the original passed to the model)."""
+        return get_attention_mask(bs, self.l_text_seq_length, self.image_tokens_per_dim, self.r_text_seq_length,
+                                  self.device)
 
     @staticmethod
     def show(pil_images, nrow: int = 4, size: int = 11, save_dir: Optional[str] = None, show: bool = True) -> None:

@@ -1,4 +1,5 @@
 """Image prompts: keep border bands of a given image fixed while the rest is generated."""
+import warnings
 from typing import Dict, Mapping, Optional, Union
 
 import numpy as np
@@ -29,9 +30,23 @@ class ImagePrompts:
     ``image_prompts_idx`` (sorted list of flat grid positions), plus ``mask`` (bool ``[n*n]``).
     """
 
-    def __init__(self, pil_image: Image.Image, borders: Mapping[str, int], vae, device: Union[str, torch.device] = 'cpu',
-                 crop_first: bool = False, *, image_size: Optional[int] = None):
+    def __init__(self, pil_image: Image.Image, borders: Mapping[str, int], vae,
+                 device: Union[str, torch.device] = 'cpu', crop_first: bool = False,
+                 disable_gumbel_softmax: bool = True, *, image_size: Optional[int] = None):
+        """``disable_gumbel_softmax`` is ruDALL-E's keyword (default ``True`` there too).
+
+        In ruDALL-E it chose how its VQGAN encoded the prompt: ``True`` the argmax of the codebook
+        logits, ``False`` a hard Gumbel-softmax draw (random codes, different on every call; in older
+        ruDALL-E releases the flag even reached the quantiser as its temperature). This package's
+        VQGAN always takes the argmax, so ``True`` gives exactly ruDALL-E's codes and ``False`` gives
+        the same argmax codes, with a warning that the random draw is not reproduced.
+        """
         self.device = torch.device(device)
+        self.disable_gumbel_softmax = bool(disable_gumbel_softmax)
+        if not self.disable_gumbel_softmax:
+            warnings.warn('ImagePrompts(disable_gumbel_softmax=False): the VQGAN here always encodes with the argmax '
+                          'of its codebook logits (ruDALL-E drew random Gumbel-softmax codes); the prompt codes are '
+                          'those of disable_gumbel_softmax=True', UserWarning, stacklevel=2)
         self.vae = vae
         self.borders = self._check_borders(borders)
         img = self.preprocess_img(pil_image, image_size)

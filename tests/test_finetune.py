@@ -205,6 +205,21 @@ def test_frozen_parameters_do_not_change(tmp_path, tiny_params):
     assert not torch.equal(before['to_logits.1.weight'], after['to_logits.1.weight'])
 
 
+def test_the_fp16_module_of_the_original_notebook_trains(tmp_path, tiny_params):
+    """The fine-tuning notebook's way: get_rudolph_model(..., fp16=True), freeze(model.module, ...), train(model)."""
+    from rudolph.model import FP16Module
+
+    model = FP16Module(tiny(tiny_params), convert=False)  # what get_rudolph_model(fp16=True) returns on CPU
+    frozen = set(freeze(model.module, freeze_emb=True, freeze_ln=True))
+    ds = prepare_dataset(text_rows(), FakeTokenizer(), None, model, spc_tokens=SPC)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = train(model, ds, config(tmp_path, max_steps=3, save_final=False))
+    assert result.model is model.module
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in frozen)
+    assert not torch.equal(before['to_logits.1.weight'], after['to_logits.1.weight'])
+
+
 def test_an_int8_model_cannot_be_fine_tuned(tmp_path, tiny_params):
     from rudolph.errors import ConfigError
     from rudolph.model.quant import quantize_linears

@@ -1,4 +1,4 @@
-"""The two notebooks: valid, importing only what exists, and executed headless on tiny-shapes."""
+"""The notebooks: valid, importing only what exists, and executed headless on tiny-shapes."""
 import ast
 import importlib
 import importlib.util
@@ -10,7 +10,7 @@ import sys
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NOTEBOOKS = ('usage.ipynb', 'finetune_captioning.ipynb')
+NOTEBOOKS = ('usage.ipynb', 'finetune_captioning.ipynb', 'original_usage.ipynb')
 
 
 def code_cells(name: str) -> list:

@@ -15,7 +15,7 @@ from rudolph.errors import CheckpointError, ConfigError, CorruptCheckpointError,
 from rudolph.io.safetensors import is_safetensors, read_safetensors, write_safetensors
 from rudolph.model import MODELS, get_rudolph_model
 from rudolph.pretrained.components import Components
-from rudolph.pretrained.folder import CARD_NAME, CONFIG_NAME, FORMAT_VERSION, read_config
+from rudolph.pretrained.folder import CARD_NAME, CONFIG_NAME, FORMAT_VERSION, read_config, save_pretrained
 from rudolph.pretrained.publish import convert, push_to_hub
 
 TINY = 'tiny-shapes'
@@ -73,18 +73,25 @@ def test_model_save_pretrained_of_a_published_architecture_points_at_the_hub_par
     from rudolph.vae import HF_REPO_ID as VAE_REPO
 
     model = get_rudolph_model(tiny_registered, pretrained=False)
-    folder = model.save_pretrained(str(tmp_path / 'plain'))
+    folder = save_pretrained(model, str(tmp_path / 'plain'))
     assert sorted(os.listdir(folder)) == ['README.md', 'config.json', 'model.safetensors']
     config = read_config(os.path.join(folder, CONFIG_NAME))
     assert config['base_model'] == tiny_registered
     assert config['tokenizer'] == {'repo_id': HF_REPO_ID, 'filename': HF_FILENAME}
     assert config['vae']['repo_id'] == VAE_REPO and config['vae']['filename'] == HF_FILENAMES[False]
-    with pytest.raises(WeightsNotFoundError, match=f'{HF_REPO_ID}/{HF_FILENAME}'):
-        Components.from_pretrained(folder, with_vae=False)  # offline and not cached: named, not guessed
+    # the model's own save_pretrained: config.json + weights; the same hub parts follow from its architecture
+    alone = model.save_pretrained(str(tmp_path / 'alone'))
+    assert sorted(os.listdir(alone)) == ['config.json', 'model.safetensors']
+    for where in (folder, alone):
+        loaded = Components.from_pretrained(where, with_vae=False)  # the model loads without the tokenizer
+        assert_same_weights(loaded.model, model)
+        with pytest.raises(WeightsNotFoundError, match=f'{HF_REPO_ID}/{HF_FILENAME}'):
+            loaded.tokenizer  # offline and not cached: named, not guessed
     cache = tmp_path / 'hub'
     fill_hub_cache(cache, HF_REPO_ID, HF_FILENAME, lambda p: shutil.copy(MODELS[TINY]['tokenizer_path'], p))
-    loaded = Components.from_pretrained(folder, with_vae=False, cache_dir=str(cache))
-    assert_same_weights(loaded.model, model)
+    for where in (folder, alone):
+        loaded = Components.from_pretrained(where, with_vae=False, cache_dir=str(cache))
+        assert loaded.tokenizer.encode_text('круг', 8).shape == (8,) and loaded.vae is None
 
 
 def test_safetensors_files_load_through_get_rudolph_model_and_get_vae(tmp_path):
@@ -257,7 +264,13 @@ def test_convert_350m_config_round_trips_bit_exactly(tmp_path):
     assert config['base_model'] == '350M' and config['config'] == MODELS['350M']['model_params']
     assert config['spc_tokens'] == dict(MODELS['350M']['spc_tokens']) and config['torch_dtype'] == 'float16'
     assert config['tokenizer'] == {'repo_id': HF_REPO_ID, 'filename': HF_FILENAME}
-    del back, state
+    # the converted folder loads with neither the tokenizer nor the VQGAN at hand (offline, empty cache)
+    loaded = Components.from_pretrained(folder, dtype='bf16', cache_dir=str(tmp_path / 'empty-cache'))
+    weight = loaded.model.text_embeddings.weight
+    assert weight.dtype == torch.bfloat16 and torch.equal(weight, back['text_embeddings.weight'].to(torch.bfloat16))
+    with pytest.raises(WeightsNotFoundError, match=f'{HF_REPO_ID}/{HF_FILENAME}'):
+        loaded.tokenizer
+    del back, state, loaded, weight
 
 
 def test_convert_command_and_its_errors(tmp_path, capsys):

@@ -30,6 +30,7 @@ from rudolph.finetune.checkpoints import (
 )
 from rudolph.finetune.config import NonFiniteLossError, TrainConfig, TrainResult, TrainState, check_config
 from rudolph.finetune.data import EncodedDataset, TaskBatchSampler, collate
+from rudolph.model.fp16 import unwrap_model
 from rudolph.model.loading import check_state_dict
 from rudolph.model.precision import cpu_has_native_bf16
 from rudolph.model.quant import Int8Linear
@@ -213,6 +214,7 @@ class Trainer:
         if not isinstance(train_data, EncodedDataset):
             raise TypeError(f'train_data must be an EncodedDataset (see prepare_dataset), got '
                             f'{type(train_data).__name__}')
+        model = unwrap_model(model)  # the original's FP16Module (get_rudolph_model(fp16=True)): train the model in it
         _check_trainable_model(model)
         self.model, self.train_data, self.config, self.eval_data = model, train_data, config, eval_data
         self.step_callback = step_callback

@@ -6,6 +6,7 @@ _EXPORTS = {
     'MODELS': ('.configs', 'MODELS'),
     'RudolphConfig': ('.config', 'RudolphConfig'),
     'FP16Module': ('.fp16', 'FP16Module'),
+    'unwrap_model': ('.fp16', 'unwrap_model'),
     'get_col_mask': ('.image_attention', 'get_col_mask'),
     'get_conv_mask': ('.image_attention', 'get_conv_mask'),
     'get_row_mask': ('.image_attention', 'get_row_mask'),

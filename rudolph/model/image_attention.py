@@ -9,7 +9,7 @@ from typing import Callable
 
 import torch
 
-__all__ = ['get_row_mask', 'get_col_mask', 'get_conv_mask', 'layer_mask_name', 'MASK_NAMES']
+__all__ = ['get_causal_mask', 'get_row_mask', 'get_col_mask', 'get_conv_mask', 'layer_mask_name', 'MASK_NAMES']
 
 MASK_NAMES = ('row_mask', 'col_mask', 'conv_mask', 'last_conv_mask')
 
@@ -32,6 +32,12 @@ def _build(l_text_tokens: int, image_tokens_per_dim: int, r_text_tokens: int,
     return mask if is_bool_mask else mask.float()
 
 
+def get_causal_mask(l_text_tokens: int, image_tokens_per_dim: int, r_text_tokens: int,
+                    is_bool_mask: bool = False) -> torch.Tensor:
+    """The plain causal mask of the layout (query ``q`` sees key ``k`` iff ``k <= q``): the attention mask."""
+    return _build(l_text_tokens, image_tokens_per_dim, r_text_tokens, lambda qi, ki: qi >= 0, is_bool_mask)
+
+
 def get_row_mask(l_text_tokens: int, image_tokens_per_dim: int, r_text_tokens: int,
                  is_bool_mask: bool = False) -> torch.Tensor:
     """Image query ``qi`` sees image key ``ki`` iff ``qi - ki <= N`` (the last row and a bit)."""
@@ -47,8 +53,11 @@ def get_col_mask(l_text_tokens: int, image_tokens_per_dim: int, r_text_tokens: i
 
 
 def get_conv_mask(l_text_tokens: int, image_tokens_per_dim: int, r_text_tokens: int,
-                  kernel: int = 7, is_bool_mask: bool = False) -> torch.Tensor:
-    """Image query sees image keys within a ``kernel x kernel`` window of grid cells (causally)."""
+                  kernel: int = 11, is_bool_mask: bool = False) -> torch.Tensor:
+    """Image query sees image keys within a ``kernel x kernel`` window of grid cells (causally).
+
+    ``kernel`` defaults to 11 as in the original (every model passes its own kernel size).
+    """
     if not isinstance(kernel, int) or kernel < 1:
         raise ValueError(f'kernel must be a positive int, got {kernel!r}')
     n, half = image_tokens_per_dim, kernel // 2

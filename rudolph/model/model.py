@@ -1,35 +1,18 @@
 """ruDolphModel: embeddings of the three sequence parts, the sparse transformer, logits and loss."""
-import contextlib
+import os
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rudolph.model import folder
 from rudolph.model.cache import KVCache
+from rudolph.model.checkpoint import skip_init
 from rudolph.model.config import CONSTRUCTOR_ORDER, RudolphConfig
 from rudolph.model.transformer import SparseTransformer, linear
 
 __all__ = ['ruDolphModel', 'skip_init']
-
-
-@contextlib.contextmanager
-def skip_init():
-    """Build modules without running ``torch.nn.init``.
-
-    Used while constructing: the model applies its own init once afterwards (instead of
-    PyTorch's default init followed by ours), or a checkpoint overwrites every value. On
-    the meta device it also avoids importing PyTorch's reference ops (seconds) for nothing.
-    """
-    names = ('normal_', 'uniform_', 'kaiming_uniform_', 'ones_', 'zeros_')
-    saved = {name: getattr(nn.init, name) for name in names}
-    try:
-        for name in names:
-            setattr(nn.init, name, lambda tensor, *args, **kwargs: tensor)
-        yield
-    finally:
-        for name, fn in saved.items():
-            setattr(nn.init, name, fn)
 
 ModelOutput = Union[Tuple[torch.Tensor, Optional[KVCache]], Tuple[torch.Tensor, Dict[str, torch.Tensor]], tuple]
 
@@ -203,11 +186,25 @@ class ruDolphModel(nn.Module):
         """
         return self.transformer.decode_static(self.embed_one(tokens, input_pos), input_pos, cache)
 
-    def save_pretrained(self, save_directory: str, **kwargs: Any) -> str:
-        """Save as a self-describing folder (weights, config, task tokens, card); see :func:`rudolph.pretrained.folder.save_pretrained`."""
-        from rudolph.pretrained.folder import save_pretrained
+    def save_pretrained(self, save_directory: Union[str, os.PathLike]) -> str:
+        """Save ``config.json`` + ``model.safetensors`` (the model alone; :mod:`rudolph.model.folder`) into
+        ``save_directory``, replaced whole; returns its path. :meth:`from_pretrained` loads it back; the
+        tokenizer, VQGAN and model card come with ``Components.save_pretrained``."""
+        return folder.save_model(self, save_directory)
 
-        return save_pretrained(self, save_directory, **kwargs)
+    @classmethod
+    def from_pretrained(cls, path_or_repo_id: Union[str, os.PathLike], *, dtype: Union[None, str, torch.dtype] = None,
+                        quantize: Optional[str] = None, device: Union[str, torch.device] = 'cpu', fp16: bool = False,
+                        cache_dir: Optional[str] = None, **model_kwargs: Any) -> 'ruDolphModel':
+        """The model a :meth:`save_pretrained` folder (or a hub repository of one) holds, in eval mode.
+
+        Reads its ``config.json`` and weights only (never the tokenizer or the VQGAN). ``dtype``,
+        ``quantize`` and ``fp16`` as in ``get_rudolph_model``: an int8 folder loads as int8 (the same
+        logits as the model saved), float weights load in ``dtype`` (float32 by default, whatever
+        ``torch_dtype`` they were saved in). ``model_kwargs`` override constructor arguments (dropout...).
+        """
+        return folder.load_model(cls, path_or_repo_id, device=device, dtype=dtype, quantize=quantize, fp16=fp16,
+                                 cache_dir=cache_dir, model_kwargs=model_kwargs)
 
     def compile_decode(self, mode: Optional[str] = None, **compile_kwargs) -> 'ruDolphModel':
         """Compile :meth:`decode_one` with ``torch.compile``; :meth:`hidden` then runs it for decode steps.

@@ -25,7 +25,8 @@ from rudolph.io.files import write_atomic
 from rudolph.io.safetensors import read_safetensors_header
 
 __all__ = ['Int8Linear', 'INT8_MM_MAX_ROWS', 'bf16_exact_ceil', 'quantize_weight', 'quantize_linears',
-           'quantized_linear_names', 'int8_kernel_available', 'save_int8', 'read_int8_file', 'int8_file_metadata']
+           'quantized_linear_names', 'int8_kernel_available', 'save_int8', 'read_int8_file', 'int8_file_metadata',
+           'int8_metadata']
 
 logger = logging.getLogger(__name__)
 
@@ -205,9 +206,14 @@ def save_int8(model: nn.Module, path: Union[str, os.PathLike], extra_metadata: O
     masks = set(getattr(getattr(model, 'transformer', None), 'mask_names', ()))
     state = {k: v.contiguous() for k, v in model.state_dict().items()
              if not (k.startswith('transformer.') and k.split('.', 1)[1] in masks)}
-    dtype = str(getattr(model, 'dtype', torch.bfloat16)).removeprefix('torch.')
-    metadata = {'format': INT8_FORMAT, 'version': '1', 'quantize': 'int8', 'dtype': dtype, **(extra_metadata or {})}
+    metadata = {**int8_metadata(model), **(extra_metadata or {})}
     return write_atomic(path, lambda tmp: save_file(state, tmp, metadata=metadata))
+
+
+def int8_metadata(model: nn.Module) -> Dict[str, str]:
+    """The safetensors metadata that marks an int8 file of ``model`` (format, version, activation dtype)."""
+    dtype = str(getattr(model, 'dtype', torch.bfloat16)).removeprefix('torch.')
+    return {'format': INT8_FORMAT, 'version': '1', 'quantize': 'int8', 'dtype': dtype}
 
 
 def int8_file_metadata(path: str) -> Optional[Dict[str, str]]:

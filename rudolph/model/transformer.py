@@ -17,7 +17,8 @@ from torch.utils.checkpoint import checkpoint
 from rudolph.model.cache import KVCache
 from rudolph.model.image_attention import MASK_NAMES, get_col_mask, get_conv_mask, get_row_mask, layer_mask_name
 
-__all__ = ['SparseTransformer', 'SparseTransformerLayer', 'DalleSelfAttention', 'DalleMLP', 'Linear', 'linear', 'gelu']
+__all__ = ['SparseTransformer', 'SparseTransformerLayer', 'DalleSelfAttention', 'DalleMLP', 'Linear', 'linear', 'gelu',
+           'gelu_jit', 'Layer']
 
 MAX_FP16 = 65504.0
 
@@ -56,6 +57,24 @@ class Linear(nn.Linear):
 def gelu(x: torch.Tensor) -> torch.Tensor:
     """OpenAI's tanh-approximated GELU, as the checkpoints were trained with."""
     return F.gelu(x, approximate='tanh')
+
+
+#: the original's name of the same GELU (TorchScript-compiled there; ``torch.compile`` covers it here)
+gelu_jit = gelu
+
+
+class Layer(nn.Module):
+    """The original's gradient-checkpointing helper: ``forward(x) = f(module(x, *args, **kwargs))``.
+
+    Kept for code that imports it; this package checkpoints with ``torch.utils.checkpoint`` directly.
+    """
+
+    def __init__(self, x: nn.Module, f, *args, **kwargs):
+        super().__init__()
+        self.x, self.f, self.args, self.kwargs = x, f, args, kwargs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.f(self.x(x, *self.args, **self.kwargs))
 
 
 class DalleSelfAttention(nn.Module):

@@ -13,12 +13,12 @@ located first (local paths or the Hugging Face cache) and every missing one is r
 """
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from rudolph.errors import CheckpointError, ConfigError, WeightsNotFoundError
 from rudolph.model.device import check_device
 
-__all__ = ['Components', 'load_vae', 'describe_missing']
+__all__ = ['Components', 'Deferred', 'load_vae', 'describe_missing']
 
 #: the keyword of :meth:`Components.from_pretrained` that replaces each file (the CLI maps them to options)
 PART_KEYWORDS = {'model': 'checkpoint', 'tokenizer': 'tokenizer', 'vae': 'vae'}
@@ -127,21 +127,66 @@ def _missing_error(problems: Dict[str, str]) -> WeightsNotFoundError:
     return error
 
 
-@dataclass
+class Deferred:
+    """A part (the tokenizer or the VQGAN) loaded on first use: ``load()`` reads it, or raises the error that
+    names the missing file and how to provide it."""
+
+    def __init__(self, part: str, load: Callable[[], Any]):
+        self.part, self.load = part, load
+
+    def __repr__(self) -> str:
+        return f'<{self.part}: loaded on first use>'
+
+
 class Components:
     """A loaded model with what it needs: ``model``, ``tokenizer``, ``vae``, ``spc_tokens``, ``name``, ``sampling``.
 
     ``sampling`` maps a task (e.g. ``'text2image'``) to the model's recommended keyword
-    arguments (``top_k``, ``top_p``, ``temperature``); :meth:`sampling_for` reads it.
+    arguments (``top_k``, ``top_p``, ``temperature``); :meth:`sampling_for` reads it. ``tokenizer``
+    and ``vae`` may be given as :class:`Deferred`: they are then loaded when first asked for, so a
+    saved model loads (and runs on token ids) without them.
     """
-    model: Any
-    tokenizer: Any
-    vae: Any
-    spc_tokens: Dict[str, int]
-    name: str
-    sampling: Dict[str, Dict[str, Any]] = field(default_factory=dict)
-    #: where the parts came from (``base_model``, ``tokenizer``, ``vae``), for :meth:`save_pretrained`
-    sources: Dict[str, Any] = field(default_factory=dict)
+
+    def __init__(self, model: Any, tokenizer: Any, vae: Any, spc_tokens: Dict[str, int], name: str,
+                 sampling: Optional[Dict[str, Dict[str, Any]]] = None, sources: Optional[Dict[str, Any]] = None):
+        self.model, self.tokenizer, self.vae = model, tokenizer, vae
+        self.spc_tokens, self.name = spc_tokens, name
+        self.sampling = dict(sampling or {})
+        #: where the parts came from (``base_model``, ``tokenizer``, ``vae``), for :meth:`save_pretrained`
+        self.sources = dict(sources or {})
+
+    def __repr__(self) -> str:
+        return (f'Components(name={self.name!r}, model={type(self.model).__name__}, tokenizer={self._tokenizer!r}, '
+                f'vae={self._vae!r})')
+
+    def _part(self, attribute: str) -> Any:
+        value = getattr(self, attribute)
+        if isinstance(value, Deferred):
+            value = value.load()
+            setattr(self, attribute, value)
+        return value
+
+    @property
+    def tokenizer(self) -> Any:
+        """The tokenizer (loaded now if it was deferred)."""
+        return self._part('_tokenizer')
+
+    @tokenizer.setter
+    def tokenizer(self, value: Any) -> None:
+        self._tokenizer = value
+
+    @property
+    def vae(self) -> Any:
+        """The VQGAN, or ``None`` (loaded now if it was deferred)."""
+        return self._part('_vae')
+
+    @vae.setter
+    def vae(self, value: Any) -> None:
+        self._vae = value
+
+    def loaded_parts(self) -> Dict[str, Any]:
+        """``tokenizer`` and ``vae`` as they are now, :class:`Deferred` ones included (nothing is loaded)."""
+        return {'tokenizer': self._tokenizer, 'vae': self._vae}
 
     def save_pretrained(self, save_directory: str, **kwargs: Any) -> str:
         """Save model, task tokens, sampling and tokenizer/VQGAN (copied in unless published) as a folder
@@ -268,6 +313,8 @@ def _load_model(name: str, config: Optional[Dict[str, Any]], path: Optional[str]
     from rudolph.model import get_rudolph_model
 
     extra = dict(model_kwargs) if config is None else {'model_params': {**config, **model_kwargs}}
+    if fp16 and dtype is None:  # the same precision, without the FP16Module wrapper fp16=True returns
+        fp16, dtype = False, 'float16'
     try:
         return get_rudolph_model(name, pretrained=pretrained, fp16=fp16, dtype=dtype, quantize=quantize,
                                  device=device, checkpoint_path=path, **extra)

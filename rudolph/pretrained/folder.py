@@ -10,7 +10,10 @@ A saved model is a folder (or a hub repository holding the same files)::
     bpe.model           the tokenizer, when it is not a published one
     vqgan.safetensors   the VQGAN, when it is not a published one (its header records its architecture)
 
-``Components.from_pretrained(folder_or_repo_id)`` loads it with nothing else given.
+``Components.from_pretrained(folder_or_repo_id)`` loads it with nothing else given (the tokenizer and the
+VQGAN when first asked for). The model's part, ``config.json`` and ``model.safetensors``, is written and
+read by :mod:`rudolph.model.folder` (``ruDolphModel.save_pretrained`` / ``from_pretrained``,
+``get_rudolph_model(folder)``); this module adds the card, the tokenizer and the VQGAN on top.
 
 Why the hub's file conventions by hand rather than ``PyTorchModelHubMixin``: the mixin stores the
 constructor arguments of *one* ``nn.Module``, whereas a RuDOLPH model is only usable with its tokenizer,
@@ -24,19 +27,40 @@ published with ``HfApi.upload_folder``), written and read by this module.
 import json
 import logging
 import os
-import re
 import shutil
-import tempfile
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 
-from rudolph.errors import ConfigError, CorruptCheckpointError, WeightsNotFoundError
+from rudolph.errors import ConfigError, WeightsNotFoundError
+from rudolph.io.hub import hub_download
+from rudolph.model.config import RudolphConfig
+from rudolph.model.device import check_device
+from rudolph.model.folder import (  # noqa: F401 (re-exported: the model's part of the format)
+    CONFIG_NAME,
+    FORMAT,
+    FORMAT_VERSION,
+    REPO_ID_PATTERN,
+    WEIGHTS_NAME,
+    atomic_folder,
+    load_model,
+    looks_like_repo_id,
+    model_weights,
+    read_config,
+    weights_metadata,
+    write_config,
+    write_text,
+    write_weights,
+)
+from rudolph.model.fp16 import unwrap_model
+from rudolph.model.model import ruDolphModel
+from rudolph.pretrained.components import Components, Deferred, _load_tokenizer
 from rudolph.pretrained.model_card import model_card
 from rudolph.pretrained.runs import LATEST_NAME, STATE_NAME, find_checkpoint
 from rudolph.pretrained.sources import (  # noqa: F401 (re-exported)
     Source,
     _plain,
+    infer_base_model,
     model_sources,
     published_tokenizer,
     published_vae,
@@ -44,6 +68,7 @@ from rudolph.pretrained.sources import (  # noqa: F401 (re-exported)
     tokenizer_source,
     vae_source,
 )
+from rudolph.vae import get_vae
 
 __all__ = ['save_pretrained', 'write_pretrained', 'write_description', 'load_pretrained',
            'read_config', 'model_card', 'resolve_pretrained', 'is_pretrained_folder', 'looks_like_repo_id',
@@ -52,16 +77,11 @@ __all__ = ['save_pretrained', 'write_pretrained', 'write_description', 'load_pre
 
 logger = logging.getLogger(__name__)
 
-FORMAT = 'rudolph'
-FORMAT_VERSION = 1
-CONFIG_NAME = 'config.json'
-WEIGHTS_NAME = 'model.safetensors'
 CARD_NAME = 'README.md'
 TOKENIZER_NAME = 'bpe.model'
 VAE_NAME = 'vqgan.safetensors'
 #: the files of a saved model that are published (a trainer checkpoint also holds optimizer and RNG state)
 PUBLISHED_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, TOKENIZER_NAME, VAE_NAME)
-_REPO_ID = re.compile(r'^[A-Za-z0-9][\w.-]*/[\w.-]+$')
 
 
 # ----------------------------------------------------------------------------- writing
@@ -137,25 +157,16 @@ def _write_vae(source: Source, folder: str) -> None:
     write_safetensors(_vae_state(source), os.path.join(folder, VAE_NAME), meta)
 
 
-def model_weights(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """The tensors to store: everything but the mask buffers (rebuilt from the config at load)."""
-    from rudolph.model.loading import _is_mask_key
-
-    return {k: v for k, v in state.items() if not _is_mask_key(k)}
-
-
 def write_pretrained(folder: str, state: Mapping[str, torch.Tensor], config: Dict[str, Any],
-                     sources: Mapping[str, Any], name: Optional[str] = None) -> List[str]:
+                     sources: Mapping[str, Any], name: Optional[str] = None,
+                     metadata: Optional[Mapping[str, str]] = None) -> List[str]:
     """Write the files of a saved model into the existing ``folder``; returns their names.
 
     ``state`` is the model's state dict (mask buffers are dropped), ``config`` the
-    :func:`pretrained_config`, ``sources`` the tokenizer/VQGAN sources it was made from.
+    :func:`pretrained_config`, ``sources`` the tokenizer/VQGAN sources it was made from, ``metadata``
+    the weights file's header (:func:`rudolph.model.folder.weights_metadata`: marks an int8 model).
     """
-    from rudolph.io.safetensors import write_safetensors
-
-    write_safetensors(model_weights(state), os.path.join(folder, WEIGHTS_NAME),
-                      {'format_version': str(FORMAT_VERSION), 'library': 'rudolph'})
-    files = [WEIGHTS_NAME]
+    files = [write_weights(folder, state, metadata)]
     if config.get('tokenizer') and 'file' in config['tokenizer']:
         _write_tokenizer(sources['tokenizer'], folder)
         files.append(TOKENIZER_NAME)
@@ -167,86 +178,65 @@ def write_pretrained(folder: str, state: Mapping[str, torch.Tensor], config: Dic
 
 def write_description(folder: str, config: Mapping[str, Any], name: Optional[str] = None) -> List[str]:
     """``config.json`` and the ``README.md`` model card of ``folder`` (``name``: how the card calls the model)."""
-    _write_text(os.path.join(folder, CONFIG_NAME), json.dumps(config, indent=2, ensure_ascii=False) + '\n')
-    _write_text(os.path.join(folder, CARD_NAME), model_card(config, name or os.path.basename(os.path.abspath(folder))))
+    write_config(folder, config)
+    write_text(os.path.join(folder, CARD_NAME), model_card(config, name or os.path.basename(os.path.abspath(folder))))
     return [CONFIG_NAME, CARD_NAME]
 
 
-def _write_text(path: str, text: str) -> None:
-    from rudolph.io.files import write_atomic
-
-    def write(tmp: str) -> None:
-        with open(tmp, 'w', encoding='utf-8') as f:
-            f.write(text)
-
-    write_atomic(path, write)
-
-
 def _unpack(obj: Any) -> Tuple[Any, Dict[str, Any]]:
-    """(model, what a Components adds: tokenizer, vae, sources, sampling) of a model or a Components."""
-    if hasattr(obj, 'model') and hasattr(obj, 'spc_tokens') and hasattr(obj, 'tokenizer'):
-        return obj.model, {'tokenizer': obj.tokenizer, 'vae': obj.vae, 'sampling': getattr(obj, 'sampling', None),
-                           'sources': getattr(obj, 'sources', None)}
+    """(model, what a Components adds: tokenizer, vae, sources, sampling) of a model or a Components.
+
+    A Components' tokenizer and VQGAN come as callables: a deferred one is only loaded when it is needed.
+    """
+    if hasattr(obj, 'model') and hasattr(obj, 'spc_tokens') and hasattr(obj, 'loaded_parts'):
+        return unwrap_model(obj.model), {'tokenizer': lambda: obj.tokenizer, 'vae': lambda: obj.vae,
+                                         'sampling': getattr(obj, 'sampling', None),
+                                         'sources': getattr(obj, 'sources', None)}
     if isinstance(obj, torch.nn.Module) and hasattr(obj, 'config'):
-        return obj, {}
+        return unwrap_model(obj), {}
     raise ConfigError(f'save_pretrained: expected a ruDolphModel or Components, got {type(obj).__name__}')
 
 
 def save_pretrained(obj: Any, save_directory: Union[str, os.PathLike], *, tokenizer: Any = None, vae: Any = None,
                     base_model: Optional[str] = None, sampling: Optional[Mapping[str, Any]] = None,
-                    training: Optional[Mapping[str, Any]] = None) -> str:
-    """Save a model (or :class:`~rudolph.pretrained.components.Components`) as a self-describing folder; returns its path.
+                    training: Optional[Mapping[str, Any]] = None, include_codecs: bool = False,
+                    cache_dir: Optional[str] = None) -> str:
+    """Save a model (or :class:`~rudolph.pretrained.components.Components`) as a self-describing folder (its path).
 
     ``tokenizer`` / ``vae`` (paths, loaded objects) and ``base_model`` (a key of ``MODELS``) override
-    what the model was loaded with; unpublished tokenizers and VQGANs are copied into the folder.
+    what the model was loaded with; unpublished tokenizers and VQGANs are copied into the folder,
+    published ones too with ``include_codecs=True`` (the folder then loads with no hub at all).
     The folder is written in full beside its target and renamed into place, so a reader never
     sees half a model; an existing folder of that name is replaced.
     """
     model, parts = _unpack(obj)
     sources = model_sources(model, tokenizer, vae, base_model, parts.get('sources'))
-    if tokenizer is None and sources.get('tokenizer') is None and parts.get('tokenizer') is not None:
-        sources['tokenizer'] = tokenizer_source(parts['tokenizer'])
-    if vae is None and sources.get('vae') is None and parts.get('vae') is not None:
-        sources['vae'] = vae_source(parts['vae'])
-    for part in ('tokenizer', 'vae'):
+    for part, given, to_source in (('tokenizer', tokenizer, tokenizer_source), ('vae', vae, vae_source)):
+        loaded = parts.get(part)
+        if given is None and sources.get(part) is None and loaded is not None and loaded() is not None:
+            sources[part] = to_source(loaded())
+        if include_codecs and sources.get(part) and 'repo_id' in sources[part]:
+            sources[part] = _downloaded(part, sources[part], cache_dir)
         if sources.get(part) is None:
             logger.warning('save_pretrained: the %s of this model is unknown; loading the folder will need %s=PATH',
                            part, part)
     config = pretrained_config(model.config, getattr(model, 'spc_tokens', None) or {}, sources,
                                sampling if sampling is not None else parts.get('sampling') or None, training,
-                               next(model.parameters()).dtype)
+                               model.dtype)
     target = os.fspath(save_directory)
-    return _atomic_folder(target, lambda tmp: write_pretrained(tmp, model.state_dict(), config, sources,
-                                                               os.path.basename(os.path.abspath(target))))
+    return atomic_folder(target, lambda tmp: write_pretrained(tmp, model.state_dict(), config, sources,
+                                                              os.path.basename(os.path.abspath(target)),
+                                                              weights_metadata(model)))
 
 
-def _atomic_folder(target: str, fill: Callable[[str], Any]) -> str:
-    """Fill a temporary folder beside ``target``, then rename it into place (replacing an old ``target``)."""
-    target = os.path.abspath(target)
-    parent = os.path.dirname(target)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f'.tmp-{os.path.basename(target)}-', dir=parent)
-    try:
-        fill(tmp)
-        if os.path.isdir(target):
-            old = tempfile.mkdtemp(prefix=f'.old-{os.path.basename(target)}-', dir=parent)
-            os.replace(target, os.path.join(old, 'x'))
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+def _downloaded(part: str, source: Source, cache_dir: Optional[str]) -> Source:
+    """A hub source as a local file (the cache, else one download), to be copied into a folder."""
+    path = hub_download(source['repo_id'], source['filename'], what=f'the {part} ({source["filename"]})',
+                        local_arg=f'{part}=PATH', cache_dir=cache_dir)
+    return {**{k: v for k, v in source.items() if k not in ('repo_id', 'filename')}, 'path': path}
 
 
 # ----------------------------------------------------------------------------- reading
-def looks_like_repo_id(text: str) -> bool:
-    """``owner/name`` that is not an existing local path."""
-    return bool(_REPO_ID.match(str(text))) and not os.path.exists(str(text))
-
-
 def is_pretrained_folder(path: Union[str, os.PathLike]) -> bool:
     return os.path.isfile(os.path.join(os.fspath(path), CONFIG_NAME))
 
@@ -277,27 +267,8 @@ def resolve_pretrained(path: Union[str, os.PathLike]) -> str:
     raise WeightsNotFoundError(f'no such model folder {path!r}')
 
 
-def read_config(path: str) -> Dict[str, Any]:
-    """A ``config.json`` of this format, checked; errors name the file and what was expected."""
-    try:
-        with open(path, encoding='utf-8') as f:
-            config = json.load(f)
-    except (OSError, ValueError) as error:
-        raise CorruptCheckpointError(f'cannot read {path!r}: {error}; expected the JSON config of a saved '
-                                     'model') from None
-    if not isinstance(config, dict) or config.get('format') != FORMAT or not isinstance(config.get('config'), dict):
-        raise CorruptCheckpointError(f'{path!r} is not the config of a saved RuDOLPH model (expected "format": '
-                                     f'"{FORMAT}" and a "config" object)')
-    if int(config.get('format_version', 0)) > FORMAT_VERSION:
-        raise CorruptCheckpointError(f'{path!r} has format version {config["format_version"]}; this rudolph reads '
-                                     f'up to {FORMAT_VERSION}: upgrade rudolph')
-    return config
-
-
 def _fetcher(name_or_path: str, cache_dir: Optional[str]) -> Tuple[str, Callable[[str], str]]:
     """(label, filename -> local path) for a local folder or a hub repository of this layout."""
-    from rudolph.io.hub import hub_download
-
     if os.path.exists(os.fspath(name_or_path)):
         folder = resolve_pretrained(name_or_path)
 
@@ -319,8 +290,6 @@ def _fetcher(name_or_path: str, cache_dir: Optional[str]) -> Tuple[str, Callable
 def _part_path(part: str, stored: Optional[Source], override: Any, fetch: Callable[[str], str],
                cache_dir: Optional[str]) -> Optional[str]:
     """Local path of the tokenizer or VQGAN: ``override``, the folder's file, or the hub file it names."""
-    from rudolph.io.hub import hub_download
-
     keyword = {'tokenizer': 'tokenizer', 'vae': 'vae'}[part]
     if override is not None:
         path = os.fspath(override)
@@ -330,79 +299,75 @@ def _part_path(part: str, stored: Optional[Source], override: Any, fetch: Callab
     if not stored:
         if part == 'vae':
             return None  # published VQGAN, as for the registry's models without one
-        raise WeightsNotFoundError(f'the saved model records no {part}; pass {keyword}=PATH')
+        raise WeightsNotFoundError(f'the saved model records no {part}; pass {keyword}=PATH to from_pretrained, '
+                                   f'or save the folder with save_pretrained(..., include_codecs=True)')
     if 'file' in stored:
         return fetch(stored['file'])
+    if 'path' in stored:  # a packaged model's own file (the published model of a model-only folder)
+        return stored['path']
     return hub_download(stored['repo_id'], stored['filename'], what=f'the {part} ({stored["filename"]})',
                         local_arg=f'{keyword}=PATH', cache_dir=cache_dir)
-
-
-def _locate(config: Dict[str, Any], fetch: Callable[[str], str], tokenizer: Any, vae: Any, cache_dir: Optional[str],
-            pretrained: bool, with_vae: bool) -> Dict[str, Optional[str]]:
-    """Every file found first; all the missing ones are reported in one ``WeightsNotFoundError``."""
-    from rudolph.pretrained.components import _missing_error
-
-    steps = {'tokenizer': lambda: _part_path('tokenizer', config.get('tokenizer'), tokenizer, fetch, cache_dir)}
-    if pretrained:
-        steps = {'model': lambda: fetch(config.get('weights') or WEIGHTS_NAME), **steps}
-    stored_vae = config.get('vae') or published_vae()
-    if with_vae or (vae is None and 'file' in stored_vae):  # a VQGAN of the folder travels with the model
-        steps['vae'] = lambda: _part_path('vae', stored_vae, vae, fetch, cache_dir)
-    paths: Dict[str, Optional[str]] = {}
-    problems: Dict[str, str] = {}
-    for part, step in steps.items():
-        try:
-            paths[part] = step()
-        except WeightsNotFoundError as error:
-            problems[part] = str(error)
-    if problems:
-        raise _missing_error(problems)
-    return paths
 
 
 def load_pretrained(name_or_path: Union[str, os.PathLike], *, device: Optional[str] = 'cpu', dtype=None,
                     fp16: bool = False, cache_dir: Optional[str] = None, tokenizer: Any = None, vae: Any = None,
                     vae_config: Any = None, pretrained: bool = True, with_vae: bool = True,
-                    model_kwargs: Optional[Mapping[str, Any]] = None, quantize: Optional[str] = None):
+                    model_kwargs: Optional[Mapping[str, Any]] = None, quantize: Optional[str] = None) -> Components:
     """A saved model (folder, fine-tuning output folder or its ``latest``, or hub repo id) as ``Components``.
 
-    The hub files come through :func:`rudolph.io.hub.hub_download` (the cache first, ``HF_HUB_OFFLINE``
-    honoured). ``tokenizer`` / ``vae`` (+ ``vae_config``) replace the stored ones.
+    The model comes from ``config.json`` and the weights alone (``ruDolphModel``'s own loader); the
+    tokenizer and the VQGAN are loaded when first asked for (``components.tokenizer``), and a missing
+    one is then named with how to provide it. ``tokenizer`` / ``vae`` (+ ``vae_config``) replace the
+    stored ones. A folder that records neither (``ruDolphModel.save_pretrained``) uses those of the
+    published model of its architecture, if there is one. The hub files come through
+    :func:`rudolph.io.hub.hub_download` (the cache first, ``HF_HUB_OFFLINE`` honoured).
     """
-    from rudolph.model import get_rudolph_model
-    from rudolph.model.device import check_device
-    from rudolph.pretrained.components import Components, _load_tokenizer
-    from rudolph.vae import get_vae
-
     device = check_device(device)
     label, fetch = _fetcher(os.fspath(name_or_path), cache_dir)
     config = read_config(fetch(CONFIG_NAME))
-    paths = _locate(config, fetch, tokenizer, vae, cache_dir, pretrained, with_vae)
-    params = {**config['config'], **(model_kwargs or {})}
-    model = get_rudolph_model(str(label), pretrained=pretrained, fp16=fp16, dtype=dtype, quantize=quantize,
-                              device=device, checkpoint_path=paths.get('model'), model_params=params)
-    model.spc_tokens = {str(k): int(v) for k, v in (config.get('spc_tokens') or {}).items()}
-    tokenizer_source, vae_source = _loaded_sources(config, paths, tokenizer, vae, vae_config)
-    vqgan = None
-    if with_vae:
-        vqgan = get_vae(path=paths['vae'], config=vae_source.get('config'), dwt=bool(vae_source.get('dwt'))).to(device)
-    model.pretrained_sources = {'base_model': config.get('base_model'), 'tokenizer': tokenizer_source,
-                                'vae': vae_source}
-    return Components(model, _load_tokenizer(paths['tokenizer']), vqgan, dict(model.spc_tokens), str(label),
+    model = load_model(ruDolphModel, label, device=device, dtype=dtype, quantize=quantize, fp16=fp16,
+                       cache_dir=cache_dir, pretrained=pretrained, model_kwargs=model_kwargs)
+    stored = _stored_parts(config)
+    local = os.path.isdir(label)
+    tok_source = _part_source('tokenizer', stored['tokenizer'], tokenizer, label, local)
+    vae_source = _part_source('vae', stored['vae'], vae, label, local)
+    if vae is not None:
+        vae_source = {**vae_source, 'config': _plain(vae_config), 'dwt': False}
+    model.pretrained_sources = {'base_model': stored['base_model'], 'tokenizer': tok_source, 'vae': vae_source}
+    tok = Deferred('tokenizer', lambda: _load_tokenizer(
+        _part_path('tokenizer', stored['tokenizer'], tokenizer, fetch, cache_dir)))
+    vqgan = Deferred('vae', lambda: get_vae(path=_part_path('vae', stored['vae'], vae, fetch, cache_dir),
+                                            config=vae_source.get('config'),
+                                            dwt=bool(vae_source.get('dwt'))).to(device)) if with_vae else None
+    return Components(model, tok, vqgan, dict(model.spc_tokens), str(label),
                       {k: dict(v) for k, v in (config.get('sampling') or {}).items()}, model.pretrained_sources)
 
 
-def _loaded_sources(config: Dict[str, Any], paths: Mapping[str, Optional[str]], tokenizer: Any, vae: Any,
-                    vae_config: Any) -> Tuple[Source, Source]:
-    """Where the tokenizer and VQGAN came from, so that saving again keeps hub references as references."""
-    stored_tok = config.get('tokenizer') or {}
-    tok = dict(stored_tok) if tokenizer is None and 'repo_id' in stored_tok else {'path': paths['tokenizer']}
-    stored_vae = config.get('vae') or published_vae()
-    if vae is not None:
-        return tok, {'path': paths['vae'], 'config': _plain(vae_config), 'dwt': False}
-    if 'repo_id' in stored_vae:
-        return tok, {'config': None, 'dwt': False, **stored_vae}
-    return tok, {'path': paths['vae'], 'config': stored_vae.get('config'), 'dwt': bool(stored_vae.get('dwt'))}
+def _stored_parts(config: Mapping[str, Any]) -> Dict[str, Any]:
+    """``base_model``, ``tokenizer`` and ``vae`` records of a ``config.json``; a model-only one (no records)
+    takes those of the published model with its architecture and task tokens, if any."""
+    base = config.get('base_model')
+    tokenizer, vae = config.get('tokenizer'), config.get('vae')
+    if tokenizer is None and vae is None and base is None:
+        base = infer_base_model(RudolphConfig.from_params(config['config']), config.get('spc_tokens') or {})
+        if base is not None:
+            found = registry_sources(base)
+            tokenizer, vae = found['tokenizer'], found['vae']
+    return {'base_model': base, 'tokenizer': tokenizer, 'vae': vae or published_vae()}
+
+
+def _part_source(part: str, stored: Optional[Source], override: Any, label: str, local: bool) -> Optional[Source]:
+    """Where a part comes from, without reading it: the override, a hub reference, or the folder's file."""
+    if override is not None:
+        return {'path': os.fspath(override)}
+    if not stored:
+        return None
+    extra = {k: stored[k] for k in ('config', 'dwt') if k in stored}
+    if 'file' in stored:
+        if local:
+            return {'path': os.path.join(label, stored['file']), **extra}
+        return {'repo_id': label, 'filename': stored['file'], **extra}
+    return dict(stored)
 
 
 def saved_vae(name_or_path: Union[str, os.PathLike], cache_dir: Optional[str] = None) -> Tuple[str, Any, bool]:

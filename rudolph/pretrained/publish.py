@@ -10,10 +10,10 @@ import torch
 
 from rudolph.errors import ConfigError, WeightsNotFoundError
 from rudolph.pretrained.folder import (
-    _REPO_ID,
     CONFIG_NAME,
     PUBLISHED_FILES,
-    _atomic_folder,
+    REPO_ID_PATTERN,
+    atomic_folder,
     pretrained_config,
     read_config,
     registry_sources,
@@ -93,7 +93,7 @@ def convert(name_or_path: Union[str, os.PathLike], out_dir: Union[str, os.PathLi
     meta['converted_from'] = os.path.basename(path) if source not in MODELS else \
         f'{MODELS[source]["repo_id"]}/{MODELS[source]["filename"]}' if MODELS[source].get('repo_id') else source
     target = os.fspath(out_dir)
-    return _atomic_folder(target, lambda tmp: write_pretrained(tmp, state, meta, sources,
+    return atomic_folder(target, lambda tmp: write_pretrained(tmp, state, meta, sources,
                                                                os.path.basename(os.path.abspath(target))))
 
 
@@ -109,7 +109,7 @@ def push_to_hub(source: Any, repo_id: str, *, token: Optional[str] = None, priva
     """
     from huggingface_hub import HfApi
 
-    if not _REPO_ID.match(str(repo_id)):
+    if not REPO_ID_PATTERN.match(str(repo_id)):
         raise ConfigError(f'repo_id {repo_id!r}: expected owner/name')
     with tempfile.TemporaryDirectory(prefix='rudolph-push-') as tmp:
         if isinstance(source, (str, os.PathLike)):

@@ -33,6 +33,7 @@ from rudolph.model.configs import (  # noqa: F401
     image_sampling_for,
     text_sampling_for,
 )
+from rudolph.model.fp16 import unwrap_model
 from rudolph.tasks.sequences import (
     PAD_ID,
     check_tokenizer,
@@ -66,6 +67,10 @@ class Parts:
     spc_tokens: Mapping[str, int] = field(default_factory=dict)
     reference: bool = False
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        # The original's FP16Module (get_rudolph_model(fp16=True)): the tasks run the model inside it.
+        object.__setattr__(self, 'model', unwrap_model(self.model))  # a frozen dataclass
 
     @classmethod
     def of(cls, model, tokenizer, vae, spc_tokens: Optional[Mapping[str, int]] = None,

@@ -1,0 +1,231 @@
+"""Checkpoint reading for RuDOLPH: locate, read (safetensors or torch files, float or int8), check and load
+weights into a model class built on ``meta``. Below :mod:`rudolph.model.model` (the class is a parameter),
+so that the model's own ``from_pretrained`` and :func:`rudolph.model.loading.get_rudolph_model` share it."""
+import contextlib
+import logging
+import os
+import zipfile
+from typing import Any, Dict, Mapping, Optional, Union
+
+import torch
+from torch import nn
+
+from rudolph.errors import CheckpointMismatchError, CorruptCheckpointError, WeightsNotFoundError
+from rudolph.io.files import check_finite, safe_torch_load
+from rudolph.io.hub import hub_download
+from rudolph.io.safetensors import is_safetensors, read_safetensors
+from rudolph.model import quant
+from rudolph.model.configs import MODELS
+from rudolph.model.heap import release_pages, trim_heap
+from rudolph.model.image_attention import MASK_NAMES
+from rudolph.model.precision import Precision, resolve_precision
+
+__all__ = ['skip_init', 'is_mask_key', 'resolve_checkpoint', 'load_checkpoint', 'check_state_dict', 'load_weights',
+           'build_model', 'instantiate', 'WEIGHTS_NAME', 'SAFE_WEIGHTS_NAME']
+
+logger = logging.getLogger(__name__)
+WEIGHTS_NAME = 'pytorch_model.bin'
+SAFE_WEIGHTS_NAME = 'model.safetensors'
+
+
+@contextlib.contextmanager
+def skip_init():
+    """Build modules without running ``torch.nn.init``.
+
+    Used while constructing: the model applies its own init once afterwards (instead of
+    PyTorch's default init followed by ours), or a checkpoint overwrites every value. On
+    the meta device it also avoids importing PyTorch's reference ops (seconds) for nothing.
+    """
+    names = ('normal_', 'uniform_', 'kaiming_uniform_', 'ones_', 'zeros_')
+    saved = {name: getattr(nn.init, name) for name in names}
+    try:
+        for name in names:
+            setattr(nn.init, name, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(nn.init, name, fn)
+
+
+def is_mask_key(key: str) -> bool:
+    """Whether ``key`` names one of the four mask buffers (rebuilt from the config, never stored)."""
+    return key.startswith('transformer.') and key.split('.', 1)[1] in MASK_NAMES
+
+
+def _folder_checkpoint(name: str, folder: str) -> str:
+    """The weights file inside ``folder``: ``model.safetensors`` (what ``save_pretrained`` and the trainer write),
+    ``pytorch_model.bin`` (older fine-tunes), then the registry's name."""
+    candidates = [SAFE_WEIGHTS_NAME, WEIGHTS_NAME]
+    registered = MODELS.get(name, {}).get('filename')
+    if registered and registered not in candidates:
+        candidates.append(registered)
+    for candidate in candidates:
+        if os.path.isfile(os.path.join(folder, candidate)):
+            return os.path.join(folder, candidate)
+    names = ', '.join(candidates[:-1]) + ' and ' + candidates[-1]
+    raise WeightsNotFoundError(f'no checkpoint in the folder {folder!r}: looked for {names}; '
+                               f'expected a folder holding one of them (e.g. a fine-tuning step-*/ folder), '
+                               f'or pass the file itself as checkpoint_path')
+
+
+def resolve_checkpoint(name: str, checkpoint_path: Optional[Union[str, os.PathLike]] = None,
+                       cache_dir: Optional[str] = None) -> str:
+    """Local path of the weights: ``checkpoint_path`` (file or folder) or the hub file of ``name``."""
+    if checkpoint_path is not None:
+        path = os.fspath(checkpoint_path)
+        if os.path.isdir(path):
+            return _folder_checkpoint(name, path)
+        if not os.path.isfile(path):
+            raise WeightsNotFoundError(f'checkpoint not found: {path!r} (expected a {WEIGHTS_NAME} file or a '
+                                       f'folder holding one)')
+        return path
+    config = MODELS[name]
+    if config.get('local_path'):  # a model shipped inside the package (e.g. 'tiny-shapes'): no download
+        return resolve_checkpoint(name, config['local_path'])
+    return hub_download(config['repo_id'], config['filename'], cache_dir=cache_dir,
+                        what=f'the weights of RuDOLPH {name!r}',
+                        local_arg="checkpoint_path='path/to/pytorch_model.bin'")
+
+
+def load_checkpoint(path: str) -> Dict[str, torch.Tensor]:
+    """Read a plain state dict (``.safetensors``, or a ``torch.save`` file memory-mapped when its format allows it).
+
+    The format is recognised by the file's content, not its name.
+    """
+    state = read_safetensors(path, 'RuDOLPH checkpoint') if is_safetensors(path) else _torch_state(path)
+    keys = list(state)
+    # Checkpoints saved from DDP / FP16Module wrappers carry a uniform 'module.' prefix.
+    if keys and all(k.startswith('module.') for k in keys):
+        state = {k[len('module.'):]: v for k, v in state.items()}
+    check_finite(state, path)
+    return dict(state)
+
+
+def check_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], config: Any) -> Dict[str, torch.Tensor]:
+    """State without mask buffers, after checking names and shapes against ``model``; raises on any mismatch."""
+    expected = {k: v.shape for k, v in model.state_dict().items() if not is_mask_key(k)}
+    given = {k: v for k, v in state.items() if not is_mask_key(k)}
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    wrong = [f'{k}: checkpoint {tuple(given[k].shape)} vs model {tuple(expected[k])}'
+             for k in expected if k in given and given[k].shape != expected[k]]
+    problems = []
+    for label, items in (('missing keys', missing), ('unexpected keys', unexpected), ('shape mismatches', wrong)):
+        if items:
+            shown = ', '.join(items[:5]) + (f' ... (+{len(items) - 5} more)' if len(items) > 5 else '')
+            problems.append(f'{len(items)} {label}: {shown}')
+    if problems:
+        raise CheckpointMismatchError(f'checkpoint does not match config {config}: ' + '; '.join(problems))
+    return given
+
+
+def _torch_state(path: str) -> Mapping[str, torch.Tensor]:
+    """The memory-mapped state dict of a torch file (a bare one, or under ``'state_dict'``)."""
+    state = safe_torch_load(path, 'RuDOLPH checkpoint', mmap=True)
+    if isinstance(state, Mapping) and 'state_dict' in state and isinstance(state['state_dict'], Mapping):
+        state = state['state_dict']
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        kind = type(state).__name__ if not isinstance(state, Mapping) else 'mapping with non-tensor values'
+        raise CorruptCheckpointError(f'{path!r} holds a {kind}, expected a state dict of tensors')
+    return state
+
+
+def _lazy_checkpoint(path: str) -> Dict[str, torch.Tensor]:
+    """The memory-mapped tensors of a checkpoint, not yet checked for NaN/inf (done tensor by tensor)."""
+    if is_safetensors(path):
+        return load_checkpoint(path)
+    state = _torch_state(path)
+    if state and all(k.startswith('module.') for k in state):
+        state = {k[len('module.'):]: v for k, v in state.items()}
+    return dict(state)
+
+
+def _quantized_state(model: nn.Module, path: str, label: Dict[str, Any], device: torch.device,
+                     dtype: torch.dtype) -> Dict[str, torch.Tensor]:
+    """The int8 state of ``model`` quantised from the float checkpoint ``path`` one tensor at a time.
+
+    Each source tensor is read from the memory map, checked, converted, and its pages are dropped
+    again (and the heap trimmed), so the float model never sits in memory whole: the peak is about
+    the int8 model plus one tensor (``bench/precision.py --parts load``).
+    """
+    source = check_state_dict(model, _lazy_checkpoint(path), label)
+    mapped = zipfile.is_zipfile(path)  # torch memory-maps zip checkpoints only
+    linears = {f'{n}.weight' for n in quant.quantized_linear_names(model)}
+    quant.quantize_linears(model, dtype, fill=False)
+    state = {}
+    for key in list(source):
+        value = source.pop(key)
+        if key in linears:
+            q, scale = quant.quantize_weight(value)
+            # a NaN or inf anywhere in a row makes its max |w| (the scale) non-finite: no second pass
+            check_finite({key: scale}, path)
+            state[key], state[key[:-len('weight')] + 'weight_scale'] = q.to(device), scale.to(device)
+        else:
+            check_finite({key: value}, path)
+            state[key] = value.to(device=device, dtype=dtype if value.is_floating_point() else value.dtype,
+                                  copy=True)
+        if mapped:
+            release_pages(value)
+        del value
+        trim_heap()
+    return state
+
+
+def _int8_file_state(model: nn.Module, path: str, label: Dict[str, Any], device: torch.device,
+                     dtype: torch.dtype) -> Dict[str, torch.Tensor]:
+    """The state of an int8 file, checked against the (quantised) ``model``; float tensors in ``dtype``."""
+    quant.quantize_linears(model, dtype, fill=False)
+    state = check_state_dict(model, quant.read_int8_file(path), label)
+    check_finite(state, path)
+    scales = {k for k in state if k.endswith('.weight_scale')}
+    return {k: v.to(device) if k in scales or not v.is_floating_point() else v.to(device=device, dtype=dtype)
+            for k, v in state.items()}
+
+
+def load_weights(cls: type, name: str, params: Dict[str, Any], path: str, device: torch.device,
+                 precision: Precision) -> nn.Module:
+    """A ``cls(device=device, **params)`` built on ``meta`` and filled from ``path`` (float checkpoint or int8
+    file) in ``precision``: the one loader of RuDOLPH weights."""
+    # Parameters on 'meta': no time or memory spent on an init the checkpoint overwrites.
+    with torch.device('meta'), skip_init():
+        model = cls(device=device, **params)
+    label = {'name': name, **params}
+    if quant.int8_file_metadata(path) is not None:
+        state = _int8_file_state(model, path, label, device, precision.dtype)
+    elif precision.quantize:
+        state = _quantized_state(model, path, label, device, precision.dtype)
+    else:
+        state = check_state_dict(model, load_checkpoint(path), label)
+        dtype = precision.dtype
+        state = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in state.items()}
+    for mask_name, mask in model.transformer.build_masks(device).items():
+        state[f'transformer.{mask_name}'] = mask
+    model.load_state_dict(state, strict=True, assign=True)
+    logger.info('loaded RuDOLPH %s from %s (%s%s)', name, path, str(precision.dtype).removeprefix('torch.'),
+                ', int8 weights' if precision.quantize else '')
+    return model
+
+
+def build_model(cls: type, params: Dict[str, Any], device: torch.device, precision: Precision) -> nn.Module:
+    """A randomly initialised ``cls(device=device, **params)`` in ``precision`` (int8 linears when quantised)."""
+    model = cls(device=device, **params).to(device=device, dtype=precision.dtype)
+    if precision.quantize:
+        quant.quantize_linears(model, precision.dtype)
+    return model
+
+
+def instantiate(cls: type, name: str, params: Dict[str, Any], path: Optional[str], device: Union[str, torch.device],
+                dtype: Union[None, str, torch.dtype] = None, quantize: Optional[str] = None,
+                fp16: bool = False) -> nn.Module:
+    """``cls`` with ``params`` on ``device``: random weights when ``path`` is ``None``, else the checkpoint's (an
+    int8 file loads as int8), in the precision :func:`rudolph.model.precision.resolve_precision` picks; eval mode."""
+    device = torch.device(device)
+    if path is not None and quantize is None and quant.int8_file_metadata(path) is not None:
+        quantize = 'int8'  # the file is int8: load it as such
+    precision = resolve_precision(dtype, quantize, device, fp16)
+    if path is None:
+        model = build_model(cls, params, device, precision)
+    else:
+        model = load_weights(cls, name, params, path, device, precision)
+    model.device = device
+    return model.eval()
