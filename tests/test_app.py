@@ -263,7 +263,7 @@ def test_defaults_follow_the_model():
 # ----------------------------------------------------------------------------- the page (needs gradio)
 def _gradio():
     os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')
-    return pytest.importorskip('gradio', reason='the page needs gradio: pip install "rudolph[app]"')
+    return pytest.importorskip('gradio', reason='the page needs gradio: pip install "rudolph-hypermodal[app]"')
 
 
 def test_page_has_a_tab_per_task_and_shares_the_model(cache, c):
@@ -354,12 +354,12 @@ def test_app_command_options(capsys):
 
 def test_app_without_gradio_says_what_to_install(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, 'gradio', None)  # as if it were not installed
-    with pytest.raises(MissingDependencyError, match=r"pip install 'rudolph\[app\]'"):
+    with pytest.raises(MissingDependencyError, match=r"pip install 'rudolph-hypermodal\[app\]'"):
         from rudolph.app import require_gradio
         require_gradio()
     assert cli.main(['app', '--port', '7']) == 1
     err = capsys.readouterr().err
-    assert "pip install 'rudolph[app]'" in err and 'Traceback' not in err
+    assert "pip install 'rudolph-hypermodal[app]'" in err and 'Traceback' not in err
 
 
 def test_python_m_rudolph_app_help_imports_no_gradio(tmp_path):

@@ -11,7 +11,7 @@ from typing import List, Optional
 __all__ = ['add_arguments', 'run', 'main']
 
 DESCRIPTION = ('a web page with a tab per task (text to image, captioning, VQA, zero-shot classification, '
-               'text, reranking) on any model; needs gradio (pip install "rudolph[app]")')
+               'text, reranking) on any model; needs gradio (pip install "rudolph-hypermodal[app]")')
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

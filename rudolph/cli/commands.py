@@ -59,7 +59,7 @@ SUBCOMMAND_MODULES = {
     'push': ('rudolph.cli.hub', 'publish a saved model or fine-tune (folder) on the Hugging Face hub'),
     'embed': ('rudolph.jobs.cli_embed', 'features (pooled hidden states) of pictures or texts into a .npy'),
     'eval': ('rudolph.jobs.cli_eval', 'evaluate on an ImageFolder: zero-shot accuracy, linear probe'),
-    'app': ('rudolph.app.cli', 'a web page with a tab per task (needs gradio: pip install "rudolph[app]")'),
+    'app': ('rudolph.app.cli', 'a web page with a tab per task (needs gradio: pip install "rudolph-hypermodal[app]")'),
 }
 
 
