@@ -903,3 +903,12 @@ def test_linear_matches_f_linear_at_every_row_count_and_shape(dtype):
         alone = torch.cat([linear(r[None], w, b) for r in rows])
         together = linear(rows, w, b)
     torch.testing.assert_close(alone, together, **tol)
+
+
+def test_a_device_that_is_not_here_is_named_with_those_that_are():
+    from rudolph.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"device 'cuda:7'.*devices here: cpu"):
+        get_rudolph_model('tiny-shapes', device='cuda:7')
+    with pytest.raises(ConfigError, match=r"device 'cuda:7'"):
+        get_rudolph_model('tiny-shapes', pretrained=False, device=torch.device('cuda', 7))

@@ -10,6 +10,7 @@ from rudolph.io.files import check_finite, describe_unreadable, safe_torch_load 
 from rudolph.io.hub import hub_download
 from rudolph.model import quant
 from rudolph.model.configs import MODELS
+from rudolph.model.device import check_device
 from rudolph.model.image_attention import MASK_NAMES
 from rudolph.model.model import ruDolphModel, skip_init
 
@@ -135,7 +136,7 @@ def get_rudolph_model(name: str, pretrained: bool = True, fp16: bool = False,
     else:
         config = MODELS[name]
     params = {**config['model_params'], **model_kwargs}
-    device = torch.device(device)
+    device = torch.device(check_device(device))  # a device that is not here: a ConfigError naming those that are
     path = None
     if pretrained:
         if model_params is not None and checkpoint_path is None:

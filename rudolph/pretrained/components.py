@@ -12,37 +12,16 @@ located first (local paths or the Hugging Face cache) and every missing one is r
 :class:`~rudolph.errors.WeightsNotFoundError` before anything is loaded. ``MODELS`` is never changed.
 """
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from rudolph.errors import CheckpointError, ConfigError, WeightsNotFoundError
+from rudolph.model.device import DEVICE_PATTERN, check_device  # noqa: F401 (re-exported)
 
 __all__ = ['Components', 'check_device', 'load_vae', 'describe_missing', 'DEVICE_PATTERN']
 
-#: the device strings accepted: cpu, cuda, cuda:N, mps
-DEVICE_PATTERN = re.compile(r'^(cpu|cuda(:\d+)?|mps)$')
 #: the keyword of :meth:`Components.from_pretrained` that replaces each file (the CLI maps them to options)
 PART_KEYWORDS = {'model': 'checkpoint', 'tokenizer': 'tokenizer', 'vae': 'vae'}
-
-
-def check_device(device: Optional[str]) -> str:
-    """``device`` checked (cpu, cuda, cuda:N, mps and available here); ``None``: cuda when available, else cpu."""
-    import torch
-
-    if device is None:
-        return 'cuda' if torch.cuda.is_available() else 'cpu'
-    if not isinstance(device, str) or not DEVICE_PATTERN.match(device):
-        raise ConfigError(f'device {device!r}: expected cpu, cuda, cuda:N (N a GPU index) or mps')
-    if device.startswith('cuda'):
-        if not torch.cuda.is_available():
-            raise ConfigError(f'device {device!r}: CUDA is not available here; use cpu')
-        index = int(device.split(':')[1]) if ':' in device else 0
-        if index >= torch.cuda.device_count():
-            raise ConfigError(f'device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here')
-    if device == 'mps' and not (hasattr(torch.backends, 'mps') and torch.backends.mps.is_available()):
-        raise ConfigError(f"device {device!r}: MPS is not available here; use cpu")
-    return device
 
 
 def _hub_file(what: str, repo: str, filename: str, keyword: str, cache_dir: Optional[str]) -> str:
