@@ -143,6 +143,12 @@ def test_caption_vqa_and_classify_name_the_colour(c, tmp_path):
         assert sum(result.label.values()) == pytest.approx(1.0)
 
 
+def test_classify_shows_a_tie_as_a_tie(c):
+    with pytest.warns(UserWarning, match='unknown tokens'):
+        result = H.classify(c, picture(), 'abc, xyz')  # unspellable classes: the same text for both
+    assert result.record['tie'] is True and result.text.startswith('tie: 2 classes score alike (abc, xyz)')
+
+
 def test_caption_reads_an_uploaded_file(c, tmp_path):
     path = tmp_path / 'up.png'
     picture('yellow', 'ring').save(path)

@@ -317,6 +317,19 @@ def test_text2image_uses_the_model_sampling_and_decodes_per_batch(tmp_path, caps
     assert res['sampling']['top_k'] == 5 and res['sampling']['top_p'] == 0.95
 
 
+def test_classify_says_when_every_class_ties(capsys, tmp_path):
+    from rudolph.demo import shapes as S
+
+    path = tmp_path / 'red.png'
+    S.make_sample(0, seed=3).image.save(path)
+    argv = ['classify', str(path), '--classes', 'abc', 'xyz'] + TINY  # unspellable: the same text for both
+    res = run_json(capsys, argv)
+    assert res['tie'] is True and res['ties'] == ['abc', 'xyz']
+    assert cli.main(argv) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith('tie: 2 classes score alike (abc, xyz)')
+
+
 def test_classify_prints_probabilities(capsys, tmp_path):
     from rudolph.demo import shapes as S
 

@@ -111,6 +111,13 @@ def test_classify_reports_every_tied_class():
     assert pipelines.classify(torch.tensor([2.0, 1.0, 3.0]), ['a', 'b', 'c'])['ties'] == ['b']
 
 
+def test_a_tie_is_said_to_be_one_and_not_shown_as_one_class():
+    tied = pipelines.classify(torch.tensor([1.0, 1.0, 1.0]), ['a', 'b', 'c'])
+    assert tied['tie'] is True and tasks.prediction_text(tied).startswith('tie: 3 classes score alike (a, b, c)')
+    clear = pipelines.classify(torch.tensor([2.0, 1.0, 3.0]), ['a', 'b', 'c'])
+    assert clear['tie'] is False and tasks.prediction_text(clear) == 'b'
+
+
 # ----------------------------------------------------------------------------- sampling rules, probabilities
 def test_image_sampling_for_fills_from_the_recommended_then_the_default():
     from rudolph.model.configs import DEFAULT_T2I_SAMPLING, MODELS, TINY_SHAPES

@@ -412,8 +412,9 @@ def classify(c, image, classes: Any, template: str = '{}', *, bs: int = 16, prog
     probs = tasks.class_probabilities(pred['ppl']).tolist()
     label = dict(zip(names, probs))
     record = {'task': 'classify', 'model': c.name, 'template': template, 'class': pred['class'],
-              'ties': list(pred['ties']), 'probabilities': label, 'perplexities': dict(zip(names, pred['ppl'].tolist()))}
-    return Result(record, text=pred['class'], label=label, files=_save(record, 'classify', out_dir))
+              'tie': pred['tie'], 'ties': list(pred['ties']), 'probabilities': label,
+              'perplexities': dict(zip(names, pred['ppl'].tolist()))}
+    return Result(record, text=tasks.prediction_text(pred), label=label, files=_save(record, 'classify', out_dir))
 
 
 def generate_text(c, template: str, texts_num: int = 4, *, top_k=None, top_p=None, temperature=None, seed=None,

@@ -259,9 +259,9 @@ def _classify_run(args: argparse.Namespace) -> int:
     names, label = list(args.classes), int(pred['label'])
     result = {'image': args.image, **_meta(args, parts), 'class': pred['class'], 'label': label,
               'probabilities': dict(zip(names, probs)), 'perplexities': dict(zip(names, ppl.tolist())),
-              'scores': dict(zip(names, pred['scores'].tolist()))}
+              'scores': dict(zip(names, pred['scores'].tolist())), 'tie': pred['tie'], 'ties': pred['ties']}
     order = sorted(range(len(names)), key=lambda i: -probs[i])
-    lines = [names[label], '  probability (higher is better)  class'] + [
+    lines = [tasks.prediction_text(pred), '  probability (higher is better)  class'] + [
         f'  {probs[i]:>30.4f}  {names[i]}' for i in order]
     _emit(args, result, lines)
     return 0

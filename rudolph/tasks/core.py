@@ -37,7 +37,7 @@ from rudolph.tasks.sequences import (
 
 __all__ = ['Parts', 'SamplingConfig', 'DEFAULT_TEXT_SAMPLING', 'generate_images', 'text_to_image', 'rerank_by_text',
            'rerank_by_image', 'rerank_scores', 'rank_images', 'best_images', 'text_sampling_for', 'zero_shot',
-           'DEFAULT_IMAGE_SAMPLING', 'image_sampling_for', 'classify', 'class_probabilities', 'caption_counts',
+           'DEFAULT_IMAGE_SAMPLING', 'image_sampling_for', 'classify', 'prediction_text', 'class_probabilities', 'caption_counts',
            'captioning', 'vqa', 'texts', 'text_perplexity', 'image_embedding', 'embed_codes', 'rerank_codes_by_image',
            'template_prefix', 'prompt_positions', 'stack_codebooks']
 
@@ -318,7 +318,7 @@ def zero_shot(parts: Parts, pil_img, classes: Sequence[str], template: Optional[
               r_name: str = 'template') -> Dict[str, Any]:
     """Zero-shot classification by the right-text perplexity of ``template.format(class)``.
 
-    :func:`classify`'s ``{'label', 'class', 'scores', 'ties'}`` plus ``'ppl'`` and ``'ce'``
+    :func:`classify`'s ``{'label', 'class', 'scores', 'ties', 'tie'}`` plus ``'ppl'`` and ``'ce'``
     (``[n, R]`` per-position cross-entropies) of each class.
     """
     names = check_classes(classes)
@@ -354,7 +354,20 @@ def classify(ppl: torch.Tensor, classes: Sequence[str]) -> Dict[str, Any]:
     scores = ppl.softmax(0)
     pred = int(scores.argmin())
     tied = torch.isclose(scores, scores[pred], rtol=1e-5, atol=0.0).nonzero().flatten().tolist()
-    return {'label': pred, 'class': classes[pred], 'scores': scores.cpu().numpy(), 'ties': [classes[i] for i in tied]}
+    return {'label': pred, 'class': classes[pred], 'scores': scores.cpu().numpy(), 'ties': [classes[i] for i in tied],
+            'tie': len(tied) > 1}
+
+
+def prediction_text(result: Mapping[str, Any]) -> str:
+    """The answer of a classification as shown to people: its class, or the classes that tie.
+
+    A tie (e.g. classes the tokenizer cannot spell) shown as one class would look like an answer
+    the model gave; ``result`` is :func:`classify`'s (or ``classify_batch``'s) dict.
+    """
+    ties = list(result.get('ties') or [])
+    if len(ties) > 1:
+        return f'tie: {len(ties)} classes score alike ({", ".join(ties)}); the model prefers none of them'
+    return str(result.get('class', result.get('label')))
 
 
 def class_probabilities(ppl: torch.Tensor) -> torch.Tensor:
