@@ -353,11 +353,17 @@ def test_text_warnings_are_summarised(capsys):
     argv = ['text', '--json', '--seed', '0', '--generations-num', '16'] + TINY
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
-        assert cli.main(argv) == 0
-        assert 'warning' not in capsys.readouterr().err and not caught  # --quiet: silent
-        assert cli.main([a for a in argv if a != '--quiet']) == 0
-    err = capsys.readouterr().err
-    assert not caught and err.count('rudolph: warning') == 1 and 'UserWarning' not in err
+        for run in (argv, [a for a in argv if a != '--quiet']):  # --quiet hides progress, never warnings
+            assert cli.main(run) == 0
+            err = capsys.readouterr().err
+            assert not caught and err.count('rudolph: warning') == 1 and 'UserWarning' not in err
+
+
+def test_a_prompt_the_tokenizer_cannot_read_is_warned_about_even_under_quiet(capsys, tmp_path):
+    for prompt in ('a red circle on white', '😀😀 🎈'):
+        assert cli.main(['text2image', prompt, '-n', '1', '-o', str(tmp_path / 'out')] + TINY) == 0
+        err = capsys.readouterr().err
+        assert 'rudolph: warning' in err and 'mostly unknown tokens' in err and repr(prompt)[:40] in err
 
 
 def _python(code, tmp_path):

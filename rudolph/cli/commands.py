@@ -351,9 +351,12 @@ def build_parser(argv: Optional[List[str]] = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _summarise_warnings(caught: List[warnings.WarningMessage], quiet: bool) -> None:
-    """One line for all the warnings of a run (e.g. one per generated text that was cut); none if ``quiet``."""
-    if quiet or not caught:
+def _summarise_warnings(caught: List[warnings.WarningMessage]) -> None:
+    """One line for all the warnings of a run (e.g. one per generated text that was cut).
+
+    ``--quiet`` hides progress only: a warning says the result may not be what was asked for.
+    """
+    if not caught:
         return
     first = str(caught[0].message)
     if len(caught) == 1:
@@ -363,7 +366,7 @@ def _summarise_warnings(caught: List[warnings.WarningMessage], quiet: bool) -> N
 
 
 def _run_command(args: argparse.Namespace) -> int:
-    """``args._run(args)`` with its warnings gathered into one summary (``--quiet``: none)."""
+    """``args._run(args)`` with its warnings gathered into one summary (also under ``--quiet``)."""
     from rudolph.generation.memory import bs_option
 
     with warnings.catch_warnings(record=True) as caught:
@@ -372,7 +375,7 @@ def _run_command(args: argparse.Namespace) -> int:
             with bs_option('--bs'):  # memory messages name the option the user can change
                 return int(args._run(args) or 0)
         finally:
-            _summarise_warnings(list(caught), getattr(args, 'quiet', False))
+            _summarise_warnings(list(caught))
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -272,12 +272,13 @@ def classify_batch(parts: Parts, images: Sequence[Any], classes: Sequence[str], 
     images = _images_list(images)
     require_vae(parts.vae, 'zero-shot classification')
     layout = parts.layout
-    warn_unknown_classes(parts.tokenizer, names)
+    unknown = warn_unknown_classes(parts.tokenizer, names)  # said once for them, not again per text
     if len({l_template.format(c) for c in names}) > 1:
         raise InputError(f'classify_batch needs a left template without the class slot, got {l_template!r} '
                          '(use rudolph.tasks.core.zero_shot for per-class left texts)')
     right = torch.stack([parts.text(check_text('text', template.format(c)), layout.R, r_token,
-                                    f'template.format(classes[{i}])') for i, c in enumerate(names)])
+                                    f'template.format(classes[{i}])', warn_unknown=c not in unknown)
+                         for i, c in enumerate(names)])
     codes = encode_images(parts, images)
     left = parts.context([l_template.format(names[0])], layout.L, l_token).expand(len(images), -1)
     part = ScorePart(layout.S - layout.R, layout.S - 1, parts.text_vocab, ignore_index=PAD_ID)

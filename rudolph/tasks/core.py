@@ -140,10 +140,12 @@ class Parts:
     def image_vocab(self) -> slice:
         return self.layout.image_full_slice if self.reference else self.layout.image_slice
 
-    def text(self, text: str, length: int, token: Optional[str] = None, name: str = 'text') -> torch.Tensor:
-        """One text segment (with the task token ``token`` when the parts have task tokens)."""
+    def text(self, text: str, length: int, token: Optional[str] = None, name: str = 'text', *,
+             warn_unknown: bool = True) -> torch.Tensor:
+        """One text segment (with the task token ``token`` when the parts have task tokens); see :func:`encode_text`."""
         check_tokenizer(self.tokenizer, self.layout)
-        return encode_text(self.tokenizer, text, length, name, task_token(self.spc_tokens, token)).to(self.device)
+        return encode_text(self.tokenizer, text, length, name, task_token(self.spc_tokens, token),
+                           warn_unknown=warn_unknown).to(self.device)
 
     def context(self, texts: Sequence[str], length: int, token: Optional[str]) -> torch.Tensor:
         """``[n, length]`` context segments: pads by the reference convention, else encoded ``texts``."""
@@ -328,9 +330,10 @@ def zero_shot(parts: Parts, pil_img, classes: Sequence[str], template: Optional[
     require_vae(parts.vae, 'zs_clf')
     layout = parts.layout
     check_tokenizer(parts.tokenizer, layout)
-    warn_unknown_classes(parts.tokenizer, names)
+    unknown = warn_unknown_classes(parts.tokenizer, names)  # said once for them, not again per text
     right = torch.stack([parts.text(check_text('text', template.format(c)), layout.R, r_token,
-                                    f'{r_name}.format(classes[{i}])') for i, c in enumerate(names)])
+                                    f'{r_name}.format(classes[{i}])', warn_unknown=c not in unknown)
+                         for i, c in enumerate(names)])
     left = parts.context([check_text('text', l_template.format(c), True) for c in names], layout.L, l_token)
     image = parts.image(pil_img)
     ids = torch.cat((left.to(image.device), image.expand(len(names), -1), right.to(image.device)), dim=1)
