@@ -356,6 +356,7 @@ def test_app_command_options(capsys):
         assert option in out
     args = cli.build_parser(['app']).parse_args(['app'])
     assert (args.host, args.share, args.model, args.dtype) == ('127.0.0.1', False, 'tiny-shapes', 'fp32')
+    assert 'auto:' in out and cli.build_parser(['app']).parse_args(['app', '--dtype', 'auto']).dtype == 'auto'
 
 
 def test_app_without_gradio_says_what_to_install(monkeypatch, capsys):

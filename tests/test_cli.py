@@ -317,6 +317,15 @@ def test_text2image_uses_the_model_sampling_and_decodes_per_batch(tmp_path, caps
     assert res['sampling']['top_k'] == 5 and res['sampling']['top_p'] == 0.95
 
 
+def test_help_examples_say_that_tiny_shapes_works_offline(capsys):
+    for argv in (['--help'], ['text2image', '--help'], ['caption', '--help'], ['vqa', '--help'],
+                 ['classify', '--help'], ['text', '--help'], ['finetune', '--help']):
+        with pytest.raises(SystemExit):
+            cli.main(argv)
+        shown = ' '.join(capsys.readouterr().out.split()).replace('- ', '-')  # argparse wraps at hyphens
+        assert 'tiny-shapes works offline' in shown, argv
+
+
 def test_classify_says_when_every_class_ties(capsys, tmp_path):
     from rudolph.demo import shapes as S
 

@@ -27,7 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument('--checkpoint', default=None, help='local weights (file or folder) of that model')
     p.add_argument('--device', default=None, help='cpu, cuda, cuda:N or mps (default: cuda when available)')
     p.add_argument('--dtype', default='fp32', choices=list(handlers.DTYPES),
-                   help='precision (default fp32); int8: int8 weights, bf16 activations on CPU, fp16 on CUDA')
+                   help='precision (default fp32); auto: bf16 on CPUs with native bf16, fp16 on CUDA, else fp32; '
+                        'int8: int8 weights, bf16 activations on CPU, fp16 on CUDA')
 
 
 def run(args: argparse.Namespace) -> int:

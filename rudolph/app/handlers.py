@@ -25,9 +25,10 @@ __all__ = ['Result', 'Cancelled', 'ModelCache', 'DeviceLocks', 'DTYPES', 'BANDS'
 
 logger = logging.getLogger(__name__)
 
-#: the precisions offered: dtype names that :func:`rudolph.model.get_rudolph_model` takes, and
-#: ``int8`` (its ``quantize='int8'``: int8 weights, bf16 activations on CPU, fp16 on CUDA)
-DTYPES = ('fp32', 'bf16', 'fp16', 'int8')
+#: the precisions offered: dtype names that :func:`rudolph.model.get_rudolph_model` takes (``auto``: per
+#: device, as the rest of the CLI), and ``int8`` (``quantize='int8'``: int8 weights, bf16 activations on CPU,
+#: fp16 on CUDA)
+DTYPES = ('fp32', 'auto', 'bf16', 'fp16', 'int8')
 #: the bands of an image prompt, in ImagePrompts' order
 BANDS = ('up', 'down', 'left', 'right')
 

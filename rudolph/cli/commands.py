@@ -288,17 +288,21 @@ def _text_run(args: argparse.Namespace) -> int:
     return 0
 
 
+#: the examples use the default --model (350M, downloaded on first use); the embedded model needs no network
+OFFLINE_HINT = ' (the default --model 350M is downloaded from the hub on first use; --model tiny-shapes works offline)'
+
+
 register('text2image', 'draw images for a text; the best by self-reranking are saved as PNG files and a grid',
          _text2image_args, _text2image_run, common=True,
-         description='Draw images for a text: rudolph text2image "рисунок кота" -n 8 -o out/')
+         description='Draw images for a text: rudolph text2image "рисунок кота" -n 8 -o out/' + OFFLINE_HINT)
 register('caption', 'caption an image', _caption_args, _caption_run, common=True,
-         description='Caption an image: rudolph caption img.jpg')
+         description='Caption an image: rudolph caption img.jpg' + OFFLINE_HINT)
 register('vqa', 'answer a question about an image', _vqa_args, _vqa_run, common=True,
-         description='Answer a question about an image: rudolph vqa img.jpg "что на картинке?"')
+         description='Answer a question about an image: rudolph vqa img.jpg "что на картинке?"' + OFFLINE_HINT)
 register('classify', 'zero-shot classification of an image', _classify_args, _classify_run, common=True,
-         description='Zero-shot classification: rudolph classify img.jpg --classes кошка собака')
+         description='Zero-shot classification: rudolph classify img.jpg --classes кошка собака' + OFFLINE_HINT)
 register('text', 'write texts continuing a prompt', _text_args, _text_run, common=True,
-         description='Write texts: rudolph text "красивый пейзаж"')
+         description='Write texts: rudolph text "красивый пейзаж"' + OFFLINE_HINT)
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -336,6 +340,7 @@ def build_parser(argv: Optional[List[str]] = None) -> argparse.ArgumentParser:
                '  rudolph classify img.jpg --classes кошка собака\n'
                '  rudolph text "красивый пейзаж"\n'
                '  rudolph caption photos/ --out captions.jsonl     # a job: a folder, a glob, a list or a table\n'
+               f'{OFFLINE_HINT.strip()}\n'
                'Run "rudolph COMMAND --help" for the options of a command.',
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--debug', action='store_true', help='show full tracebacks on errors')
