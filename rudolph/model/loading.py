@@ -6,7 +6,7 @@ from typing import Any, Dict, Mapping, Optional, Union
 import torch
 
 from rudolph.errors import CheckpointMismatchError, ConfigError, CorruptCheckpointError, WeightsNotFoundError
-from rudolph.io.files import check_finite, describe_unreadable, safe_torch_load  # noqa: F401 (re-exported)
+from rudolph.io.files import check_finite, describe_unreadable, folder_file, safe_torch_load  # noqa: F401
 from rudolph.io.hub import hub_download
 from rudolph.model import quant
 from rudolph.model.configs import MODELS
@@ -34,8 +34,8 @@ def _folder_checkpoint(name: str, folder: str) -> str:
     if registered and registered not in candidates:
         candidates.append(registered)
     for candidate in candidates:
-        if os.path.isfile(os.path.join(folder, candidate)):
-            return os.path.join(folder, candidate)
+        if os.path.isfile(os.path.join(folder, candidate)):  # a link in the folder must stay in it
+            return folder_file(folder, candidate, f'the weights of the folder {folder!r}')
     names = ', '.join(candidates[:-1]) + ' and ' + candidates[-1]
     raise WeightsNotFoundError(f'no checkpoint in the folder {folder!r}: looked for {names}; '
                                f'expected a folder holding one of them (e.g. a fine-tuning step-*/ folder), '

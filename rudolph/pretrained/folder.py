@@ -32,6 +32,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 import torch
 
 from rudolph.errors import ConfigError, CorruptCheckpointError, WeightsNotFoundError
+from rudolph.io.files import folder_file
 from rudolph.pretrained.model_card import model_card
 from rudolph.pretrained.sources import (  # noqa: F401 (re-exported)
     Source,
@@ -258,7 +259,8 @@ def resolve_pretrained(path: Union[str, os.PathLike]) -> str:
     if os.path.isfile(path):  # the trainer's `latest`: a file holding the name of the newest step folder
         with open(path, encoding='utf-8') as f:
             step = f.read(256).strip()
-        target = os.path.join(os.path.dirname(path), step)
+        if os.path.basename(path) == LATEST_NAME and step:  # the step folder it names must be beside it
+            target = folder_file(os.path.dirname(path) or '.', step, f'the step folder named by {path!r}')
         if os.path.basename(path) != LATEST_NAME or not step or not os.path.isdir(target):
             raise ConfigError(f'{path!r} is a file; expected a saved-model folder (with {CONFIG_NAME}), a fine-tuning '
                               f'output folder or its {LATEST_NAME!r} file')
@@ -303,7 +305,7 @@ def _fetcher(name_or_path: str, cache_dir: Optional[str]) -> Tuple[str, Callable
         folder = resolve_pretrained(name_or_path)
 
         def local(filename: str) -> str:
-            path = os.path.join(folder, filename)
+            path = folder_file(folder, filename, f'a file named by {os.path.join(folder, CONFIG_NAME)!r}')
             if not os.path.isfile(path):
                 raise WeightsNotFoundError(f'{filename} is missing from the model folder {folder!r}')
             return path
