@@ -439,3 +439,24 @@ def test_a_hub_cache_snapshot_folder_still_loads(tmp_path):
         shutil.copyfile(os.path.join(TINY_SHAPES_DIR, name), repo / 'blobs' / f'blob{i}')
         os.symlink(os.path.join('..', '..', 'blobs', f'blob{i}'), snapshot / name)
     assert Components.from_pretrained(str(snapshot)).name == str(snapshot)
+
+
+def test_a_config_asking_for_a_huge_model_is_refused_before_building_it(saved_copy):
+    folder, _ = saved_copy
+    config = json.loads((folder / CONFIG_NAME).read_text(encoding='utf-8'))
+    _edit_config(folder, config={**config['config'], 'num_layers': 100_000})
+    with pytest.raises(CheckpointError, match=r'num_layers=100000 but the weights hold 4 layers'):
+        Components.from_pretrained(str(folder))  # the old code built 100,000 layers first (minutes, gigabytes)
+    _edit_config(folder, config={**config['config'], 'hidden_size': 1 << 20, 'num_attention_heads': 1})
+    with pytest.raises(CheckpointError, match=r'shape mismatches.*vs model \(.*1048576'):
+        Components.from_pretrained(str(folder))
+
+
+@pytest.mark.parametrize('field, value', [('num_attention_heads', -4), ('hidden_size', 0), ('num_layers', 2.5),
+                                          ('image_tokens_per_dim', -1), ('attention_dropout_prob', 1.5)])
+def test_a_config_with_an_impossible_size_names_the_field(saved_copy, field, value):
+    folder, _ = saved_copy
+    config = json.loads((folder / CONFIG_NAME).read_text(encoding='utf-8'))
+    _edit_config(folder, config={**config['config'], field: value})
+    with pytest.raises(ConfigError, match=rf'{field}={value!r}: expected'):
+        Components.from_pretrained(str(folder))

@@ -8,14 +8,15 @@ memory-mapped checkpoint is never copied whole into RAM) into a temporary file r
 import json
 import os
 import struct
-from typing import Dict, Mapping, Optional
+from typing import Dict, Mapping, Optional, Tuple
 
 import torch
 
 from rudolph.errors import CorruptCheckpointError
 from rudolph.io.files import write_atomic
 
-__all__ = ['is_safetensors', 'read_safetensors', 'read_safetensors_metadata', 'write_safetensors']
+__all__ = ['is_safetensors', 'read_safetensors', 'read_safetensors_metadata', 'read_safetensors_shapes',
+           'write_safetensors']
 
 #: the largest JSON header accepted (the format's own limit is 100 MB)
 _MAX_HEADER = 100 * 1024 * 1024
@@ -44,6 +45,18 @@ def read_safetensors_metadata(path: str) -> Dict[str, str]:
             return dict(f.metadata() or {})
     except Exception as error:  # noqa: BLE001 -- safetensors reports damaged files with its own error type
         raise _corrupt(path, error) from error
+
+
+def read_safetensors_shapes(path: str, what: str = 'checkpoint') -> Dict[str, Tuple[int, ...]]:
+    """The name and shape of every tensor of a safetensors file, from its header only (nothing is loaded)."""
+    from safetensors import safe_open
+
+    path = os.fspath(path)
+    try:
+        with safe_open(path, framework='pt') as f:
+            return {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
+    except Exception as error:  # noqa: BLE001 -- see read_safetensors_metadata
+        raise _corrupt(path, error, what) from error
 
 
 def read_safetensors(path: str, what: str = 'checkpoint') -> Dict[str, torch.Tensor]:

@@ -1,25 +1,34 @@
 """``get_rudolph_model``: build a config, fetch the checkpoint, load it strictly and cheaply."""
 import logging
 import os
-from typing import Any, Dict, Mapping, Optional, Union
+import re
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 
 from rudolph.errors import CheckpointMismatchError, ConfigError, CorruptCheckpointError, WeightsNotFoundError
 from rudolph.io.files import check_finite, describe_unreadable, folder_file, safe_torch_load  # noqa: F401
 from rudolph.io.hub import hub_download
+from rudolph.io.safetensors import is_safetensors, read_safetensors, read_safetensors_shapes
 from rudolph.model import quant
+from rudolph.model.config import RudolphConfig
 from rudolph.model.configs import MODELS
 from rudolph.model.device import check_device
 from rudolph.model.image_attention import MASK_NAMES
 from rudolph.model.model import ruDolphModel, skip_init
 
 __all__ = ['get_rudolph_model', 'load_checkpoint', 'resolve_checkpoint', 'check_state_dict', 'safe_torch_load',
-           'check_finite', 'describe_unreadable', 'resolve_dtype']
+           'check_finite', 'describe_unreadable', 'resolve_dtype', 'expected_shapes', 'check_weights_fit']
 
 logger = logging.getLogger(__name__)
 WEIGHTS_NAME = 'pytorch_model.bin'
 SAFE_WEIGHTS_NAME = 'model.safetensors'
+
+
+_FIRST_LAYER = 'transformer.layers.0.'
+_LAYER_KEY = re.compile(r'^transformer\.layers\.(\d+)\.')
+
+Shapes = Mapping[str, Tuple[int, ...]]
 
 
 def _is_mask_key(key: str) -> bool:
@@ -66,25 +75,66 @@ def load_checkpoint(path: str) -> Dict[str, torch.Tensor]:
 
     The format is recognised by the file's content, not its name.
     """
-    from rudolph.io.safetensors import is_safetensors, read_safetensors
-
     state = read_safetensors(path, 'RuDOLPH checkpoint') if is_safetensors(path) else _torch_state(path)
-    keys = list(state)
-    # Checkpoints saved from DDP / FP16Module wrappers carry a uniform 'module.' prefix.
-    if keys and all(k.startswith('module.') for k in keys):
-        state = {k[len('module.'):]: v for k, v in state.items()}
+    state = _unwrapped(state)
     check_finite(state, path)
+    return state
+
+
+def _unwrapped(state: Mapping[str, Any]) -> Dict[str, Any]:
+    """Checkpoints saved from DDP / FP16Module wrappers carry a uniform 'module.' prefix: dropped."""
+    if state and all(k.startswith('module.') for k in state):
+        return {k[len('module.'):]: v for k, v in state.items()}
     return dict(state)
+
+
+def expected_shapes(config: RudolphConfig) -> Dict[str, Tuple[int, ...]]:
+    """Name and shape of every tensor a model of ``config`` loads (mask buffers aside).
+
+    Read from a one-layer model on ``meta`` (its layer repeated ``num_layers`` times): nothing is
+    allocated, whatever sizes the config asks for.
+    """
+    with torch.device('meta'), skip_init():
+        one = ruDolphModel(config.replace(num_layers=1, gradient_checkpointing=None), device='cpu')
+    shapes = {}
+    for key, value in one.state_dict().items():
+        if _is_mask_key(key):
+            continue
+        if key.startswith(_FIRST_LAYER):
+            for i in range(config.num_layers):
+                shapes[f'transformer.layers.{i}.{key[len(_FIRST_LAYER):]}'] = tuple(value.shape)
+        else:
+            shapes[key] = tuple(value.shape)
+    return shapes
+
+
+def check_weights_fit(config: RudolphConfig, shapes: Shapes, source: str, label: Any = None) -> None:
+    """:class:`CheckpointMismatchError` unless the tensors of ``source`` (names and shapes, e.g. from a
+    safetensors header) are those of a model of ``config``; checked before the model is built, so a
+    config asking for a huge model fails here rather than allocating it."""
+    layers = {int(m.group(1)) for m in map(_LAYER_KEY.match, shapes) if m}
+    if len(layers) != config.num_layers:
+        raise CheckpointMismatchError(f'{source}: the config asks for num_layers={config.num_layers} but the weights '
+                                      f'hold {len(layers)} layers; expected the config saved with these weights')
+    _compare(expected_shapes(config), shapes, label if label is not None else config)
 
 
 def check_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], config: Any) -> Dict[str, torch.Tensor]:
     """State without mask buffers, after checking names and shapes against ``model``; raises on any mismatch."""
-    expected = {k: v.shape for k, v in model.state_dict().items() if not _is_mask_key(k)}
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items() if not _is_mask_key(k)}
     given = {k: v for k, v in state.items() if not _is_mask_key(k)}
+    _compare(expected, {k: tuple(v.shape) for k, v in given.items()}, config)
+    return given
+
+
+def _compare(expected: Shapes, shapes: Shapes, config: Any) -> None:
+    """One :class:`CheckpointMismatchError` listing the missing, unexpected and misshapen tensors, if any."""
+    expected = {k: tuple(v) for k, v in expected.items()}
+    given = {k: tuple(v) for k, v in shapes.items() if not _is_mask_key(k)}
     missing = [k for k in expected if k not in given]
     unexpected = [k for k in given if k not in expected]
-    wrong = [f'{k}: checkpoint {tuple(given[k].shape)} vs model {tuple(expected[k])}'
-             for k in expected if k in given and given[k].shape != expected[k]]
+    wrong = [f'{k}: checkpoint {given[k]} vs model {expected[k]}'
+             for k in expected if k in given and given[k] != expected[k]]
     problems = []
     for label, items in (('missing keys', missing), ('unexpected keys', unexpected), ('shape mismatches', wrong)):
         if items:
@@ -92,7 +142,6 @@ def check_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], 
             problems.append(f'{len(items)} {label}: {shown}')
     if problems:
         raise CheckpointMismatchError(f'checkpoint does not match config {config}: ' + '; '.join(problems))
-    return given
 
 
 def resolve_dtype(dtype: Union[None, str, torch.dtype], device: Union[str, torch.device] = 'cpu') -> Optional[torch.dtype]:
@@ -161,16 +210,23 @@ def get_rudolph_model(name: str, pretrained: bool = True, fp16: bool = False,
 def _load_weights(name: str, params: Dict[str, Any], path: str, device: torch.device,
                   precision: 'quant.Precision') -> ruDolphModel:
     """A model built on ``meta`` and filled from ``path`` (float checkpoint or int8 file) in ``precision``."""
+    config = RudolphConfig.from_params(params)
+    label = {'name': name, **params}
+    int8 = quant.int8_file_metadata(path) is not None
+    shapes, source = _weights_shapes(path, int8)
+    check_weights_fit(config, shapes, path, label)  # before the model is built: its size is the file's
     # Parameters on 'meta': no time or memory spent on an init the checkpoint overwrites.
     with torch.device('meta'), skip_init():
-        model = ruDolphModel(device=device, **params)
-    label = {'name': name, **params}
-    if quant.int8_file_metadata(path) is not None:
+        model = ruDolphModel(config, device=device)
+    if int8:
         state = _int8_file_state(model, path, label, device, precision.dtype)
     elif precision.quantize:
-        state = _quantized_state(model, path, label, device, precision.dtype)
+        state = _quantized_state(model, source if source is not None else _lazy_checkpoint(path), path, label,
+                                 device, precision.dtype)
     else:
-        state = check_state_dict(model, load_checkpoint(path), label)
+        if source is not None:
+            check_finite(source, path)
+        state = check_state_dict(model, source if source is not None else load_checkpoint(path), label)
         dtype = precision.dtype
         state = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in state.items()}
     for mask_name, mask in model.transformer.build_masks(device).items():
@@ -192,20 +248,30 @@ def _torch_state(path: str) -> Mapping[str, torch.Tensor]:
     return state
 
 
+def _weights_shapes(path: str, int8: bool) -> Tuple[Dict[str, Tuple[int, ...]], Optional[Dict[str, torch.Tensor]]]:
+    """(name -> shape of the tensors of ``path``, its memory-mapped state when reading the shapes loaded it).
+
+    A safetensors file's shapes come from its header alone; a torch file is read (memory-mapped
+    where its format allows) and its state returned, so that it is not read twice.
+    """
+    if is_safetensors(path):
+        shapes = _unwrapped(read_safetensors_shapes(path, 'RuDOLPH checkpoint'))
+        if int8:  # the per-row scales of the int8 linears are not in the float model
+            shapes = {k: v for k, v in shapes.items() if not k.endswith('.weight_scale')}
+        return shapes, None
+    state = _lazy_checkpoint(path)
+    return {k: tuple(v.shape) for k, v in state.items()}, state
+
+
 def _lazy_checkpoint(path: str) -> Dict[str, torch.Tensor]:
     """The memory-mapped tensors of a checkpoint, not yet checked for NaN/inf (done tensor by tensor)."""
-    from rudolph.io.safetensors import is_safetensors
-
     if is_safetensors(path):
         return load_checkpoint(path)
-    state = _torch_state(path)
-    if state and all(k.startswith('module.') for k in state):
-        state = {k[len('module.'):]: v for k, v in state.items()}
-    return dict(state)
+    return _unwrapped(_torch_state(path))
 
 
-def _quantized_state(model: ruDolphModel, path: str, label: Dict[str, Any], device: torch.device,
-                     dtype: torch.dtype) -> Dict[str, torch.Tensor]:
+def _quantized_state(model: ruDolphModel, source: Dict[str, torch.Tensor], path: str, label: Dict[str, Any],
+                     device: torch.device, dtype: torch.dtype) -> Dict[str, torch.Tensor]:
     """The int8 state of ``model`` quantised from the float checkpoint ``path`` one tensor at a time.
 
     Each source tensor is read from the memory map, checked, converted, and its pages are dropped
@@ -214,7 +280,9 @@ def _quantized_state(model: ruDolphModel, path: str, label: Dict[str, Any], devi
     """
     import zipfile
 
-    source = check_state_dict(model, _lazy_checkpoint(path), label)
+    checked = check_state_dict(model, source, label)
+    source.clear()  # the caller's reference too: each tensor is dropped once converted
+    source = checked
     mapped = zipfile.is_zipfile(path)  # torch memory-maps zip checkpoints only
     linears = {f'{n}.weight' for n in quant.quantized_linear_names(model)}
     quant.quantize_linears(model, dtype, fill=False)
