@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from fakes import write_header_only_png
 from PIL import Image
 
 from rudolph.cli import commands as cli
@@ -324,6 +325,13 @@ def test_help_examples_say_that_tiny_shapes_works_offline(capsys):
             cli.main(argv)
         shown = ' '.join(capsys.readouterr().out.split()).replace('- ', '-')  # argparse wraps at hyphens
         assert 'tiny-shapes works offline' in shown, argv
+
+
+def test_caption_of_a_decompression_bomb_is_one_clear_error(capsys, tmp_path):
+    write_header_only_png(tmp_path / 'bomb.png', 20_000, 20_000)
+    assert cli.main(['caption', str(tmp_path / 'bomb.png')] + TINY) == 1
+    err = capsys.readouterr().err
+    assert 'bomb.png' in err and 'megapixels are refused' in err and 'Traceback' not in err
 
 
 def test_classify_says_when_every_class_ties(capsys, tmp_path):
