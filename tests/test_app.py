@@ -7,14 +7,16 @@ import subprocess
 import sys
 import threading
 import types
+from pathlib import Path
 
 import pytest
 import torch
+from fakes import write_header_only_png
 
 from rudolph.app import handlers as H
 from rudolph.cli import commands as cli
 from rudolph.demo import shapes as S
-from rudolph.errors import ConfigError, InputError, MissingDependencyError, RudolphError
+from rudolph.errors import ConfigError, ImageFileError, InputError, MissingDependencyError, RudolphError
 from rudolph.generation import engine
 from rudolph.model.configs import MODELS, TINY_SHAPES
 
@@ -288,6 +290,43 @@ def test_page_has_a_tab_per_task_and_shares_the_model(cache, c):
     for _, name in TABS:  # each tab's Stop button sets the session's flag and cancels its Run event
         stop_target = by_name[f'{name}_stop']['targets']
         assert any(d['targets'] == stop_target and d['cancels'] == [by_name[name]['id']] for d in deps), name
+
+
+def test_uploads_go_to_a_folder_of_ours_removed_after_and_are_limited_in_size(cache):
+    gr = _gradio()
+    from rudolph.app.ui import build_app, launch, upload_folder
+
+    before = os.environ.get('GRADIO_TEMP_DIR')
+    with upload_folder() as folder:
+        assert os.environ['GRADIO_TEMP_DIR'] == folder and os.path.isdir(folder)
+        demo = build_app(TINY_SHAPES, 'cpu', cache=cache)
+        pictures = [b for b in demo.blocks.values() if isinstance(b, gr.Image)]
+        assert pictures and all(b.GRADIO_CACHE == folder for b in pictures)
+        (Path(folder) / 'upload.png').write_bytes(b'x')
+    assert not os.path.exists(folder) and os.environ.get('GRADIO_TEMP_DIR') == before
+    given = {}
+
+    class Page:  # what launch hands to Gradio
+        def launch(self, server_name=None, server_port=None, share=False, show_error=True, max_file_size=None):
+            given.update(max_file_size=max_file_size, share=share)
+    launch(Page())
+    assert given == {'max_file_size': H.MAX_UPLOAD, 'share': False}
+    assert gr.utils._parse_file_size(H.MAX_UPLOAD) == 20 * 1024 * 1024
+
+
+def test_pictures_reach_the_library_reader_undecoded(cache, tmp_path):
+    _gradio()
+    from rudolph.app.ui import build_app
+
+    demo = build_app(TINY_SHAPES, 'cpu', cache=cache)
+    assert all(d.preprocess is False for d in demo.fns.values() if d.name == 'fn')  # not Gradio's decoder
+    write_header_only_png(tmp_path / 'bomb.png', 20_000, 20_000)
+    payload = {'path': str(tmp_path / 'bomb.png'), 'orig_name': 'bomb.png', 'meta': {'_type': 'gradio.FileData'}}
+    with pytest.raises(ImageFileError, match='megapixels are refused'):
+        H.caption(cache.get(TINY_SHAPES, 'cpu'), payload)
+    picture().save(tmp_path / 'ok.png')
+    ok = {'path': str(tmp_path / 'ok.png'), 'orig_name': 'mine.png'}
+    assert H.rerank_images(cache.get(TINY_SHAPES, 'cpu'), 'круг', [ok]).record['images'][0]['name'] == 'mine.png'
 
 
 def test_page_shows_library_errors_as_messages(cache, caplog):

@@ -5,8 +5,9 @@
 """
 import argparse
 import logging
+import signal
 import sys
-from typing import List, Optional
+from typing import Any, List, Optional
 
 __all__ = ['add_arguments', 'run', 'main']
 
@@ -40,12 +41,19 @@ def run(args: argparse.Namespace) -> int:
         from rudolph.errors import ConfigError
 
         raise ConfigError(f'--port {args.port}: expected a port number in 1..65535')
-    from rudolph.app.ui import build_app, launch
+    from rudolph.app.ui import build_app, launch, upload_folder
 
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
-    demo = build_app(args.model, args.device, args.dtype, args.checkpoint)
-    launch(demo, host=args.host, port=args.port, share=args.share)
+    signal.signal(signal.SIGTERM, _interrupt)  # a stop by `kill` also removes the uploads
+    with upload_folder():
+        demo = build_app(args.model, args.device, args.dtype, args.checkpoint)
+        launch(demo, host=args.host, port=args.port, share=args.share)
     return 0
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM as Ctrl-C: Gradio closes its server and the upload folder is removed."""
+    raise KeyboardInterrupt
 
 
 def main(argv: Optional[List[str]] = None) -> int:

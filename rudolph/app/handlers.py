@@ -14,12 +14,12 @@ import os
 import tempfile
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from rudolph.errors import Cancelled, ConfigError, ImageFileError, InputError, RudolphError  # noqa: F401 (Cancelled: re-exported)
 from rudolph.model.configs import DEFAULT_T2I_SAMPLING  # noqa: F401 (re-exported: a model without recommended sampling)
 
-__all__ = ['Result', 'Cancelled', 'ModelCache', 'DeviceLocks', 'DTYPES', 'BANDS', 'DEFAULT_T2I_SAMPLING',
+__all__ = ['Result', 'Cancelled', 'ModelCache', 'DeviceLocks', 'DTYPES', 'MAX_UPLOAD', 'BANDS', 'DEFAULT_T2I_SAMPLING',
            'model_choices', 'device_choices', 'defaults_for', 'progress_callback', 'parse_classes', 'open_image',
            'upscale_available', 'text_to_image', 'caption', 'vqa', 'classify', 'generate_text', 'rerank_images']
 
@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 #: device, as the rest of the CLI), and ``int8`` (``quantize='int8'``: int8 weights, bf16 activations on CPU,
 #: fp16 on CUDA)
 DTYPES = ('fp32', 'auto', 'bf16', 'fp16', 'int8')
+#: the largest upload the page accepts (pictures: a few megabytes at most; the model sees a few hundred px)
+MAX_UPLOAD = '20mb'
 #: the bands of an image prompt, in ImagePrompts' order
 BANDS = ('up', 'down', 'left', 'right')
 
@@ -181,7 +183,7 @@ def open_image(image: Any, name: str = 'image'):
         raise InputError(f'{name}: no picture given; upload one first')
     if isinstance(image, Image.Image):
         return image
-    path = getattr(image, 'name', image)  # a tempfile-like upload
+    path = _upload_path(image)
     if isinstance(path, (str, os.PathLike)):
         try:
             return open_picture_file(path)
@@ -193,6 +195,16 @@ def open_image(image: Any, name: str = 'image'):
         return Image.fromarray(np.asarray(image))
     except (TypeError, ValueError) as error:
         raise InputError(f'{name}: expected a picture, got {type(image).__name__} ({error})') from None
+
+
+def _upload_path(image: Any) -> Any:
+    """The file of an upload: Gradio's file payload (``{'path': ...}``, the page's pictures reach the
+    handlers undecoded), a tempfile-like object (``.name``) or a path; anything else as it is."""
+    if isinstance(image, Mapping):
+        if not image.get('path'):
+            raise InputError(f'expected an uploaded picture file, got {sorted(image)}')
+        return image['path']
+    return getattr(image, 'name', image)
 
 
 def parse_classes(classes: Any) -> List[str]:
@@ -433,6 +445,13 @@ def generate_text(c, template: str, texts_num: int = 4, *, top_k=None, top_p=Non
     return Result(record, text=text, files=_save(record, 'text', out_dir))
 
 
+def _upload_name(image: Any) -> str:
+    """The name the user gave an uploaded file (Gradio keeps it as ``orig_name``), else its file name."""
+    if isinstance(image, Mapping) and image.get('orig_name'):
+        return os.path.basename(str(image['orig_name']))
+    return os.path.basename(str(_upload_path(image)))
+
+
 def rerank_images(c, text: str, images: Sequence[Any], *, bs: int = 8, progress: Optional[Report] = None,
                   cancel: Optional[threading.Event] = None, out_dir: Optional[str] = None) -> Result:
     """Uploaded ``images`` ordered by how well ``text`` describes them (best first)."""
@@ -443,8 +462,7 @@ def rerank_images(c, text: str, images: Sequence[Any], *, bs: int = 8, progress:
     if not images:
         raise InputError('images: no pictures given; upload at least one')
     pictures = [open_image(img, f'images[{i}]') for i, img in enumerate(images)]
-    names = [os.path.basename(str(getattr(img, 'name', img))) if not hasattr(img, 'size') else f'image {i + 1}'
-             for i, img in enumerate(images)]
+    names = [_upload_name(img) if not hasattr(img, 'size') else f'image {i + 1}' for i, img in enumerate(images)]
     parts = _parts(c, progress, cancel)
     codes = torch.stack([parts.image(img) for img in pictures])
     best, rows = tasks.rank_images(parts, text, codes, len(pictures), _count('bs', bs))

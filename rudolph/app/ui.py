@@ -9,15 +9,18 @@ here, and a lock per device lets one call run at a time on each. A library error
 in the page with its message; anything else is logged with its traceback and shown as an
 internal error. Each tab's Stop button cancels its request (the task stops at its next step).
 """
+import contextlib
 import logging
 import os
+import shutil
+import tempfile
 import threading
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from rudolph.app import handlers as H
 from rudolph.app import require_gradio
 
-__all__ = ['build_app', 'launch', 'App']
+__all__ = ['build_app', 'launch', 'upload_folder', 'App']
 
 logger = logging.getLogger(__name__)
 
@@ -148,8 +151,10 @@ class _Page:
         def halt(request: gr.Request) -> None:
             app.stop(_session(request))
 
+        # preprocess=False: uploads reach the handlers as files, undecoded, so that the library's one
+        # picture reader (size limit, clear errors) opens them, not Gradio's preprocessing
         event = run.click(fn, inputs=self.picked + inputs, outputs=outputs, concurrency_id='model',
-                          concurrency_limit=self.slots, api_name=self.tab)
+                          concurrency_limit=self.slots, api_name=self.tab, preprocess=False)
         stop.click(halt, inputs=None, outputs=None, cancels=[event], queue=False, api_name=f'{self.tab}_stop')
 
     def downloads(self):
@@ -178,7 +183,7 @@ class _Page:
                 seed = self.seed()
         with gr.Accordion('image prompt: keep bands of a picture', open=False):
             with gr.Row():
-                prompt_image = gr.Image(type='pil', label='picture', height=192)
+                prompt_image = gr.Image(type='filepath', label='picture', height=192)
                 bands = [gr.Slider(0, side // 8, value=0, step=1, label=f'{b} (tokens of 8 px)') for b in H.BANDS]
         self.model_updates.append(lambda new: {top_k: gr.update(value=new['sampling']['top_k']),
                                                top_p: gr.update(value=new['sampling']['top_p']),
@@ -200,7 +205,7 @@ class _Page:
 
 
     def picture(self, label: str = 'picture'):
-        return self.gr.Image(type='pil', label=label, height=192, elem_id=f'{self.tab}-image')
+        return self.gr.Image(type='filepath', label=label, height=192, elem_id=f'{self.tab}-image')
 
     def caption(self) -> None:
         gr, d = self.gr, self.defaults
@@ -324,11 +329,34 @@ def _on_model_change(gr, page: _Page, model_input) -> None:
     model_input.change(change, inputs=model_input, outputs=targets, queue=False, api_name=False)
 
 
+@contextlib.contextmanager
+def upload_folder() -> Iterator[str]:
+    """A temporary folder of ours for Gradio's uploads while the page is built and served, removed after.
+
+    Gradio keeps uploads in ``GRADIO_TEMP_DIR`` (by default a shared ``/tmp/gradio`` that outlives
+    the app); build the page inside this block so that its components and server use the folder.
+    """
+    folder = tempfile.mkdtemp(prefix='rudolph-app-uploads-')
+    before = os.environ.get('GRADIO_TEMP_DIR')
+    os.environ['GRADIO_TEMP_DIR'] = folder
+    try:
+        yield folder
+    finally:
+        if before is None:
+            os.environ.pop('GRADIO_TEMP_DIR', None)
+        else:
+            os.environ['GRADIO_TEMP_DIR'] = before
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def launch(demo, host: str = '127.0.0.1', port: Optional[int] = None, share: bool = False, **kwargs):
-    """Serve ``demo`` (bound to ``host``, 127.0.0.1 unless asked; no public link unless ``share``)."""
+    """Serve ``demo`` (bound to ``host``, 127.0.0.1 unless asked; no public link unless ``share``;
+    uploads up to :data:`rudolph.app.handlers.MAX_UPLOAD`)."""
     import inspect
 
     options = dict(server_name=host, server_port=port, share=share, show_error=False, **kwargs)
+    if 'max_file_size' in inspect.signature(demo.launch).parameters:
+        options.setdefault('max_file_size', H.MAX_UPLOAD)
     if 'theme' in inspect.signature(demo.launch).parameters:  # Gradio >= 6 takes the theme here
         options.setdefault('theme', theme())
         options.setdefault('css', CSS)
