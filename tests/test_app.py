@@ -3,6 +3,7 @@ the model cache and device locks, the engine's progress callback, and the page a
 gradio is installed."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -18,7 +19,7 @@ from rudolph.cli import commands as cli
 from rudolph.demo import shapes as S
 from rudolph.errors import ConfigError, ImageFileError, InputError, MissingDependencyError, RudolphError
 from rudolph.generation import engine
-from rudolph.model.configs import MODELS, TINY_SHAPES
+from rudolph.model.configs import MODELS, TINY_SHAPES, TINY_SHAPES_DIR
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -347,6 +348,35 @@ def test_page_shows_library_errors_as_messages(cache, caplog):
         app.run(picked, broken, [], {}, 'session', None)
     assert shown.value.message.startswith('internal error (KeyError') and 'server log' in shown.value.message
     assert 'Traceback' in caplog.text or any(r.exc_info for r in caplog.records)
+
+
+def test_the_checkpoint_box_loads_only_from_the_allowed_folders_and_refuses_alike(cache, tmp_path):
+    gr = _gradio()
+    from rudolph.app.ui import App, build_app
+
+    allowed, outside = tmp_path / 'runs', tmp_path / 'elsewhere'
+    for folder in (allowed / 'step-1', outside):
+        folder.mkdir(parents=True)
+        shutil.copyfile(os.path.join(TINY_SHAPES_DIR, 'model.safetensors'), folder / 'model.safetensors')
+    (tmp_path / 'notes.txt').write_text('x')
+    os.symlink(outside, allowed / 'link')
+    refused = [str(outside), str(tmp_path / 'notes.txt'), str(tmp_path / 'missing'), '/etc',
+               str(allowed / 'missing'), str(allowed / '..' / 'elsewhere'), str(allowed / 'link')]
+    for app in (App(cache), App(cache, [str(allowed)])):  # off, then on for runs/ only
+        messages = set()
+        for path in refused:
+            with pytest.raises(gr.Error) as shown:
+                app.run([TINY_SHAPES, path, 'cpu', 'fp32'], H.caption, [picture()], {}, 's', None)
+            messages.add(shown.value.message)
+        assert messages == {H.REFUSED_CHECKPOINT}  # one answer, whatever the path is
+    loaded = app.run([TINY_SHAPES, str(allowed / 'step-1'), 'cpu', 'fp32'], H.caption, [picture()], {}, 's', None)
+    assert loaded.text
+    with pytest.raises(gr.Error, match='unknown model'):  # a path as the model is no way around it
+        app.run([str(outside), '', 'cpu', 'fp32'], H.caption, [picture()], {}, 's', None)
+    boxes = [b for b in build_app(TINY_SHAPES, 'cpu', cache=cache).blocks.values() if isinstance(b, gr.Textbox)]
+    assert not [b for b in boxes if 'checkpoint' in str(b.label) and b.visible]
+    assert cli.build_parser(['app']).parse_args(['app', '--allow-local', 'a', '--allow-local', 'b']).allow_local == [
+        'a', 'b']
 
 
 def test_one_model_call_at_a_time_per_device(cache):

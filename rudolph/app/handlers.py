@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from rudolph.errors import Cancelled, ConfigError, ImageFileError, InputError, RudolphError  # noqa: F401 (Cancelled: re-exported)
+from rudolph.io.paths import is_inside
 from rudolph.model.configs import DEFAULT_T2I_SAMPLING  # noqa: F401 (re-exported: a model without recommended sampling)
 
 __all__ = ['Result', 'Cancelled', 'ModelCache', 'DeviceLocks', 'DTYPES', 'MAX_UPLOAD', 'BANDS', 'DEFAULT_T2I_SAMPLING',
            'model_choices', 'device_choices', 'defaults_for', 'progress_callback', 'parse_classes', 'open_image',
+           'allowed_checkpoint', 'REFUSED_CHECKPOINT',
            'upscale_available', 'text_to_image', 'caption', 'vqa', 'classify', 'generate_text', 'rerank_images']
 
 logger = logging.getLogger(__name__)
@@ -73,6 +75,25 @@ def _check_dtype(dtype: Optional[str]) -> Optional[str]:
     if dtype not in DTYPES:
         raise ConfigError(f'dtype {dtype!r}: expected one of {list(DTYPES)}')
     return dtype
+
+
+#: the one answer for every local checkpoint the page may not load: missing, a file or a folder, inside
+#: the allowed folders or not, it says the same, so that the box tells nothing about the server's files
+REFUSED_CHECKPOINT = ('this local checkpoint cannot be loaded: the app loads only checkpoints that exist inside '
+                      'the folders it was started with (rudolph app --allow-local DIR)')
+
+
+def allowed_checkpoint(checkpoint: Optional[str], allowed: Sequence[str]) -> Optional[str]:
+    """The page's local checkpoint (``None`` when empty) if it exists inside one of the ``allowed`` folders
+    (links followed); else the :class:`ConfigError` :data:`REFUSED_CHECKPOINT`, whatever the reason."""
+    if not isinstance(checkpoint, str) or not checkpoint.strip():
+        if checkpoint in (None, ''):
+            return None
+        raise ConfigError(REFUSED_CHECKPOINT)
+    path = os.path.abspath(os.path.expanduser(checkpoint.strip()))
+    if not os.path.exists(path) or not any(is_inside(path, folder) for folder in allowed):
+        raise ConfigError(REFUSED_CHECKPOINT)
+    return path
 
 
 class ModelCache:

@@ -15,10 +15,11 @@ import os
 import shutil
 import tempfile
 import threading
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 from rudolph.app import handlers as H
 from rudolph.app import require_gradio
+from rudolph.errors import ConfigError
 
 __all__ = ['build_app', 'launch', 'upload_folder', 'App']
 
@@ -46,9 +47,14 @@ def theme():
 class App:
     """What the page's callbacks share: the model cache, the device locks and each session's Stop flag."""
 
-    def __init__(self, cache: Optional[H.ModelCache] = None):
+    def __init__(self, cache: Optional[H.ModelCache] = None, allow_local: Sequence[str] = (),
+                 start: Optional[Sequence[Optional[str]]] = None):
         self.cache = cache or H.ModelCache()
         self.locks = H.DeviceLocks()
+        #: the folders the page may load local checkpoints from (none: the checkpoint box is off)
+        self.allow_local = tuple(os.path.realpath(d) for d in allow_local)
+        #: the (model, checkpoint) the operator started the app on: always allowed
+        self.start = tuple(start) if start else (None, None)
         self._cancels: Dict[str, threading.Event] = {}
         self._guard = threading.Lock()
 
@@ -69,7 +75,7 @@ class App:
         cancel = self.cancel_event(session, fresh=True)
         try:
             model, checkpoint, device, dtype = picked
-            c = self.cache.get(model, device, dtype, checkpoint)
+            c = self.components(model, checkpoint, device, dtype)
             with self.locks(device or 'default'):
                 return handler(c, *args, progress=report, cancel=cancel, **kwargs)
         except H.Cancelled:
@@ -81,11 +87,24 @@ class App:
             raise gr.Error(f'internal error ({type(error).__name__}: {error}); the server log has the details',
                            title='Internal error') from None
 
+    def components(self, model: str, checkpoint: Optional[str], device: str, dtype: str):
+        """The picked model from the cache, after checking what the page may ask for.
+
+        A request names a model of the list (or the one the app started on) and a local checkpoint
+        only inside the ``--allow-local`` folders (or the one the app started with): the page's
+        inputs reach the server unchecked by Gradio (``preprocess=False``) and may come from any client.
+        """
+        if model not in H.model_choices() and model != self.start[0]:
+            raise ConfigError(f'unknown model {model!r}; expected one of {H.model_choices()}')
+        if checkpoint and checkpoint != self.start[1]:
+            checkpoint = H.allowed_checkpoint(checkpoint, self.allow_local)
+        return self.cache.get(model, device, dtype, checkpoint or None)
+
     def describe(self, model: str, checkpoint: str, device: str, dtype: str) -> str:
         """Load the picked model now and say what it is."""
         gr = _gradio()
         try:
-            c = self.cache.get(model, device, dtype, checkpoint)
+            c = self.components(model, checkpoint, device, dtype)
         except SHOWN_ERRORS as error:
             raise gr.Error(str(error), title=type(error).__name__) from None
         config = c.model.config
@@ -108,13 +127,19 @@ def _gallery(result: H.Result) -> List[Any]:
     return [(img, cap) for img, cap in zip(result.images, result.captions or [''] * len(result.images))]
 
 
-def _picker(gr, model: str, device: Optional[str], dtype: Optional[str], checkpoint: Optional[str]) -> List[Any]:
-    """The model, checkpoint, device and dtype inputs (and the Load button and status line)."""
+def _picker(gr, model: str, device: Optional[str], dtype: Optional[str], checkpoint: Optional[str],
+            allow_local: Sequence[str] = ()) -> List[Any]:
+    """The model, checkpoint, device and dtype inputs (and the Load button and status line).
+
+    The checkpoint box is off (hidden) unless the app was started with ``--allow-local`` folders.
+    """
     devices = H.device_choices()
     with gr.Row():
         m = gr.Dropdown(H.model_choices(), value=model, label='model', scale=2)
-        ckpt = gr.Textbox(value=checkpoint or '', label='local checkpoint (file or folder, optional)', scale=3,
-                          placeholder='e.g. runs/caps/step-000100')
+        where = ', '.join(allow_local)
+        ckpt = gr.Textbox(value=checkpoint or '', label=f'local checkpoint (file or folder inside {where}, optional)',
+                          scale=3, placeholder='e.g. runs/caps/step-000100', visible=bool(allow_local),
+                          interactive=bool(allow_local))
         dev = gr.Dropdown(devices, value=device or devices[-1 if len(devices) > 1 else 0], label='device', scale=1)
         dt = gr.Dropdown(list(H.DTYPES), value=dtype or 'fp32', label='dtype', scale=1)
         load = gr.Button('Load', scale=1)
@@ -286,22 +311,24 @@ TABS = (('Text to image', 'text2image'), ('Caption', 'caption'), ('Question', 'v
 
 
 def build_app(model: str = 'tiny-shapes', device: Optional[str] = None, dtype: Optional[str] = 'fp32',
-              checkpoint: Optional[str] = None, cache: Optional[H.ModelCache] = None, preload: bool = True):
+              checkpoint: Optional[str] = None, cache: Optional[H.ModelCache] = None, preload: bool = True,
+              allow_local: Sequence[str] = ()):
     """The page (a ``gr.Blocks``, queued) on ``model``; ``preload`` loads the model before the page is served.
 
     ``device=None`` picks the first CUDA device when there is one. A bad model, device or
     dtype is a :class:`~rudolph.errors.ConfigError` (or ``WeightsNotFoundError``) before anything starts.
+    ``allow_local``: the folders the page may load local checkpoints from (none: no checkpoint box).
     """
     gr = _gradio()
     device = H.ModelCache.key(model, device, dtype, checkpoint)[2]  # checked (and None resolved) now
     device = 'cuda:0' if device == 'cuda' else device
-    app = App(cache)
+    app = App(cache, allow_local, (model, checkpoint))
     if preload:
         app.cache.get(model, device, dtype, checkpoint)
     with gr.Blocks(title='RuDOLPH', analytics_enabled=False) as demo:
         gr.Markdown('## RuDOLPH: text, pictures and text again\nOne model for drawing, captioning, answering, '
                     'classifying, writing and ranking pictures. Each tab runs one task of `rudolph.tasks.core`.')
-        *picked, load, status = _picker(gr, model, device, dtype, checkpoint)
+        *picked, load, status = _picker(gr, model, device, dtype, checkpoint, app.allow_local)
         page = _Page(gr, app, picked, H.defaults_for(model), device)
         for title, name in TABS:
             with gr.Tab(title, id=name):

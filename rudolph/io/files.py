@@ -14,9 +14,9 @@ from typing import Any, Callable, Mapping, Optional
 
 import torch
 
-from rudolph.errors import CheckpointError, ConfigError, CorruptCheckpointError, UnsafeCheckpointError
+from rudolph.errors import CheckpointError, CorruptCheckpointError, UnsafeCheckpointError
 
-__all__ = ['safe_torch_load', 'check_finite', 'describe_unreadable', 'write_atomic', 'folder_file']
+__all__ = ['safe_torch_load', 'check_finite', 'describe_unreadable', 'write_atomic']
 
 
 # Modules and names of the training objects (hyper-parameters, callbacks, numpy scalars in their
@@ -48,37 +48,6 @@ def _stand_in(name: str) -> Any:
     if name.endswith('.AttributeDict'):
         return dict
     return type(name.rsplit('.', 1)[-1], (_InertObject,), {'__module__': 'rudolph.inert'})
-
-
-def _root_of(folder: str) -> str:
-    """Where the files of ``folder`` may really live: the folder, or for a snapshot of the Hugging Face
-    cache (``.../snapshots/<commit>``, files linked to ``../../blobs``) its repository's cache folder."""
-    real = os.path.realpath(folder)
-    parent = os.path.dirname(real)
-    if os.path.basename(parent) == 'snapshots' and os.path.isdir(os.path.join(os.path.dirname(parent), 'blobs')):
-        return os.path.dirname(parent)
-    return real
-
-
-def folder_file(folder: str, name: Any, what: str) -> str:
-    """The path of the file ``name`` that a model folder (its ``config.json``, its ``latest``) names.
-
-    ``name`` must be a relative path that stays inside ``folder``, links followed: an absolute
-    path, ``..`` or a link out of the folder is a :class:`ConfigError` raised before anything is
-    read, so a folder can neither load weights from elsewhere nor show another file's contents
-    in an error. ``what`` says what named it (e.g. ``'the tokenizer of .../config.json'``).
-    """
-    folder = os.fspath(folder)
-    if not isinstance(name, str) or not name.strip() or os.path.isabs(name) or '\x00' in name:
-        raise ConfigError(f'{what}: {name!r} is not a file name inside the model folder {folder!r}; expected a '
-                          'relative path such as "bpe.model" (or a hub file: repo_id and filename)')
-    path = os.path.join(folder, name)
-    top, root = os.path.abspath(folder), _root_of(folder)
-    if (os.path.commonpath([top, os.path.abspath(path)]) != top  # '..' out of the folder
-            or os.path.commonpath([root, os.path.realpath(path)]) != root):  # a link out of it
-        raise ConfigError(f'{what}: {name!r} points outside the model folder {folder!r}; a saved folder may name '
-                          'only files inside itself (or a hub file: repo_id and filename)')
-    return path
 
 
 def describe_unreadable(path: str) -> str:

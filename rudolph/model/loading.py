@@ -7,8 +7,9 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 import torch
 
 from rudolph.errors import CheckpointMismatchError, ConfigError, CorruptCheckpointError, WeightsNotFoundError
-from rudolph.io.files import check_finite, describe_unreadable, folder_file, safe_torch_load  # noqa: F401
+from rudolph.io.files import check_finite, describe_unreadable, safe_torch_load  # noqa: F401 (re-exported)
 from rudolph.io.hub import hub_download
+from rudolph.io.paths import folder_file
 from rudolph.io.safetensors import is_safetensors, read_safetensors, read_safetensors_shapes
 from rudolph.model import quant
 from rudolph.model.config import RudolphConfig

@@ -32,7 +32,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 import torch
 
 from rudolph.errors import ConfigError, CorruptCheckpointError, WeightsNotFoundError
-from rudolph.io.files import folder_file
+from rudolph.io.paths import folder_file
 from rudolph.pretrained.model_card import model_card
 from rudolph.pretrained.sources import (  # noqa: F401 (re-exported)
     Source,
