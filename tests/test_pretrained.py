@@ -460,3 +460,12 @@ def test_a_config_with_an_impossible_size_names_the_field(saved_copy, field, val
     _edit_config(folder, config={**config['config'], field: value})
     with pytest.raises(ConfigError, match=rf'{field}={value!r}: expected'):
         Components.from_pretrained(str(folder))
+
+
+def test_push_refuses_a_folder_whose_file_links_outside(saved_copy, fake_hub):
+    folder, secret = saved_copy
+    os.remove(folder / 'bpe.model')
+    os.symlink(secret, folder / 'bpe.model')  # would publish the secret under the tokenizer's name
+    with pytest.raises(ConfigError, match='outside the model folder'):
+        push_to_hub(str(folder), 'me/tiny-caps', token='hf_test')
+    assert not fake_hub.commits
