@@ -1,7 +1,8 @@
 """The page: a ``gr.Blocks`` with a model picker and a tab per task, each calling :mod:`rudolph.app.handlers`.
 
-    from rudolph.app.ui import build_app, launch
-    launch(build_app('tiny-shapes'), host='127.0.0.1', port=7860)
+    from rudolph.app.ui import build_app, launch, upload_folder
+    with upload_folder():  # uploads in a temporary folder of ours, removed when the app stops
+        launch(build_app('tiny-shapes'), host='127.0.0.1', port=7860)
 
 Requests are queued; the model calls share one concurrency group with one slot per device
 here, and a lock per device lets one call run at a time on each. A library error
