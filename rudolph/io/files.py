@@ -129,8 +129,10 @@ def safe_torch_load(path: str, what: str = 'checkpoint', mmap: bool = False, tra
             f'cannot read the {what} {path}: {describe_unreadable(path)} '
             f'[{type(err).__name__}{": " + detail if detail else ""}]; expected a torch.save file '
             f'(delete it to download it again)')
-        # torch's own message advises turning the safe loader off: not chained, so no traceback shows it
-        raise error from (None if isinstance(err, pickle.UnpicklingError) else err)
+        if isinstance(err, pickle.UnpicklingError):
+            # torch's own message advises turning the safe loader off: chained without it, so no traceback shows it
+            raise error from pickle.UnpicklingError(detail)
+        raise error from err
 
 
 def _load_failure(err: Exception) -> str:
