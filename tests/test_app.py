@@ -316,7 +316,7 @@ def test_uploads_go_to_a_folder_of_ours_removed_after_and_are_limited_in_size(ca
 
 
 def test_pictures_reach_the_library_reader_undecoded(cache, tmp_path):
-    _gradio()
+    gr = _gradio()
     from rudolph.app.ui import build_app
 
     demo = build_app(TINY_SHAPES, 'cpu', cache=cache)
@@ -325,6 +325,12 @@ def test_pictures_reach_the_library_reader_undecoded(cache, tmp_path):
     payload = {'path': str(tmp_path / 'bomb.png'), 'orig_name': 'bomb.png', 'meta': {'_type': 'gradio.FileData'}}
     with pytest.raises(ImageFileError, match='megapixels are refused'):
         H.caption(cache.get(TINY_SHAPES, 'cpu'), payload)
+    caption = next(d.fn for d in demo.fns.values() if d.name == 'fn' and d.api_name == 'caption')
+    request = types.SimpleNamespace(session_hash='s')
+    with pytest.raises(gr.Error, match='megapixels are refused'):  # through the page's own callback
+        caption(request, None, TINY_SHAPES, '', 'cpu', 'fp32', payload, 1, 1, '', 0)
+    with pytest.raises(gr.Error, match='1000'):  # the other inputs are still checked as Gradio would
+        caption(request, None, TINY_SHAPES, '', 'cpu', 'fp32', payload, 1000, 1, '', 0)
     picture().save(tmp_path / 'ok.png')
     ok = {'path': str(tmp_path / 'ok.png'), 'orig_name': 'mine.png'}
     assert H.rerank_images(cache.get(TINY_SHAPES, 'cpu'), 'круг', [ok]).record['images'][0]['name'] == 'mine.png'

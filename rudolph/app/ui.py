@@ -148,6 +148,14 @@ def _picker(gr, model: str, device: Optional[str], dtype: Optional[str], checkpo
     return [m, ckpt, dev, dt, load, status]
 
 
+def _preprocessed(gr, component: Any, value: Any) -> Any:
+    """``value`` as Gradio's preprocessing gives it (bounds of sliders, choices of dropdowns checked),
+    except the pictures, left as uploaded files for :func:`rudolph.app.handlers.open_image`."""
+    if isinstance(component, (gr.Image, gr.File)):
+        return value
+    return component.preprocess(value)
+
+
 class _Page:
     """Builds the tabs into an open ``gr.Blocks`` and wires each Run/Stop pair to the shared :class:`App`."""
 
@@ -166,7 +174,10 @@ class _Page:
         """Run passes the picker and ``inputs`` to ``call`` -> (handler, args, kwargs, shape); Stop cancels it."""
         gr, app, run, stop = self.gr, self.app, self.run, self.stop
 
+        components = self.picked + inputs
+
         def fn(request: gr.Request, progress=gr.Progress(), *values):
+            values = [_preprocessed(gr, c, v) for c, v in zip(components, values)]
             handler, args, kwargs, shape = call(*values[4:])
             try:
                 return shape(app.run(list(values[:4]), handler, args, kwargs, _session(request), _reporter(progress)))
@@ -178,8 +189,8 @@ class _Page:
             app.stop(_session(request))
 
         # preprocess=False: uploads reach the handlers as files, undecoded, so that the library's one
-        # picture reader (size limit, clear errors) opens them, not Gradio's preprocessing
-        event = run.click(fn, inputs=self.picked + inputs, outputs=outputs, concurrency_id='model',
+        # picture reader (size limit, clear errors) opens them, not Gradio's; fn preprocesses the rest
+        event = run.click(fn, inputs=components, outputs=outputs, concurrency_id='model',
                           concurrency_limit=self.slots, api_name=self.tab, preprocess=False)
         stop.click(halt, inputs=None, outputs=None, cancels=[event], queue=False, api_name=f'{self.tab}_stop')
 
