@@ -259,7 +259,8 @@ def _answers(parts: Parts, prompt: str, counts, answers_num: int, generations_nu
 def classify_batch(parts: Parts, images: Sequence[Any], classes: Sequence[str], *, template: Optional[str] = None,
                    bs: int = 16, l_template: str = '', l_token: str = '<LT_I2T>',
                    r_token: str = '<RT_I2T>') -> List[Dict[str, Any]]:
-    """Per picture ``{'label', 'probs', 'ties', 'tie', 'ppl'}``: zero-shot classification as :func:`rudolph.tasks.core.zero_shot`.
+    """Per picture ``{'label', 'probs', 'ties', 'tie', 'ppl'}``: zero-shot classification as
+    :func:`rudolph.tasks.core.zero_shot`.
 
     ``label`` is the class of lowest perplexity (``ties``: every class scoring as well), ``probs``
     each class's softmax of minus its cross-entropy (the CLI's probabilities, higher is better),
@@ -290,7 +291,8 @@ def classify_batch(parts: Parts, images: Sequence[Any], classes: Sequence[str], 
         probs = class_probabilities(ppl).tolist()
         found = classify(ppl, names)
         results.append({'label': found['class'], 'probs': {c: _round(p) for c, p in zip(names, probs)},
-                        'ties': found['ties'], 'tie': found['tie'], 'ppl': {c: _round(p) for c, p in zip(names, ppl.tolist())}})
+                        'ties': found['ties'], 'tie': found['tie'],
+                        'ppl': {c: _round(p) for c, p in zip(names, ppl.tolist())}})
     return results
 
 

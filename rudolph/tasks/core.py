@@ -37,7 +37,8 @@ from rudolph.tasks.sequences import (
 
 __all__ = ['Parts', 'SamplingConfig', 'DEFAULT_TEXT_SAMPLING', 'generate_images', 'text_to_image', 'rerank_by_text',
            'rerank_by_image', 'rerank_scores', 'rank_images', 'best_images', 'text_sampling_for', 'zero_shot',
-           'DEFAULT_IMAGE_SAMPLING', 'image_sampling_for', 'classify', 'prediction_text', 'class_probabilities', 'caption_counts',
+           'DEFAULT_IMAGE_SAMPLING', 'image_sampling_for', 'classify', 'prediction_text',
+           'class_probabilities', 'caption_counts',
            'captioning', 'vqa', 'texts', 'text_perplexity', 'image_embedding', 'embed_codes', 'rerank_codes_by_image',
            'template_prefix', 'prompt_positions', 'stack_codebooks']
 
