@@ -86,9 +86,9 @@ REFUSED_CHECKPOINT = ('this local checkpoint cannot be loaded: the app loads onl
 def allowed_checkpoint(checkpoint: Optional[str], allowed: Sequence[str]) -> Optional[str]:
     """The page's local checkpoint (``None`` when empty) if it exists inside one of the ``allowed`` folders
     (links followed); else the :class:`ConfigError` :data:`REFUSED_CHECKPOINT`, whatever the reason."""
-    if not isinstance(checkpoint, str) or not checkpoint.strip():
-        if checkpoint in (None, ''):
-            return None
+    if checkpoint is None or (isinstance(checkpoint, str) and not checkpoint.strip()):
+        return None
+    if not isinstance(checkpoint, str):
         raise ConfigError(REFUSED_CHECKPOINT)
     path = os.path.abspath(os.path.expanduser(checkpoint.strip()))
     if not os.path.exists(path) or not any(is_inside(path, folder) for folder in allowed):
