@@ -86,3 +86,16 @@ def write_malicious_pickle(path, marker, fmt: str = 'torch') -> None:
     else:
         with open(path, 'wb') as f:
             pickle.dump(payload, f)
+
+
+def write_header_only_png(path, width: int, height: int) -> None:
+    """A PNG that claims ``width x height`` pixels and holds none: what a decompression bomb's header says."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data) & 0xffffffff)
+
+    ihdr = struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    with open(path, 'wb') as f:
+        f.write(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', ihdr) + chunk(b'IDAT', zlib.compress(b'')) + chunk(b'IEND', b''))

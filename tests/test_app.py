@@ -3,20 +3,23 @@ the model cache and device locks, the engine's progress callback, and the page a
 gradio is installed."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
 import types
+from pathlib import Path
 
 import pytest
 import torch
+from fakes import write_header_only_png
 
 from rudolph.app import handlers as H
 from rudolph.cli import commands as cli
 from rudolph.demo import shapes as S
-from rudolph.errors import ConfigError, InputError, MissingDependencyError, RudolphError
+from rudolph.errors import ConfigError, ImageFileError, InputError, MissingDependencyError, RudolphError
 from rudolph.generation import engine
-from rudolph.model.configs import MODELS, TINY_SHAPES
+from rudolph.model.configs import MODELS, TINY_SHAPES, TINY_SHAPES_DIR
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -143,6 +146,12 @@ def test_caption_vqa_and_classify_name_the_colour(c, tmp_path):
         assert sum(result.label.values()) == pytest.approx(1.0)
 
 
+def test_classify_shows_a_tie_as_a_tie(c):
+    with pytest.warns(UserWarning, match='unknown tokens'):
+        result = H.classify(c, picture(), 'abc, xyz')  # unspellable classes: the same text for both
+    assert result.record['tie'] is True and result.text.startswith('tie: 2 classes score alike (abc, xyz)')
+
+
 def test_caption_reads_an_uploaded_file(c, tmp_path):
     path = tmp_path / 'up.png'
     picture('yellow', 'ring').save(path)
@@ -263,7 +272,7 @@ def test_defaults_follow_the_model():
 # ----------------------------------------------------------------------------- the page (needs gradio)
 def _gradio():
     os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')
-    return pytest.importorskip('gradio', reason='the page needs gradio: pip install "rudolph[app]"')
+    return pytest.importorskip('gradio', reason='the page needs gradio: pip install "rudolph-hypermodal[app]"')
 
 
 def test_page_has_a_tab_per_task_and_shares_the_model(cache, c):
@@ -284,6 +293,49 @@ def test_page_has_a_tab_per_task_and_shares_the_model(cache, c):
         assert any(d['targets'] == stop_target and d['cancels'] == [by_name[name]['id']] for d in deps), name
 
 
+def test_uploads_go_to_a_folder_of_ours_removed_after_and_are_limited_in_size(cache):
+    gr = _gradio()
+    from rudolph.app.ui import build_app, launch, upload_folder
+
+    before = os.environ.get('GRADIO_TEMP_DIR')
+    with upload_folder() as folder:
+        assert os.environ['GRADIO_TEMP_DIR'] == folder and os.path.isdir(folder)
+        demo = build_app(TINY_SHAPES, 'cpu', cache=cache)
+        pictures = [b for b in demo.blocks.values() if isinstance(b, gr.Image)]
+        assert pictures and all(b.GRADIO_CACHE == folder for b in pictures)
+        (Path(folder) / 'upload.png').write_bytes(b'x')
+    assert not os.path.exists(folder) and os.environ.get('GRADIO_TEMP_DIR') == before
+    given = {}
+
+    class Page:  # what launch hands to Gradio
+        def launch(self, server_name=None, server_port=None, share=False, show_error=True, max_file_size=None):
+            given.update(max_file_size=max_file_size, share=share)
+    launch(Page())
+    assert given == {'max_file_size': H.MAX_UPLOAD, 'share': False}
+    assert gr.utils._parse_file_size(H.MAX_UPLOAD) == 20 * 1024 * 1024
+
+
+def test_pictures_reach_the_library_reader_undecoded(cache, tmp_path):
+    gr = _gradio()
+    from rudolph.app.ui import build_app
+
+    demo = build_app(TINY_SHAPES, 'cpu', cache=cache)
+    assert all(d.preprocess is False for d in demo.fns.values() if d.name == 'fn')  # not Gradio's decoder
+    write_header_only_png(tmp_path / 'bomb.png', 20_000, 20_000)
+    payload = {'path': str(tmp_path / 'bomb.png'), 'orig_name': 'bomb.png', 'meta': {'_type': 'gradio.FileData'}}
+    with pytest.raises(ImageFileError, match='megapixels are refused'):
+        H.caption(cache.get(TINY_SHAPES, 'cpu'), payload)
+    caption = next(d.fn for d in demo.fns.values() if d.name == 'fn' and d.api_name == 'caption')
+    request = types.SimpleNamespace(session_hash='s')
+    with pytest.raises(gr.Error, match='megapixels are refused'):  # through the page's own callback
+        caption(request, None, TINY_SHAPES, '', 'cpu', 'fp32', payload, 1, 1, '', 0)
+    with pytest.raises(gr.Error, match='1000'):  # the other inputs are still checked as Gradio would
+        caption(request, None, TINY_SHAPES, '', 'cpu', 'fp32', payload, 1000, 1, '', 0)
+    picture().save(tmp_path / 'ok.png')
+    ok = {'path': str(tmp_path / 'ok.png'), 'orig_name': 'mine.png'}
+    assert H.rerank_images(cache.get(TINY_SHAPES, 'cpu'), 'круг', [ok]).record['images'][0]['name'] == 'mine.png'
+
+
 def test_page_shows_library_errors_as_messages(cache, caplog):
     gr = _gradio()
     from rudolph.app.ui import App
@@ -302,6 +354,35 @@ def test_page_shows_library_errors_as_messages(cache, caplog):
         app.run(picked, broken, [], {}, 'session', None)
     assert shown.value.message.startswith('internal error (KeyError') and 'server log' in shown.value.message
     assert 'Traceback' in caplog.text or any(r.exc_info for r in caplog.records)
+
+
+def test_the_checkpoint_box_loads_only_from_the_allowed_folders_and_refuses_alike(cache, tmp_path):
+    gr = _gradio()
+    from rudolph.app.ui import App, build_app
+
+    allowed, outside = tmp_path / 'runs', tmp_path / 'elsewhere'
+    for folder in (allowed / 'step-1', outside):
+        folder.mkdir(parents=True)
+        shutil.copyfile(os.path.join(TINY_SHAPES_DIR, 'model.safetensors'), folder / 'model.safetensors')
+    (tmp_path / 'notes.txt').write_text('x')
+    os.symlink(outside, allowed / 'link')
+    refused = [str(outside), str(tmp_path / 'notes.txt'), str(tmp_path / 'missing'), '/etc',
+               str(allowed / 'missing'), str(allowed / '..' / 'elsewhere'), str(allowed / 'link')]
+    for app in (App(cache), App(cache, [str(allowed)])):  # off, then on for runs/ only
+        messages = set()
+        for path in refused:
+            with pytest.raises(gr.Error) as shown:
+                app.run([TINY_SHAPES, path, 'cpu', 'fp32'], H.caption, [picture()], {}, 's', None)
+            messages.add(shown.value.message)
+        assert messages == {H.REFUSED_CHECKPOINT}  # one answer, whatever the path is
+    loaded = app.run([TINY_SHAPES, str(allowed / 'step-1'), 'cpu', 'fp32'], H.caption, [picture()], {}, 's', None)
+    assert loaded.text
+    with pytest.raises(gr.Error, match='unknown model'):  # a path as the model is no way around it
+        app.run([str(outside), '', 'cpu', 'fp32'], H.caption, [picture()], {}, 's', None)
+    boxes = [b for b in build_app(TINY_SHAPES, 'cpu', cache=cache).blocks.values() if isinstance(b, gr.Textbox)]
+    assert not [b for b in boxes if 'checkpoint' in str(b.label) and b.visible]
+    assert cli.build_parser(['app']).parse_args(['app', '--allow-local', 'a', '--allow-local', 'b']).allow_local == [
+        'a', 'b']
 
 
 def test_one_model_call_at_a_time_per_device(cache):
@@ -350,16 +431,17 @@ def test_app_command_options(capsys):
         assert option in out
     args = cli.build_parser(['app']).parse_args(['app'])
     assert (args.host, args.share, args.model, args.dtype) == ('127.0.0.1', False, 'tiny-shapes', 'fp32')
+    assert 'auto:' in out and cli.build_parser(['app']).parse_args(['app', '--dtype', 'auto']).dtype == 'auto'
 
 
 def test_app_without_gradio_says_what_to_install(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, 'gradio', None)  # as if it were not installed
-    with pytest.raises(MissingDependencyError, match=r"pip install 'rudolph\[app\]'"):
+    with pytest.raises(MissingDependencyError, match=r"pip install 'rudolph-hypermodal\[app\]'"):
         from rudolph.app import require_gradio
         require_gradio()
     assert cli.main(['app', '--port', '7']) == 1
     err = capsys.readouterr().err
-    assert "pip install 'rudolph[app]'" in err and 'Traceback' not in err
+    assert "pip install 'rudolph-hypermodal[app]'" in err and 'Traceback' not in err
 
 
 def test_python_m_rudolph_app_help_imports_no_gradio(tmp_path):

@@ -24,7 +24,7 @@ CHROMIUM = os.environ.get('RUDOLPH_CHROMIUM') or shutil.which('chromium') or shu
 ARTIFACTS = os.environ.get('RUDOLPH_TEST_ARTIFACTS') or os.path.join(ROOT, 'test-artifacts', 'app')
 INSTALL = 'bash scripts/install_browser.sh'
 
-pytest.importorskip('gradio', reason=f'the web app needs gradio (pip install "rudolph[app]", or {INSTALL})')
+pytest.importorskip('gradio', reason=f'the web app needs gradio (pip install "rudolph-hypermodal[app]", or {INSTALL})')
 sync_api = pytest.importorskip('playwright.sync_api', reason=f'the browser test needs playwright ({INSTALL})')
 if not CHROMIUM:
     pytest.skip(f'no Chromium executable (chromium not on PATH, RUDOLPH_CHROMIUM unset); {INSTALL}',

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from fakes import write_header_only_png
 from PIL import Image
 
 from rudolph.cli import commands as cli
@@ -317,6 +318,35 @@ def test_text2image_uses_the_model_sampling_and_decodes_per_batch(tmp_path, caps
     assert res['sampling']['top_k'] == 5 and res['sampling']['top_p'] == 0.95
 
 
+def test_help_examples_say_that_tiny_shapes_works_offline(capsys):
+    for argv in (['--help'], ['text2image', '--help'], ['caption', '--help'], ['vqa', '--help'],
+                 ['classify', '--help'], ['text', '--help'], ['finetune', '--help']):
+        with pytest.raises(SystemExit):
+            cli.main(argv)
+        shown = ' '.join(capsys.readouterr().out.split()).replace('- ', '-')  # argparse wraps at hyphens
+        assert 'tiny-shapes works offline' in shown, argv
+
+
+def test_caption_of_a_decompression_bomb_is_one_clear_error(capsys, tmp_path):
+    write_header_only_png(tmp_path / 'bomb.png', 20_000, 20_000)
+    assert cli.main(['caption', str(tmp_path / 'bomb.png')] + TINY) == 1
+    err = capsys.readouterr().err
+    assert 'bomb.png' in err and 'megapixels are refused' in err and 'Traceback' not in err
+
+
+def test_classify_says_when_every_class_ties(capsys, tmp_path):
+    from rudolph.demo import shapes as S
+
+    path = tmp_path / 'red.png'
+    S.make_sample(0, seed=3).image.save(path)
+    argv = ['classify', str(path), '--classes', 'abc', 'xyz'] + TINY  # unspellable: the same text for both
+    res = run_json(capsys, argv)
+    assert res['tie'] is True and res['ties'] == ['abc', 'xyz']
+    assert cli.main(argv) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith('tie: 2 classes score alike (abc, xyz)')
+
+
 def test_classify_prints_probabilities(capsys, tmp_path):
     from rudolph.demo import shapes as S
 
@@ -340,11 +370,17 @@ def test_text_warnings_are_summarised(capsys):
     argv = ['text', '--json', '--seed', '0', '--generations-num', '16'] + TINY
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
-        assert cli.main(argv) == 0
-        assert 'warning' not in capsys.readouterr().err and not caught  # --quiet: silent
-        assert cli.main([a for a in argv if a != '--quiet']) == 0
-    err = capsys.readouterr().err
-    assert not caught and err.count('rudolph: warning') == 1 and 'UserWarning' not in err
+        for run in (argv, [a for a in argv if a != '--quiet']):  # --quiet hides progress, never warnings
+            assert cli.main(run) == 0
+            err = capsys.readouterr().err
+            assert not caught and err.count('rudolph: warning') == 1 and 'UserWarning' not in err
+
+
+def test_a_prompt_the_tokenizer_cannot_read_is_warned_about_even_under_quiet(capsys, tmp_path):
+    for prompt in ('a red circle on white', '😀😀 🎈'):
+        assert cli.main(['text2image', prompt, '-n', '1', '-o', str(tmp_path / 'out')] + TINY) == 0
+        err = capsys.readouterr().err
+        assert 'rudolph: warning' in err and 'mostly unknown tokens' in err and repr(prompt)[:40] in err
 
 
 def _python(code, tmp_path):

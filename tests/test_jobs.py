@@ -6,9 +6,11 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 import pytest
+from fakes import write_header_only_png
 from PIL import Image
 
 from rudolph.cli import commands as cli
@@ -113,6 +115,21 @@ def test_open_image_is_the_one_picture_reader(tmp_path):
     # the jobs' loader says the same (one error, naming the file)
     data = ImageDataset([Item('m', str(tmp_path / 'missing.png')), Item('b', str(tmp_path / 'bad.png'))], 8)
     assert data[0].error.startswith('image not found: ') and data[1].error.startswith('cannot read the image ')
+
+
+@pytest.mark.parametrize('side', [20_000, 10_000])  # beyond PIL's error limit, and beyond its warning limit
+def test_a_decompression_bomb_is_refused_from_its_header(tmp_path, side):
+    from rudolph.errors import ImageFileError
+    from rudolph.jobs.data import ImageDataset
+    from rudolph.jobs.inputs import Item, open_image
+
+    path = tmp_path / 'bomb.png'
+    write_header_only_png(path, side, side)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # not even PIL's warning gets out
+        with pytest.raises(ImageFileError, match=r'bomb\.png: .*more than 89 megapixels are refused'):
+            open_image(str(path))
+        assert 'more than 89 megapixels' in ImageDataset([Item('b', str(path))], 8)[0].error
 
 
 def test_json_text_and_writable_folder(tmp_path):

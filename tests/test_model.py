@@ -903,3 +903,24 @@ def test_linear_matches_f_linear_at_every_row_count_and_shape(dtype):
         alone = torch.cat([linear(r[None], w, b) for r in rows])
         together = linear(rows, w, b)
     torch.testing.assert_close(alone, together, **tol)
+
+
+def test_a_device_that_is_not_here_is_named_with_those_that_are():
+    from rudolph.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"device 'cuda:7'.*devices here: cpu"):
+        get_rudolph_model('tiny-shapes', device='cuda:7')
+    with pytest.raises(ConfigError, match=r"device 'cuda:7'"):
+        get_rudolph_model('tiny-shapes', pretrained=False, device=torch.device('cuda', 7))
+
+
+def test_a_bin_checkpoint_is_checked_against_the_config_before_the_model_is_built(tmp_path, tiny_model):
+    from rudolph.errors import CheckpointMismatchError
+
+    save_tiny(tmp_path / 'pytorch_model.bin', tiny_model)
+    huge = {**TINY_PARAMS, 'num_layers': 2_000}
+    with pytest.raises(CheckpointMismatchError, match=r'num_layers=2000 but the weights hold 5 layers'):
+        get_rudolph_model('big', model_params=huge, checkpoint_path=tmp_path)
+    wide = {**TINY_PARAMS, 'hidden_size': 64}
+    with pytest.raises(CheckpointMismatchError, match=r'text_embeddings\.weight: checkpoint \(1024, 32\) vs model'):
+        get_rudolph_model('wide', model_params=wide, checkpoint_path=tmp_path)

@@ -52,6 +52,20 @@ def test_distribution_metadata():
     assert weight_files() and weight_files() <= matched
 
 
+def test_install_hints_name_our_distribution():
+    """Installing the extra of PyPI's `rudolph` would install the original package, not this one."""
+    wrong = re.compile(r"""pip install ['"]?rudolph(?!-hypermodal)\b""")
+    offenders = []
+    for root, _, files in os.walk(REPO):
+        if any(part.startswith('.') for part in os.path.relpath(root, REPO).split(os.sep)):
+            continue  # .venv, .git
+        for name in files:
+            if name.endswith(('.py', '.md', '.toml', '.ipynb', '.txt')):
+                with open(os.path.join(root, name), encoding='utf-8', errors='replace') as f:
+                    offenders += [f'{name}: {m.group(0)}' for m in wrong.finditer(f.read())]
+    assert offenders == []
+
+
 def _tools_missing() -> str:
     import importlib.util
 

@@ -14,6 +14,7 @@ from rudolph.cli import commands as cli
 from rudolph.errors import CheckpointError, ConfigError, CorruptCheckpointError, WeightsNotFoundError
 from rudolph.io.safetensors import is_safetensors, read_safetensors, write_safetensors
 from rudolph.model import MODELS, get_rudolph_model
+from rudolph.model.configs import TINY_SHAPES_DIR
 from rudolph.pretrained.components import Components
 from rudolph.pretrained.folder import CARD_NAME, CONFIG_NAME, FORMAT_VERSION, read_config, save_pretrained
 from rudolph.pretrained.publish import convert, push_to_hub
@@ -379,3 +380,105 @@ def test_push_without_a_reachable_hub_is_a_one_line_error(tmp_path, fake_hub, ca
     fake_hub.down = True
     assert cli.main(['push', folder, 'me/tiny-caps', '--token', 'hf_test']) == 1
     assert 'cannot reach the hub to push me/tiny-caps: ConnectError' in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- what a folder may name (issue 24)
+@pytest.fixture
+def saved_copy(tmp_path):
+    """A copy of the embedded saved model, and a secret file beside it that no folder may reach."""
+    folder = tmp_path / 'models' / 'saved'
+    shutil.copytree(TINY_SHAPES_DIR, folder)
+    secret = tmp_path / 'secret.txt'
+    secret.write_text('SECRET-FIRST-LINE root:x:0:0\nmore\n', encoding='utf-8')
+    return folder, secret
+
+
+def _edit_config(folder, **changes):
+    path = folder / CONFIG_NAME
+    config = json.loads(path.read_text(encoding='utf-8'))
+    config.update(changes)
+    path.write_text(json.dumps(config), encoding='utf-8')
+
+
+@pytest.mark.parametrize('name', ['../../secret.txt', '{secret}', 'sub/../../../secret.txt'])
+def test_a_folder_naming_a_tokenizer_outside_itself_is_refused_without_showing_it(saved_copy, name):
+    folder, secret = saved_copy
+    _edit_config(folder, tokenizer={'file': name.format(secret=secret)})
+    with pytest.raises(ConfigError, match='outside the model folder|not a file name inside') as info:
+        Components.from_pretrained(str(folder))
+    assert 'SECRET' not in str(info.value) and 'root:' not in str(info.value)
+
+
+def test_a_folder_naming_weights_elsewhere_is_refused(saved_copy, tmp_path):
+    folder, _ = saved_copy
+    elsewhere = tmp_path / 'elsewhere'
+    shutil.copytree(folder, elsewhere)  # valid weights: the old code loaded them silently
+    _edit_config(folder, weights=str(elsewhere / 'model.safetensors'))
+    with pytest.raises(ConfigError, match='not a file name inside the model folder'):
+        Components.from_pretrained(str(folder))
+
+
+def test_a_link_out_of_the_folder_is_refused(saved_copy, tmp_path):
+    folder, secret = saved_copy
+    os.remove(folder / 'bpe.model')
+    os.symlink(secret, folder / 'bpe.model')
+    with pytest.raises(ConfigError, match='outside the model folder') as info:
+        Components.from_pretrained(str(folder))
+    assert 'SECRET' not in str(info.value)
+    os.remove(folder / 'bpe.model')
+    os.remove(folder / 'model.safetensors')
+    os.symlink(tmp_path / 'nowhere.safetensors', folder / 'model.safetensors')  # also for bare weight folders
+    (tmp_path / 'nowhere.safetensors').write_bytes(b'x')
+    with pytest.raises(ConfigError, match='outside'):
+        get_rudolph_model(TINY, checkpoint_path=folder)
+
+
+def test_a_latest_file_naming_a_folder_elsewhere_is_refused(saved_copy, tmp_path):
+    folder, _ = saved_copy
+    run = tmp_path / 'run'
+    run.mkdir()
+    (run / 'latest').write_text('../models/saved', encoding='utf-8')
+    with pytest.raises(ConfigError, match='outside'):
+        Components.from_pretrained(str(run / 'latest'))
+
+
+def test_a_hub_cache_snapshot_folder_still_loads(tmp_path):
+    """huggingface_hub links a snapshot's files to ../../blobs: inside the repository's cache folder."""
+    repo = tmp_path / 'models--me--tiny'
+    (repo / 'blobs').mkdir(parents=True)
+    snapshot = repo / 'snapshots' / ('a' * 40)
+    snapshot.mkdir(parents=True)
+    for i, name in enumerate(sorted(os.listdir(TINY_SHAPES_DIR))):
+        shutil.copyfile(os.path.join(TINY_SHAPES_DIR, name), repo / 'blobs' / f'blob{i}')
+        os.symlink(os.path.join('..', '..', 'blobs', f'blob{i}'), snapshot / name)
+    assert Components.from_pretrained(str(snapshot)).name == str(snapshot)
+
+
+def test_a_config_asking_for_a_huge_model_is_refused_before_building_it(saved_copy):
+    folder, _ = saved_copy
+    config = json.loads((folder / CONFIG_NAME).read_text(encoding='utf-8'))
+    _edit_config(folder, config={**config['config'], 'num_layers': 100_000})
+    with pytest.raises(CheckpointError, match=r'num_layers=100000 but the weights hold 4 layers'):
+        Components.from_pretrained(str(folder))  # the old code built 100,000 layers first (minutes, gigabytes)
+    _edit_config(folder, config={**config['config'], 'hidden_size': 1 << 20, 'num_attention_heads': 1})
+    with pytest.raises(CheckpointError, match=r'shape mismatches.*vs model \(.*1048576'):
+        Components.from_pretrained(str(folder))
+
+
+@pytest.mark.parametrize('field, value', [('num_attention_heads', -4), ('hidden_size', 0), ('num_layers', 2.5),
+                                          ('image_tokens_per_dim', -1), ('attention_dropout_prob', 1.5)])
+def test_a_config_with_an_impossible_size_names_the_field(saved_copy, field, value):
+    folder, _ = saved_copy
+    config = json.loads((folder / CONFIG_NAME).read_text(encoding='utf-8'))
+    _edit_config(folder, config={**config['config'], field: value})
+    with pytest.raises(ConfigError, match=rf'{field}={value!r}: expected'):
+        Components.from_pretrained(str(folder))
+
+
+def test_push_refuses_a_folder_whose_file_links_outside(saved_copy, fake_hub):
+    folder, secret = saved_copy
+    os.remove(folder / 'bpe.model')
+    os.symlink(secret, folder / 'bpe.model')  # would publish the secret under the tokenizer's name
+    with pytest.raises(ConfigError, match='outside the model folder'):
+        push_to_hub(str(folder), 'me/tiny-caps', token='hf_test')
+    assert not fake_hub.commits

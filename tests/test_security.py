@@ -1,11 +1,12 @@
 """No loader runs code from a file a user hands it (issue 11): every torch.load is weights_only."""
 import os
+import pickle
 import re
 
 import pytest
 from fakes import write_malicious_pickle
 
-from rudolph.errors import RudolphError, UnsafeCheckpointError
+from rudolph.errors import CorruptCheckpointError, RudolphError, UnsafeCheckpointError
 from rudolph.model import get_rudolph_model
 from rudolph.tokenizer import get_tokenizer
 from rudolph.vae import get_vae
@@ -58,3 +59,19 @@ def _offenders(select):
 def test_package_source_has_no_full_unpickling():
     assert len(list(_sources())) > 10  # the walk found the package
     assert _offenders(lambda rel: True) == []
+
+
+def test_a_file_that_is_not_a_checkpoint_never_gets_the_advice_to_unpickle_it(tmp_path):
+    """torch's message for what its safe loader refuses says to retry unsafely; ours must not pass that on."""
+    (tmp_path / 'pytorch_model.bin').write_bytes(pickle.dumps({'a': 1}, protocol=4) + b'junk')
+    with pytest.raises(CorruptCheckpointError) as info:
+        get_rudolph_model('tiny-shapes', checkpoint_path=tmp_path)
+    assert str(tmp_path / 'pytorch_model.bin') in str(info.value)
+    for message in _shown_messages(info.value):  # the chained errors a traceback would print too
+        assert 'weights_only' not in message and 'trusted source' not in message
+
+
+def _shown_messages(error):
+    while error is not None:
+        yield str(error)
+        error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)

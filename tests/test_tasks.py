@@ -1,4 +1,6 @@
 """The task layer: each task once, over Parts of either convention."""
+import warnings
+
 import pytest
 import torch
 from conftest import TINY_PARAMS
@@ -8,8 +10,11 @@ from rudolph import pipelines
 from rudolph.api import ruDolphApi
 from rudolph.errors import ConfigError, InputError
 from rudolph.model import ruDolphModel
+from rudolph.model.configs import MODELS, TINY_SHAPES
 from rudolph.tasks import core as tasks
 from rudolph.tasks.core import Parts, SamplingConfig
+from rudolph.tasks.sequences import encode_text, unknown_share
+from rudolph.tokenizer import get_tokenizer
 
 TINY_SPC = {'<LT_T2I>': 1000, '<LT_I2T>': 1001, '<RT_I2T>': 1002, '<LT_T2T>': 1003, '<LT_UNK>': 1004}
 
@@ -109,6 +114,27 @@ def test_classify_reports_every_tied_class():
     result = pipelines.classify(torch.tensor([2.0, 1.0, 3.0, 1.0]), ['a', 'b', 'c', 'd'])
     assert result['label'] == 1 and result['class'] == 'b' and result['ties'] == ['b', 'd']
     assert pipelines.classify(torch.tensor([2.0, 1.0, 3.0]), ['a', 'b', 'c'])['ties'] == ['b']
+
+
+def test_a_tie_is_said_to_be_one_and_not_shown_as_one_class():
+    tied = pipelines.classify(torch.tensor([1.0, 1.0, 1.0]), ['a', 'b', 'c'])
+    assert tied['tie'] is True and tasks.prediction_text(tied).startswith('tie: 3 classes score alike (a, b, c)')
+    clear = pipelines.classify(torch.tensor([2.0, 1.0, 3.0]), ['a', 'b', 'c'])
+    assert clear['tie'] is False and tasks.prediction_text(clear) == 'b'
+
+
+def test_a_text_that_is_mostly_unknown_tokens_is_warned_about():
+    tok = get_tokenizer(MODELS[TINY_SHAPES]['tokenizer_path'])  # knows the Russian of the shapes only
+    assert unknown_share(tok, 'красный круг') == 0.0 and unknown_share(tok, 'hello world 😀') == 1.0
+    assert unknown_share(tok, 'red круг') == 0.5 and unknown_share(tok, '') == 0.0
+    for text in ('a red circle on white', '😀😀 🎈', 'big red круг'):
+        with pytest.warns(UserWarning, match='mostly unknown tokens'):
+            encode_text(tok, text, 16, 'prompt')
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        encode_text(tok, 'красный круг', 16, 'prompt')
+        encode_text(tok, 'red круг', 16, 'prompt')  # half: still mostly readable
+        encode_text(tok, 'hello', 16, 'prompt', warn_unknown=False)
 
 
 # ----------------------------------------------------------------------------- sampling rules, probabilities

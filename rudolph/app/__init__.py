@@ -1,12 +1,12 @@
 """The web app (``rudolph app``, ``python -m rudolph.app``): a tab per task on any model, in Gradio.
 
 :mod:`rudolph.app.handlers` holds the work as plain functions over :mod:`rudolph.tasks.core`
-(no gradio needed); :mod:`rudolph.app.ui` builds the page (``pip install 'rudolph[app]'``).
+(no gradio needed); :mod:`rudolph.app.ui` builds the page (``pip install 'rudolph-hypermodal[app]'``).
 Importing this package imports neither gradio nor torch.
 """
 __all__ = ['require_gradio', 'INSTALL_HINT']
 
-INSTALL_HINT = "pip install 'rudolph[app]'  (or: pip install gradio)"
+INSTALL_HINT = "pip install 'rudolph-hypermodal[app]'  (or: pip install gradio)"
 
 
 def require_gradio():

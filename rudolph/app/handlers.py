@@ -14,20 +14,25 @@ import os
 import tempfile
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from rudolph.errors import Cancelled, ConfigError, ImageFileError, InputError, RudolphError  # noqa: F401 (Cancelled: re-exported)
+from rudolph.io.paths import is_inside
 from rudolph.model.configs import DEFAULT_IMAGE_SAMPLING
 
-__all__ = ['Result', 'Cancelled', 'ModelCache', 'DeviceLocks', 'DTYPES', 'BANDS', 
+__all__ = ['Result', 'Cancelled', 'ModelCache', 'DeviceLocks', 'DTYPES', 'MAX_UPLOAD', 'BANDS',
            'model_choices', 'device_choices', 'defaults_for', 'progress_callback', 'parse_classes', 'open_image',
+           'allowed_checkpoint', 'REFUSED_CHECKPOINT',
            'upscale_available', 'text_to_image', 'caption', 'vqa', 'classify', 'generate_text', 'rerank_images']
 
 logger = logging.getLogger(__name__)
 
-#: the precisions offered: dtype names that :func:`rudolph.model.get_rudolph_model` takes, and
-#: ``int8`` (its ``quantize='int8'``: int8 weights, bf16 activations on CPU, fp16 on CUDA)
-DTYPES = ('fp32', 'bf16', 'fp16', 'int8')
+#: the precisions offered: dtype names that :func:`rudolph.model.get_rudolph_model` takes (``auto``: per
+#: device, as the rest of the CLI), and ``int8`` (``quantize='int8'``: int8 weights, bf16 activations on CPU,
+#: fp16 on CUDA)
+DTYPES = ('fp32', 'auto', 'bf16', 'fp16', 'int8')
+#: the largest upload the page accepts (pictures: a few megabytes at most; the model sees a few hundred px)
+MAX_UPLOAD = '20mb'
 #: the bands of an image prompt, in ImagePrompts' order
 BANDS = ('up', 'down', 'left', 'right')
 
@@ -70,6 +75,25 @@ def _check_dtype(dtype: Optional[str]) -> Optional[str]:
     if dtype not in DTYPES:
         raise ConfigError(f'dtype {dtype!r}: expected one of {list(DTYPES)}')
     return dtype
+
+
+#: the one answer for every local checkpoint the page may not load: missing, a file or a folder, inside
+#: the allowed folders or not, it says the same, so that the box tells nothing about the server's files
+REFUSED_CHECKPOINT = ('this local checkpoint cannot be loaded: the app loads only checkpoints that exist inside '
+                      'the folders it was started with (rudolph app --allow-local DIR)')
+
+
+def allowed_checkpoint(checkpoint: Optional[str], allowed: Sequence[str]) -> Optional[str]:
+    """The page's local checkpoint (``None`` when empty) if it exists inside one of the ``allowed`` folders
+    (links followed); else the :class:`ConfigError` :data:`REFUSED_CHECKPOINT`, whatever the reason."""
+    if checkpoint is None or (isinstance(checkpoint, str) and not checkpoint.strip()):
+        return None
+    if not isinstance(checkpoint, str):
+        raise ConfigError(REFUSED_CHECKPOINT)
+    path = os.path.abspath(os.path.expanduser(checkpoint.strip()))
+    if not os.path.exists(path) or not any(is_inside(path, folder) for folder in allowed):
+        raise ConfigError(REFUSED_CHECKPOINT)
+    return path
 
 
 class ModelCache:
@@ -180,7 +204,7 @@ def open_image(image: Any, name: str = 'image'):
         raise InputError(f'{name}: no picture given; upload one first')
     if isinstance(image, Image.Image):
         return image
-    path = getattr(image, 'name', image)  # a tempfile-like upload
+    path = _upload_path(image)
     if isinstance(path, (str, os.PathLike)):
         try:
             return open_picture_file(path)
@@ -192,6 +216,16 @@ def open_image(image: Any, name: str = 'image'):
         return Image.fromarray(np.asarray(image))
     except (TypeError, ValueError) as error:
         raise InputError(f'{name}: expected a picture, got {type(image).__name__} ({error})') from None
+
+
+def _upload_path(image: Any) -> Any:
+    """The file of an upload: Gradio's file payload (``{'path': ...}``, the page's pictures reach the
+    handlers undecoded), a tempfile-like object (``.name``) or a path; anything else as it is."""
+    if isinstance(image, Mapping):
+        if not image.get('path'):
+            raise InputError(f'expected an uploaded picture file, got {sorted(image)}')
+        return image['path']
+    return getattr(image, 'name', image)
 
 
 def parse_classes(classes: Any) -> List[str]:
@@ -397,8 +431,9 @@ def classify(c, image, classes: Any, template: str = '{}', *, bs: int = 16, prog
     probs = tasks.class_probabilities(pred['ppl']).tolist()
     label = dict(zip(names, probs))
     record = {'task': 'classify', 'model': c.name, 'template': template, 'class': pred['class'],
-              'ties': list(pred['ties']), 'probabilities': label, 'perplexities': dict(zip(names, pred['ppl'].tolist()))}
-    return Result(record, text=pred['class'], label=label, files=_save(record, 'classify', out_dir))
+              'tie': pred['tie'], 'ties': list(pred['ties']), 'probabilities': label,
+              'perplexities': dict(zip(names, pred['ppl'].tolist()))}
+    return Result(record, text=tasks.prediction_text(pred), label=label, files=_save(record, 'classify', out_dir))
 
 
 def generate_text(c, template: str, texts_num: int = 4, *, top_k=None, top_p=None, temperature=None, seed=None,
@@ -416,6 +451,13 @@ def generate_text(c, template: str, texts_num: int = 4, *, top_k=None, top_p=Non
     return Result(record, text=text, files=_save(record, 'text', out_dir))
 
 
+def _upload_name(image: Any) -> str:
+    """The name the user gave an uploaded file (Gradio keeps it as ``orig_name``), else its file name."""
+    if isinstance(image, Mapping) and image.get('orig_name'):
+        return os.path.basename(str(image['orig_name']))
+    return os.path.basename(str(_upload_path(image)))
+
+
 def rerank_images(c, text: str, images: Sequence[Any], *, bs: int = 8, progress: Optional[Report] = None,
                   cancel: Optional[threading.Event] = None, out_dir: Optional[str] = None) -> Result:
     """Uploaded ``images`` ordered by how well ``text`` describes them (best first)."""
@@ -426,8 +468,7 @@ def rerank_images(c, text: str, images: Sequence[Any], *, bs: int = 8, progress:
     if not images:
         raise InputError('images: no pictures given; upload at least one')
     pictures = [open_image(img, f'images[{i}]') for i, img in enumerate(images)]
-    names = [os.path.basename(str(getattr(img, 'name', img))) if not hasattr(img, 'size') else f'image {i + 1}'
-             for i, img in enumerate(images)]
+    names = [_upload_name(img) if not hasattr(img, 'size') else f'image {i + 1}' for i, img in enumerate(images)]
     parts = _parts(c, progress, cancel)
     codes = torch.stack([parts.image(img) for img in pictures])
     best, rows = tasks.rank_images(parts, text, codes, len(pictures), _count('bs', bs))

@@ -1,7 +1,8 @@
 """The page: a ``gr.Blocks`` with a model picker and a tab per task, each calling :mod:`rudolph.app.handlers`.
 
-    from rudolph.app.ui import build_app, launch
-    launch(build_app('tiny-shapes'), host='127.0.0.1', port=7860)
+    from rudolph.app.ui import build_app, launch, upload_folder
+    with upload_folder():  # uploads in a temporary folder of ours, removed when the app stops
+        launch(build_app('tiny-shapes'), host='127.0.0.1', port=7860)
 
 Requests are queued; the model calls share one concurrency group with one slot per device
 here, and a lock per device lets one call run at a time on each. A library error
@@ -9,15 +10,19 @@ here, and a lock per device lets one call run at a time on each. A library error
 in the page with its message; anything else is logged with its traceback and shown as an
 internal error. Each tab's Stop button cancels its request (the task stops at its next step).
 """
+import contextlib
 import logging
 import os
+import shutil
+import tempfile
 import threading
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 from rudolph.app import handlers as H
 from rudolph.app import require_gradio
+from rudolph.errors import ConfigError
 
-__all__ = ['build_app', 'launch', 'App']
+__all__ = ['build_app', 'launch', 'upload_folder', 'App']
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +48,14 @@ def theme():
 class App:
     """What the page's callbacks share: the model cache, the device locks and each session's Stop flag."""
 
-    def __init__(self, cache: Optional[H.ModelCache] = None):
+    def __init__(self, cache: Optional[H.ModelCache] = None, allow_local: Sequence[str] = (),
+                 start: Optional[Sequence[Optional[str]]] = None):
         self.cache = cache or H.ModelCache()
         self.locks = H.DeviceLocks()
+        #: the folders the page may load local checkpoints from (none: the checkpoint box is off)
+        self.allow_local = tuple(os.path.realpath(d) for d in allow_local)
+        #: the (model, checkpoint) the operator started the app on: always allowed
+        self.start = tuple(start) if start else (None, None)
         self._cancels: Dict[str, threading.Event] = {}
         self._guard = threading.Lock()
 
@@ -66,7 +76,7 @@ class App:
         cancel = self.cancel_event(session, fresh=True)
         try:
             model, checkpoint, device, dtype = picked
-            c = self.cache.get(model, device, dtype, checkpoint)
+            c = self.components(model, checkpoint, device, dtype)
             with self.locks(device or 'default'):
                 return handler(c, *args, progress=report, cancel=cancel, **kwargs)
         except H.Cancelled:
@@ -78,11 +88,24 @@ class App:
             raise gr.Error(f'internal error ({type(error).__name__}: {error}); the server log has the details',
                            title='Internal error') from None
 
+    def components(self, model: str, checkpoint: Optional[str], device: str, dtype: str):
+        """The picked model from the cache, after checking what the page may ask for.
+
+        A request names a model of the list (or the one the app started on) and a local checkpoint
+        only inside the ``--allow-local`` folders (or the one the app started with): the page's
+        inputs reach the server unchecked by Gradio (``preprocess=False``) and may come from any client.
+        """
+        if model not in H.model_choices() and model != self.start[0]:
+            raise ConfigError(f'unknown model {model!r}; expected one of {H.model_choices()}')
+        if checkpoint and checkpoint != self.start[1]:
+            checkpoint = H.allowed_checkpoint(checkpoint, self.allow_local)
+        return self.cache.get(model, device, dtype, checkpoint or None)
+
     def describe(self, model: str, checkpoint: str, device: str, dtype: str) -> str:
         """Load the picked model now and say what it is."""
         gr = _gradio()
         try:
-            c = self.cache.get(model, device, dtype, checkpoint)
+            c = self.components(model, checkpoint, device, dtype)
         except SHOWN_ERRORS as error:
             raise gr.Error(str(error), title=type(error).__name__) from None
         config = c.model.config
@@ -105,18 +128,32 @@ def _gallery(result: H.Result) -> List[Any]:
     return [(img, cap) for img, cap in zip(result.images, result.captions or [''] * len(result.images))]
 
 
-def _picker(gr, model: str, device: Optional[str], dtype: Optional[str], checkpoint: Optional[str]) -> List[Any]:
-    """The model, checkpoint, device and dtype inputs (and the Load button and status line)."""
+def _picker(gr, model: str, device: Optional[str], dtype: Optional[str], checkpoint: Optional[str],
+            allow_local: Sequence[str] = ()) -> List[Any]:
+    """The model, checkpoint, device and dtype inputs (and the Load button and status line).
+
+    The checkpoint box is off (hidden) unless the app was started with ``--allow-local`` folders.
+    """
     devices = H.device_choices()
     with gr.Row():
         m = gr.Dropdown(H.model_choices(), value=model, label='model', scale=2)
-        ckpt = gr.Textbox(value=checkpoint or '', label='local checkpoint (file or folder, optional)', scale=3,
-                          placeholder='e.g. runs/caps/step-000100')
+        where = ', '.join(allow_local)
+        ckpt = gr.Textbox(value=checkpoint or '', label=f'local checkpoint (file or folder inside {where}, optional)',
+                          scale=3, placeholder='e.g. runs/caps/step-000100', visible=bool(allow_local),
+                          interactive=bool(allow_local))
         dev = gr.Dropdown(devices, value=device or devices[-1 if len(devices) > 1 else 0], label='device', scale=1)
         dt = gr.Dropdown(list(H.DTYPES), value=dtype or 'fp32', label='dtype', scale=1)
         load = gr.Button('Load', scale=1)
     status = gr.Markdown()
     return [m, ckpt, dev, dt, load, status]
+
+
+def _preprocessed(gr, component: Any, value: Any) -> Any:
+    """``value`` as Gradio's preprocessing gives it (bounds of sliders, choices of dropdowns checked),
+    except the pictures, left as uploaded files for :func:`rudolph.app.handlers.open_image`."""
+    if isinstance(component, (gr.Image, gr.File)):
+        return value
+    return component.preprocess(value)
 
 
 class _Page:
@@ -137,7 +174,10 @@ class _Page:
         """Run passes the picker and ``inputs`` to ``call`` -> (handler, args, kwargs, shape); Stop cancels it."""
         gr, app, run, stop = self.gr, self.app, self.run, self.stop
 
+        components = self.picked + inputs
+
         def fn(request: gr.Request, progress=gr.Progress(), *values):
+            values = [_preprocessed(gr, c, v) for c, v in zip(components, values)]
             handler, args, kwargs, shape = call(*values[4:])
             try:
                 return shape(app.run(list(values[:4]), handler, args, kwargs, _session(request), _reporter(progress)))
@@ -148,8 +188,10 @@ class _Page:
         def halt(request: gr.Request) -> None:
             app.stop(_session(request))
 
-        event = run.click(fn, inputs=self.picked + inputs, outputs=outputs, concurrency_id='model',
-                          concurrency_limit=self.slots, api_name=self.tab)
+        # preprocess=False: uploads reach the handlers as files, undecoded, so that the library's one
+        # picture reader (size limit, clear errors) opens them, not Gradio's; fn preprocesses the rest
+        event = run.click(fn, inputs=components, outputs=outputs, concurrency_id='model',
+                          concurrency_limit=self.slots, api_name=self.tab, preprocess=False)
         stop.click(halt, inputs=None, outputs=None, cancels=[event], queue=False, api_name=f'{self.tab}_stop')
 
     def downloads(self):
@@ -178,7 +220,7 @@ class _Page:
                 seed = self.seed()
         with gr.Accordion('image prompt: keep bands of a picture', open=False):
             with gr.Row():
-                prompt_image = gr.Image(type='pil', label='picture', height=192)
+                prompt_image = gr.Image(type='filepath', label='picture', height=192)
                 bands = [gr.Slider(0, side // 8, value=0, step=1, label=f'{b} (tokens of 8 px)') for b in H.BANDS]
         self.model_updates.append(lambda new: {top_k: gr.update(value=new['sampling']['top_k']),
                                                top_p: gr.update(value=new['sampling']['top_p']),
@@ -200,7 +242,7 @@ class _Page:
 
 
     def picture(self, label: str = 'picture'):
-        return self.gr.Image(type='pil', label=label, height=192, elem_id=f'{self.tab}-image')
+        return self.gr.Image(type='filepath', label=label, height=192, elem_id=f'{self.tab}-image')
 
     def caption(self) -> None:
         gr, d = self.gr, self.defaults
@@ -281,22 +323,24 @@ TABS = (('Text to image', 'text2image'), ('Caption', 'caption'), ('Question', 'v
 
 
 def build_app(model: str = 'tiny-shapes', device: Optional[str] = None, dtype: Optional[str] = 'fp32',
-              checkpoint: Optional[str] = None, cache: Optional[H.ModelCache] = None, preload: bool = True):
+              checkpoint: Optional[str] = None, cache: Optional[H.ModelCache] = None, preload: bool = True,
+              allow_local: Sequence[str] = ()):
     """The page (a ``gr.Blocks``, queued) on ``model``; ``preload`` loads the model before the page is served.
 
     ``device=None`` picks the first CUDA device when there is one. A bad model, device or
     dtype is a :class:`~rudolph.errors.ConfigError` (or ``WeightsNotFoundError``) before anything starts.
+    ``allow_local``: the folders the page may load local checkpoints from (none: no checkpoint box).
     """
     gr = _gradio()
     device = H.ModelCache.key(model, device, dtype, checkpoint)[2]  # checked (and None resolved) now
     device = 'cuda:0' if device == 'cuda' else device
-    app = App(cache)
+    app = App(cache, allow_local, (model, checkpoint))
     if preload:
         app.cache.get(model, device, dtype, checkpoint)
     with gr.Blocks(title='RuDOLPH', analytics_enabled=False) as demo:
         gr.Markdown('## RuDOLPH: text, pictures and text again\nOne model for drawing, captioning, answering, '
                     'classifying, writing and ranking pictures. Each tab runs one task of `rudolph.tasks.core`.')
-        *picked, load, status = _picker(gr, model, device, dtype, checkpoint)
+        *picked, load, status = _picker(gr, model, device, dtype, checkpoint, app.allow_local)
         page = _Page(gr, app, picked, H.defaults_for(model), device)
         for title, name in TABS:
             with gr.Tab(title, id=name):
@@ -324,11 +368,34 @@ def _on_model_change(gr, page: _Page, model_input) -> None:
     model_input.change(change, inputs=model_input, outputs=targets, queue=False, api_name=False)
 
 
+@contextlib.contextmanager
+def upload_folder() -> Iterator[str]:
+    """A temporary folder of ours for Gradio's uploads while the page is built and served, removed after.
+
+    Gradio keeps uploads in ``GRADIO_TEMP_DIR`` (by default a shared ``/tmp/gradio`` that outlives
+    the app); build the page inside this block so that its components and server use the folder.
+    """
+    folder = tempfile.mkdtemp(prefix='rudolph-app-uploads-')
+    before = os.environ.get('GRADIO_TEMP_DIR')
+    os.environ['GRADIO_TEMP_DIR'] = folder
+    try:
+        yield folder
+    finally:
+        if before is None:
+            os.environ.pop('GRADIO_TEMP_DIR', None)
+        else:
+            os.environ['GRADIO_TEMP_DIR'] = before
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def launch(demo, host: str = '127.0.0.1', port: Optional[int] = None, share: bool = False, **kwargs):
-    """Serve ``demo`` (bound to ``host``, 127.0.0.1 unless asked; no public link unless ``share``)."""
+    """Serve ``demo`` (bound to ``host``, 127.0.0.1 unless asked; no public link unless ``share``;
+    uploads up to :data:`rudolph.app.handlers.MAX_UPLOAD`)."""
     import inspect
 
     options = dict(server_name=host, server_port=port, share=share, show_error=False, **kwargs)
+    if 'max_file_size' in inspect.signature(demo.launch).parameters:
+        options.setdefault('max_file_size', H.MAX_UPLOAD)
     if 'theme' in inspect.signature(demo.launch).parameters:  # Gradio >= 6 takes the theme here
         options.setdefault('theme', theme())
         options.setdefault('css', CSS)

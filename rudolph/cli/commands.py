@@ -60,7 +60,7 @@ SUBCOMMAND_MODULES = {
     'push': ('rudolph.cli.hub', 'publish a saved model or fine-tune (folder) on the Hugging Face hub'),
     'embed': ('rudolph.jobs.cli_embed', 'features (pooled hidden states) of pictures or texts into a .npy'),
     'eval': ('rudolph.jobs.cli_eval', 'evaluate on an ImageFolder: zero-shot accuracy, linear probe'),
-    'app': ('rudolph.app.cli', 'a web page with a tab per task (needs gradio: pip install "rudolph[app]")'),
+    'app': ('rudolph.app.cli', 'a web page with a tab per task (needs gradio: pip install "rudolph-hypermodal[app]")'),
 }
 
 
@@ -258,9 +258,9 @@ def _classify_run(args: argparse.Namespace) -> int:
     names, label = list(args.classes), int(pred['label'])
     result = {'image': args.image, **_meta(args, parts), 'class': pred['class'], 'label': label,
               'probabilities': dict(zip(names, probs)), 'perplexities': dict(zip(names, ppl.tolist())),
-              'scores': dict(zip(names, pred['scores'].tolist()))}
+              'scores': dict(zip(names, pred['scores'].tolist())), 'tie': pred['tie'], 'ties': pred['ties']}
     order = sorted(range(len(names)), key=lambda i: -probs[i])
-    lines = [names[label], '  probability (higher is better)  class'] + [
+    lines = [tasks.prediction_text(pred), '  probability (higher is better)  class'] + [
         f'  {probs[i]:>30.4f}  {names[i]}' for i in order]
     _emit(args, result, lines)
     return 0
@@ -287,17 +287,21 @@ def _text_run(args: argparse.Namespace) -> int:
     return 0
 
 
+#: the examples use the default --model (350M, downloaded on first use); the embedded model needs no network
+OFFLINE_HINT = ' (the default --model 350M is downloaded from the hub on first use; --model tiny-shapes works offline)'
+
+
 register('text2image', 'draw images for a text; the best by self-reranking are saved as PNG files and a grid',
          _text2image_args, _text2image_run, common=True,
-         description='Draw images for a text: rudolph text2image "рисунок кота" -n 8 -o out/')
+         description='Draw images for a text: rudolph text2image "рисунок кота" -n 8 -o out/' + OFFLINE_HINT)
 register('caption', 'caption an image', _caption_args, _caption_run, common=True,
-         description='Caption an image: rudolph caption img.jpg')
+         description='Caption an image: rudolph caption img.jpg' + OFFLINE_HINT)
 register('vqa', 'answer a question about an image', _vqa_args, _vqa_run, common=True,
-         description='Answer a question about an image: rudolph vqa img.jpg "что на картинке?"')
+         description='Answer a question about an image: rudolph vqa img.jpg "что на картинке?"' + OFFLINE_HINT)
 register('classify', 'zero-shot classification of an image', _classify_args, _classify_run, common=True,
-         description='Zero-shot classification: rudolph classify img.jpg --classes кошка собака')
+         description='Zero-shot classification: rudolph classify img.jpg --classes кошка собака' + OFFLINE_HINT)
 register('text', 'write texts continuing a prompt', _text_args, _text_run, common=True,
-         description='Write texts: rudolph text "красивый пейзаж"')
+         description='Write texts: rudolph text "красивый пейзаж"' + OFFLINE_HINT)
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -335,6 +339,7 @@ def build_parser(argv: Optional[List[str]] = None) -> argparse.ArgumentParser:
                '  rudolph classify img.jpg --classes кошка собака\n'
                '  rudolph text "красивый пейзаж"\n'
                '  rudolph caption photos/ --out captions.jsonl     # a job: a folder, a glob, a list or a table\n'
+               f'{OFFLINE_HINT.strip()}\n'
                'Run "rudolph COMMAND --help" for the options of a command.',
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--debug', action='store_true', help='show full tracebacks on errors')
@@ -350,9 +355,12 @@ def build_parser(argv: Optional[List[str]] = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _summarise_warnings(caught: List[warnings.WarningMessage], quiet: bool) -> None:
-    """One line for all the warnings of a run (e.g. one per generated text that was cut); none if ``quiet``."""
-    if quiet or not caught:
+def _summarise_warnings(caught: List[warnings.WarningMessage]) -> None:
+    """One line for all the warnings of a run (e.g. one per generated text that was cut).
+
+    ``--quiet`` hides progress only: a warning says the result may not be what was asked for.
+    """
+    if not caught:
         return
     first = str(caught[0].message)
     if len(caught) == 1:
@@ -362,7 +370,7 @@ def _summarise_warnings(caught: List[warnings.WarningMessage], quiet: bool) -> N
 
 
 def _run_command(args: argparse.Namespace) -> int:
-    """``args._run(args)`` with its warnings gathered into one summary (``--quiet``: none)."""
+    """``args._run(args)`` with its warnings gathered into one summary (also under ``--quiet``)."""
     from rudolph.generation.memory import bs_option
 
     with warnings.catch_warnings(record=True) as caught:
@@ -371,7 +379,7 @@ def _run_command(args: argparse.Namespace) -> int:
             with bs_option('--bs'):  # memory messages name the option the user can change
                 return int(args._run(args) or 0)
         finally:
-            _summarise_warnings(list(caught), getattr(args, 'quiet', False))
+            _summarise_warnings(list(caught))
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -64,7 +64,8 @@ def text_sampling(args: argparse.Namespace, parts, task: str = 'captions'):
 def add_common(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group('model and weights')
     g.add_argument('--model', default='350M',
-                   help='RuDOLPH model: 350M (default), 1.3B, 2.7B, 2.7B_fbc2, 350M_v1, tiny-shapes, ... '
+                   help='RuDOLPH model: 350M (default, from the hub), 1.3B, 2.7B, 2.7B_fbc2, 350M_v1, '
+                        'tiny-shapes (embedded: works offline), ... '
                         '(a key of rudolph.MODELS), a saved-model folder (a fine-tune: runs/caps/latest) '
                         'or a hub repo id of one')
     g.add_argument('--checkpoint', default=None, help='local pytorch_model.bin (or its folder) instead of the hub')

@@ -18,8 +18,9 @@ FREEZE_GROUPS = ('emb', 'ln', 'attn', 'ff', 'other')
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the ``finetune`` options to ``parser``."""
     g = parser.add_argument_group('model and data')
-    g.add_argument('--model', default='350M', help='RuDOLPH model: a key of rudolph.MODELS (default 350M), a saved-model '
-                                                   'folder (e.g. an earlier run\'s OUT/latest) or a hub repo id')
+    g.add_argument('--model', default='350M', help='RuDOLPH model: a key of rudolph.MODELS (default 350M, from the '
+                                                   'hub; tiny-shapes works offline), a saved-model folder (e.g. an '
+                                                   'earlier run\'s OUT/latest) or a hub repo id')
     g.add_argument('--checkpoint', default=None,
                    help='start from this checkpoint file (model.safetensors, pytorch_model.bin) or a folder holding '
                         'one, instead of the hub weights')

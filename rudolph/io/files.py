@@ -124,11 +124,28 @@ def safe_torch_load(path: str, what: str = 'checkpoint', mmap: bool = False, tra
     except (FileNotFoundError, IsADirectoryError, PermissionError, MemoryError, UnsafeCheckpointError):
         raise
     except Exception as err:  # noqa: BLE001 -- torch.load reports damaged files with many types
-        detail = str(err).strip().splitlines()[0][:200] if str(err).strip() else ''
-        raise CorruptCheckpointError(
+        detail = _load_failure(err)
+        error = CorruptCheckpointError(
             f'cannot read the {what} {path}: {describe_unreadable(path)} '
             f'[{type(err).__name__}{": " + detail if detail else ""}]; expected a torch.save file '
-            f'(delete it to download it again)') from err
+            f'(delete it to download it again)')
+        if isinstance(err, pickle.UnpicklingError):
+            # torch's own message advises turning the safe loader off: chained without it, so no traceback shows it
+            raise error from pickle.UnpicklingError(detail)
+        raise error from err
+
+
+def _load_failure(err: Exception) -> str:
+    """What went wrong in ``torch.load``, without torch's advice to load the file unsafely.
+
+    The safe unpickler's message wraps its reason (after "error:") in a hint to retry
+    with the safe loader off; that would run code from the file, so only the reason is kept.
+    """
+    text = str(err).strip()
+    if isinstance(err, pickle.UnpicklingError) or 'weights_only' in text:
+        found = re.search(r'Weights\w+ error:\s*(.+?)\s*(?:\n\s*\n|Check the documentation|$)', text, re.S)
+        text = found.group(1) if found else 'not a pickle of tensors'
+    return ' '.join(text.splitlines()[0].split())[:200] if text else ''
 
 
 def check_finite(state: Mapping[str, torch.Tensor], source: str) -> None:

@@ -15,7 +15,8 @@ import torch
 from rudolph.errors import CorruptCheckpointError
 from rudolph.io.files import write_atomic
 
-__all__ = ['read_safetensors_header', 'is_safetensors', 'read_safetensors', 'read_safetensors_metadata', 'write_safetensors']
+__all__ = ['read_safetensors_header', 'is_safetensors', 'read_safetensors', 'read_safetensors_metadata',
+           'read_safetensors_shapes', 'write_safetensors']
 
 #: the largest JSON header accepted (the format's own limit is 100 MB)
 _MAX_HEADER = 100 * 1024 * 1024
@@ -60,6 +61,17 @@ def read_safetensors_metadata(path: str) -> Dict[str, str]:
             return dict(f.metadata() or {})
     except Exception as error:  # noqa: BLE001 -- safetensors reports damaged files with its own error type
         raise _corrupt(path, error) from error
+
+
+def read_safetensors_shapes(path: str, what: str = 'checkpoint') -> Dict[str, Tuple[int, ...]]:
+    """The name and shape of every tensor of a safetensors file, from its header only (nothing is loaded)."""
+    found = read_safetensors_header(os.fspath(path))
+    try:
+        if found is None:
+            raise ValueError('no safetensors header')
+        return {key: tuple(int(n) for n in info['shape']) for key, info in found[1].items() if key != '__metadata__'}
+    except (ValueError, TypeError, KeyError) as error:
+        raise _corrupt(path, error, what) from error
 
 
 def read_safetensors(path: str, what: str = 'checkpoint') -> Dict[str, torch.Tensor]:

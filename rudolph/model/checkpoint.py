@@ -4,8 +4,9 @@ so that the model's own ``from_pretrained`` and :func:`rudolph.model.loading.get
 import contextlib
 import logging
 import os
+import re
 import zipfile
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -13,19 +14,28 @@ from torch import nn
 from rudolph.errors import CheckpointMismatchError, CorruptCheckpointError, WeightsNotFoundError
 from rudolph.io.files import check_finite, safe_torch_load
 from rudolph.io.hub import hub_download
-from rudolph.io.safetensors import is_safetensors, read_safetensors
+from rudolph.io.paths import folder_file
+from rudolph.io.safetensors import is_safetensors, read_safetensors, read_safetensors_shapes
 from rudolph.model import quant
+from rudolph.model.config import RudolphConfig
 from rudolph.model.configs import MODELS
+from rudolph.model.device import check_device
 from rudolph.model.heap import release_pages, trim_heap
 from rudolph.model.image_attention import MASK_NAMES
 from rudolph.model.precision import Precision, resolve_precision
 
 __all__ = ['skip_init', 'is_mask_key', 'resolve_checkpoint', 'load_checkpoint', 'check_state_dict', 'load_weights',
-           'build_model', 'instantiate', 'WEIGHTS_NAME', 'SAFE_WEIGHTS_NAME']
+           'build_model', 'instantiate', 'expected_shapes', 'check_weights_fit', 'WEIGHTS_NAME',
+           'SAFE_WEIGHTS_NAME']
 
 logger = logging.getLogger(__name__)
 WEIGHTS_NAME = 'pytorch_model.bin'
 SAFE_WEIGHTS_NAME = 'model.safetensors'
+
+_FIRST_LAYER = 'transformer.layers.0.'
+_LAYER_KEY = re.compile(r'^transformer\.layers\.(\d+)\.')
+
+Shapes = Mapping[str, Tuple[int, ...]]
 
 
 @contextlib.contextmanager
@@ -60,8 +70,8 @@ def _folder_checkpoint(name: str, folder: str) -> str:
     if registered and registered not in candidates:
         candidates.append(registered)
     for candidate in candidates:
-        if os.path.isfile(os.path.join(folder, candidate)):
-            return os.path.join(folder, candidate)
+        if os.path.isfile(os.path.join(folder, candidate)):  # a link in the folder must stay in it
+            return folder_file(folder, candidate, f'the weights of the folder {folder!r}')
     names = ', '.join(candidates[:-1]) + ' and ' + candidates[-1]
     raise WeightsNotFoundError(f'no checkpoint in the folder {folder!r}: looked for {names}; '
                                f'expected a folder holding one of them (e.g. a fine-tuning step-*/ folder), '
@@ -93,22 +103,65 @@ def load_checkpoint(path: str) -> Dict[str, torch.Tensor]:
     The format is recognised by the file's content, not its name.
     """
     state = read_safetensors(path, 'RuDOLPH checkpoint') if is_safetensors(path) else _torch_state(path)
-    keys = list(state)
-    # Checkpoints saved from DDP / FP16Module wrappers carry a uniform 'module.' prefix.
-    if keys and all(k.startswith('module.') for k in keys):
-        state = {k[len('module.'):]: v for k, v in state.items()}
+    state = _unwrapped(state)
     check_finite(state, path)
+    return state
+
+
+def _unwrapped(state: Mapping[str, Any]) -> Dict[str, Any]:
+    """Checkpoints saved from DDP / FP16Module wrappers carry a uniform 'module.' prefix: dropped."""
+    if state and all(k.startswith('module.') for k in state):
+        return {k[len('module.'):]: v for k, v in state.items()}
     return dict(state)
+
+
+def expected_shapes(cls: type, config: RudolphConfig) -> Dict[str, Tuple[int, ...]]:
+    """Name and shape of every tensor a ``cls`` model of ``config`` loads (mask buffers aside).
+
+    Read from a one-layer model on ``meta`` (its layer repeated ``num_layers`` times): nothing is
+    allocated, whatever sizes the config asks for.
+    """
+    with torch.device('meta'), skip_init():
+        one = cls(config.replace(num_layers=1, gradient_checkpointing=None), device='cpu')
+    shapes = {}
+    for key, value in one.state_dict().items():
+        if is_mask_key(key):
+            continue
+        if key.startswith(_FIRST_LAYER):
+            for i in range(config.num_layers):
+                shapes[f'transformer.layers.{i}.{key[len(_FIRST_LAYER):]}'] = tuple(value.shape)
+        else:
+            shapes[key] = tuple(value.shape)
+    return shapes
+
+
+def check_weights_fit(cls: type, config: RudolphConfig, shapes: Shapes, source: str, label: Any = None) -> None:
+    """:class:`CheckpointMismatchError` unless the tensors of ``source`` (names and shapes, e.g. from a
+    safetensors header) are those of a ``cls`` model of ``config``; checked before the model is built, so a
+    config asking for a huge model fails here rather than allocating it."""
+    layers = {int(m.group(1)) for m in map(_LAYER_KEY.match, shapes) if m}
+    if len(layers) != config.num_layers:
+        raise CheckpointMismatchError(f'{source}: the config asks for num_layers={config.num_layers} but the weights '
+                                      f'hold {len(layers)} layers; expected the config saved with these weights')
+    _compare(expected_shapes(cls, config), shapes, label if label is not None else config)
 
 
 def check_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], config: Any) -> Dict[str, torch.Tensor]:
     """State without mask buffers, after checking names and shapes against ``model``; raises on any mismatch."""
-    expected = {k: v.shape for k, v in model.state_dict().items() if not is_mask_key(k)}
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items() if not is_mask_key(k)}
     given = {k: v for k, v in state.items() if not is_mask_key(k)}
+    _compare(expected, {k: tuple(v.shape) for k, v in given.items()}, config)
+    return given
+
+
+def _compare(expected: Shapes, shapes: Shapes, config: Any) -> None:
+    """One :class:`CheckpointMismatchError` listing the missing, unexpected and misshapen tensors, if any."""
+    expected = {k: tuple(v) for k, v in expected.items()}
+    given = {k: tuple(v) for k, v in shapes.items() if not is_mask_key(k)}
     missing = [k for k in expected if k not in given]
     unexpected = [k for k in given if k not in expected]
-    wrong = [f'{k}: checkpoint {tuple(given[k].shape)} vs model {tuple(expected[k])}'
-             for k in expected if k in given and given[k].shape != expected[k]]
+    wrong = [f'{k}: checkpoint {given[k]} vs model {expected[k]}'
+             for k in expected if k in given and given[k] != expected[k]]
     problems = []
     for label, items in (('missing keys', missing), ('unexpected keys', unexpected), ('shape mismatches', wrong)):
         if items:
@@ -116,7 +169,6 @@ def check_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], 
             problems.append(f'{len(items)} {label}: {shown}')
     if problems:
         raise CheckpointMismatchError(f'checkpoint does not match config {config}: ' + '; '.join(problems))
-    return given
 
 
 def _torch_state(path: str) -> Mapping[str, torch.Tensor]:
@@ -134,21 +186,35 @@ def _lazy_checkpoint(path: str) -> Dict[str, torch.Tensor]:
     """The memory-mapped tensors of a checkpoint, not yet checked for NaN/inf (done tensor by tensor)."""
     if is_safetensors(path):
         return load_checkpoint(path)
-    state = _torch_state(path)
-    if state and all(k.startswith('module.') for k in state):
-        state = {k[len('module.'):]: v for k, v in state.items()}
-    return dict(state)
+    return _unwrapped(_torch_state(path))
 
 
-def _quantized_state(model: nn.Module, path: str, label: Dict[str, Any], device: torch.device,
-                     dtype: torch.dtype) -> Dict[str, torch.Tensor]:
+def _weights_shapes(path: str, int8: bool) -> Tuple[Dict[str, Tuple[int, ...]], Optional[Dict[str, torch.Tensor]]]:
+    """(name -> shape of the tensors of ``path``, its memory-mapped state when reading the shapes loaded it).
+
+    A safetensors file's shapes come from its header alone; a torch file is read (memory-mapped
+    where its format allows) and its state returned, so that it is not read twice.
+    """
+    if is_safetensors(path):
+        shapes = _unwrapped(read_safetensors_shapes(path, 'RuDOLPH checkpoint'))
+        if int8:  # the per-row scales of the int8 linears are not in the float model
+            shapes = {k: v for k, v in shapes.items() if not k.endswith('.weight_scale')}
+        return shapes, None
+    state = _lazy_checkpoint(path)
+    return {k: tuple(v.shape) for k, v in state.items()}, state
+
+
+def _quantized_state(model: nn.Module, source: Dict[str, torch.Tensor], path: str, label: Dict[str, Any],
+                     device: torch.device, dtype: torch.dtype) -> Dict[str, torch.Tensor]:
     """The int8 state of ``model`` quantised from the float checkpoint ``path`` one tensor at a time.
 
     Each source tensor is read from the memory map, checked, converted, and its pages are dropped
     again (and the heap trimmed), so the float model never sits in memory whole: the peak is about
     the int8 model plus one tensor (``bench/precision.py --parts load``).
     """
-    source = check_state_dict(model, _lazy_checkpoint(path), label)
+    checked = check_state_dict(model, source, label)
+    source.clear()  # the caller's reference too: each tensor is dropped once converted
+    source = checked
     mapped = zipfile.is_zipfile(path)  # torch memory-maps zip checkpoints only
     linears = {f'{n}.weight' for n in quant.quantized_linear_names(model)}
     quant.quantize_linears(model, dtype, fill=False)
@@ -186,16 +252,23 @@ def load_weights(cls: type, name: str, params: Dict[str, Any], path: str, device
                  precision: Precision) -> nn.Module:
     """A ``cls(device=device, **params)`` built on ``meta`` and filled from ``path`` (float checkpoint or int8
     file) in ``precision``: the one loader of RuDOLPH weights."""
+    config = RudolphConfig.from_params(params)
+    label = {'name': name, **params}
+    int8 = quant.int8_file_metadata(path) is not None
+    shapes, source = _weights_shapes(path, int8)
+    check_weights_fit(cls, config, shapes, path, label)  # before the model is built: its size is the file's
     # Parameters on 'meta': no time or memory spent on an init the checkpoint overwrites.
     with torch.device('meta'), skip_init():
-        model = cls(device=device, **params)
-    label = {'name': name, **params}
-    if quant.int8_file_metadata(path) is not None:
+        model = cls(config, device=device)
+    if int8:
         state = _int8_file_state(model, path, label, device, precision.dtype)
     elif precision.quantize:
-        state = _quantized_state(model, path, label, device, precision.dtype)
+        state = _quantized_state(model, source if source is not None else _lazy_checkpoint(path), path, label,
+                                 device, precision.dtype)
     else:
-        state = check_state_dict(model, load_checkpoint(path), label)
+        if source is not None:
+            check_finite(source, path)
+        state = check_state_dict(model, source if source is not None else load_checkpoint(path), label)
         dtype = precision.dtype
         state = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in state.items()}
     for mask_name, mask in model.transformer.build_masks(device).items():
@@ -218,8 +291,9 @@ def instantiate(cls: type, name: str, params: Dict[str, Any], path: Optional[str
                 dtype: Union[None, str, torch.dtype] = None, quantize: Optional[str] = None,
                 fp16: bool = False) -> nn.Module:
     """``cls`` with ``params`` on ``device``: random weights when ``path`` is ``None``, else the checkpoint's (an
-    int8 file loads as int8), in the precision :func:`rudolph.model.precision.resolve_precision` picks; eval mode."""
-    device = torch.device(device)
+    int8 file loads as int8), in the precision :func:`rudolph.model.precision.resolve_precision` picks; eval mode.
+    A device that is not here is a ``ConfigError`` naming those that are."""
+    device = torch.device(check_device(device))
     if path is not None and quantize is None and quant.int8_file_metadata(path) is not None:
         quantize = 'int8'  # the file is int8: load it as such
     precision = resolve_precision(dtype, quantize, device, fp16)

@@ -49,6 +49,30 @@ class _Geometry:
         return slice(self.V, self.V + self.image_vocab_total)
 
 
+#: sizes that must be positive integers, and those that may be zero (a config from a file is checked
+#: field by field: a zero or negative size would otherwise surface as a torch error while building)
+_POSITIVE = ('num_layers', 'vocab_size', 'hidden_size', 'num_attention_heads', 'l_text_seq_length',
+             'r_text_seq_length', 'kernel_size', 'last_kernel_size', 'image_tokens_per_dim', 'image_vocab_size')
+_NON_NEGATIVE = ('text_special_tokens', 'image_special_tokens')
+_PROBABILITIES = ('embedding_dropout_prob', 'attention_dropout_prob', 'output_dropout_prob')
+
+
+def _check_sizes(config: 'RudolphConfig') -> None:
+    """:class:`ConfigError` naming the first field that is not a usable size or probability."""
+    for name in _POSITIVE + _NON_NEGATIVE:
+        value = getattr(config, name)
+        least = 1 if name in _POSITIVE else 0
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ConfigError(f'RuDOLPH config {name}={value!r}: expected an integer >= {least}')
+    for name in _PROBABILITIES:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            raise ConfigError(f'RuDOLPH config {name}={value!r}: expected a probability in [0, 1)')
+    if config.hidden_size % config.num_attention_heads:
+        raise ConfigError(f'RuDOLPH config hidden_size={config.hidden_size} is not a multiple of '
+                          f'num_attention_heads={config.num_attention_heads}: each head gets hidden_size / heads')
+
+
 @dataclass(frozen=True)
 class RudolphConfig(_Geometry):
     num_layers: int
@@ -73,6 +97,7 @@ class RudolphConfig(_Geometry):
     gradient_checkpointing: Optional[Union[int, bool]] = None
 
     def __post_init__(self) -> None:
+        _check_sizes(self)
         if self.V <= self.l_text_seq_length:
             raise ConfigError(f'text vocabulary ({self.V}) must exceed l_text_seq_length ({self.l_text_seq_length}): '
                               'its last L ids are the left-text pad positions')

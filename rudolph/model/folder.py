@@ -24,6 +24,7 @@ from torch import nn
 from rudolph.errors import CorruptCheckpointError, WeightsNotFoundError
 from rudolph.io.files import write_atomic
 from rudolph.io.hub import hub_download
+from rudolph.io.paths import folder_file
 from rudolph.io.safetensors import write_safetensors
 from rudolph.model import quant
 from rudolph.model.checkpoint import instantiate, is_mask_key
@@ -152,8 +153,8 @@ def model_files(name_or_path: Union[str, os.PathLike], cache_dir: Optional[str] 
     """(label, filename -> local path) of a saved-model folder or a hub repository of this layout."""
     text = os.fspath(name_or_path)
     if os.path.isdir(text):
-        def local(filename: str) -> str:
-            path = os.path.join(text, filename)
+        def local(filename: str) -> str:  # a file the folder names must be inside it
+            path = folder_file(text, filename, f'a file named by {os.path.join(text, CONFIG_NAME)!r}')
             if not os.path.isfile(path):
                 raise WeightsNotFoundError(f'{filename} is missing from the model folder {text!r}')
             return path

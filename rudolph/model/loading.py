@@ -14,6 +14,8 @@ from rudolph.model.checkpoint import (  # noqa: F401 (re-exported)
     SAFE_WEIGHTS_NAME,
     WEIGHTS_NAME,
     check_state_dict,
+    check_weights_fit,
+    expected_shapes,
     instantiate,
     is_mask_key,
     load_checkpoint,
@@ -26,7 +28,7 @@ from rudolph.model.model import ruDolphModel
 from rudolph.model.precision import parse_dtype, resolve_precision
 
 __all__ = ['get_rudolph_model', 'load_checkpoint', 'resolve_checkpoint', 'check_state_dict', 'safe_torch_load',
-           'check_finite', 'describe_unreadable', 'resolve_dtype']
+           'check_finite', 'describe_unreadable', 'resolve_dtype', 'expected_shapes', 'check_weights_fit']
 
 _is_mask_key = is_mask_key  # the older private name
 

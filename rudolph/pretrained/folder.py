@@ -34,6 +34,7 @@ import torch
 
 from rudolph.errors import ConfigError, WeightsNotFoundError
 from rudolph.io.hub import hub_download
+from rudolph.io.paths import folder_file
 from rudolph.model.config import RudolphConfig
 from rudolph.model.device import check_device
 from rudolph.model.folder import (  # noqa: F401 (re-exported: the model's part of the format)
@@ -247,7 +248,8 @@ def resolve_pretrained(path: Union[str, os.PathLike]) -> str:
     if os.path.isfile(path):  # the trainer's `latest`: a file holding the name of the newest step folder
         with open(path, encoding='utf-8') as f:
             step = f.read(256).strip()
-        target = os.path.join(os.path.dirname(path), step)
+        if os.path.basename(path) == LATEST_NAME and step:  # the step folder it names must be beside it
+            target = folder_file(os.path.dirname(path) or '.', step, f'the step folder named by {path!r}')
         if os.path.basename(path) != LATEST_NAME or not step or not os.path.isdir(target):
             raise ConfigError(f'{path!r} is a file; expected a saved-model folder (with {CONFIG_NAME}), a fine-tuning '
                               f'output folder or its {LATEST_NAME!r} file')
@@ -273,7 +275,7 @@ def _fetcher(name_or_path: str, cache_dir: Optional[str]) -> Tuple[str, Callable
         folder = resolve_pretrained(name_or_path)
 
         def local(filename: str) -> str:
-            path = os.path.join(folder, filename)
+            path = folder_file(folder, filename, f'a file named by {os.path.join(folder, CONFIG_NAME)!r}')
             if not os.path.isfile(path):
                 raise WeightsNotFoundError(f'{filename} is missing from the model folder {folder!r}')
             return path
@@ -329,6 +331,10 @@ def load_pretrained(name_or_path: Union[str, os.PathLike], *, device: Optional[s
                        cache_dir=cache_dir, pretrained=pretrained, model_kwargs=model_kwargs)
     stored = _stored_parts(config)
     local = os.path.isdir(label)
+    if local:  # a file the folder names must be inside it: refused now, though it is read at first use
+        for part, override in (('tokenizer', tokenizer), ('vae', vae)):
+            if override is None and 'file' in (stored[part] or {}):
+                folder_file(label, stored[part]['file'], f'the {part} named by {os.path.join(label, CONFIG_NAME)!r}')
     tok_source = _part_source('tokenizer', stored['tokenizer'], tokenizer, label, local)
     vae_source = _part_source('vae', stored['vae'], vae, label, local)
     if vae is not None:

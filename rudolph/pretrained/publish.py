@@ -9,6 +9,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 import torch
 
 from rudolph.errors import ConfigError, WeightsNotFoundError
+from rudolph.io.paths import folder_file
 from rudolph.pretrained.folder import (
     CONFIG_NAME,
     PUBLISHED_FILES,
@@ -117,7 +118,8 @@ def push_to_hub(source: Any, repo_id: str, *, token: Optional[str] = None, priva
         else:
             folder = save_pretrained(source, os.path.join(tmp, repo_id.split('/')[-1]))
         read_config(os.path.join(folder, CONFIG_NAME))
-        files = [f for f in PUBLISHED_FILES if os.path.isfile(os.path.join(folder, f))]
+        # a link out of the folder would publish whatever it points at: refused as when loading
+        files = [f for f in PUBLISHED_FILES if os.path.isfile(folder_file(folder, f, f'the files of {folder!r}'))]
         api = HfApi(endpoint=endpoint, token=token)
         try:
             api.create_repo(repo_id, private=private, exist_ok=True)

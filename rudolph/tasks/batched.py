@@ -264,7 +264,8 @@ def _answers(parts: Parts, prompt: str, counts, answers_num: int, generations_nu
 def classify_batch(parts: Parts, images: Sequence[Any], classes: Sequence[str], *, template: Optional[str] = None,
                    bs: int = 16, l_template: str = '', l_token: str = '<LT_I2T>',
                    r_token: str = '<RT_I2T>') -> List[Dict[str, Any]]:
-    """Per picture ``{'label', 'probs', 'ties', 'ppl'}``: zero-shot classification as :func:`rudolph.tasks.core.zero_shot`.
+    """Per picture ``{'label', 'probs', 'ties', 'tie', 'ppl'}``: zero-shot classification as
+    :func:`rudolph.tasks.core.zero_shot`.
 
     ``label`` is the class of lowest perplexity (``ties``: every class scoring as well), ``probs``
     each class's softmax of minus its cross-entropy (the CLI's probabilities, higher is better),
@@ -277,12 +278,13 @@ def classify_batch(parts: Parts, images: Sequence[Any], classes: Sequence[str], 
     images = _images_list(images)
     require_vae(parts.vae, 'zero-shot classification')
     layout = parts.layout
-    warn_unknown_classes(parts.tokenizer, names)
+    unknown = warn_unknown_classes(parts.tokenizer, names)  # said once for them, not again per text
     if len({l_template.format(c) for c in names}) > 1:
         raise InputError(f'classify_batch needs a left template without the class slot, got {l_template!r} '
                          '(use rudolph.tasks.core.zero_shot for per-class left texts)')
     right = torch.stack([parts.text(check_text('text', template.format(c)), layout.R, r_token,
-                                    f'template.format(classes[{i}])') for i, c in enumerate(names)])
+                                    f'template.format(classes[{i}])', warn_unknown=c not in unknown)
+                         for i, c in enumerate(names)])
     codes = encode_images(parts, images)
     left = parts.context([l_template.format(names[0])], layout.L, l_token).expand(len(images), -1)
     part = ScorePart(layout.S - layout.R, layout.S - 1, parts.text_vocab, ignore_index=PAD_ID)
@@ -294,7 +296,8 @@ def classify_batch(parts: Parts, images: Sequence[Any], classes: Sequence[str], 
         probs = class_probabilities(ppl).tolist()
         found = classify(ppl, names)
         results.append({'label': found['class'], 'probs': {c: _round(p) for c, p in zip(names, probs)},
-                        'ties': found['ties'], 'ppl': {c: _round(p) for c, p in zip(names, ppl.tolist())}})
+                        'ties': found['ties'], 'tie': found['tie'],
+                        'ppl': {c: _round(p) for c, p in zip(names, ppl.tolist())}})
     return results
 
 

@@ -53,8 +53,9 @@ from rudolph.vae.image import torch_tensors_to_pil_list
 
 __all__ = ['Parts', 'SamplingConfig', 'DEFAULT_TEXT_SAMPLING', 'generate_images', 'text_to_image', 'rerank_by_text',
            'rerank_by_image', 'rerank_scores', 'rank_images', 'best_images', 'text_sampling_for', 'zero_shot',
-           'DEFAULT_IMAGE_SAMPLING', 'image_sampling_for', 'classify', 'class_probabilities', 'caption_counts',
-           'captioning', 'decode_images', 'vqa', 'texts', 'text_perplexity', 'image_embedding', 'embed_codes', 'rerank_codes_by_image',
+           'DEFAULT_IMAGE_SAMPLING', 'image_sampling_for', 'classify', 'prediction_text', 'class_probabilities',
+           'caption_counts', 'captioning', 'decode_images', 'vqa', 'texts', 'text_perplexity', 'image_embedding',
+           'embed_codes', 'rerank_codes_by_image',
            'template_prefix', 'prompt_positions', 'stack_codebooks']
 
 
@@ -123,10 +124,12 @@ class Parts:
     def image_vocab(self) -> slice:
         return self.layout.image_full_slice if self.reference else self.layout.image_slice
 
-    def text(self, text: str, length: int, token: Optional[str] = None, name: str = 'text') -> torch.Tensor:
-        """One text segment (with the task token ``token`` when the parts have task tokens)."""
+    def text(self, text: str, length: int, token: Optional[str] = None, name: str = 'text', *,
+             warn_unknown: bool = True) -> torch.Tensor:
+        """One text segment (with the task token ``token`` when the parts have task tokens); see :func:`encode_text`."""
         check_tokenizer(self.tokenizer, self.layout)
-        return encode_text(self.tokenizer, text, length, name, task_token(self.spc_tokens, token)).to(self.device)
+        return encode_text(self.tokenizer, text, length, name, task_token(self.spc_tokens, token),
+                           warn_unknown=warn_unknown).to(self.device)
 
     def context(self, texts: Sequence[str], length: int, token: Optional[str]) -> torch.Tensor:
         """``[n, length]`` context segments: pads by the reference convention, else encoded ``texts``."""
@@ -318,7 +321,7 @@ def zero_shot(parts: Parts, pil_img, classes: Sequence[str], template: Optional[
               r_name: str = 'template') -> Dict[str, Any]:
     """Zero-shot classification by the right-text perplexity of ``template.format(class)``.
 
-    :func:`classify`'s ``{'label', 'class', 'scores', 'ties'}`` plus ``'ppl'`` and ``'ce'``
+    :func:`classify`'s ``{'label', 'class', 'scores', 'ties', 'tie'}`` plus ``'ppl'`` and ``'ce'``
     (``[n, R]`` per-position cross-entropies) of each class.
     """
     names = check_classes(classes)
@@ -328,9 +331,10 @@ def zero_shot(parts: Parts, pil_img, classes: Sequence[str], template: Optional[
     require_vae(parts.vae, 'zs_clf')
     layout = parts.layout
     check_tokenizer(parts.tokenizer, layout)
-    warn_unknown_classes(parts.tokenizer, names)
+    unknown = warn_unknown_classes(parts.tokenizer, names)  # said once for them, not again per text
     right = torch.stack([parts.text(check_text('text', template.format(c)), layout.R, r_token,
-                                    f'{r_name}.format(classes[{i}])') for i, c in enumerate(names)])
+                                    f'{r_name}.format(classes[{i}])', warn_unknown=c not in unknown)
+                         for i, c in enumerate(names)])
     left = parts.context([check_text('text', l_template.format(c), True) for c in names], layout.L, l_token)
     image = parts.image(pil_img)
     ids = torch.cat((left.to(image.device), image.expand(len(names), -1), right.to(image.device)), dim=1)
@@ -354,7 +358,20 @@ def classify(ppl: torch.Tensor, classes: Sequence[str]) -> Dict[str, Any]:
     scores = ppl.softmax(0)
     pred = int(scores.argmin())
     tied = torch.isclose(scores, scores[pred], rtol=1e-5, atol=0.0).nonzero().flatten().tolist()
-    return {'label': pred, 'class': classes[pred], 'scores': scores.cpu().numpy(), 'ties': [classes[i] for i in tied]}
+    return {'label': pred, 'class': classes[pred], 'scores': scores.cpu().numpy(), 'ties': [classes[i] for i in tied],
+            'tie': len(tied) > 1}
+
+
+def prediction_text(result: Mapping[str, Any]) -> str:
+    """The answer of a classification as shown to people: its class, or the classes that tie.
+
+    A tie (e.g. classes the tokenizer cannot spell) shown as one class would look like an answer
+    the model gave; ``result`` is :func:`classify`'s (or ``classify_batch``'s) dict.
+    """
+    ties = list(result.get('ties') or [])
+    if len(ties) > 1:
+        return f'tie: {len(ties)} classes score alike ({", ".join(ties)}); the model prefers none of them'
+    return str(result.get('class', result.get('label')))
 
 
 def class_probabilities(ppl: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,8 @@ from rudolph.vae.image import preprocess_image
 
 __all__ = ['PAD_ID', 'UNK_ID', 'BOS_ID', 'EOS_ID', 'model_device', 'require_vae', 'check_tokenizer',
            'tokenizer_vocab_limit', 'check_vae', 'task_token', 'bpe_ids', 'text_segment', 'encode_text',
-           'encode_image', 'template_prefix', 'prompt_positions', 'stack_codebooks']
+           'encode_image', 'template_prefix', 'prompt_positions', 'stack_codebooks', 'unknown_share',
+           'warn_unknown_classes']
 
 
 
@@ -90,10 +91,19 @@ def text_segment(tokenizer, text: str, length: int, special: Optional[int] = Non
     return torch.tensor(ids, dtype=torch.long), len(tokens)
 
 
-def encode_text(tokenizer, text: str, length: int, name: str = 'text', special: Optional[int] = None) -> torch.Tensor:
-    """:func:`text_segment` of ``text`` (as it is); a text that does not fit is cut, with one warning."""
+def encode_text(tokenizer, text: str, length: int, name: str = 'text', special: Optional[int] = None, *,
+                warn_unknown: bool = True) -> torch.Tensor:
+    """:func:`text_segment` of ``text`` (as it is); a text that does not fit is cut, with one warning.
+
+    A text that is mostly unknown tokens (see :func:`unknown_share`) is encoded too, with a warning
+    (``warn_unknown=False``: the caller has already said so, e.g. :func:`warn_unknown_classes`).
+    """
     if not isinstance(text, str):
         raise TypeError(f'{name} must be a str, got {type(text).__name__}')
+    if warn_unknown and unknown_share(tokenizer, text) > 0.5:
+        warnings.warn(f'{name} {text[:60]!r} is mostly unknown tokens (the tokenizer cannot spell most of it), so '
+                      'the model sees little of it and its result will not follow it; write text the tokenizer '
+                      'knows (Russian for the published models)', stacklevel=3)
     ids, count = text_segment(tokenizer, text, length, special)
     if count > length:
         warnings.warn(f'{name} takes {count} tokens but its segment holds {length}: it is cut to {length} '
@@ -162,18 +172,27 @@ def stack_codebooks(codebooks, layout: Layout) -> torch.Tensor:
     return ids.long()
 
 
-def _only_unknown(tokenizer, text: str) -> bool:
-    """Whether ``text`` encodes to unknown ids only (and perhaps ids that decode to nothing but spaces)."""
-    ids = tokenizer.encode_text(text, text_seq_length=2 * len(text) + 3)
-    content = ids[(ids != PAD_ID) & (ids != BOS_ID) & (ids != EOS_ID)]
-    known = content[content != UNK_ID]
-    return content.numel() > 0 and (known.numel() == 0 or not tokenizer.decode_text(known).strip())
+def unknown_share(tokenizer, text: str) -> float:
+    """The share of ``text``'s tokens that are unknown ids, among the tokens that spell something.
+
+    Ids that decode to nothing but spaces (word-start markers) count for neither side, so a text
+    of unknown words only is 1.0 however the tokenizer marks their starts; an empty text is 0.0,
+    a text of spaces only 1.0 (the model sees nothing of it either).
+    """
+    ids = bpe_ids(tokenizer, text)
+    unknown = sum(1 for i in ids if i == UNK_ID)
+    decode = getattr(tokenizer, 'decode_text', None)
+    spelled = sum(1 for i in ids if i != UNK_ID and (decode is None or decode(torch.tensor([i])).strip()))
+    if unknown + spelled == 0:
+        return 1.0 if ids else 0.0
+    return unknown / (unknown + spelled)
 
 
-def warn_unknown_classes(tokenizer, names: Sequence[str]) -> None:
-    """Warn, naming them, about class names the tokenizer can only encode as unknown ids."""
-    unknown = [name for name in names if _only_unknown(tokenizer, name)]
+def warn_unknown_classes(tokenizer, names: Sequence[str]) -> List[str]:
+    """Warn, naming them, about class names the tokenizer can only encode as unknown ids; returns them."""
+    unknown = [name for name in names if unknown_share(tokenizer, name) == 1.0]
     if unknown:
         warnings.warn(f'classes {unknown} encode to unknown tokens only (the tokenizer cannot spell them), so the '
                       'model sees the same text for each of them and they score alike whatever the picture; '
                       'write class names the tokenizer knows (Russian for the published models)', stacklevel=4)
+    return unknown
