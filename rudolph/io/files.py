@@ -5,18 +5,21 @@ Every weights or state file the package reads goes through :func:`safe_torch_loa
 checkpoints (the published VQGAN) also pickle training objects (hyper-parameters, callbacks);
 with ``training_objects=True`` those load as inert stand-ins, the real classes never imported.
 """
+import contextlib
 import os
 import pickle
 import re
+import shutil
 import tempfile
 import zipfile
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
 
 import torch
 
-from rudolph.errors import CheckpointError, CorruptCheckpointError, UnsafeCheckpointError
+from rudolph.errors import CheckpointError, ConfigError, CorruptCheckpointError, UnsafeCheckpointError
 
-__all__ = ['safe_torch_load', 'check_finite', 'describe_unreadable', 'write_atomic']
+__all__ = ['safe_torch_load', 'check_finite', 'describe_unreadable', 'write_atomic', 'check_folder_target',
+           'write_folder_atomic', 'naming_file']
 
 
 # Modules and names of the training objects (hyper-parameters, callbacks, numpy scalars in their
@@ -139,6 +142,17 @@ def check_finite(state: Mapping[str, torch.Tensor], source: str) -> None:
                                   f'finite weights (the checkpoint is corrupt or comes from a diverged training)')
 
 
+@contextlib.contextmanager
+def naming_file(path: str) -> Iterator[None]:
+    """An ``OSError`` raised inside that names no file (a full disk: ``ENOSPC`` from ``write``) names ``path``."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is not None or error.errno is None:
+            raise
+        raise OSError(error.errno, f'{error.strerror or error} while writing', os.fspath(path)) from error
+
+
 def write_atomic(path: str, write: Callable[[str], None]) -> str:
     """``write(tmp)`` fills a temporary file beside ``path``, which is fsynced and renamed onto ``path``:
     a reader (or a crash) sees the old file or the complete new one, never half of it."""
@@ -147,11 +161,75 @@ def write_atomic(path: str, write: Callable[[str], None]) -> str:
     fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.tmp', dir=folder)
     os.close(fd)
     try:
-        write(tmp)
-        with open(tmp, 'rb') as f:
-            os.fsync(f.fileno())
+        with naming_file(path):
+            write(tmp)
+            with open(tmp, 'rb') as f:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def _contains(folder: str, path: str) -> bool:
+    """Whether the real path ``path`` is ``folder`` or lies under it (both real paths)."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def check_folder_target(target: str, *, ours: Callable[[str], bool], overwrite: bool,
+                        inputs: Iterable[str] = (), what: str = 'OUT_DIR', option: str = '--overwrite') -> bool:
+    """Refuse a folder that writing ``target`` whole would destroy; returns whether it exists and will be replaced.
+
+    Never the current folder, an input or a folder holding one; a non-empty folder only if ``ours(target)``
+    says this command wrote all of it earlier, and then only with ``overwrite`` (``option`` names that flag).
+    """
+    real = os.path.realpath(target)
+    if _contains(real, os.path.realpath(os.getcwd())):
+        raise ConfigError(f'{what} {target!r} is the current folder or one holding it; expected a new folder '
+                          '(writing it replaces the whole folder)')
+    for source in inputs:
+        if _contains(real, os.path.realpath(source)):
+            raise ConfigError(f'{what} {target!r} is the input {source!r} or a folder holding it; expected '
+                              'a folder elsewhere')
+    if os.path.exists(real) and not os.path.isdir(real):
+        raise ConfigError(f'{what} {target!r} is a file; expected a folder to create')
+    if not os.path.isdir(real) or not os.listdir(real):
+        return False
+    if not ours(real):
+        raise ConfigError(f'{what} {target!r} is a folder that is not empty and holds more than a model folder '
+                          'written by rudolph; refusing to replace it (its files would be lost): choose a new '
+                          'or empty folder')
+    if not overwrite:
+        raise ConfigError(f'{what} {target!r} already holds a model folder; pass {option} to replace it')
+    return True
+
+
+def write_folder_atomic(target: str, fill: Callable[[str], Any]) -> str:
+    """Fill a temporary folder beside ``target``, then rename it into place; returns ``target`` (absolute).
+
+    An existing ``target`` must have been accepted by :func:`check_folder_target`: it is moved aside
+    and deleted only once the new folder is in place (put back if that rename fails).
+    """
+    target = os.path.abspath(target)
+    parent = os.path.dirname(target)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f'.tmp-{os.path.basename(target)}-', dir=parent)
+    try:
+        fill(tmp)
+        if os.path.isdir(target):
+            old = tempfile.mkdtemp(prefix=f'.old-{os.path.basename(target)}-', dir=parent)
+            os.replace(target, os.path.join(old, 'x'))
+            try:
+                os.replace(tmp, target)
+            except OSError:
+                os.replace(os.path.join(old, 'x'), target)
+                raise
+            finally:
+                shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target

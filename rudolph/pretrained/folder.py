@@ -26,12 +26,12 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 
 from rudolph.errors import ConfigError, CorruptCheckpointError, WeightsNotFoundError
+from rudolph.io.files import check_folder_target, write_folder_atomic
 from rudolph.pretrained.model_card import model_card
 from rudolph.pretrained.sources import (  # noqa: F401 (re-exported)
     Source,
@@ -45,7 +45,7 @@ from rudolph.pretrained.sources import (  # noqa: F401 (re-exported)
 )
 
 __all__ = ['save_pretrained', 'write_pretrained', 'write_description', 'load_pretrained',
-           'read_config', 'model_card', 'resolve_pretrained', 'is_pretrained_folder', 'looks_like_repo_id',
+           'read_config', 'model_card', 'resolve_pretrained', 'is_pretrained_folder', 'written_model_folder', 'looks_like_repo_id',
            'pretrained_config', 'model_sources', 'registry_sources', 'saved_vae', 'FORMAT', 'FORMAT_VERSION',
            'CONFIG_NAME', 'WEIGHTS_NAME', 'CARD_NAME', 'TOKENIZER_NAME', 'VAE_NAME']
 
@@ -199,7 +199,8 @@ def save_pretrained(obj: Any, save_directory: Union[str, os.PathLike], *, tokeni
     ``tokenizer`` / ``vae`` (paths, loaded objects) and ``base_model`` (a key of ``MODELS``) override
     what the model was loaded with; unpublished tokenizers and VQGANs are copied into the folder.
     The folder is written in full beside its target and renamed into place, so a reader never
-    sees half a model; an existing folder of that name is replaced.
+    sees half a model; an existing saved-model folder of that name is replaced, any other non-empty
+    folder refused (:func:`rudolph.io.files.check_folder_target`).
     """
     model, parts = _unpack(obj)
     sources = model_sources(model, tokenizer, vae, base_model, parts.get('sources'))
@@ -215,29 +216,25 @@ def save_pretrained(obj: Any, save_directory: Union[str, os.PathLike], *, tokeni
                                sampling if sampling is not None else parts.get('sampling') or None, training,
                                next(model.parameters()).dtype)
     target = os.fspath(save_directory)
-    return _atomic_folder(target, lambda tmp: write_pretrained(tmp, model.state_dict(), config, sources,
+    check_folder_target(target, ours=written_model_folder, overwrite=True, what='save_directory')
+    return write_folder_atomic(target, lambda tmp: write_pretrained(tmp, model.state_dict(), config, sources,
                                                                os.path.basename(os.path.abspath(target))))
 
 
-def _atomic_folder(target: str, fill: Callable[[str], Any]) -> str:
-    """Fill a temporary folder beside ``target``, then rename it into place (replacing an old ``target``)."""
-    target = os.path.abspath(target)
-    parent = os.path.dirname(target)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f'.tmp-{os.path.basename(target)}-', dir=parent)
+def written_model_folder(path: str) -> bool:
+    """Whether ``path`` is a saved-model folder as this module writes it: a config of this format and no file
+    but those of a saved model (so replacing it loses nothing that rudolph did not write)."""
     try:
-        fill(tmp)
-        if os.path.isdir(target):
-            old = tempfile.mkdtemp(prefix=f'.old-{os.path.basename(target)}-', dir=parent)
-            os.replace(target, os.path.join(old, 'x'))
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+        names = set(os.listdir(path))
+    except OSError:
+        return False
+    if CONFIG_NAME not in names or not names <= set(PUBLISHED_FILES):
+        return False
+    try:
+        read_config(os.path.join(path, CONFIG_NAME))
+    except CorruptCheckpointError:
+        return False
+    return True
 
 
 # ----------------------------------------------------------------------------- reading
