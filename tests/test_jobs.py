@@ -260,6 +260,31 @@ def test_cli_jobs_embed_vqa_table_and_text2image(tmp_path, capsys):
     assert '--out' in capsys.readouterr().err
 
 
+def test_text2image_prompt_files_never_collide_nor_replace(tmp_path, capsys):
+    from rudolph.io.paths import file_stems
+
+    keys = ['a/b', 'a_b', 'A_B', '.x', 'a_b-' + file_stems(['a/b'])['a/b'][4:]]
+    stems = file_stems(keys)
+    assert len({s.lower() for s in stems.values()}) == len(keys) and stems['a_b'] != 'a_b' and '/' not in stems['a/b']
+    table = tmp_path / 'p.jsonl'
+    table.write_text(''.join(json.dumps({'id': k, 'prompt': 'синий круг'}, ensure_ascii=False) + '\n' for k in keys),
+                     encoding='utf-8')
+    pics = tmp_path / 'pics'
+    argv = ['text2image', '--prompts', str(table), '-o', str(pics), '-n', '1', '--codebooks-num', '1'] + TINY
+    assert cli.main(argv) == 0
+    records = [json.loads(line) for line in open(pics / 'images.jsonl', encoding='utf-8')]
+    names = [r['images'][0] for r in records]
+    assert [r['key'] for r in records] == keys and names == [f'{stems[k]}_0.png' for k in keys]
+    assert sorted(os.listdir(pics)) == sorted(names + ['images.jsonl'])
+    other = tmp_path / 'other'
+    other.mkdir()
+    (other / names[2]).write_bytes(b'mine')
+    assert cli.main(argv[:4] + [str(other)] + argv[5:]) == 1
+    err = capsys.readouterr().err
+    assert str(other / names[2]) in err and '--overwrite' in err
+    assert os.listdir(other) == [names[2]] and (other / names[2]).read_bytes() == b'mine'
+
+
 def _caption_args(folder, out, *extra):
     return (['caption', str(folder), '--out', str(out), '--seed', '5', '--template', 'на картинке'] + CAPTION
             + list(extra))

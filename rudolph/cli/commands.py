@@ -32,6 +32,7 @@ from rudolph.cli.options import (
     text_sampling,
 )
 from rudolph.errors import RudolphError
+from rudolph.io.paths import refuse_existing
 from rudolph.jobs.inputs import open_image
 
 __all__ = ['main', 'register', 'build_parser', 'load', 'COMMANDS', 'Command', 'CliError', 'SUBCOMMAND_MODULES',
@@ -142,7 +143,7 @@ def _text2image_args(p: argparse.ArgumentParser) -> None:
 def _text2image_run(args: argparse.Namespace) -> int:
     from rudolph import tasks
     from rudolph.jobs.output import check_writable_folder
-    from rudolph.utils import save_codebook_images
+    from rudolph.utils import codebook_image_paths, save_codebook_images
 
     codebooks_num = args.codebooks_num = args.codebooks_num or 2 * args.images_num
     if args.images_num > codebooks_num:
@@ -156,12 +157,16 @@ def _text2image_run(args: argparse.Namespace) -> int:
     check_model_args(args)
     device = check_device_option(args)
     check_writable_folder(args.out)
+    names, grid = codebook_image_paths(args.out, args.images_num)
+    if not args.overwrite:  # before any work; the --overwrite of the job options
+        refuse_existing(names + [grid])
     upscaler = _load_upscaler(args, device)
     parts, loaded = _prepare(args)
     sampling = tasks.image_sampling_for(loaded.sampling_for('text2image'), args.top_k, args.top_p, args.temperature)
     codebooks, results = tasks.best_images(parts, args.text, codebooks_num, args.images_num, sampling, args.bs or 8,
                                            seed=args.seed, reencode_codes=args.reencode)
-    paths, grid_path = save_codebook_images(parts.vae, codebooks, args.out, args.nrow, args.bs or 8, upscaler)
+    paths, grid_path = save_codebook_images(parts.vae, codebooks, args.out, args.nrow, args.bs or 8, upscaler,
+                                            overwrite=args.overwrite)
     results = [{**row, 'path': path} for row, path in zip(results, paths)]
     result = {'text': args.text, **_meta(args, parts), 'sampling': sampling.kwargs(), 'reencode': args.reencode,
               'upscale': args.upscale, 'images': results, 'grid': grid_path}

@@ -5,21 +5,21 @@ Every weights or state file the package reads goes through :func:`safe_torch_loa
 checkpoints (the published VQGAN) also pickle training objects (hyper-parameters, callbacks);
 with ``training_objects=True`` those load as inert stand-ins, the real classes never imported.
 """
-import contextlib
 import os
 import pickle
 import re
 import shutil
 import tempfile
 import zipfile
-from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 import torch
 
 from rudolph.errors import CheckpointError, ConfigError, CorruptCheckpointError, UnsafeCheckpointError
+from rudolph.io.paths import naming_file
 
 __all__ = ['safe_torch_load', 'check_finite', 'describe_unreadable', 'write_atomic', 'check_folder_target',
-           'write_folder_atomic', 'naming_file']
+           'write_folder_atomic']
 
 
 # Modules and names of the training objects (hyper-parameters, callbacks, numpy scalars in their
@@ -140,17 +140,6 @@ def check_finite(state: Mapping[str, torch.Tensor], source: str) -> None:
         if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
             raise CheckpointError(f'{source}: tensor {key!r} holds non-finite values (NaN or inf); expected '
                                   f'finite weights (the checkpoint is corrupt or comes from a diverged training)')
-
-
-@contextlib.contextmanager
-def naming_file(path: str) -> Iterator[None]:
-    """An ``OSError`` raised inside that names no file (a full disk: ``ENOSPC`` from ``write``) names ``path``."""
-    try:
-        yield
-    except OSError as error:
-        if error.filename is not None or error.errno is None:
-            raise
-        raise OSError(error.errno, f'{error.strerror or error} while writing', os.fspath(path)) from error
 
 
 def write_atomic(path: str, write: Callable[[str], None]) -> str:

@@ -17,6 +17,7 @@ import sys
 from typing import Any, Dict, Optional
 
 from rudolph.cli.options import CliError, add_common, check_device_option, check_model_args, load, text_sampling
+from rudolph.io.paths import file_stems, refuse_existing
 
 __all__ = ['add_job_options', 'is_job', 'run_caption', 'run_vqa', 'run_classify', 'run_text2image',
            'embed_arguments', 'embed_run', 'check_features', 'setup', 'run_and_report', 'RECORDS_NAME']
@@ -174,8 +175,10 @@ def run_classify(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- text2image --prompts
 def run_text2image(args: argparse.Namespace) -> int:
-    """``rudolph text2image --prompts FILE -o DIR``: ``DIR/<key>_<j>.png`` and ``DIR/images.jsonl``
-    (``args.codebooks_num`` already checked by :mod:`rudolph.cli.commands`)."""
+    """``rudolph text2image --prompts FILE -o DIR``: ``DIR/<stem>_<j>.png`` (stems from the keys,
+    :func:`rudolph.io.paths.file_stems`) and ``DIR/images.jsonl`` (``args.codebooks_num`` already checked by
+    :mod:`rudolph.cli.commands`). Existing pictures are kept unless ``--overwrite`` (``--resume``: those of
+    the prompts not done yet were written by the run it continues)."""
     from rudolph.jobs.inputs import read_prompts
     from rudolph.jobs.output import check_writable_folder
     from rudolph.jobs.specs import Text2ImageJob
@@ -187,11 +190,15 @@ def run_text2image(args: argparse.Namespace) -> int:
         raise CliError('--reencode is not available with --prompts')
     items = read_prompts(args.prompts, column=args.prompt_column)
     check_writable_folder(args.out)
+    stems = file_stems([item.key for item in items])
+    if not (args.resume or args.overwrite):
+        refuse_existing(os.path.join(args.out, f'{stems[item.key]}_{j}.png')
+                        for item in items for j in range(args.images_num))
     records = os.path.join(args.out, RECORDS_NAME)
     parts, loaded, state = setup(args, records)
     sampling = image_sampling_for(loaded.sampling_for('text2image'), args.top_k, args.top_p, args.temperature)
     job = Text2ImageJob(parts, args.out, seed=args.seed, images_num=args.images_num,
-                        codebooks_num=args.codebooks_num, sampling=sampling)
+                        codebooks_num=args.codebooks_num, sampling=sampling, stems=stems)
     return run_and_report(args, job, items, records, state, {'out': records, 'seed': args.seed})
 
 

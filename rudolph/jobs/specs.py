@@ -6,9 +6,9 @@ hold the key and path, the outputs and their scores, and the seed of generative 
 line can be read (and reproduced) on its own.
 """
 import os
-import re
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+from rudolph.io.paths import file_stems
 from rudolph.jobs.inputs import Item
 
 __all__ = ['Job', 'CaptionJob', 'VqaJob', 'ClassifyJob', 'EmbedJob', 'Text2ImageJob', 'image_px']
@@ -144,21 +144,18 @@ class EmbedJob(Job):
         write_features(out, self.columns)
 
 
-def _file_name(key: str) -> str:
-    """A key as a file name (characters other than letters, digits, ``.``, ``-`` become ``_``)."""
-    return re.sub(r'[^\w.-]', '_', key).strip('.') or '_'
-
-
 class Text2ImageJob(Job):
-    """Pictures for each prompt, saved as ``DIR/<key>_<j>.png`` (best first) before the record is written."""
+    """Pictures for each prompt, saved as ``DIR/<stem>_<j>.png`` (best first) before the record is written;
+    ``stems`` maps every key of the run to its file stem (:func:`rudolph.io.paths.file_stems` of all keys, so
+    no two prompts share a file)."""
     name = 'text2image'
     columns = ('key', 'prompt', 'images', 'scores', 'seed')
     needs_text = True
 
     def __init__(self, parts, out_dir: str, *, seed: int = 0, images_num: int = 1, sampling=None,
-                 rerank: bool = True, codebooks_num: Optional[int] = None):
+                 rerank: bool = True, codebooks_num: Optional[int] = None, stems: Optional[Mapping[str, str]] = None):
         super().__init__(parts)
-        self.out_dir, self.seed = out_dir, seed
+        self.out_dir, self.seed, self.stems = out_dir, seed, dict(stems or {})
         self.settings = dict(images_num=images_num, sampling=sampling, rerank=rerank, codebooks_num=codebooks_num)
 
     @property
@@ -182,7 +179,8 @@ class Text2ImageJob(Job):
         with torch.no_grad():
             pictures = torch_tensors_to_pil_list(self.parts.vae.decode(codebooks.to(self.parts.device)))
         names = []
+        stem = self.stems.get(key) or file_stems([key])[key]
         for j, picture in enumerate(pictures):
-            names.append(f'{_file_name(key)}_{j}.png')
+            names.append(f'{stem}_{j}.png')
             atomic_write(os.path.join(self.out_dir, names[-1]), lambda f, p=picture: p.save(f, format='PNG'))
         return names
