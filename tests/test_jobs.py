@@ -211,11 +211,39 @@ def test_existing_output_needs_resume_or_overwrite(parts, tmp_path):
     run_job(CaptionJob(parts, seed=1, generations_num=1), items[:1], out, progress=False)
     with pytest.raises(ConfigError, match='--resume'):
         run_job(CaptionJob(parts, seed=1, generations_num=1), items, out, progress=False)
-    with pytest.raises(ConfigError, match='seed 1'):
+    with pytest.raises(ConfigError, match=r'seed \(--seed\): 1 in the output, 2 now'):
         run_job(CaptionJob(parts, seed=2, generations_num=1), items, out, resume=True, progress=False)
     assert run_job(CaptionJob(parts, seed=1, generations_num=1), items, out, resume=True, progress=False).done == 1
     assert run_job(EmbedJob(parts), items, str(tmp_path / 'e.jsonl'), progress=False).done == 2
     assert run_job(EmbedJob(parts), items, str(tmp_path / 'e.jsonl'), overwrite=True, progress=False).done == 2
+
+
+def test_resume_refuses_another_job_or_other_settings(parts, tmp_path):
+    from rudolph.jobs.specs import CaptionJob, ClassifyJob, VqaJob
+
+    _pictures(tmp_path / 'imgs', 2)
+    items = list_images(str(tmp_path / 'imgs'))
+    out = str(tmp_path / 'c.jsonl')
+    run_job(CaptionJob(parts, seed=1, generations_num=1), items[:1], out, progress=False)
+    before = _read(out)
+    with pytest.raises(ConfigError, match=r"job \(the command\): 'caption' in the output, 'classify' now"):
+        run_job(ClassifyJob(parts, ['круг', 'квадрат']), items, out, resume=True, progress=False)
+    with pytest.raises(ConfigError) as refused:
+        run_job(CaptionJob(parts, seed=1, generations_num=3, template='это'), items, out, resume=True,
+                progress=False, settings={'model': 'other'})
+    message = str(refused.value)
+    for part in ('generations_num (--generations-num): 1 in the output, 3 now',
+                 "template (--template): '' in the output, 'это' now", "model (--model): None in the output, 'other'"):
+        assert part in message
+    with pytest.raises(ConfigError, match='--resume'):  # another job's columns: refused on the record too
+        run_job(VqaJob(parts, seed=1), items, out, resume=True, progress=False)
+    assert _read(out) == before
+    os.remove(out + '.settings.json')  # an output of an older rudolph: no record of its settings
+    with pytest.raises(ConfigError, match='no settings record.*--overwrite'):
+        run_job(CaptionJob(parts, seed=1, generations_num=1), items, out, resume=True, progress=False)
+    assert run_job(CaptionJob(parts, seed=1, generations_num=1), items, out, overwrite=True, progress=False).done == 2
+    assert json.loads(_read(out + '.settings.json'))['job'] == 'caption'
+    assert run_job(CaptionJob(parts, seed=1, generations_num=1), items, out, resume=True, progress=False).skipped == 2
 
 
 # ----------------------------------------------------------------------------- CLI jobs
@@ -275,7 +303,7 @@ def test_text2image_prompt_files_never_collide_nor_replace(tmp_path, capsys):
     records = [json.loads(line) for line in open(pics / 'images.jsonl', encoding='utf-8')]
     names = [r['images'][0] for r in records]
     assert [r['key'] for r in records] == keys and names == [f'{stems[k]}_0.png' for k in keys]
-    assert sorted(os.listdir(pics)) == sorted(names + ['images.jsonl'])
+    assert sorted(os.listdir(pics)) == sorted(names + ['images.jsonl', 'images.jsonl.settings.json'])
     other = tmp_path / 'other'
     other.mkdir()
     (other / names[2]).write_bytes(b'mine')

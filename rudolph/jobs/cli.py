@@ -11,16 +11,17 @@ Nothing here imports torch at import time (``rudolph --help`` stays fast).
 """
 import argparse
 import glob
-import json
 import os
 import sys
 from typing import Any, Dict, Optional
 
 from rudolph.cli.options import CliError, add_common, check_device_option, check_model_args, load, text_sampling
 from rudolph.io.paths import file_stems, refuse_existing
+from rudolph.jobs.output import read_settings, settings_path
 
 __all__ = ['add_job_options', 'is_job', 'run_caption', 'run_vqa', 'run_classify', 'run_text2image',
-           'embed_arguments', 'embed_run', 'check_features', 'setup', 'run_and_report', 'RECORDS_NAME']
+           'embed_arguments', 'embed_run', 'check_features', 'setup', 'run_and_report', 'model_settings',
+           'RECORDS_NAME']
 
 #: the records file of ``text2image --prompts`` inside its ``-o`` folder
 RECORDS_NAME = 'images.jsonl'
@@ -65,22 +66,11 @@ def is_job(args: argparse.Namespace, source: Optional[str]) -> bool:
 
 
 # ----------------------------------------------------------------------------- shared
-def _recorded_seed(path: str) -> Optional[int]:
-    """The seed of the first record of an existing output (what ``--resume`` continues with)."""
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding='utf-8') as f:
-        first = f.readline()
-        if path.lower().endswith('.csv'):
-            import csv
-
-            row = next(csv.DictReader([first, f.readline()]), None)
-            return int(row['seed']) if row and row.get('seed', '').lstrip('-').isdigit() else None
-    try:
-        seed = json.loads(first).get('seed') if first.strip() else None
-    except (json.JSONDecodeError, AttributeError):
-        return None
-    return seed if isinstance(seed, int) else None
+def model_settings(args: argparse.Namespace) -> Dict[str, Any]:
+    """The options that choose the model and its precision: stored with a job's output, so that ``--resume``
+    continues it only with the same model."""
+    names = ('model', 'checkpoint', 'config', 'tokenizer', 'vae', 'vae_config', 'dtype', 'fp16', 'bf16', 'quantize')
+    return {name: getattr(args, name, None) for name in names}
 
 
 def setup(args: argparse.Namespace, records: str):
@@ -94,8 +84,9 @@ def setup(args: argparse.Namespace, records: str):
         args.device = str(state.device)
     check_device_option(args)
     check_output(records, args.resume, args.overwrite)
-    if args.seed is None:
-        args.seed = (_recorded_seed(records) if args.resume else None) or 0
+    if args.seed is None:  # resumed: the seed the output was written with
+        recorded = read_settings(settings_path(records)) if args.resume else None
+        args.seed = (recorded or {}).get('seed') or 0
     loaded = load(args)
     parts = Parts.of(loaded.model, loaded.tokenizer, loaded.vae, loaded.spc_tokens or None, progress=False)
     return parts, loaded, state
@@ -116,7 +107,7 @@ def run_and_report(args: argparse.Namespace, job, items, records: str, state, re
 
     workers = default_workers() if getattr(args, 'workers', None) is None else args.workers
     summary = run_job(job, items, records, resume=args.resume, overwrite=args.overwrite, bs=args.bs or 8,
-                      workers=workers, progress=not args.quiet, state=state)
+                      workers=workers, progress=not args.quiet, state=state, settings=model_settings(args))
     if not state.is_main:
         return 0
     errors = errors_path(records)

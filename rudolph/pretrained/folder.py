@@ -45,7 +45,8 @@ from rudolph.pretrained.sources import (  # noqa: F401 (re-exported)
 )
 
 __all__ = ['save_pretrained', 'write_pretrained', 'write_description', 'load_pretrained',
-           'read_config', 'model_card', 'resolve_pretrained', 'is_pretrained_folder', 'written_model_folder', 'looks_like_repo_id',
+           'read_config', 'model_card', 'resolve_pretrained', 'is_pretrained_folder', 'written_model_folder',
+           'looks_like_repo_id',
            'pretrained_config', 'model_sources', 'registry_sources', 'saved_vae', 'FORMAT', 'FORMAT_VERSION',
            'CONFIG_NAME', 'WEIGHTS_NAME', 'CARD_NAME', 'TOKENIZER_NAME', 'VAE_NAME']
 
