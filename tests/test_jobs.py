@@ -84,6 +84,21 @@ def test_inputs_folder_glob_list_and_tables(tmp_path):
                                                                                ('000001', 'красный квадрат')]
 
 
+@pytest.mark.skipif(not hasattr(os, 'symlink') or sys.platform == 'win32', reason='needs symlinks')
+def test_symlink_loops_give_each_picture_once(tmp_path):
+    root = tmp_path / 'imgs'
+    names = _pictures(root, 3)
+    os.symlink('..', root / 'sub' / 'up')  # a loop: imgs/sub/up/sub/up/...
+    os.symlink(str(root / 'sub'), root / 'again')  # the same folder twice
+    os.symlink('000.png', root / 'same.png')  # the same picture under another name
+    (tmp_path / 'b').mkdir()
+    os.symlink(str(root), tmp_path / 'b' / 'a')  # imgs/b2/a/b2/a/...: a loop through two folders
+    os.symlink(str(tmp_path / 'b'), root / 'b2')
+    items = list_images(str(root))
+    assert sorted(i.key for i in items) == sorted(names)
+    assert len({os.path.realpath(i.path) for i in items}) == len(items) == 3
+
+
 def test_json_object_errors_name_where(tmp_path):
     from rudolph.cli.options import json_option
     from rudolph.io.tables import json_object, jsonl_rows

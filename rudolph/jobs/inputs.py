@@ -59,13 +59,43 @@ def _relative_key(path: str, root: str) -> str:
     return os.path.relpath(path, root).replace(os.sep, '/')
 
 
-def folder_images(root: str) -> List[Item]:
-    """The pictures under ``root`` (recursive), keys relative to it, sorted; none is not an error here."""
-    paths = []
+def _walk_images(root: str) -> List[str]:
+    """Picture paths under ``root``, through symlinked folders but never into a folder's own ancestor."""
+    chains, paths = {root: {os.path.realpath(root)}}, []
     for folder, dirs, files in os.walk(root, followlinks=True):
-        dirs.sort()
+        chain = chains.pop(folder)
+        kept = []
+        for name in sorted(dirs):
+            real = os.path.realpath(os.path.join(folder, name))
+            if real not in chain:  # a link back to an ancestor would loop until ELOOP
+                kept.append(name)
+                chains[os.path.join(folder, name)] = chain | {real}
+        dirs[:] = kept
         paths.extend(os.path.join(folder, f) for f in files if _is_image(f))
-    return [Item(_relative_key(p, root), p) for p in sorted(paths, key=lambda p: _relative_key(p, root))]
+    return paths
+
+
+def folder_images(root: str) -> List[Item]:
+    """The pictures under ``root`` (recursive, through symlinks), keys relative to it, sorted; none is not
+    an error here.
+
+    Each file is taken once, by its real path: a symlink loop (``sub/up -> ..``) or a second link to a
+    folder or picture does not repeat it; its key is its real place under ``root`` if it has one, else
+    the first in sorted order.
+    """
+    real_root = os.path.realpath(root)
+
+    def preference(path: str):
+        key = _relative_key(path, root)
+        return _relative_key(os.path.realpath(path), real_root) != key, key
+
+    seen, items = set(), []
+    for path in sorted(_walk_images(root), key=preference):
+        real = os.path.realpath(path)
+        if real not in seen:
+            seen.add(real)
+            items.append(Item(_relative_key(path, root), path))
+    return sorted(items, key=lambda item: item.key)
 
 
 def _glob_root(pattern: str) -> str:
