@@ -581,8 +581,35 @@ def test_cli_rejects_negative_max_steps_and_keep_last(tmp_path, tiny_registered,
         caplog.clear()
         with caplog.at_level(logging.ERROR):
             assert main(argv + [flag, value]) == 1
-        assert f"{flag[2:].replace('-', '_')} must be an int >= " in caplog.text and 'got -1' in caplog.text
+        assert f"{flag} must be an int >= " in caplog.text and 'got -1' in caplog.text
     assert not [d for d in os.listdir(tmp_path / 'out') if d.startswith('step-')]
+
+
+def test_cli_messages_name_the_options_not_the_keywords(tmp_path, tiny_registered, tiny_params, monkeypatch, caplog):
+    """On the command line a refusal names the option (--bad-rows skip); from Python, the keyword."""
+    import rudolph.tokenizer
+
+    monkeypatch.setattr(rudolph.tokenizer, 'get_tokenizer', lambda *a, **k: FakeTokenizer())
+    monkeypatch.setattr('rudolph.finetune.data.DEFAULT_SPC_TOKENS', SPC)
+    data = write_jsonl(tmp_path / 'bad.jsonl', [{'left_text': ''}, {'left_text': 'x', 'right_text': 'y'}])
+    argv = ['--model', tiny_registered, '--data', data, '--out', str(tmp_path / 'out'), '--quiet', '--cpu']
+    with caplog.at_level(logging.ERROR):
+        assert main(argv) == 1  # no weights here: the message names the option that gives them
+    assert '--checkpoint PATH' in caplog.text and 'checkpoint=' not in caplog.text
+    caplog.clear()
+    start = tmp_path / 'start.bin'
+    torch.save(tiny(tiny_params).state_dict(), start)
+    argv += ['--checkpoint', str(start)]
+    with caplog.at_level(logging.ERROR):
+        assert main(argv) == 1
+    assert '--bad-rows skip' in caplog.text and 'bad_rows' not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.ERROR):
+        assert main(argv + ['--bad-rows', 'skip', '--lr', '-1']) == 1
+    assert '--lr must be a finite number' in caplog.text
+    with pytest.raises(DataError, match="bad_rows='skip'"):
+        prepare_dataset([{'left_text': ''}], FakeTokenizer(), None, tiny(tiny_params), spc_tokens=SPC,
+                        show_progress=False)
 
 
 def test_16_bit_training_pictures_are_scaled_not_white(tmp_path, tiny_params):

@@ -328,6 +328,24 @@ def test_text2image_prompt_files_never_collide_nor_replace(tmp_path, capsys):
     assert os.listdir(other) == [names[2]] and (other / names[2]).read_bytes() == b'mine'
 
 
+def test_cli_messages_name_the_commands_own_options(tmp_path, capsys):
+    (tmp_path / 'empty.txt').write_text('\n', encoding='utf-8')
+    argv = ['embed', str(tmp_path / 'empty.txt'), '--texts', '--out', str(tmp_path / 'f.npy')] + TINY
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert '--texts' in err and 'empty.txt' in err and '--prompts' not in err
+
+
+@pytest.mark.skipif(not os.path.exists('/dev/full'), reason='needs /dev/full (a device whose writes fail: ENOSPC)')
+def test_a_full_disk_names_the_file(tmp_path, capsys):
+    _pictures(tmp_path / 'imgs', 1)
+    out = tmp_path / 'captions.jsonl'
+    os.symlink('/dev/full', out)  # every write: OSError ENOSPC, which names no file by itself
+    assert cli.main(_caption_args(tmp_path / 'imgs', out)) == 1
+    err = capsys.readouterr().err
+    assert 'No space left on device' in err and str(out) in err
+
+
 def _caption_args(folder, out, *extra):
     return (['caption', str(folder), '--out', str(out), '--seed', '5', '--template', 'на картинке'] + CAPTION
             + list(extra))

@@ -19,6 +19,7 @@ import sys
 import warnings
 from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
+from rudolph.checks import command_line_options
 from rudolph.cli.options import (
     PART_OPTIONS,
     CliError,
@@ -369,12 +370,10 @@ def _summarise_warnings(caught: List[warnings.WarningMessage], quiet: bool) -> N
 
 def _run_command(args: argparse.Namespace) -> int:
     """``args._run(args)`` with its warnings gathered into one summary (``--quiet``: none)."""
-    from rudolph.generation.memory import bs_option
-
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         try:
-            with bs_option('--bs'):  # memory messages name the option the user can change
+            with command_line_options():  # messages name the options the user can change (--bs, --bad-rows)
                 return int(args._run(args) or 0)
         finally:
             _summarise_warnings(list(caught), getattr(args, 'quiet', False))

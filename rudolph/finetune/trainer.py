@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from rudolph.checks import setting
 from rudolph.errors import ConfigError, MissingDependencyError
 from rudolph.finetune.checkpoints import (
     STATE_NAME,
@@ -466,7 +467,7 @@ class Trainer:
                     raise
                 logger.warning('interrupted at step %d: saving a checkpoint before exiting', self.state.step)
                 path = self.save()
-                logger.warning('saved %s; continue with resume=%r', path, self.config.out_dir)
+                logger.warning('saved %s; continue with %s', path, setting('resume', self.config.out_dir))
                 raise
         bar.close()
         if self.config.save_final:

@@ -226,7 +226,8 @@ def embed_run(args: argparse.Namespace) -> int:
     if not args.out.lower().endswith('.npy'):
         raise CliError(f'--out {args.out!r}: expected a .npy file name')
     check_features(args.out, args)
-    items = read_prompts(args.source, column=args.text_column) if args.texts else _items(args, args.source)
+    items = (read_prompts(args.source, column=args.text_column, option='SOURCE (--texts)') if args.texts
+             else _items(args, args.source))
     parts, _, state = setup(args, rows_path(args.out))
     job = EmbedJob(parts, layer=args.layer, pooling=args.pooling, texts=args.texts)
     return run_and_report(args, job, items, rows_path(args.out), state,

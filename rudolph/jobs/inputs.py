@@ -179,11 +179,12 @@ def list_images(source: str, *, image_column: str = 'image', question_column: Op
     return _unique(items, source)
 
 
-def read_prompts(path: str, *, column: str = 'prompt', id_column: str = 'id') -> List[Item]:
+def read_prompts(path: str, *, column: str = 'prompt', id_column: str = 'id',
+                 option: str = '--prompts') -> List[Item]:
     """Prompts: one a line of a text file (key: the line's index among the prompts, ``000000``...), or
-    ``column`` of a table."""
+    ``column`` of a table; errors name the file as ``option`` (how the caller's user gave it)."""
     if not os.path.isfile(path):
-        raise InputError(f'--prompts {path!r}: no such file')
+        raise InputError(f'{option} {path!r}: no such file')
     if path.lower().endswith(_TABLES):
         items = read_table(path, None, column, id_column)
     else:
@@ -191,5 +192,6 @@ def read_prompts(path: str, *, column: str = 'prompt', id_column: str = 'id') ->
             texts = [line.strip() for line in f if line.strip()]
         items = [Item(f'{i:06d}', None, t) for i, t in enumerate(texts)]
     if not items:
-        raise InputError(f'--prompts {path!r}: no prompts found')
+        raise InputError(f'{option} {path!r}: no texts found (expected one a line, or a table with a {column!r} '
+                         'column)')
     return _unique(items, path)

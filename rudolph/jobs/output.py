@@ -13,6 +13,7 @@ import os
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from rudolph.errors import ConfigError, DataError
+from rudolph.io.paths import naming_file
 
 __all__ = ['Format', 'format_for', 'repair', 'read_records', 'RecordWriter', 'merge', 'atomic_write',
            'part_path', 'part_paths', 'errors_path', 'json_text', 'check_writable_folder', 'settings_path',
@@ -212,18 +213,20 @@ class RecordWriter:
     def write(self, lines: Sequence[str]) -> None:
         if not lines:
             return
-        if self._file is None:
-            self._file = open(self.path, 'a', encoding='utf-8', newline='')
-            if self.header and self._file.tell() == 0:
-                lines = [self.header] + list(lines)
-        self._file.write(''.join(lines))
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        with naming_file(self.path):  # a full disk says which file it could not write
+            if self._file is None:
+                self._file = open(self.path, 'a', encoding='utf-8', newline='')
+                if self.header and self._file.tell() == 0:
+                    lines = [self.header] + list(lines)
+            self._file.write(''.join(lines))
+            self._file.flush()
+            os.fsync(self._file.fileno())
 
     def close(self) -> None:
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            file, self._file = self._file, None
+            with naming_file(self.path):  # closing flushes what a failed write left in the buffer
+                file.close()
 
     def __enter__(self) -> 'RecordWriter':
         return self
@@ -236,7 +239,7 @@ def atomic_write(path: str, write) -> None:
     """``write(f)`` into a temporary file next to ``path``, fsynced, then renamed over ``path``."""
     tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f'.{os.path.basename(path)}.tmp-{os.getpid()}')
     try:
-        with open(tmp, 'wb') as f:
+        with naming_file(path), open(tmp, 'wb') as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())

@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
+from rudolph.checks import setting
 from rudolph.errors import CheckpointError, ConfigError, WeightsNotFoundError
 
 __all__ = ['Components', 'check_device', 'load_vae', 'describe_missing', 'DEVICE_PATTERN']
@@ -49,7 +50,8 @@ def _hub_file(what: str, repo: str, filename: str, keyword: str, cache_dir: Opti
     """Local path of a hub file (cache, else one quick download); WeightsNotFoundError naming the fixes if not."""
     from rudolph.io.hub import hub_download
 
-    return hub_download(repo, filename, what=what, local_arg=f'{keyword}=PATH', cache_dir=cache_dir)
+    return hub_download(repo, filename, what=what, local_arg=setting(keyword, 'PATH', metavar=True),
+                        cache_dir=cache_dir)
 
 
 def _local_file(what: str, path: str, keyword: str) -> str:
@@ -97,7 +99,7 @@ def _hub_tokenizer(cache_dir: Optional[str]):
     try:
         return get_tokenizer(cache_dir=cache_dir)
     except WeightsNotFoundError as error:
-        raise WeightsNotFoundError(f'{error}; here: tokenizer=PATH') from error
+        raise WeightsNotFoundError(f'{error}; here: {setting("tokenizer", "PATH", metavar=True)}') from error
 
 
 def _vae_path(entry: Dict[str, Any], vae: Optional[str], vae_config: Any, cache_dir: Optional[str]) -> Tuple[str, Any]:

@@ -30,6 +30,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 
+from rudolph.checks import setting
 from rudolph.errors import ConfigError, CorruptCheckpointError, WeightsNotFoundError
 from rudolph.io.files import check_folder_target, write_folder_atomic
 from rudolph.pretrained.model_card import model_card
@@ -329,11 +330,12 @@ def _part_path(part: str, stored: Optional[Source], override: Any, fetch: Callab
     if not stored:
         if part == 'vae':
             return None  # published VQGAN, as for the registry's models without one
-        raise WeightsNotFoundError(f'the saved model records no {part}; pass {keyword}=PATH')
+        raise WeightsNotFoundError(f'the saved model records no {part}; pass '
+                                   f'{setting(keyword, "PATH", metavar=True)}')
     if 'file' in stored:
         return fetch(stored['file'])
     return hub_download(stored['repo_id'], stored['filename'], what=f'the {part} ({stored["filename"]})',
-                        local_arg=f'{keyword}=PATH', cache_dir=cache_dir)
+                        local_arg=setting(keyword, 'PATH', metavar=True), cache_dir=cache_dir)
 
 
 def _locate(config: Dict[str, Any], fetch: Callable[[str], str], tokenizer: Any, vae: Any, cache_dir: Optional[str],
