@@ -379,6 +379,67 @@ def test_resume_after_sigkill_gives_the_uninterrupted_file(tmp_path, capsys):
     assert killed.read_bytes() == whole.read_bytes()
 
 
+def _children(pid):
+    """The processes whose parent is ``pid`` (Linux: from /proc)."""
+    found = []
+    for entry in os.listdir('/proc'):
+        try:
+            with open(f'/proc/{entry}/stat', encoding='utf-8') as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if int(stat.rsplit(')', 1)[1].split()[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+def _alive(pids):
+    alive = []
+    for pid in pids:
+        try:
+            with open(f'/proc/{pid}/stat', encoding='utf-8') as f:
+                if f.read().rsplit(')', 1)[1].split()[0] != 'Z':
+                    alive.append(pid)
+        except OSError:
+            pass
+    return alive
+
+
+def _job_with_workers(tmp_path, name):
+    """A caption job with 2 decoding workers, once its first batch is on disk: (process, output, worker pids)."""
+    out = tmp_path / f'{name}.jsonl'
+    proc = subprocess.Popen(_caption_argv(tmp_path / 'imgs', out, '--bs', '1', '--workers', '2'), env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not (out.exists() and out.stat().st_size) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    workers = _children(proc.pid)
+    assert proc.poll() is None and len(workers) >= 2, 'the job ended before it could be stopped'
+    return proc, out, workers
+
+
+def _gone_within(pids, seconds):
+    deadline = time.monotonic() + seconds
+    while _alive(pids) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return not _alive(pids)
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='reads /proc; PR_SET_PDEATHSIG is Linux-only')
+def test_sigterm_stops_a_job_as_ctrl_c_and_workers_die_with_it(tmp_path):
+    _pictures(tmp_path / 'imgs', 40)
+    proc, out, workers = _job_with_workers(tmp_path, 'term')
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM and 'rudolph: interrupted' in err and 'Traceback' not in err
+    assert _gone_within(workers, 5)
+    assert all(line.endswith('}') for line in out.read_text(encoding='utf-8').splitlines())
+    proc, _, workers = _job_with_workers(tmp_path, 'kill')
+    os.kill(proc.pid, signal.SIGKILL)  # no chance to clean up: the kernel ends the workers (PyTorch: after 5 s)
+    proc.communicate(timeout=60)
+    assert _gone_within(workers, 2), f'workers {_alive(workers)} outlived their killed parent'
+
+
 def test_two_accelerate_processes_merge_to_the_one_process_file(tmp_path):
     _pictures(tmp_path / 'imgs', 5)
     (tmp_path / 'imgs' / 'broken.png').write_bytes(b'\x89PNG broken')

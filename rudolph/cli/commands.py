@@ -13,11 +13,14 @@ there) or from local files. Subcommands live in :data:`COMMANDS`; those of other
 traceback and returns 1 (``rudolph --debug ...`` re-raises).
 """
 import argparse
+import contextlib
 import importlib
 import random
+import signal
 import sys
+import threading
 import warnings
-from typing import Any, Callable, Dict, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional
 
 from rudolph.checks import command_line_options
 from rudolph.cli.options import (
@@ -368,6 +371,28 @@ def _summarise_warnings(caught: List[warnings.WarningMessage], quiet: bool) -> N
     print(f'rudolph: warning: {len(caught)} warnings, the first: {first}', file=sys.stderr)
 
 
+class Terminated(KeyboardInterrupt):
+    """``SIGTERM`` (a job scheduler, ``kill``, a container stop), raised where the program is, as Ctrl-C's
+    ``KeyboardInterrupt``: the command stops the same clean way (outputs complete up to the last batch)."""
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """Within the block, ``SIGTERM`` raises :class:`Terminated` (signal handlers live in the main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _run_command(args: argparse.Namespace) -> int:
     """``args._run(args)`` with its warnings gathered into one summary (``--quiet``: none)."""
     with warnings.catch_warnings(record=True) as caught:
@@ -380,16 +405,17 @@ def _run_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Run ``rudolph ARGV``; returns the exit code (0 ok, 1 error, 2 bad usage, 130 interrupted)."""
+    """Run ``rudolph ARGV``; returns the exit code (0 ok, 1 error, 2 bad usage, 130 Ctrl-C, 143 ``SIGTERM``)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(argv).parse_args(argv)
     try:
-        return _run_command(args)
-    except KeyboardInterrupt:
+        with _terminate_as_interrupt():
+            return _run_command(args)
+    except KeyboardInterrupt as stop:
         if args.debug:
             raise
         print('rudolph: interrupted', file=sys.stderr)
-        return 130
+        return 128 + (signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT)
     except (RudolphError, ValueError, TypeError, OSError) as error:  # ResourceError is a MemoryError
         if args.debug:
             raise
