@@ -13,6 +13,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
+from rudolph.errors import ConfigError
 from rudolph.finetune import (
     DEFAULT_SPC_TOKENS,
     DataError,
@@ -492,6 +493,24 @@ def test_resume_is_exact_in_any_epoch(tmp_path, tiny_params):
     assert [h['loss'] for h in resumed.history] == [h['loss'] for h in straight.history]
     for key, value in straight.model.state_dict().items():
         assert torch.equal(resumed.model.state_dict()[key], value), key
+
+
+def test_resume_refuses_other_data_or_settings(tmp_path, tiny_params):
+    """The optimizer, schedule and data position come from the checkpoint: another --lr or other data would
+    be ignored or scramble the run while the model card named them; refused, each named."""
+    _, ds = trained_run(tmp_path, tiny_params, 'a', max_steps=4, save_every=2)
+    other = prepare_dataset(text_rows(7), FakeTokenizer(), None, tiny(tiny_params), spc_tokens=SPC)
+    other.source = 'other.jsonl'
+    resume = str(tmp_path / 'a' / 'step-000002')
+    with pytest.raises(ConfigError) as refused:
+        train(tiny(tiny_params), other, config(tmp_path, 'b', batch_size=2, lr=2e-2, resume=resume))
+    message = str(refused.value)
+    assert 'lr: 0.01 in the checkpoint, 0.02 now' in message and 'data: ' in message and '(7 rows' in message
+    assert not (tmp_path / 'b').exists() or not [d for d in os.listdir(tmp_path / 'b') if d.startswith('step-')]
+    resumed = train(tiny(tiny_params), ds, config(tmp_path, 'c', batch_size=2, resume=resume))
+    assert resumed.state.step == 4
+    card = json.load(open(os.path.join(resumed.last_checkpoint, 'config.json'), encoding='utf-8'))['training']
+    assert card['lr'] == 0.01 and card['rows'] == 6 and card['data_sha256'] == ds.fingerprint()
 
 
 def test_leftover_tmp_folder_is_removed_at_start(tmp_path, tiny_params, caplog):

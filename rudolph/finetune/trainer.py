@@ -25,6 +25,7 @@ from rudolph.finetune.checkpoints import (
     load_optimizer_state,
     load_resume,
     remove_leftovers,
+    resume_differences,
     safe_load,
     save_checkpoint,
     set_rng_state,
@@ -219,6 +220,7 @@ class Trainer:
         self.last_checkpoint: Optional[str] = None
         self.eval_history: List[Dict[str, Any]] = []
         self.metrics_path = os.path.join(config.out_dir, 'metrics.jsonl')
+        self._data_sha256: Optional[str] = None
 
     # ------------------------------------------------------------------ setup
     def _make_accelerator(self):
@@ -254,14 +256,32 @@ class Trainer:
             _seed_everything(config.seed)
             return None, None
         resume_state, weights, rng = load_resume(config.resume, self.accelerator)
+        self.check_resume(resume_state)
         from rudolph.model.loading import check_state_dict
 
         self.model.load_state_dict(check_state_dict(self.model, weights, 'the model being trained'), strict=False)
-        for key in ('batch_size', 'grad_accum'):
-            if resume_state['config'].get(key) != getattr(config, key):
-                logger.warning('resuming with %s=%s but the checkpoint was trained with %s: the continuation will '
-                               'not be exact', key, getattr(config, key), resume_state['config'].get(key))
         return resume_state, rng
+
+    def data_record(self) -> Dict[str, Any]:
+        """The training data as the checkpoints record it: its file, rows and content fingerprint."""
+        if self._data_sha256 is None:
+            self._data_sha256 = self.train_data.fingerprint()
+        return {'data': getattr(self.train_data, 'source', None), 'rows': len(self.train_data),
+                'data_sha256': self._data_sha256}
+
+    def check_resume(self, resume_state: Dict[str, Any]) -> None:
+        """Refuse to resume with settings or data the checkpoint's state cannot continue (each one named), so
+        that the model card and ``config.json`` describe the whole run."""
+        differences = resume_differences(resume_state, self.config, self.data_record())
+        if differences:
+            raise ConfigError(
+                f'{setting("resume", self.config.resume)}: the run was trained with other settings, which a resumed '
+                f'run cannot change (optimizer, schedule and data position come from the checkpoint, and its model '
+                f'card states them for the whole run): {"; ".join(differences)}. Resume with the settings of the run, '
+                'or start a new run in another output folder')
+        if not (resume_state.get('training') or {}).get('data_sha256'):
+            logger.warning('%s records no fingerprint of its data (saved by an older rudolph): the data of this run '
+                           'cannot be checked against it', self.config.resume)
 
     def _trainable_parameters(self) -> List[nn.Parameter]:
         model = self.model
@@ -339,8 +359,7 @@ class Trainer:
 
         config, state = self.config, self.state
         last = state.history[-1]['loss'] if state.history else None
-        return {'data': getattr(self.train_data, 'source', None), 'rows': len(self.train_data),
-                'tasks': dict(Counter(self.train_data.tasks)), 'steps': state.step, 'total_steps': self.total,
+        return {**self.data_record(), 'tasks': dict(Counter(self.train_data.tasks)), 'steps': state.step, 'total_steps': self.total,
                 'epochs': state.epoch, 'batch_size': config.batch_size, 'grad_accum': config.grad_accum,
                 'lr': config.lr, 'schedule': config.schedule, 'precision': config.precision,
                 'first_image_token': config.first_image_token,
