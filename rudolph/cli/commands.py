@@ -122,7 +122,7 @@ def _jobs_cli():
 def _text2image_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('text', nargs='?', default=None, help='what to draw (Russian); or --prompts FILE')
     p.add_argument('--prompts', default=None, help='a job: one prompt a line (or a JSONL/CSV with --prompt-column); '
-                                                   'OUT/<key>_<j>.png and OUT/images.jsonl')
+                                                   'OUT/<stem>_<j>.png (stems from the ids) and OUT/images.jsonl')
     p.add_argument('--prompt-column', default='prompt', help="a --prompts table's prompt column (default 'prompt')")
     p.add_argument('-n', '--images-num', type=positive_int, default=4, help='images to keep (default 4)')
     p.add_argument('--codebooks-num', type=positive_int, default=None,
