@@ -75,14 +75,9 @@ def _walk_images(root: str) -> List[str]:
     return paths
 
 
-def folder_images(root: str) -> List[Item]:
-    """The pictures under ``root`` (recursive, through symlinks), keys relative to it, sorted; none is not
-    an error here.
-
-    Each file is taken once, by its real path: a symlink loop (``sub/up -> ..``) or a second link to a
-    folder or picture does not repeat it; its key is its real place under ``root`` if it has one, else
-    the first in sorted order.
-    """
+def _once(paths: List[str], root: str) -> List[Item]:
+    """One item per real file, sorted by key: of several paths to one file (links), the one that is its real
+    place under ``root`` if any, else the first key in sorted order."""
     real_root = os.path.realpath(root)
 
     def preference(path: str):
@@ -90,12 +85,22 @@ def folder_images(root: str) -> List[Item]:
         return _relative_key(os.path.realpath(path), real_root) != key, key
 
     seen, items = set(), []
-    for path in sorted(_walk_images(root), key=preference):
+    for path in sorted(paths, key=preference):
         real = os.path.realpath(path)
         if real not in seen:
             seen.add(real)
             items.append(Item(_relative_key(path, root), path))
     return sorted(items, key=lambda item: item.key)
+
+
+def folder_images(root: str) -> List[Item]:
+    """The pictures under ``root`` (recursive, through symlinks), keys relative to it, sorted; none is not
+    an error here.
+
+    Each file is taken once, by its real path: a symlink loop (``sub/up -> ..``) or a second link to a
+    folder or picture does not repeat it.
+    """
+    return _once(_walk_images(root), root)
 
 
 def _glob_root(pattern: str) -> str:
@@ -110,9 +115,9 @@ def _glob_root(pattern: str) -> str:
 
 
 def _glob(pattern: str) -> List[Item]:
+    """The pictures a glob matches, each file once (a file reached through several links is one input)."""
     root = _glob_root(pattern)
-    paths = [p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p) and _is_image(p)]
-    return [Item(_relative_key(p, root), p) for p in sorted(paths, key=lambda p: _relative_key(p, root))]
+    return _once([p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p) and _is_image(p)], root)
 
 
 def _list_file(path: str) -> List[Item]:
