@@ -513,6 +513,15 @@ def test_resume_refuses_other_data_or_settings(tmp_path, tiny_params):
     assert card['lr'] == 0.01 and card['rows'] == 6 and card['data_sha256'] == ds.fingerprint()
 
 
+@pytest.mark.skipif(not os.path.exists('/dev/full'), reason='needs /dev/full (a device whose writes fail: ENOSPC)')
+def test_a_full_disk_names_the_metrics_file(tmp_path, tiny_params):
+    out = tmp_path / 'full'
+    out.mkdir()
+    os.symlink('/dev/full', out / 'metrics.jsonl')
+    with pytest.raises(OSError, match='No space left on device.*metrics.jsonl'):
+        trained_run(tmp_path, tiny_params, 'full', max_steps=1)
+
+
 def test_leftover_tmp_folder_is_removed_at_start(tmp_path, tiny_params, caplog):
     out = tmp_path / 'run'
     (out / '.tmp-step-000004').mkdir(parents=True)

@@ -32,6 +32,7 @@ from rudolph.finetune.checkpoints import (
 )
 from rudolph.finetune.config import NonFiniteLossError, TrainConfig, TrainResult, TrainState, check_config
 from rudolph.finetune.data import EncodedDataset, TaskBatchSampler, collate
+from rudolph.io.paths import naming_file
 
 __all__ = ['TrainConfig', 'TrainResult', 'TrainState', 'Trainer', 'NonFiniteLossError', 'train', 'evaluate',
            'find_checkpoint', 'check_writable', 'safe_load', 'WEIGHTS_NAME', 'STATE_NAME']
@@ -335,14 +336,14 @@ class Trainer:
                 set_rng_state(rng)
         if self.accelerator.is_main_process:
             # Rewrite the log so that a resumed run does not repeat the steps after its checkpoint.
-            with open(self.metrics_path, 'w', encoding='utf-8') as f:
+            with naming_file(self.metrics_path), open(self.metrics_path, 'w', encoding='utf-8') as f:
                 for entry in self.state.history:
                     f.write(json.dumps(entry) + '\n')
 
     # ------------------------------------------------------------------ pieces of a step
     def log(self, entry: Dict[str, Any]) -> None:
         if self.accelerator.is_main_process:
-            with open(self.metrics_path, 'a', encoding='utf-8') as f:
+            with naming_file(self.metrics_path), open(self.metrics_path, 'a', encoding='utf-8') as f:
                 f.write(json.dumps(entry) + '\n')
 
     def save(self, name: Optional[str] = None) -> str:
