@@ -6,6 +6,7 @@ part of a glob, the folder of a list file or table), or a table row's ``id``. Ke
 folders and globs, file order for lists and tables), so every process sees the same list.
 """
 import csv
+import fnmatch
 import glob
 import os
 from dataclasses import dataclass
@@ -114,10 +115,33 @@ def _glob_root(pattern: str) -> str:
     return '/'.join(fixed) or '.'
 
 
+def _matches(parts: List[str], patterns: List[str]) -> bool:
+    """Whether the path components ``parts`` match the glob components ``patterns`` as ``glob.glob(recursive=True)``
+    matches them (``**``: any number of folders; a wildcard matches no name starting with a dot)."""
+    if not patterns:
+        return not parts
+    if patterns[0] == '**':
+        return _matches(parts, patterns[1:]) or (bool(parts) and not parts[0].startswith('.')
+                                                 and _matches(parts[1:], patterns))
+    if not parts or (parts[0].startswith('.') and not patterns[0].startswith('.')):
+        return False
+    return fnmatch.fnmatch(parts[0], patterns[0]) and _matches(parts[1:], patterns[1:])
+
+
 def _glob(pattern: str) -> List[Item]:
-    """The pictures a glob matches, each file once (a file reached through several links is one input)."""
+    """The pictures a glob matches, each file once (a file reached through several links is one input).
+
+    A ``**`` pattern walks its fixed folder as a folder input does, never into a folder's own ancestor:
+    ``glob.glob`` follows symlink loops, and two loops make that walk exponential."""
     root = _glob_root(pattern)
-    return _once([p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p) and _is_image(p)], root)
+    parts = pattern.replace(os.sep, '/').split('/')
+    if '**' not in parts:
+        return _once([p for p in glob.glob(pattern) if os.path.isfile(p) and _is_image(p)], root)
+    rest = parts[len(root.split('/')):] if root != '.' or parts[0] == '.' else parts
+    paths = [p for p in _walk_images(root) if _matches(_relative_key(p, root).split('/'), rest)]
+    if rest is parts:  # no folder in the pattern: paths as glob gives them, without './'
+        paths = [os.path.relpath(p, root) for p in paths]
+    return _once(paths, root)
 
 
 def _list_file(path: str) -> List[Item]:
