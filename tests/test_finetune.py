@@ -635,6 +635,10 @@ def test_cli_messages_name_the_options_not_the_keywords(tmp_path, tiny_registere
     with caplog.at_level(logging.ERROR):
         assert main(argv + ['--bad-rows', 'skip', '--lr', '-1']) == 1
     assert '--lr must be a finite number' in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.ERROR):
+        assert main(argv + ['--bad-rows', 'skip', '--precision', 'fp16']) == 1
+    assert '--precision fp16 needs a CUDA device' in caplog.text and "precision='" not in caplog.text
     with pytest.raises(DataError, match="bad_rows='skip'"):
         prepare_dataset([{'left_text': ''}], FakeTokenizer(), None, tiny(tiny_params), spc_tokens=SPC,
                         show_progress=False)

@@ -50,8 +50,8 @@ def _make_optimizer(params: List[nn.Parameter], config: TrainConfig) -> torch.op
         try:
             import bitsandbytes as bnb
         except ImportError:
-            raise MissingDependencyError("optimizer='adam8bit' needs bitsandbytes: pip install bitsandbytes (CUDA "
-                                         "only); or use optimizer='adamw'") from None
+            raise MissingDependencyError(f"{setting('optimizer', 'adam8bit')} needs bitsandbytes: pip install "
+                                         f"bitsandbytes (CUDA only); or use {setting('optimizer', 'adamw')}") from None
         return bnb.optim.AdamW8bit(params, lr=config.lr, weight_decay=config.weight_decay)
     raise ConfigError(f"optimizer must be 'adamw' or 'adam8bit', got {config.optimizer!r}")
 
@@ -187,7 +187,7 @@ def _check_trainable_model(model: nn.Module) -> None:
     if int8:
         raise ConfigError(f"cannot fine-tune a model loaded with quantize='int8' ({len(int8)} int8 layers, e.g. "
                           f"{int8[0]!r}): int8 weights are for inference. Load it without quantize (float32, or "
-                          f"precision='bf16' for bf16 autocast while training), then quantise the result")
+                          f"{setting('precision', 'bf16')} for bf16 autocast while training), then quantise the result")
 
 
 def resolve_train_precision(precision: str, cpu: bool) -> str:
@@ -198,7 +198,7 @@ def resolve_train_precision(precision: str, cpu: bool) -> str:
 
     native = cpu_has_native_bf16() if cpu else torch.cuda.is_bf16_supported()
     chosen = 'bf16' if native else 'fp32'
-    logger.info("precision='auto': %s (%s)", chosen, f"{'CPU' if cpu else 'CUDA'} "
+    logger.info('%s: %s (%s)', setting('precision', 'auto'), chosen, f"{'CPU' if cpu else 'CUDA'} "
                 f"{'has' if native else 'has no'} native bf16")
     return chosen
 
@@ -233,8 +233,8 @@ class Trainer:
         check_writable(config.out_dir)
         cpu = config.cpu or not torch.cuda.is_available()
         if config.precision == 'fp16' and cpu:
-            raise ConfigError("precision='fp16' needs a CUDA device (it trains with a gradient scaler); "
-                              "use precision='bf16' or 'fp32' on CPU")
+            raise ConfigError(f"{setting('precision', 'fp16')} needs a CUDA device (it trains with a gradient "
+                              f"scaler); use {setting('precision', 'bf16')} or 'fp32' on CPU")
         # Accelerate keeps one process-wide state; a new precision in the same process (a notebook
         # training twice) must reset it. The process group (PartialState) is kept.
         if AcceleratorState._shared_state:
@@ -246,8 +246,8 @@ class Trainer:
             # The global batch is split across processes: N devices optimise exactly like one.
             dataloader_config=DataLoaderConfiguration(split_batches=True))
         if config.batch_size % accelerator.num_processes:
-            raise ConfigError(f'batch_size={config.batch_size} (the global batch) must be divisible by the number '
-                              f'of processes ({accelerator.num_processes})')
+            raise ConfigError(f'{setting("batch_size", config.batch_size)} (the global batch) must be divisible by '
+                              f'the number of processes ({accelerator.num_processes})')
         return accelerator
 
     def load_resume_weights(self) -> Tuple[Optional[Dict[str, Any]], Optional[Dict[str, Any]]]:
@@ -360,7 +360,8 @@ class Trainer:
 
         config, state = self.config, self.state
         last = state.history[-1]['loss'] if state.history else None
-        return {**self.data_record(), 'tasks': dict(Counter(self.train_data.tasks)), 'steps': state.step, 'total_steps': self.total,
+        return {**self.data_record(), 'tasks': dict(Counter(self.train_data.tasks)), 'steps': state.step,
+                'total_steps': self.total,
                 'epochs': state.epoch, 'batch_size': config.batch_size, 'grad_accum': config.grad_accum,
                 'lr': config.lr, 'schedule': config.schedule, 'precision': config.precision,
                 'first_image_token': config.first_image_token,
@@ -398,8 +399,8 @@ class Trainer:
                 raise NonFiniteLossError(
                     f'loss is {float(stats[0])} at step {self.state.step + 1} (epoch {self.state.epoch}, task '
                     f'{batch["task"]!r}, parts { {p: float(values[p]) for p in PARTS} }); stopped without '
-                    f'saving. Last checkpoint: {self.last_checkpoint or "none"}. Try a lower lr, '
-                    "precision='bf16' instead of 'fp16', or check the data")
+                    f'saving. Last checkpoint: {self.last_checkpoint or "none"}. Try a lower {setting("lr")}, '
+                    f"{setting('precision', 'bf16')} instead of 'fp16', or check the data")
             self.accelerator.backward(loss)
             if self.accelerator.sync_gradients and self.config.clip:
                 self.accelerator.clip_grad_norm_(self.params, self.config.clip)
