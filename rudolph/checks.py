@@ -1,12 +1,42 @@
 """Argument checks shared by every layer: each raises a :mod:`rudolph.errors` error naming the bad value."""
+import contextlib
+import contextvars
 import math
+import shlex
 import warnings
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from rudolph.errors import ConfigError, InputError
 
 __all__ = ['check_count', 'check_fraction', 'check_text', 'check_texts', 'check_classes', 'check_template',
-           'warn_ignored_seed', 'check_sampling_args']
+           'warn_ignored_seed', 'check_sampling_args', 'command_line_options', 'setting']
+
+# Messages name a setting as its reader passes it: the Python keyword (``bad_rows='skip'``) unless the
+# command line runs the code (:func:`command_line_options`): then its option (``--bad-rows skip``).
+_COMMAND_LINE: contextvars.ContextVar[bool] = contextvars.ContextVar('command_line_options', default=False)
+#: keywords whose option is not ``--`` + the keyword with ``-`` for ``_``
+_OPTION_NAMES = {'batch_size': '--bs', 'out_dir': '--out', 'checkpoint_path': '--checkpoint'}
+_NO_VALUE = object()
+
+
+@contextlib.contextmanager
+def command_line_options() -> Iterator[None]:
+    """Within the block, :func:`setting` spells settings as command-line options (the CLI runs in one)."""
+    token = _COMMAND_LINE.set(True)
+    try:
+        yield
+    finally:
+        _COMMAND_LINE.reset(token)
+
+
+def setting(name: str, value: Any = _NO_VALUE, *, metavar: bool = False) -> str:
+    """The setting ``name`` (with ``value``) as a message should name it: ``bad_rows='skip'`` for Python
+    callers, ``--bad-rows skip`` inside :func:`command_line_options`; ``metavar``: ``value`` is a placeholder
+    written as it is (``checkpoint=PATH``, ``--checkpoint PATH``)."""
+    if not _COMMAND_LINE.get():
+        return name if value is _NO_VALUE else f'{name}={value if metavar else repr(value)}'
+    option = _OPTION_NAMES.get(name, '--' + name.replace('_', '-'))
+    return option if value is _NO_VALUE else f'{option} {value if metavar else shlex.quote(str(value))}'
 
 
 def warn_ignored_seed(function: str, seed) -> None:

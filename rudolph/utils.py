@@ -17,13 +17,15 @@ from rudolph.checks import (  # noqa: F401
     warn_ignored_seed,
 )
 from rudolph.errors import ConfigError, InputError
+from rudolph.io.atomic import write_atomic
+from rudolph.io.paths import file_stems, refuse_existing
 from rudolph.tasks.core import decode_images
 from rudolph.tasks.sequences import warn_unknown_classes  # noqa: F401 (re-exported)
 from rudolph.vae.image import torch_tensors_to_pil_list  # noqa: F401 (re-exported)
 
 __all__ = ['seed_everything', 'torch_tensors_to_pil_list', 'pil_list_to_torch_tensors', 'check_count', 'check_text',
            'check_fraction', 'check_texts', 'check_classes', 'check_template', 'warn_unknown_classes', 'show',
-           'make_grid', 'save_codebook_images']
+           'make_grid', 'save_codebook_images', 'codebook_image_paths']
 
 
 def seed_everything(seed: int) -> None:
@@ -94,21 +96,36 @@ def make_grid(images: torch.Tensor, nrow: int, padding: int = 2) -> torch.Tensor
     return grid
 
 
+def codebook_image_paths(out: str, n: int) -> Tuple[List[str], str]:
+    """The files :func:`save_codebook_images` writes for ``n`` pictures: ``out/img_i.png`` and ``out/grid.png``."""
+    stems = file_stems([f'img_{i}' for i in range(n)] + ['grid'])
+    return [os.path.join(out, f'{stems[f"img_{i}"]}.png') for i in range(n)], os.path.join(out, f'{stems["grid"]}.png')
+
+
+def _save_png(img: Image.Image, path: str) -> None:
+    write_atomic(path, lambda tmp: img.save(tmp, format='PNG'))
+
+
 def save_codebook_images(vae, codebooks: torch.Tensor, out: str, nrow: int, bs: int = 8,
-                         upscaler=None) -> Tuple[List[str], str]:
+                         upscaler=None, overwrite: bool = False) -> Tuple[List[str], str]:
     """Decode ``codebooks`` ``bs`` at a time (each batch through ``upscaler`` if given) into ``out/img_i.png``
-    and one grid ``out/grid.png`` (the :func:`make_grid` layout); returns the image paths and the grid path."""
+    and one grid ``out/grid.png`` (the :func:`make_grid` layout); returns the image paths and the grid path.
+
+    Existing files are refused (``ConfigError`` naming the first) unless ``overwrite``; each file is written
+    atomically."""
+    names, grid_path = codebook_image_paths(out, len(codebooks))
+    if not overwrite:
+        refuse_existing(names + [grid_path])
     pad, grid, paths = 2, None, []
     ncol = min(nrow, len(codebooks))
     pictures = (img for batch in decode_images(vae, codebooks, bs, upscaler) for img in batch)
     for i, img in enumerate(pictures):
-        paths.append(os.path.join(out, f'img_{i}.png'))
-        img.save(paths[-1])
+        paths.append(names[i])
+        _save_png(img, paths[-1])
         w, h = img.size
         if grid is None:
             nrows = (len(codebooks) + ncol - 1) // ncol
             grid = Image.new('RGB', (ncol * (w + pad) + pad, nrows * (h + pad) + pad), 'black')
         grid.paste(img.convert('RGB'), ((i % ncol) * (w + pad) + pad, (i // ncol) * (h + pad) + pad))
-    grid_path = os.path.join(out, 'grid.png')
-    grid.save(grid_path)
+    _save_png(grid, grid_path)
     return paths, grid_path

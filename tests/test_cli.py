@@ -285,6 +285,21 @@ def test_text2image_checks_the_output_folder_first(assets, registered, tmp_path,
     assert '-o/--out' in err and 'none.bin' not in err
 
 
+def test_text2image_keeps_existing_pictures_unless_overwrite(tmp_path, capsys):
+    out = tmp_path / 'out'
+    out.mkdir()
+    (out / 'img_1.png').write_bytes(b'mine')
+    argv = ['text2image', 'кот', '-n', '2', '--codebooks-num', '2', '-o', str(out), '--seed', '0'] + TINY
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert str(out / 'img_1.png') in err and '--overwrite' in err
+    assert os.listdir(out) == ['img_1.png'] and (out / 'img_1.png').read_bytes() == b'mine'
+    assert cli.main(argv + ['--overwrite']) == 0
+    assert sorted(os.listdir(out)) == ['grid.png', 'img_0.png', 'img_1.png']
+    with Image.open(out / 'img_1.png') as img:
+        assert img.size == (64, 64)
+
+
 def test_text2image_uses_the_model_sampling_and_decodes_per_batch(tmp_path, capsys, monkeypatch):
     from rudolph.api import ruDolphApi
     from rudolph.pretrained.components import Components
@@ -377,8 +392,8 @@ def test_text_warnings_are_summarised(capsys):
 
 
 def test_a_prompt_the_tokenizer_cannot_read_is_warned_about_even_under_quiet(capsys, tmp_path):
-    for prompt in ('a red circle on white', '😀😀 🎈'):
-        assert cli.main(['text2image', prompt, '-n', '1', '-o', str(tmp_path / 'out')] + TINY) == 0
+    for i, prompt in enumerate(('a red circle on white', '😀😀 🎈')):
+        assert cli.main(['text2image', prompt, '-n', '1', '-o', str(tmp_path / f'out{i}')] + TINY) == 0
         err = capsys.readouterr().err
         assert 'rudolph: warning' in err and 'mostly unknown tokens' in err and repr(prompt)[:40] in err
 

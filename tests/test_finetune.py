@@ -13,6 +13,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
+from rudolph.errors import ConfigError
 from rudolph.finetune import (
     DEFAULT_SPC_TOKENS,
     DataError,
@@ -518,6 +519,33 @@ def test_resume_is_exact_in_any_epoch(tmp_path, tiny_params):
         assert torch.equal(resumed.model.state_dict()[key], value), key
 
 
+def test_resume_refuses_other_data_or_settings(tmp_path, tiny_params):
+    """The optimizer, schedule and data position come from the checkpoint: another --lr or other data would
+    be ignored or scramble the run while the model card named them; refused, each named."""
+    _, ds = trained_run(tmp_path, tiny_params, 'a', max_steps=4, save_every=2)
+    other = prepare_dataset(text_rows(7), FakeTokenizer(), None, tiny(tiny_params), spc_tokens=SPC)
+    other.source = 'other.jsonl'
+    resume = str(tmp_path / 'a' / 'step-000002')
+    with pytest.raises(ConfigError) as refused:
+        train(tiny(tiny_params), other, config(tmp_path, 'b', batch_size=2, lr=2e-2, resume=resume))
+    message = str(refused.value)
+    assert 'lr: 0.01 in the checkpoint, 0.02 now' in message and 'data: ' in message and '(7 rows' in message
+    assert not (tmp_path / 'b').exists() or not [d for d in os.listdir(tmp_path / 'b') if d.startswith('step-')]
+    resumed = train(tiny(tiny_params), ds, config(tmp_path, 'c', batch_size=2, resume=resume))
+    assert resumed.state.step == 4
+    card = json.load(open(os.path.join(resumed.last_checkpoint, 'config.json'), encoding='utf-8'))['training']
+    assert card['lr'] == 0.01 and card['rows'] == 6 and card['data_sha256'] == ds.fingerprint()
+
+
+@pytest.mark.skipif(not os.path.exists('/dev/full'), reason='needs /dev/full (a device whose writes fail: ENOSPC)')
+def test_a_full_disk_names_the_metrics_file(tmp_path, tiny_params):
+    out = tmp_path / 'full'
+    out.mkdir()
+    os.symlink('/dev/full', out / 'metrics.jsonl')
+    with pytest.raises(OSError, match='No space left on device.*metrics.jsonl'):
+        trained_run(tmp_path, tiny_params, 'full', max_steps=1)
+
+
 def test_leftover_tmp_folder_is_removed_at_start(tmp_path, tiny_params, caplog):
     out = tmp_path / 'run'
     (out / '.tmp-step-000004').mkdir(parents=True)
@@ -605,8 +633,39 @@ def test_cli_rejects_negative_max_steps_and_keep_last(tmp_path, tiny_registered,
         caplog.clear()
         with caplog.at_level(logging.ERROR):
             assert main(argv + [flag, value]) == 1
-        assert f"{flag[2:].replace('-', '_')} must be an int >= " in caplog.text and 'got -1' in caplog.text
+        assert f"{flag} must be an int >= " in caplog.text and 'got -1' in caplog.text
     assert not [d for d in os.listdir(tmp_path / 'out') if d.startswith('step-')]
+
+
+def test_cli_messages_name_the_options_not_the_keywords(tmp_path, tiny_registered, tiny_params, monkeypatch, caplog):
+    """On the command line a refusal names the option (--bad-rows skip); from Python, the keyword."""
+    import rudolph.tokenizer
+
+    monkeypatch.setattr(rudolph.tokenizer, 'get_tokenizer', lambda *a, **k: FakeTokenizer())
+    monkeypatch.setattr('rudolph.finetune.data.DEFAULT_SPC_TOKENS', SPC)
+    data = write_jsonl(tmp_path / 'bad.jsonl', [{'left_text': ''}, {'left_text': 'x', 'right_text': 'y'}])
+    argv = ['--model', tiny_registered, '--data', data, '--out', str(tmp_path / 'out'), '--quiet', '--cpu']
+    with caplog.at_level(logging.ERROR):
+        assert main(argv) == 1  # no weights here: the message names the option that gives them
+    assert '--checkpoint PATH' in caplog.text and 'checkpoint=' not in caplog.text
+    caplog.clear()
+    start = tmp_path / 'start.bin'
+    torch.save(tiny(tiny_params).state_dict(), start)
+    argv += ['--checkpoint', str(start)]
+    with caplog.at_level(logging.ERROR):
+        assert main(argv) == 1
+    assert '--bad-rows skip' in caplog.text and 'bad_rows' not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.ERROR):
+        assert main(argv + ['--bad-rows', 'skip', '--lr', '-1']) == 1
+    assert '--lr must be a finite number' in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.ERROR):
+        assert main(argv + ['--bad-rows', 'skip', '--precision', 'fp16']) == 1
+    assert '--precision fp16 needs a CUDA device' in caplog.text and "precision='" not in caplog.text
+    with pytest.raises(DataError, match="bad_rows='skip'"):
+        prepare_dataset([{'left_text': ''}], FakeTokenizer(), None, tiny(tiny_params), spc_tokens=SPC,
+                        show_progress=False)
 
 
 def test_16_bit_training_pictures_are_scaled_not_white(tmp_path, tiny_params):

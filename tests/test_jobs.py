@@ -86,6 +86,22 @@ def test_inputs_folder_glob_list_and_tables(tmp_path):
                                                                                ('000001', 'красный квадрат')]
 
 
+@pytest.mark.skipif(not hasattr(os, 'symlink') or sys.platform == 'win32', reason='needs symlinks')
+def test_symlink_loops_give_each_picture_once(tmp_path):
+    root = tmp_path / 'imgs'
+    names = _pictures(root, 3)
+    os.symlink('..', root / 'sub' / 'up')  # a loop: imgs/sub/up/sub/up/...
+    os.symlink(str(root / 'sub'), root / 'again')  # the same folder twice
+    os.symlink('000.png', root / 'same.png')  # the same picture under another name
+    (tmp_path / 'b').mkdir()
+    os.symlink(str(root), tmp_path / 'b' / 'a')  # imgs/b2/a/b2/a/...: a loop through two folders
+    os.symlink(str(tmp_path / 'b'), root / 'b2')
+    for source in (str(root), str(root / '**' / '*.png')):  # glob.glob would walk the two loops for hours
+        items = list_images(source)
+        assert sorted(i.key for i in items) == sorted(names), source
+        assert len({os.path.realpath(i.path) for i in items}) == len(items) == 3
+
+
 def test_json_object_errors_name_where(tmp_path):
     from rudolph.cli.options import json_option
     from rudolph.io.tables import json_object, jsonl_rows
@@ -228,11 +244,39 @@ def test_existing_output_needs_resume_or_overwrite(parts, tmp_path):
     run_job(CaptionJob(parts, seed=1, generations_num=1), items[:1], out, progress=False)
     with pytest.raises(ConfigError, match='--resume'):
         run_job(CaptionJob(parts, seed=1, generations_num=1), items, out, progress=False)
-    with pytest.raises(ConfigError, match='seed 1'):
+    with pytest.raises(ConfigError, match=r'seed \(--seed\): 1 in the output, 2 now'):
         run_job(CaptionJob(parts, seed=2, generations_num=1), items, out, resume=True, progress=False)
     assert run_job(CaptionJob(parts, seed=1, generations_num=1), items, out, resume=True, progress=False).done == 1
     assert run_job(EmbedJob(parts), items, str(tmp_path / 'e.jsonl'), progress=False).done == 2
     assert run_job(EmbedJob(parts), items, str(tmp_path / 'e.jsonl'), overwrite=True, progress=False).done == 2
+
+
+def test_resume_refuses_another_job_or_other_settings(parts, tmp_path):
+    from rudolph.jobs.specs import CaptionJob, ClassifyJob, VqaJob
+
+    _pictures(tmp_path / 'imgs', 2)
+    items = list_images(str(tmp_path / 'imgs'))
+    out = str(tmp_path / 'c.jsonl')
+    run_job(CaptionJob(parts, seed=1, generations_num=1), items[:1], out, progress=False)
+    before = _read(out)
+    with pytest.raises(ConfigError, match=r"job \(the command\): 'caption' in the output, 'classify' now"):
+        run_job(ClassifyJob(parts, ['круг', 'квадрат']), items, out, resume=True, progress=False)
+    with pytest.raises(ConfigError) as refused:
+        run_job(CaptionJob(parts, seed=1, generations_num=3, template='это'), items, out, resume=True,
+                progress=False, settings={'model': 'other'})
+    message = str(refused.value)
+    for part in ('generations_num (--generations-num): 1 in the output, 3 now',
+                 "template (--template): '' in the output, 'это' now", "model (--model): None in the output, 'other'"):
+        assert part in message
+    with pytest.raises(ConfigError, match='--resume'):  # another job's columns: refused on the record too
+        run_job(VqaJob(parts, seed=1), items, out, resume=True, progress=False)
+    assert _read(out) == before
+    os.remove(out + '.settings.json')  # an output of an older rudolph: no record of its settings
+    with pytest.raises(ConfigError, match='no settings record.*--overwrite'):
+        run_job(CaptionJob(parts, seed=1, generations_num=1), items, out, resume=True, progress=False)
+    assert run_job(CaptionJob(parts, seed=1, generations_num=1), items, out, overwrite=True, progress=False).done == 2
+    assert json.loads(_read(out + '.settings.json'))['job'] == 'caption'
+    assert run_job(CaptionJob(parts, seed=1, generations_num=1), items, out, resume=True, progress=False).skipped == 2
 
 
 # ----------------------------------------------------------------------------- CLI jobs
@@ -277,6 +321,49 @@ def test_cli_jobs_embed_vqa_table_and_text2image(tmp_path, capsys):
     assert '--out' in capsys.readouterr().err
 
 
+def test_text2image_prompt_files_never_collide_nor_replace(tmp_path, capsys):
+    from rudolph.io.paths import file_stems
+
+    keys = ['a/b', 'a_b', 'A_B', '.x', 'a_b-' + file_stems(['a/b'])['a/b'][4:]]
+    stems = file_stems(keys)
+    assert len({s.lower() for s in stems.values()}) == len(keys) and stems['a_b'] != 'a_b' and '/' not in stems['a/b']
+    table = tmp_path / 'p.jsonl'
+    table.write_text(''.join(json.dumps({'id': k, 'prompt': 'синий круг'}, ensure_ascii=False) + '\n' for k in keys),
+                     encoding='utf-8')
+    pics = tmp_path / 'pics'
+    argv = ['text2image', '--prompts', str(table), '-o', str(pics), '-n', '1', '--codebooks-num', '1'] + TINY
+    assert cli.main(argv) == 0
+    records = [json.loads(line) for line in open(pics / 'images.jsonl', encoding='utf-8')]
+    names = [r['images'][0] for r in records]
+    assert [r['key'] for r in records] == keys and names == [f'{stems[k]}_0.png' for k in keys]
+    assert sorted(os.listdir(pics)) == sorted(names + ['images.jsonl', 'images.jsonl.settings.json'])
+    other = tmp_path / 'other'
+    other.mkdir()
+    (other / names[2]).write_bytes(b'mine')
+    assert cli.main(argv[:4] + [str(other)] + argv[5:]) == 1
+    err = capsys.readouterr().err
+    assert str(other / names[2]) in err and '--overwrite' in err
+    assert os.listdir(other) == [names[2]] and (other / names[2]).read_bytes() == b'mine'
+
+
+def test_cli_messages_name_the_commands_own_options(tmp_path, capsys):
+    (tmp_path / 'empty.txt').write_text('\n', encoding='utf-8')
+    argv = ['embed', str(tmp_path / 'empty.txt'), '--texts', '--out', str(tmp_path / 'f.npy')] + TINY
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert '--texts' in err and 'empty.txt' in err and '--prompts' not in err
+
+
+@pytest.mark.skipif(not os.path.exists('/dev/full'), reason='needs /dev/full (a device whose writes fail: ENOSPC)')
+def test_a_full_disk_names_the_file(tmp_path, capsys):
+    _pictures(tmp_path / 'imgs', 1)
+    out = tmp_path / 'captions.jsonl'
+    os.symlink('/dev/full', out)  # every write: OSError ENOSPC, which names no file by itself
+    assert cli.main(_caption_args(tmp_path / 'imgs', out)) == 1
+    err = capsys.readouterr().err
+    assert 'No space left on device' in err and str(out) in err
+
+
 def _caption_args(folder, out, *extra):
     return (['caption', str(folder), '--out', str(out), '--seed', '5', '--template', 'на картинке'] + CAPTION
             + list(extra))
@@ -308,6 +395,67 @@ def test_resume_after_sigkill_gives_the_uninterrupted_file(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report['skipped'] == len(lines) and report['done'] == 6 - len(lines)
     assert killed.read_bytes() == whole.read_bytes()
+
+
+def _children(pid):
+    """The processes whose parent is ``pid`` (Linux: from /proc)."""
+    found = []
+    for entry in os.listdir('/proc'):
+        try:
+            with open(f'/proc/{entry}/stat', encoding='utf-8') as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if int(stat.rsplit(')', 1)[1].split()[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+def _alive(pids):
+    alive = []
+    for pid in pids:
+        try:
+            with open(f'/proc/{pid}/stat', encoding='utf-8') as f:
+                if f.read().rsplit(')', 1)[1].split()[0] != 'Z':
+                    alive.append(pid)
+        except OSError:
+            pass
+    return alive
+
+
+def _job_with_workers(tmp_path, name):
+    """A caption job with 2 decoding workers, once its first batch is on disk: (process, output, worker pids)."""
+    out = tmp_path / f'{name}.jsonl'
+    proc = subprocess.Popen(_caption_argv(tmp_path / 'imgs', out, '--bs', '1', '--workers', '2'), env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not (out.exists() and out.stat().st_size) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    workers = _children(proc.pid)
+    assert proc.poll() is None and len(workers) >= 2, 'the job ended before it could be stopped'
+    return proc, out, workers
+
+
+def _gone_within(pids, seconds):
+    deadline = time.monotonic() + seconds
+    while _alive(pids) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return not _alive(pids)
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='reads /proc; PR_SET_PDEATHSIG is Linux-only')
+def test_sigterm_stops_a_job_as_ctrl_c_and_workers_die_with_it(tmp_path):
+    _pictures(tmp_path / 'imgs', 40)
+    proc, out, workers = _job_with_workers(tmp_path, 'term')
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM and 'rudolph: interrupted' in err and 'Traceback' not in err
+    assert _gone_within(workers, 5)
+    assert all(line.endswith('}') for line in out.read_text(encoding='utf-8').splitlines())
+    proc, _, workers = _job_with_workers(tmp_path, 'kill')
+    os.kill(proc.pid, signal.SIGKILL)  # no chance to clean up: the kernel ends the workers (PyTorch: after 5 s)
+    proc.communicate(timeout=60)
+    assert _gone_within(workers, 2), f'workers {_alive(workers)} outlived their killed parent'
 
 
 def test_two_accelerate_processes_merge_to_the_one_process_file(tmp_path):

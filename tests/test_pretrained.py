@@ -287,6 +287,39 @@ def test_convert_command_and_its_errors(tmp_path, capsys):
     assert 'cannot tell which model' in capsys.readouterr().err and not (tmp_path / 'x').exists()
 
 
+def test_convert_never_deletes_what_it_did_not_write(tmp_path, capsys, monkeypatch):
+    """A folder of other files is refused (kept as it was); an earlier model folder is replaced only with
+    --overwrite; the current folder and a folder holding the input are refused."""
+    other = tmp_path / 'mine'
+    other.mkdir()
+    (other / 'thesis.txt').write_text('years of work', encoding='utf-8')
+    assert cli.main(['convert', TINY, str(other)]) == 1
+    assert 'not empty' in capsys.readouterr().err and os.listdir(other) == ['thesis.txt']
+    with pytest.raises(ConfigError, match='not empty'):
+        convert(TINY, str(other), overwrite=True)
+    assert (other / 'thesis.txt').read_text(encoding='utf-8') == 'years of work'
+    out = tmp_path / 'tiny'
+    assert cli.main(['convert', TINY, str(out)]) == 0
+    capsys.readouterr()
+    assert cli.main(['convert', TINY, str(out)]) == 1
+    assert '--overwrite' in capsys.readouterr().err
+    (out / 'notes.txt').write_text('mine', encoding='utf-8')  # a file added to a model folder: not ours any more
+    assert cli.main(['convert', TINY, str(out), '--overwrite']) == 1
+    assert (out / 'notes.txt').exists()
+    (out / 'notes.txt').unlink()
+    assert cli.main(['convert', TINY, str(out), '--overwrite']) == 0
+    assert sorted(os.listdir(out)) == PUBLISHED and not [n for n in os.listdir(tmp_path) if n.startswith('.')]
+    (tmp_path / 'in').mkdir()
+    torch.save({'x': torch.zeros(1)}, tmp_path / 'in' / 'w.bin')
+    for target in (tmp_path / 'in', tmp_path, tmp_path / 'in' / 'w.bin'):
+        with pytest.raises(ConfigError, match='input'):
+            convert(str(tmp_path / 'in' / 'w.bin'), str(target))
+    monkeypatch.chdir(out)
+    with pytest.raises(ConfigError, match='current folder'):
+        convert(TINY, '.', overwrite=True)
+    assert sorted(os.listdir(out)) == PUBLISHED
+
+
 # ----------------------------------------------------------------------------- push
 class FakeHub:
     """The hub's HTTP API as huggingface_hub speaks it (repo creation, preupload, LFS batch, commit)."""

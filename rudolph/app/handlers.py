@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from rudolph.errors import Cancelled, ConfigError, ImageFileError, InputError, RudolphError  # noqa: F401 (Cancelled: re-exported)
+from rudolph.io.atomic import write_atomic
 from rudolph.io.paths import is_inside
 from rudolph.model.configs import DEFAULT_IMAGE_SAMPLING
 
@@ -238,24 +239,17 @@ def parse_classes(classes: Any) -> List[str]:
     return names
 
 
-def _write_atomic(path: str, write: Callable[[str], None]) -> str:
-    """``write(tmp)`` then rename onto ``path``, so a reader never sees half a file."""
-    from rudolph.io.files import write_atomic  # imports torch: only when a result is saved
-
-    return write_atomic(path, write)
-
-
 def _save(record: Dict[str, Any], stem: str, out_dir: Optional[str], grid=None) -> List[str]:
     """``STEM.json`` (and ``STEM.png``, the grid) in a fresh folder under ``out_dir`` (default: the temp dir)."""
     folder = tempfile.mkdtemp(prefix='rudolph-app-', dir=out_dir)
     files = []
     if grid is not None:
-        files.append(_write_atomic(os.path.join(folder, f'{stem}.png'), lambda p: grid.save(p, format='PNG')))
+        files.append(write_atomic(os.path.join(folder, f'{stem}.png'), lambda p: grid.save(p, format='PNG')))
 
     def dump(p: str) -> None:
         with open(p, 'w', encoding='utf-8') as f:
             json.dump(record, f, ensure_ascii=False, indent=2)
-    files.append(_write_atomic(os.path.join(folder, f'{stem}.json'), dump))
+    files.append(write_atomic(os.path.join(folder, f'{stem}.json'), dump))
     return files
 
 

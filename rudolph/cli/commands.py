@@ -13,12 +13,16 @@ there) or from local files. Subcommands live in :data:`COMMANDS`; those of other
 traceback and returns 1 (``rudolph --debug ...`` re-raises).
 """
 import argparse
+import contextlib
 import importlib
 import random
+import signal
 import sys
+import threading
 import warnings
-from typing import Any, Callable, Dict, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional
 
+from rudolph.checks import command_line_options
 from rudolph.cli.options import (
     PART_OPTIONS,
     CliError,
@@ -32,6 +36,7 @@ from rudolph.cli.options import (
     text_sampling,
 )
 from rudolph.errors import RudolphError
+from rudolph.io.paths import refuse_existing
 from rudolph.jobs.inputs import open_image
 from rudolph.model.configs import DEFAULT_IMAGE_SAMPLING
 
@@ -117,7 +122,7 @@ def _jobs_cli():
 def _text2image_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('text', nargs='?', default=None, help='what to draw (Russian); or --prompts FILE')
     p.add_argument('--prompts', default=None, help='a job: one prompt a line (or a JSONL/CSV with --prompt-column); '
-                                                   'OUT/<key>_<j>.png and OUT/images.jsonl')
+                                                   'OUT/<stem>_<j>.png (stems from the ids) and OUT/images.jsonl')
     p.add_argument('--prompt-column', default='prompt', help="a --prompts table's prompt column (default 'prompt')")
     p.add_argument('-n', '--images-num', type=positive_int, default=4, help='images to keep (default 4)')
     p.add_argument('--codebooks-num', type=positive_int, default=None,
@@ -141,7 +146,7 @@ def _text2image_args(p: argparse.ArgumentParser) -> None:
 def _text2image_run(args: argparse.Namespace) -> int:
     from rudolph import tasks
     from rudolph.jobs.output import check_writable_folder
-    from rudolph.utils import save_codebook_images
+    from rudolph.utils import codebook_image_paths, save_codebook_images
 
     codebooks_num = args.codebooks_num = args.codebooks_num or 2 * args.images_num
     if args.images_num > codebooks_num:
@@ -155,12 +160,16 @@ def _text2image_run(args: argparse.Namespace) -> int:
     check_model_args(args)
     device = check_device_option(args)
     check_writable_folder(args.out)
+    names, grid = codebook_image_paths(args.out, args.images_num)
+    if not args.overwrite:  # before any work; the --overwrite of the job options
+        refuse_existing(names + [grid])
     upscaler = _load_upscaler(args, device)
     parts, loaded = _prepare(args)
     sampling = tasks.image_sampling_for(loaded.sampling_for('text2image'), args.top_k, args.top_p, args.temperature)
     codebooks, results = tasks.best_images(parts, args.text, codebooks_num, args.images_num, sampling, args.bs or 8,
                                            seed=args.seed, reencode_codes=args.reencode)
-    paths, grid_path = save_codebook_images(parts.vae, codebooks, args.out, args.nrow, args.bs or 8, upscaler)
+    paths, grid_path = save_codebook_images(parts.vae, codebooks, args.out, args.nrow, args.bs or 8, upscaler,
+                                            overwrite=args.overwrite)
     results = [{**row, 'path': path} for row, path in zip(results, paths)]
     result = {'text': args.text, **_meta(args, parts), 'sampling': sampling.kwargs(), 'reencode': args.reencode,
               'upscale': args.upscale, 'images': results, 'grid': grid_path}
@@ -369,30 +378,51 @@ def _summarise_warnings(caught: List[warnings.WarningMessage]) -> None:
     print(f'rudolph: warning: {len(caught)} warnings, the first: {first}', file=sys.stderr)
 
 
+class Terminated(KeyboardInterrupt):
+    """``SIGTERM`` (a job scheduler, ``kill``, a container stop), raised where the program is, as Ctrl-C's
+    ``KeyboardInterrupt``: the command stops the same clean way (outputs complete up to the last batch)."""
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """Within the block, ``SIGTERM`` raises :class:`Terminated` (signal handlers live in the main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _run_command(args: argparse.Namespace) -> int:
     """``args._run(args)`` with its warnings gathered into one summary (also under ``--quiet``)."""
-    from rudolph.generation.memory import bs_option
-
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         try:
-            with bs_option('--bs'):  # memory messages name the option the user can change
+            with command_line_options():  # messages name the options the user can change (--bs, --bad-rows)
                 return int(args._run(args) or 0)
         finally:
             _summarise_warnings(list(caught))
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Run ``rudolph ARGV``; returns the exit code (0 ok, 1 error, 2 bad usage, 130 interrupted)."""
+    """Run ``rudolph ARGV``; returns the exit code (0 ok, 1 error, 2 bad usage, 130 Ctrl-C, 143 ``SIGTERM``)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(argv).parse_args(argv)
     try:
-        return _run_command(args)
-    except KeyboardInterrupt:
+        with _terminate_as_interrupt():
+            return _run_command(args)
+    except KeyboardInterrupt as stop:
         if args.debug:
             raise
         print('rudolph: interrupted', file=sys.stderr)
-        return 130
+        return 128 + (signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT)
     except (RudolphError, ValueError, TypeError, OSError) as error:  # ResourceError is a MemoryError
         if args.debug:
             raise

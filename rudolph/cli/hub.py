@@ -16,7 +16,9 @@ __all__ = ['add_arguments', 'run']
 def _convert_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('source', metavar='NAME_OR_PATH',
                    help='a model name (a key of rudolph.MODELS: its hub checkpoint), or a .bin/.ckpt file or folder')
-    p.add_argument('out', metavar='OUT_DIR', help='the folder to write (replaced if it exists)')
+    p.add_argument('out', metavar='OUT_DIR', help='the folder to write: new or empty (a model folder written '
+                                                  'earlier only with --overwrite)')
+    p.add_argument('--overwrite', action='store_true', help='replace OUT_DIR when it holds an earlier model folder')
     p.add_argument('--model', default=None, help='architecture of a local file (default: the registered model whose '
                                                  'shapes it fits)')
     p.add_argument('--config', default=None, help='JSON file (or text) of constructor params of an unregistered model')
@@ -50,7 +52,8 @@ def _run_convert(args: argparse.Namespace) -> int:
     from rudolph.pretrained.publish import convert
 
     params = json_option(args.config, '--config') if args.config else None
-    folder = convert(args.source, args.out, model=args.model, config=params, cache_dir=args.cache_dir)
+    folder = convert(args.source, args.out, model=args.model, config=params, cache_dir=args.cache_dir,
+                     overwrite=args.overwrite)
     for name in sorted(os.listdir(folder)):
         print(f'{os.path.join(folder, name)}  {os.path.getsize(os.path.join(folder, name)) / 1e6:.1f} MB')
     return 0

@@ -1,4 +1,6 @@
 """Fine-tuning batches: the encoded dataset, its collate function and the one-task-per-batch sampler."""
+import hashlib
+import json
 import random
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
 
@@ -27,6 +29,12 @@ class EncodedDataset(Dataset):
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the token ids, tasks and loss weights: what a resumed run must train on again."""
+        digest = hashlib.sha256(self.input_ids.detach().cpu().contiguous().numpy().tobytes())
+        digest.update(json.dumps([self.tasks, self.weights], sort_keys=True).encode('utf-8'))
+        return digest.hexdigest()
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
         return {'input_ids': self.input_ids[index], 'task': self.tasks[index]}

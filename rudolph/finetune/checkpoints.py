@@ -14,10 +14,11 @@ import random
 import shutil
 import tempfile
 from dataclasses import asdict
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 
+from rudolph.checks import setting
 from rudolph.finetune.config import TrainConfig, TrainState
 from rudolph.pretrained.runs import (  # noqa: F401
     LATEST_NAME,
@@ -30,7 +31,8 @@ from rudolph.pretrained.runs import (  # noqa: F401
 )
 
 __all__ = ['WEIGHTS_NAME', 'LEGACY_WEIGHTS_NAME', 'STATE_NAME', 'LATEST_NAME', 'check_writable', 'find_checkpoint',
-           'safe_load', 'save_checkpoint', 'load_resume', 'load_optimizer_state', 'set_rng_state', 'remove_leftovers']
+           'safe_load', 'save_checkpoint', 'load_resume', 'load_optimizer_state', 'set_rng_state', 'remove_leftovers',
+           'RESUME_FIXED', 'resume_differences']
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +112,8 @@ def load_optimizer_state(accelerator, model, optimizer, state: Dict[str, Any]) -
         optimizer.load_state_dict(state)
 
 
-def _write_state(tmp: str, accelerator, scheduler, optim_state, state: TrainState, config: TrainConfig) -> None:
+def _write_state(tmp: str, accelerator, scheduler, optim_state, state: TrainState, config: TrainConfig,
+                 training: Optional[Dict[str, Any]] = None) -> None:
     """``training_state.pt``, written last: it lists every file of the checkpoint with its size."""
     files = {name: os.path.getsize(os.path.join(tmp, name)) for name in sorted(os.listdir(tmp))}
     torch.save({
@@ -120,7 +123,7 @@ def _write_state(tmp: str, accelerator, scheduler, optim_state, state: TrainStat
         'step': state.step, 'epoch': state.epoch, 'batch_in_epoch': state.batch_in_epoch,
         'total_steps': state.total_steps, 'history': state.history,
         'config': {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in asdict(config).items()},
-        'num_processes': accelerator.num_processes, 'files': files,
+        'num_processes': accelerator.num_processes, 'files': files, 'training': training,
     }, os.path.join(tmp, STATE_NAME))
 
 
@@ -179,7 +182,7 @@ def save_checkpoint(accelerator, model, optimizer, scheduler, state: TrainState,
         try:
             if error is None:
                 _write_model(tmp, accelerator, model, weights, training, out_dir)
-                _write_state(tmp, accelerator, scheduler, optim_state, state, config)
+                _write_state(tmp, accelerator, scheduler, optim_state, state, config, training)
                 _publish(tmp, final, out_dir, name)
         except OSError as e:
             error = e
@@ -200,6 +203,25 @@ def _prune(out_dir: str, keep_last: Optional[int], newest: str) -> None:
     for old in steps[:-keep_last]:
         if old != newest:
             shutil.rmtree(os.path.join(out_dir, old), ignore_errors=True)
+
+
+#: settings a resumed run cannot change: the optimizer and schedule state, the position in the shuffled data
+#: and the model card (which states them for the whole run) all come from the checkpoint
+RESUME_FIXED = ('lr', 'weight_decay', 'warmup', 'schedule', 'optimizer', 'epochs', 'max_steps', 'batch_size',
+                'grad_accum', 'seed', 'clip', 'precision', 'first_image_token')
+
+
+def resume_differences(saved: Dict[str, Any], config: TrainConfig, data: Dict[str, Any]) -> List[str]:
+    """What a run resumed from the training state ``saved`` would change: each setting of :data:`RESUME_FIXED`
+    and the data (its fingerprint), as ``option: THEN in the checkpoint, NOW now``."""
+    then, now = saved.get('config') or {}, asdict(config)
+    differences = [f'{setting(key)}: {then.get(key)!r} in the checkpoint, {now[key]!r} now'
+                   for key in RESUME_FIXED if key in then and then[key] != now[key]]
+    trained = saved.get('training') or {}
+    if trained.get('data_sha256') and trained['data_sha256'] != data['data_sha256']:
+        differences.append(f'{setting("data")}: {trained.get("data")!r} ({trained.get("rows")} rows) in the '
+                           f'checkpoint, {data["data"]!r} ({data["rows"]} rows, other content) now')
+    return differences
 
 
 def load_resume(path: str, accelerator) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor], Optional[Dict[str, Any]]]:

@@ -8,6 +8,8 @@ import logging
 import os
 from typing import List, Optional
 
+from rudolph.checks import command_line_options
+
 __all__ = ['add_arguments', 'run', 'main']
 
 logger = logging.getLogger(__name__)
@@ -171,7 +173,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
     try:
-        return run(args)
+        with command_line_options():  # messages name the options (--bad-rows skip), not the keywords
+            return run(args)
     except KeyboardInterrupt:
         return 130
     except (RudolphError, OSError, ValueError, ImportError) as error:

@@ -6,6 +6,7 @@ from typing import Any, Dict, List, Optional
 
 from torch import nn
 
+from rudolph.checks import setting
 from rudolph.errors import ConfigError, RudolphError
 
 __all__ = ['TrainConfig', 'TrainState', 'TrainResult', 'NonFiniteLossError', 'check_config']
@@ -70,10 +71,10 @@ _BOUNDS = {'epochs': (1, False, True), 'max_steps': (1, True, True), 'batch_size
 def check_config(config: 'TrainConfig') -> None:
     """Reject settings that cannot work, naming the value and what was expected."""
     if not isinstance(config.out_dir, (str, os.PathLike)) or not os.fspath(config.out_dir):
-        raise ConfigError(f'out_dir must be a folder path, got {config.out_dir!r}')
+        raise ConfigError(f'{setting("out_dir")} must be a folder path, got {config.out_dir!r}')
     for name, choices in _CHOICES.items():
         if getattr(config, name) not in choices:
-            raise ConfigError(f'{name} must be one of {list(choices)}, got {getattr(config, name)!r}')
+            raise ConfigError(f'{setting(name)} must be one of {list(choices)}, got {getattr(config, name)!r}')
     for name, (low, optional, integer) in _BOUNDS.items():
         value = getattr(config, name)
         if value is None and optional:
@@ -83,13 +84,13 @@ def check_config(config: 'TrainConfig') -> None:
             what = 'an int' if integer else 'a number'
             extra = ' or None' if optional else ''
             meaning = ' (0 or None: keep all)' if name == 'keep_last' else ''
-            raise ConfigError(f'{name} must be {what} >= {low}{extra}{meaning}, got {value!r}')
+            raise ConfigError(f'{setting(name)} must be {what} >= {low}{extra}{meaning}, got {value!r}')
     if isinstance(config.lr, bool) or not isinstance(config.lr, (int, float)) or not math.isfinite(config.lr) \
             or config.lr <= 0:
-        raise ConfigError(f'lr must be a finite number > 0, got {config.lr!r}')
+        raise ConfigError(f'{setting("lr")} must be a finite number > 0, got {config.lr!r}')
     if config.clip is not None and (isinstance(config.clip, bool) or not isinstance(config.clip, (int, float))
                                     or not math.isfinite(config.clip) or config.clip <= 0):
-        raise ConfigError(f'clip must be a number > 0 or None (no clipping), got {config.clip!r}')
+        raise ConfigError(f'{setting("clip")} must be a number > 0 or None (no clipping), got {config.clip!r}')
 
 
 @dataclass

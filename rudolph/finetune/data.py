@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from rudolph.api import DEFAULT_SPC_TOKENS
+from rudolph.checks import setting
 from rudolph.errors import CheckpointError, DataError
 from rudolph.finetune.batching import EncodedDataset, TaskBatchSampler, collate
 from rudolph.finetune.rows import TASKS, TaskSpec, _normalise_row, infer_task, read_rows
@@ -267,8 +268,8 @@ def _tokenize_rows(rows: Sequence[Any], ctx: _Context) -> Tuple[List[_Kept], Lis
                 image_source = _load_image(row['image'], ctx.image_root)
             except FileNotFoundError as error:
                 if ctx.missing_images == 'error':
-                    raise FileNotFoundError(f'{ctx.where(i)}: {error} (pass missing_images="skip" to drop such '
-                                            'rows)') from None
+                    raise FileNotFoundError(f'{ctx.where(i)}: {error} (pass {setting("missing_images", "skip")} '
+                                            'to drop such rows)') from None
                 missing.append(f'{ctx.where(i)}: {error}')
                 continue
         left, cut = encode_task_text(ctx.tokenizer, row.get('left_text') or '', L, ctx.token_id(spec.lt_token))
@@ -292,7 +293,7 @@ def _report_problems(problems: List[str], n_rows: int, bad_rows: str, truncated:
             shown = '\n  '.join(problems[:10])
             more = f'\n  ... and {len(problems) - 10} more' if len(problems) > 10 else ''
             raise DataError(f'{len(problems)} of {n_rows} rows cannot be used:\n  {shown}{more}\n'
-                            '(pass bad_rows="skip" to drop them)')
+                            f'(pass {setting("bad_rows", "skip")} to drop them)')
         logger.warning('skipped %d of %d rows that cannot be used (first: %s)', len(problems), n_rows, problems[0])
     L, _, R, _, _ = ctx.sizes
     for field, count in truncated.items():
@@ -317,8 +318,8 @@ def _image_tensors(kept: List[_Kept], missing: List[str], cache: ImageCodeCache,
             tensor = img if torch.is_tensor(img) else preprocess_image(img, size)
         except OSError as error:
             if ctx.missing_images == 'error':
-                raise OSError(f'{ctx.where(row_index)}: {error} (pass missing_images="skip" to drop such '
-                              'rows)') from None
+                raise OSError(f'{ctx.where(row_index)}: {error} (pass {setting("missing_images", "skip")} to '
+                              'drop such rows)') from None
             missing.append(f'{ctx.where(row_index)}: {error}')
             failed.append(k)
             continue

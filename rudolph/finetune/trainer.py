@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from rudolph.checks import setting
 from rudolph.errors import ConfigError, MissingDependencyError
 from rudolph.finetune.checkpoints import (
     STATE_NAME,
@@ -24,12 +25,14 @@ from rudolph.finetune.checkpoints import (
     load_optimizer_state,
     load_resume,
     remove_leftovers,
+    resume_differences,
     safe_load,
     save_checkpoint,
     set_rng_state,
 )
 from rudolph.finetune.config import NonFiniteLossError, TrainConfig, TrainResult, TrainState, check_config
 from rudolph.finetune.data import EncodedDataset, TaskBatchSampler, collate
+from rudolph.io.paths import naming_file
 from rudolph.model.fp16 import unwrap_model
 from rudolph.model.loading import check_state_dict
 from rudolph.model.precision import cpu_has_native_bf16
@@ -51,8 +54,8 @@ def _make_optimizer(params: List[nn.Parameter], config: TrainConfig) -> torch.op
         try:
             import bitsandbytes as bnb
         except ImportError:
-            raise MissingDependencyError("optimizer='adam8bit' needs bitsandbytes: pip install bitsandbytes (CUDA "
-                                         "only); or use optimizer='adamw'") from None
+            raise MissingDependencyError(f"{setting('optimizer', 'adam8bit')} needs bitsandbytes: pip install "
+                                         f"bitsandbytes (CUDA only); or use {setting('optimizer', 'adamw')}") from None
         return bnb.optim.AdamW8bit(params, lr=config.lr, weight_decay=config.weight_decay)
     raise ConfigError(f"optimizer must be 'adamw' or 'adam8bit', got {config.optimizer!r}")
 
@@ -188,7 +191,7 @@ def _check_trainable_model(model: nn.Module) -> None:
     if int8:
         raise ConfigError(f"cannot fine-tune a model loaded with quantize='int8' ({len(int8)} int8 layers, e.g. "
                           f"{int8[0]!r}): int8 weights are for inference. Load it without quantize (float32, or "
-                          f"precision='bf16' for bf16 autocast while training), then quantise the result")
+                          f"{setting('precision', 'bf16')} for bf16 autocast while training), then quantise the result")
 
 
 def resolve_train_precision(precision: str, cpu: bool) -> str:
@@ -198,7 +201,7 @@ def resolve_train_precision(precision: str, cpu: bool) -> str:
 
     native = cpu_has_native_bf16() if cpu else torch.cuda.is_bf16_supported()
     chosen = 'bf16' if native else 'fp32'
-    logger.info("precision='auto': %s (%s)", chosen, f"{'CPU' if cpu else 'CUDA'} "
+    logger.info('%s: %s (%s)', setting('precision', 'auto'), chosen, f"{'CPU' if cpu else 'CUDA'} "
                 f"{'has' if native else 'has no'} native bf16")
     return chosen
 
@@ -222,6 +225,7 @@ class Trainer:
         self.last_checkpoint: Optional[str] = None
         self.eval_history: List[Dict[str, Any]] = []
         self.metrics_path = os.path.join(config.out_dir, 'metrics.jsonl')
+        self._data_sha256: Optional[str] = None
 
     # ------------------------------------------------------------------ setup
     def _make_accelerator(self):
@@ -233,8 +237,8 @@ class Trainer:
         check_writable(config.out_dir)
         cpu = config.cpu or not torch.cuda.is_available()
         if config.precision == 'fp16' and cpu:
-            raise ConfigError("precision='fp16' needs a CUDA device (it trains with a gradient scaler); "
-                              "use precision='bf16' or 'fp32' on CPU")
+            raise ConfigError(f"{setting('precision', 'fp16')} needs a CUDA device (it trains with a gradient "
+                              f"scaler); use {setting('precision', 'bf16')} or 'fp32' on CPU")
         # Accelerate keeps one process-wide state; a new precision in the same process (a notebook
         # training twice) must reset it. The process group (PartialState) is kept.
         if AcceleratorState._shared_state:
@@ -246,8 +250,8 @@ class Trainer:
             # The global batch is split across processes: N devices optimise exactly like one.
             dataloader_config=DataLoaderConfiguration(split_batches=True))
         if config.batch_size % accelerator.num_processes:
-            raise ConfigError(f'batch_size={config.batch_size} (the global batch) must be divisible by the number '
-                              f'of processes ({accelerator.num_processes})')
+            raise ConfigError(f'{setting("batch_size", config.batch_size)} (the global batch) must be divisible by '
+                              f'the number of processes ({accelerator.num_processes})')
         return accelerator
 
     def load_resume_weights(self) -> Tuple[Optional[Dict[str, Any]], Optional[Dict[str, Any]]]:
@@ -257,13 +261,31 @@ class Trainer:
             _seed_everything(config.seed)
             return None, None
         resume_state, weights, rng = load_resume(config.resume, self.accelerator)
+        self.check_resume(resume_state)
 
         self.model.load_state_dict(check_state_dict(self.model, weights, 'the model being trained'), strict=False)
-        for key in ('batch_size', 'grad_accum'):
-            if resume_state['config'].get(key) != getattr(config, key):
-                logger.warning('resuming with %s=%s but the checkpoint was trained with %s: the continuation will '
-                               'not be exact', key, getattr(config, key), resume_state['config'].get(key))
         return resume_state, rng
+
+    def data_record(self) -> Dict[str, Any]:
+        """The training data as the checkpoints record it: its file, rows and content fingerprint."""
+        if self._data_sha256 is None:
+            self._data_sha256 = self.train_data.fingerprint()
+        return {'data': getattr(self.train_data, 'source', None), 'rows': len(self.train_data),
+                'data_sha256': self._data_sha256}
+
+    def check_resume(self, resume_state: Dict[str, Any]) -> None:
+        """Refuse to resume with settings or data the checkpoint's state cannot continue (each one named), so
+        that the model card and ``config.json`` describe the whole run."""
+        differences = resume_differences(resume_state, self.config, self.data_record())
+        if differences:
+            raise ConfigError(
+                f'{setting("resume", self.config.resume)}: the run was trained with other settings, which a resumed '
+                f'run cannot change (optimizer, schedule and data position come from the checkpoint, and its model '
+                f'card states them for the whole run): {"; ".join(differences)}. Resume with the settings of the run, '
+                'or start a new run in another output folder')
+        if not (resume_state.get('training') or {}).get('data_sha256'):
+            logger.warning('%s records no fingerprint of its data (saved by an older rudolph): the data of this run '
+                           'cannot be checked against it', self.config.resume)
 
     def _trainable_parameters(self) -> List[nn.Parameter]:
         model = self.model
@@ -317,14 +339,14 @@ class Trainer:
                 set_rng_state(rng)
         if self.accelerator.is_main_process:
             # Rewrite the log so that a resumed run does not repeat the steps after its checkpoint.
-            with open(self.metrics_path, 'w', encoding='utf-8') as f:
+            with naming_file(self.metrics_path), open(self.metrics_path, 'w', encoding='utf-8') as f:
                 for entry in self.state.history:
                     f.write(json.dumps(entry) + '\n')
 
     # ------------------------------------------------------------------ pieces of a step
     def log(self, entry: Dict[str, Any]) -> None:
         if self.accelerator.is_main_process:
-            with open(self.metrics_path, 'a', encoding='utf-8') as f:
+            with naming_file(self.metrics_path), open(self.metrics_path, 'a', encoding='utf-8') as f:
                 f.write(json.dumps(entry) + '\n')
 
     def save(self, name: Optional[str] = None) -> str:
@@ -341,8 +363,8 @@ class Trainer:
 
         config, state = self.config, self.state
         last = state.history[-1]['loss'] if state.history else None
-        return {'data': getattr(self.train_data, 'source', None), 'rows': len(self.train_data),
-                'tasks': dict(Counter(self.train_data.tasks)), 'steps': state.step, 'total_steps': self.total,
+        return {**self.data_record(), 'tasks': dict(Counter(self.train_data.tasks)), 'steps': state.step,
+                'total_steps': self.total,
                 'epochs': state.epoch, 'batch_size': config.batch_size, 'grad_accum': config.grad_accum,
                 'lr': config.lr, 'schedule': config.schedule, 'precision': config.precision,
                 'first_image_token': config.first_image_token,
@@ -380,8 +402,8 @@ class Trainer:
                 raise NonFiniteLossError(
                     f'loss is {float(stats[0])} at step {self.state.step + 1} (epoch {self.state.epoch}, task '
                     f'{batch["task"]!r}, parts { {p: float(values[p]) for p in PARTS} }); stopped without '
-                    f'saving. Last checkpoint: {self.last_checkpoint or "none"}. Try a lower lr, '
-                    "precision='bf16' instead of 'fp16', or check the data")
+                    f'saving. Last checkpoint: {self.last_checkpoint or "none"}. Try a lower {setting("lr")}, '
+                    f"{setting('precision', 'bf16')} instead of 'fp16', or check the data")
             self.accelerator.backward(loss)
             if self.accelerator.sync_gradients and self.config.clip:
                 self.accelerator.clip_grad_norm_(self.params, self.config.clip)
@@ -469,7 +491,7 @@ class Trainer:
                     raise
                 logger.warning('interrupted at step %d: saving a checkpoint before exiting', self.state.step)
                 path = self.save()
-                logger.warning('saved %s; continue with resume=%r', path, self.config.out_dir)
+                logger.warning('saved %s; continue with %s', path, setting('resume', self.config.out_dir))
                 raise
         bar.close()
         if self.config.save_final:

@@ -1,13 +1,13 @@
 """The engine's memory estimate: a call that would not fit is refused before allocating, naming the
 largest ``bs`` that does."""
 import contextlib
-import contextvars
 import os
 from dataclasses import dataclass
 from typing import Iterator, Optional, Union
 
 import torch
 
+from rudolph.checks import command_line_options, setting
 from rudolph.errors import ResourceError
 
 __all__ = ['MemoryNeed', 'memory_need', 'available_memory', 'check_memory', 'bs_option']
@@ -20,27 +20,17 @@ _LOGIT_BYTES = 40
 # attention projections and the 4x MLP), so a batch's transient tensors are counted too.
 _ACTIVATION_WIDTH = 12
 
-# How the batch size is spelled in the messages: the Python keyword (``bs=3``) unless a caller
-# such as the CLI says its users know it as an option (``--bs 3``).
-_BS_OPTION: contextvars.ContextVar[str] = contextvars.ContextVar('bs_option', default='bs')
-
-
 @contextlib.contextmanager
 def bs_option(name: str) -> Iterator[None]:
-    """Within the block, memory messages name the batch size ``name`` (``'--bs'``: ``--bs 3``; default ``bs=3``)."""
-    token = _BS_OPTION.set(name)
-    try:
+    """Within the block, memory messages name the batch size ``--bs`` (``name`` starting with ``-``; kept for
+    callers of earlier versions: :func:`rudolph.checks.command_line_options` is the one switch)."""
+    with command_line_options() if name.startswith('-') else contextlib.nullcontext():
         yield
-    finally:
-        _BS_OPTION.reset(token)
 
 
 def _bs(value: Optional[int] = None) -> str:
     """The batch size option, with ``value`` in its caller's form (``bs=3`` or ``--bs 3``)."""
-    name = _BS_OPTION.get()
-    if value is None:
-        return name
-    return f'{name} {value}' if name.startswith('-') else f'{name}={value}'
+    return setting('bs') if value is None else setting('bs', value)
 
 
 @dataclass(frozen=True)

@@ -8,15 +8,14 @@ with ``training_objects=True`` those load as inert stand-ins, the real classes n
 import os
 import pickle
 import re
-import tempfile
 import zipfile
-from typing import Any, BinaryIO, Callable, Mapping, Optional
+from typing import Any, Mapping, Optional
 
 import torch
 
 from rudolph.errors import CheckpointError, CorruptCheckpointError, UnsafeCheckpointError
 
-__all__ = ['safe_torch_load', 'check_finite', 'describe_unreadable', 'write_atomic']
+__all__ = ['safe_torch_load', 'check_finite', 'describe_unreadable']
 
 
 # Modules and names of the training objects (hyper-parameters, callbacks, numpy scalars in their
@@ -154,42 +153,3 @@ def check_finite(state: Mapping[str, torch.Tensor], source: str) -> None:
         if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
             raise CheckpointError(f'{source}: tensor {key!r} holds non-finite values (NaN or inf); expected '
                                   f'finite weights (the checkpoint is corrupt or comes from a diverged training)')
-
-
-def write_atomic(path: str, write: Callable[[str], None]) -> str:
-    """``write(tmp)`` fills a temporary file beside ``path``, which is fsynced and renamed onto ``path``:
-    a reader (or a crash) sees the old file or the complete new one, never half of it."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.tmp', dir=folder)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, 'rb') as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    _fsync_folder(path)
-    return path
-
-
-def write_atomic_stream(path: str, write: Callable[[BinaryIO], None]) -> str:
-    """:func:`write_atomic` for a writer of an open binary file (``write(f)``)."""
-    def fill(tmp: str) -> None:
-        with open(tmp, 'wb') as f:
-            write(f)
-    return write_atomic(path, fill)
-
-
-def _fsync_folder(path: str) -> None:
-    """Make the rename itself durable (the folder's entry), where the system can open folders."""
-    try:
-        fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-    except OSError:  # not every system opens folders
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

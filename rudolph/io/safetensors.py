@@ -13,7 +13,7 @@ from typing import Dict, Mapping, Optional, Tuple
 import torch
 
 from rudolph.errors import CorruptCheckpointError
-from rudolph.io.files import write_atomic
+from rudolph.io.atomic import write_atomic
 
 __all__ = ['read_safetensors_header', 'is_safetensors', 'read_safetensors', 'read_safetensors_metadata',
            'read_safetensors_shapes', 'write_safetensors']

@@ -11,15 +11,17 @@ Nothing here imports torch at import time (``rudolph --help`` stays fast).
 """
 import argparse
 import glob
-import json
 import os
 import sys
 from typing import Any, Dict, Optional
 
 from rudolph.cli.options import CliError, add_common, check_device_option, check_model_args, load, text_sampling
+from rudolph.io.paths import file_stems, refuse_existing
+from rudolph.jobs.output import read_settings, settings_path
 
 __all__ = ['add_job_options', 'is_job', 'run_caption', 'run_vqa', 'run_classify', 'run_text2image',
-           'embed_arguments', 'embed_run', 'check_features', 'setup', 'run_and_report', 'RECORDS_NAME']
+           'embed_arguments', 'embed_run', 'check_features', 'setup', 'run_and_report', 'model_settings',
+           'RECORDS_NAME']
 
 #: the records file of ``text2image --prompts`` inside its ``-o`` folder
 RECORDS_NAME = 'images.jsonl'
@@ -64,22 +66,11 @@ def is_job(args: argparse.Namespace, source: Optional[str]) -> bool:
 
 
 # ----------------------------------------------------------------------------- shared
-def _recorded_seed(path: str) -> Optional[int]:
-    """The seed of the first record of an existing output (what ``--resume`` continues with)."""
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding='utf-8') as f:
-        first = f.readline()
-        if path.lower().endswith('.csv'):
-            import csv
-
-            row = next(csv.DictReader([first, f.readline()]), None)
-            return int(row['seed']) if row and row.get('seed', '').lstrip('-').isdigit() else None
-    try:
-        seed = json.loads(first).get('seed') if first.strip() else None
-    except (json.JSONDecodeError, AttributeError):
-        return None
-    return seed if isinstance(seed, int) else None
+def model_settings(args: argparse.Namespace) -> Dict[str, Any]:
+    """The options that choose the model and its precision: stored with a job's output, so that ``--resume``
+    continues it only with the same model."""
+    names = ('model', 'checkpoint', 'config', 'tokenizer', 'vae', 'vae_config', 'dtype', 'fp16', 'bf16', 'quantize')
+    return {name: getattr(args, name, None) for name in names}
 
 
 def setup(args: argparse.Namespace, records: str):
@@ -93,8 +84,9 @@ def setup(args: argparse.Namespace, records: str):
         args.device = str(state.device)
     check_device_option(args)
     check_output(records, args.resume, args.overwrite)
-    if args.seed is None:
-        args.seed = (_recorded_seed(records) if args.resume else None) or 0
+    if args.seed is None:  # resumed: the seed the output was written with
+        recorded = read_settings(settings_path(records)) if args.resume else None
+        args.seed = (recorded or {}).get('seed') or 0
     loaded = load(args)
     parts = Parts.of_components(loaded, progress=False)
     return parts, loaded, state
@@ -115,7 +107,7 @@ def run_and_report(args: argparse.Namespace, job, items, records: str, state, re
 
     workers = default_workers() if getattr(args, 'workers', None) is None else args.workers
     summary = run_job(job, items, records, resume=args.resume, overwrite=args.overwrite, bs=args.bs or 8,
-                      workers=workers, progress=not args.quiet, state=state)
+                      workers=workers, progress=not args.quiet, state=state, settings=model_settings(args))
     if not state.is_main:
         return 0
     errors = errors_path(records)
@@ -174,8 +166,10 @@ def run_classify(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- text2image --prompts
 def run_text2image(args: argparse.Namespace) -> int:
-    """``rudolph text2image --prompts FILE -o DIR``: ``DIR/<key>_<j>.png`` and ``DIR/images.jsonl``
-    (``args.codebooks_num`` already checked by :mod:`rudolph.cli.commands`)."""
+    """``rudolph text2image --prompts FILE -o DIR``: ``DIR/<stem>_<j>.png`` (stems from the keys,
+    :func:`rudolph.io.paths.file_stems`) and ``DIR/images.jsonl`` (``args.codebooks_num`` already checked by
+    :mod:`rudolph.cli.commands`). Existing pictures are kept unless ``--overwrite`` (``--resume``: those of
+    the prompts not done yet were written by the run it continues)."""
     from rudolph.jobs.inputs import read_prompts
     from rudolph.jobs.output import check_writable_folder
     from rudolph.jobs.specs import Text2ImageJob
@@ -187,11 +181,15 @@ def run_text2image(args: argparse.Namespace) -> int:
         raise CliError('--reencode is not available with --prompts')
     items = read_prompts(args.prompts, column=args.prompt_column)
     check_writable_folder(args.out)
+    stems = file_stems([item.key for item in items])
+    if not (args.resume or args.overwrite):
+        refuse_existing(os.path.join(args.out, f'{stems[item.key]}_{j}.png')
+                        for item in items for j in range(args.images_num))
     records = os.path.join(args.out, RECORDS_NAME)
     parts, loaded, state = setup(args, records)
     sampling = image_sampling_for(loaded.sampling_for('text2image'), args.top_k, args.top_p, args.temperature)
     job = Text2ImageJob(parts, args.out, seed=args.seed, images_num=args.images_num,
-                        codebooks_num=args.codebooks_num, sampling=sampling)
+                        codebooks_num=args.codebooks_num, sampling=sampling, stems=stems)
     return run_and_report(args, job, items, records, state, {'out': records, 'seed': args.seed})
 
 
@@ -228,7 +226,8 @@ def embed_run(args: argparse.Namespace) -> int:
     if not args.out.lower().endswith('.npy'):
         raise CliError(f'--out {args.out!r}: expected a .npy file name')
     check_features(args.out, args)
-    items = read_prompts(args.source, column=args.text_column) if args.texts else _items(args, args.source)
+    items = (read_prompts(args.source, column=args.text_column, option='SOURCE (--texts)') if args.texts
+             else _items(args, args.source))
     parts, _, state = setup(args, rows_path(args.out))
     job = EmbedJob(parts, layer=args.layer, pooling=args.pooling, texts=args.texts)
     return run_and_report(args, job, items, rows_path(args.out), state,

@@ -68,7 +68,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _write_report(path: str, report: Dict[str, Any]) -> None:
-    from rudolph.io.files import write_atomic_stream
+    from rudolph.io.atomic import write_atomic_stream
     from rudolph.jobs.output import json_text
 
     write_atomic_stream(path, lambda f: f.write((json_text(report) + '\n').encode('utf-8')))

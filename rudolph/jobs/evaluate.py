@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from rudolph.errors import DataError, InputError
-from rudolph.io.files import write_atomic_stream
+from rudolph.io.atomic import write_atomic_stream
 from rudolph.jobs.inputs import Item, folder_images
 
 __all__ = ['ImageFolder', 'read_imagefolder', 'CLASSES_FILE', 'confusion_matrix', 'metrics', 'stratified_split',

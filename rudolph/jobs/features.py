@@ -11,10 +11,10 @@ from typing import Sequence
 
 import numpy as np
 
-from rudolph.io.files import write_atomic_stream
+from rudolph.io.atomic import write_atomic_stream
 from rudolph.jobs.output import Format, read_records
 
-__all__ = ['ROWS_SUFFIX', 'rows_path', 'index_path', 'restore_rows', 'remove_features', 'write_features',
+__all__ = ['ROWS_SUFFIX', 'rows_path', 'npy_of', 'index_path', 'restore_rows', 'remove_features', 'write_features',
            'read_features']
 
 ROWS_SUFFIX = '.rows.jsonl'
@@ -25,7 +25,8 @@ def rows_path(npy: str) -> str:
     return npy + ROWS_SUFFIX
 
 
-def _npy_of(rows: str) -> str:
+def npy_of(rows: str) -> str:
+    """The features file of the rows file ``rows``."""
     return rows[:-len(ROWS_SUFFIX)]
 
 
@@ -45,7 +46,7 @@ def read_features(npy: str):
 
 def remove_features(rows: str) -> None:
     """``--overwrite``: the finished ``.npy`` and index of the rows file ``rows`` go."""
-    npy = _npy_of(rows)
+    npy = npy_of(rows)
     for path in (npy, index_path(npy)):
         if os.path.exists(path):
             os.remove(path)
@@ -53,7 +54,7 @@ def remove_features(rows: str) -> None:
 
 def restore_rows(rows: str, columns: Sequence[str]) -> None:
     """Recreate the rows file of a finished output (so a resumed run adds to it); nothing if there is one."""
-    npy = _npy_of(rows)
+    npy = npy_of(rows)
     if os.path.exists(rows) or not (os.path.exists(npy) and os.path.exists(index_path(npy))):
         return
     features, index = read_features(npy)
@@ -64,7 +65,7 @@ def restore_rows(rows: str, columns: Sequence[str]) -> None:
 
 def write_features(rows: str, columns: Sequence[str]) -> None:
     """The rows file (already in input order) as the ``.npy`` and its index; then the rows file goes."""
-    npy = _npy_of(rows)
+    npy = npy_of(rows)
     records = read_records(rows, Format(columns))
     features = np.asarray([r[2]['embedding'] for r in records], dtype=np.float32)
     write_atomic_stream(npy, lambda f: np.save(f, features, allow_pickle=False))

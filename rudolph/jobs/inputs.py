@@ -6,6 +6,7 @@ part of a glob, the folder of a list file or table), or a table row's ``id``. Ke
 folders and globs, file order for lists and tables), so every process sees the same list.
 """
 import csv
+import fnmatch
 import glob
 import os
 import warnings
@@ -83,13 +84,48 @@ def _relative_key(path: str, root: str) -> str:
     return os.path.relpath(path, root).replace(os.sep, '/')
 
 
-def folder_images(root: str) -> List[Item]:
-    """The pictures under ``root`` (recursive), keys relative to it, sorted; none is not an error here."""
-    paths = []
+def _walk_images(root: str) -> List[str]:
+    """Picture paths under ``root``, through symlinked folders but never into a folder's own ancestor."""
+    chains, paths = {root: {os.path.realpath(root)}}, []
     for folder, dirs, files in os.walk(root, followlinks=True):
-        dirs.sort()
+        chain = chains.pop(folder)
+        kept = []
+        for name in sorted(dirs):
+            real = os.path.realpath(os.path.join(folder, name))
+            if real not in chain:  # a link back to an ancestor would loop until ELOOP
+                kept.append(name)
+                chains[os.path.join(folder, name)] = chain | {real}
+        dirs[:] = kept
         paths.extend(os.path.join(folder, f) for f in files if _is_image(f))
-    return [Item(_relative_key(p, root), p) for p in sorted(paths, key=lambda p: _relative_key(p, root))]
+    return paths
+
+
+def _once(paths: List[str], root: str) -> List[Item]:
+    """One item per real file, sorted by key: of several paths to one file (links), the one that is its real
+    place under ``root`` if any, else the first key in sorted order."""
+    real_root = os.path.realpath(root)
+
+    def preference(path: str):
+        key = _relative_key(path, root)
+        return _relative_key(os.path.realpath(path), real_root) != key, key
+
+    seen, items = set(), []
+    for path in sorted(paths, key=preference):
+        real = os.path.realpath(path)
+        if real not in seen:
+            seen.add(real)
+            items.append(Item(_relative_key(path, root), path))
+    return sorted(items, key=lambda item: item.key)
+
+
+def folder_images(root: str) -> List[Item]:
+    """The pictures under ``root`` (recursive, through symlinks), keys relative to it, sorted; none is not
+    an error here.
+
+    Each file is taken once, by its real path: a symlink loop (``sub/up -> ..``) or a second link to a
+    folder or picture does not repeat it.
+    """
+    return _once(_walk_images(root), root)
 
 
 def _glob_root(pattern: str) -> str:
@@ -103,10 +139,33 @@ def _glob_root(pattern: str) -> str:
     return '/'.join(fixed) or '.'
 
 
+def _matches(parts: List[str], patterns: List[str]) -> bool:
+    """Whether the path components ``parts`` match the glob components ``patterns`` as ``glob.glob(recursive=True)``
+    matches them (``**``: any number of folders; a wildcard matches no name starting with a dot)."""
+    if not patterns:
+        return not parts
+    if patterns[0] == '**':
+        return _matches(parts, patterns[1:]) or (bool(parts) and not parts[0].startswith('.')
+                                                 and _matches(parts[1:], patterns))
+    if not parts or (parts[0].startswith('.') and not patterns[0].startswith('.')):
+        return False
+    return fnmatch.fnmatch(parts[0], patterns[0]) and _matches(parts[1:], patterns[1:])
+
+
 def _glob(pattern: str) -> List[Item]:
+    """The pictures a glob matches, each file once (a file reached through several links is one input).
+
+    A ``**`` pattern walks its fixed folder as a folder input does, never into a folder's own ancestor:
+    ``glob.glob`` follows symlink loops, and two loops make that walk exponential."""
     root = _glob_root(pattern)
-    paths = [p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p) and _is_image(p)]
-    return [Item(_relative_key(p, root), p) for p in sorted(paths, key=lambda p: _relative_key(p, root))]
+    parts = pattern.replace(os.sep, '/').split('/')
+    if '**' not in parts:
+        return _once([p for p in glob.glob(pattern) if os.path.isfile(p) and _is_image(p)], root)
+    rest = parts[len(root.split('/')):] if root != '.' or parts[0] == '.' else parts
+    paths = [p for p in _walk_images(root) if _matches(_relative_key(p, root).split('/'), rest)]
+    if rest is parts:  # no folder in the pattern: paths as glob gives them, without './'
+        paths = [os.path.relpath(p, root) for p in paths]
+    return _once(paths, root)
 
 
 def _list_file(path: str) -> List[Item]:
@@ -173,11 +232,12 @@ def list_images(source: str, *, image_column: str = 'image', question_column: Op
     return _unique(items, source)
 
 
-def read_prompts(path: str, *, column: str = 'prompt', id_column: str = 'id') -> List[Item]:
+def read_prompts(path: str, *, column: str = 'prompt', id_column: str = 'id',
+                 option: str = '--prompts') -> List[Item]:
     """Prompts: one a line of a text file (key: the line's index among the prompts, ``000000``...), or
-    ``column`` of a table."""
+    ``column`` of a table; errors name the file as ``option`` (how the caller's user gave it)."""
     if not os.path.isfile(path):
-        raise InputError(f'--prompts {path!r}: no such file')
+        raise InputError(f'{option} {path!r}: no such file')
     if path.lower().endswith(_TABLES):
         items = read_table(path, None, column, id_column)
     else:
@@ -185,5 +245,6 @@ def read_prompts(path: str, *, column: str = 'prompt', id_column: str = 'id') ->
             texts = [line.strip() for line in f if line.strip()]
         items = [Item(f'{i:06d}', None, t) for i, t in enumerate(texts)]
     if not items:
-        raise InputError(f'--prompts {path!r}: no prompts found')
+        raise InputError(f'{option} {path!r}: no texts found (expected one a line, or a table with a {column!r} '
+                         'column)')
     return _unique(items, path)

@@ -13,10 +13,12 @@ import os
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from rudolph.errors import ConfigError, DataError
-from rudolph.io.files import write_atomic_stream
+from rudolph.io.atomic import write_atomic_stream
+from rudolph.io.paths import naming_file
 
-__all__ = ['Format', 'format_for', 'repair', 'read_records', 'RecordWriter', 'merge', 
-           'part_path', 'part_paths', 'errors_path', 'json_text', 'check_writable_folder']
+__all__ = ['Format', 'format_for', 'repair', 'read_records', 'RecordWriter', 'merge',
+           'part_path', 'part_paths', 'errors_path', 'json_text', 'check_writable_folder', 'settings_path',
+           'read_settings', 'write_settings', 'settings_differences']
 
 #: one record on disk: its key, its line (ending in a newline) and its fields
 Record = Tuple[str, str, Dict[str, Any]]
@@ -125,6 +127,45 @@ def errors_path(path: str) -> str:
     return f'{path}.errors.jsonl'
 
 
+def settings_path(out: str) -> str:
+    """Where the settings record of the output ``out`` lives (the job kind and every setting that changes
+    the results; a resumed run must match it)."""
+    return f'{out}.settings.json'
+
+
+def read_settings(path: str) -> Optional[Dict[str, Any]]:
+    """The settings record of an output (its ``.settings.json``), ``None`` if there is none."""
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding='utf-8') as f:
+            settings = json.load(f)
+    except (OSError, ValueError) as error:
+        raise DataError(f'{path}: cannot read the settings record of the output ({error}); expected the JSON '
+                        'object a job writes') from None
+    if not isinstance(settings, dict):
+        raise DataError(f'{path}: expected a JSON object (the settings record of a job output)')
+    return settings
+
+
+def write_settings(path: str, settings: Mapping[str, Any]) -> None:
+    """Write the settings record ``path`` atomically."""
+    write_atomic_stream(path, lambda f: f.write((json_text(dict(settings)) + '\n').encode('utf-8')))
+
+
+def _option(name: str) -> str:
+    """The command-line option(s) that set the setting ``name``."""
+    return {'job': 'the command', 'sampling': '--top-k/--top-p/--temperature', 'rerank': 'the job',
+            'texts': '--texts', 'classes': '--classes'}.get(name, '--' + name.replace('_', '-'))
+
+
+def settings_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> List[str]:
+    """Each setting that differs, as ``name (option): OLD in the output, NEW now`` (JSON-normalised values)."""
+    old, new = json.loads(json_text(dict(old))), json.loads(json_text(dict(new)))
+    return [f'{name} ({_option(name)}): {old.get(name)!r} in the output, {new.get(name)!r} now'
+            for name in sorted(set(old) | set(new)) if old.get(name) != new.get(name)]
+
+
 def repair(path: str) -> bool:
     """Cut a torn last line (no final newline: a write was interrupted); True if something was cut."""
     if not os.path.exists(path):
@@ -162,18 +203,20 @@ class RecordWriter:
     def write(self, lines: Sequence[str]) -> None:
         if not lines:
             return
-        if self._file is None:
-            self._file = open(self.path, 'a', encoding='utf-8', newline='')
-            if self.header and self._file.tell() == 0:
-                lines = [self.header] + list(lines)
-        self._file.write(''.join(lines))
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        with naming_file(self.path):  # a full disk says which file it could not write
+            if self._file is None:
+                self._file = open(self.path, 'a', encoding='utf-8', newline='')
+                if self.header and self._file.tell() == 0:
+                    lines = [self.header] + list(lines)
+            self._file.write(''.join(lines))
+            self._file.flush()
+            os.fsync(self._file.fileno())
 
     def close(self) -> None:
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            file, self._file = self._file, None
+            with naming_file(self.path):  # closing flushes what a failed write left in the buffer
+                file.close()
 
     def __enter__(self) -> 'RecordWriter':
         return self

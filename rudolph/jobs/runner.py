@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, List, Optional, Sequence, Set
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set
 
 from tqdm.auto import tqdm
 
@@ -28,7 +28,10 @@ from rudolph.jobs.output import (
     part_path,
     part_paths,
     read_records,
+    read_settings,
     repair,
+    settings_differences,
+    write_settings,
 )
 
 __all__ = ['Summary', 'ProcessState', 'process_state', 'run_job', 'ERROR_COLUMNS']
@@ -128,15 +131,26 @@ def _prepare_files(out: str, fmt: Format, resume: bool, overwrite: bool) -> None
             os.remove(path)
 
 
-def _done_keys(out: str, fmt: Format, seed: Optional[int]) -> Set[str]:
-    keys = set()
-    for path in [out] + part_paths(out):
-        for key, _, fields in read_records(path, fmt):
-            if seed is not None and 'seed' in fields and str(fields['seed']) != str(seed):
-                raise ConfigError(f'{path} was written with seed {fields["seed"]}; resume it with --seed '
-                                  f'{fields["seed"]} (this run has {seed})')
-            keys.add(key)
-    return keys
+def check_resume_settings(job, out: str, settings: Mapping[str, Any]) -> None:
+    """Refuse to resume an output written by another job or with other ``settings`` (each difference named),
+    or one without a settings record (an older rudolph or another program: nothing says what it holds)."""
+    path = job.settings_path(out)
+    old = read_settings(path)
+    if old is None:
+        found = [p for p in job.output_files(out) + part_paths(out) if os.path.exists(p) and os.path.getsize(p)]
+        if found:
+            raise ConfigError(f'--resume: {found[0]} has no settings record ({path}), e.g. it was written by an '
+                              'older rudolph, so nothing says it was made by this job with these settings; pass '
+                              '--overwrite to start it again (or move it away and run without --resume)')
+        return
+    differences = settings_differences(old, settings)
+    if differences:
+        raise ConfigError(f'--resume: {out} was written with other settings: {"; ".join(differences)}. Resume with '
+                          'the settings it was written with, or pass --overwrite to start it again')
+
+
+def _done_keys(out: str, fmt: Format) -> Set[str]:
+    return {key for path in [out] + part_paths(out) for key, _, _ in read_records(path, fmt)}
 
 
 def _run_batch(job, items: List[Item], images: List[Any]) -> tuple:
@@ -210,18 +224,27 @@ def _finish(job, out: str, items: Sequence[Item], fmt: Format, world: int) -> No
 
 
 def run_job(job, items: Sequence[Item], out: str, *, resume: bool = False, overwrite: bool = False, bs: int = 8,
-            workers: int = 0, progress: bool = True, state: Optional[ProcessState] = None) -> Summary:
-    """Run ``job`` over ``items`` into ``out`` (JSONL or CSV by its extension); see the module."""
+            workers: int = 0, progress: bool = True, state: Optional[ProcessState] = None,
+            settings: Optional[Mapping[str, Any]] = None) -> Summary:
+    """Run ``job`` over ``items`` into ``out`` (JSONL or CSV by its extension); see the module.
+
+    The job's kind and settings (:meth:`Job.settings_record`), with ``settings`` (e.g. the model), are
+    stored beside the output (:func:`rudolph.jobs.output.settings_path`); ``resume`` must match them."""
     start = time.perf_counter()
     state = state or process_state()
     fmt = format_for(out, job.columns)
     check_output(out, resume, overwrite)
+    record = {**job.settings_record(), **(settings or {})}
+    if resume:  # every process reads the record: all refuse together
+        check_resume_settings(job, out, record)
     state.wait()
     if state.is_main:
         _prepare_files(out, fmt, resume, overwrite)
+        if not (resume and read_settings(job.settings_path(out))):
+            write_settings(job.settings_path(out), record)
         job.prepare(out, resume, overwrite)
     state.wait()
-    done = _done_keys(out, fmt, job.seed) if resume else set()
+    done = _done_keys(out, fmt) if resume else set()
     pending = [item for item in items if item.key not in done]
     share = state.split(pending)
     one = state.world == 1

@@ -6,10 +6,12 @@ hold the key and path, the outputs and their scores, and the seed of generative 
 line can be read (and reproduced) on its own.
 """
 import os
-import re
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+from rudolph.io.paths import file_stems
+from rudolph.jobs.features import ROWS_SUFFIX, index_path, npy_of
 from rudolph.jobs.inputs import Item
+from rudolph.jobs.output import settings_path
 
 __all__ = ['Job', 'CaptionJob', 'VqaJob', 'ClassifyJob', 'EmbedJob', 'Text2ImageJob', 'image_px']
 
@@ -17,6 +19,11 @@ __all__ = ['Job', 'CaptionJob', 'VqaJob', 'ClassifyJob', 'EmbedJob', 'Text2Image
 def image_px(parts) -> int:
     """The picture size the model's image part encodes (``N`` tokens a side, 8 px each)."""
     return parts.layout.N * 8
+
+
+def _plain(value: Any) -> Any:
+    """A setting as JSON can store it (a sampling config as its ``top_k`` / ``top_p`` / ``temperature``)."""
+    return value.kwargs() if hasattr(value, 'kwargs') else value
 
 
 def _floats(values) -> List[float]:
@@ -37,6 +44,23 @@ class Job:
     @property
     def image_size(self) -> Optional[int]:
         return image_px(self.parts)
+
+    def result_settings(self) -> Dict[str, Any]:
+        """Every setting of this job that changes its records (what a resumed run must share)."""
+        return {}
+
+    def settings_record(self) -> Dict[str, Any]:
+        """The job's kind, its columns and :meth:`result_settings`, as stored beside its output."""
+        return {'job': self.name, 'columns': list(self.columns),
+                **{k: _plain(v) for k, v in self.result_settings().items()}}
+
+    def settings_path(self, out: str) -> str:
+        """Where the settings record of the output ``out`` is kept."""
+        return settings_path(out)
+
+    def output_files(self, out: str) -> List[str]:
+        """The files this job leaves for the output ``out`` (an earlier run's mean ``out`` exists)."""
+        return [out]
 
     def run(self, items: Sequence[Item], images: Sequence[Any]) -> List[Dict[str, Any]]:
         """One record per item (``images[i]`` the picture of ``items[i]``, ``None`` for jobs without)."""
@@ -59,6 +83,9 @@ class CaptionJob(Job):
         self.seed, self.settings = seed, dict(captions_num=captions_num, template=template, sampling=sampling,
                                               generations_num=generations_num)
 
+    def result_settings(self):
+        return {'seed': self.seed, **self.settings}
+
     def run(self, items, images):
         from rudolph.tasks.batched import caption_batch
 
@@ -75,6 +102,9 @@ class VqaJob(Job):
     def __init__(self, parts, *, seed: int = 0, answers_num: int = 1, sampling=None):
         super().__init__(parts)
         self.seed, self.settings = seed, dict(answers_num=answers_num, sampling=sampling)
+
+    def result_settings(self):
+        return {'seed': self.seed, **self.settings}
 
     def run(self, items, images):
         from rudolph.tasks.batched import vqa_batch
@@ -93,6 +123,9 @@ class ClassifyJob(Job):
         super().__init__(parts)
         self.classes, self.template = list(classes), template
 
+    def result_settings(self):
+        return {'classes': self.classes, 'template': self.template}
+
     def run(self, items, images):
         from rudolph.tasks.batched import classify_batch
 
@@ -103,6 +136,11 @@ class ClassifyJob(Job):
 
     def _label(self, label) -> str:
         return self.classes[label] if isinstance(label, int) else str(label)
+
+
+def _features_file(out: str) -> str:
+    """The ``.npy`` whose rows file is ``out`` (``out`` itself when it is not a rows file)."""
+    return npy_of(out) if out.endswith(ROWS_SUFFIX) else out
 
 
 class EmbedJob(Job):
@@ -119,6 +157,15 @@ class EmbedJob(Job):
     @property
     def image_size(self) -> Optional[int]:
         return None if self.texts else image_px(self.parts)
+
+    def result_settings(self):
+        return {'layer': self.layer, 'pooling': self.pooling, 'texts': self.texts}
+
+    def settings_path(self, out):
+        return settings_path(_features_file(out))
+
+    def output_files(self, out):
+        return [out, _features_file(out), index_path(_features_file(out))]
 
     def run(self, items, images):
         from rudolph.tasks.batched import embed_image_batch, embed_text_batch
@@ -144,22 +191,22 @@ class EmbedJob(Job):
         write_features(out, self.columns)
 
 
-def _file_name(key: str) -> str:
-    """A key as a file name (characters other than letters, digits, ``.``, ``-`` become ``_``)."""
-    return re.sub(r'[^\w.-]', '_', key).strip('.') or '_'
-
-
 class Text2ImageJob(Job):
-    """Pictures for each prompt, saved as ``DIR/<key>_<j>.png`` (best first) before the record is written."""
+    """Pictures for each prompt, saved as ``DIR/<stem>_<j>.png`` (best first) before the record is written;
+    ``stems`` maps every key of the run to its file stem (:func:`rudolph.io.paths.file_stems` of all keys, so
+    no two prompts share a file)."""
     name = 'text2image'
     columns = ('key', 'prompt', 'images', 'scores', 'seed')
     needs_text = True
 
     def __init__(self, parts, out_dir: str, *, seed: int = 0, images_num: int = 1, sampling=None,
-                 rerank: bool = True, codebooks_num: Optional[int] = None):
+                 rerank: bool = True, codebooks_num: Optional[int] = None, stems: Optional[Mapping[str, str]] = None):
         super().__init__(parts)
-        self.out_dir, self.seed = out_dir, seed
+        self.out_dir, self.seed, self.stems = out_dir, seed, dict(stems or {})
         self.settings = dict(images_num=images_num, sampling=sampling, rerank=rerank, codebooks_num=codebooks_num)
+
+    def result_settings(self):
+        return {'seed': self.seed, **self.settings}
 
     @property
     def image_size(self) -> Optional[int]:
@@ -176,13 +223,14 @@ class Text2ImageJob(Job):
     def _save(self, key: str, codebooks) -> List[str]:
         import torch
 
-        from rudolph.io.files import write_atomic_stream
+        from rudolph.io.atomic import write_atomic_stream
         from rudolph.utils import torch_tensors_to_pil_list
 
         with torch.no_grad():
             pictures = torch_tensors_to_pil_list(self.parts.vae.decode(codebooks.to(self.parts.device)))
         names = []
+        stem = self.stems.get(key) or file_stems([key])[key]
         for j, picture in enumerate(pictures):
-            names.append(f'{_file_name(key)}_{j}.png')
+            names.append(f'{stem}_{j}.png')
             write_atomic_stream(os.path.join(self.out_dir, names[-1]), lambda f, p=picture: p.save(f, format='PNG'))
         return names

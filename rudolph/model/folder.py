@@ -14,15 +14,13 @@ leaves out the four mask buffers (they follow from the config); an int8 model wr
 import json
 import os
 import re
-import shutil
-import tempfile
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
 from rudolph.errors import CorruptCheckpointError, WeightsNotFoundError
-from rudolph.io.files import write_atomic
+from rudolph.io.atomic import check_folder_target, write_atomic, write_folder_atomic
 from rudolph.io.hub import hub_download
 from rudolph.io.paths import folder_file
 from rudolph.io.safetensors import write_safetensors
@@ -32,12 +30,18 @@ from rudolph.model.checkpoint import instantiate, is_mask_key
 __all__ = ['FORMAT', 'FORMAT_VERSION', 'CONFIG_NAME', 'WEIGHTS_NAME', 'read_config', 'is_model_folder',
            'looks_like_repo_id', 'model_weights', 'model_config', 'weights_metadata', 'write_weights',
            'write_model_files', 'write_config', 'write_text', 'save_model',
-           'model_files', 'atomic_folder', 'load_model', 'REPO_ID_PATTERN']
+           'model_files', 'load_model', 'REPO_ID_PATTERN', 'CARD_NAME', 'TOKENIZER_NAME', 'VAE_NAME',
+           'PUBLISHED_FILES', 'written_model_folder', 'check_model_folder_target']
 
 FORMAT = 'rudolph'
 FORMAT_VERSION = 1
 CONFIG_NAME = 'config.json'
 WEIGHTS_NAME = 'model.safetensors'
+CARD_NAME = 'README.md'
+TOKENIZER_NAME = 'bpe.model'
+VAE_NAME = 'vqgan.safetensors'
+#: every file a saved-model folder may hold (a folder of only these is one rudolph wrote)
+PUBLISHED_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, TOKENIZER_NAME, VAE_NAME)
 #: the form of a hub repository id, ``owner/name``
 REPO_ID_PATTERN = re.compile(r'^[A-Za-z0-9][\w.-]*/[\w.-]+$')
 
@@ -94,30 +98,35 @@ def write_model_files(folder: str, model: nn.Module, config: Optional[Mapping[st
     return [weights, write_config(folder, model_config(model) if config is None else config)]
 
 
-def atomic_folder(target: Union[str, os.PathLike], fill: Callable[[str], Any]) -> str:
-    """Fill a temporary folder beside ``target``, then rename it into place (replacing an old ``target``)."""
-    target = os.path.abspath(os.fspath(target))
-    parent = os.path.dirname(target)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f'.tmp-{os.path.basename(target)}-', dir=parent)
+def written_model_folder(path: str) -> bool:
+    """Whether ``path`` is a saved-model folder as rudolph writes it: a config of this format and no file but
+    those of a saved model (so replacing it loses nothing that rudolph did not write)."""
     try:
-        fill(tmp)
-        if os.path.isdir(target):
-            old = tempfile.mkdtemp(prefix=f'.old-{os.path.basename(target)}-', dir=parent)
-            os.replace(target, os.path.join(old, 'x'))
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+        names = set(os.listdir(path))
+    except OSError:
+        return False
+    if CONFIG_NAME not in names or not names <= set(PUBLISHED_FILES):
+        return False
+    try:
+        read_config(os.path.join(path, CONFIG_NAME))
+    except CorruptCheckpointError:
+        return False
+    return True
+
+
+def check_model_folder_target(target: str, *, overwrite: bool, inputs: Tuple[str, ...] = (),
+                              what: str = 'save_directory', option: str = 'overwrite=True') -> bool:
+    """:func:`rudolph.io.atomic.check_folder_target` for a model folder: only a folder rudolph wrote is replaced."""
+    return check_folder_target(target, ours=written_model_folder, overwrite=overwrite, inputs=inputs, what=what,
+                               option=option)
 
 
 def save_model(model: nn.Module, save_directory: Union[str, os.PathLike]) -> str:
-    """``model`` as a folder of ``config.json`` + ``model.safetensors`` (written whole, then renamed into place)."""
-    return atomic_folder(save_directory, lambda tmp: write_model_files(tmp, model))
+    """``model`` as a folder of ``config.json`` + ``model.safetensors`` (written whole, then renamed into place;
+    an earlier model folder is replaced, any other non-empty folder refused)."""
+    target = os.fspath(save_directory)
+    check_model_folder_target(target, overwrite=True)
+    return write_folder_atomic(target, lambda tmp: write_model_files(tmp, model))
 
 
 # ----------------------------------------------------------------------------- reading

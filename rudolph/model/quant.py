@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rudolph.errors import ConfigError, CorruptCheckpointError
-from rudolph.io.files import write_atomic
+from rudolph.io.atomic import write_atomic
 from rudolph.io.safetensors import read_safetensors_header
 
 __all__ = ['Int8Linear', 'INT8_MM_MAX_ROWS', 'bf16_exact_ceil', 'quantize_weight', 'quantize_linears',

@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from rudolph.checks import setting
 from rudolph.errors import CheckpointError, ConfigError, WeightsNotFoundError
 from rudolph.model.device import check_device
 
@@ -28,7 +29,8 @@ def _hub_file(what: str, repo: str, filename: str, keyword: str, cache_dir: Opti
     """Local path of a hub file (cache, else one quick download); WeightsNotFoundError naming the fixes if not."""
     from rudolph.io.hub import hub_download
 
-    return hub_download(repo, filename, what=what, local_arg=f'{keyword}=PATH', cache_dir=cache_dir)
+    return hub_download(repo, filename, what=what, local_arg=setting(keyword, 'PATH', metavar=True),
+                        cache_dir=cache_dir)
 
 
 def _local_file(what: str, path: str, keyword: str) -> str:
@@ -76,7 +78,7 @@ def _hub_tokenizer(cache_dir: Optional[str]):
     try:
         return get_tokenizer(cache_dir=cache_dir)
     except WeightsNotFoundError as error:
-        raise WeightsNotFoundError(f'{error}; here: tokenizer=PATH') from error
+        raise WeightsNotFoundError(f'{error}; here: {setting("tokenizer", "PATH", metavar=True)}') from error
 
 
 def _vae_path(entry: Dict[str, Any], vae: Optional[str], vae_config: Any, cache_dir: Optional[str]) -> Tuple[str, Any]:

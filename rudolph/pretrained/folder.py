@@ -32,18 +32,24 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 
+from rudolph.checks import setting
 from rudolph.errors import ConfigError, WeightsNotFoundError
+from rudolph.io.atomic import write_folder_atomic
 from rudolph.io.hub import hub_download
 from rudolph.io.paths import folder_file
 from rudolph.model.config import RudolphConfig
 from rudolph.model.device import check_device
 from rudolph.model.folder import (  # noqa: F401 (re-exported: the model's part of the format)
+    CARD_NAME,
     CONFIG_NAME,
     FORMAT,
     FORMAT_VERSION,
+    PUBLISHED_FILES,
     REPO_ID_PATTERN,
+    TOKENIZER_NAME,
+    VAE_NAME,
     WEIGHTS_NAME,
-    atomic_folder,
+    check_model_folder_target,
     load_model,
     looks_like_repo_id,
     model_weights,
@@ -52,6 +58,7 @@ from rudolph.model.folder import (  # noqa: F401 (re-exported: the model's part 
     write_config,
     write_text,
     write_weights,
+    written_model_folder,
 )
 from rudolph.model.fp16 import unwrap_model
 from rudolph.model.model import ruDolphModel
@@ -72,17 +79,14 @@ from rudolph.pretrained.sources import (  # noqa: F401 (re-exported)
 from rudolph.vae import get_vae
 
 __all__ = ['save_pretrained', 'write_pretrained', 'write_description', 'load_pretrained',
-           'read_config', 'model_card', 'resolve_pretrained', 'is_pretrained_folder', 'looks_like_repo_id',
+           'read_config', 'model_card', 'resolve_pretrained', 'is_pretrained_folder', 'written_model_folder',
+           'looks_like_repo_id',
            'pretrained_config', 'model_sources', 'registry_sources', 'saved_vae', 'FORMAT', 'FORMAT_VERSION',
            'CONFIG_NAME', 'WEIGHTS_NAME', 'CARD_NAME', 'TOKENIZER_NAME', 'VAE_NAME']
 
 logger = logging.getLogger(__name__)
 
-CARD_NAME = 'README.md'
-TOKENIZER_NAME = 'bpe.model'
-VAE_NAME = 'vqgan.safetensors'
 #: the files of a saved model that are published (a trainer checkpoint also holds optimizer and RNG state)
-PUBLISHED_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, TOKENIZER_NAME, VAE_NAME)
 
 
 # ----------------------------------------------------------------------------- writing
@@ -208,7 +212,8 @@ def save_pretrained(obj: Any, save_directory: Union[str, os.PathLike], *, tokeni
     what the model was loaded with; unpublished tokenizers and VQGANs are copied into the folder,
     published ones too with ``include_codecs=True`` (the folder then loads with no hub at all).
     The folder is written in full beside its target and renamed into place, so a reader never
-    sees half a model; an existing folder of that name is replaced.
+    sees half a model; an existing saved-model folder of that name is replaced, any other non-empty
+    folder refused (:func:`rudolph.io.atomic.check_folder_target`).
     """
     model, parts = _unpack(obj)
     sources = model_sources(model, tokenizer, vae, base_model, parts.get('sources'))
@@ -225,9 +230,10 @@ def save_pretrained(obj: Any, save_directory: Union[str, os.PathLike], *, tokeni
                                sampling if sampling is not None else parts.get('sampling') or None, training,
                                model.dtype)
     target = os.fspath(save_directory)
-    return atomic_folder(target, lambda tmp: write_pretrained(tmp, model.state_dict(), config, sources,
-                                                              os.path.basename(os.path.abspath(target)),
-                                                              weights_metadata(model)))
+    check_model_folder_target(target, overwrite=True, what='save_directory')
+    return write_folder_atomic(target, lambda tmp: write_pretrained(tmp, model.state_dict(), config, sources,
+                                                                   os.path.basename(os.path.abspath(target)),
+                                                                   weights_metadata(model)))
 
 
 def _downloaded(part: str, source: Source, cache_dir: Optional[str]) -> Source:
@@ -301,14 +307,15 @@ def _part_path(part: str, stored: Optional[Source], override: Any, fetch: Callab
     if not stored:
         if part == 'vae':
             return None  # published VQGAN, as for the registry's models without one
-        raise WeightsNotFoundError(f'the saved model records no {part}; pass {keyword}=PATH to from_pretrained, '
-                                   f'or save the folder with save_pretrained(..., include_codecs=True)')
+        raise WeightsNotFoundError(f'the saved model records no {part}; pass '
+                                   f'{setting(keyword, "PATH", metavar=True)}, or save the folder with '
+                                   'save_pretrained(..., include_codecs=True)')
     if 'file' in stored:
         return fetch(stored['file'])
     if 'path' in stored:  # a packaged model's own file (the published model of a model-only folder)
         return stored['path']
     return hub_download(stored['repo_id'], stored['filename'], what=f'the {part} ({stored["filename"]})',
-                        local_arg=f'{keyword}=PATH', cache_dir=cache_dir)
+                        local_arg=setting(keyword, 'PATH', metavar=True), cache_dir=cache_dir)
 
 
 def load_pretrained(name_or_path: Union[str, os.PathLike], *, device: Optional[str] = 'cpu', dtype=None,

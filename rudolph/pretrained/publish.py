@@ -9,12 +9,13 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 import torch
 
 from rudolph.errors import ConfigError, WeightsNotFoundError
+from rudolph.io.atomic import write_folder_atomic
 from rudolph.io.paths import folder_file
 from rudolph.pretrained.folder import (
     CONFIG_NAME,
     PUBLISHED_FILES,
     REPO_ID_PATTERN,
-    atomic_folder,
+    check_model_folder_target,
     pretrained_config,
     read_config,
     registry_sources,
@@ -60,19 +61,26 @@ def _architecture(name: Optional[str], config: Optional[Mapping[str, Any]],
 
 
 def convert(name_or_path: Union[str, os.PathLike], out_dir: Union[str, os.PathLike], *, model: Optional[str] = None,
-            config: Optional[Mapping[str, Any]] = None, cache_dir: Optional[str] = None) -> str:
+            config: Optional[Mapping[str, Any]] = None, cache_dir: Optional[str] = None,
+            overwrite: bool = False) -> str:
     """A published checkpoint (a ``MODELS`` name, a ``.bin``/``.ckpt`` file or folder) as a saved-model folder.
 
     The checkpoint is memory-mapped and its tensors are written one by one as they are (dtype and
     values bit for bit), so it is never copied whole into memory. ``model`` names the architecture
     of a local file (found from its shapes when it fits exactly one registered model), ``config``
     gives the params of an unregistered one. Returns the folder.
+
+    ``out_dir`` must be new or empty; a saved-model folder written earlier is replaced only with
+    ``overwrite``; anything else (a folder of other files, the current folder, the input or a folder
+    holding it) is refused before any work. The folder is written beside ``out_dir`` and renamed into place.
     """
     from rudolph.model.config import RudolphConfig
     from rudolph.model.configs import MODELS
     from rudolph.model.loading import load_checkpoint, resolve_checkpoint
 
-    source = os.fspath(name_or_path)
+    source, target = os.fspath(name_or_path), os.fspath(out_dir)
+    check_model_folder_target(target, overwrite=overwrite, inputs=(source,) if os.path.exists(source) else (),
+                              what='OUT_DIR', option='--overwrite')
     if model is not None and model not in MODELS:
         raise ConfigError(f'model {model!r}: expected one of {sorted(MODELS)}')
     if source in MODELS:
@@ -93,8 +101,7 @@ def convert(name_or_path: Union[str, os.PathLike], out_dir: Union[str, os.PathLi
                              dtype=dtypes.pop() if len(dtypes) == 1 else None)
     meta['converted_from'] = os.path.basename(path) if source not in MODELS else \
         f'{MODELS[source]["repo_id"]}/{MODELS[source]["filename"]}' if MODELS[source].get('repo_id') else source
-    target = os.fspath(out_dir)
-    return atomic_folder(target, lambda tmp: write_pretrained(tmp, state, meta, sources,
+    return write_folder_atomic(target, lambda tmp: write_pretrained(tmp, state, meta, sources,
                                                                os.path.basename(os.path.abspath(target))))
 
 
