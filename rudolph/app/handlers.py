@@ -199,7 +199,7 @@ def open_image(image: Any, name: str = 'image'):
     """A PIL picture from a PIL image, a numpy array or a file path; ``InputError`` naming ``name`` otherwise."""
     from PIL import Image
 
-    from rudolph.jobs.inputs import open_image as open_picture_file
+    from rudolph.io.pictures import open_image as open_picture_file
 
     if image is None:
         raise InputError(f'{name}: no picture given; upload one first')

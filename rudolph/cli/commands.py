@@ -37,7 +37,7 @@ from rudolph.cli.options import (
 )
 from rudolph.errors import RudolphError
 from rudolph.io.paths import refuse_existing
-from rudolph.jobs.inputs import open_image
+from rudolph.io.pictures import open_image
 from rudolph.model.configs import DEFAULT_IMAGE_SAMPLING
 
 __all__ = ['main', 'register', 'build_parser', 'load', 'COMMANDS', 'Command', 'CliError', 'SUBCOMMAND_MODULES',
@@ -93,7 +93,7 @@ def _load_upscaler(args: argparse.Namespace, device: str):
 # ----------------------------------------------------------------------------- output
 def _emit(args: argparse.Namespace, result: Dict[str, Any], lines: List[str]) -> None:
     """The result as JSON (``--json``), else its ``lines``."""
-    from rudolph.jobs.output import json_text
+    from rudolph.io.tables import json_text
 
     for line in [json_text(result)] if args.json else lines:
         print(line)
@@ -145,7 +145,7 @@ def _text2image_args(p: argparse.ArgumentParser) -> None:
 
 def _text2image_run(args: argparse.Namespace) -> int:
     from rudolph import tasks
-    from rudolph.jobs.output import check_writable_folder
+    from rudolph.io.paths import check_writable_folder
     from rudolph.utils import codebook_image_paths, save_codebook_images
 
     codebooks_num = args.codebooks_num = args.codebooks_num or 2 * args.images_num

@@ -21,7 +21,7 @@ from rudolph.errors import CheckpointError, DataError
 from rudolph.finetune.batching import EncodedDataset, TaskBatchSampler, collate
 from rudolph.finetune.rows import TASKS, TaskSpec, _normalise_row, infer_task, read_rows
 from rudolph.io.files import safe_torch_load
-from rudolph.jobs.inputs import open_image
+from rudolph.io.pictures import open_image
 from rudolph.model.config import Layout, RudolphConfig
 from rudolph.tasks.sequences import text_segment
 from rudolph.vae.image import preprocess_image, to_rgb

@@ -16,7 +16,7 @@ from typing import Any, Dict, Iterable, Iterator, Sequence, Union
 
 from rudolph.errors import ConfigError
 
-__all__ = ['folder_file', 'is_inside', 'file_stems', 'refuse_existing', 'naming_file']
+__all__ = ['folder_file', 'is_inside', 'file_stems', 'refuse_existing', 'naming_file', 'check_writable_folder']
 
 
 def is_inside(path: Union[str, os.PathLike], folder: Union[str, os.PathLike]) -> bool:
@@ -111,3 +111,13 @@ def naming_file(path: str) -> Iterator[None]:
         if error.filename is not None or error.errno is None:
             raise
         raise OSError(error.errno, f'{error.strerror or error} while writing', os.fspath(path)) from error
+
+
+def check_writable_folder(path: str, option: str = '-o/--out') -> None:
+    """Create ``path`` and make sure files can be written there (before any expensive work)."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f'{option} {path!r}: cannot create the folder ({error.strerror or error})') from None
+    if not os.path.isdir(path) or not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f'{option} {path!r}: not a writable folder')

@@ -1,10 +1,11 @@
-"""Reading JSONL tables: one JSON object a line, with errors that name the file and the line."""
+"""JSON: reading JSONL tables (one JSON object a line, with errors that name the file and the line), and
+the one way results are written as JSON text."""
 import json
 from typing import Any, Dict, Iterable, Iterator
 
 from rudolph.errors import DataError
 
-__all__ = ['jsonl_rows', 'json_object']
+__all__ = ['jsonl_rows', 'json_object', 'json_text']
 
 
 def jsonl_rows(lines: Iterable[str], path: str) -> Iterator[Dict[str, Any]]:
@@ -23,3 +24,14 @@ def json_object(text: str, where: str, expected: str = 'a JSON object') -> Dict[
     if not isinstance(obj, dict):
         raise DataError(f'{where}: expected a JSON object, got {type(obj).__name__}')
     return obj
+
+
+def json_text(obj: Any) -> str:
+    """``obj`` as indented JSON (non-ASCII kept; numpy / torch scalars and arrays as lists)."""
+    return json.dumps(obj, ensure_ascii=False, indent=2, default=_json_default)
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, 'tolist'):
+        return obj.tolist()
+    raise TypeError(f'{type(obj).__name__} is not JSON serialisable')

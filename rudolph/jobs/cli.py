@@ -170,8 +170,8 @@ def run_text2image(args: argparse.Namespace) -> int:
     :func:`rudolph.io.paths.file_stems`) and ``DIR/images.jsonl`` (``args.codebooks_num`` already checked by
     :mod:`rudolph.cli.commands`). Existing pictures are kept unless ``--overwrite`` (``--resume``: those of
     the prompts not done yet were written by the run it continues)."""
+    from rudolph.io.paths import check_writable_folder
     from rudolph.jobs.inputs import read_prompts
-    from rudolph.jobs.output import check_writable_folder
     from rudolph.jobs.specs import Text2ImageJob
     from rudolph.tasks.core import image_sampling_for
 

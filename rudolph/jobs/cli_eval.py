@@ -69,13 +69,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _write_report(path: str, report: Dict[str, Any]) -> None:
     from rudolph.io.atomic import write_atomic_stream
-    from rudolph.jobs.output import json_text
+    from rudolph.io.tables import json_text
 
     write_atomic_stream(path, lambda f: f.write((json_text(report) + '\n').encode('utf-8')))
 
 
 def _emit(args: argparse.Namespace, report: Dict[str, Any]) -> None:
-    from rudolph.jobs.output import json_text
+    from rudolph.io.tables import json_text
 
     if args.json:
         print(json_text(report))

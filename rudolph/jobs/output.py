@@ -14,7 +14,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from rudolph.errors import ConfigError, DataError
 from rudolph.io.atomic import write_atomic_stream
-from rudolph.io.paths import naming_file
+from rudolph.io.paths import check_writable_folder, naming_file  # noqa: F401 (re-exported)
+from rudolph.io.tables import json_text  # noqa: F401 (re-exported)
 
 __all__ = ['Format', 'format_for', 'repair', 'read_records', 'RecordWriter', 'merge',
            'part_path', 'part_paths', 'errors_path', 'json_text', 'check_writable_folder', 'settings_path',
@@ -76,27 +77,6 @@ class Format:
                 raise DataError(f'{path}: row {number} has {len(row)} cells, expected {len(self.columns)}')
             records.append((row[0], self._csv_line(row), dict(zip(self.columns, row))))
         return records
-
-
-def json_text(obj: Any) -> str:
-    """``obj`` as indented JSON (non-ASCII kept; numpy / torch scalars and arrays as lists)."""
-    return json.dumps(obj, ensure_ascii=False, indent=2, default=_json_default)
-
-
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, 'tolist'):
-        return obj.tolist()
-    raise TypeError(f'{type(obj).__name__} is not JSON serialisable')
-
-
-def check_writable_folder(path: str, option: str = '-o/--out') -> None:
-    """Create ``path`` and make sure files can be written there (before any expensive work)."""
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as error:
-        raise ConfigError(f'{option} {path!r}: cannot create the folder ({error.strerror or error})') from None
-    if not os.path.isdir(path) or not os.access(path, os.W_OK | os.X_OK):
-        raise ConfigError(f'{option} {path!r}: not a writable folder')
 
 
 def format_for(path: str, columns: Sequence[str]) -> Format:
