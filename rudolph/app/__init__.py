@@ -4,7 +4,10 @@
 (no gradio needed); :mod:`rudolph.app.ui` builds the page (``pip install 'rudolph-hypermodal[app]'``).
 Importing this package imports neither gradio nor torch.
 """
-__all__ = ['require_gradio', 'INSTALL_HINT']
+__all__ = ['require_gradio', 'INSTALL_HINT', 'DTYPES']
+
+#: the precisions the app offers (``--dtype`` and the page's picker)
+DTYPES = ('fp32', 'auto', 'bf16', 'fp16', 'int8')
 
 INSTALL_HINT = "pip install 'rudolph-hypermodal[app]'  (or: pip install gradio)"
 

@@ -11,6 +11,8 @@ import signal
 import sys
 from typing import Any, List, Optional
 
+from rudolph.app import DTYPES, require_gradio
+from rudolph.cli.commands import main as cli_main
 from rudolph.errors import ConfigError
 
 __all__ = ['add_arguments', 'run', 'main']
@@ -21,8 +23,6 @@ DESCRIPTION = ('a web page with a tab per task (text to image, captioning, VQA, 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``rudolph app``."""
-    from rudolph.app import handlers
-
     p.add_argument('--host', default='127.0.0.1',
                    help='address to bind (default 127.0.0.1: this machine only; 0.0.0.0 for every interface)')
     p.add_argument('--port', type=int, default=7860, help='port (default 7860)')
@@ -34,14 +34,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help='let the page load local checkpoints from inside DIR (repeatable); without it the page has '
                         'no checkpoint box and loads no server path')
     p.add_argument('--device', default=None, help='cpu, cuda, cuda:N or mps (default: cuda when available)')
-    p.add_argument('--dtype', default='fp32', choices=list(handlers.DTYPES),
+    p.add_argument('--dtype', default='fp32', choices=list(DTYPES),
                    help='precision (default fp32); auto: bf16 on CPUs with native bf16, fp16 on CUDA, else fp32; '
                         'int8: int8 weights, bf16 activations on CPU, fp16 on CUDA')
 
 
 def run(args: argparse.Namespace) -> int:
     """Build the page, load the model and serve until interrupted; returns 0."""
-    from rudolph.app import require_gradio
 
     require_gradio()  # MissingDependencyError saying what to install, before any model is loaded
     if not 0 < args.port < 65536:
@@ -66,6 +65,5 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """``python -m rudolph.app ARGV`` (the same command as ``rudolph app``)."""
-    from rudolph.cli.commands import main as cli_main
 
     return cli_main(['app'] + list(sys.argv[1:] if argv is None else argv))

@@ -16,10 +16,19 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from rudolph import superres
+from rudolph.app import DTYPES
+from rudolph.demo import shapes
 from rudolph.errors import Cancelled, ConfigError, ImageFileError, InputError, RudolphError  # noqa: F401 (Cancelled: re-exported)
+from rudolph.image_prompts import ImagePrompts
 from rudolph.io.atomic import write_atomic
 from rudolph.io.paths import is_inside
-from rudolph.model.configs import DEFAULT_IMAGE_SAMPLING
+from rudolph.io.pictures import open_image as open_picture_file
+from rudolph.model.configs import DEFAULT_IMAGE_SAMPLING, MODELS, TINY_SHAPES
+from rudolph.model.device import check_device
+from rudolph.pretrained.components import Components
+from rudolph.tasks import core as tasks
+from rudolph.tasks.core import SamplingConfig, text_sampling_for
 
 __all__ = ['Result', 'Cancelled', 'ModelCache', 'DeviceLocks', 'DTYPES', 'MAX_UPLOAD', 'BANDS',
            'model_choices', 'device_choices', 'defaults_for', 'progress_callback', 'parse_classes', 'open_image',
@@ -31,7 +40,6 @@ logger = logging.getLogger(__name__)
 #: the precisions offered: dtype names that :func:`rudolph.model.get_rudolph_model` takes (``auto``: per
 #: device, as the rest of the CLI), and ``int8`` (``quantize='int8'``: int8 weights, bf16 activations on CPU,
 #: fp16 on CUDA)
-DTYPES = ('fp32', 'auto', 'bf16', 'fp16', 'int8')
 #: the largest upload the page accepts (pictures: a few megabytes at most; the model sees a few hundred px)
 MAX_UPLOAD = '20mb'
 #: the bands of an image prompt, in ImagePrompts' order
@@ -55,7 +63,6 @@ class Result:
 # ----------------------------------------------------------------------------- models
 def model_choices() -> List[str]:
     """The registry's model names, the embedded tiny-shapes first."""
-    from rudolph.model.configs import MODELS, TINY_SHAPES
 
     return [TINY_SHAPES] + [name for name in MODELS if name != TINY_SHAPES]
 
@@ -114,7 +121,6 @@ class ModelCache:
     def key(model: str, device: Optional[str] = None, dtype: Optional[str] = None,
             checkpoint: Optional[str] = None) -> Tuple:
         """The cache key: the model, its checkpoint folder (or None), the checked device and dtype."""
-        from rudolph.model.device import check_device
 
         if not isinstance(model, str) or not model.strip():
             raise ConfigError(f'model {model!r}: expected one of {model_choices()}')
@@ -133,7 +139,6 @@ class ModelCache:
             return self._items[key]
 
     def _load(self, model: str, checkpoint: Optional[str], device: str, dtype: Optional[str]):
-        from rudolph.pretrained.components import Components
 
         loader = self._loader or Components.from_pretrained
         logger.info('loading %s (checkpoint %s) on %s, dtype %s', model, checkpoint, device, dtype or 'fp32')
@@ -160,12 +165,10 @@ class DeviceLocks:
 
 def defaults_for(model: str) -> Dict[str, Any]:
     """The values a tab starts with for ``model``: its recommended sampling and fitting example inputs."""
-    from rudolph.model.configs import MODELS, TINY_SHAPES
 
     spec = MODELS.get(model)
     sampling = dict((spec.sampling.get('text2image') if spec is not None else None) or DEFAULT_IMAGE_SAMPLING.kwargs())
     if model == TINY_SHAPES:
-        from rudolph.demo import shapes
 
         # reranking by the decoded pictures: what the demo and the README's measurements use
         return {'sampling': sampling, 'reencode': True, 'prompt': 'большой красный круг слева на белом фоне',
@@ -190,7 +193,6 @@ def progress_callback(report: Optional[Report], cancel: Optional[threading.Event
 
 
 def _parts(c, report: Optional[Report], cancel: Optional[threading.Event]):
-    from rudolph.tasks import core as tasks
 
     return tasks.Parts.of_components(c, progress=progress_callback(report, cancel))
 
@@ -199,7 +201,6 @@ def open_image(image: Any, name: str = 'image'):
     """A PIL picture from a PIL image, a numpy array or a file path; ``InputError`` naming ``name`` otherwise."""
     from PIL import Image
 
-    from rudolph.io.pictures import open_image as open_picture_file
 
     if image is None:
         raise InputError(f'{name}: no picture given; upload one first')
@@ -267,7 +268,6 @@ def grid_of(images: Sequence[Any], ncol: int = 4, pad: int = 2):
 
 
 def _sampling(defaults: Dict[str, Any], top_k, top_p, temperature):
-    from rudolph.tasks.core import SamplingConfig
 
     return SamplingConfig(int(defaults['top_k'] if top_k is None else top_k),
                           float(defaults['top_p'] if top_p is None else top_p),
@@ -275,7 +275,6 @@ def _sampling(defaults: Dict[str, Any], top_k, top_p, temperature):
 
 
 def _text_sampling(parts, task: str, top_k, top_p, temperature):
-    from rudolph.tasks.core import text_sampling_for
 
     return text_sampling_for(parts.reference, task, None if top_k is None else int(top_k),
                              None if top_p is None else float(top_p),
@@ -306,11 +305,10 @@ _UPSCALERS: Dict[str, Any] = {}
 
 
 def _upscaler(device: str):
-    """Real-ESRGAN x2 of :mod:`rudolph.superres` on ``device``, or None when the module or its weights are missing."""
+    """Real-ESRGAN x2 of :mod:`rudolph.superres` on ``device``, or None when spandrel or the weights are missing."""
     if device not in _UPSCALERS:
         try:
-            from rudolph.superres import get_realesrgan  # optional: absent in installs without super-resolution
-            _UPSCALERS[device] = get_realesrgan('x2', device=device)
+            _UPSCALERS[device] = superres.get_realesrgan('x2', device=device)
         except (ImportError, RudolphError, OSError, ValueError, TypeError) as error:
             logger.info('upscaling not offered: %s', error)
             _UPSCALERS[device] = None
@@ -318,7 +316,7 @@ def _upscaler(device: str):
 
 
 def upscale_available(device: str = 'cpu') -> bool:
-    """Whether super-resolution can run here (``rudolph.superres`` imports and its weights load)."""
+    """Whether super-resolution can run here (spandrel is installed and the Real-ESRGAN weights load)."""
     return _upscaler(device) is not None
 
 
@@ -329,7 +327,6 @@ def _upscale(images: List[Any], device: str) -> List[Any]:
     model = _upscaler(device)
     if model is None:
         raise ConfigError('upscaling needs rudolph.superres and its Real-ESRGAN weights, which are not available here')
-    from rudolph import superres
 
     if hasattr(superres, 'super_resolution'):
         return list(superres.super_resolution(images, model))
@@ -342,7 +339,6 @@ def _image_prompts(c, parts, image: Any, bands: Optional[Dict[str, int]]):
     bands = {side: int((bands or {}).get(side) or 0) for side in BANDS}
     if image is None or not any(bands.values()):
         return None
-    from rudolph.image_prompts import ImagePrompts
 
     side = 8 * parts.layout.N
     return ImagePrompts(open_image(image, 'image prompt'), bands, c.vae, parts.device, crop_first=True, image_size=side)
@@ -358,7 +354,6 @@ def text_to_image(c, prompt: str, images_num: int = 4, codebooks_num: int = 8, *
     Sampling defaults to the model's recommended settings; ``prompt_image`` with ``bands``
     (``{'up': tokens, ...}``) keeps those bands of a picture; ``upscale`` needs super-resolution.
     """
-    from rudolph.tasks import core as tasks
 
     images_num, codebooks_num, bs = _count('images_num', images_num), _count('codebooks_num', codebooks_num), _count('bs', bs)
     if rerank and codebooks_num < images_num:
@@ -383,7 +378,6 @@ def caption(c, image, captions_num: int = 3, generations_num: int = 16, template
             top_k=None, top_p=None, temperature=None, seed=None, bs: int = 16, progress: Optional[Report] = None,
             cancel: Optional[threading.Event] = None, out_dir: Optional[str] = None) -> Result:
     """The ``captions_num`` best of ``generations_num`` captions of ``image`` (starting with ``template``)."""
-    from rudolph.tasks import core as tasks
 
     img = open_image(image)
     parts = _parts(c, progress, cancel)
@@ -400,7 +394,6 @@ def vqa(c, image, question: str, answers_num: int = 3, generations_num: int = 16
         temperature=None, seed=None, bs: int = 16, progress: Optional[Report] = None,
         cancel: Optional[threading.Event] = None, out_dir: Optional[str] = None) -> Result:
     """The answers to ``question`` about ``image``, most frequent first."""
-    from rudolph.tasks import core as tasks
 
     img = open_image(image)
     parts = _parts(c, progress, cancel)
@@ -416,7 +409,6 @@ def vqa(c, image, question: str, answers_num: int = 3, generations_num: int = 16
 def classify(c, image, classes: Any, template: str = '{}', *, bs: int = 16, progress: Optional[Report] = None,
              cancel: Optional[threading.Event] = None, out_dir: Optional[str] = None) -> Result:
     """Zero-shot probabilities of ``classes`` for ``image`` (softmax of minus each class's log-perplexity)."""
-    from rudolph.tasks import core as tasks
 
     img = open_image(image)
     names = parse_classes(classes)
@@ -434,7 +426,6 @@ def generate_text(c, template: str, texts_num: int = 4, *, top_k=None, top_p=Non
                   bs: int = 16, progress: Optional[Report] = None, cancel: Optional[threading.Event] = None,
                   out_dir: Optional[str] = None) -> Result:
     """Texts continuing ``template``, least perplexing first."""
-    from rudolph.tasks import core as tasks
 
     parts = _parts(c, progress, cancel)
     rows = tasks.texts(parts, template, _count('texts_num', texts_num),
@@ -457,7 +448,6 @@ def rerank_images(c, text: str, images: Sequence[Any], *, bs: int = 8, progress:
     """Uploaded ``images`` ordered by how well ``text`` describes them (best first)."""
     import torch
 
-    from rudolph.tasks import core as tasks
 
     if not images:
         raise InputError('images: no pictures given; upload at least one')

@@ -11,8 +11,7 @@ or by name through the usual loaders: ``get_rudolph_model('tiny-shapes')``,
 entry of :data:`rudolph.model.MODELS` like the published models). ``rudolph demo`` (or ``python -m rudolph.demo``) runs every task;
 ``python -m rudolph.demo.train`` rebuilds the three weight files from scratch.
 """
-from typing import Any, Dict, NamedTuple
-
+from rudolph._lazy import lazy_exports
 from rudolph.model.configs import (
     MODELS,
     TINY_SHAPES,
@@ -40,25 +39,5 @@ L_TEXT = MODEL_PARAMS['l_text_seq_length']
 R_TEXT = MODEL_PARAMS['r_text_seq_length']
 T2I_SAMPLING = TINY_SHAPES_T2I_SAMPLING
 
-
-class Bundle(NamedTuple):
-    model: Any
-    tokenizer: Any
-    vae: Any
-    spc_tokens: Dict[str, int]
-
-
-def load_bundle(name: str = NAME, device: str = 'cpu', dtype=None, quantize=None) -> Bundle:
-    """``(model, tokenizer, vae, spc_tokens)`` of the embedded model, from the package files only
-    (:meth:`rudolph.pretrained.components.Components.from_pretrained` as a 4-tuple).
-
-    ``dtype`` / ``quantize``: the model's precision (see ``get_rudolph_model``; default float32)."""
-    from rudolph.errors import ConfigError
-    from rudolph.pretrained.components import Components
-
-    if name != NAME:
-        raise ConfigError(f'unknown bundle {name!r}; expected {NAME!r}')
-    parts = Components.from_pretrained(NAME, device=device, dtype=dtype, quantize=quantize)
-    return Bundle(parts.model, parts.tokenizer, parts.vae, dict(parts.spc_tokens))
-
-
+# the loader imports torch: on first use, so that `rudolph demo --help` does not
+__getattr__ = lazy_exports(__name__, globals(), {'Bundle': ('.bundle', 'Bundle'), 'load_bundle': ('.bundle', 'load_bundle')})

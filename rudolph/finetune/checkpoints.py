@@ -20,6 +20,8 @@ import torch
 
 from rudolph.checks import setting
 from rudolph.finetune.config import TrainConfig, TrainState
+from rudolph.io.safetensors import read_safetensors
+from rudolph.pretrained.folder import model_sources, pretrained_config, write_pretrained
 from rudolph.pretrained.runs import (  # noqa: F401
     LATEST_NAME,
     LEGACY_WEIGHTS_NAME,
@@ -141,7 +143,6 @@ def _publish(tmp: str, final: str, out_dir: str, name: str) -> None:
 def _write_model(tmp: str, accelerator, model, weights: Dict[str, torch.Tensor],
                  training: Optional[Dict[str, Any]], out_dir: str) -> None:
     """The saved-model files (weights, config.json, card, tokenizer/VQGAN when unpublished) of the checkpoint."""
-    from rudolph.pretrained.folder import model_sources, pretrained_config, write_pretrained
 
     unwrapped = accelerator.unwrap_model(model)
     sources = model_sources(unwrapped)
@@ -236,7 +237,6 @@ def load_resume(path: str, accelerator) -> Tuple[Dict[str, Any], Dict[str, torch
 
 def _load_weights(folder: str) -> Dict[str, torch.Tensor]:
     """The weights of a checkpoint: ``model.safetensors``, or the ``pytorch_model.bin`` of older versions."""
-    from rudolph.io.safetensors import read_safetensors
 
     path = os.path.join(folder, WEIGHTS_NAME)
     if os.path.isfile(path):

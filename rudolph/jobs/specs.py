@@ -8,10 +8,20 @@ line can be read (and reproduced) on its own.
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+from rudolph.io.atomic import write_atomic_stream
 from rudolph.io.paths import file_stems
-from rudolph.jobs.features import ROWS_SUFFIX, index_path, npy_of
+from rudolph.jobs.features import ROWS_SUFFIX, index_path, npy_of, remove_features, restore_rows, write_features
 from rudolph.jobs.inputs import Item
 from rudolph.jobs.output import settings_path
+from rudolph.tasks.batched import (
+    caption_batch,
+    classify_batch,
+    embed_image_batch,
+    embed_text_batch,
+    text2image_batch,
+    vqa_batch,
+)
+from rudolph.utils import torch_tensors_to_pil_list
 
 __all__ = ['Job', 'CaptionJob', 'VqaJob', 'ClassifyJob', 'EmbedJob', 'Text2ImageJob', 'image_px']
 
@@ -87,7 +97,6 @@ class CaptionJob(Job):
         return {'seed': self.seed, **self.settings}
 
     def run(self, items, images):
-        from rudolph.tasks.batched import caption_batch
 
         results = caption_batch(self.parts, images, [i.key for i in items], seed=self.seed, **self.settings)
         return [dict(key=i.key, path=i.path, captions=list(r['captions']), scores=_floats(r['scores']),
@@ -107,7 +116,6 @@ class VqaJob(Job):
         return {'seed': self.seed, **self.settings}
 
     def run(self, items, images):
-        from rudolph.tasks.batched import vqa_batch
 
         questions = [i.text.strip() for i in items]
         results = vqa_batch(self.parts, images, questions, [i.key for i in items], seed=self.seed, **self.settings)
@@ -127,7 +135,6 @@ class ClassifyJob(Job):
         return {'classes': self.classes, 'template': self.template}
 
     def run(self, items, images):
-        from rudolph.tasks.batched import classify_batch
 
         results = classify_batch(self.parts, images, self.classes, template=self.template)
         return [dict(key=i.key, path=i.path, label=self._label(r['label']),
@@ -168,7 +175,6 @@ class EmbedJob(Job):
         return [out, _features_file(out), index_path(_features_file(out))]
 
     def run(self, items, images):
-        from rudolph.tasks.batched import embed_image_batch, embed_text_batch
 
         if self.texts:
             features = embed_text_batch(self.parts, [i.text for i in items], layer=self.layer, pooling=self.pooling)
@@ -178,7 +184,6 @@ class EmbedJob(Job):
         return [dict(key=i.key, path=i.path, text=i.text, embedding=row) for i, row in zip(items, rows)]
 
     def prepare(self, out, resume, overwrite):
-        from rudolph.jobs.features import remove_features, restore_rows
 
         if overwrite:
             remove_features(out)
@@ -186,7 +191,6 @@ class EmbedJob(Job):
             restore_rows(out, self.columns)
 
     def finish(self, out, items):
-        from rudolph.jobs.features import write_features
 
         write_features(out, self.columns)
 
@@ -213,7 +217,6 @@ class Text2ImageJob(Job):
         return None
 
     def run(self, items, images):
-        from rudolph.tasks.batched import text2image_batch
 
         results = text2image_batch(self.parts, [i.text for i in items], [i.key for i in items], seed=self.seed,
                                    **self.settings)
@@ -223,8 +226,6 @@ class Text2ImageJob(Job):
     def _save(self, key: str, codebooks) -> List[str]:
         import torch
 
-        from rudolph.io.atomic import write_atomic_stream
-        from rudolph.utils import torch_tensors_to_pil_list
 
         with torch.no_grad():
             pictures = torch_tensors_to_pil_list(self.parts.vae.decode(codebooks.to(self.parts.device)))

@@ -13,11 +13,29 @@ located first (local paths or the Hugging Face cache) and every missing one is r
 """
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
+from rudolph import tokenizer as tokenizer_module  # loaders called through their packages: patchable
+from rudolph import vae as vae_module
 from rudolph.checks import setting
 from rudolph.errors import CheckpointError, ConfigError, WeightsNotFoundError
+from rudolph.io.hub import hub_download
+from rudolph.io.paths import folder_file
+from rudolph.model import get_rudolph_model
+from rudolph.model.configs import MODELS
 from rudolph.model.device import check_device
+from rudolph.model.loading import resolve_checkpoint
+from rudolph.model.model import ruDolphModel
+from rudolph.pretrained import folder as saved_folder
+from rudolph.pretrained.folder import (
+    looks_like_repo_id,
+    published_tokenizer,
+    published_vae,
+    registry_sources,
+    save_pretrained,
+    saved_vae,
+)
+from rudolph.pretrained.publish import push_to_hub
 
 __all__ = ['Components', 'Deferred', 'load_vae', 'describe_missing']
 
@@ -27,7 +45,6 @@ PART_KEYWORDS = {'model': 'checkpoint', 'tokenizer': 'tokenizer', 'vae': 'vae'}
 
 def _hub_file(what: str, repo: str, filename: str, keyword: str, cache_dir: Optional[str]) -> str:
     """Local path of a hub file (cache, else one quick download); WeightsNotFoundError naming the fixes if not."""
-    from rudolph.io.hub import hub_download
 
     return hub_download(repo, filename, what=what, local_arg=setting(keyword, 'PATH', metavar=True),
                         cache_dir=cache_dir)
@@ -51,7 +68,6 @@ class _Plan:
 
 
 def _model_path(name: str, entry: Dict[str, Any], checkpoint: Optional[str], cache_dir: Optional[str]) -> str:
-    from rudolph.model.loading import resolve_checkpoint
 
     if checkpoint is not None or entry.get('local_path'):  # a file, or a folder (e.g. a trainer's step-N/)
         try:
@@ -62,7 +78,6 @@ def _model_path(name: str, entry: Dict[str, Any], checkpoint: Optional[str], cac
 
 
 def _tokenizer_path(entry: Dict[str, Any], tokenizer: Optional[str]) -> Optional[str]:
-    from rudolph import tokenizer as tokenizer_module
 
     if tokenizer is not None:
         return _local_file('the tokenizer', str(tokenizer_module.NAMED_TOKENIZERS.get(tokenizer, tokenizer)), 'tokenizer')
@@ -73,16 +88,14 @@ def _tokenizer_path(entry: Dict[str, Any], tokenizer: Optional[str]) -> Optional
 
 def _hub_tokenizer(cache_dir: Optional[str]):
     """ruDALL-E's tokenizer from the hub cache (or a download); WeightsNotFoundError if it is not there."""
-    from rudolph.tokenizer import get_tokenizer
 
     try:
-        return get_tokenizer(cache_dir=cache_dir)
+        return tokenizer_module.get_tokenizer(cache_dir=cache_dir)
     except WeightsNotFoundError as error:
         raise WeightsNotFoundError(f'{error}; here: {setting("tokenizer", "PATH", metavar=True)}') from error
 
 
 def _vae_path(entry: Dict[str, Any], vae: Optional[str], vae_config: Any, cache_dir: Optional[str]) -> Tuple[str, Any]:
-    from rudolph import vae as vae_module
 
     if vae is not None:
         if vae in vae_module.NAMED_VAES and vae_config is None:
@@ -193,13 +206,11 @@ class Components:
     def save_pretrained(self, save_directory: str, **kwargs: Any) -> str:
         """Save model, task tokens, sampling and tokenizer/VQGAN (copied in unless published) as a folder
         that :meth:`from_pretrained` loads alone; see :func:`rudolph.pretrained.folder.save_pretrained`."""
-        from rudolph.pretrained.folder import save_pretrained
 
         return save_pretrained(self, save_directory, **kwargs)
 
     def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
         """Save and publish as hub repository ``repo_id``; see :func:`rudolph.pretrained.publish.push_to_hub`."""
-        from rudolph.pretrained.publish import push_to_hub
 
         return push_to_hub(self, repo_id, **kwargs)
 
@@ -226,8 +237,6 @@ class Components:
         or ``'auto'``) and ``quantize`` (``None`` or ``'int8'``): see ``get_rudolph_model``. Raises
         :class:`~rudolph.errors.WeightsNotFoundError` naming every missing file at once.
         """
-        from rudolph.model.configs import MODELS
-        from rudolph.pretrained.folder import load_pretrained
 
         if config is None and checkpoint is None and _is_saved_model(name_or_path, MODELS):
             return load_pretrained(name_or_path, device=device, dtype=dtype, fp16=fp16, cache_dir=cache_dir,
@@ -252,7 +261,6 @@ class Components:
 
 def _is_saved_model(name_or_path: Any, models) -> bool:
     """A saved-model folder, a fine-tuning run (folder or its ``latest``) or a hub repo id, not a registry name."""
-    from rudolph.pretrained.folder import looks_like_repo_id
 
     text = os.fspath(name_or_path)
     return text not in models and (os.path.exists(text) or looks_like_repo_id(text))
@@ -260,7 +268,6 @@ def _is_saved_model(name_or_path: Any, models) -> bool:
 
 def _sources(name: str, entry: Dict[str, Any], plan: _Plan, tokenizer, vae) -> Dict[str, Any]:
     """Where the tokenizer and VQGAN of a registry model came from (what ``save_pretrained`` records)."""
-    from rudolph.pretrained.folder import published_tokenizer, published_vae, registry_sources
 
     found = registry_sources(name) if entry else {'base_model': None, 'tokenizer': None, 'vae': None}
     if tokenizer is not None or (plan.tokenizer_path and not entry.get('tokenizer_path')):
@@ -292,19 +299,17 @@ def _name_and_checkpoint(name_or_path: str, checkpoint, config, models) -> Tuple
 
 
 def _load_tokenizer(path: str):
-    from rudolph.tokenizer import get_tokenizer
 
     try:
-        return get_tokenizer(path)
+        return tokenizer_module.get_tokenizer(path)
     except (OSError, ValueError) as error:
         raise CheckpointError(f'cannot read the tokenizer {path!r}: {error}') from None
 
 
 def _load_vae(plan: _Plan, device: str):
-    from rudolph.vae import get_vae
 
     try:
-        return get_vae(path=plan.vae_path, config=plan.vae_config).to(device)
+        return vae_module.get_vae(path=plan.vae_path, config=plan.vae_config).to(device)
     except (OSError, ValueError, RuntimeError) as error:
         hint = '' if plan.vae_config else ' (pass a vae_config for a VQGAN of another architecture)'
         raise CheckpointError(f'cannot load the VQGAN {plan.vae_path!r}: {error}{hint}') from None
@@ -312,7 +317,6 @@ def _load_vae(plan: _Plan, device: str):
 
 def _load_model(name: str, config: Optional[Dict[str, Any]], path: Optional[str], device: str, dtype, fp16: bool,
                 pretrained: bool, model_kwargs: Dict[str, Any], quantize: Optional[str] = None):
-    from rudolph.model import get_rudolph_model
 
     extra = dict(model_kwargs) if config is None else {'model_params': {**config, **model_kwargs}}
     if fp16 and dtype is None:  # the same precision, without the FP16Module wrapper fp16=True returns
@@ -330,14 +334,11 @@ def load_vae(name: str, *, vae: Optional[str] = None, vae_config: Any = None, de
              cache_dir: Optional[str] = None):
     """The VQGAN of model ``name`` (a ``MODELS`` key or a saved model: its own VQGAN, ruDALL-E's, or ``vae`` with
     ``vae_config``) on ``device``."""
-    from rudolph.model.configs import MODELS
 
     if vae is None and _is_saved_model(name, MODELS):  # a saved model's own VQGAN (or the hub one it names)
-        from rudolph.pretrained.folder import saved_vae
-        from rudolph.vae import get_vae
 
         path, config, dwt = saved_vae(name, cache_dir)
-        return get_vae(path=path, config=config if vae_config is None else vae_config, dwt=dwt).to(device)
+        return vae_module.get_vae(path=path, config=config if vae_config is None else vae_config, dwt=dwt).to(device)
     plan = _Plan(vae_config=vae_config)
     _set_vae(plan, _vae_path(dict(MODELS.get(name, {})), vae, vae_config, cache_dir))
     return _load_vae(plan, device)
@@ -350,3 +351,42 @@ def describe_missing(error: WeightsNotFoundError, options: Dict[str, str]) -> Li
         return [str(error)]
     return [f'{message}\n  (command line: {options[part]} PATH)' if part in options else message
             for part, message in problems.items()]
+
+
+def load_pretrained(name_or_path: Union[str, os.PathLike], *, device: Optional[str] = 'cpu', dtype=None,
+                    fp16: bool = False, cache_dir: Optional[str] = None, tokenizer: Any = None, vae: Any = None,
+                    vae_config: Any = None, pretrained: bool = True, with_vae: bool = True,
+                    model_kwargs: Optional[Mapping[str, Any]] = None, quantize: Optional[str] = None) -> Components:
+    """A saved model (folder, fine-tuning output folder or its ``latest``, or hub repo id) as ``Components``.
+
+    The model comes from ``config.json`` and the weights alone (``ruDolphModel``'s own loader); the
+    tokenizer and the VQGAN are loaded when first asked for (``components.tokenizer``), and a missing
+    one is then named with how to provide it. ``tokenizer`` / ``vae`` (+ ``vae_config``) replace the
+    stored ones. A folder that records neither (``ruDolphModel.save_pretrained``) uses those of the
+    published model of its architecture, if there is one. The hub files come through
+    :func:`rudolph.io.hub.hub_download` (the cache first, ``HF_HUB_OFFLINE`` honoured).
+    """
+    device = check_device(device)
+    label, fetch = saved_folder._fetcher(os.fspath(name_or_path), cache_dir)
+    config = saved_folder.read_config(fetch(saved_folder.CONFIG_NAME))
+    model = saved_folder.load_model(ruDolphModel, label, device=device, dtype=dtype, quantize=quantize, fp16=fp16,
+                                    cache_dir=cache_dir, pretrained=pretrained, model_kwargs=model_kwargs)
+    stored = saved_folder._stored_parts(config)
+    local = os.path.isdir(label)
+    if local:  # a file the folder names must be inside it: refused now, though it is read at first use
+        for part, override in (('tokenizer', tokenizer), ('vae', vae)):
+            if override is None and 'file' in (stored[part] or {}):
+                named_by = os.path.join(label, saved_folder.CONFIG_NAME)
+                folder_file(label, stored[part]['file'], f'the {part} named by {named_by!r}')
+    tok_source = saved_folder._part_source('tokenizer', stored['tokenizer'], tokenizer, label, local)
+    vae_source = saved_folder._part_source('vae', stored['vae'], vae, label, local)
+    if vae is not None:
+        vae_source = {**vae_source, 'config': saved_folder._plain(vae_config), 'dwt': False}
+    model.pretrained_sources = {'base_model': stored['base_model'], 'tokenizer': tok_source, 'vae': vae_source}
+    tok = Deferred('tokenizer', lambda: _load_tokenizer(
+        saved_folder._part_path('tokenizer', stored['tokenizer'], tokenizer, fetch, cache_dir)))
+    vqgan = Deferred('vae', lambda: vae_module.get_vae(path=saved_folder._part_path('vae', stored['vae'], vae, fetch, cache_dir),
+                                            config=vae_source.get('config'),
+                                            dwt=bool(vae_source.get('dwt'))).to(device)) if with_vae else None
+    return Components(model, tok, vqgan, dict(model.spc_tokens), str(label),
+                      {k: dict(v) for k, v in (config.get('sampling') or {}).items()}, model.pretrained_sources)

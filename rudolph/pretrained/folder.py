@@ -32,13 +32,15 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 
+from rudolph import __version__
 from rudolph.checks import setting
 from rudolph.errors import ConfigError, WeightsNotFoundError
 from rudolph.io.atomic import write_folder_atomic
 from rudolph.io.hub import hub_download
 from rudolph.io.paths import folder_file
+from rudolph.io.safetensors import write_safetensors
 from rudolph.model.config import RudolphConfig
-from rudolph.model.device import check_device
+from rudolph.model.configs import MODELS
 from rudolph.model.folder import (  # noqa: F401 (re-exported: the model's part of the format)
     CARD_NAME,
     CONFIG_NAME,
@@ -61,8 +63,6 @@ from rudolph.model.folder import (  # noqa: F401 (re-exported: the model's part 
     written_model_folder,
 )
 from rudolph.model.fp16 import unwrap_model
-from rudolph.model.model import ruDolphModel
-from rudolph.pretrained.components import Components, Deferred, _load_tokenizer
 from rudolph.pretrained.model_card import model_card
 from rudolph.pretrained.runs import LATEST_NAME, STATE_NAME, find_checkpoint
 from rudolph.pretrained.sources import (  # noqa: F401 (re-exported)
@@ -76,9 +76,10 @@ from rudolph.pretrained.sources import (  # noqa: F401 (re-exported)
     tokenizer_source,
     vae_source,
 )
-from rudolph.vae import get_vae
+from rudolph.tokenizer.yttm_format import write_yttm_model
+from rudolph.vae.model import read_checkpoint_state_dict
 
-__all__ = ['save_pretrained', 'write_pretrained', 'write_description', 'load_pretrained',
+__all__ = ['save_pretrained', 'write_pretrained', 'write_description', 
            'read_config', 'model_card', 'resolve_pretrained', 'is_pretrained_folder', 'written_model_folder',
            'looks_like_repo_id',
            'pretrained_config', 'model_sources', 'registry_sources', 'saved_vae', 'FORMAT', 'FORMAT_VERSION',
@@ -94,11 +95,9 @@ def pretrained_config(config: Any, spc_tokens: Mapping[str, int], sources: Mappi
                       sampling: Optional[Mapping[str, Any]] = None, training: Optional[Mapping[str, Any]] = None,
                       dtype: Optional[torch.dtype] = None) -> Dict[str, Any]:
     """The ``config.json`` of a saved model (sources as they will be stored: ``file`` or ``repo_id``)."""
-    from rudolph import __version__
 
     base = sources.get('base_model')
     if sampling is None and base:
-        from rudolph.model.configs import MODELS
 
         sampling = MODELS[base].get('sampling') if base in MODELS else None
     return {'format': FORMAT, 'format_version': FORMAT_VERSION, 'library': 'rudolph', 'library_version': __version__,
@@ -111,7 +110,6 @@ def pretrained_config(config: Any, spc_tokens: Mapping[str, int], sources: Mappi
 
 
 def _base_repo(base: Optional[str]) -> Optional[str]:
-    from rudolph.model.configs import MODELS
 
     return MODELS[base].get('repo_id') if base in MODELS else None
 
@@ -132,7 +130,6 @@ def _write_tokenizer(source: Source, folder: str) -> None:
         if os.path.abspath(source['path']) != os.path.abspath(target):
             shutil.copyfile(source['path'], target)
     elif 'data' in source:
-        from rudolph.tokenizer.yttm_format import write_yttm_model
 
         write_yttm_model(target, source['data'])
     else:
@@ -144,7 +141,6 @@ def _vae_state(source: Source) -> Dict[str, torch.Tensor]:
     if 'object' in source:
         vae = source['object']
         return dict((vae if vae.dwt else vae.model).state_dict())
-    from rudolph.vae.model import read_checkpoint_state_dict
 
     state = read_checkpoint_state_dict(source['path'])
     if source.get('dwt'):
@@ -154,7 +150,6 @@ def _vae_state(source: Source) -> Dict[str, torch.Tensor]:
 
 
 def _write_vae(source: Source, folder: str) -> None:
-    from rudolph.io.safetensors import write_safetensors
 
     meta = {'dwt': json.dumps(bool(source.get('dwt')))}
     if source.get('config') is not None:
@@ -316,44 +311,6 @@ def _part_path(part: str, stored: Optional[Source], override: Any, fetch: Callab
         return stored['path']
     return hub_download(stored['repo_id'], stored['filename'], what=f'the {part} ({stored["filename"]})',
                         local_arg=setting(keyword, 'PATH', metavar=True), cache_dir=cache_dir)
-
-
-def load_pretrained(name_or_path: Union[str, os.PathLike], *, device: Optional[str] = 'cpu', dtype=None,
-                    fp16: bool = False, cache_dir: Optional[str] = None, tokenizer: Any = None, vae: Any = None,
-                    vae_config: Any = None, pretrained: bool = True, with_vae: bool = True,
-                    model_kwargs: Optional[Mapping[str, Any]] = None, quantize: Optional[str] = None) -> Components:
-    """A saved model (folder, fine-tuning output folder or its ``latest``, or hub repo id) as ``Components``.
-
-    The model comes from ``config.json`` and the weights alone (``ruDolphModel``'s own loader); the
-    tokenizer and the VQGAN are loaded when first asked for (``components.tokenizer``), and a missing
-    one is then named with how to provide it. ``tokenizer`` / ``vae`` (+ ``vae_config``) replace the
-    stored ones. A folder that records neither (``ruDolphModel.save_pretrained``) uses those of the
-    published model of its architecture, if there is one. The hub files come through
-    :func:`rudolph.io.hub.hub_download` (the cache first, ``HF_HUB_OFFLINE`` honoured).
-    """
-    device = check_device(device)
-    label, fetch = _fetcher(os.fspath(name_or_path), cache_dir)
-    config = read_config(fetch(CONFIG_NAME))
-    model = load_model(ruDolphModel, label, device=device, dtype=dtype, quantize=quantize, fp16=fp16,
-                       cache_dir=cache_dir, pretrained=pretrained, model_kwargs=model_kwargs)
-    stored = _stored_parts(config)
-    local = os.path.isdir(label)
-    if local:  # a file the folder names must be inside it: refused now, though it is read at first use
-        for part, override in (('tokenizer', tokenizer), ('vae', vae)):
-            if override is None and 'file' in (stored[part] or {}):
-                folder_file(label, stored[part]['file'], f'the {part} named by {os.path.join(label, CONFIG_NAME)!r}')
-    tok_source = _part_source('tokenizer', stored['tokenizer'], tokenizer, label, local)
-    vae_source = _part_source('vae', stored['vae'], vae, label, local)
-    if vae is not None:
-        vae_source = {**vae_source, 'config': _plain(vae_config), 'dwt': False}
-    model.pretrained_sources = {'base_model': stored['base_model'], 'tokenizer': tok_source, 'vae': vae_source}
-    tok = Deferred('tokenizer', lambda: _load_tokenizer(
-        _part_path('tokenizer', stored['tokenizer'], tokenizer, fetch, cache_dir)))
-    vqgan = Deferred('vae', lambda: get_vae(path=_part_path('vae', stored['vae'], vae, fetch, cache_dir),
-                                            config=vae_source.get('config'),
-                                            dwt=bool(vae_source.get('dwt'))).to(device)) if with_vae else None
-    return Components(model, tok, vqgan, dict(model.spc_tokens), str(label),
-                      {k: dict(v) for k, v in (config.get('sampling') or {}).items()}, model.pretrained_sources)
 
 
 def _stored_parts(config: Mapping[str, Any]) -> Dict[str, Any]:

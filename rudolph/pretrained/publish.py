@@ -8,9 +8,13 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 
-from rudolph.errors import ConfigError, WeightsNotFoundError
+from rudolph.errors import CheckpointMismatchError, ConfigError, WeightsNotFoundError
 from rudolph.io.atomic import write_folder_atomic
 from rudolph.io.paths import folder_file
+from rudolph.model.config import RudolphConfig
+from rudolph.model.configs import MODELS
+from rudolph.model.loading import check_state_dict, load_checkpoint, resolve_checkpoint
+from rudolph.model.model import ruDolphModel, skip_init
 from rudolph.pretrained.folder import (
     CONFIG_NAME,
     PUBLISHED_FILES,
@@ -31,9 +35,6 @@ logger = logging.getLogger(__name__)
 
 # ----------------------------------------------------------------------------- convert
 def _shapes_match(params: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -> bool:
-    from rudolph.errors import CheckpointMismatchError
-    from rudolph.model.loading import check_state_dict
-    from rudolph.model.model import ruDolphModel, skip_init
 
     with torch.device('meta'), skip_init():
         model = ruDolphModel(device='cpu', **params)
@@ -47,7 +48,6 @@ def _shapes_match(params: Mapping[str, Any], state: Mapping[str, torch.Tensor]) 
 def _architecture(name: Optional[str], config: Optional[Mapping[str, Any]],
                   state: Mapping[str, torch.Tensor], path: str) -> Tuple[Optional[str], Dict[str, Any]]:
     """(registry name or ``None``, constructor params) of a checkpoint: given, or the one model it fits."""
-    from rudolph.model.configs import MODELS
 
     if config is not None:
         return name if name in MODELS else None, dict(config)
@@ -74,9 +74,6 @@ def convert(name_or_path: Union[str, os.PathLike], out_dir: Union[str, os.PathLi
     ``overwrite``; anything else (a folder of other files, the current folder, the input or a folder
     holding it) is refused before any work. The folder is written beside ``out_dir`` and renamed into place.
     """
-    from rudolph.model.config import RudolphConfig
-    from rudolph.model.configs import MODELS
-    from rudolph.model.loading import load_checkpoint, resolve_checkpoint
 
     source, target = os.fspath(name_or_path), os.fspath(out_dir)
     check_model_folder_target(target, overwrite=overwrite, inputs=(source,) if os.path.exists(source) else (),

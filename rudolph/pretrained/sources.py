@@ -4,7 +4,12 @@ import dataclasses
 import os
 from typing import Any, Dict, Mapping, Optional
 
+from rudolph import tokenizer as tokenizer_module
+from rudolph import vae as vae_module
 from rudolph.errors import ConfigError
+from rudolph.model.configs import MODELS
+from rudolph.tokenizer import NAMED_TOKENIZERS
+from rudolph.vae import NAMED_VAES
 
 __all__ = ['Source', 'published_tokenizer', 'published_vae', 'registry_sources', 'infer_base_model', 'model_sources',
            'tokenizer_source', 'vae_source']
@@ -16,20 +21,17 @@ _TRAINING_ONLY = ('embedding_dropout_prob', 'attention_dropout_prob', 'output_dr
 
 
 def published_tokenizer() -> Source:
-    from rudolph.tokenizer.wrapper import HF_FILENAME, HF_REPO_ID
 
-    return {'repo_id': HF_REPO_ID, 'filename': HF_FILENAME}
+    return {'repo_id': tokenizer_module.HF_REPO_ID, 'filename': tokenizer_module.HF_FILENAME}
 
 
 def published_vae() -> Source:
-    from rudolph.vae import HF_FILENAMES, HF_REPO_ID
 
-    return {'repo_id': HF_REPO_ID, 'filename': HF_FILENAMES[False], 'config': None, 'dwt': False}
+    return {'repo_id': vae_module.HF_REPO_ID, 'filename': vae_module.HF_FILENAMES[False], 'config': None, 'dwt': False}
 
 
 def registry_sources(name: str) -> Dict[str, Any]:
     """``{'base_model', 'tokenizer', 'vae'}`` of a model of ``MODELS``: its packaged files or the published ones."""
-    from rudolph.model.configs import MODELS
 
     entry = MODELS[name]
     tokenizer = {'path': entry['tokenizer_path']} if entry.get('tokenizer_path') else published_tokenizer()
@@ -53,7 +55,6 @@ def _plain(value: Any) -> Any:
 
 def infer_base_model(config: Any, spc_tokens: Mapping[str, int]) -> Optional[str]:
     """The first model of ``MODELS`` with this architecture and these task tokens (dropout aside), if any."""
-    from rudolph.model.configs import MODELS
 
     def key(params: Mapping[str, Any]) -> Dict[str, Any]:
         return {k: v for k, v in params.items() if k not in _TRAINING_ONLY}
@@ -70,7 +71,6 @@ def tokenizer_source(tokenizer: Any) -> Source:
     if isinstance(tokenizer, Mapping):
         return dict(tokenizer)
     if isinstance(tokenizer, (str, os.PathLike)):
-        from rudolph.tokenizer import NAMED_TOKENIZERS
 
         return {'path': os.fspath(NAMED_TOKENIZERS.get(tokenizer, tokenizer))}
     bpe = getattr(tokenizer, 'tokenizer', tokenizer)
@@ -86,7 +86,6 @@ def vae_source(vae: Any) -> Source:
     if isinstance(vae, Mapping):
         return dict(vae)
     if isinstance(vae, (str, os.PathLike)):
-        from rudolph.vae import NAMED_VAES
 
         if vae in NAMED_VAES:
             path, config = NAMED_VAES[vae]
