@@ -4,6 +4,10 @@
 (no gradio needed); :mod:`rudolph.app.ui` builds the page (``pip install 'rudolph-hypermodal[app]'``).
 Importing this package imports neither gradio nor torch.
 """
+import importlib
+
+from rudolph.errors import MissingDependencyError
+
 __all__ = ['require_gradio', 'INSTALL_HINT', 'DTYPES']
 
 #: the precisions the app offers (``--dtype`` and the page's picker)
@@ -14,10 +18,6 @@ INSTALL_HINT = "pip install 'rudolph-hypermodal[app]'  (or: pip install gradio)"
 
 def require_gradio():
     """The ``gradio`` module, or a :class:`~rudolph.errors.MissingDependencyError` saying what to install."""
-    import importlib
-
-    from rudolph.errors import MissingDependencyError
-
     try:
         return importlib.import_module('gradio')
     except ImportError as error:

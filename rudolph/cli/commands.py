@@ -22,7 +22,7 @@ import threading
 import warnings
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional
 
-from rudolph.checks import command_line_options
+from rudolph.checks import check_classes, check_template, command_line_options
 from rudolph.cli.options import (
     PART_OPTIONS,
     CliError,
@@ -36,8 +36,9 @@ from rudolph.cli.options import (
     text_sampling,
 )
 from rudolph.errors import RudolphError
-from rudolph.io.paths import refuse_existing
+from rudolph.io.paths import check_writable_folder, refuse_existing
 from rudolph.io.pictures import open_image
+from rudolph.io.tables import json_text
 from rudolph.model.configs import DEFAULT_IMAGE_SAMPLING
 
 __all__ = ['main', 'register', 'build_parser', 'load', 'COMMANDS', 'Command', 'CliError', 'SUBCOMMAND_MODULES',
@@ -93,7 +94,6 @@ def _load_upscaler(args: argparse.Namespace, device: str):
 # ----------------------------------------------------------------------------- output
 def _emit(args: argparse.Namespace, result: Dict[str, Any], lines: List[str]) -> None:
     """The result as JSON (``--json``), else its ``lines``."""
-    from rudolph.io.tables import json_text
 
     for line in [json_text(result)] if args.json else lines:
         print(line)
@@ -116,6 +116,11 @@ def _meta(args: argparse.Namespace, parts) -> Dict[str, Any]:
 def _jobs_cli():
     """The job forms of the commands (a folder, a glob, a list or a table -> ``--out``): :mod:`rudolph.jobs.cli`."""
     return importlib.import_module('rudolph.jobs.cli')
+
+
+def _job_runs():
+    """The runs of the job forms (they import torch): :mod:`rudolph.jobs.commands`, imported when a job runs."""
+    return importlib.import_module('rudolph.jobs.commands')
 
 
 # ----------------------------------------------------------------------------- text2image
@@ -145,7 +150,6 @@ def _text2image_args(p: argparse.ArgumentParser) -> None:
 
 def _text2image_run(args: argparse.Namespace) -> int:
     from rudolph import tasks
-    from rudolph.io.paths import check_writable_folder
     from rudolph.utils import codebook_image_paths, save_codebook_images
 
     codebooks_num = args.codebooks_num = args.codebooks_num or 2 * args.images_num
@@ -154,7 +158,7 @@ def _text2image_run(args: argparse.Namespace) -> int:
     if args.prompts is not None:
         if args.upscale is not None:
             raise CliError('--upscale works with one text; a --prompts job saves the pictures as drawn')
-        return _jobs_cli().run_text2image(args)
+        return _job_runs().run_text2image(args)
     if args.text is None:
         raise CliError('give a text to draw, or --prompts FILE')
     check_model_args(args)
@@ -195,7 +199,7 @@ def _caption_run(args: argparse.Namespace) -> int:
     from rudolph import tasks
 
     if _jobs_cli().is_job(args, args.image):
-        return _jobs_cli().run_caption(args)
+        return _job_runs().run_caption(args)
     args.captions_num = args.captions_num or 5
     img = open_image(args.image)
     parts, _ = _prepare(args)
@@ -226,7 +230,7 @@ def _vqa_run(args: argparse.Namespace) -> int:
     from rudolph import tasks
 
     if _jobs_cli().is_job(args, args.image):
-        return _jobs_cli().run_vqa(args)
+        return _job_runs().run_vqa(args)
     args.question = args.question_option if args.question is None else args.question
     if args.question is None:
         raise CliError('give the question (rudolph vqa IMAGE "QUESTION")')
@@ -253,10 +257,9 @@ def _classify_args(p: argparse.ArgumentParser) -> None:
 
 def _classify_run(args: argparse.Namespace) -> int:
     from rudolph import tasks
-    from rudolph.checks import check_classes, check_template
 
     if _jobs_cli().is_job(args, args.image):
-        return _jobs_cli().run_classify(args)
+        return _job_runs().run_classify(args)
     img = open_image(args.image)
     check_classes(args.classes)
     check_template('--template', args.template)

@@ -10,6 +10,8 @@ and :func:`add_arguments` / :func:`run` pick the command from the parser's name.
 import argparse
 import os
 
+from rudolph.cli.options import json_option
+
 __all__ = ['add_arguments', 'run']
 
 
@@ -48,7 +50,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_convert(args: argparse.Namespace) -> int:
-    from rudolph.cli.options import json_option
     from rudolph.pretrained.publish import convert
 
     params = json_option(args.config, '--config') if args.config else None

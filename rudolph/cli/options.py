@@ -6,7 +6,9 @@ import argparse
 import os
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 
-from rudolph.errors import RudolphError
+from rudolph.errors import ConfigError, MissingDependencyError, RudolphError, WeightsNotFoundError
+from rudolph.io.tables import json_object
+from rudolph.model.configs import MODELS
 
 if TYPE_CHECKING:  # the loader imports torch: only when a command runs
     from rudolph.pretrained.components import Components
@@ -116,7 +118,6 @@ def precision_args(args: argparse.Namespace) -> Dict[str, Any]:
 
 def json_option(value: str, option: str) -> Dict[str, Any]:
     """A JSON object from a file path or from the option text itself."""
-    from rudolph.io.tables import json_object
 
     text = value
     if os.path.isfile(value):
@@ -131,7 +132,6 @@ PART_OPTIONS = {'model': '--checkpoint', 'tokenizer': '--tokenizer', 'vae': '--v
 
 def check_model_args(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
     """The --config params (or ``None``), after the checks that need no file."""
-    from rudolph.model.configs import MODELS
 
     params = json_option(args.config, '--config') if args.config else None
     if params is not None and not args.checkpoint:
@@ -151,7 +151,6 @@ def _saved_model(text: str) -> bool:
 
 def check_device_option(args: argparse.Namespace) -> str:
     """``--device`` validated before any file is read (``None``: cuda when available, else cpu)."""
-    from rudolph.errors import ConfigError
     from rudolph.model.device import check_device
 
     try:
@@ -163,7 +162,6 @@ def check_device_option(args: argparse.Namespace) -> str:
 def load(args: argparse.Namespace) -> 'Components':
     """Model, tokenizer and VAE from the common options (:meth:`rudolph.pretrained.components.Components.from_pretrained`);
     every missing file is reported at once, with the option that replaces it."""
-    from rudolph.errors import ConfigError, MissingDependencyError, WeightsNotFoundError
     from rudolph.pretrained.components import Components, describe_missing
 
     params = check_model_args(args)

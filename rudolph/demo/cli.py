@@ -9,6 +9,12 @@ import argparse
 import os
 import time
 
+from rudolph import demo
+from rudolph.cli.options import add_precision, precision_args
+from rudolph.demo import T2I_SAMPLING
+from rudolph.demo import shapes as S
+from rudolph.errors import ConfigError, RudolphError
+
 #: held-out pictures measured by a plain ``rudolph demo`` / by ``--eval``
 DEFAULT_N, EVAL_N = 20, 200
 #: the count options, each of which must be a positive integer when given
@@ -34,7 +40,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument('--codebooks', type=int, default=8, help='images generated per prompt before reranking')
     p.add_argument('--threads', type=int, default=None, help='torch intra-op threads (default: 1 on <=2 cores)')
     g = p.add_argument_group('precision')
-    from rudolph.cli.options import add_precision
     # float32 by default (bf16 activations with --quantize int8): the recorded accuracies are float32's
     add_precision(g, default=None)
 
@@ -52,7 +57,6 @@ def _grid(rows, size: int = 64):
 
 def check_args(args: argparse.Namespace) -> None:
     """Reject counts <= 0 (and more images than codebooks) before anything is loaded."""
-    from rudolph.errors import ConfigError
 
     for name in COUNT_OPTIONS:
         value = getattr(args, name)
@@ -68,17 +72,14 @@ def run(args: argparse.Namespace) -> int:
     check_args(args)
     import torch
 
-    from rudolph.demo import T2I_SAMPLING, load_bundle
-    from rudolph.demo import shapes as S
     from rudolph.demo.evaluate import EVAL_SEED, RECORDED, evaluate, format_table, make_api
 
     threads = args.threads or (1 if (os.cpu_count() or 1) <= 2 else min(4, os.cpu_count()))
     torch.set_num_threads(threads)
     t0 = time.time()
-    from rudolph.cli.options import precision_args
 
     precision = precision_args(args)
-    bundle = load_bundle(dtype='fp16' if precision['fp16'] else precision['dtype'], quantize=precision['quantize'])
+    bundle = demo.load_bundle(dtype='fp16' if precision['fp16'] else precision['dtype'], quantize=precision['quantize'])
     api = make_api(bundle)
     print(f'tiny-shapes RuDOLPH loaded in {time.time() - t0:.1f}s '
           f'({sum(p.numel() for p in bundle.model.parameters()) / 1e6:.1f}M float parameters, {bundle.model.dtype}, '
@@ -133,7 +134,6 @@ def main(argv=None) -> int:
     """``python -m rudolph.demo``: errors the user can fix are printed without a traceback (exit 1)."""
     import sys
 
-    from rudolph.errors import RudolphError
 
     parser = argparse.ArgumentParser(prog='python -m rudolph.demo', description=__doc__.split('\n')[0])
     add_arguments(parser)

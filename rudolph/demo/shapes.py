@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageDraw
 
-from rudolph.api import VQA_TEMPLATE
+from rudolph.model.configs import VQA_TEMPLATE
 
 __all__ = ['SHAPES', 'COLOURS', 'BACKGROUNDS', 'SIZES', 'POSITIONS', 'IMAGE_SIZE', 'Sample', 'make_sample',
            'make_samples', 'render', 'caption', 'captions', 'question_answers', 'attribute_texts', 'check_image',

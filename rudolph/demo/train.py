@@ -44,7 +44,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rudolph.api import VQA_TEMPLATE
 from rudolph.demo import (
     MODEL_PARAMS,
     NAME,
@@ -61,6 +60,7 @@ from rudolph.finetune import TrainConfig, prepare_dataset, train
 from rudolph.io.safetensors import write_safetensors
 from rudolph.model import get_rudolph_model, ruDolphModel
 from rudolph.model.config import RudolphConfig
+from rudolph.model.configs import VQA_TEMPLATE
 from rudolph.pretrained.folder import pretrained_config, write_description
 from rudolph.tokenizer import get_tokenizer, train_bpe
 from rudolph.vae import VQGanGumbelVAE

@@ -9,6 +9,9 @@ import os
 from typing import List, Optional
 
 from rudolph.checks import command_line_options
+from rudolph.cli.commands import json_option
+from rudolph.errors import RudolphError
+from rudolph.model.configs import MODELS
 
 __all__ = ['add_arguments', 'run', 'main']
 
@@ -113,7 +116,6 @@ def run(args: argparse.Namespace) -> int:
     from rudolph.finetune.data import TASKS, prepare_dataset
     from rudolph.finetune.freeze import freeze
     from rudolph.finetune.trainer import train
-    from rudolph.model.configs import MODELS
     from rudolph.pretrained.components import load_vae
 
     if args.task != 'auto' and args.task not in TASKS:
@@ -127,7 +129,6 @@ def run(args: argparse.Namespace) -> int:
     for flag, path in (('--data', args.data), ('--eval-data', args.eval_data), ('--checkpoint', args.checkpoint)):
         if path is not None and not os.path.exists(path):
             raise FileNotFoundError(f'{flag} {path!r}: no such file')
-    from rudolph.cli.commands import json_option
 
     vae_config = json_option(args.vae_config, '--vae-config') if getattr(args, 'vae_config', None) else None
     check_writable(args.out)
@@ -167,7 +168,6 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Standalone entry point: ``python -m rudolph.finetune --data rows.jsonl --out out``."""
-    from rudolph.errors import RudolphError
 
     parser = add_arguments(argparse.ArgumentParser(prog='rudolph finetune', description=__doc__.splitlines()[0]))
     args = parser.parse_args(argv)

@@ -15,7 +15,6 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch.utils.data import Dataset
 
-from rudolph.api import DEFAULT_SPC_TOKENS
 from rudolph.checks import setting
 from rudolph.errors import CheckpointError, DataError
 from rudolph.finetune.batching import EncodedDataset, TaskBatchSampler, collate
@@ -23,6 +22,7 @@ from rudolph.finetune.rows import TASKS, TaskSpec, _normalise_row, infer_task, r
 from rudolph.io.files import safe_torch_load
 from rudolph.io.pictures import open_image
 from rudolph.model.config import Layout, RudolphConfig
+from rudolph.model.configs import DEFAULT_SPC_TOKENS
 from rudolph.tasks.sequences import text_segment
 from rudolph.vae.image import preprocess_image, to_rgb
 

@@ -13,6 +13,22 @@ import os
 from typing import Any, Dict
 
 from rudolph.cli.options import CliError, add_common
+from rudolph.io.atomic import write_atomic_stream
+from rudolph.io.tables import json_text
+from rudolph.jobs.cli import add_job_options
+from rudolph.jobs.commands import check_features, setup
+from rudolph.jobs.evaluate import (
+    choose_l2,
+    confusion_matrix,
+    draw_confusion,
+    fit_logistic,
+    metrics,
+    predict_logistic,
+    read_imagefolder,
+    stratified_split,
+)
+from rudolph.jobs.features import read_features, rows_path
+from rudolph.jobs.output import format_for, read_records
 
 __all__ = ['add_arguments', 'run']
 
@@ -28,7 +44,6 @@ def _fraction(value: str) -> float:
 
 
 def _shared(p: argparse.ArgumentParser) -> None:
-    from rudolph.jobs.cli import add_job_options
 
     p.add_argument('folder', help='an ImageFolder: one sub-folder of pictures per class')
     p.add_argument('--classes-file', default=None,
@@ -68,14 +83,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _write_report(path: str, report: Dict[str, Any]) -> None:
-    from rudolph.io.atomic import write_atomic_stream
-    from rudolph.io.tables import json_text
 
     write_atomic_stream(path, lambda f: f.write((json_text(report) + '\n').encode('utf-8')))
 
 
 def _emit(args: argparse.Namespace, report: Dict[str, Any]) -> None:
-    from rudolph.io.tables import json_text
 
     if args.json:
         print(json_text(report))
@@ -99,8 +111,6 @@ def _run_job(args, job, items, path, state):
 
 
 def _zero_shot(args, folder, parts, state) -> Dict[str, Any]:
-    from rudolph.jobs.evaluate import confusion_matrix, metrics, stratified_split
-    from rudolph.jobs.output import format_for, read_records
     from rudolph.jobs.specs import ClassifyJob
 
     items, labels = folder.items, folder.labels
@@ -124,8 +134,6 @@ def _zero_shot(args, folder, parts, state) -> Dict[str, Any]:
 
 def _probe_features(args, folder, parts, state):
     """``(x, y, layer, summary)``: the pooled features of the pictures (a resumable embed job) and their labels."""
-    from rudolph.jobs.cli import check_features
-    from rudolph.jobs.features import read_features, rows_path
     from rudolph.jobs.specs import EmbedJob
 
     npy = os.path.join(args.out, 'features.npy')
@@ -147,14 +155,6 @@ def _l2_origin(args, cv) -> str:
 
 
 def _linear_probe(args, folder, parts, state) -> Dict[str, Any]:
-    from rudolph.jobs.evaluate import (
-        choose_l2,
-        confusion_matrix,
-        fit_logistic,
-        metrics,
-        predict_logistic,
-        stratified_split,
-    )
 
     x, y, layer, npy, summary = _probe_features(args, folder, parts, state)
     train, test = stratified_split(y, args.test_fraction, args.split_seed)
@@ -176,8 +176,6 @@ def _linear_probe(args, folder, parts, state) -> Dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rudolph.jobs.cli import setup
-    from rudolph.jobs.evaluate import draw_confusion, read_imagefolder
 
     folder = read_imagefolder(args.folder, args.classes_file)
     os.makedirs(args.out, exist_ok=True)

@@ -12,7 +12,7 @@ from typing import Any, Dict, Iterator, Optional
 from rudolph.checks import check_sampling_args
 from rudolph.model.config import RudolphConfig
 
-__all__ = ['SamplingConfig', 'DEFAULT_IMAGE_SAMPLING', 'DEFAULT_TEXT_SAMPLING', 'image_sampling_for',
+__all__ = ['VQA_TEMPLATE', 'SamplingConfig', 'DEFAULT_IMAGE_SAMPLING', 'DEFAULT_TEXT_SAMPLING', 'image_sampling_for',
            'text_sampling_for', 'MODELS', 'ModelSpec', 'DEFAULT_SPC_TOKENS', 'TINY_SHAPES', 'TINY_SHAPES_DIR', 'TINY_SHAPES_PARAMS',
            'TINY_SHAPES_SPC_TOKENS', 'TINY_SHAPES_VQGAN_CONFIG', 'TINY_SHAPES_T2I_SAMPLING']
 
@@ -36,6 +36,10 @@ def _frozen(mapping: Optional[Mapping]) -> Mapping:
         return MappingProxyType({})
     return MappingProxyType({k: _frozen(v) if isinstance(v, Mapping) else v for k, v in mapping.items()})
 
+
+
+#: how a question is put to a model with task tokens (the right text of ``<RT_TQA>``-style VQA)
+VQA_TEMPLATE = 'вопрос: {question} ответ:'
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from rudolph.model.configs import (  # noqa: F401
     DEFAULT_IMAGE_SAMPLING,
     DEFAULT_SPC_TOKENS,
     DEFAULT_TEXT_SAMPLING,
+    VQA_TEMPLATE,
     SamplingConfig,
     image_sampling_for,
     text_sampling_for,
@@ -436,7 +437,6 @@ def captioning(parts: Parts, pil_img, captions_num: int, generations_num: int, s
 
 
 #: right-text template of :func:`vqa`; the answer is generated after it.
-VQA_TEMPLATE = 'вопрос: {question} ответ:'
 
 
 def vqa(parts: Parts, pil_img, question: str, answers_num: int, generations_num: int, sampling: SamplingConfig,
