@@ -141,7 +141,7 @@ def _launch(argv: List[str], processes: int, threads: int) -> dict:
     import sys
 
     launch = [sys.executable, '-m', 'rudolph']
-    if processes > 1:  # the launcher of the jobs layer's 2-process equality test (tests/test_jobs.py)
+    if processes > 1:  # the launcher of the jobs layer's 2-process equality test (tests/jobs/test_jobs.py)
         launch = [sys.executable, '-m', 'accelerate.commands.launch', '--num_processes', str(processes),
                   '--num_machines', '1', '--mixed_precision', 'no', '--dynamo_backend', 'no', '--cpu', '-m',
                   'rudolph']

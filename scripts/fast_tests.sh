@@ -9,9 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FAST_TESTS=(
-    tests/test_api.py tests/test_codec.py tests/test_components.py tests/test_engine.py
-    tests/test_image_prompts.py tests/test_model.py tests/test_pins.py tests/test_pipelines.py
-    tests/test_sampling.py tests/test_security.py tests/test_tasks.py tests/test_superres.py
+    tests/test_api.py tests/tasks/test_codec.py tests/pretrained/test_components.py tests/generation/test_engine.py
+    tests/test_image_prompts.py tests/model/test_model.py tests/test_pins.py tests/test_pipelines.py
+    tests/generation/test_sampling.py tests/io/test_security.py tests/tasks/test_tasks.py tests/test_superres.py
     tests/test_packaging.py
 )
 PYTEST="${PYTEST:-pytest}"

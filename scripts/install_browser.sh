@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what tests/test_app_browser.py drives: Debian's headless Chromium (no browser download by
+# Installs what tests/app/test_app_browser.py drives: Debian's headless Chromium (no browser download by
 # Playwright) and the Python packages of the web app and its browser test. Idempotent: run it again at will.
 # Usage: bash scripts/install_browser.sh [PYTHON]   (default: python3; as root, or with sudo available)
 set -euo pipefail

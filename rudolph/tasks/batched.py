@@ -8,7 +8,7 @@ generator seeded with :func:`row_seed` ``(seed, keys[i])`` (each of its samples 
 seeded by a draw of that one), and no length, padding or shared prefix depends on the other
 inputs of the batch. What is left is the last bits of batched matrix products, which a sample
 almost never feels; scores are rounded to :data:`SIGNIFICANT` significant digits so that
-outputs are byte-identical whatever the batch size (``tests/test_batched.py`` checks bs=1 and
+outputs are byte-identical whatever the batch size (``tests/tasks/test_batched.py`` checks bs=1 and
 bs=7).
 
 Two forms of each task: a list form (``caption_batch(parts, images, keys)``) and a streaming

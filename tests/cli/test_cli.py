@@ -399,7 +399,7 @@ def test_a_prompt_the_tokenizer_cannot_read_is_warned_about_even_under_quiet(cap
 
 
 def _python(code, tmp_path):
-    environ = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(os.path.dirname(cli.__file__))]))
+    environ = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(os.path.dirname(os.path.dirname(cli.__file__)))]))
     return subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=environ, timeout=120,
                           cwd=str(tmp_path))
 

@@ -32,7 +32,7 @@ from rudolph.generation.engine import generate
 from rudolph.model import get_rudolph_model, ruDolphModel
 from rudolph.model.config import Layout
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Task tokens inside the tiny text vocabulary (V=1024, left pads from 1016): "user-added" ids.
 SPC = {name: 1000 + i for i, name in enumerate(DEFAULT_SPC_TOKENS)}
 

@@ -13,7 +13,7 @@ from rudolph.model.heap import release_pages
 from rudolph.model.precision import resolve_precision
 from rudolph.model.quant import INT8_MM_MAX_ROWS, Int8Linear, save_int8
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PRECISIONS = {'fp32': dict(dtype='fp32'), 'bf16': dict(dtype='bf16'), 'int8': dict(quantize='int8')}
 
 

@@ -21,7 +21,7 @@ from rudolph.errors import ConfigError, ImageFileError, InputError, MissingDepen
 from rudolph.generation import engine
 from rudolph.model.configs import MODELS, TINY_SHAPES, TINY_SHAPES_DIR
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope='module')

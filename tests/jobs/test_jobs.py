@@ -20,7 +20,7 @@ from rudolph.jobs import output
 from rudolph.jobs.inputs import list_images, read_prompts
 from rudolph.jobs.runner import run_job
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(cli.__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(cli.__file__))))
 TINY = ['--model', 'tiny-shapes', '--quiet']
 CAPTION = ['--generations-num', '1', '--workers', '0'] + TINY
 

@@ -19,7 +19,7 @@ import pytest
 
 from rudolph.demo import shapes as S
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CHROMIUM = os.environ.get('RUDOLPH_CHROMIUM') or shutil.which('chromium') or shutil.which('chromium-browser')
 ARTIFACTS = os.environ.get('RUDOLPH_TEST_ARTIFACTS') or os.path.join(ROOT, 'test-artifacts', 'app')
 INSTALL = 'bash scripts/install_browser.sh'

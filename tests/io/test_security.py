@@ -11,7 +11,7 @@ from rudolph.model import get_rudolph_model
 from rudolph.tokenizer import get_tokenizer
 from rudolph.vae import get_vae
 
-PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'rudolph')
+PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), 'rudolph')
 
 
 @pytest.mark.parametrize('fmt', ['torch', 'pickle'])
