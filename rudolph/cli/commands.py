@@ -136,8 +136,7 @@ def _text2image_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--nrow', type=positive_int, default=4, help='images per row of the grid (default 4)')
     p.add_argument('--reencode', action='store_true',
                    help='rerank by what the decoded pictures show (decode, encode again, score the text)')
-    add_sampling(p, None, None, None, "the model's recommended, else {top_k} / {top_p} / {temperature}".format(
-        **DEFAULT_IMAGE_SAMPLING.kwargs()))
+    add_sampling(p, None, None, None, "the model's recommended", fallback=DEFAULT_IMAGE_SAMPLING.kwargs())
     _jobs_cli().add_job_options(p, out=False, inputs=False)
     g = p.add_argument_group('super-resolution (needs rudolph-hypermodal[sr])')
     g.add_argument('--upscale', type=int, choices=(2, 4, 8), default=None,

@@ -4,7 +4,7 @@ Nothing here imports torch at import time (``rudolph --help`` stays fast).
 """
 import argparse
 import os
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional
 
 from rudolph.errors import ConfigError, MissingDependencyError, RudolphError, WeightsNotFoundError
 from rudolph.io.tables import json_object
@@ -43,16 +43,22 @@ _temperature = _number(float, lambda x: 0.0 < x < float('inf'), 'a finite number
 
 
 def add_sampling(p: argparse.ArgumentParser, top_k: Optional[int], top_p: Optional[float],
-              temperature: Optional[float], unset: str = 'per model kind') -> None:
-    def default(value) -> str:
-        return unset if value is None else str(value)
+                 temperature: Optional[float], unset: str = 'per model kind',
+                 fallback: Optional[Mapping[str, Any]] = None) -> None:
+    """``--top-k``, ``--top-p``, ``--temperature``; a ``None`` default is described as ``unset``, followed
+    by that option's own value of ``fallback`` (e.g. ``the model's recommended, else 768``)."""
+    def default(name: str, value) -> str:
+        if value is not None:
+            return str(value)
+        return unset if fallback is None else f'{unset}, else {fallback[name]}'
 
     g = p.add_argument_group('sampling')
     g.add_argument('--top-k', type=_top_k, default=top_k,
-                   help=f'keep the k most likely tokens (0: all; default {default(top_k)})')
-    g.add_argument('--top-p', type=_top_p, default=top_p, help=f'nucleus filter in (0, 1] (default {default(top_p)})')
+                   help=f'keep the k most likely tokens (0: all; default {default("top_k", top_k)})')
+    g.add_argument('--top-p', type=_top_p, default=top_p,
+                   help=f'nucleus filter in (0, 1] (default {default("top_p", top_p)})')
     g.add_argument('--temperature', type=_temperature, default=temperature,
-                   help=f'> 0 (default {default(temperature)})')
+                   help=f'> 0 (default {default("temperature", temperature)})')
 
 
 def text_sampling(args: argparse.Namespace, parts, task: str = 'captions'):

@@ -49,16 +49,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
     g = parser.add_argument_group('training')
     g.add_argument('--out', required=True, help='output folder for checkpoints and metrics.jsonl')
-    g.add_argument('--epochs', type=int, default=1)
+    g.add_argument('--epochs', type=int, default=1, help='passes over --data (default 1; --max-steps stops earlier)')
     g.add_argument('--max-steps', type=int, default=None, help='stop after this many optimizer steps (overrides --epochs)')
     g.add_argument('--bs', type=int, default=4, help='global batch size per forward pass (split across processes)')
     g.add_argument('--grad-accum', type=int, default=1, help='forward passes per optimizer step')
-    g.add_argument('--lr', type=float, default=2e-5)
-    g.add_argument('--weight-decay', type=float, default=0.0)
+    g.add_argument('--lr', type=float, default=2e-5, help='peak learning rate of the schedule (default 2e-5)')
+    g.add_argument('--weight-decay', type=float, default=0.0, help='AdamW weight decay (default 0)')
     g.add_argument('--warmup', type=float, default=0.1, help='warm-up: fraction of the steps (<1) or steps (>=1)')
-    g.add_argument('--schedule', choices=('one_cycle', 'cosine', 'linear', 'constant'), default='one_cycle')
+    g.add_argument('--schedule', choices=('one_cycle', 'cosine', 'linear', 'constant'), default='one_cycle',
+                   help='learning-rate schedule after the warm-up (default one_cycle)')
     g.add_argument('--clip', type=float, default=1.0, help='gradient-norm clipping (0: off)')
-    g.add_argument('--optimizer', choices=('adamw', 'adam8bit'), default='adamw')
+    g.add_argument('--optimizer', choices=('adamw', 'adam8bit'), default='adamw',
+                   help='adamw (default) or adam8bit (bitsandbytes, CUDA)')
     g.add_argument('--precision', choices=('fp32', 'bf16', 'fp16', 'auto'), default='fp32',
                    help='autocast precision (auto: bf16 where the device has native bf16, else fp32)')
     g.add_argument('--gradient-checkpointing', action='store_true', help='recompute layers in backward to save memory')
@@ -73,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument('--save-every', type=int, default=None, help='checkpoint every N steps (the end is always saved)')
     g.add_argument('--keep-last', type=int, default=None, help='keep only the N newest step checkpoints')
     g.add_argument('--resume', default=None, help='checkpoint folder, or an output folder to resume from its latest')
-    g.add_argument('--seed', type=int, default=0)
+    g.add_argument('--seed', type=int, default=0, help='seed of the data order, dropout and init (default 0)')
     g.add_argument('--cpu', action='store_true', help='train on CPU even if CUDA is available')
     g.add_argument('--quiet', action='store_true', help='no progress bars')
     return parser

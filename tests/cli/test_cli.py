@@ -421,3 +421,13 @@ def test_imports_are_lazy(tmp_path):
         assert done.returncode == (2 if argv == ['caption'] else 0), done.stderr
     done = _python_m(['--help'], tmp_path)
     assert done.returncode == 0 and 'text2image' in done.stdout
+
+
+def test_each_sampling_option_names_its_own_default(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(['text2image', '--help'])
+    text = ' '.join(capsys.readouterr().out.split())
+    assert "(0: all; default the model's recommended, else 768)" in text
+    assert "(default the model's recommended, else 0.99)" in text
+    assert "> 0 (default the model's recommended, else 1.0)" in text
+    assert '768 / 0.99' not in text

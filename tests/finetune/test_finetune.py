@@ -1,4 +1,5 @@
 """rudolph.finetune on a tiny model with a char-level FakeTokenizer and a FakeVAE (no network)."""
+import argparse
 import json
 import logging
 import os
@@ -682,3 +683,9 @@ def test_16_bit_training_pictures_are_scaled_not_white(tmp_path, tiny_params):
                          show_progress=False)
     image = ds.input_ids[:, 8:8 + 16]
     assert torch.equal(image[0], image[1]) and image[1].lt(63).any()
+
+
+def test_every_finetune_option_has_help():
+    parser = add_arguments(argparse.ArgumentParser())
+    bare = [a.option_strings[0] for a in parser._actions if a.option_strings and not a.help]
+    assert not bare, f'options without help: {bare}'
