@@ -43,7 +43,7 @@ def _tasks_text(spc: Mapping[str, int]) -> str:
         return 'text-to-image, image-to-text, text (no task tokens: the `rudolph.pipelines` convention)'
     names = {'T2I': 'text-to-image', 'I2T': 'image captioning', 'T2T': 'text', 'TQA': 'text QA'}
     found = sorted({names[k[4:-1]] for k in spc if k[4:-1] in names})
-    return ', '.join(found) + ', VQA, zero-shot classification (task tokens: `ruDolphApi`)'
+    return ', '.join(found + ['VQA', 'zero-shot classification']) + ' (task tokens: `ruDolphApi`)'
 
 
 def _part_text(part: Optional[Mapping[str, Any]]) -> str:

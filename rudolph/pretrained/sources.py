@@ -71,7 +71,8 @@ def tokenizer_source(tokenizer: Any) -> Source:
     if isinstance(tokenizer, Mapping):
         return dict(tokenizer)
     if isinstance(tokenizer, (str, os.PathLike)):
-
+        if tokenizer in MODELS and tokenizer not in NAMED_TOKENIZERS and not os.path.exists(tokenizer):
+            return registry_sources(tokenizer)['tokenizer']  # a model's name: its tokenizer, as get_tokenizer reads it
         return {'path': os.fspath(NAMED_TOKENIZERS.get(tokenizer, tokenizer))}
     bpe = getattr(tokenizer, 'tokenizer', tokenizer)
     if getattr(bpe, 'model_path', None):
@@ -86,7 +87,8 @@ def vae_source(vae: Any) -> Source:
     if isinstance(vae, Mapping):
         return dict(vae)
     if isinstance(vae, (str, os.PathLike)):
-
+        if vae in MODELS and vae not in NAMED_VAES and not os.path.exists(vae):
+            return registry_sources(vae)['vae']  # a model's name: its VQGAN, as get_vae reads it
         if vae in NAMED_VAES:
             path, config = NAMED_VAES[vae]
             return {'path': path, 'config': _plain(config), 'dwt': False}
