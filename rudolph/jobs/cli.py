@@ -33,8 +33,8 @@ def _workers(value: str) -> int:
     return n
 
 
-def add_job_options(p: argparse.ArgumentParser, out: bool = True, inputs: bool = True) -> None:
-    """The options of every job: output, resume, loader workers, table columns."""
+def add_job_options(p: argparse.ArgumentParser, out: bool = True, inputs: bool = True, tables: bool = True) -> None:
+    """The options of every job: output, resume, loader workers, and (``tables``) the columns of a table input."""
     g = p.add_argument_group('jobs (a folder, a glob, a list of paths or a JSONL/CSV table)')
     if out:
         g.add_argument('--out', default=None, help='output file: .jsonl or .csv (one record a line, appended per '
@@ -44,6 +44,7 @@ def add_job_options(p: argparse.ArgumentParser, out: bool = True, inputs: bool =
     if inputs:
         g.add_argument('--workers', type=_workers, default=None,
                        help='processes decoding pictures (default: half the CPUs, at most 4; 0: none)')
+    if inputs and tables:
         g.add_argument('--image-column', default='image', help="a table's picture column (default 'image')")
         g.add_argument('--id-column', default='id', help="a table's key column, if any (default 'id'; else the "
                                                          'picture path)')

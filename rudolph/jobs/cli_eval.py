@@ -50,7 +50,7 @@ def _shared(p: argparse.ArgumentParser) -> None:
                    help='JSON {"folder": "class name"} (default: classes.json in the folder if any, else the '
                         'folder names)')
     p.add_argument('--out', default='rudolph_eval', help='folder for the results (default rudolph_eval/)')
-    add_job_options(p, out=False)
+    add_job_options(p, out=False, tables=False)  # an ImageFolder: no table columns
     add_common(p)
 
 

@@ -160,3 +160,11 @@ def test_probe_defaults_and_zero_shot_on_the_probes_test_part(tmp_path, capsys):
     assert len(lines) == len(test) == zs['n']
     assert cli.main(['eval', 'linear-probe', root, '--out', out, '--json', '--l2', '0.5', '--resume'] + TINY) == 0
     assert json.loads(capsys.readouterr().out)['l2_chosen_by'] == 'given (--l2)'
+
+
+def test_eval_lists_no_table_options(capsys):
+    # an ImageFolder has no table columns: eval must not offer options it would ignore
+    with pytest.raises(SystemExit):
+        cli.main(['eval', 'zero-shot', '--help'])
+    out = capsys.readouterr().out
+    assert '--workers' in out and not any(o in out for o in ('--image-column', '--id-column', '--root'))
