@@ -54,6 +54,7 @@ from rudolph.model.folder import (  # noqa: F401 (re-exported: the model's part 
     check_model_folder_target,
     load_model,
     looks_like_repo_id,
+    model_files,
     model_weights,
     read_config,
     weights_metadata,
@@ -271,23 +272,11 @@ def resolve_pretrained(path: Union[str, os.PathLike]) -> str:
 
 
 def _fetcher(name_or_path: str, cache_dir: Optional[str]) -> Tuple[str, Callable[[str], str]]:
-    """(label, filename -> local path) for a local folder or a hub repository of this layout."""
+    """(label, filename -> local path): :func:`rudolph.model.folder.model_files` of the saved-model folder a local
+    path names (a run folder or its ``latest`` resolved first), or of a hub repository."""
     if os.path.exists(os.fspath(name_or_path)):
-        folder = resolve_pretrained(name_or_path)
-
-        def local(filename: str) -> str:
-            path = folder_file(folder, filename, f'a file named by {os.path.join(folder, CONFIG_NAME)!r}')
-            if not os.path.isfile(path):
-                raise WeightsNotFoundError(f'{filename} is missing from the model folder {folder!r}')
-            return path
-        return folder, local
-    if not looks_like_repo_id(name_or_path):
-        raise WeightsNotFoundError(f'{name_or_path!r}: no such folder, and not a hub repo id (owner/name)')
-
-    def remote(filename: str) -> str:
-        return hub_download(name_or_path, filename, what=f'{filename} of the model {name_or_path}',
-                            local_arg='a local copy of the folder: from_pretrained(PATH)', cache_dir=cache_dir)
-    return name_or_path, remote
+        name_or_path = resolve_pretrained(name_or_path)
+    return model_files(name_or_path, cache_dir)
 
 
 def _part_path(part: str, stored: Optional[Source], override: Any, fetch: Callable[[str], str],
