@@ -21,7 +21,7 @@ from typing import Callable, List
 import torch
 
 from rudolph.model import get_rudolph_model
-from rudolph.model.quant import Int8Linear
+from rudolph.model.quant import Fp16Linear, Int8Linear
 from rudolph.model.transformer import linear
 
 #: --dtypes values: (dtype, quantize) for get_rudolph_model
@@ -53,8 +53,8 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def linear_layers(model) -> list:
-    """Every linear layer of the model (float ``nn.Linear`` or int8 ``Int8Linear``)."""
-    return [m for m in model.modules() if isinstance(m, (torch.nn.Linear, Int8Linear))]
+    """Every linear layer of the model (float ``nn.Linear`` or a quantised ``Int8Linear`` / ``Fp16Linear``)."""
+    return [m for m in model.modules() if isinstance(m, (torch.nn.Linear, Int8Linear, Fp16Linear))]
 
 
 def weight_bytes(model) -> int:
@@ -64,19 +64,28 @@ def weight_bytes(model) -> int:
 
 @torch.no_grad()
 def weight_floor(model, device: torch.device) -> float:
-    """One matmul per linear layer with a single token, in the model's dtype: every weight read once.
-
-    Float layers run the model's ``linear``; int8 layers their own forward, i.e. the int8 kernel at one row.
-    """
+    """One matmul per linear layer with a single token, in the model's dtype: every weight read once
+    by the layer's own forward (the kernel :func:`rudolph.model.quant.pick_kernel` picks at one row)."""
     linears = linear_layers(model)
     xs = {m: torch.randn(1, m.in_features, device=device, dtype=model.dtype) for m in linears}
 
     def run():
         for m in linears:
-            if isinstance(m, Int8Linear):
-                m(xs[m])
-            else:
-                linear(xs[m], m.weight, m.bias)  # the model's own path (its operand order per rows and dtype)
+            m(xs[m]) if not type(m) is torch.nn.Linear else linear(xs[m], m.weight, m.bias)
+    run()
+    return timed(run, device, repeat=5)
+
+
+@torch.no_grad()
+def read_floor(model, device: torch.device) -> float:
+    """Seconds to read every linear layer's stored weights once (a sum over them as 64-bit words): the
+    memory-traffic floor of a decode step in the model's weight format, whatever the kernel."""
+    words = [t.reshape(-1).view(torch.int64) for m in linear_layers(model) for t in m.state_dict().values()
+             if (t.numel() * t.element_size()) % 8 == 0]
+
+    def run():
+        for w in words:
+            w.sum()
     run()
     return timed(run, device, repeat=5)
 

@@ -37,15 +37,18 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-from decode import decode_loop, weight_bytes, weight_floor  # noqa: E402
+from decode import decode_loop, read_floor, weight_bytes, weight_floor  # noqa: E402
 
 from rudolph.model import MODELS, get_rudolph_model, ruDolphModel  # noqa: E402
 from rudolph.model.heap import release_pages  # noqa: E402
 from rudolph.model.model import skip_init  # noqa: E402
 from rudolph.model.precision import resolve_precision  # noqa: E402
-from rudolph.model.quant import INT8_MM_MAX_ROWS, Int8Linear, quantize_linears  # noqa: E402
+from rudolph.model.quant import INT8_MM_MAX_ROWS, Fp16Linear, Int8Linear, quantize_linears  # noqa: E402
 
-NAMES = ('fp32', 'bf16', 'int8')
+#: The formats timed: name -> (dtype, quantize), as ``get_rudolph_model(dtype=, quantize=)`` takes them.
+FORMATS = {'fp32': (torch.float32, None), 'bf16': (torch.bfloat16, None), 'int8': (torch.bfloat16, 'int8'),
+           'int8-dynamic': (torch.bfloat16, 'int8-dynamic'), 'fp16': (torch.float32, 'fp16')}
+NAMES = tuple(FORMATS)
 CLASSES = ['кошка', 'собака', 'лошадь', 'автомобиль', 'самолёт', 'корабль', 'птица', 'олень', 'лягушка', 'грузовик']
 
 
@@ -69,17 +72,24 @@ def median_ms(fn, repeat: int = 7) -> float:
     return statistics.median(times) * 1e3
 
 
-def same_weight_models(name: str) -> dict:
-    """fp32 random weights (the tests' init: normal(0, 0.02)) and its bf16 and int8 copies."""
+def same_weight_models(name: str, names=NAMES) -> dict:
+    """fp32 random weights (the tests' init: normal(0, 0.02)) and its copy in each format of ``names``."""
     torch.manual_seed(0)
     fp32 = get_rudolph_model(name, pretrained=False)
-    bf16 = copy.deepcopy(fp32).to(torch.bfloat16)
-    int8 = quantize_linears(copy.deepcopy(fp32), torch.bfloat16)  # quantised from the fp32 weights
-    for module in int8.modules():
-        if not isinstance(module, Int8Linear):  # embeddings and LayerNorms in the activation dtype
-            for p in module.parameters(recurse=False):
-                p.data = p.data.to(torch.bfloat16)
-    return {'fp32': fp32, 'bf16': bf16, 'int8': int8.eval()}
+    models = {}
+    for fmt in names:
+        dtype, method = FORMATS[fmt]
+        model = copy.deepcopy(fp32).to(dtype)
+        if method is not None:  # quantised from the fp32 weights
+            model = quantize_linears(model, dtype, method=method)
+            for m, src in zip(quantized_layers(model), quantized_layers(fp32)):
+                m.set_weight(src.weight, src.bias)
+        models[fmt] = model.eval()
+    return models
+
+
+def quantized_layers(model) -> list:
+    return [m for m in model.modules() if isinstance(m, (torch.nn.Linear, Int8Linear, Fp16Linear))]
 
 
 # ----------------------------------------------------------------------------- kernels
@@ -112,24 +122,26 @@ def part_decode(args, models) -> dict:
     lay = models['fp32'].config
     g = torch.Generator().manual_seed(0)
     text = torch.randint(4, lay.V - lay.L, (1, lay.L), generator=g)
-    results, floors = {}, {}
-    for name in NAMES:
+    results, floors, reads = {}, {}, {}
+    for name in models:
         model = models[name]
         floors[name] = weight_floor(model, torch.device('cpu'))
+        reads[name] = read_floor(model, torch.device('cpu'))
         for bs in args.bs:
             r = decode_loop(model, text, bs, args.steps, lay.image_slice, 0, g)
             results[name, bs] = r
     print(f'\n## image-token decode, {args.model}, random weights, {args.threads} threads, {args.steps} steps '
           f'(median step)\n')
-    print('| precision | bs | step (ms) | tokens/s | vs fp32 tokens/s | weight floor (ms) | step / floor |')
-    print('|---|---|---|---|---|---|---|')
-    for name in NAMES:
+    print('| format | bs | step (ms) | tokens/s | vs fp32 tokens/s | linears at 1 row (ms) | weight-read floor (ms) '
+          '| step / read floor |')
+    print('|---|---|---|---|---|---|---|---|')
+    for name in models:
         for bs in args.bs:
             r, ref = results[name, bs], results['fp32', bs]
             print(f"| {name} | {bs} | {r['step_ms']:.1f} | {r['tok_s']:.1f} | {r['tok_s'] / ref['tok_s']:.2f}x | "
-                  f"{floors[name] * 1e3:.1f} | {r['step_ms'] / 1e3 / floors[name]:.2f} |")
-    print('\nweights streamed per step: ' + ', '.join(f'{n} {weight_bytes(models[n]) / 2 ** 20:.0f} MiB' for n in NAMES))
-    return {'results': results, 'floors': floors}
+                  f"{floors[name] * 1e3:.1f} | {reads[name] * 1e3:.1f} | {r['step_ms'] / 1e3 / reads[name]:.2f} |")
+    print('\nweights read per step: ' + ', '.join(f'{n} {weight_bytes(models[n]) / 2 ** 20:.0f} MiB' for n in models))
+    return {'results': results, 'floors': floors, 'reads': reads}
 
 
 # ----------------------------------------------------------------------------- tasks

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional
 
 from rudolph.errors import ConfigError, MissingDependencyError, RudolphError, WeightsNotFoundError
 from rudolph.io.tables import json_object
+from rudolph.model.config import QUANT_METHODS
 from rudolph.model.configs import MODELS
 
 if TYPE_CHECKING:  # the loader imports torch: only when a command runs
@@ -110,8 +111,10 @@ def add_precision(g, default: Optional[str] = 'auto') -> None:
                            help=f'weights and activations (default {shown})')
     precision.add_argument('--fp16', action='store_true', help='float16 weights (CUDA; on CPU the model stays float32)')
     precision.add_argument('--bf16', action='store_true', help='bfloat16 weights (CUDA or CPU)')
-    g.add_argument('--quantize', choices=('int8',), default=None,
-                   help='int8 weights for the transformer and the output head (activations bf16 on CPU)')
+    g.add_argument('--quantize', choices=QUANT_METHODS, default=None,
+                   help='weights of the transformer and the output head: int8 (weight-only kernels; bf16 activations '
+                        'on CPU), int8-dynamic (int8 weights and per-row int8 activations, CPU: the fastest decode), '
+                        'fp16 (fp16 weights, fp32 activations, CPU: near-lossless)')
 
 
 def precision_args(args: argparse.Namespace) -> Dict[str, Any]:

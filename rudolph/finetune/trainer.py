@@ -36,7 +36,7 @@ from rudolph.io.paths import naming_file
 from rudolph.model.fp16 import unwrap_model
 from rudolph.model.loading import check_state_dict
 from rudolph.model.precision import cpu_has_native_bf16
-from rudolph.model.quant import Int8Linear
+from rudolph.model.quant import QUANTIZED_LAYERS
 
 __all__ = ['TrainConfig', 'TrainResult', 'TrainState', 'Trainer', 'NonFiniteLossError', 'train', 'evaluate',
            'find_checkpoint', 'check_writable', 'safe_load', 'WEIGHTS_NAME', 'STATE_NAME']
@@ -185,13 +185,13 @@ def train(model: nn.Module, train_data: EncodedDataset, config: TrainConfig,
 
 
 def _check_trainable_model(model: nn.Module) -> None:
-    """``ConfigError`` for a model whose weights cannot learn: int8 layers hold their weights as buffers."""
-
-    int8 = [name for name, m in model.named_modules() if isinstance(m, Int8Linear)]
+    """``ConfigError`` for a model whose weights cannot learn: quantised layers hold their weights as buffers."""
+    int8 = [(name, m.method) for name, m in model.named_modules() if isinstance(m, QUANTIZED_LAYERS)]
     if int8:
-        raise ConfigError(f"cannot fine-tune a model loaded with quantize='int8' ({len(int8)} int8 layers, e.g. "
-                          f"{int8[0]!r}): int8 weights are for inference. Load it without quantize (float32, or "
-                          f"{setting('precision', 'bf16')} for bf16 autocast while training), then quantise the result")
+        raise ConfigError(f"cannot fine-tune a model loaded with quantize={int8[0][1]!r} ({len(int8)} quantised "
+                          f"layers, e.g. {int8[0][0]!r}): quantised weights are for inference. Load it without "
+                          f"quantize (float32, or {setting('precision', 'bf16')} for bf16 autocast while training), "
+                          f"then quantise the result")
 
 
 def resolve_train_precision(precision: str, cpu: bool) -> str:

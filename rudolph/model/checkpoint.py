@@ -11,7 +11,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from rudolph.errors import CheckpointMismatchError, CorruptCheckpointError, WeightsNotFoundError
+from rudolph.errors import CheckpointMismatchError, ConfigError, CorruptCheckpointError, WeightsNotFoundError
 from rudolph.io.files import check_finite, safe_torch_load
 from rudolph.io.hub import hub_download
 from rudolph.io.paths import folder_file
@@ -205,27 +205,29 @@ def _weights_shapes(path: str, int8: bool) -> Tuple[Dict[str, Tuple[int, ...]], 
 
 
 def _quantized_state(model: nn.Module, source: Dict[str, torch.Tensor], path: str, label: Dict[str, Any],
-                     device: torch.device, dtype: torch.dtype) -> Dict[str, torch.Tensor]:
-    """The int8 state of ``model`` quantised from the float checkpoint ``path`` one tensor at a time.
+                     device: torch.device, precision: Precision) -> Dict[str, torch.Tensor]:
+    """The state of ``model`` in format ``precision.quantize``, converted from the float checkpoint ``path`` one
+    tensor at a time.
 
     Each source tensor is read from the memory map, checked, converted, and its pages are dropped
     again (and the heap trimmed), so the float model never sits in memory whole: the peak is about
-    the int8 model plus one tensor (``bench/precision.py --parts load``).
+    the quantised model plus one tensor (``bench/precision.py --parts load``).
     """
+    dtype, method = precision
     checked = check_state_dict(model, source, label)
     source.clear()  # the caller's reference too: each tensor is dropped once converted
     source = checked
     mapped = zipfile.is_zipfile(path)  # torch memory-maps zip checkpoints only
     linears = {f'{n}.weight' for n in quant.quantized_linear_names(model)}
-    quant.quantize_linears(model, dtype, fill=False)
+    quant.quantize_linears(model, dtype, fill=False, method=method)
     state = {}
     for key in list(source):
         value = source.pop(key)
         if key in linears:
-            q, scale = quant.quantize_weight(value)
-            # a NaN or inf anywhere in a row makes its max |w| (the scale) non-finite: no second pass
-            check_finite({key: scale}, path)
-            state[key], state[key[:-len('weight')] + 'weight_scale'] = q.to(device), scale.to(device)
+            entries = quant.quantized_entries(method, key, value)
+            # a NaN or inf anywhere in a row makes its max |w| (the int8 scale) non-finite: no second pass
+            check_finite({k: v for k, v in entries.items() if v.is_floating_point()}, path)
+            state.update({k: v.to(device) for k, v in entries.items()})
         else:
             check_finite({key: value}, path)
             state[key] = value.to(device=device, dtype=dtype if value.is_floating_point() else value.dtype,
@@ -238,13 +240,21 @@ def _quantized_state(model: nn.Module, source: Dict[str, torch.Tensor], path: st
 
 
 def _int8_file_state(model: nn.Module, path: str, label: Dict[str, Any], device: torch.device,
-                     dtype: torch.dtype) -> Dict[str, torch.Tensor]:
-    """The state of an int8 file, checked against the (quantised) ``model``; float tensors in ``dtype``."""
-    quant.quantize_linears(model, dtype, fill=False)
+                     precision: Precision) -> Dict[str, torch.Tensor]:
+    """The state of a quantised file (:func:`rudolph.model.quant.save_int8`), checked against ``model`` once its
+    linears are in the file's format."""
+    saved = quant.int8_file_metadata(path).get('quantize', 'int8')
+    method = precision.quantize or saved
+    if (saved == 'fp16') != (method == 'fp16'):  # int8 and int8-dynamic share their weights
+        raise ConfigError(f"{path!r} holds {saved} weights; it loads with quantize={saved!r}"
+                          f"{' or int8-dynamic' if saved != 'fp16' else ''}, not {method!r}")
+    quant.quantize_linears(model, precision.dtype, fill=False, method=method)
     state = check_state_dict(model, quant.read_int8_file(path), label)
     check_finite(state, path)
-    scales = {k for k in state if k.endswith('.weight_scale')}
-    return {k: v.to(device) if k in scales or not v.is_floating_point() else v.to(device=device, dtype=dtype)
+    # the quantised layers' own dtypes (int8 / fp16 weights, float32 scales); other floats in the activation dtype
+    kept = {f'{name}.{k}': v.dtype for name, m in model.named_modules() if isinstance(m, quant.QUANTIZED_LAYERS)
+            for k, v in m.state_dict(keep_vars=True).items() if k != 'bias'}
+    return {k: v.to(device=device, dtype=kept.get(k, precision.dtype if v.is_floating_point() else v.dtype))
             for k, v in state.items()}
 
 
@@ -261,10 +271,10 @@ def load_weights(cls: type, name: str, params: Dict[str, Any], path: str, device
     with torch.device('meta'), skip_init():
         model = cls(config, device=device)
     if int8:
-        state = _int8_file_state(model, path, label, device, precision.dtype)
+        state = _int8_file_state(model, path, label, device, precision)
     elif precision.quantize:
         state = _quantized_state(model, source if source is not None else _lazy_checkpoint(path), path, label,
-                                 device, precision.dtype)
+                                 device, precision)
     else:
         if source is not None:
             check_finite(source, path)
@@ -275,7 +285,7 @@ def load_weights(cls: type, name: str, params: Dict[str, Any], path: str, device
         state[f'transformer.{mask_name}'] = mask
     model.load_state_dict(state, strict=True, assign=True)
     logger.info('loaded RuDOLPH %s from %s (%s%s)', name, path, str(precision.dtype).removeprefix('torch.'),
-                ', int8 weights' if precision.quantize else '')
+                f', {precision.quantize} weights' if precision.quantize else '')
     return model
 
 
@@ -283,7 +293,7 @@ def build_model(cls: type, params: Dict[str, Any], device: torch.device, precisi
     """A randomly initialised ``cls(device=device, **params)`` in ``precision`` (int8 linears when quantised)."""
     model = cls(device=device, **params).to(device=device, dtype=precision.dtype)
     if precision.quantize:
-        quant.quantize_linears(model, precision.dtype)
+        quant.quantize_linears(model, precision.dtype, method=precision.quantize)
     return model
 
 
@@ -294,8 +304,9 @@ def instantiate(cls: type, name: str, params: Dict[str, Any], path: Optional[str
     int8 file loads as int8), in the precision :func:`rudolph.model.precision.resolve_precision` picks; eval mode.
     A device that is not here is a ``ConfigError`` naming those that are."""
     device = torch.device(check_device(device))
-    if path is not None and quantize is None and quant.int8_file_metadata(path) is not None:
-        quantize = 'int8'  # the file is int8: load it as such
+    saved = quant.int8_file_metadata(path) if path is not None else None
+    if saved is not None and quantize is None:
+        quantize = saved.get('quantize', 'int8')  # the file is quantised: load it as it was saved
     precision = resolve_precision(dtype, quantize, device, fp16)
     if path is None:
         model = build_model(cls, params, device, precision)

@@ -12,6 +12,9 @@ from typing import Any, Dict, Mapping, Optional, Union
 
 from rudolph.errors import ConfigError
 
+#: The weight formats of ``quantize=`` (kernels in :mod:`rudolph.model.quant`); torch-free for the CLI's --help.
+QUANT_METHODS = ('int8', 'int8-dynamic', 'fp16')
+
 __all__ = ['RudolphConfig', 'Layout', 'CONSTRUCTOR_ORDER', 'PAD_ID', 'UNK_ID', 'BOS_ID', 'EOS_ID']
 
 #: the special text ids every RuDOLPH tokenizer shares (YTTM's order in the model file is unk pad bos eos)

@@ -8,8 +8,8 @@ them), on top of these files; everything here ignores those additions and never 
 
 ``config.json`` holds ``format`` (``"rudolph"``), ``format_version``, ``config`` (the constructor
 arguments), ``spc_tokens``, ``weights`` (the weights file name) and ``torch_dtype``. The weights file
-leaves out the four mask buffers (they follow from the config); an int8 model writes the int8 file of
-:func:`rudolph.model.quant.save_int8` (its metadata marks it), loaded back as int8.
+leaves out the four mask buffers (they follow from the config); a quantised model writes the file of
+:func:`rudolph.model.quant.save_int8` (its metadata marks it and its format), loaded back in that format.
 """
 import json
 import os
@@ -62,8 +62,8 @@ def model_config(model: nn.Module) -> Dict[str, Any]:
 
 
 def weights_metadata(model: nn.Module) -> Dict[str, str]:
-    """The header metadata of ``model``'s weights file: an int8 model's marks the int8 file it loads back as."""
-    if any(isinstance(m, quant.Int8Linear) for m in model.modules()):
+    """The header metadata of ``model``'s weights file: a quantised model's marks the format it loads back in."""
+    if quant.is_quantized(model):
         return quant.int8_metadata(model)
     return {'format_version': str(FORMAT_VERSION), 'library': 'rudolph'}
 

@@ -266,9 +266,9 @@ class ruDolphModel(nn.Module):
         x = norm(hidden)
         if vocab is None:
             return lin(x)
-        if hasattr(lin, 'sliced'):  # an int8 head (rudolph.model.quant.Int8Linear)
+        if hasattr(lin, 'sliced'):  # ours (Linear) and the quantised heads (rudolph.model.quant)
             return lin.sliced(x, vocab)
-        return linear(x, lin.weight[vocab], lin.bias[vocab])
+        return linear(x, lin.weight[vocab], lin.bias[vocab])  # a plain nn.Linear put in by the user
 
     def forward(self,
                 input_ids: torch.Tensor,

@@ -6,13 +6,11 @@ from typing import Optional, Tuple, Union
 import torch
 
 from rudolph.errors import ConfigError, MissingDependencyError
-from rudolph.model.quant import int8_kernel_available
+from rudolph.model.quant import QUANT_METHODS, kernel_available
 
 __all__ = ['QUANT_METHODS', 'Precision', 'resolve_precision', 'parse_dtype', 'cpu_has_native_bf16']
 
 logger = logging.getLogger(__name__)
-
-QUANT_METHODS = ('int8',)
 
 _DTYPE_NAMES = {'float32': torch.float32, 'fp32': torch.float32, 'float': torch.float32,
                 'float16': torch.float16, 'fp16': torch.float16, 'half': torch.float16,
@@ -43,7 +41,7 @@ def parse_dtype(dtype: Union[None, str, torch.dtype]) -> Union[None, str, torch.
 
 
 class Precision(tuple):
-    """``(dtype, quantize)``: the activation/weight dtype and ``None`` or ``'int8'`` weights."""
+    """``(dtype, quantize)``: the activation/weight dtype and ``None`` or a weight format of ``QUANT_METHODS``."""
 
     def __new__(cls, dtype: torch.dtype, quantize: Optional[str]):
         return super().__new__(cls, (dtype, quantize))
@@ -60,36 +58,50 @@ class Precision(tuple):
 def _auto_dtype(device: torch.device, quantize: Optional[str]) -> Tuple[torch.dtype, str]:
     if device.type == 'cuda':
         return torch.float16, 'CUDA device: float16'
+    if quantize == 'fp16':
+        return torch.float32, 'fp16 weights take float32 activations (fbgemm)'
     if device.type == 'cpu' and cpu_has_native_bf16():
         return torch.bfloat16, f'this CPU has native bf16 ({torch.backends.cpu.get_cpu_capability()})'
-    if device.type == 'cpu' and quantize:
+    if device.type == 'cpu' and quantize == 'int8':
         return torch.bfloat16, 'int8 weights need bf16 activations on CPU (this CPU emulates bf16: slow)'
     return torch.float32, f'no native half precision on {device.type} ({torch.backends.cpu.get_cpu_capability()})'
+
+
+#: Per ``quantize=`` format: the devices it runs on, its activation dtypes there, and the kernel it needs.
+_NEEDS = {
+    'int8': ({'cpu': (torch.bfloat16,), 'cuda': (torch.float16, torch.bfloat16)}, 'torch._weight_int8pack_mm'),
+    'int8-dynamic': ({'cpu': (torch.float32, torch.bfloat16)}, "oneDNN's int8 GEMM (torch.ops.onednn.qlinear_pointwise)"),
+    'fp16': ({'cpu': (torch.float32,)}, "fbgemm's fp16 GEMM (torch.ops.quantized.linear_dynamic_fp16)"),
+}
 
 
 def _check_quantize(quantize: Optional[str], dtype: torch.dtype, device: torch.device) -> None:
     if quantize is None:
         return
-    if device.type == 'cpu' and dtype != torch.bfloat16:
-        raise ConfigError(f"quantize='int8' on CPU needs dtype=torch.bfloat16 (or 'auto') activations, got {dtype}: "
-                          f"torch._weight_int8pack_mm is vectorised for bf16 activations only on x86")
-    if device.type == 'cuda' and dtype == torch.float32:
-        raise ConfigError("quantize='int8' on CUDA needs float16 or bfloat16 activations, got torch.float32")
-    if device.type not in ('cpu', 'cuda') or not int8_kernel_available(device):
-        raise MissingDependencyError(f"quantize='int8' needs torch._weight_int8pack_mm on {device.type}, which "
-                                     f"torch {torch.__version__} does not provide there; load without quantize "
-                                     f"(dtype='auto' for half precision)")
+    devices, kernel = _NEEDS[quantize]
+    allowed = devices.get(device.type, (dtype,))
+    if dtype not in allowed:
+        names = ' or '.join(str(d) for d in allowed)
+        raise ConfigError(f"quantize={quantize!r} on {device.type} needs dtype={names} (or 'auto') activations, "
+                          f"got {dtype}: {kernel} takes those")
+    if device.type not in devices or not kernel_available(quantize, device):
+        hint = " (on CUDA, dtype='float16' reads half the bytes)" if quantize == 'fp16' else ''
+        raise MissingDependencyError(f"quantize={quantize!r} needs {kernel} on {device.type}, which torch "
+                                     f"{torch.__version__} does not provide there; load without quantize "
+                                     f"(dtype='auto' for half precision){hint}")
 
 
 def resolve_precision(dtype: Union[None, str, torch.dtype] = None, quantize: Optional[str] = None,
                       device: Union[str, torch.device] = 'cpu', fp16: bool = False) -> Precision:
     """The one place a ``dtype`` / ``quantize`` / ``fp16`` request becomes ``Precision(dtype, quantize)``.
 
-    ``dtype``: ``None`` (float32; bf16 when ``quantize`` on CPU, fp16 on CUDA), a torch dtype, one
-    of its names ('fp32', 'bf16', 'half', ...) or ``'auto'``: bf16 on CPUs with native bf16, fp16 on
-    CUDA, float32 otherwise (one INFO log line says which and why). ``fp16=True`` (the original
-    flag) is float16 on CUDA; on CPU it warns and keeps float32. Unsupported combinations raise
-    ``ConfigError`` (or ``MissingDependencyError`` when torch lacks the int8 kernel for the device).
+    ``dtype``: ``None`` (float32; with ``quantize``, as ``'auto'``), a torch dtype, one of its names
+    ('fp32', 'bf16', 'half', ...) or ``'auto'``: bf16 on CPUs with native bf16, fp16 on CUDA,
+    float32 otherwise and for ``quantize='fp16'`` (one INFO log line says which and why).
+    ``quantize``: ``None`` or a weight format of :data:`rudolph.model.quant.QUANT_METHODS`.
+    ``fp16=True`` (the original flag) is float16 on CUDA; on CPU it warns and keeps float32.
+    Unsupported combinations raise ``ConfigError`` (``MissingDependencyError`` when torch lacks
+    the format's kernel on the device).
     """
     device = torch.device(device)
     parsed = parse_dtype(dtype)

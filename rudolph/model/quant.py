@@ -1,20 +1,25 @@
-"""Int8 weights: the weight-only ``Int8Linear`` kernel and its safetensors files (the policy that picks a
-precision is :mod:`rudolph.model.precision`).
+"""Packed and quantised weights: the kernels behind ``dtype=`` / ``quantize=`` and their safetensors files
+(the policy that picks a precision is :mod:`rudolph.model.precision`).
+
+Weight formats (``quantize=``):
+
+* ``'int8'``: int8 weights, activations in bf16 (CPU) or fp16/bf16 (CUDA), weight-only kernels;
+* ``'int8-dynamic'``: the same int8 weights, and each activation ROW quantised to int8 on the fly
+  (symmetric, its own scale) for oneDNN's int8 x int8 GEMM (CPU). A row's result never depends
+  on the other rows of its batch, so batched jobs give the same answer whatever the batch size;
+* ``'fp16'``: float16 weights packed for fbgemm's fp16 GEMM, float32 activations (CPU); near-lossless.
 
 Int8 weights are symmetric per output channel: ``w ~= q * scale`` with ``q`` in ``[-127, 127]``
-and ``scale = max|w_row| / 127`` (float32, rounded up to a value bf16 holds exactly). Activations stay in a half-precision dtype (bf16 on
-CPU, fp16/bf16 on CUDA). Which kernel multiplies depends on the rows of the call
-(:data:`INT8_MM_MAX_ROWS`, measured by ``bench/precision.py --parts kernels``):
+and ``scale = max|w_row| / 127`` (float32, rounded up to a value bf16 holds exactly).
 
-* few rows (decode steps): ``torch._weight_int8pack_mm`` reads the int8 weight once, a quarter
-  of the fp32 bytes, and applies the scale itself (exact in bf16, so no per-channel shift);
-* many rows (prefill, scoring, large batches): the weight converted to the activation dtype
-  (exact: int8 values fit bf16/fp16) and one ``F.linear``, the per-channel scale applied to its
-  output; the matmul's cost then dominates the conversion.
+Which kernel multiplies is one rule, :func:`pick_kernel` (format, rows in the call), measured
+by ``bench/precision.py --parts kernels`` on a quiet machine. Packed weights (oneDNN's int8 and
+bf16 layouts, fbgemm's fp16) are made on first use and kept beside the plain tensors, which stay
+the state dict: a packed model saves, moves and loads like any other.
 """
 import logging
 import os
-from typing import Dict, Optional, Tuple, Union
+from typing import Callable, Dict, Hashable, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -23,27 +28,131 @@ from torch import nn
 from rudolph.errors import ConfigError, CorruptCheckpointError
 from rudolph.io.atomic import write_atomic
 from rudolph.io.safetensors import read_safetensors_header
+from rudolph.model.config import QUANT_METHODS
 
-__all__ = ['Int8Linear', 'INT8_MM_MAX_ROWS', 'bf16_exact_ceil', 'quantize_weight', 'quantize_linears',
-           'quantized_linear_names', 'int8_kernel_available', 'save_int8', 'read_int8_file', 'int8_file_metadata',
-           'int8_metadata']
+__all__ = ['Int8Linear', 'Fp16Linear', 'QUANT_METHODS', 'INT8_MM_MAX_ROWS', 'SMALL_BATCH_ROWS', 'pick_kernel', 'packed_bf16_linear',
+           'bf16_exact_ceil', 'quantize_weight', 'quantize_linears', 'quantized_linear_names', 'int8_kernel_available',
+           'kernel_available', 'quantized_entries', 'quantized_method', 'save_int8', 'read_int8_file', 'int8_file_metadata', 'int8_metadata',
+           'is_quantized', 'QUANTIZED_LAYERS']
 
 logger = logging.getLogger(__name__)
 
-#: Up to this many rows per call the int8 kernel is used, above it the converted weight + F.linear.
+
+#: Float32 weights: up to this many rows per call the weight-first GEMM order (:func:`rudolph.model.transformer.linear`).
+SMALL_BATCH_ROWS = 64
+
+#: Weight-only int8: up to this many rows per call ``_weight_int8pack_mm``, above it the converted weight + F.linear.
 INT8_MM_MAX_ROWS = 8
 
 
-def int8_kernel_available(device: torch.device) -> bool:
-    """Whether torch has ``_weight_int8pack_mm`` for ``device`` (a tiny probe call)."""
-    x_dtype = torch.bfloat16 if device.type == 'cpu' else torch.float32
+def pick_kernel(weights: str, rows: int, x: torch.Tensor) -> str:
+    """The kernel for ``rows`` rows of activations ``x`` times weights in format ``weights``: the one rule.
+
+    ``weights``: ``'float'`` (the activation dtype), ``'int8'``, ``'int8-dynamic'`` or ``'fp16'``.
+    Packed and quantised kernels are for inference on CPU; with gradients or on other devices
+    each format falls back to plain ``F.linear`` on its weight in the activation dtype. Measured on
+    a 2-core AVX512-BF16 CPU (bench/precision.py --parts kernels, quiet):
+
+    * bf16 activations, float weights: oneDNN's prepacked bf16 GEMM at every row count (fastest
+      from 1 to 256 rows; MKL's bf16 GEMM and ``addmv`` read the weight far slower);
+    * fp32: the weight-first GEMM order up to ``SMALL_BATCH_ROWS`` (:func:`rudolph.model.transformer.linear`);
+    * int8-dynamic: oneDNN's u8 x s8 GEMM at every row count (the int8 weight read once, no conversion);
+    * int8: ``_weight_int8pack_mm`` up to :data:`INT8_MM_MAX_ROWS` rows, above it the converted weight;
+    * fp16: fbgemm's fp16 GEMM at every row count.
+    """
+    if torch.is_grad_enabled() or rows == 0:
+        return 'dense'
+    if weights == 'int8':  # CUDA has the weight-only kernel too
+        return 'int8pack' if rows <= INT8_MM_MAX_ROWS else 'dense'
+    if x.device.type != 'cpu':
+        return 'dense'
+    if weights == 'float' and x.dtype == torch.bfloat16 and _HAS_MKLDNN_LINEAR:
+        return 'onednn-bf16'
+    if weights == 'float':
+        return 'weight-first' if rows <= SMALL_BATCH_ROWS else 'dense'
+    if weights == 'int8-dynamic':
+        return 'onednn-int8'
+    if weights == 'fp16':
+        return 'fbgemm-fp16'
+    raise ConfigError(f'unknown weight format {weights!r}; expected float or one of {list(QUANT_METHODS)}')
+
+
+def kernel_available(method: str, device: torch.device) -> bool:
+    """Whether torch has the kernels ``quantize=method`` needs on ``device`` (tiny probe calls)."""
     try:
-        w = torch.zeros(8, 32, dtype=torch.int8, device=device)
-        torch._weight_int8pack_mm(torch.zeros(1, 32, dtype=x_dtype, device=device), w,
-                                  torch.ones(8, dtype=x_dtype, device=device))
+        if method == 'int8':
+            x_dtype = torch.bfloat16 if device.type == 'cpu' else torch.float32
+            torch._weight_int8pack_mm(torch.zeros(1, 32, dtype=x_dtype, device=device),
+                                      torch.zeros(8, 32, dtype=torch.int8, device=device),
+                                      torch.ones(8, dtype=x_dtype, device=device))
+            return True
+        if device.type != 'cpu':
+            return False
+        if method == 'int8-dynamic':
+            probe = Int8Linear(32, 8, dtype=torch.float32)
+            probe.set_weight(torch.ones(8, 32), None)
+            probe.dynamic = True
+            with torch.no_grad():
+                probe(torch.ones(1, 32))
+            return True
+        if method == 'fp16':
+            torch.ops.quantized.linear_dynamic_fp16(torch.ones(1, 32), torch.ops.quantized.linear_prepack_fp16(
+                torch.ones(8, 32), None))
+            return True
     except (AttributeError, NotImplementedError, RuntimeError):
         return False
-    return True
+    return False
+
+
+def int8_kernel_available(device: torch.device) -> bool:
+    """Whether torch has ``_weight_int8pack_mm`` for ``device`` (``quantize='int8'``)."""
+    return kernel_available('int8', device)
+
+
+_HAS_MKLDNN_LINEAR = hasattr(torch.ops.mkldnn, '_reorder_linear_weight') and torch.backends.mkldnn.is_available()
+
+
+class _Packed:
+    """Packed forms of a layer's weights, made on first use: keyed by what they were made from.
+
+    Not part of the state dict, not copied by ``copy.deepcopy`` or pickled (oneDNN/fbgemm
+    objects are neither): a copy packs again on its first call.
+    """
+
+    def __init__(self):
+        self.entries: Dict[Hashable, Tuple[Hashable, object]] = {}
+
+    def get(self, slot: Hashable, source: torch.Tensor, make: Callable[[], object]) -> object:
+        # data_ptr and _version change when the tensor is replaced, moved or loaded in place
+        key = (source.data_ptr(), source._version, source.device, source.dtype)
+        hit = self.entries.get(slot)
+        if hit is None or hit[0] != key:
+            hit = (key, make())
+            self.entries[slot] = hit
+        return hit[1]
+
+    def __deepcopy__(self, memo) -> '_Packed':
+        return _Packed()
+
+    def __getstate__(self) -> dict:
+        return {'entries': {}}
+
+
+def _packs(module: nn.Module) -> _Packed:
+    packs = module.__dict__.get('_packs')
+    if packs is None:
+        packs = module.__dict__['_packs'] = _Packed()
+    return packs
+
+
+def packed_bf16_linear(module: nn.Module, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                       slot: Hashable = None) -> torch.Tensor:
+    """``F.linear`` of a bf16 ``x`` (2-d) through oneDNN's prepacked bf16 weight, kept on ``module``.
+
+    ``slot`` names a part of the weight (e.g. a vocabulary slice) packed on its own.
+    """
+    packed = _packs(module).get(slot, weight, lambda: torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None))
+    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, 'none', [], '')
 
 
 #: Elements per block of rows that quantize_weight converts at once (float32 temporaries of ~1 MB).
@@ -86,22 +195,28 @@ class Int8Linear(nn.Module):
     """A linear layer with int8 weights (per-output-channel float32 scales) and half-precision activations.
 
     State-dict entries: ``weight`` (int8), ``weight_scale`` (float32), ``bias`` (activation
-    dtype). All are buffers: an int8 model is for inference. See the module docstring for
-    the kernel rule.
+    dtype). All are buffers: an int8 model is for inference. ``dynamic``: activations quantised
+    per row for oneDNN's int8 GEMM (``quantize='int8-dynamic'``) instead of weight-only kernels.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
-                 device: Optional[torch.device] = None, dtype: torch.dtype = torch.bfloat16):
+                 device: Optional[torch.device] = None, dtype: torch.dtype = torch.bfloat16, dynamic: bool = False):
         super().__init__()
-        self.in_features, self.out_features = in_features, out_features
+        self.in_features, self.out_features, self.dynamic = in_features, out_features, dynamic
         self.register_buffer('weight', torch.empty(out_features, in_features, dtype=torch.int8, device=device))
         self.register_buffer('weight_scale', torch.empty(out_features, dtype=torch.float32, device=device))
         self.register_buffer('bias', torch.empty(out_features, dtype=dtype, device=device) if bias else None)
 
+    @property
+    def method(self) -> str:
+        """The ``quantize=`` name of this layer's format."""
+        return 'int8-dynamic' if self.dynamic else 'int8'
+
     @classmethod
-    def from_linear(cls, linear: nn.Linear, dtype: torch.dtype = torch.bfloat16) -> 'Int8Linear':
+    def from_linear(cls, linear: nn.Linear, dtype: torch.dtype = torch.bfloat16, dynamic: bool = False) -> 'Int8Linear':
         """Quantise a float ``nn.Linear``."""
-        out = cls(linear.in_features, linear.out_features, linear.bias is not None, linear.weight.device, dtype)
+        out = cls(linear.in_features, linear.out_features, linear.bias is not None, linear.weight.device, dtype,
+                  dynamic)
         out.set_weight(linear.weight, linear.bias)
         return out
 
@@ -125,34 +240,58 @@ class Int8Linear(nn.Module):
         if rows is not None:
             w, scale, bias = w[rows], scale[rows], None if bias is None else bias[rows]
         flat = x.reshape(-1, x.shape[-1])
-        few_rows = 0 < flat.shape[0] <= INT8_MM_MAX_ROWS and not torch.is_grad_enabled()
-        act_scale = self._act_scale(x.dtype) if few_rows and x.device.type == 'cpu' else None
+        kernel = pick_kernel(self.method, flat.shape[0], x)
+        if kernel == 'onednn-int8':
+            out = self._onednn(flat, w, scale, bias, _slot(rows))
+            return out.reshape(*x.shape[:-1], w.shape[0])
+        act_scale = self._act_scale(x.dtype) if kernel == 'int8pack' and x.device.type == 'cpu' else None
         if act_scale is not None:  # the kernel applies the (exact) scale: one call and the bias
             out = torch._weight_int8pack_mm(flat.contiguous(), w, act_scale if rows is None else act_scale[rows])
             out = out if bias is None else out.add_(bias)
             return out.reshape(*x.shape[:-1], w.shape[0])
-        out = _int8_mm(flat, w) if few_rows else F.linear(flat, w.to(x.dtype))  # int8 -> bf16/fp16 is exact
+        out = _int8_mm(flat, w) if kernel == 'int8pack' else F.linear(flat, w.to(x.dtype))  # int8 -> bf16 is exact
         # The float32 scale on the (small) output: a scale rounded to bf16 would shift each channel by up
         # to 0.4%, the same way at every position (it changed zero-shot orders in bench/precision_quality.py).
         out = out.float() * scale if bias is None else torch.addcmul(bias.float(), out.float(), scale)
         return out.to(x.dtype).reshape(*x.shape[:-1], w.shape[0])
 
-    def _act_scale(self, dtype: torch.dtype) -> Optional[torch.Tensor]:
-        """``weight_scale`` in ``dtype`` if that holds it exactly (scales of :func:`quantize_weight`), else ``None``.
+    def _onednn(self, flat: torch.Tensor, w: torch.Tensor, scale: torch.Tensor, bias: Optional[torch.Tensor],
+                slot: Hashable) -> torch.Tensor:
+        """``flat @ (w * scale).T + bias`` with each row of ``flat`` quantised to int8 with its own scale.
 
-        Kept until the scale tensor changes (its version counts in-place loads) or moves.
+        oneDNN takes one activation scale per call, so the GEMM runs with scale 1 and each row's
+        scale is applied to its output: a row's result is the same in any batch.
         """
-        scale = self.weight_scale
-        key = (dtype, scale.device, scale.data_ptr(), scale._version)
-        cached = self.__dict__.get('_act_scale_cache')
-        if cached is None or cached[0] != key:
-            converted = scale.to(dtype)
-            cached = (key, converted if torch.equal(converted.float(), scale) else None)
-            self.__dict__['_act_scale_cache'] = cached
-        return cached[1]
+        packed, zero_points = _packs(self).get(('onednn', slot), self.weight, lambda: (
+            torch.ops.onednn.qlinear_prepack(w, None), torch.zeros(w.shape[0], dtype=torch.long)))
+        xf = flat.float()
+        step = torch.linalg.vector_norm(xf, ord=float('inf'), dim=1, keepdim=True).div_(127).clamp_min_(_TINY)
+        # unsigned with zero point 128: oneDNN's fast x86 path is u8 x s8 (signed activations fall to a reference path)
+        xq = torch.addcdiv(_U8_ZERO, xf, step).round_().to(torch.uint8)
+        out = torch.ops.onednn.qlinear_pointwise.tensor(xq, _ONE, _U8_ZERO_POINT, packed, scale, zero_points, None,
+                                                        1.0, 0, torch.float32, 'none', [], '')
+        out = out.mul_(step) if bias is None else torch.addcmul(bias.float(), out, step)
+        return out.to(flat.dtype)
+
+    def _act_scale(self, dtype: torch.dtype) -> Optional[torch.Tensor]:
+        """``weight_scale`` in ``dtype`` if that holds it exactly (scales of :func:`quantize_weight`), else ``None``."""
+        def convert():
+            converted = self.weight_scale.to(dtype)
+            return converted if torch.equal(converted.float(), self.weight_scale) else None
+        return _packs(self).get(('scale', dtype), self.weight_scale, convert)
 
     def extra_repr(self) -> str:
-        return f'in_features={self.in_features}, out_features={self.out_features}, int8 weights'
+        return f'in_features={self.in_features}, out_features={self.out_features}, {self.method} weights'
+
+
+_TINY = torch.finfo(torch.float32).tiny
+_ONE = torch.tensor(1.0)
+_U8_ZERO = torch.tensor(128.0)
+_U8_ZERO_POINT = torch.tensor(128)
+
+
+def _slot(rows: Optional[slice]) -> Hashable:
+    return None if rows is None else (rows.start, rows.stop, rows.step)
 
 
 def _int8_mm(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -163,28 +302,100 @@ def _int8_mm(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return torch._weight_int8pack_mm(x.contiguous(), w, torch.ones(w.shape[0], dtype=x.dtype, device=x.device))
 
 
+class Fp16Linear(nn.Module):
+    """A linear layer with float16 weights and float32 activations (``quantize='fp16'``).
+
+    State-dict entries: ``weight`` (float16), ``bias`` (float32), both buffers. On CPU the
+    weight is packed once for fbgemm's fp16 GEMM (half the bytes of float32 to read per step;
+    rounding the weights to fp16 is the only change); elsewhere ``F.linear`` on the converted weight.
+    """
+
+    method = 'fp16'
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 device: Optional[torch.device] = None, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.register_buffer('weight', torch.empty(out_features, in_features, dtype=torch.float16, device=device))
+        self.register_buffer('bias', torch.empty(out_features, dtype=dtype, device=device) if bias else None)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, dtype: torch.dtype = torch.float32) -> 'Fp16Linear':
+        """A float ``nn.Linear`` with its weight rounded to float16."""
+        out = cls(linear.in_features, linear.out_features, linear.bias is not None, linear.weight.device, dtype)
+        out.set_weight(linear.weight, linear.bias)
+        return out
+
+    def set_weight(self, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> None:
+        """Round ``weight`` to float16 into this layer (and store ``bias`` in the activation dtype)."""
+        self.weight = weight.detach().to(device=self.weight.device, dtype=torch.float16)
+        if bias is not None:
+            self.bias = bias.detach().to(device=self.weight.device, dtype=self.bias.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.sliced(x, None)
+
+    def sliced(self, x: torch.Tensor, rows: Optional[slice]) -> torch.Tensor:
+        """The outputs of the channels in ``rows`` (a slice; ``None``: all)."""
+        w, bias = self.weight, self.bias
+        if rows is not None:
+            w, bias = w[rows], None if bias is None else bias[rows]
+        flat = x.reshape(-1, x.shape[-1])
+        if pick_kernel('fp16', flat.shape[0], x) == 'fbgemm-fp16':
+            packed = _packs(self).get(_slot(rows), self.weight, lambda: torch.ops.quantized.linear_prepack_fp16(
+                w.float(), None if bias is None else bias.float()))
+            out = torch.ops.quantized.linear_dynamic_fp16(flat.float(), packed).to(x.dtype)
+        else:
+            out = F.linear(flat, w.to(x.dtype), None if bias is None else bias.to(x.dtype))
+        return out.reshape(*x.shape[:-1], w.shape[0])
+
+    def extra_repr(self) -> str:
+        return f'in_features={self.in_features}, out_features={self.out_features}, fp16 weights'
+
+
+#: The layer classes of the ``quantize=`` formats.
+QUANTIZED_LAYERS = (Int8Linear, Fp16Linear)
+
+
+def is_quantized(module: nn.Module) -> bool:
+    """Whether ``module`` is (or holds) a layer of a ``quantize=`` format."""
+    return any(isinstance(m, QUANTIZED_LAYERS) for m in module.modules())
+
+
 def quantized_linear_names(model: nn.Module) -> Dict[str, nn.Linear]:
-    """Every linear layer that int8 quantises: the transformer's four per layer and the output head."""
+    """Every linear layer that ``quantize=`` converts: the transformer's four per layer and the output head."""
     return {name: m for name, m in model.named_modules()
             if isinstance(m, nn.Linear) and (name.startswith('transformer.') or name.startswith('to_logits.'))}
 
 
+def _quantized_layer(linear: nn.Linear, method: str, dtype: torch.dtype, fill: bool) -> nn.Module:
+    if method not in QUANT_METHODS:
+        raise ConfigError(f'unsupported quantize={method!r}; expected one of {list(QUANT_METHODS)}')
+    if fill:
+        return (Fp16Linear.from_linear(linear, dtype) if method == 'fp16' else
+                Int8Linear.from_linear(linear, dtype, dynamic=method == 'int8-dynamic'))
+    args = (linear.in_features, linear.out_features, linear.bias is not None, linear.weight.device, dtype)
+    return Fp16Linear(*args) if method == 'fp16' else Int8Linear(*args, dynamic=method == 'int8-dynamic')
+
+
 def quantize_linears(model: nn.Module, dtype: torch.dtype = torch.bfloat16,
-                     fill: bool = True) -> nn.Module:
-    """Replace the layers of :func:`quantized_linear_names` by :class:`Int8Linear` in place.
+                     fill: bool = True, method: str = 'int8') -> nn.Module:
+    """Replace the layers of :func:`quantized_linear_names` by layers of format ``method`` in place.
 
     ``fill=False`` leaves the new layers empty (for a model about to be filled from a checkpoint).
     """
     for name, linear in quantized_linear_names(model).items():
         parent_name, _, child = name.rpartition('.')
-        parent = model.get_submodule(parent_name)
-        if fill:
-            new = Int8Linear.from_linear(linear, dtype)
-        else:
-            device = linear.weight.device
-            new = Int8Linear(linear.in_features, linear.out_features, linear.bias is not None, device, dtype)
-        setattr(parent, child, new)
+        setattr(model.get_submodule(parent_name), child, _quantized_layer(linear, method, dtype, fill))
     return model
+
+
+def quantized_entries(method: str, key: str, weight: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """The state entries of one linear's ``weight`` (state key ``key``) in format ``method``."""
+    if method == 'fp16':
+        return {key: weight.detach().to(torch.float16, copy=True)}
+    q, scale = quantize_weight(weight)
+    return {key: q, key[:-len('weight')] + 'weight_scale': scale}
 
 
 # ----------------------------------------------------------------------------- int8 files (safetensors)
@@ -194,15 +405,17 @@ _ST_DTYPES = {'I8': torch.int8, 'F32': torch.float32, 'BF16': torch.bfloat16, 'F
 
 
 def save_int8(model: nn.Module, path: Union[str, os.PathLike], extra_metadata: Optional[Dict[str, str]] = None) -> str:
-    """Write an int8 model's weights as safetensors (int8 weights, float32 scales, the rest in its dtype).
+    """Write a quantised model's weights as safetensors (int8 weights + float32 scales, or fp16 weights; the
+    rest in the activation dtype).
 
-    The metadata entry ``format`` = ``rudolph-int8`` marks the file, ``dtype`` names the activation
+    The metadata entry ``format`` = ``rudolph-int8`` marks the file (for every ``quantize=`` format:
+    the name predates the others), ``quantize`` names the format and ``dtype`` the activation
     dtype. Written to a temporary file and renamed, so ``path`` is complete or absent.
     """
     from safetensors.torch import save_file
 
-    if not any(isinstance(m, Int8Linear) for m in model.modules()):
-        raise ConfigError("save_int8 needs a model loaded with quantize='int8'")
+    if not is_quantized(model):
+        raise ConfigError(f"save_int8 needs a model loaded with quantize='int8' (or another of {list(QUANT_METHODS)})")
     masks = set(getattr(getattr(model, 'transformer', None), 'mask_names', ()))
     state = {k: v.contiguous() for k, v in model.state_dict().items()
              if not (k.startswith('transformer.') and k.split('.', 1)[1] in masks)}
@@ -210,10 +423,15 @@ def save_int8(model: nn.Module, path: Union[str, os.PathLike], extra_metadata: O
     return write_atomic(path, lambda tmp: save_file(state, tmp, metadata=metadata))
 
 
+def quantized_method(model: nn.Module) -> Optional[str]:
+    """The ``quantize=`` format of ``model``'s quantised layers, or ``None`` for a float model."""
+    return next((m.method for m in model.modules() if isinstance(m, QUANTIZED_LAYERS)), None)
+
+
 def int8_metadata(model: nn.Module) -> Dict[str, str]:
-    """The safetensors metadata that marks an int8 file of ``model`` (format, version, activation dtype)."""
+    """The safetensors metadata that marks a quantised file of ``model`` (format, version, method, activation dtype)."""
     dtype = str(getattr(model, 'dtype', torch.bfloat16)).removeprefix('torch.')
-    return {'format': INT8_FORMAT, 'version': '1', 'quantize': 'int8', 'dtype': dtype}
+    return {'format': INT8_FORMAT, 'version': '1', 'quantize': quantized_method(model) or 'int8', 'dtype': dtype}
 
 
 def int8_file_metadata(path: str) -> Optional[Dict[str, str]]:

@@ -230,7 +230,7 @@ def test_an_int8_model_cannot_be_fine_tuned(tmp_path, tiny_params):
     ds = prepare_dataset(text_rows(), FakeTokenizer(), None, model, spc_tokens=SPC)
     quantize_linears(model.to(torch.bfloat16))
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(ConfigError, match=r"quantize='int8'.*int8 layers.*Load it without quantize"):
+    with pytest.raises(ConfigError, match=r"quantize='int8'.*quantised layers.*Load it without quantize"):
         train(model, ds, config(tmp_path, max_steps=1, save_final=False))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert not os.path.exists(os.path.join(tmp_path, 'out', 'metrics.jsonl'))

@@ -60,7 +60,7 @@ def test_unsupported_combinations_are_clear_errors(monkeypatch):
         resolve_precision('fp32', 'int8')
     with pytest.raises(ConfigError, match='contradicts'):
         resolve_precision('bf16', fp16=True)
-    with pytest.raises(ConfigError, match='CUDA needs float16 or bfloat16'):
+    with pytest.raises(ConfigError, match=r"quantize='int8' on cuda needs dtype=torch.float16 or torch.bfloat16"):
         resolve_precision('fp32', 'int8', device='cuda')
     with pytest.raises(MissingDependencyError, match=r'_weight_int8pack_mm on mps'):
         resolve_precision('bf16', 'int8', device='mps')
