@@ -62,6 +62,22 @@ def peak_rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+#: Torch's 2-thread kernels slow down several-fold when the other core is busy: above this 1-minute load
+#: average (what a quiet 2-core machine shows between runs) the timings mean little.
+IDLE_LOAD = 1.0
+
+
+def check_idle(args) -> None:
+    """Exit with a message when the machine is busy, unless ``--busy`` (then every table is marked)."""
+    load = os.getloadavg()[0]
+    if load <= args.max_load:
+        return
+    if not args.busy:
+        sys.exit(f'bench/precision.py: load average {load:.2f} > {args.max_load} (see `uptime`, `top`): the timings '
+                 f'would mean little. Wait for a quiet machine, or pass --busy to time anyway.')
+    print(f'\n**WARNING: NOT IDLE: load average {load:.2f} > {args.max_load}; ratios only, and even those are noisy.**\n')
+
+
 def median_ms(fn, repeat: int = 7) -> float:
     fn()
     times = []
@@ -177,7 +193,7 @@ def part_tasks(args, models) -> dict:
     N2 = models['fp32'].image_seq_length
     codebooks = torch.randint(0, models['fp32'].config.image_vocab, (8, N2), generator=torch.Generator().manual_seed(1))
     rows = {}
-    for name in NAMES:
+    for name in models:
         model = models[name]
         rerank, ppl = timed(lambda: pipelines.self_reranking_by_text('рисунок кота', codebooks, tokenizer, model,
                                                                      bs=8, progress=False))
@@ -185,9 +201,9 @@ def part_tasks(args, models) -> dict:
                                                  template='на картинке {}', progress=False))
         rows[name] = (rerank, zs, ppl, res)
     print(f'\n## tasks, {args.model}, random weights (seconds; speed-up vs fp32)\n')
-    print('| precision | reranking by text, 8 codebooks | zero-shot classification, 10 classes |')
+    print('| format | reranking by text, 8 codebooks | zero-shot classification, 10 classes |')
     print('|---|---|---|')
-    for name in NAMES:
+    for name in rows:
         r, z = rows[name][:2]
         print(f"| {name} | {r:.2f} ({rows['fp32'][0] / r:.2f}x) | {z:.2f} ({rows['fp32'][1] / z:.2f}x) |")
     return rows
@@ -198,15 +214,15 @@ def part_image(args, models) -> dict:
 
     tokenizer, _, _ = task_inputs(args, models['fp32'])
     seconds = {}
-    for name in NAMES:
+    for name in models:
         seconds[name], _ = timed(lambda: pipelines.generate_codebooks('рисунок кота', tokenizer, models[name],
                                                                       top_k=768, top_p=0.99, images_num=1, bs=1,
                                                                       seed=0, progress=False))
     print(f'\n## one whole image ({models["fp32"].image_seq_length} tokens) at bs=1, generate_codebooks, '
           f'{args.model}\n')
-    print('| precision | seconds | vs fp32 |')
+    print('| format | seconds | vs fp32 |')
     print('|---|---|---|')
-    for name in NAMES:
+    for name in seconds:
         print(f"| {name} | {seconds[name]:.2f} | {seconds['fp32'] / seconds[name]:.2f}x |")
     return seconds
 
@@ -417,18 +433,24 @@ def main(argv=None) -> None:
     parser.add_argument('--make-checkpoint', action='store_true')
     parser.add_argument('--load-model', default='2.7B', help='config of the load part (default 2.7B)')
     parser.add_argument('--original-venv', default=os.path.join(HERE, '.venv-original'))
+    parser.add_argument('--formats', default=','.join(NAMES), help=f'default {",".join(NAMES)}')
+    parser.add_argument('--max-load', type=float, default=IDLE_LOAD,
+                        help=f'refuse to time when the 1-minute load average is above this (default {IDLE_LOAD})')
+    parser.add_argument('--busy', action='store_true', help='time anyway on a busy machine (the tables say so)')
     parser.add_argument('--_worker', nargs='+', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args._worker:
         print(json.dumps(WORKERS[args._worker[0]](args._worker[1:])))
         return
+    check_idle(args)
     parts = args.parts.split(',')
     print(f'# bench/precision.py: torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()}, '
           f'{args.threads} threads, load average {os.getloadavg()[0]:.1f}, {time.strftime("%Y-%m-%d %H:%M")}')
     if 'kernels' in parts:
         part_kernels(args)
-    models = same_weight_models(args.model) if {'decode', 'tasks', 'image'} & set(parts) else None
+    names = tuple(args.formats.split(','))
+    models = same_weight_models(args.model, names) if {'decode', 'tasks', 'image'} & set(parts) else None
     if 'decode' in parts:
         part_decode(args, models)
     if 'tasks' in parts:

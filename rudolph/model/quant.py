@@ -60,6 +60,8 @@ def pick_kernel(weights: str, rows: int, x: torch.Tensor) -> str:
     * int8: ``_weight_int8pack_mm`` up to :data:`INT8_MM_MAX_ROWS` rows, above it the converted weight;
     * fp16: fbgemm's fp16 GEMM at every row count.
     """
+    if weights != 'float' and weights not in QUANT_METHODS:
+        raise ConfigError(f'unknown weight format {weights!r}; expected float or one of {list(QUANT_METHODS)}')
     if torch.is_grad_enabled() or rows == 0:
         return 'dense'
     if weights == 'int8':  # CUDA has the weight-only kernel too
@@ -70,11 +72,7 @@ def pick_kernel(weights: str, rows: int, x: torch.Tensor) -> str:
         return 'onednn-bf16'
     if weights == 'float':
         return 'weight-first' if rows <= SMALL_BATCH_ROWS else 'dense'
-    if weights == 'int8-dynamic':
-        return 'onednn-int8'
-    if weights == 'fp16':
-        return 'fbgemm-fp16'
-    raise ConfigError(f'unknown weight format {weights!r}; expected float or one of {list(QUANT_METHODS)}')
+    return 'onednn-int8' if weights == 'int8-dynamic' else 'fbgemm-fp16'
 
 
 def kernel_available(method: str, device: torch.device) -> bool:
@@ -265,9 +263,11 @@ class Int8Linear(nn.Module):
         packed, zero_points = _packs(self).get(('onednn', slot), self.weight, lambda: (
             torch.ops.onednn.qlinear_prepack(w, None), torch.zeros(w.shape[0], dtype=torch.long)))
         xf = flat.float()
-        step = torch.linalg.vector_norm(xf, ord=float('inf'), dim=1, keepdim=True).div_(127).clamp_min_(_TINY)
-        # unsigned with zero point 128: oneDNN's fast x86 path is u8 x s8 (signed activations fall to a reference path)
-        xq = torch.addcdiv(_U8_ZERO, xf, step).round_().to(torch.uint8)
+        amax = xf.abs().amax(dim=1, keepdim=True).clamp_min_(_TINY)
+        step = amax / 127
+        # unsigned with zero point 128: oneDNN's fast x86 path is u8 x s8 (signed activations fall to a reference
+        # path); + 0.5 because the conversion truncates (the values are positive): round half up
+        xq = (xf * (127 / amax)).add_(128.5).to(torch.uint8)
         out = torch.ops.onednn.qlinear_pointwise.tensor(xq, _ONE, _U8_ZERO_POINT, packed, scale, zero_points, None,
                                                         1.0, 0, torch.float32, 'none', [], '')
         out = out.mul_(step) if bias is None else torch.addcmul(bias.float(), out, step)
@@ -284,9 +284,8 @@ class Int8Linear(nn.Module):
         return f'in_features={self.in_features}, out_features={self.out_features}, {self.method} weights'
 
 
-_TINY = torch.finfo(torch.float32).tiny
+_TINY = 1e-30  # a floor on a row's max |x| whose 127 / max stays finite in float32
 _ONE = torch.tensor(1.0)
-_U8_ZERO = torch.tensor(128.0)
 _U8_ZERO_POINT = torch.tensor(128)
 
 

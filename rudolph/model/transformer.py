@@ -18,7 +18,8 @@ from rudolph.model.cache import KVCache
 from rudolph.model.image_attention import MASK_NAMES, get_col_mask, get_conv_mask, get_row_mask, layer_mask_name
 from rudolph.model.quant import SMALL_BATCH_ROWS, packed_bf16_linear, pick_kernel
 
-__all__ = ['SparseTransformer', 'SparseTransformerLayer', 'DalleSelfAttention', 'DalleMLP', 'one_query_attention', 'Linear', 'linear', 'SMALL_BATCH_ROWS', 'gelu',
+__all__ = ['SparseTransformer', 'SparseTransformerLayer', 'DalleSelfAttention', 'DalleMLP', 'Linear', 'linear',
+           'SMALL_BATCH_ROWS', 'gelu',
            'gelu_jit', 'Layer']
 
 MAX_FP16 = 65504.0
@@ -102,14 +103,11 @@ class DalleSelfAttention(nn.Module):
         self.output_dropout = nn.Dropout(output_dropout_prob)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, cache: Optional[KVCache] = None, layer: int = 0,
-                input_pos: Optional[torch.Tensor] = None, blocked: Optional[torch.Tensor] = None,
-                hidden_keys: Optional[torch.Tensor] = None) -> torch.Tensor:
+                input_pos: Optional[torch.Tensor] = None, blocked: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Attention of ``x`` (``[b, n, h]``); with a ``cache``, ``x`` sits at positions ``input_pos``.
 
         ``mask``'s last dimension is the number of keys read: the first positions of the cache
         buffer (the unwritten tail a static decode step reads is hidden by its mask row).
-        ``hidden_keys``: ``~mask``, given for one query per row whose mask all rows share
-        (a decode step): then :func:`one_query_attention` runs instead of the fused kernel.
         """
         b, n, h = x.shape
         q, k, v = self.query_key_value(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
@@ -117,9 +115,6 @@ class DalleSelfAttention(nn.Module):
             k, v = cache.update(layer, input_pos, k, v)
             width = mask.shape[-1]
             k, v = k[:, :, :width], v[:, :, :width]
-            if hidden_keys is not None:
-                out = one_query_attention(q, k, v, hidden_keys)
-                return self.output_dropout(self.dense(out).clamp(-MAX_FP16, MAX_FP16))
         # the fused CPU kernel needs each head's vectors contiguous; the weight-first GEMM order returns them strided
         q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
         dropout = self.attention_dropout.p if self.training else 0.0
@@ -128,21 +123,6 @@ class DalleSelfAttention(nn.Module):
             out = torch.where(blocked, v.mean(dim=-2, keepdim=True), out)
         out = self.dense(out.transpose(1, 2).reshape(b, n, h))
         return self.output_dropout(out.clamp(-MAX_FP16, MAX_FP16))
-
-
-def one_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hidden_keys: torch.Tensor) -> torch.Tensor:
-    """Softmax attention of one query per row and head (``q``: ``[b, heads, 1, d]``) over ``k``, ``v``
-    (``[b, heads, m, d]``) but the keys ``hidden_keys`` marks (``[1, m]``), as ``[b, 1, heads * d]``.
-
-    Two batched matmuls and a float32 softmax: for a single query the fused kernel's blocking
-    costs more than it saves (bench/precision.py --parts attention).
-    """
-    # k @ q^T, not q @ k^T: the cache's keys are a strided view, which bf16 GEMMs copy when transposed
-    scores = torch.matmul(k, q.transpose(-1, -2)).float().mul_(q.shape[-1] ** -0.5)  # [b, heads, m, 1]
-    scores = scores.masked_fill_(hidden_keys.view(-1, 1), float('-inf'))
-    weights = torch.softmax(scores, dim=-2).to(v.dtype).transpose(-1, -2)
-    out = torch.matmul(weights, v)  # [b, heads, 1, d]
-    return out.transpose(1, 2).reshape(q.shape[0], 1, -1)
 
 
 class DalleMLP(nn.Module):
@@ -176,9 +156,8 @@ class SparseTransformerLayer(nn.Module):
         self.mlp = DalleMLP(hidden_size, output_dropout_prob, activation=mlp_activation)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, cache: Optional[KVCache] = None, layer: int = 0,
-                input_pos: Optional[torch.Tensor] = None, blocked: Optional[torch.Tensor] = None,
-                hidden_keys: Optional[torch.Tensor] = None) -> torch.Tensor:
-        a = self.attention(self.input_layernorm(x), mask, cache, layer, input_pos, blocked, hidden_keys)
+                input_pos: Optional[torch.Tensor] = None, blocked: Optional[torch.Tensor] = None) -> torch.Tensor:
+        a = self.attention(self.input_layernorm(x), mask, cache, layer, input_pos, blocked)
         if self.cogview_sandwich_layernorm:
             a = self.before_first_addition_layernorm(a)
         x = x + a
@@ -240,16 +219,13 @@ class SparseTransformer(nn.Module):
                 rows = ~mask.any(dim=-1, keepdim=True)
                 blocked[name] = rows if bool(rows.any()) else None
             masks[name] = mask
-        # one new token per row, the same mask for every row: the one-query attention, its mask inverted once
-        one_query = cache is not None and x.shape[1] == 1 and attention_mask is None and not self.training
-        hidden_keys = {name: ~mask for name, mask in masks.items()} if one_query else {}
         hidden_states = []
         for i, layer in enumerate(self.layers):
             name = self.mask_names[i]
             if gradient_checkpointing and self.training and torch.is_grad_enabled():
                 x = checkpoint(layer, x, masks[name], None, i, None, blocked.get(name), use_reentrant=False)
             else:
-                x = layer(x, masks[name], cache, i, input_pos, blocked.get(name), hidden_keys.get(name))
+                x = layer(x, masks[name], cache, i, input_pos, blocked.get(name))
             if return_hidden_states:
                 hidden_states.append(x)
         return self.final_layernorm(x), hidden_states

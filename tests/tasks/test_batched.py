@@ -14,7 +14,7 @@ from rudolph.errors import ConfigError, InputError
 from rudolph.generation.engine import Layout, ScorePart, cross_entropy, generate
 from rudolph.generation.rows import generate_rows, score_suffixes
 from rudolph.generation.sampling import Sampler, make_generator
-from rudolph.model import ruDolphModel
+from rudolph.model import get_rudolph_model, ruDolphModel
 from rudolph.tasks import batched
 from rudolph.tasks import core as tasks
 from rudolph.tasks.batched import row_seed
@@ -123,8 +123,22 @@ def test_score_suffixes_equals_cross_entropy_of_every_prefix_suffix_pair(tiny_mo
 
 
 # ----------------------------------------------------------------------------- tasks on tiny-shapes
-def test_every_task_gives_byte_identical_results_at_bs_1_and_bs_7(parts, pictures):
-    """12 different pictures (or prompts): whatever the batch, each input's result is the same."""
+@pytest.fixture(scope='module', params=['fp32', 'bf16', 'int8-dynamic', 'fp16'])
+def format_parts(request, parts):
+    """``parts`` with the model in each format whose kernels promise row-independent results."""
+    if request.param == 'fp32':
+        return parts
+    kw = {'bf16': dict(dtype='bf16')}.get(request.param, dict(quantize=request.param))
+    bundle = load_bundle()
+    model = get_rudolph_model('tiny-shapes', **kw)
+    return tasks.Parts.of(model, bundle.tokenizer, bundle.vae, progress=False)
+
+
+def test_every_task_gives_byte_identical_results_at_bs_1_and_bs_7(format_parts, pictures):
+    """12 different pictures (or prompts): whatever the batch, each input's result is the same (in every
+    format: per-row activation scales, packed kernels whose rows do not interact)."""
+    parts = format_parts
+
     def run(bs):
         return {
             'caption': list(batched.caption_images(parts, pictures, bs=bs, captions_num=2, generations_num=3)),
