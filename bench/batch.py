@@ -50,25 +50,27 @@ def timed(fn: Callable) -> Tuple[float, object]:
     return time.perf_counter() - start, out
 
 
-def load(name: str, tmp: str):
-    """``(parts, pictures, classes, prompts)`` of a model: random 350M-size weights, or tiny-shapes."""
+def load(name: str, tmp: str, precision: dict):
+    """``(parts, pictures, classes, prompts)`` of a model in ``precision`` (``dtype``/``quantize`` keywords):
+    random 350M-size weights, or tiny-shapes."""
+    from rudolph.model import get_rudolph_model
     if name == 'tiny-shapes':
         from rudolph.demo import load_bundle
         from rudolph.demo.shapes import render
         bundle = load_bundle()
+        model = get_rudolph_model('tiny-shapes', **precision)
         shapes = ['circle', 'square', 'triangle', 'star', 'ring', 'cross']
         colours = ['red', 'blue', 'green', 'yellow']
         pictures = [render(shapes[i % 6], colours[(i // 6) % 4], ['big', 'small'][(i // 24) % 2], 'centre', 'white')
                     for i in range(200)]
-        return (tasks.Parts.of(bundle.model, bundle.tokenizer, bundle.vae, progress=False), pictures, TINY_CLASSES,
+        return (tasks.Parts.of(model, bundle.tokenizer, bundle.vae, progress=False), pictures, TINY_CLASSES,
                 TINY_PROMPTS)
-    from rudolph.model import get_rudolph_model
     from rudolph.tokenizer import get_tokenizer, train_bpe
     from rudolph.vae import get_vae
     os.makedirs(tmp, exist_ok=True)
     bpe_path = os.path.join(tmp, 'bench-bpe.model')
     train_bpe((PROMPTS + ['на картинке'] + CLASSES) * 20, 400, bpe_path)
-    model = get_rudolph_model(name, pretrained=False)
+    model = get_rudolph_model(name, pretrained=False, **precision)
     px = model.image_tokens_per_dim * 8
     rng = np.random.default_rng(0)
     pictures = [Image.fromarray(rng.integers(0, 255, (px, px, 3), dtype=np.uint8)) for _ in range(200)]
@@ -205,14 +207,19 @@ def main() -> None:
                         help='also run the jobs on N processes vs 1 through the CLI (accelerate launch --cpu)')
     parser.add_argument('--processes-pictures', type=int, default=32, help='pictures of that comparison')
     parser.add_argument('--tmp', default='/tmp/rudolph-bench')
+    parser.add_argument('--dtype', default=None, help='the models\' dtype (get_rudolph_model(dtype=); default float32)')
+    parser.add_argument('--quantize', default=None, help='their weight format (get_rudolph_model(quantize=))')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    precision = {'dtype': args.dtype, 'quantize': args.quantize}
+    shown = ', '.join(f'{k}={v}' for k, v in precision.items() if v) or 'float32'
     if args.models:
-        print(f'\n## batched jobs vs a per-input loop (CPU, float32, {args.threads} threads, bs={args.bs})\n')
+        print(f'\n## batched jobs vs a per-input loop (CPU, {shown}, {args.threads} threads, bs={args.bs}, '
+              f'load average {os.getloadavg()[0]:.1f}, {time.strftime("%Y-%m-%d %H:%M")})\n')
         print('| model | job | loop s | batched s | loop items/s | batched items/s | speed-up |')
         print('|---|---|---|---|---|---|---|', flush=True)
     for name in args.models:
-        parts, pictures, classes, prompts = load(name, args.tmp)
+        parts, pictures, classes, prompts = load(name, args.tmp, precision)
         classes = classes[:args.zs_classes]
         jobs = {
             'caption': (f'captioning, {args.captions} pictures, 1 caption each', args.captions,

@@ -1,16 +1,21 @@
-"""Reduced precision (issue 13): every speed target in ONE run, ratios against our own fp32 in that run.
+"""Reduced precision and weight formats: every speed target in ONE run, ratios against our own fp32 in that run.
+
+Formats (``--formats``): fp32, bf16 (oneDNN-packed weights), int8 (weight-only), int8-dynamic
+(per-row int8 activations), fp16 (fbgemm fp16 weights, fp32 activations); see ``rudolph.model.quant``.
+The script refuses to time on a busy machine (1-minute load average above ``--max-load``) unless
+``--busy``, which marks the output.
 
 Parts (``--parts``, comma-separated; default all but ``load`` and ``original``):
 
-- ``kernels``: one 350M layer's four linear layers per kernel and rows in the call (fp32, bf16,
-  int8 ``_weight_int8pack_mm``, int8 converted to bf16 + ``F.linear``): the rule of
-  ``rudolph.model.quant.INT8_MM_MAX_ROWS``.
-- ``decode``: image-token decode steps at bs 1/8/32 (fp32, bf16, int8; same random weights),
-  speed-up vs fp32, the per-dtype weight floor (bench/decode.py) and the step's ratio to it.
+- ``kernels``: one 350M layer's four linear layers per format through its layer class (the rule
+  of ``rudolph.model.quant.pick_kernel``) and the kernels the rule passed over, by rows per call.
+- ``decode``: image-token decode steps at bs 1/8/32 per format (same random weights), speed-up
+  vs fp32, the linears' time at one row, and the weight-read floor (every stored weight byte
+  read once) with the step's ratio to it.
 - ``tasks``: reranking by text of 8 codebooks (full-sequence scoring) and zero-shot
   classification over 10 classes, through ``rudolph.pipelines``.
 - ``image``: one whole image at bs=1 through ``pipelines.generate_codebooks``.
-- ``big``: 1.3B and 2.7B decode steps (bs 1 and 8) in bf16 and int8 with their peak RSS
+- ``big``: 1.3B and 2.7B decode steps (bs 1 and 8) in each of ``--formats`` with their peak RSS
   (each in its own process; random weights made directly in the target dtype).
 - ``train``: tiny-shapes fine-tuning step time, fp32 vs bf16 autocast (``TrainConfig(precision=)``).
 - ``load``: peak RSS of loading 2.7B with ``quantize='int8'`` from an fp32 checkpoint
@@ -44,6 +49,7 @@ from rudolph.model.heap import release_pages  # noqa: E402
 from rudolph.model.model import skip_init  # noqa: E402
 from rudolph.model.precision import resolve_precision  # noqa: E402
 from rudolph.model.quant import INT8_MM_MAX_ROWS, Fp16Linear, Int8Linear, quantize_linears  # noqa: E402
+from rudolph.model.transformer import Linear  # noqa: E402
 
 #: The formats timed: name -> (dtype, quantize), as ``get_rudolph_model(dtype=, quantize=)`` takes them.
 FORMATS = {'fp32': (torch.float32, None), 'bf16': (torch.bfloat16, None), 'int8': (torch.bfloat16, 'int8'),
@@ -111,26 +117,37 @@ def quantized_layers(model) -> list:
 # ----------------------------------------------------------------------------- kernels
 @torch.no_grad()
 def part_kernels(args) -> None:
+    """One layer's four linears per format through its layer class (the kernel rule), and the kernels the rule
+    passed over, by rows in the call."""
     h = MODELS[args.model]['model_params']['hidden_size']
     shapes = [(3 * h, h), (h, h), (4 * h, h), (h, 4 * h)]
     torch.manual_seed(0)
-    floats = [torch.nn.Linear(i, o) for o, i in shapes]
-    bf = [copy.deepcopy(m).to(torch.bfloat16) for m in floats]
-    q = [Int8Linear.from_linear(m) for m in floats]
+    floats = [Linear(i, o) for o, i in shapes]
+    layers = {
+        'fp32 (rule)': (floats, torch.float32),
+        'bf16 MKL F.linear': ([copy.deepcopy(m).bfloat16() for m in floats], torch.bfloat16),
+        'bf16 (rule: packed)': ([copy.deepcopy(m).bfloat16() for m in floats], torch.bfloat16),
+        'int8 (rule)': ([Int8Linear.from_linear(m) for m in floats], torch.bfloat16),
+        'int8 -> bf16 + F.linear': ([Int8Linear.from_linear(m) for m in floats], torch.bfloat16),
+        'int8-dynamic (rule)': ([Int8Linear.from_linear(m, dynamic=True) for m in floats], torch.bfloat16),
+        'fp16 (rule)': ([Fp16Linear.from_linear(m) for m in floats], torch.float32),
+    }
+    calls = {
+        'bf16 MKL F.linear': lambda m, x: F.linear(x, m.weight, m.bias),
+        'int8 -> bf16 + F.linear': lambda m, x: F.linear(x, m.weight.to(x.dtype)) * m.weight_scale.to(x.dtype),
+    }
     print(f'\n## kernels: one {args.model} layer (4 linear layers, hidden {h}), median ms per call of all four\n')
-    print('| rows | fp32 F.linear | bf16 F.linear | int8 `_weight_int8pack_mm` | int8 -> bf16 + F.linear | '
-          'Int8Linear (the rule) |')
-    print('|---|---|---|---|---|---|')
+    print('| rows | ' + ' | '.join(layers) + ' |')
+    print('|---' * (len(layers) + 1) + '|')
     for rows in (1, 2, 4, 8, 12, 16, 32, 64, 128, 256):
-        xs = [torch.randn(rows, i) for _, i in shapes]
-        xb = [x.bfloat16() for x in xs]
-        t = [median_ms(lambda: [F.linear(x, m.weight, m.bias) for x, m in zip(xs, floats)]),
-             median_ms(lambda: [F.linear(x, m.weight, m.bias) for x, m in zip(xb, bf)]),
-             median_ms(lambda: [torch._weight_int8pack_mm(x, m.weight, m.weight_scale.bfloat16()) for x, m in zip(xb, q)]),
-             median_ms(lambda: [F.linear(x, m.weight.bfloat16()) * m.weight_scale.bfloat16() for x, m in zip(xb, q)]),
-             median_ms(lambda: [m(x) for x, m in zip(xb, q)])]
-        print(f'| {rows} | ' + ' | '.join(f'{v:.2f}' for v in t) + ' |')
-    print(f'\nInt8Linear uses `_weight_int8pack_mm` up to {INT8_MM_MAX_ROWS} rows, the converted weight above.')
+        xs = {dtype: [torch.randn(rows, i, dtype=dtype) for _, i in shapes] for dtype in (torch.float32, torch.bfloat16)}
+        cells = []
+        for name, (mods, dtype) in layers.items():
+            call = calls.get(name, lambda m, x: m(x))
+            cells.append(median_ms(lambda: [call(m, x) for m, x in zip(mods, xs[dtype])]))
+        print(f'| {rows} | ' + ' | '.join(f'{v:.2f}' for v in cells) + ' |', flush=True)
+    print(f'\nThe rule (rudolph.model.quant.pick_kernel): int8 uses `_weight_int8pack_mm` up to {INT8_MM_MAX_ROWS} rows, '
+          f'the converted weight above; the others one kernel at every row count.')
 
 
 # ----------------------------------------------------------------------------- decode
@@ -230,12 +247,11 @@ def part_image(args, models) -> dict:
 # ----------------------------------------------------------------------------- big models (own processes)
 def random_model(name: str, precision: str) -> ruDolphModel:
     """Random weights made directly in ``precision`` (no float32 copy of a big model in memory)."""
-    dtype, quantize = {'bf16': ('bf16', None), 'int8': (None, 'int8'), 'fp32': ('fp32', None)}[precision]
-    prec = resolve_precision(dtype, quantize)
+    prec = resolve_precision(*FORMATS[precision])
     with torch.device('meta'), skip_init():
         model = ruDolphModel(device='cpu', **MODELS[name]['model_params'])
     if prec.quantize:
-        quantize_linears(model, prec.dtype, fill=False)
+        quantize_linears(model, prec.dtype, fill=False, method=prec.quantize)
     g = torch.Generator().manual_seed(0)
     state = {}
     for key, meta in model.state_dict().items():
@@ -247,8 +263,9 @@ def random_model(name: str, precision: str) -> ruDolphModel:
             state[key] = torch.full(meta.shape, 0.02 / 73.3)
         elif key.endswith('bias') or 'layernorm' in key or key.startswith('to_logits.0'):
             state[key] = (torch.ones if key.endswith('weight') else torch.zeros)(meta.shape, dtype=prec.dtype)
-        else:
-            state[key] = torch.randn(meta.shape, generator=g, dtype=prec.dtype) * 0.02
+        else:  # fp16 weights of quantize='fp16' in their own dtype, the rest in the activation dtype
+            dtype = torch.float16 if meta.dtype == torch.float16 else prec.dtype
+            state[key] = torch.randn(meta.shape, generator=g, dtype=dtype) * 0.02
     state.update({f'transformer.{k}': v for k, v in model.transformer.build_masks(torch.device('cpu')).items()})
     model.load_state_dict(state, strict=True, assign=True)
     return model.eval()
@@ -278,10 +295,10 @@ def run_worker(args, kind: str, *extra) -> dict:
 
 def part_big(args) -> None:
     print(f'\n## 1.3B and 2.7B decode (random weights, {args.big_steps} image steps, one process each)\n')
-    print('| model | precision | weights (MiB) | bs=1 step (ms) | bs=8 step (ms) | bs=8 tokens/s | peak RSS (MB) |')
+    print('| model | format | weights (MiB) | bs=1 step (ms) | bs=8 step (ms) | bs=8 tokens/s | peak RSS (MB) |')
     print('|---|---|---|---|---|---|---|')
     for name in ('1.3B', '2.7B'):
-        for precision in ('bf16', 'int8'):
+        for precision in args.formats.split(','):
             r = run_worker(args, 'big', name, precision, str(args.big_steps))
             if 'error' in r:
                 print(f"| {name} | {precision} | failed: {r['error']} | | | | |")

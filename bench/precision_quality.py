@@ -13,7 +13,8 @@ Parts (``--parts``; default ``tiny``):
   zero-shot pair orders through ``rudolph.pipelines`` (random weights give nearly flat logits,
   so the argmax agreement there is a stress test, not a picture of real use).
 
-The 200-picture task accuracies are ``rudolph demo --eval --dtype bf16`` / ``--quantize int8``.
+The 200-picture task accuracies are ``rudolph demo --eval --dtype bf16`` / ``--quantize int8`` (and the
+other formats).
 
 Usage: python bench/precision_quality.py [--parts tiny,350M] [--threads 2] [--n 16]
 """
@@ -32,7 +33,9 @@ from precision import CLASSES, NAMES, same_weight_models, task_inputs  # noqa: E
 
 from rudolph.model import get_rudolph_model  # noqa: E402
 
-PRECISIONS = {'fp32': dict(dtype='fp32'), 'bf16': dict(dtype='bf16'), 'int8': dict(quantize='int8')}
+PRECISIONS = {'fp32': dict(dtype='fp32'), 'bf16': dict(dtype='bf16'), 'int8': dict(quantize='int8'),
+              'int8-dynamic': dict(quantize='int8-dynamic'), 'fp16': dict(quantize='fp16')}
+assert tuple(PRECISIONS) == NAMES  # the formats of bench/precision.py, in its order
 
 
 @torch.no_grad()

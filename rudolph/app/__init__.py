@@ -11,7 +11,7 @@ from rudolph.errors import MissingDependencyError
 __all__ = ['require_gradio', 'INSTALL_HINT', 'DTYPES']
 
 #: the precisions the app offers (``--dtype`` and the page's picker)
-DTYPES = ('fp32', 'auto', 'bf16', 'fp16', 'int8')
+DTYPES = ('fp32', 'auto', 'bf16', 'fp16', 'int8', 'int8-dynamic')
 
 INSTALL_HINT = "pip install 'rudolph-hypermodal[app]'  (or: pip install gradio)"
 

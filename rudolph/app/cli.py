@@ -36,7 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument('--device', default=None, help='cpu, cuda, cuda:N or mps (default: cuda when available)')
     p.add_argument('--dtype', default='fp32', choices=list(DTYPES),
                    help='precision (default fp32); auto: bf16 on CPUs with native bf16, fp16 on CUDA, else fp32; '
-                        'int8: int8 weights, bf16 activations on CPU, fp16 on CUDA')
+                        'int8: int8 weights, bf16 activations on CPU, fp16 on CUDA; int8-dynamic: int8 weights and '
+                        'per-row int8 activations (CPU)')
 
 
 def run(args: argparse.Namespace) -> int:

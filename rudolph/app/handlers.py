@@ -38,8 +38,8 @@ __all__ = ['Result', 'Cancelled', 'ModelCache', 'DeviceLocks', 'DTYPES', 'MAX_UP
 logger = logging.getLogger(__name__)
 
 #: the precisions offered: dtype names that :func:`rudolph.model.get_rudolph_model` takes (``auto``: per
-#: device, as the rest of the CLI), and ``int8`` (``quantize='int8'``: int8 weights, bf16 activations on CPU,
-#: fp16 on CUDA)
+#: device, as the rest of the CLI), and the weight formats ``int8`` (``quantize='int8'``: int8 weights, bf16
+#: activations on CPU, fp16 on CUDA) and ``int8-dynamic`` (CPU)
 #: the largest upload the page accepts (pictures: a few megabytes at most; the model sees a few hundred px)
 MAX_UPLOAD = '20mb'
 #: the bands of an image prompt, in ImagePrompts' order
@@ -142,7 +142,8 @@ class ModelCache:
 
         loader = self._loader or Components.from_pretrained
         logger.info('loading %s (checkpoint %s) on %s, dtype %s', model, checkpoint, device, dtype or 'fp32')
-        precision = dict(dtype=None, quantize='int8') if dtype == 'int8' else dict(dtype=dtype)
+        quantized = dtype in ('int8', 'int8-dynamic')
+        precision = dict(dtype=None, quantize=dtype) if quantized else dict(dtype=dtype)
         return loader(model, device=device, checkpoint=checkpoint, **precision)
 
     def loaded(self) -> List[Tuple]:

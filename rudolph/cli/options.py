@@ -102,11 +102,12 @@ DTYPE_CHOICES = ('auto', 'fp32', 'float32', 'bf16', 'bfloat16', 'fp16', 'float16
 def add_precision(g, default: Optional[str] = 'auto') -> None:
     """``--dtype`` / ``--quantize`` (and the older ``--fp16`` / ``--bf16``, exclusive with ``--dtype``).
 
-    ``default=None``: float32, or bf16 activations with ``--quantize int8`` (``resolve_precision(None, ...)``).
+    ``default=None``: float32, or with ``--quantize`` as ``auto`` (``resolve_precision(None, ...)``).
     """
     precision = g.add_mutually_exclusive_group()
     shown = ('auto: bf16 on CPUs with native bf16, fp16 on CUDA, else fp32' if default == 'auto' else
-             'fp32; bf16 activations with --quantize int8' if default is None else default)
+             'fp32; with --quantize as auto: bf16 activations on CPUs with native bf16, fp32 for --quantize fp16'
+             if default is None else default)
     precision.add_argument('--dtype', choices=DTYPE_CHOICES, default=default,
                            help=f'weights and activations (default {shown})')
     precision.add_argument('--fp16', action='store_true', help='float16 weights (CUDA; on CPU the model stays float32)')

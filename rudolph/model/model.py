@@ -184,6 +184,11 @@ class ruDolphModel(nn.Module):
         :meth:`compile_decode` compiles once for all positions. It writes the keys/values at
         ``input_pos`` but leaves ``cache.length`` to the caller (:meth:`hidden` advances it).
         """
+        cache.zero_unwritten()  # it reads the whole buffer: slots never written must be zeros, not garbage
+        step = self._compiled_decode or self._decode_step
+        return step(tokens, input_pos, cache)
+
+    def _decode_step(self, tokens: torch.Tensor, input_pos: torch.Tensor, cache: KVCache) -> torch.Tensor:
         return self.transformer.decode_static(self.embed_one(tokens, input_pos), input_pos, cache)
 
     def save_pretrained(self, save_directory: Union[str, os.PathLike]) -> str:
@@ -213,7 +218,7 @@ class ruDolphModel(nn.Module):
         adds CUDA graphs on GPU. The first step of each batch size compiles (seconds to
         minutes); the rest replay. Returns ``self``.
         """
-        self._compiled_decode = torch.compile(self.decode_one, mode=mode, dynamic=False, **compile_kwargs)
+        self._compiled_decode = torch.compile(self._decode_step, mode=mode, dynamic=False, **compile_kwargs)
         return self
 
     def runs_compiled_step(self, n_new: int, cache: Optional[KVCache], attention_mask: Optional[torch.Tensor] = None,
@@ -242,7 +247,7 @@ class ruDolphModel(nn.Module):
         if cache is not None and cache.batch_size != input_ids.shape[0]:
             raise ValueError(f'cache batch size {cache.batch_size} != input batch size {input_ids.shape[0]}')
         if self.runs_compiled_step(input_ids.shape[1], cache, attention_mask, return_hidden_states):
-            h, hidden_states = self._compiled_decode(input_ids, torch.tensor(start, device=input_ids.device), cache), []
+            h, hidden_states = self.decode_one(input_ids, torch.tensor(start, device=input_ids.device), cache), []
         else:
             h, hidden_states = self.transformer(self.embed(input_ids, start), attention_mask, cache=cache, start=start,
                                                 gradient_checkpointing=bool(self.gradient_checkpointing),

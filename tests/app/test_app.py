@@ -492,4 +492,8 @@ def test_the_int8_precision_loads_int8_weights_and_serves_tasks(cache, tmp_path)
     assert S.parse_colour(result.text) == 'red' and sum(result.label.values()) == pytest.approx(1.0)
     calls = []
     H.ModelCache(loader=lambda *a, **k: calls.append((a, k)) or object()).get('tiny-shapes', 'cpu', 'int8')
-    assert calls == [(('tiny-shapes',), dict(device='cpu', dtype=None, quantize='int8', checkpoint=None))]
+    H.ModelCache(loader=lambda *a, **k: calls.append((a, k)) or object()).get('tiny-shapes', 'cpu', 'int8-dynamic')
+    assert calls == [(('tiny-shapes',), dict(device='cpu', dtype=None, quantize=q, checkpoint=None))
+                     for q in ('int8', 'int8-dynamic')]
+    dynamic = cache.get(TINY_SHAPES, 'cpu', 'int8-dynamic')
+    assert {m.method for m in dynamic.model.modules() if isinstance(m, Int8Linear)} == {'int8-dynamic'}
