@@ -10,7 +10,7 @@ from rudolph.model import folder
 from rudolph.model.cache import KVCache
 from rudolph.model.checkpoint import skip_init
 from rudolph.model.config import CONSTRUCTOR_ORDER, RudolphConfig
-from rudolph.model.transformer import SparseTransformer, linear
+from rudolph.model.transformer import Linear, SparseTransformer, linear
 
 __all__ = ['ruDolphModel', 'skip_init']
 
@@ -80,7 +80,7 @@ class ruDolphModel(nn.Module):
             self.embedding_dropout = nn.Dropout(config.embedding_dropout_prob)
             self.to_logits = nn.Sequential(
                 nn.LayerNorm(hidden_size),
-                nn.Linear(hidden_size, self.total_vocab_size),
+                Linear(hidden_size, self.total_vocab_size),  # ours: the kernel rule, packed bf16 weights
             )
             self.transformer = SparseTransformer(
                 config.num_layers, hidden_size, config.num_attention_heads, config.attention_dropout_prob,
