@@ -81,7 +81,8 @@ def check_idle(args) -> None:
     if not args.busy:
         sys.exit(f'bench/precision.py: load average {load:.2f} > {args.max_load} (see `uptime`, `top`): the timings '
                  f'would mean little. Wait for a quiet machine, or pass --busy to time anyway.')
-    print(f'\n**WARNING: NOT IDLE: load average {load:.2f} > {args.max_load}; ratios only, and even those are noisy.**\n')
+    print(f'\n**WARNING: NOT IDLE: load average {load:.2f} > {args.max_load}; ratios only, and even those are '
+          f'noisy.**\n')
 
 
 def median_ms(fn, repeat: int = 7) -> float:
@@ -140,14 +141,15 @@ def part_kernels(args) -> None:
     print('| rows | ' + ' | '.join(layers) + ' |')
     print('|---' * (len(layers) + 1) + '|')
     for rows in (1, 2, 4, 8, 12, 16, 32, 64, 128, 256):
-        xs = {dtype: [torch.randn(rows, i, dtype=dtype) for _, i in shapes] for dtype in (torch.float32, torch.bfloat16)}
+        xs = {dtype: [torch.randn(rows, i, dtype=dtype) for _, i in shapes]
+              for dtype in (torch.float32, torch.bfloat16)}
         cells = []
         for name, (mods, dtype) in layers.items():
             call = calls.get(name, lambda m, x: m(x))
             cells.append(median_ms(lambda: [call(m, x) for m, x in zip(mods, xs[dtype])]))
         print(f'| {rows} | ' + ' | '.join(f'{v:.2f}' for v in cells) + ' |', flush=True)
-    print(f'\nThe rule (rudolph.model.quant.pick_kernel): int8 uses `_weight_int8pack_mm` up to {INT8_MM_MAX_ROWS} rows, '
-          f'the converted weight above; the others one kernel at every row count.')
+    print(f'\nThe rule (rudolph.model.quant.pick_kernel): int8 uses `_weight_int8pack_mm` up to '
+          f'{INT8_MM_MAX_ROWS} rows, the converted weight above; the others one kernel at every row count.')
 
 
 # ----------------------------------------------------------------------------- decode

@@ -70,7 +70,8 @@ def _auto_dtype(device: torch.device, quantize: Optional[str]) -> Tuple[torch.dt
 #: Per ``quantize=`` format: the devices it runs on, its activation dtypes there, and the kernel it needs.
 _NEEDS = {
     'int8': ({'cpu': (torch.bfloat16,), 'cuda': (torch.float16, torch.bfloat16)}, 'torch._weight_int8pack_mm'),
-    'int8-dynamic': ({'cpu': (torch.float32, torch.bfloat16)}, "oneDNN's int8 GEMM (torch.ops.onednn.qlinear_pointwise)"),
+    'int8-dynamic': ({'cpu': (torch.float32, torch.bfloat16)},
+                     "oneDNN's int8 GEMM (torch.ops.onednn.qlinear_pointwise)"),
     'fp16': ({'cpu': (torch.float32,)}, "fbgemm's fp16 GEMM (torch.ops.quantized.linear_dynamic_fp16)"),
 }
 
