@@ -49,8 +49,10 @@ def pick_kernel(weights: str, rows: int, x: torch.Tensor) -> str:
     """The kernel for ``rows`` rows of activations ``x`` times weights in format ``weights``: the one rule.
 
     ``weights``: ``'float'`` (the activation dtype), ``'int8'``, ``'int8-dynamic'`` or ``'fp16'``.
-    Packed and quantised kernels are for inference on CPU; with gradients or on other devices
-    each format falls back to plain ``F.linear`` on its weight in the activation dtype. Measured on
+    Packed and quantised kernels are for eager inference on CPU; with gradients, on other devices
+    or inside ``torch.compile`` (whose own lowering packs constant weights, and cannot trace a
+    weight packed outside the graph) each format falls back to plain ``F.linear`` on its weight
+    in the activation dtype. Measured on
     a 2-core AVX512-BF16 CPU (bench/precision.py --parts kernels, quiet):
 
     * bf16 activations, float weights: oneDNN's prepacked bf16 GEMM at every row count (fastest
@@ -62,7 +64,7 @@ def pick_kernel(weights: str, rows: int, x: torch.Tensor) -> str:
     """
     if weights != 'float' and weights not in QUANT_METHODS:
         raise ConfigError(f'unknown weight format {weights!r}; expected float or one of {list(QUANT_METHODS)}')
-    if torch.is_grad_enabled() or rows == 0:
+    if torch.is_grad_enabled() or rows == 0 or torch.compiler.is_compiling():
         return 'dense'
     if weights == 'int8':  # CUDA has the weight-only kernel too
         return 'int8pack' if rows <= INT8_MM_MAX_ROWS else 'dense'

@@ -158,3 +158,23 @@ def test_bf16_decode_steps_agree_with_the_full_forward():
     # bf16 logits reach ~24 here, where one bf16 step is 0.125: the two orders of summation may differ by two
     torch.testing.assert_close(got, full, rtol=0.02, atol=0.25)
     assert (got.argmax(-1) == full.argmax(-1)).float().mean() > 0.9
+
+
+@pytest.mark.parametrize('kw', [dict(dtype='bf16'), dict(quantize='int8-dynamic'), dict(quantize='fp16')])
+def test_compiled_decode_traces_one_graph_in_every_format(kw):
+    """Inside torch.compile the layers take plain F.linear: a weight packed outside the graph cannot be traced
+    (inductor's lowering asserts it is a graph constant), and the packing cache would break the graph."""
+    if kw.get('quantize') and not NEEDS[kw['quantize']]:
+        pytest.skip('torch has no such kernel here')
+    model = get_rudolph_model('tiny-shapes', **kw)
+    lay = model.config
+    ids = torch.randint(4, 100, (2, lay.L))
+    with torch.no_grad():
+        cache = model.new_cache(2)
+        model.hidden(ids, 0, cache)
+        eager = model.decode_one(ids[:, :1], torch.tensor(lay.L), cache.clone())
+        model.compile_decode(backend='eager', fullgraph=True)  # a graph break would raise here
+        compiled = model.decode_one(ids[:, :1], torch.tensor(lay.L), cache)
+    assert compiled.shape == eager.shape and torch.isfinite(compiled).all()
+    # the same math through the other kernel: one rounding of the activation dtype apart
+    torch.testing.assert_close(compiled.float(), eager.float(), rtol=0.05, atol=0.05)
