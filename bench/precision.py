@@ -48,7 +48,13 @@ from rudolph.model import MODELS, get_rudolph_model, ruDolphModel  # noqa: E402
 from rudolph.model.heap import release_pages  # noqa: E402
 from rudolph.model.model import skip_init  # noqa: E402
 from rudolph.model.precision import resolve_precision  # noqa: E402
-from rudolph.model.quant import INT8_MM_MAX_ROWS, Fp16Linear, Int8Linear, quantize_linears  # noqa: E402
+from rudolph.model.quant import (  # noqa: E402
+    INT8_MM_MAX_ROWS,
+    Fp16Linear,
+    Int8Linear,
+    quantize_linears,
+    quantized_linear_names,
+)
 from rudolph.model.transformer import Linear  # noqa: E402
 
 #: The formats timed: name -> (dtype, quantize), as ``get_rudolph_model(dtype=, quantize=)`` takes them.
@@ -103,16 +109,12 @@ def same_weight_models(name: str, names=NAMES) -> dict:
     for fmt in names:
         dtype, method = FORMATS[fmt]
         model = copy.deepcopy(fp32).to(dtype)
-        if method is not None:  # quantised from the fp32 weights
-            model = quantize_linears(model, dtype, method=method)
-            for m, src in zip(quantized_layers(model), quantized_layers(fp32)):
-                m.set_weight(src.weight, src.bias)
+        if method is not None:  # quantised once, from the fp32 weights
+            quantize_linears(model, dtype, fill=False, method=method)
+            for name, src in quantized_linear_names(fp32).items():
+                model.get_submodule(name).set_weight(src.weight, src.bias)
         models[fmt] = model.eval()
     return models
-
-
-def quantized_layers(model) -> list:
-    return [m for m in model.modules() if isinstance(m, (torch.nn.Linear, Int8Linear, Fp16Linear))]
 
 
 # ----------------------------------------------------------------------------- kernels

@@ -239,11 +239,10 @@ def _quantized_state(model: nn.Module, source: Dict[str, torch.Tensor], path: st
     return state
 
 
-def _int8_file_state(model: nn.Module, path: str, label: Dict[str, Any], device: torch.device,
+def _int8_file_state(model: nn.Module, path: str, saved: str, label: Dict[str, Any], device: torch.device,
                      precision: Precision) -> Dict[str, torch.Tensor]:
-    """The state of a quantised file (:func:`rudolph.model.quant.save_int8`), checked against ``model`` once its
-    linears are in the file's format."""
-    saved = quant.int8_file_metadata(path).get('quantize', 'int8')
+    """The state of a quantised file (:func:`rudolph.model.quant.save_int8`) whose metadata names format ``saved``,
+    checked against ``model`` once its linears are in the format loaded."""
     method = precision.quantize or saved
     if (saved == 'fp16') != (method == 'fp16'):  # int8 and int8-dynamic share their weights
         raise ConfigError(f"{path!r} holds {saved} weights; it loads with quantize={saved!r}"
@@ -264,14 +263,15 @@ def load_weights(cls: type, name: str, params: Dict[str, Any], path: str, device
     file) in ``precision``: the one loader of RuDOLPH weights."""
     config = RudolphConfig.from_params(params)
     label = {'name': name, **params}
-    int8 = quant.int8_file_metadata(path) is not None
+    saved = quant.int8_file_metadata(path)
+    int8 = saved is not None
     shapes, source = _weights_shapes(path, int8)
     check_weights_fit(cls, config, shapes, path, label)  # before the model is built: its size is the file's
     # Parameters on 'meta': no time or memory spent on an init the checkpoint overwrites.
     with torch.device('meta'), skip_init():
         model = cls(config, device=device)
     if int8:
-        state = _int8_file_state(model, path, label, device, precision)
+        state = _int8_file_state(model, path, saved.get('quantize', 'int8'), label, device, precision)
     elif precision.quantize:
         state = _quantized_state(model, source if source is not None else _lazy_checkpoint(path), path, label,
                                  device, precision)
