@@ -59,7 +59,7 @@ from rudolph.model.transformer import Linear  # noqa: E402
 
 #: The formats timed: name -> (dtype, quantize), as ``get_rudolph_model(dtype=, quantize=)`` takes them.
 FORMATS = {'fp32': (torch.float32, None), 'bf16': (torch.bfloat16, None), 'int8': (torch.bfloat16, 'int8'),
-           'int8-dynamic': (torch.bfloat16, 'int8-dynamic'), 'fp16': (torch.float32, 'fp16')}
+           'int8-dynamic': (torch.float32, 'int8-dynamic'), 'fp16': (torch.float32, 'fp16')}
 NAMES = tuple(FORMATS)
 CLASSES = ['кошка', 'собака', 'лошадь', 'автомобиль', 'самолёт', 'корабль', 'птица', 'олень', 'лягушка', 'грузовик']
 
@@ -132,7 +132,7 @@ def part_kernels(args) -> None:
         'bf16 (rule: packed)': ([copy.deepcopy(m).bfloat16() for m in floats], torch.bfloat16),
         'int8 (rule)': ([Int8Linear.from_linear(m) for m in floats], torch.bfloat16),
         'int8 -> bf16 + F.linear': ([Int8Linear.from_linear(m) for m in floats], torch.bfloat16),
-        'int8-dynamic (rule)': ([Int8Linear.from_linear(m, dynamic=True) for m in floats], torch.bfloat16),
+        'int8-dynamic (rule)': ([Int8Linear.from_linear(m, torch.float32, dynamic=True) for m in floats], torch.float32),
         'fp16 (rule)': ([Fp16Linear.from_linear(m) for m in floats], torch.float32),
     }
     calls = {

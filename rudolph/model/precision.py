@@ -60,6 +60,8 @@ def _auto_dtype(device: torch.device, quantize: Optional[str]) -> Tuple[torch.dt
         return torch.float16, 'CUDA device: float16'
     if quantize == 'fp16':
         return torch.float32, 'fp16 weights take float32 activations (fbgemm)'
+    if quantize == 'int8-dynamic':  # bf16 activations only add conversions and a slower bf16 attention
+        return torch.float32, 'int8-dynamic runs fastest with float32 activations (quantised per row per call)'
     if device.type == 'cpu' and cpu_has_native_bf16():
         return torch.bfloat16, f'this CPU has native bf16 ({torch.backends.cpu.get_cpu_capability()})'
     if device.type == 'cpu' and quantize == 'int8':
@@ -98,7 +100,7 @@ def resolve_precision(dtype: Union[None, str, torch.dtype] = None, quantize: Opt
 
     ``dtype``: ``None`` (float32; with ``quantize``, as ``'auto'``), a torch dtype, one of its names
     ('fp32', 'bf16', 'half', ...) or ``'auto'``: bf16 on CPUs with native bf16, fp16 on CUDA,
-    float32 otherwise and for ``quantize='fp16'`` (one INFO log line says which and why).
+    float32 otherwise and for ``quantize='fp16'`` or ``'int8-dynamic'`` (one INFO log line says which and why).
     ``quantize``: ``None`` or a weight format of :data:`rudolph.model.quant.QUANT_METHODS`.
     ``fp16=True`` (the original flag) is float16 on CUDA; on CPU it warns and keeps float32.
     Unsupported combinations raise ``ConfigError`` (``MissingDependencyError`` when torch lacks

@@ -266,12 +266,13 @@ class Int8Linear(nn.Module):
             torch.ops.onednn.qlinear_prepack(w, None), torch.zeros(w.shape[0], dtype=torch.long)))
         xf = flat.float()
         amax = xf.abs().amax(dim=1, keepdim=True).clamp_min_(_TINY)
-        step = amax / 127
         # unsigned with zero point 128: oneDNN's fast x86 path is u8 x s8 (signed activations fall to a reference
         # path); + 0.5 because the conversion truncates (the values are positive): round half up
-        xq = (xf * (127 / amax)).add_(128.5).to(torch.uint8)
-        out = torch.ops.onednn.qlinear_pointwise.tensor(xq, _ONE, _U8_ZERO_POINT, packed, scale, zero_points, None,
-                                                        1.0, 0, torch.float32, 'none', [], '')
+        xq = torch.addcmul(_U8_OFFSET, xf, 127 / amax).to(torch.uint8)
+        # the scalar overload: the Tensor one reads its one-element scale and zero point back on every call
+        out = torch.ops.onednn.qlinear_pointwise(xq, 1.0, 128, packed, scale, zero_points, None,
+                                                 1.0, 0, torch.float32, 'none', [], '')
+        step = amax.div_(127)
         out = out.mul_(step) if bias is None else torch.addcmul(bias.float(), out, step)
         return out.to(flat.dtype)
 
@@ -287,8 +288,7 @@ class Int8Linear(nn.Module):
 
 
 _TINY = 1e-30  # a floor on a row's max |x| whose 127 / max stays finite in float32
-_ONE = torch.tensor(1.0)
-_U8_ZERO_POINT = torch.tensor(128)
+_U8_OFFSET = torch.tensor(128.5)  # the zero point 128, + 0.5 to round
 
 
 def _slot(rows: Optional[slice]) -> Hashable:
