@@ -225,8 +225,7 @@ def _quantized_state(model: nn.Module, source: Dict[str, torch.Tensor], path: st
         value = source.pop(key)
         if key in linears:
             entries = quant.quantized_entries(method, key, value)
-            # a NaN or inf anywhere in a row makes its max |w| (the int8 scale) non-finite: no second pass
-            check_finite({k: v for k, v in entries.items() if v.is_floating_point()}, path)
+            _check_converted(key, value, entries, path, method)
             state.update({k: v.to(device) for k, v in entries.items()})
         else:
             check_finite({key: value}, path)
@@ -237,6 +236,19 @@ def _quantized_state(model: nn.Module, source: Dict[str, torch.Tensor], path: st
         del value
         trim_heap()
     return state
+
+
+def _check_converted(key: str, value: torch.Tensor, entries: Dict[str, torch.Tensor], path: str, method: str) -> None:
+    """Raise when a converted weight is not finite: the checkpoint's own NaN/inf (``CheckpointError``), or a
+    finite weight beyond what ``method`` holds (float16 overflows past 65504: ``ConfigError``)."""
+    # a NaN or inf anywhere in a row makes its max |w| (the int8 scale) non-finite: the source is only
+    # scanned again when the converted tensors are not finite
+    if all(bool(torch.isfinite(v).all()) for v in entries.values() if v.is_floating_point()):
+        return
+    check_finite({key: value}, path)
+    raise ConfigError(f"{path}: tensor {key!r} holds weights up to |w| = {float(value.abs().max()):.4g}, beyond "
+                      f"float16's range (65504): quantize={method!r} cannot hold them; load it with "
+                      f"quantize='int8-dynamic' or 'int8', or without quantize")
 
 
 def _int8_file_state(model: nn.Module, path: str, saved: str, label: Dict[str, Any], device: torch.device,

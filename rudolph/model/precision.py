@@ -73,7 +73,8 @@ def _auto_dtype(device: torch.device, quantize: Optional[str]) -> Tuple[torch.dt
 _NEEDS = {
     'int8': ({'cpu': (torch.bfloat16,), 'cuda': (torch.float16, torch.bfloat16)}, 'torch._weight_int8pack_mm'),
     'int8-dynamic': ({'cpu': (torch.float32, torch.bfloat16)},
-                     "oneDNN's int8 GEMM (torch.ops.onednn.qlinear_pointwise)"),
+                     "an int8 GEMM exact over u8 x s8 (fbgemm's torch.ops.quantized.linear_with_input_q_dq_qweight_"
+                     "dq_output_fp32 or oneDNN's torch.ops.onednn.qlinear_pointwise)"),
     'fp16': ({'cpu': (torch.float32,)}, "fbgemm's fp16 GEMM (torch.ops.quantized.linear_dynamic_fp16)"),
 }
 

@@ -5,7 +5,7 @@ Weight formats (``quantize=``):
 
 * ``'int8'``: int8 weights, activations in bf16 (CPU) or fp16/bf16 (CUDA), weight-only kernels;
 * ``'int8-dynamic'``: the same int8 weights, and each activation ROW quantised to int8 on the fly
-  (symmetric, its own scale) for oneDNN's int8 x int8 GEMM (CPU). A row's result never depends
+  (symmetric, its own scale) for fbgemm's or oneDNN's int8 x int8 GEMM (CPU). A row's result never depends
   on the other rows of its batch, so batched jobs give the same answer whatever the batch size;
 * ``'fp16'``: float16 weights packed for fbgemm's fp16 GEMM, float32 activations (CPU); near-lossless.
 
@@ -13,12 +13,14 @@ Int8 weights are symmetric per output channel: ``w ~= q * scale`` with ``q`` in 
 and ``scale = max|w_row| / 127`` (float32, rounded up to a value bf16 holds exactly).
 
 Which kernel multiplies is one rule, :func:`pick_kernel` (format, rows in the call), measured
-by ``bench/precision.py --parts kernels`` on a quiet machine. Packed weights (oneDNN's int8 and
-bf16 layouts, fbgemm's fp16) are made on first use and kept beside the plain tensors, which stay
+by ``bench/precision.py --parts kernels`` on a quiet machine. Packed weights (fbgemm's or oneDNN's
+int8, oneDNN's bf16 and fbgemm's fp16 layouts) are made on first use and kept beside the plain tensors, which stay
 the state dict: a packed model saves, moves and loads like any other.
 """
+import functools
 import logging
 import os
+import warnings
 from typing import Callable, Dict, Hashable, Optional, Tuple, Union
 
 import torch
@@ -31,6 +33,7 @@ from rudolph.io.safetensors import read_safetensors_header
 from rudolph.model.config import QUANT_METHODS
 
 __all__ = ['Int8Linear', 'Fp16Linear', 'QUANT_METHODS', 'INT8_MM_MAX_ROWS', 'SMALL_BATCH_ROWS', 'pick_kernel', 'packed_bf16_linear',
+           'DYNAMIC_INT8_KERNELS', 'dynamic_int8_kernel',
            'bf16_exact_ceil', 'quantize_weight', 'quantize_linears', 'quantized_linear_names', 'int8_kernel_available',
            'kernel_available', 'quantized_entries', 'quantized_method', 'save_int8', 'read_int8_file', 'int8_file_metadata', 'int8_metadata',
            'is_quantized', 'QUANTIZED_LAYERS']
@@ -58,7 +61,8 @@ def pick_kernel(weights: str, rows: int, x: torch.Tensor) -> str:
     * bf16 activations, float weights: oneDNN's prepacked bf16 GEMM at every row count (fastest
       from 1 to 256 rows; MKL's bf16 GEMM and ``addmv`` read the weight far slower);
     * fp32: the weight-first GEMM order up to ``SMALL_BATCH_ROWS`` (:func:`rudolph.model.transformer.linear`);
-    * int8-dynamic: oneDNN's u8 x s8 GEMM at every row count (the int8 weight read once, no conversion);
+    * int8-dynamic: fbgemm's u8 x s8 GEMM at every row count where it is exact, else oneDNN's
+      (:func:`dynamic_int8_kernel`; the int8 weight read once, no conversion);
     * int8: ``_weight_int8pack_mm`` up to :data:`INT8_MM_MAX_ROWS` rows, above it the converted weight;
     * fp16: fbgemm's fp16 GEMM at every row count.
     """
@@ -74,7 +78,9 @@ def pick_kernel(weights: str, rows: int, x: torch.Tensor) -> str:
         return 'onednn-bf16'
     if weights == 'float':
         return 'weight-first' if rows <= SMALL_BATCH_ROWS else 'dense'
-    return 'onednn-int8' if weights == 'int8-dynamic' else 'fbgemm-fp16'
+    if weights == 'int8-dynamic':
+        return dynamic_int8_kernel() or 'onednn-int8'  # None: resolve_precision refused the format already
+    return 'fbgemm-fp16'
 
 
 def kernel_available(method: str, device: torch.device) -> bool:
@@ -89,12 +95,7 @@ def kernel_available(method: str, device: torch.device) -> bool:
         if device.type != 'cpu':
             return False
         if method == 'int8-dynamic':
-            probe = Int8Linear(32, 8, dtype=torch.float32)
-            probe.set_weight(torch.ones(8, 32), None)
-            probe.dynamic = True
-            with torch.no_grad():
-                probe(torch.ones(1, 32))
-            return True
+            return dynamic_int8_kernel() is not None
         if method == 'fp16':
             torch.ops.quantized.linear_dynamic_fp16(torch.ones(1, 32), torch.ops.quantized.linear_prepack_fp16(
                 torch.ones(8, 32), None))
@@ -241,8 +242,8 @@ class Int8Linear(nn.Module):
             w, scale, bias = w[rows], scale[rows], None if bias is None else bias[rows]
         flat = x.reshape(-1, x.shape[-1])
         kernel = pick_kernel(self.method, flat.shape[0], x)
-        if kernel == 'onednn-int8':
-            out = self._onednn(flat, w, scale, bias, _slot(rows))
+        if kernel in DYNAMIC_INT8_KERNELS:
+            out = self._dynamic(flat, w, scale, bias, _slot(rows), kernel)
             return out.reshape(*x.shape[:-1], w.shape[0])
         act_scale = self._act_scale(x.dtype) if kernel == 'int8pack' and x.device.type == 'cpu' else None
         if act_scale is not None:  # the kernel applies the (exact) scale: one call and the bias
@@ -255,23 +256,18 @@ class Int8Linear(nn.Module):
         out = out.float() * scale if bias is None else torch.addcmul(bias.float(), out.float(), scale)
         return out.to(x.dtype).reshape(*x.shape[:-1], w.shape[0])
 
-    def _onednn(self, flat: torch.Tensor, w: torch.Tensor, scale: torch.Tensor, bias: Optional[torch.Tensor],
-                slot: Hashable) -> torch.Tensor:
+    def _dynamic(self, flat: torch.Tensor, w: torch.Tensor, scale: torch.Tensor, bias: Optional[torch.Tensor],
+                 slot: Hashable, kernel: str) -> torch.Tensor:
         """``flat @ (w * scale).T + bias`` with each row of ``flat`` quantised to int8 with its own scale.
 
-        oneDNN takes one activation scale per call, so the GEMM runs with scale 1 and each row's
-        scale is applied to its output: a row's result is the same in any batch.
+        The int8 GEMMs take one activation scale per call, so they run on rows scaled to
+        ``[-127, 127]`` with scale 1 and each row's scale is applied to its output: a row's result
+        is the same in any batch, and the same with either ``kernel`` of :data:`DYNAMIC_INT8_KERNELS`.
         """
-        packed, zero_points = _packs(self).get(('onednn', slot), self.weight, lambda: (
-            torch.ops.onednn.qlinear_prepack(w, None), torch.zeros(w.shape[0], dtype=torch.long)))
+        packed = _packs(self).get((kernel, slot), self.weight, lambda: _pack_dynamic(kernel, w, scale))
         xf = flat.float()
         amax = xf.abs().amax(dim=1, keepdim=True).clamp_min_(_TINY)
-        # unsigned with zero point 128: oneDNN's fast x86 path is u8 x s8 (signed activations fall to a reference
-        # path); + 0.5 because the conversion truncates (the values are positive): round half up
-        xq = torch.addcmul(_U8_OFFSET, xf, 127 / amax).to(torch.uint8)
-        # the scalar overload: the Tensor one reads its one-element scale and zero point back on every call
-        out = torch.ops.onednn.qlinear_pointwise(xq, 1.0, 128, packed, scale, zero_points, None,
-                                                 1.0, 0, torch.float32, 'none', [], '')
+        out = _gemm_dynamic(kernel, packed, xf * (127 / amax))
         step = amax.div_(127)
         out = out.mul_(step) if bias is None else torch.addcmul(bias.float(), out, step)
         return out.to(flat.dtype)
@@ -288,11 +284,63 @@ class Int8Linear(nn.Module):
 
 
 _TINY = 1e-30  # a floor on a row's max |x| whose 127 / max stays finite in float32
-_U8_OFFSET = torch.tensor(128.5)  # the zero point 128, + 0.5 to round
 
 
 def _slot(rows: Optional[slice]) -> Hashable:
     return None if rows is None else (rows.start, rows.stop, rows.step)
+
+
+#: The int8 x int8 GEMMs of ``quantize='int8-dynamic'``, fastest first (:func:`dynamic_int8_kernel` picks).
+DYNAMIC_INT8_KERNELS = ('fbgemm-int8', 'onednn-int8')
+
+
+def _pack_dynamic(kernel: str, w: torch.Tensor, scale: torch.Tensor) -> object:
+    """``w`` (int8, per-channel float32 ``scale``) packed for ``kernel``."""
+    zero_points = torch.zeros(w.shape[0], dtype=torch.long)
+    if kernel == 'onednn-int8':
+        return torch.ops.onednn.qlinear_prepack(w, None), scale, zero_points
+    # fbgemm packs from a quantised tensor, a creation API torch deprecates (the weights stay plain int8
+    # tensors; this one is dropped once packed). Its warning names nothing a user can act on.
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message='.*quantized tensor creation functions', category=UserWarning)
+        q = torch._make_per_channel_quantized_tensor(w, scale.double(), zero_points, 0)
+    return torch.ops.quantized.linear_prepack(q, None)
+
+
+def _gemm_dynamic(kernel: str, packed: object, xs: torch.Tensor) -> torch.Tensor:
+    """``round(xs) @ w.T * scale`` (float32) for rows ``xs`` scaled to ``[-127, 127]``.
+
+    Both kernels take the rows as u8 with zero point 128 (the fast x86 path is u8 x s8; signed
+    activations fall to a reference path in oneDNN), rounded half to even, and give the same bits.
+    """
+    if kernel == 'fbgemm-int8':  # quantises xs itself: round(xs / 1) + 128
+        return torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(xs, 1.0, 128, packed)
+    weight, scale, zero_points = packed
+    xq = torch.round(xs).add_(128).to(torch.uint8)
+    return torch.ops.onednn.qlinear_pointwise(xq, 1.0, 128, weight, scale, zero_points, None,
+                                             1.0, 0, torch.float32, 'none', [], '')
+
+
+def _exact_dynamic(kernel: str) -> bool:
+    """Whether ``kernel`` runs here and is exact at full range: 255 x 127 pairs overflow the int16
+    sums of x86 CPUs without VNNI (AVX2's ``vpmaddubsw`` saturates), which would corrupt results."""
+    try:
+        w = torch.full((8, 64), 127, dtype=torch.int8)
+        xs = torch.tensor([[127.0] * 64, [-127.0] * 64])
+        out = _gemm_dynamic(kernel, _pack_dynamic(kernel, w, torch.ones(8)), xs)
+    except (AttributeError, NotImplementedError, RuntimeError):
+        return False
+    return torch.equal(out, torch.tensor([[127.0 * 127 * 64] * 8, [-127.0 * 127 * 64] * 8]))
+
+
+@functools.lru_cache(maxsize=None)
+def dynamic_int8_kernel() -> Optional[str]:
+    """The first of :data:`DYNAMIC_INT8_KERNELS` torch has here and computes exactly, or ``None``.
+
+    fbgemm's GEMM reads the int8 weights 1.2-1.8x faster than oneDNN's at 1-32 rows
+    (``bench/README.md``); oneDNN's is the supported route torch keeps, with the same results.
+    """
+    return next((k for k in DYNAMIC_INT8_KERNELS if _exact_dynamic(k)), None)
 
 
 def _int8_mm(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

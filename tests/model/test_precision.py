@@ -410,3 +410,16 @@ def test_quantising_while_loading_rejects_non_finite_weights(tmp_path, key):
     torch.save(state, tmp_path / 'nan.bin')
     with pytest.raises(CheckpointError, match=f"nan.bin.*{key}.*non-finite"):
         get_rudolph_model('tiny-shapes', checkpoint_path=tmp_path / 'nan.bin', quantize='int8')
+
+
+def test_a_weight_beyond_float16_is_named_as_such_under_fp16_weights(tmp_path):
+    key = 'transformer.layers.0.attention.dense.weight'
+    state = get_rudolph_model('tiny-shapes').state_dict()
+    state[key] = state[key].clone()
+    state[key][2, 7] = 1e5  # finite in float32, inf in float16
+    torch.save(state, tmp_path / 'big.bin')
+    with pytest.raises(ConfigError, match=rf"big.bin: tensor '{key}' holds weights up to \|w\| = 1e\+05, beyond "
+                                          r"float16's range .*quantize='fp16' cannot hold them"):
+        get_rudolph_model('tiny-shapes', checkpoint_path=tmp_path / 'big.bin', quantize='fp16')
+    model = get_rudolph_model('tiny-shapes', checkpoint_path=tmp_path / 'big.bin', quantize='int8-dynamic')
+    assert model.get_submodule(key.removesuffix('.weight')).weight_scale[2] > 1e5 / 127 * 0.99

@@ -33,10 +33,14 @@ def _input_dtype(kind: str) -> torch.dtype:
     ('float', 1, torch.bfloat16, 'onednn-bf16'), ('float', 300, torch.bfloat16, 'onednn-bf16'),
     ('float', 8, torch.float32, 'weight-first'), ('float', 65, torch.float32, 'dense'),
     ('int8', 8, torch.bfloat16, 'int8pack'), ('int8', 9, torch.bfloat16, 'dense'),
-    ('int8-dynamic', 1, torch.bfloat16, 'onednn-int8'), ('int8-dynamic', 500, torch.float32, 'onednn-int8'),
+    ('int8-dynamic', 1, torch.bfloat16, 'dynamic'), ('int8-dynamic', 500, torch.float32, 'dynamic'),
     ('fp16', 3, torch.float32, 'fbgemm-fp16')])
 def test_the_kernel_rule(weights, rows, dtype, expected):
     x = torch.zeros(rows, 4, dtype=dtype)
+    if expected == 'dynamic':  # the first int8 GEMM exact on this machine (tested below)
+        expected = quant.dynamic_int8_kernel()
+        if expected is None:
+            pytest.skip('no exact int8 x int8 GEMM in this torch build')
     with torch.no_grad():
         assert pick_kernel(weights, rows, x) == expected
     with torch.enable_grad():  # training: plain F.linear whatever the format
@@ -101,13 +105,51 @@ def test_precision_of_each_format(monkeypatch):
     for method in ('int8-dynamic', 'fp16'):
         with pytest.raises(MissingDependencyError, match=rf"quantize='{method}' needs .* on cuda"):
             resolve_precision(None, method, device='cuda')
-    # a torch built without oneDNN's int8 ops: the probe call fails, and the message names what is missing
+    # a torch built without either int8 GEMM: the probes fail, and the message names what is missing
     def missing(*args):
-        raise RuntimeError('onednn::qlinear_prepack: not compiled in')
+        raise RuntimeError('not compiled in')
     monkeypatch.setattr(torch.ops.onednn, 'qlinear_prepack', missing)
-    assert not quant.kernel_available('int8-dynamic', torch.device('cpu'))
-    with pytest.raises(MissingDependencyError, match=r"quantize='int8-dynamic' needs oneDNN's int8 GEMM"):
-        resolve_precision(None, 'int8-dynamic')
+    monkeypatch.setattr(torch.ops.quantized, 'linear_prepack', missing)
+    quant.dynamic_int8_kernel.cache_clear()
+    try:
+        assert not quant.kernel_available('int8-dynamic', torch.device('cpu'))
+        with pytest.raises(MissingDependencyError, match=r"quantize='int8-dynamic' needs an int8 GEMM exact over u8"):
+            resolve_precision(None, 'int8-dynamic')
+    finally:
+        monkeypatch.undo()
+        quant.dynamic_int8_kernel.cache_clear()
+    assert quant.kernel_available('int8-dynamic', torch.device('cpu')) == NEEDS['int8-dynamic']
+
+
+def test_both_int8_gemms_give_the_same_bits_and_catch_saturation():
+    exact = [k for k in quant.DYNAMIC_INT8_KERNELS if quant._exact_dynamic(k)]
+    assert quant.dynamic_int8_kernel() == (exact[0] if exact else None)
+    if len(exact) < 2:
+        pytest.skip(f'only {exact} exact in this torch build')
+    torch.manual_seed(0)
+    layer = Int8Linear.from_linear(torch.nn.Linear(320, 96), torch.float32, dynamic=True)
+    x = torch.randn(7, 320) * torch.logspace(-3, 3, 7)[:, None]  # rows of very different scales
+    outs = [layer._dynamic(x, layer.weight, layer.weight_scale, layer.bias, None, k) for k in exact]
+    assert torch.equal(outs[0], outs[1])
+
+
+@pytest.mark.parametrize('saturates', [False, True])
+def test_the_int8_probe_refuses_a_gemm_whose_pair_sums_saturate(monkeypatch, saturates):
+    # u8 x s8 the way x86 without VNNI multiplies (vpmaddubsw: pairs of products summed in int16, saturating)
+    def pack(kernel, w, scale):
+        return w.int(), scale
+
+    def gemm(kernel, packed, xs):
+        w, scale = packed
+        q = torch.round(xs).int() + 128
+        pairs = q[:, None, 0::2] * w[None, :, 0::2] + q[:, None, 1::2] * w[None, :, 1::2]
+        if saturates:
+            pairs = pairs.clamp(-2 ** 15, 2 ** 15 - 1)
+        return (pairs.sum(-1) - 128 * w.sum(1)).float() * scale
+
+    monkeypatch.setattr(quant, '_pack_dynamic', pack)
+    monkeypatch.setattr(quant, '_gemm_dynamic', gemm)
+    assert quant._exact_dynamic('fbgemm-int8') is not saturates
 
 
 @pytest.mark.parametrize('method', ['int8-dynamic', 'fp16'])
