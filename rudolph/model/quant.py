@@ -337,8 +337,8 @@ def _exact_dynamic(kernel: str) -> bool:
 def dynamic_int8_kernel() -> Optional[str]:
     """The first of :data:`DYNAMIC_INT8_KERNELS` torch has here and computes exactly, or ``None``.
 
-    fbgemm's GEMM reads the int8 weights 1.2-1.8x faster than oneDNN's at 1-32 rows
-    (``bench/README.md``); oneDNN's is the supported route torch keeps, with the same results.
+    fbgemm's GEMM is the faster one here, most at a few rows (``bench/README.md``); oneDNN's is
+    the route torch keeps supported, with the same results.
     """
     return next((k for k in DYNAMIC_INT8_KERNELS if _exact_dynamic(k)), None)
 
