@@ -21,7 +21,7 @@ from typing import Callable, List
 import torch
 
 from rudolph.model import get_rudolph_model
-from rudolph.model.quant import Fp16Linear, Int8Linear
+from rudolph.model.quant import QUANTIZED_LAYERS
 
 #: --dtypes values: (dtype, quantize) for get_rudolph_model
 PRECISIONS = {'fp32': ('float32', None), 'bf16': ('bfloat16', None), 'fp16': ('float16', None),
@@ -52,8 +52,8 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def linear_layers(model) -> list:
-    """Every linear layer of the model (float ``nn.Linear`` or a quantised ``Int8Linear`` / ``Fp16Linear``)."""
-    return [m for m in model.modules() if isinstance(m, (torch.nn.Linear, Int8Linear, Fp16Linear))]
+    """Every linear layer of the model (float ``nn.Linear`` or a layer of a ``quantize=`` format)."""
+    return [m for m in model.modules() if isinstance(m, (torch.nn.Linear, *QUANTIZED_LAYERS))]
 
 
 def weight_bytes(model) -> int:

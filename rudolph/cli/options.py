@@ -106,7 +106,8 @@ def add_precision(g, default: Optional[str] = 'auto') -> None:
     """
     precision = g.add_mutually_exclusive_group()
     shown = ('auto: bf16 on CPUs with native bf16, fp16 on CUDA, else fp32' if default == 'auto' else
-             'fp32; with --quantize as auto: bf16 activations on CPUs with native bf16, fp32 for --quantize fp16'
+             'fp32; with --quantize as auto: bf16 activations on CPUs with native bf16, fp32 for --quantize fp16 '
+             'or int8-dynamic'
              if default is None else default)
     precision.add_argument('--dtype', choices=DTYPE_CHOICES, default=default,
                            help=f'weights and activations (default {shown})')

@@ -186,10 +186,10 @@ def train(model: nn.Module, train_data: EncodedDataset, config: TrainConfig,
 
 def _check_trainable_model(model: nn.Module) -> None:
     """``ConfigError`` for a model whose weights cannot learn: quantised layers hold their weights as buffers."""
-    int8 = [(name, m.method) for name, m in model.named_modules() if isinstance(m, QUANTIZED_LAYERS)]
-    if int8:
-        raise ConfigError(f"cannot fine-tune a model loaded with quantize={int8[0][1]!r} ({len(int8)} quantised "
-                          f"layers, e.g. {int8[0][0]!r}): quantised weights are for inference. Load it without "
+    quantised = [(name, m.method) for name, m in model.named_modules() if isinstance(m, QUANTIZED_LAYERS)]
+    if quantised:
+        raise ConfigError(f"cannot fine-tune a model loaded with quantize={quantised[0][1]!r} ({len(quantised)} "
+                          f"quantised layers, e.g. {quantised[0][0]!r}): quantised weights are for inference. Load it without "
                           f"quantize (float32, or {setting('precision', 'bf16')} for bf16 autocast while training), "
                           f"then quantise the result")
 

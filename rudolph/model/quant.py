@@ -32,7 +32,7 @@ from rudolph.io.atomic import write_atomic
 from rudolph.io.safetensors import read_safetensors_header
 from rudolph.model.config import QUANT_METHODS
 
-__all__ = ['Int8Linear', 'Fp16Linear', 'QUANT_METHODS', 'INT8_MM_MAX_ROWS', 'SMALL_BATCH_ROWS', 'pick_kernel', 'packed_bf16_linear',
+__all__ = ['Int8Linear', 'Fp16Linear', 'QUANT_METHODS', 'INT8_MM_MAX_ROWS', 'SMALL_BATCH_ROWS', 'pick_kernel', 'packed_bf16_linear', 'slice_key',
            'DYNAMIC_INT8_KERNELS', 'dynamic_int8_kernel',
            'bf16_exact_ceil', 'quantize_weight', 'quantize_linears', 'quantized_linear_names', 'int8_kernel_available',
            'kernel_available', 'quantized_entries', 'quantized_method', 'save_int8', 'read_int8_file', 'int8_file_metadata', 'int8_metadata',
@@ -197,7 +197,7 @@ class Int8Linear(nn.Module):
 
     State-dict entries: ``weight`` (int8), ``weight_scale`` (float32), ``bias`` (activation
     dtype). All are buffers: an int8 model is for inference. ``dynamic``: activations quantised
-    per row for oneDNN's int8 GEMM (``quantize='int8-dynamic'``) instead of weight-only kernels.
+    per row for an int8 x int8 GEMM (``quantize='int8-dynamic'``) instead of weight-only kernels.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
@@ -243,7 +243,7 @@ class Int8Linear(nn.Module):
         flat = x.reshape(-1, x.shape[-1])
         kernel = pick_kernel(self.method, flat.shape[0], x)
         if kernel in DYNAMIC_INT8_KERNELS:
-            out = self._dynamic(flat, w, scale, bias, _slot(rows), kernel)
+            out = self._dynamic(flat, w, scale, bias, slice_key(rows), kernel)
             return out.reshape(*x.shape[:-1], w.shape[0])
         act_scale = self._act_scale(x.dtype) if kernel == 'int8pack' and x.device.type == 'cpu' else None
         if act_scale is not None:  # the kernel applies the (exact) scale: one call and the bias
@@ -286,7 +286,8 @@ class Int8Linear(nn.Module):
 _TINY = 1e-30  # a floor on a row's max |x| whose 127 / max stays finite in float32
 
 
-def _slot(rows: Optional[slice]) -> Hashable:
+def slice_key(rows: Optional[slice]) -> Hashable:
+    """A hashable name of a channel slice (``None``: all channels), the key a packed part is kept under."""
     return None if rows is None else (rows.start, rows.stop, rows.step)
 
 
@@ -391,7 +392,7 @@ class Fp16Linear(nn.Module):
             w, bias = w[rows], None if bias is None else bias[rows]
         flat = x.reshape(-1, x.shape[-1])
         if pick_kernel('fp16', flat.shape[0], x) == 'fbgemm-fp16':
-            packed = _packs(self).get(_slot(rows), self.weight, lambda: torch.ops.quantized.linear_prepack_fp16(
+            packed = _packs(self).get(slice_key(rows), self.weight, lambda: torch.ops.quantized.linear_prepack_fp16(
                 w.float(), None if bias is None else bias.float()))
             out = torch.ops.quantized.linear_dynamic_fp16(flat.float(), packed).to(x.dtype)
         else:
@@ -408,7 +409,7 @@ QUANTIZED_LAYERS = (Int8Linear, Fp16Linear)
 
 def is_quantized(module: nn.Module) -> bool:
     """Whether ``module`` is (or holds) a layer of a ``quantize=`` format."""
-    return any(isinstance(m, QUANTIZED_LAYERS) for m in module.modules())
+    return quantized_method(module) is not None
 
 
 def quantized_linear_names(model: nn.Module) -> Dict[str, nn.Linear]:

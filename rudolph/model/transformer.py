@@ -16,7 +16,7 @@ from torch.utils.checkpoint import checkpoint
 
 from rudolph.model.cache import KVCache
 from rudolph.model.image_attention import MASK_NAMES, get_col_mask, get_conv_mask, get_row_mask, layer_mask_name
-from rudolph.model.quant import SMALL_BATCH_ROWS, packed_bf16_linear, pick_kernel
+from rudolph.model.quant import SMALL_BATCH_ROWS, packed_bf16_linear, pick_kernel, slice_key
 
 __all__ = ['SparseTransformer', 'SparseTransformerLayer', 'DalleSelfAttention', 'DalleMLP', 'Linear', 'linear',
            'SMALL_BATCH_ROWS', 'gelu',
@@ -61,7 +61,7 @@ class Linear(nn.Linear):
         if rows is None:
             return self(x)
         bias = None if self.bias is None else self.bias[rows]
-        return linear(x, self.weight[rows], bias, self, (rows.start, rows.stop, rows.step))
+        return linear(x, self.weight[rows], bias, self, slice_key(rows))
 
 
 def gelu(x: torch.Tensor) -> torch.Tensor:
